@@ -1,0 +1,99 @@
+//! The one-line join string a volunteer pastes:
+//! `peergrid://HOST:PORT#sha256:<certificate fingerprint>`.
+//!
+//! The fingerprint pins the coordinator's self-signed certificate, so a
+//! volunteer needs no certificate authority and cannot be redirected to a
+//! look-alike server.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinString {
+    /// `host:port` of the coordinator's QUIC endpoint, as given by the operator.
+    pub address: String,
+    /// SHA-256 of the coordinator certificate's DER encoding.
+    pub cert_sha256: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    #[error("a join string starts with `peergrid://`; got `{0}`")]
+    Scheme(String),
+    #[error("the join string has no `#sha256:<fingerprint>` part; copy the whole line `peergrid-coordinator init` printed")]
+    MissingFingerprint,
+    #[error("the join string's fingerprint is not 64 hex digits")]
+    BadFingerprint,
+    #[error("the join string has no `host:port` address")]
+    MissingAddress,
+}
+
+impl FromStr for JoinString {
+    type Err = JoinError;
+
+    fn from_str(s: &str) -> Result<Self, JoinError> {
+        let s = s.trim();
+        let rest = s
+            .strip_prefix("peergrid://")
+            .ok_or_else(|| JoinError::Scheme(s.chars().take(40).collect()))?;
+        let (address, fragment) = rest.split_once('#').ok_or(JoinError::MissingFingerprint)?;
+        let address = address.trim_end_matches('/');
+        if address.is_empty() || !address.contains(':') {
+            return Err(JoinError::MissingAddress);
+        }
+        let hex_fp = fragment
+            .strip_prefix("sha256:")
+            .ok_or(JoinError::MissingFingerprint)?;
+        let mut cert_sha256 = [0u8; 32];
+        hex::decode_to_slice(hex_fp, &mut cert_sha256).map_err(|_| JoinError::BadFingerprint)?;
+        Ok(JoinString {
+            address: address.to_string(),
+            cert_sha256,
+        })
+    }
+}
+
+impl fmt::Display for JoinString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "peergrid://{}#sha256:{}",
+            self.address,
+            hex::encode(self.cert_sha256)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let j = JoinString {
+            address: "127.0.0.1:7400".into(),
+            cert_sha256: [7; 32],
+        };
+        assert_eq!(j.to_string().parse::<JoinString>(), Ok(j));
+    }
+
+    #[test]
+    fn clear_errors() {
+        assert!(matches!(
+            "http://x:1#sha256:00".parse::<JoinString>(),
+            Err(JoinError::Scheme(_))
+        ));
+        assert_eq!(
+            "peergrid://x:1".parse::<JoinString>(),
+            Err(JoinError::MissingFingerprint)
+        );
+        assert_eq!(
+            "peergrid://x:1#sha256:1234".parse::<JoinString>(),
+            Err(JoinError::BadFingerprint)
+        );
+        assert_eq!(
+            format!("peergrid://#sha256:{}", "0".repeat(64)).parse::<JoinString>(),
+            Err(JoinError::MissingAddress)
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! peergrid's shared vocabulary: content hashes, the join string, the job
+//! spec and the messages workers and the coordinator exchange over QUIC.
+//!
+//! **Architecture Invariant:** this crate does no I/O and knows nothing of
+//! tokio, quinn, wasmtime or SQLite, so it builds for wasm32 and every side
+//! (coordinator, worker, CLI, tests) agrees on one definition of each type.
+
+pub mod codec;
+pub mod hash;
+pub mod join;
+pub mod limits;
+pub mod spec;
+pub mod wire;
+
+pub use hash::Hash;
+pub use join::JoinString;

@@ -1,0 +1,22 @@
+//! Limits on everything a stranger can send. Both sides read them from
+//! here so that a sender learns the same bound the receiver enforces.
+
+/// Largest QUIC message (one request or one reply) either side accepts.
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Largest wasm module a researcher may submit.
+pub const MAX_MODULE: usize = 32 * 1024 * 1024;
+/// Largest input of one work unit.
+pub const MAX_INPUT: usize = 4 * 1024 * 1024;
+/// Largest output (stdout) of one task; more is an error result.
+pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// Largest stderr kept from one task; the rest is dropped.
+pub const MAX_STDERR: usize = 64 * 1024;
+/// Most work units in one job.
+pub const MAX_UNITS_PER_JOB: usize = 1_000_000;
+/// Most tasks a worker may ask for, or report, in one exchange.
+pub const MAX_TASKS_PER_EXCHANGE: u32 = 256;
+/// Largest memory a job may ask for per task.
+pub const MAX_TASK_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
+/// Most arguments, and longest argument, in a job spec.
+pub const MAX_ARGS: usize = 64;
+pub const MAX_ARG_LEN: usize = 4096;

@@ -1,0 +1,263 @@
+//! The researcher's job spec (a TOML file) and the submission the CLI
+//! makes of it once module and inputs are uploaded.
+//!
+//! ```toml
+//! name = "lyapunov"
+//! module = "lyapunov.wasm"          # relative to the spec file
+//! args = ["--iterations", "4000"]
+//! quorum = 2
+//! deadline_secs = 300
+//! memory_mb = 64
+//! fuel = 50_000_000_000
+//!
+//! [inputs]
+//! dir = "inputs"                    # one work unit per file, or:
+//! # jsonl = "inputs.jsonl"          # one work unit per line
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::Hash;
+use crate::limits::{MAX_ARG_LEN, MAX_ARGS, MAX_TASK_MEMORY, MAX_UNITS_PER_JOB};
+
+/// A job spec as written by a researcher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    /// Path of the wasm32-wasip1 command module, relative to the spec file.
+    pub module: String,
+    pub inputs: InputSpec,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(flatten)]
+    pub settings: JobSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// A folder whose files are the work units, in name order.
+    pub dir: Option<String>,
+    /// A JSON-lines file, each non-empty line a work unit.
+    pub jsonl: Option<String>,
+}
+
+/// How a job is run and validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Agreeing results (from distinct hosts) needed to accept a unit.
+    #[serde(default = "defaults::quorum")]
+    pub quorum: u32,
+    /// Most copies of one unit ever issued before it is failed.
+    #[serde(default)]
+    pub max_total_results: Option<u32>,
+    /// Most error results of one unit before it is failed.
+    #[serde(default = "defaults::max_error_results")]
+    pub max_error_results: u32,
+    /// Seconds a host has to return a task before it is reissued.
+    #[serde(default = "defaults::deadline_secs")]
+    pub deadline_secs: u64,
+    /// Linear memory cap per task, in MiB.
+    #[serde(default = "defaults::memory_mb")]
+    pub memory_mb: u64,
+    /// Fuel (roughly, wasm instructions) per task.
+    #[serde(default = "defaults::fuel")]
+    pub fuel: u64,
+}
+
+mod defaults {
+    pub fn quorum() -> u32 {
+        2
+    }
+    pub fn max_error_results() -> u32 {
+        3
+    }
+    pub fn deadline_secs() -> u64 {
+        600
+    }
+    pub fn memory_mb() -> u64 {
+        256
+    }
+    pub fn fuel() -> u64 {
+        100_000_000_000
+    }
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            quorum: defaults::quorum(),
+            max_total_results: None,
+            max_error_results: defaults::max_error_results(),
+            deadline_secs: defaults::deadline_secs(),
+            memory_mb: defaults::memory_mb(),
+            fuel: defaults::fuel(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("job spec is not valid TOML: {0}")]
+    Toml(String),
+    #[error("`{field}` {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+impl JobSpec {
+    /// Parses and checks a spec file's text.
+    pub fn from_toml(text: &str) -> Result<JobSpec, SpecError> {
+        let spec: JobSpec = toml::from_str(text).map_err(|e| SpecError::Toml(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.name.trim().is_empty() || self.name.len() > 200 {
+            return Err(invalid("name", "must be 1 to 200 characters"));
+        }
+        if self.module.trim().is_empty() {
+            return Err(invalid("module", "must name a .wasm file"));
+        }
+        match (&self.inputs.dir, &self.inputs.jsonl) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("inputs", "takes either `dir` or `jsonl`, not both"));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "inputs",
+                    "needs `dir` (one unit per file) or `jsonl` (one unit per line)",
+                ));
+            }
+            _ => {}
+        }
+        validate_args(&self.args)?;
+        self.settings.validate()
+    }
+}
+
+pub fn validate_args(args: &[String]) -> Result<(), SpecError> {
+    if args.len() > MAX_ARGS {
+        return Err(invalid("args", format!("has more than {MAX_ARGS} entries")));
+    }
+    if args.iter().any(|a| a.len() > MAX_ARG_LEN || a.contains('\0')) {
+        return Err(invalid(
+            "args",
+            format!("entries must be under {MAX_ARG_LEN} bytes without NUL"),
+        ));
+    }
+    Ok(())
+}
+
+impl JobSettings {
+    /// The cap on copies of one unit: as given, or enough for the quorum
+    /// plus a few disagreements.
+    pub fn max_total_results(&self) -> u32 {
+        self.max_total_results
+            .unwrap_or(self.quorum.saturating_mul(2).saturating_add(2))
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(1..=16).contains(&self.quorum) {
+            return Err(invalid("quorum", "must be between 1 and 16"));
+        }
+        if self.max_total_results() < self.quorum {
+            return Err(invalid("max_total_results", "must be at least `quorum`"));
+        }
+        if self.max_total_results() > 64 {
+            return Err(invalid("max_total_results", "must be at most 64"));
+        }
+        if !(1..=30 * 86_400).contains(&self.deadline_secs) {
+            return Err(invalid("deadline_secs", "must be between 1 and 2592000 (30 days)"));
+        }
+        if self.memory_mb == 0 || self.memory_mb * 1024 * 1024 > MAX_TASK_MEMORY {
+            return Err(invalid(
+                "memory_mb",
+                format!("must be between 1 and {}", MAX_TASK_MEMORY / 1024 / 1024),
+            ));
+        }
+        if self.fuel == 0 {
+            return Err(invalid("fuel", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// One work unit of a submission: a name for the researcher (file name or
+/// line number) and its input, already uploaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitSpec {
+    pub name: String,
+    pub input: Hash,
+}
+
+/// What `peergrid job submit` posts once every blob is on the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSubmission {
+    pub name: String,
+    pub module: Hash,
+    pub args: Vec<String>,
+    pub settings: JobSettings,
+    pub units: Vec<UnitSpec>,
+}
+
+impl JobSubmission {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.name.trim().is_empty() || self.name.len() > 200 {
+            return Err(invalid("name", "must be 1 to 200 characters"));
+        }
+        if self.units.is_empty() {
+            return Err(invalid("units", "is empty: a job needs at least one work unit"));
+        }
+        if self.units.len() > MAX_UNITS_PER_JOB {
+            return Err(invalid(
+                "units",
+                format!("has more than {MAX_UNITS_PER_JOB} work units"),
+            ));
+        }
+        validate_args(&self.args)?;
+        self.settings.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_defaults() {
+        let spec = JobSpec::from_toml(
+            "name = \"x\"\nmodule = \"m.wasm\"\n[inputs]\ndir = \"in\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.settings, JobSettings::default());
+        assert_eq!(spec.settings.max_total_results(), 6);
+    }
+
+    #[test]
+    fn broken_specs_name_the_problem() {
+        let e = JobSpec::from_toml("name = \"x\"\nmodule = \"m.wasm\"\n").unwrap_err();
+        assert!(e.to_string().contains("inputs"), "{e}");
+        let e = JobSpec::from_toml(
+            "name = \"x\"\nmodule = \"m.wasm\"\nquorum = 0\n[inputs]\ndir = \"in\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("quorum"), "{e}");
+        let e = JobSpec::from_toml("name = \"x\"\nmodul = \"m.wasm\"\n").unwrap_err();
+        assert!(e.to_string().contains("modul"), "{e}");
+        let e = JobSpec::from_toml("name = ").unwrap_err();
+        assert!(matches!(e, SpecError::Toml(_)));
+    }
+}

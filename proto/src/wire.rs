@@ -1,0 +1,162 @@
+//! Messages between a worker and the coordinator over QUIC.
+//!
+//! A worker opens one bidirectional stream per request, writes one
+//! [`Request`], finishes its side and reads one [`Reply`]. The first request
+//! on a connection must be [`Request::Hello`]; it binds the connection to a
+//! host key. [`Request::Exchange`] both reports finished tasks and asks for
+//! new ones, so a busy worker needs one round trip per batch, not per task.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Hash;
+
+/// ALPN protocol name; it names the protocol version, so a worker and a
+/// coordinator that do not speak the same version fail the TLS handshake
+/// with a clear "no application protocol" error instead of garbling frames.
+pub const ALPN: &[u8] = b"peergrid/1";
+
+/// Work unit id, unique within a coordinator.
+pub type UnitId = u64;
+/// Job id, unique within a coordinator.
+pub type JobId = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Hello(Hello),
+    Exchange(Exchange),
+    /// Fetch a module by content hash (workers cache modules by hash).
+    GetBlob(Hash),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Welcome(Welcome),
+    Exchange(ExchangeReply),
+    #[serde(with = "serde_bytes")]
+    Blob(Vec<u8>),
+    Error(WireError),
+}
+
+/// Proves the connection speaks for the holder of `host_key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The host's Ed25519 public key: its identity.
+    pub host_key: [u8; 32],
+    /// Milliseconds since the Unix epoch when the worker signed; the
+    /// coordinator refuses stale greetings.
+    pub timestamp_ms: u64,
+    /// Ed25519 signature over [`hello_message`].
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+    pub facts: HostFacts,
+    /// The worker's version, for the operator's host list.
+    pub worker_version: String,
+}
+
+/// What a host says of itself (read with sysinfo).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub os: String,
+    pub arch: String,
+}
+
+/// The bytes a worker signs in [`Hello`]: bound to the coordinator's
+/// certificate so a greeting cannot be replayed to another coordinator.
+pub fn hello_message(cert_sha256: &[u8; 32], timestamp_ms: u64) -> Vec<u8> {
+    let mut m = b"peergrid-hello-v1".to_vec();
+    m.extend_from_slice(cert_sha256);
+    m.extend_from_slice(&timestamp_ms.to_le_bytes());
+    m
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The coordinator's id for this host.
+    pub host_id: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange {
+    /// Finished tasks, reported until acknowledged.
+    pub reports: Vec<TaskReport>,
+    /// How many new tasks the worker can take now.
+    pub want: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub unit: UnitId,
+    pub outcome: Outcome,
+    /// Fuel the task consumed: deterministic, so replicas agree on it.
+    pub fuel_used: u64,
+    /// Wall time, for statistics only.
+    pub elapsed_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The module exited with status 0; this is everything it wrote to stdout.
+    Success(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Non-zero exit, trap, limit hit, or a module that could not be loaded.
+    Error(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeReply {
+    /// Reports that are now durably stored; the worker may forget them.
+    pub accepted: Vec<UnitId>,
+    /// Reports the coordinator will never take (unknown unit, not assigned
+    /// to this host, oversized output), with the reason; forget them too.
+    pub rejected: Vec<(UnitId, String)>,
+    pub tasks: Vec<Task>,
+    /// When no task was available: how long to wait before asking again.
+    pub retry_after_ms: u32,
+}
+
+/// One copy of a work unit, assigned to one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub unit: UnitId,
+    pub job: JobId,
+    pub module: Hash,
+    #[serde(with = "serde_bytes")]
+    pub input: Vec<u8>,
+    pub args: Vec<String>,
+    pub limits: TaskLimits,
+    /// Report by this time (ms since the Unix epoch) or the unit is
+    /// reissued to another host.
+    pub deadline_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLimits {
+    pub memory_bytes: u64,
+    pub fuel: u64,
+    pub max_output_bytes: u64,
+    /// Wall-clock budget for one run, in milliseconds.
+    pub wall_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    Malformed,
+    Unauthenticated,
+    Banned,
+    NotFound,
+    TooLarge,
+    Internal,
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
