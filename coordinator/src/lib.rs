@@ -1,1 +1,17 @@
-//! placeholder
+//! peergrid-coordinator: hands work units to volunteer workers over QUIC,
+//! validates their redundant results and keeps the dataset.
+//!
+//! See `docs/ARCHITECTURE.md` for the map. The decision logic
+//! ([`quorum`], [`scheduler`]) is sans-IO; [`quic`], [`http`], [`grid`],
+//! [`writer`] and [`store`] are the shells around it.
+
+pub mod datadir;
+pub mod grid;
+pub mod http;
+pub mod modcheck;
+pub mod quic;
+pub mod quorum;
+pub mod scheduler;
+pub mod store;
+pub mod tls;
+pub mod writer;

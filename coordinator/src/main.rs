@@ -1,1 +1,197 @@
-fn main() {}
+//! `peergrid-coordinator`: `init` a project's data folder, `serve` it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use peergrid_coordinator::datadir::DataDir;
+use peergrid_coordinator::grid::Grid;
+use peergrid_coordinator::http::{self, Api};
+use peergrid_coordinator::quic::QuicServer;
+use peergrid_coordinator::store::{SqliteStore, Store};
+use peergrid_coordinator::{tls, writer::Writer};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "peergrid-coordinator",
+    version,
+    about = "Runs a peergrid project: hands out work, validates results, serves the dataset"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a project's data folder: database, TLS certificate, project
+    /// key, researcher token; prints the volunteers' join string.
+    Init {
+        /// Folder to create the project in.
+        #[arg(long)]
+        data: PathBuf,
+        /// Address volunteers will dial (goes into the join string).
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        public_addr: String,
+        /// Print what was made as one JSON object (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve workers over QUIC and researchers and the public over HTTP.
+    Serve {
+        #[arg(long)]
+        data: PathBuf,
+        /// UDP address for the workers' QUIC endpoint.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        quic: SocketAddr,
+        /// TCP address for the HTTP API and pages.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// Fsync every commit (survives power loss, not just a crash).
+        #[arg(long)]
+        full_sync: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PEERGRID_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Init {
+            data,
+            public_addr,
+            json,
+        } => {
+            let made = DataDir::new(&data).init(&public_addr)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "join": made.join, "token": made.token, "project_public_key": made.project_public_key })
+                );
+            } else {
+                println!("initialised a peergrid project in {}", data.display());
+                println!("join:  {}", made.join);
+                println!("token: {}", made.token);
+                println!("project key (public): {}", made.project_public_key);
+                println!(
+                    "keep the researcher token secret; it is shown only now. start with:\n  \
+                     peergrid-coordinator serve --data {} --quic {public_addr}",
+                    data.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Serve {
+            data,
+            quic,
+            http,
+            full_sync,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve(data, quic, http, full_sync)),
+    }
+}
+
+async fn serve(
+    data: PathBuf,
+    quic_addr: SocketAddr,
+    http_addr: SocketAddr,
+    full_sync: bool,
+) -> Result<()> {
+    let dir = DataDir::new(&data);
+    let settings = dir.settings()?;
+    let token_hash = blake3::Hash::from_hex(&settings.researcher_token_blake3)
+        .context("coordinator.toml: researcher_token_blake3 is not a BLAKE3 hex digest")?;
+    let (cert, key) = dir.tls()?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.db(), full_sync)
+            .with_context(|| format!("opening {}", dir.db().display()))?,
+    );
+    let (writer, writer_thread) = Writer::spawn(store.clone());
+    let grid = Grid::new(store, writer);
+    grid.refill().await.context("loading unfinished work")?;
+    grid.spawn_background();
+
+    let fingerprint = tls::fingerprint(&cert);
+    let quic = Arc::new(QuicServer::bind(
+        quic_addr,
+        tls::server_config(&cert, &key)?,
+        grid.clone(),
+        fingerprint,
+    )?);
+    let quic_bound = quic.local_addr()?;
+    // The join string names the public address, except when serving on an
+    // ephemeral port (tests): then the bound one.
+    let join_addr = if quic_addr.port() == 0 {
+        quic_bound.to_string()
+    } else {
+        settings.public_addr.clone()
+    };
+    let join = dir.join_string(&join_addr)?;
+
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {http_addr}"))?;
+    let http_bound = listener.local_addr()?;
+    let api = Arc::new(Api {
+        grid: grid.clone(),
+        token_hash,
+        join: join.clone(),
+    });
+    let info = json!({ "quic": quic_bound.to_string(), "http": format!("http://{http_bound}"), "join": join });
+    std::fs::write(dir.serve_info(), info.to_string()).context("writing serve.json")?;
+    tracing::info!("workers: QUIC on {quic_bound}; join string: {join}");
+    tracing::info!("researchers and dashboard: http://{http_bound}");
+    println!("{info}");
+
+    let quic_task = tokio::spawn(quic.clone().run());
+    let http_task = tokio::spawn(async move {
+        axum::serve(listener, http::router(api))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down: refusing new work, finishing commits");
+    quic.endpoint
+        .close(0u32.into(), b"coordinator shutting down");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
+    quic_task.abort();
+    quic.endpoint.wait_idle().await;
+    drop(quic);
+    drop(grid);
+    // Every handle to the writer is gone once the grid is: the thread
+    // commits what is queued and ends.
+    tokio::task::spawn_blocking(move || writer_thread.join()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -27,8 +27,8 @@ fn config() -> impl bincode::config::Config {
 
 /// Encodes `msg` for the wire.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
-    let bytes =
-        bincode::serde::encode_to_vec(msg, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let bytes = bincode::serde::encode_to_vec(msg, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
     if bytes.len() > MAX_FRAME {
         return Err(CodecError::TooLarge(bytes.len()));
     }
@@ -64,7 +64,10 @@ mod tests {
         let mut bytes = encode(&req).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), req);
         bytes.push(0);
-        assert!(matches!(decode::<Request>(&bytes), Err(CodecError::Trailing(1))));
+        assert!(matches!(
+            decode::<Request>(&bytes),
+            Err(CodecError::Trailing(1))
+        ));
     }
 
     proptest! {

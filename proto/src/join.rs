@@ -20,7 +20,9 @@ pub struct JoinString {
 pub enum JoinError {
     #[error("a join string starts with `peergrid://`; got `{0}`")]
     Scheme(String),
-    #[error("the join string has no `#sha256:<fingerprint>` part; copy the whole line `peergrid-coordinator init` printed")]
+    #[error(
+        "the join string has no `#sha256:<fingerprint>` part; copy the whole line `peergrid-coordinator init` printed"
+    )]
     MissingFingerprint,
     #[error("the join string's fingerprint is not 64 hex digits")]
     BadFingerprint,

@@ -152,7 +152,10 @@ pub fn validate_args(args: &[String]) -> Result<(), SpecError> {
     if args.len() > MAX_ARGS {
         return Err(invalid("args", format!("has more than {MAX_ARGS} entries")));
     }
-    if args.iter().any(|a| a.len() > MAX_ARG_LEN || a.contains('\0')) {
+    if args
+        .iter()
+        .any(|a| a.len() > MAX_ARG_LEN || a.contains('\0'))
+    {
         return Err(invalid(
             "args",
             format!("entries must be under {MAX_ARG_LEN} bytes without NUL"),
@@ -180,7 +183,10 @@ impl JobSettings {
             return Err(invalid("max_total_results", "must be at most 64"));
         }
         if !(1..=30 * 86_400).contains(&self.deadline_secs) {
-            return Err(invalid("deadline_secs", "must be between 1 and 2592000 (30 days)"));
+            return Err(invalid(
+                "deadline_secs",
+                "must be between 1 and 2592000 (30 days)",
+            ));
         }
         if self.memory_mb == 0 || self.memory_mb * 1024 * 1024 > MAX_TASK_MEMORY {
             return Err(invalid(
@@ -219,7 +225,10 @@ impl JobSubmission {
             return Err(invalid("name", "must be 1 to 200 characters"));
         }
         if self.units.is_empty() {
-            return Err(invalid("units", "is empty: a job needs at least one work unit"));
+            return Err(invalid(
+                "units",
+                "is empty: a job needs at least one work unit",
+            ));
         }
         if self.units.len() > MAX_UNITS_PER_JOB {
             return Err(invalid(
@@ -238,10 +247,9 @@ mod tests {
 
     #[test]
     fn parses_with_defaults() {
-        let spec = JobSpec::from_toml(
-            "name = \"x\"\nmodule = \"m.wasm\"\n[inputs]\ndir = \"in\"\n",
-        )
-        .unwrap();
+        let spec =
+            JobSpec::from_toml("name = \"x\"\nmodule = \"m.wasm\"\n[inputs]\ndir = \"in\"\n")
+                .unwrap();
         assert_eq!(spec.settings, JobSettings::default());
         assert_eq!(spec.settings.max_total_results(), 6);
     }

@@ -1,0 +1,152 @@
+//! What `peergrid-coordinator init` writes and `serve` reads:
+//!
+//! ```text
+//! DIR/coordinator.sqlite    the store (WAL mode)
+//! DIR/tls/cert.der          self-signed certificate (its SHA-256 is in the join string)
+//! DIR/tls/key.der           its private key (PKCS#8)
+//! DIR/project.key           the project's Ed25519 signing key (hex); keep a copy offline
+//! DIR/project.pub           its public key (hex)
+//! DIR/coordinator.toml      settings: public address, researcher token hash
+//! DIR/serve.json            written by `serve`: the addresses it bound and the join string
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::tls;
+
+#[derive(Serialize, Deserialize)]
+pub struct Settings {
+    /// `host:port` volunteers dial; goes into the join string.
+    pub public_addr: String,
+    /// BLAKE3 (hex) of the researcher API token.
+    pub researcher_token_blake3: String,
+}
+
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+/// What `init` made, to print once.
+pub struct Initialised {
+    pub join: String,
+    pub token: String,
+    pub project_public_key: String,
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    Ok(b)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    fs::write(path, bytes).with_context(|| format!("creating {}", path.display()))
+}
+
+impl DataDir {
+    pub fn new(root: &Path) -> DataDir {
+        DataDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.root.join("coordinator.sqlite")
+    }
+    fn settings_path(&self) -> PathBuf {
+        self.root.join("coordinator.toml")
+    }
+    pub fn serve_info(&self) -> PathBuf {
+        self.root.join("serve.json")
+    }
+
+    /// Creates keys, certificate, token and database in an empty or new
+    /// folder. Refuses to overwrite an existing coordinator.
+    pub fn init(&self, public_addr: &str) -> Result<Initialised> {
+        if self.settings_path().exists() {
+            bail!(
+                "{} already holds a coordinator; choose another --data folder (nothing was changed)",
+                self.root.display()
+            );
+        }
+        fs::create_dir_all(self.root.join("tls"))
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        let (cert, key) = tls::generate_certificate()?;
+        write_private(&self.root.join("tls/key.der"), &key)?;
+        fs::write(self.root.join("tls/cert.der"), &cert)?;
+
+        let project = ed25519_dalek::SigningKey::from_bytes(&random_bytes::<32>()?);
+        let project_public_key = hex::encode(project.verifying_key().to_bytes());
+        write_private(
+            &self.root.join("project.key"),
+            hex::encode(project.to_bytes()).as_bytes(),
+        )?;
+        fs::write(self.root.join("project.pub"), &project_public_key)?;
+
+        let token = format!("pgt_{}", hex::encode(random_bytes::<24>()?));
+        let settings = Settings {
+            public_addr: public_addr.to_string(),
+            researcher_token_blake3: blake3::hash(token.as_bytes()).to_hex().to_string(),
+        };
+        crate::store::SqliteStore::open(&self.db(), false).context("creating the database")?;
+        // Written last: its presence marks a complete init.
+        let text = format!(
+            "# peergrid coordinator settings, written by `peergrid-coordinator init`\n{}",
+            toml::to_string(&settings)?
+        );
+        fs::write(self.settings_path(), text)?;
+        let join = self.join_string(public_addr)?;
+        Ok(Initialised {
+            join,
+            token,
+            project_public_key,
+        })
+    }
+
+    pub fn settings(&self) -> Result<Settings> {
+        let path = self.settings_path();
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {}; run `peergrid-coordinator init --data {}` first",
+                path.display(),
+                self.root.display()
+            )
+        })?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn tls(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let cert = fs::read(self.root.join("tls/cert.der")).context("reading tls/cert.der")?;
+        let key = fs::read(self.root.join("tls/key.der")).context("reading tls/key.der")?;
+        Ok((cert, key))
+    }
+
+    pub fn join_string(&self, address: &str) -> Result<String> {
+        let (cert, _) = self.tls()?;
+        Ok(peergrid_proto::JoinString {
+            address: address.to_string(),
+            cert_sha256: tls::fingerprint(&cert),
+        }
+        .to_string())
+    }
+}

@@ -1,0 +1,230 @@
+//! The running grid: the sans-IO [`Scheduler`] wired to the store, the
+//! group-commit [`Writer`] and a clock.
+//!
+//! The QUIC and HTTP shells call into [`Grid`]; two background loops keep
+//! it moving: the feeder refills the scheduler's window of unfinished
+//! units from the store, and the ticker expires copies past their deadline.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow};
+use peergrid_proto::Hash;
+use peergrid_proto::limits::{MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE};
+use peergrid_proto::spec::JobSubmission;
+use peergrid_proto::wire::{Exchange, ExchangeReply, JobId, Outcome, UnitId};
+use tokio::sync::Notify;
+
+use crate::quorum::CopyState;
+use crate::scheduler::Scheduler;
+use crate::store::{HostId, Store};
+use crate::writer::Writer;
+
+/// Units kept in memory; the feeder tops the window up when it falls
+/// below half.
+const WINDOW: usize = 100_000;
+/// Longest error message kept from a worker.
+const MAX_ERROR_LEN: usize = 2000;
+/// How long a worker that got no task waits before asking again.
+const IDLE_RETRY_MS: u32 = 1000;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Window {
+    scheduler: Scheduler,
+    /// Highest unit id loaded so far: the next refill starts after it.
+    loaded_upto: UnitId,
+}
+
+pub struct Grid {
+    pub store: Arc<dyn Store>,
+    window: Mutex<Window>,
+    writer: Writer,
+    /// Wakes the feeder early (a job was submitted, the window ran low).
+    feed: Notify,
+}
+
+impl Grid {
+    pub fn new(store: Arc<dyn Store>, writer: Writer) -> Arc<Grid> {
+        Arc::new(Grid {
+            store,
+            window: Mutex::new(Window {
+                scheduler: Scheduler::new(),
+                loaded_upto: 0,
+            }),
+            writer,
+            feed: Notify::new(),
+        })
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handles one worker exchange: records its reports, assigns new
+    /// tasks, and returns only once every change is durable.
+    pub async fn exchange(&self, host: HostId, ex: Exchange) -> Result<ExchangeReply> {
+        let now = now_ms();
+        let mut reply = ExchangeReply::default();
+        // Hash outputs before taking the lock.
+        let mut reports = Vec::with_capacity(ex.reports.len());
+        for r in ex.reports.into_iter().take(MAX_TASKS_PER_EXCHANGE as usize) {
+            match r.outcome {
+                Outcome::Success(out) if out.len() > MAX_OUTPUT => reply.rejected.push((
+                    r.unit,
+                    format!(
+                        "output of {} bytes exceeds the {MAX_OUTPUT}-byte limit",
+                        out.len()
+                    ),
+                )),
+                Outcome::Success(out) => {
+                    let hash = Hash::of(&out);
+                    let state = CopyState::Success {
+                        output: hash,
+                        fuel: r.fuel_used,
+                    };
+                    reports.push((r.unit, state, r.elapsed_ms, Some((hash, out))));
+                }
+                Outcome::Error(mut msg) => {
+                    if msg.len() > MAX_ERROR_LEN {
+                        let mut cut = MAX_ERROR_LEN;
+                        while !msg.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        msg.truncate(cut);
+                    }
+                    reports.push((r.unit, CopyState::Error(msg), r.elapsed_ms, None));
+                }
+            }
+        }
+        let mut blobs = Vec::new();
+        let (receipt, low) = {
+            let mut w = self.window();
+            for (unit, state, elapsed, blob) in reports {
+                match w.scheduler.report(host, unit, state, elapsed, now) {
+                    Ok(()) => {
+                        reply.accepted.push(unit);
+                        blobs.extend(blob);
+                    }
+                    Err(e) => reply.rejected.push((unit, e.to_string())),
+                }
+            }
+            reply.tasks = w
+                .scheduler
+                .assign(host, ex.want.min(MAX_TASKS_PER_EXCHANGE), now);
+            let ops = w.scheduler.take_ops();
+            // Queued under the lock, so the writer applies batches in the
+            // order the scheduler decided them.
+            let receipt =
+                (!ops.is_empty() || !blobs.is_empty()).then(|| self.writer.submit(ops, blobs));
+            (receipt, w.scheduler.active_units() < WINDOW / 2)
+        };
+        if low {
+            self.feed.notify_one();
+        }
+        if let Some(receipt) = receipt {
+            receipt
+                .await
+                .map_err(|_| anyhow!("the store writer stopped"))?
+                .map_err(|e| anyhow!("storing results failed: {e}"))?;
+        }
+        if reply.tasks.is_empty() {
+            reply.retry_after_ms = IDLE_RETRY_MS;
+        }
+        Ok(reply)
+    }
+
+    /// Stores a validated submission and wakes the feeder.
+    pub async fn submit(&self, job: JobSubmission) -> Result<JobId> {
+        let store = self.store.clone();
+        let id = tokio::task::spawn_blocking(move || store.create_job(&job, now_ms()))
+            .await
+            .context("job submission task")??;
+        self.feed.notify_one();
+        Ok(id)
+    }
+
+    /// Loads unfinished units into the scheduler's window until it is full.
+    pub async fn refill(&self) -> Result<()> {
+        loop {
+            let (after, room) = {
+                let w = self.window();
+                (
+                    w.loaded_upto,
+                    WINDOW.saturating_sub(w.scheduler.active_units()),
+                )
+            };
+            if room < WINDOW / 2 {
+                return Ok(());
+            }
+            let store = self.store.clone();
+            let limit = room.min(10_000);
+            let (units, jobs) = tokio::task::spawn_blocking(move || {
+                let units = store.load_active_units(after, limit)?;
+                let mut job_ids: Vec<JobId> = units.iter().map(|u| u.job).collect();
+                job_ids.dedup();
+                let mut jobs = Vec::new();
+                for id in job_ids {
+                    jobs.extend(store.job_info(id)?);
+                }
+                anyhow::Ok((units, jobs))
+            })
+            .await
+            .context("feeder task")??;
+            if units.is_empty() {
+                return Ok(());
+            }
+            let now = now_ms();
+            let mut w = self.window();
+            for job in jobs {
+                if !w.scheduler.has_job(job.id) {
+                    w.scheduler.add_job(job);
+                }
+            }
+            for unit in units {
+                w.loaded_upto = w.loaded_upto.max(unit.id);
+                w.scheduler.load(unit, now);
+            }
+            let ops = w.scheduler.take_ops();
+            if !ops.is_empty() {
+                self.writer.submit_detached(ops);
+            }
+        }
+    }
+
+    /// Expires copies past their deadline.
+    pub fn tick(&self) {
+        let mut w = self.window();
+        w.scheduler.expire(now_ms());
+        let ops = w.scheduler.take_ops();
+        if !ops.is_empty() {
+            self.writer.submit_detached(ops);
+        }
+    }
+
+    /// Runs the feeder and the ticker until the process ends.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let grid = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = grid.refill().await {
+                    tracing::error!("refilling the dispatch window failed: {e:#}");
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), grid.feed.notified()).await;
+            }
+        });
+        let grid = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                every.tick().await;
+                grid.tick();
+            }
+        });
+    }
+}

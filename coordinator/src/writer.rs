@@ -1,0 +1,106 @@
+//! Group commit: one thread applies the scheduler's decisions to the store.
+//!
+//! Callers queue a batch and await its receipt. The thread takes every
+//! batch waiting when it wakes and commits them in a single transaction,
+//! so under load many exchanges share one commit and the dispatch path
+//! never pays a disk write per request; a reply that acknowledges results
+//! is only sent after the receipt, so an acknowledged result is durable.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use peergrid_proto::Hash;
+use tokio::sync::oneshot;
+
+use crate::store::{Store, StoreOp};
+
+/// Most batches merged into one transaction.
+const MAX_MERGE: usize = 1024;
+
+struct Batch {
+    ops: Vec<StoreOp>,
+    blobs: Vec<(Hash, Vec<u8>)>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+pub struct Writer {
+    queue: mpsc::Sender<Batch>,
+}
+
+/// Joins the writer thread once every [`Writer`] handle is dropped, after
+/// the last queued batch is committed.
+pub struct WriterThread(JoinHandle<()>);
+
+impl WriterThread {
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+impl Writer {
+    pub fn spawn(store: Arc<dyn Store>) -> (Writer, WriterThread) {
+        let (queue, rx) = mpsc::channel::<Batch>();
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(store, rx))
+            .expect("spawning the store writer thread");
+        (Writer { queue }, WriterThread(handle))
+    }
+
+    /// Queues a batch; the receiver resolves once it is committed.
+    pub fn submit(
+        &self,
+        ops: Vec<StoreOp>,
+        blobs: Vec<(Hash, Vec<u8>)>,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = oneshot::channel();
+        let batch = Batch {
+            ops,
+            blobs,
+            done: Some(tx),
+        };
+        if let Err(mpsc::SendError(batch)) = self.queue.send(batch)
+            && let Some(done) = batch.done
+        {
+            let _ = done.send(Err("the store writer has stopped".into()));
+        }
+        rx
+    }
+
+    /// Queues a batch nobody waits for (timeouts found by the ticker).
+    pub fn submit_detached(&self, ops: Vec<StoreOp>) {
+        let _ = self.queue.send(Batch {
+            ops,
+            blobs: Vec::new(),
+            done: None,
+        });
+    }
+}
+
+fn run(store: Arc<dyn Store>, rx: mpsc::Receiver<Batch>) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        while batches.len() < MAX_MERGE {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let mut ops = Vec::new();
+        let mut blobs = Vec::new();
+        let mut waiters = Vec::new();
+        for b in batches {
+            ops.extend(b.ops);
+            blobs.extend(b.blobs);
+            waiters.extend(b.done);
+        }
+        let result = store.apply(&ops, &blobs).map_err(|e| {
+            tracing::error!("committing {} store changes failed: {e}", ops.len());
+            e.to_string()
+        });
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
