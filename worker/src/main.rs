@@ -1,1 +1,93 @@
-fn main() {}
+//! `peergrid-worker`: the volunteer's daemon.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use peergrid_proto::JoinString;
+use peergrid_worker::daemon::{Fault, Worker, WorkerConfig};
+use peergrid_worker::identity;
+
+#[derive(Parser)]
+#[command(name = "peergrid-worker", version, about = "Donate spare CPU to a peergrid project")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join a project and compute in the foreground until interrupted.
+    Run {
+        /// Folder for this host's key and caches (one folder per host).
+        #[arg(long)]
+        data: PathBuf,
+        /// The project's join string: peergrid://HOST:PORT#sha256:...
+        #[arg(long, env = "PEERGRID_JOIN")]
+        join: String,
+        /// Concurrent tasks (default: all cores but one, at least one).
+        #[arg(long)]
+        cores: Option<usize>,
+        /// Testing aid: misbehave on purpose to exercise validation.
+        #[arg(long, value_enum, hide = true)]
+        simulate_fault: Option<FaultArg>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FaultArg {
+    WrongOutput,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PEERGRID_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            data,
+            join,
+            cores,
+            simulate_fault,
+        } => {
+            let join: JoinString = join.parse().context("--join")?;
+            let slots = cores.unwrap_or_else(identity::default_slots).max(1);
+            let key = identity::load_or_create_key(&data)?;
+            tracing::info!(
+                host_key = %hex::encode(key.verifying_key().to_bytes()),
+                slots,
+                "starting worker"
+            );
+            let config = WorkerConfig {
+                data,
+                join,
+                slots,
+                fault: simulate_fault.map(|FaultArg::WrongOutput| Fault::WrongOutput),
+            };
+            let worker = Worker::new(config, key)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(worker.run(shutdown_signal()))
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

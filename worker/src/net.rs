@@ -1,0 +1,212 @@
+//! The worker's QUIC client: dials the coordinator named by a join string,
+//! pins its certificate fingerprint, says a signed Hello, then sends one
+//! request per stream.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{Signer, SigningKey};
+use peergrid_proto::codec;
+use peergrid_proto::limits::MAX_FRAME;
+use peergrid_proto::wire::{Hello, HostFacts, Reply, Request, Welcome, hello_message};
+use peergrid_proto::JoinString;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot resolve coordinator address `{0}`")]
+    Resolve(String),
+    #[error("QUIC setup failed: {0}")]
+    Setup(String),
+    #[error("cannot connect to the coordinator: {0}")]
+    Connect(#[from] quinn::ConnectionError),
+    #[error("connection to the coordinator failed: {0}")]
+    Connection(String),
+    #[error("bad reply from the coordinator: {0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("the coordinator refused: {0}")]
+    Refused(peergrid_proto::wire::WireError),
+    #[error("unexpected reply from the coordinator")]
+    Unexpected,
+}
+
+/// Accepts exactly the certificate whose SHA-256 the join string names,
+/// and checks the handshake signatures made with it.
+#[derive(Debug)]
+struct PinnedCert {
+    sha256: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if got == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the coordinator's certificate does not match the join string's fingerprint".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used by peergrid".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A QUIC client config that pins `cert_sha256` and offers `alpn`.
+pub fn client_config(cert_sha256: [u8; 32], alpn: &[u8]) -> Result<quinn::ClientConfig, NetError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| NetError::Setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCert {
+            sha256: cert_sha256,
+            provider,
+        }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| NetError::Setup(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    transport.max_idle_timeout(Some(
+        Duration::from_secs(60)
+            .try_into()
+            .map_err(|_| NetError::Setup("idle timeout".into()))?,
+    ));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// A connection on which Hello has been said.
+pub struct Session {
+    pub connection: quinn::Connection,
+    pub welcome: Welcome,
+    /// Kept so the endpoint outlives the connection.
+    _endpoint: quinn::Endpoint,
+}
+
+pub fn resolve(address: &str) -> Result<SocketAddr, NetError> {
+    address
+        .to_socket_addrs()
+        .map_err(|_| NetError::Resolve(address.to_string()))?
+        .next()
+        .ok_or_else(|| NetError::Resolve(address.to_string()))
+}
+
+/// Opens a QUIC connection with the given ALPN (tests pass wrong ones).
+pub async fn connect_raw(
+    join: &JoinString,
+    alpn: &[u8],
+) -> Result<(quinn::Endpoint, quinn::Connection), NetError> {
+    let addr = resolve(&join.address)?;
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().map_err(|_| NetError::Unexpected)?
+    } else {
+        "0.0.0.0:0".parse().map_err(|_| NetError::Unexpected)?
+    };
+    let mut endpoint =
+        quinn::Endpoint::client(bind).map_err(|e| NetError::Setup(e.to_string()))?;
+    endpoint.set_default_client_config(client_config(join.cert_sha256, alpn)?);
+    let connection = endpoint
+        .connect(addr, "peergrid-coordinator")
+        .map_err(|e| NetError::Setup(e.to_string()))?
+        .await?;
+    Ok((endpoint, connection))
+}
+
+/// Connects and authenticates as the holder of `key`.
+pub async fn connect(
+    join: &JoinString,
+    key: &SigningKey,
+    facts: HostFacts,
+) -> Result<Session, NetError> {
+    let (endpoint, connection) = connect_raw(join, peergrid_proto::wire::ALPN).await?;
+    let timestamp_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let signature = key
+        .sign(&hello_message(&join.cert_sha256, timestamp_ms))
+        .to_bytes()
+        .to_vec();
+    let hello = Request::Hello(Hello {
+        host_key: key.verifying_key().to_bytes(),
+        timestamp_ms,
+        signature,
+        facts,
+        worker_version: env!("CARGO_PKG_VERSION").to_string(),
+    });
+    match request(&connection, &hello).await? {
+        Reply::Welcome(welcome) => Ok(Session {
+            connection,
+            welcome,
+            _endpoint: endpoint,
+        }),
+        Reply::Error(e) => Err(NetError::Refused(e)),
+        _ => Err(NetError::Unexpected),
+    }
+}
+
+/// Sends raw bytes as one request and returns the raw reply.
+pub async fn request_bytes(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, NetError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| NetError::Connection(e.to_string()))?;
+    send.write_all(bytes)
+        .await
+        .map_err(|e| NetError::Connection(e.to_string()))?;
+    send.finish()
+        .map_err(|e| NetError::Connection(e.to_string()))?;
+    recv.read_to_end(MAX_FRAME)
+        .await
+        .map_err(|e| NetError::Connection(e.to_string()))
+}
+
+/// One request, one reply.
+pub async fn request(conn: &quinn::Connection, req: &Request) -> Result<Reply, NetError> {
+    let reply = request_bytes(conn, &codec::encode(req)?).await?;
+    Ok(codec::decode(&reply)?)
+}

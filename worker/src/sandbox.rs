@@ -1,0 +1,1018 @@
+//! The wasmtime sandbox that runs one task: a WASI preview 1 command module,
+//! the work unit on stdin, the result on stdout.
+//!
+//! Everything a volunteer's machine exposes to a module is decided here, so
+//! this file is where two promises are kept:
+//!
+//! - **Every `Store` has a budget** (memory, fuel, an epoch deadline for wall
+//!   time, capped stdout and stderr), whatever the module does.
+//! - **Runs are deterministic**: one engine configuration on every worker, no
+//!   threads, deterministic relaxed SIMD, virtual clocks that advance a fixed
+//!   step per read, randomness seeded from the work unit, no environment,
+//!   filesystem or network. Fuel is counted by the engine, so every replica of
+//!   a task reports the same `fuel_used`. NaN bit patterns can still differ
+//!   between CPU architectures (canonicalization is off, see [`ENGINE_ID`]'s
+//!   `nocanon`), which is why the engine id names the architecture.
+//!
+//! **Architecture Invariant:** wasmtime types stay inside this module; callers
+//! see [`Sandbox`], [`RunReport`], [`RunOutcome`] and [`SandboxError`] only.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use peergrid_proto::Hash;
+use peergrid_proto::limits::{MAX_STDERR, MAX_TASK_MEMORY};
+use peergrid_proto::wire::TaskLimits;
+use wasmtime::{
+    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmFeatures,
+};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit, WasiCtxBuilder};
+
+/// Names the engine configuration built by [`engine_config`]; results record
+/// it (with the CPU architecture appended) so a disagreement between replicas
+/// can be traced to a configuration difference. Change it whenever the
+/// configuration changes.
+pub const ENGINE_ID: &str =
+    "wasmtime-48/cranelift-speed/fuel/epoch-10ms/nocanon/relaxed-simd-det/nothreads/stack-1MiB";
+
+/// How often the ticker thread advances the engine epoch; the wall-clock
+/// budget is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Deepest wasm stack a module may use. Fixed so that a deep recursion
+/// overflows at the same point on every worker.
+const MAX_WASM_STACK: usize = 1 << 20;
+/// Most table elements one task may have (function pointers of large programs
+/// fit comfortably; a hostile `table.grow` does not).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Instances, memories and tables the pooling allocator keeps slots for. A
+/// worker runs about one task per core, so this bounds concurrency well above
+/// any real machine while keeping the reserved address space (one 4 GiB
+/// memory reservation per slot) far below what 64-bit hosts offer.
+const POOL_SLOTS: u32 = 128;
+/// Compiled modules kept in memory. A worker serves a handful of jobs at a
+/// time, so a small cache keeps every hot module without growing unbounded.
+const MODULE_CACHE_ENTRIES: usize = 64;
+/// Program name the module sees as `argv[0]`.
+const PROGRAM_NAME: &str = "task";
+/// Unix time of the virtual wall clock's first reading: 2000-01-01T00:00:00Z.
+const VIRTUAL_EPOCH_SECS: u64 = 946_684_800;
+/// How far both virtual clocks advance on every read. A fixed step keeps
+/// readings deterministic while still letting a module see time move.
+const CLOCK_STEP_NANOS: u64 = 1_000;
+/// WASI preview 1 errno `notsup`, returned by the `poll_oneoff` stub.
+const ERRNO_NOTSUP: i32 = 58;
+
+/// Why the sandbox could not be built or a module cannot be run.
+///
+/// Messages carry wasmtime's explanation as text so wasmtime types never leave
+/// this module.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+    #[error("cannot start the epoch ticker thread: {0}")]
+    Ticker(#[from] std::io::Error),
+    #[error(
+        "module bytes hash to {actual}, not to the expected {expected}; the download is corrupt"
+    )]
+    HashMismatch { expected: String, actual: String },
+    #[error("module is not valid WebAssembly: {0}")]
+    Compile(String),
+    #[error(
+        "module imports something the sandbox does not provide (only WASI preview 1 is available): {0}"
+    )]
+    Link(String),
+    #[error(
+        "module has no `_start` function taking and returning nothing; build it as a WASI command (e.g. a wasm32-wasip1 binary)"
+    )]
+    NoStart,
+}
+
+/// Engine settings every worker uses identically, so results are comparable.
+///
+/// Build one per process and share it: it owns the compiler, the instance
+/// pool, the module cache and the epoch ticker thread.
+pub struct Sandbox {
+    /// One engine for every task: fuel and epoch interruption on, the
+    /// deterministic settings of [`engine_config`].
+    engine: Engine,
+    /// WASI preview 1 and nothing else, linked once and shared by every task.
+    linker: Linker<TaskState>,
+    /// Compiled, already linked modules by module hash, so repeated work units
+    /// of a job skip compilation. Only modules that compiled and linked enter.
+    cache: Mutex<HashMap<Hash, InstancePre<TaskState>>>,
+    /// [`ENGINE_ID`] plus the CPU architecture.
+    engine_id: String,
+    /// Dropping the sender tells the ticker thread to stop at once.
+    stop_ticker: Option<mpsc::Sender<()>>,
+    /// The thread that advances the engine epoch every [`EPOCH_TICK`]; joined
+    /// on drop.
+    ticker: Option<JoinHandle<()>>,
+}
+
+/// What one run of a task produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub outcome: RunOutcome,
+    /// Fuel the module consumed: deterministic, so replicas of a task agree on
+    /// it and it can be credited exactly. Zero when the module never ran.
+    pub fuel_used: u64,
+    /// What the module wrote to stderr, at most [`MAX_STDERR`] bytes (the rest
+    /// is dropped).
+    pub stderr: Vec<u8>,
+    /// Wall time spent in [`Sandbox::run`], compilation on a cache miss
+    /// included.
+    pub elapsed: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The module returned from `_start` or exited with status 0; holds its
+    /// stdout.
+    Success(Vec<u8>),
+    /// Anything else, as a message meant for the researcher.
+    Error(String),
+}
+
+/// What a task's `Store` holds.
+struct TaskState {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
+}
+
+impl Sandbox {
+    /// Builds the engine, links WASI and starts the epoch ticker thread.
+    pub fn new() -> Result<Sandbox, SandboxError> {
+        let engine =
+            Engine::new(&engine_config()).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let linker = wasi_linker(&engine)?;
+        let (stop_ticker, stopped) = mpsc::channel::<()>();
+        let ticking = engine.clone();
+        let ticker = std::thread::Builder::new()
+            .name("peergrid-epoch".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    ticking.increment_epoch();
+                }
+            })?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            engine_id: format!("{ENGINE_ID}/{}", std::env::consts::ARCH),
+            stop_ticker: Some(stop_ticker),
+            ticker: Some(ticker),
+        })
+    }
+
+    /// A short string naming the engine configuration that results can record.
+    pub fn engine_id(&self) -> &str {
+        &self.engine_id
+    }
+
+    /// Checks a module compiles, imports only what the host provides (WASI
+    /// preview 1) and exports a `_start` command entry point (used before
+    /// caching).
+    pub fn check_module(&self, module_bytes: &[u8]) -> Result<(), SandboxError> {
+        self.compile(module_bytes).map(drop)
+    }
+
+    /// Compiles (or takes from the in-memory cache, keyed by module hash) and
+    /// runs one task.
+    ///
+    /// `module_bytes` are only read on a cache miss, and then must hash to
+    /// `module`. `args` follow the program name `task`; `seed` seeds every
+    /// source of randomness the module can reach. Never panics on hostile
+    /// input: every failure becomes [`RunOutcome::Error`].
+    pub fn run(
+        &self,
+        module: &Hash,
+        module_bytes: &[u8],
+        input: &[u8],
+        args: &[String],
+        seed: u64,
+        limits: &TaskLimits,
+    ) -> RunReport {
+        let started = Instant::now();
+        let failed = |message: String| RunReport {
+            outcome: RunOutcome::Error(message),
+            fuel_used: 0,
+            stderr: Vec::new(),
+            elapsed: started.elapsed(),
+        };
+        let pre = match self.cached_or_compile(module, module_bytes) {
+            Ok(pre) => pre,
+            Err(e) => return failed(e.to_string()),
+        };
+
+        let stdout = CappedOutput::new(usize_or_max(limits.max_output_bytes), WhenFull::Fail);
+        let stderr = CappedOutput::new(MAX_STDERR, WhenFull::Drop);
+        let wasi = WasiCtxBuilder::new()
+            .stdin(MemoryInputPipe::new(input.to_vec()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .arg(PROGRAM_NAME)
+            .args(args)
+            .secure_random(SeededRng::new(seed, 0))
+            .insecure_random(SeededRng::new(seed, 1))
+            .insecure_random_seed(SeededRng::new(seed, 2).next_u128())
+            .wall_clock(VirtualWallClock::default())
+            .monotonic_clock(VirtualMonotonicClock::default())
+            .build_p1();
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(usize_or_max(limits.memory_bytes))
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .instances(1)
+            .memories(1)
+            .tables(4)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            TaskState {
+                wasi,
+                limits: store_limits,
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        if let Err(e) = store.set_fuel(limits.fuel) {
+            return failed(format!("cannot set the fuel budget: {e:#}"));
+        }
+        // The deadline counts ticks from the current epoch and the next tick
+        // may come at any moment, so one extra tick guarantees the module at
+        // least its full `wall_ms`.
+        store.set_epoch_deadline(
+            limits
+                .wall_ms
+                .div_ceil(EPOCH_TICK.as_millis() as u64)
+                .saturating_add(1),
+        );
+        store.epoch_deadline_trap();
+
+        let failure = match pre.instantiate(&mut store) {
+            Err(e) => Some(format!("module cannot be instantiated: {e:#}")),
+            Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+                Err(_) => Some(SandboxError::NoStart.to_string()),
+                Ok(start) => match start.call(&mut store, ()) {
+                    Ok(()) => None,
+                    Err(e) => describe_failure(&e, limits, &stdout),
+                },
+            },
+        };
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        drop(store);
+
+        let outcome = match failure {
+            None => RunOutcome::Success(stdout.take()),
+            Some(message) => RunOutcome::Error(message),
+        };
+        RunReport {
+            outcome,
+            fuel_used,
+            stderr: stderr.take(),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// The linked module for `module`: from the cache, or compiled from
+    /// `module_bytes` and cached.
+    fn cached_or_compile(
+        &self,
+        module: &Hash,
+        module_bytes: &[u8],
+    ) -> Result<InstancePre<TaskState>, SandboxError> {
+        if let Some(pre) = self.lock_cache().get(module) {
+            return Ok(pre.clone());
+        }
+        let actual = Hash::of(module_bytes);
+        if actual != *module {
+            return Err(SandboxError::HashMismatch {
+                expected: module.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        // Compile outside the lock so other tasks keep running meanwhile; two
+        // tasks missing on the same module at once both compile, which is
+        // harmless.
+        let pre = self.compile(module_bytes)?;
+        let mut cache = self.lock_cache();
+        if cache.len() >= MODULE_CACHE_ENTRIES
+            && let Some(victim) = cache.keys().next().copied()
+        {
+            cache.remove(&victim);
+        }
+        cache.insert(*module, pre.clone());
+        Ok(pre)
+    }
+
+    /// Compiles and links a module and checks its entry point.
+    fn compile(&self, module_bytes: &[u8]) -> Result<InstancePre<TaskState>, SandboxError> {
+        let module = Module::new(&self.engine, module_bytes)
+            .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        match module.get_export("_start") {
+            Some(ExternType::Func(start))
+                if start.params().len() == 0 && start.results().len() == 0 =>
+            {
+                Ok(pre)
+            }
+            _ => Err(SandboxError::NoStart),
+        }
+    }
+
+    /// The module cache, even if a thread panicked while holding it: the map
+    /// is never left half-updated.
+    fn lock_cache(&self) -> MutexGuard<'_, HashMap<Hash, InstancePre<TaskState>>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        drop(self.stop_ticker.take());
+        if let Some(ticker) = self.ticker.take() {
+            // The ticker cannot panic; if it somehow did, there is nothing
+            // left to clean up.
+            let _ = ticker.join();
+        }
+    }
+}
+
+/// The one engine configuration every worker uses.
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        // `Config::wasm_threads` only exists with wasmtime's `threads` feature,
+        // which we leave off; say "no threads" explicitly all the same.
+        .wasm_features(
+            WasmFeatures::THREADS | WasmFeatures::SHARED_EVERYTHING_THREADS,
+            false,
+        )
+        .relaxed_simd_deterministic(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .cranelift_opt_level(OptLevel::Speed)
+        // Off for now: it costs float-heavy kernels 3.5–4.7×; determinism of
+        // NaN bits across architectures is handled separately.
+        .cranelift_nan_canonicalization(false);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_core_instances(POOL_SLOTS)
+        .total_memories(POOL_SLOTS)
+        .total_tables(POOL_SLOTS)
+        .total_stacks(POOL_SLOTS)
+        .max_memories_per_module(1)
+        .max_tables_per_module(4)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .max_core_instance_size(8 << 20)
+        .max_memory_size(usize_or_max(MAX_TASK_MEMORY));
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// A linker offering WASI preview 1 only, with `poll_oneoff` replaced by a
+/// stub: the real one sleeps in host code, where neither fuel nor the epoch
+/// deadline can stop it, and sleeping means nothing under virtual clocks.
+fn wasi_linker(engine: &Engine) -> Result<Linker<TaskState>, SandboxError> {
+    let engine_error = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut TaskState| &mut state.wasi)
+        .map_err(engine_error)?;
+    linker.allow_shadowing(true);
+    linker
+        .func_wrap(
+            "wasi_snapshot_preview1",
+            "poll_oneoff",
+            |_subscriptions: i32, _events: i32, _count: i32, _events_written: i32| ERRNO_NOTSUP,
+        )
+        .map_err(engine_error)?;
+    linker.allow_shadowing(false);
+    Ok(linker)
+}
+
+/// Turns the error that ended `_start` into the researcher's message, or
+/// `None` for a clean `exit(0)`.
+fn describe_failure(
+    error: &wasmtime::Error,
+    limits: &TaskLimits,
+    stdout: &CappedOutput,
+) -> Option<String> {
+    if stdout.overflowed() {
+        return Some(format!("output exceeds {} bytes", limits.max_output_bytes));
+    }
+    if let Some(I32Exit(status)) = error.downcast_ref::<I32Exit>() {
+        return (*status != 0).then(|| format!("module exited with status {status}"));
+    }
+    Some(match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => format!("fuel limit of {} exhausted", limits.fuel),
+        Some(Trap::Interrupt) => format!("wall-clock limit of {} ms exceeded", limits.wall_ms),
+        Some(Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(trap) => format!("module trapped: {trap}"),
+        None => format!("module failed: {error:#}"),
+    })
+}
+
+/// `value` as a `usize`, saturating on 32-bit hosts.
+fn usize_or_max(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// What a [`CappedOutput`] does with bytes beyond its cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WhenFull {
+    /// Trap the module: stdout is the result, and a truncated result is wrong.
+    Fail,
+    /// Keep the first bytes and drop the rest: stderr is only diagnostics.
+    Drop,
+}
+
+/// An in-memory stdout or stderr with a hard cap, shared between the WASI
+/// context and the host (clones see the same buffer).
+///
+/// wasmtime-wasi's `MemoryOutputPipe` reports a full pipe to the guest as a
+/// write error, which a guest may ignore (losing output silently) or turn into
+/// a panic (failing on too much logging); this type does what each stream
+/// needs instead.
+#[derive(Clone)]
+struct CappedOutput {
+    captured: Arc<Mutex<Captured>>,
+    cap: usize,
+    when_full: WhenFull,
+}
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl CappedOutput {
+    fn new(cap: usize, when_full: WhenFull) -> CappedOutput {
+        CappedOutput {
+            captured: Arc::default(),
+            cap,
+            when_full,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Captured> {
+        self.captured.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends what fits; false when bytes had to be refused.
+    fn append(&self, bytes: &[u8]) -> bool {
+        let mut captured = self.lock();
+        let room = self.cap.saturating_sub(captured.bytes.len());
+        if bytes.len() <= room {
+            captured.bytes.extend_from_slice(bytes);
+            return true;
+        }
+        captured.overflowed = true;
+        if self.when_full == WhenFull::Drop {
+            captured.bytes.extend_from_slice(&bytes[..room]);
+            return true;
+        }
+        false
+    }
+
+    fn overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.lock().bytes)
+    }
+
+    fn overflow_message(&self) -> String {
+        format!("output exceeds {} bytes", self.cap)
+    }
+}
+
+impl OutputStream for CappedOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        if self.append(&bytes) {
+            Ok(())
+        } else {
+            Err(StreamError::trap(&self.overflow_message()))
+        }
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // Always writable: overflow is judged in `write`, where the bytes are.
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CappedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CappedOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(if self.append(buf) {
+            Ok(buf.len())
+        } else {
+            Err(std::io::Error::other(self.overflow_message()))
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for CappedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CappedOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+/// A wall clock that starts at 2000-01-01T00:00:00Z and advances
+/// [`CLOCK_STEP_NANOS`] per reading, so every run sees the same times.
+#[derive(Default)]
+struct VirtualWallClock {
+    readings: std::cell::Cell<u64>,
+}
+
+impl HostWallClock for VirtualWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(CLOCK_STEP_NANOS)
+    }
+
+    fn now(&self) -> Duration {
+        let n = self.readings.get();
+        self.readings.set(n.saturating_add(1));
+        Duration::from_secs(VIRTUAL_EPOCH_SECS)
+            .saturating_add(Duration::from_nanos(n.saturating_mul(CLOCK_STEP_NANOS)))
+    }
+}
+
+/// A monotonic clock that starts at zero and advances [`CLOCK_STEP_NANOS`]
+/// per reading.
+#[derive(Default)]
+struct VirtualMonotonicClock {
+    readings: std::cell::Cell<u64>,
+}
+
+impl HostMonotonicClock for VirtualMonotonicClock {
+    fn resolution(&self) -> u64 {
+        CLOCK_STEP_NANOS
+    }
+
+    fn now(&self) -> u64 {
+        let n = self.readings.get();
+        self.readings.set(n.saturating_add(1));
+        n.saturating_mul(CLOCK_STEP_NANOS)
+    }
+}
+
+/// xoshiro256** (Blackman and Vigna), seeded through splitmix64: a small,
+/// well-studied generator whose output is fully determined by the seed. Not
+/// cryptographic, on purpose: a task's "secure" randomness must be
+/// reproducible by every replica.
+struct SeededRng {
+    state: [u64; 4],
+}
+
+impl SeededRng {
+    /// A generator for `seed`; `stream` separates the generators of one task.
+    fn new(seed: u64, stream: u64) -> SeededRng {
+        let mut mix = seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F);
+        let mut state = [0; 4];
+        for word in &mut state {
+            *word = splitmix64(&mut mix);
+        }
+        SeededRng { state }
+    }
+
+    fn next(&mut self) -> u64 {
+        let s = &mut self.state;
+        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+
+    fn next_u128(&mut self) -> u128 {
+        (u128::from(self.next()) << 64) | u128::from(self.next())
+    }
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl rand_core::TryRng for SeededRng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok((self.next() >> 32) as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.next())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let word = self.next().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    /// One sandbox for all tests, as in the daemon (each reserves address
+    /// space for its instance pool).
+    fn sandbox() -> &'static Sandbox {
+        static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+        SANDBOX.get_or_init(|| Sandbox::new().expect("sandbox builds"))
+    }
+
+    fn limits() -> TaskLimits {
+        TaskLimits {
+            memory_bytes: 16 << 20,
+            fuel: 10_000_000,
+            max_output_bytes: 1 << 20,
+            wall_ms: 10_000,
+        }
+    }
+
+    fn wasm(wat: &str) -> Vec<u8> {
+        wat::parse_str(wat).expect("test module is valid wat")
+    }
+
+    fn run_with(
+        wat: &str,
+        input: &[u8],
+        args: &[String],
+        seed: u64,
+        limits: &TaskLimits,
+    ) -> RunReport {
+        let bytes = wasm(wat);
+        sandbox().run(&Hash::of(&bytes), &bytes, input, args, seed, limits)
+    }
+
+    fn run(wat: &str, input: &[u8]) -> RunReport {
+        run_with(wat, input, &[], 7, &limits())
+    }
+
+    fn stdout(report: &RunReport) -> &[u8] {
+        match &report.outcome {
+            RunOutcome::Success(out) => out,
+            RunOutcome::Error(message) => panic!("expected success, got error: {message}"),
+        }
+    }
+
+    fn error(report: &RunReport) -> &str {
+        match &report.outcome {
+            RunOutcome::Error(message) => message,
+            RunOutcome::Success(out) => {
+                panic!("expected an error, got success with {} bytes", out.len())
+            }
+        }
+    }
+
+    /// The WASI imports every test module has.
+    const IMPORTS: &str = r#"
+        (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+    "#;
+
+    /// Memory and a `$write` helper every test module has.
+    const HELPERS: &str = r#"
+        (memory (export "memory") 2)
+        ;; Writes len bytes at ptr to fd, trapping on a WASI error.
+        (func $write (param $fd i32) (param $ptr i32) (param $len i32)
+          (i32.store (i32.const 0) (local.get $ptr))
+          (i32.store (i32.const 4) (local.get $len))
+          (if (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))
+            (then unreachable)))
+    "#;
+
+    fn module(body: &str) -> String {
+        module_with("", body)
+    }
+
+    /// A module with extra `imports` (which must precede every function).
+    fn module_with(imports: &str, body: &str) -> String {
+        format!("(module {IMPORTS} {imports} {HELPERS} {body})")
+    }
+
+    fn echo() -> String {
+        module(
+            r#"(func (export "_start")
+                 (loop $again
+                   (i32.store (i32.const 16) (i32.const 1024))
+                   (i32.store (i32.const 20) (i32.const 4096))
+                   (if (call $fd_read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 24))
+                     (then unreachable))
+                   (if (i32.eqz (i32.load (i32.const 24))) (then return))
+                   (call $write (i32.const 1) (i32.const 1024) (i32.load (i32.const 24)))
+                   (br $again)))"#,
+        )
+    }
+
+    #[test]
+    fn echo_copies_stdin_to_stdout() {
+        let input: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let report = run(&echo(), &input);
+        assert_eq!(stdout(&report), input.as_slice());
+        assert!(report.fuel_used > 0);
+        assert!(report.stderr.is_empty());
+    }
+
+    #[test]
+    fn runs_are_repeatable_to_the_fuel_unit() {
+        let first = run(&echo(), b"same input");
+        let second = run(&echo(), b"same input");
+        assert_eq!(stdout(&first), b"same input");
+        assert_eq!(first.outcome, second.outcome);
+        assert_eq!(first.fuel_used, second.fuel_used);
+    }
+
+    #[test]
+    fn exit_zero_is_success_and_nonzero_is_an_error() {
+        let exit = |status: u32| {
+            module(&format!(
+                r#"(func (export "_start") (call $proc_exit (i32.const {status})))"#
+            ))
+        };
+        assert_eq!(stdout(&run(&exit(0), b"")), b"");
+        assert_eq!(error(&run(&exit(7), b"")), "module exited with status 7");
+    }
+
+    #[test]
+    fn args_follow_the_program_name() {
+        let argc = module_with(
+            r#"(import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))"#,
+            r#"(func (export "_start")
+                 (drop (call $sizes (i32.const 100) (i32.const 104)))
+                 (call $proc_exit (i32.load (i32.const 100))))"#,
+        );
+        let args = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(
+            error(&run_with(&argc, b"", &args, 7, &limits())),
+            "module exited with status 3"
+        );
+    }
+
+    const SPIN: &str = r#"(module (func (export "_start") (loop $forever (br $forever))))"#;
+
+    #[test]
+    fn fuel_limit_stops_an_infinite_loop() {
+        let limits = TaskLimits {
+            fuel: 100_000,
+            ..limits()
+        };
+        let report = run_with(SPIN, b"", &[], 7, &limits);
+        assert_eq!(error(&report), "fuel limit of 100000 exhausted");
+        assert_eq!(report.fuel_used, 100_000);
+    }
+
+    #[test]
+    fn wall_clock_limit_stops_an_infinite_loop() {
+        let limits = TaskLimits {
+            fuel: 1 << 60,
+            wall_ms: 200,
+            ..limits()
+        };
+        let started = Instant::now();
+        let report = run_with(SPIN, b"", &[], 7, &limits);
+        assert_eq!(error(&report), "wall-clock limit of 200 ms exceeded");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(report.elapsed >= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn deep_recursion_is_a_stack_overflow() {
+        let recurse = r#"(module (func $f (export "_start") (call $f)))"#;
+        assert_eq!(error(&run(recurse, b"")), "stack overflow");
+    }
+
+    #[test]
+    fn memory_cannot_grow_past_the_limit() {
+        // 2 pages initially; the limit is 16 MiB = 256 pages.
+        let grow = module(
+            r#"(func (export "_start")
+                 (if (i32.eq (memory.grow (i32.const 300)) (i32.const -1))
+                   (then (call $proc_exit (i32.const 3))))
+                 (call $proc_exit (i32.const 4)))"#,
+        );
+        assert_eq!(error(&run(&grow, b"")), "module exited with status 3");
+        // Growth within the limit still works.
+        let small = grow.replace("300", "10");
+        assert_eq!(error(&run(&small, b"")), "module exited with status 4");
+    }
+
+    #[test]
+    fn a_module_declaring_too_much_memory_is_refused() {
+        let limits = TaskLimits {
+            memory_bytes: 64 * 1024,
+            ..limits()
+        };
+        let report = run_with(&echo(), b"", &[], 7, &limits);
+        assert!(
+            error(&report).starts_with("module cannot be instantiated"),
+            "{report:?}"
+        );
+    }
+
+    fn write_n(fd: u32, n: u32) -> String {
+        module(&format!(
+            r#"(func (export "_start") (call $write (i32.const {fd}) (i32.const 64) (i32.const {n})))"#
+        ))
+    }
+
+    #[test]
+    fn output_over_the_cap_is_an_error() {
+        let limits = TaskLimits {
+            max_output_bytes: 100,
+            ..limits()
+        };
+        assert_eq!(
+            stdout(&run_with(&write_n(1, 100), b"", &[], 7, &limits)).len(),
+            100
+        );
+        let report = run_with(&write_n(1, 101), b"", &[], 7, &limits);
+        assert_eq!(error(&report), "output exceeds 100 bytes");
+    }
+
+    #[test]
+    fn stderr_over_the_cap_is_truncated_not_an_error() {
+        let report = run(&write_n(2, (MAX_STDERR + 1000) as u32), b"");
+        assert_eq!(stdout(&report), b"");
+        assert_eq!(report.stderr.len(), MAX_STDERR);
+    }
+
+    #[test]
+    fn bytes_that_are_not_wasm_are_an_error() {
+        let bytes = b"definitely not wasm";
+        let report = sandbox().run(&Hash::of(bytes), bytes, b"", &[], 7, &limits());
+        assert!(
+            error(&report).starts_with("module is not valid WebAssembly"),
+            "{report:?}"
+        );
+        assert_eq!(report.fuel_used, 0);
+        assert!(matches!(
+            sandbox().check_module(bytes),
+            Err(SandboxError::Compile(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_imports_are_named() {
+        let nope = r#"(module (import "env" "nope" (func)) (func (export "_start")))"#;
+        let message = error(&run(nope, b"")).to_string();
+        assert!(
+            message.contains("env") && message.contains("nope"),
+            "{message}"
+        );
+        assert!(matches!(
+            sandbox().check_module(&wasm(nope)),
+            Err(SandboxError::Link(_))
+        ));
+    }
+
+    #[test]
+    fn a_module_without_start_is_refused() {
+        let library = r#"(module (func (export "main")))"#;
+        assert!(matches!(
+            sandbox().check_module(&wasm(library)),
+            Err(SandboxError::NoStart)
+        ));
+        assert!(sandbox().check_module(&wasm(&echo())).is_ok());
+    }
+
+    #[test]
+    fn bytes_must_match_the_hash_and_are_not_read_on_a_hit() {
+        let bytes = wasm(&write_n(1, 3));
+        let wrong = Hash::of(b"something else");
+        assert!(error(&sandbox().run(&wrong, &bytes, b"", &[], 7, &limits())).contains("corrupt"));
+        let hash = Hash::of(&bytes);
+        assert!(matches!(
+            sandbox().run(&hash, &bytes, b"", &[], 7, &limits()).outcome,
+            RunOutcome::Success(_)
+        ));
+        let hit = sandbox().run(&hash, b"", b"", &[], 7, &limits());
+        assert_eq!(stdout(&hit).len(), 3);
+    }
+
+    #[test]
+    fn randomness_follows_the_seed() {
+        let random = module_with(
+            r#"(import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))"#,
+            r#"(func (export "_start")
+                 (if (call $random_get (i32.const 100) (i32.const 16)) (then unreachable))
+                 (if (call $random_get (i32.const 116) (i32.const 16)) (then unreachable))
+                 (call $write (i32.const 1) (i32.const 100) (i32.const 32)))"#,
+        );
+        let draw = |seed| stdout(&run_with(&random, b"", &[], seed, &limits())).to_vec();
+        let first = draw(1);
+        assert_eq!(first.len(), 32);
+        assert_ne!(first[..16], first[16..], "two calls give different bytes");
+        assert_eq!(first, draw(1));
+        assert_ne!(first, draw(2));
+    }
+
+    #[test]
+    fn clocks_are_virtual_and_repeatable() {
+        let clocks = module_with(
+            r#"(import "wasi_snapshot_preview1" "clock_time_get" (func $now (param i32 i64 i32) (result i32)))"#,
+            r#"(func (export "_start")
+                 (if (call $now (i32.const 0) (i64.const 1) (i32.const 104)) (then unreachable))
+                 (if (call $now (i32.const 0) (i64.const 1) (i32.const 112)) (then unreachable))
+                 (if (call $now (i32.const 1) (i64.const 1) (i32.const 120)) (then unreachable))
+                 (if (call $now (i32.const 1) (i64.const 1) (i32.const 128)) (then unreachable))
+                 (call $write (i32.const 1) (i32.const 104) (i32.const 32)))"#,
+        );
+        let first = stdout(&run(&clocks, b"")).to_vec();
+        let word = |i: usize| {
+            let mut le = [0; 8];
+            le.copy_from_slice(&first[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(le)
+        };
+        assert_eq!(word(0), VIRTUAL_EPOCH_SECS * 1_000_000_000);
+        assert_eq!(word(1), word(0) + CLOCK_STEP_NANOS);
+        assert_eq!(word(3), word(2) + CLOCK_STEP_NANOS);
+        assert_eq!(first, stdout(&run(&clocks, b"")));
+    }
+
+    #[test]
+    fn sleeping_is_refused_instead_of_blocking() {
+        let sleep = module_with(
+            r#"(import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))"#,
+            r#"(func (export "_start")
+                 (call $proc_exit (call $poll (i32.const 100) (i32.const 200) (i32.const 1) (i32.const 300))))"#,
+        );
+        assert_eq!(error(&run(&sleep, b"")), "module exited with status 58");
+    }
+
+    #[test]
+    fn engine_id_names_the_configuration() {
+        assert!(sandbox().engine_id().starts_with("wasmtime-48/"));
+        assert!(sandbox().engine_id().ends_with(std::env::consts::ARCH));
+    }
+
+    #[test]
+    fn dropping_a_sandbox_stops_its_ticker() {
+        let sandbox = Sandbox::new().expect("sandbox builds");
+        drop(sandbox);
+    }
+}
