@@ -187,7 +187,10 @@ impl Worker {
                     tracing::warn!(unit, "coordinator refused a result: {why}");
                 }
                 self.unacked.retain(|r| !settled.contains(&r.unit));
-                Ok((reply.tasks, Duration::from_millis(reply.retry_after_ms as u64)))
+                Ok((
+                    reply.tasks,
+                    Duration::from_millis(reply.retry_after_ms as u64),
+                ))
             }
             Reply::Error(e) => bail!("coordinator error: {e}"),
             _ => bail!("unexpected reply to an exchange"),
@@ -217,15 +220,20 @@ impl Worker {
         if let Some(m) = self.modules.get(hash) {
             return Ok(m.clone());
         }
-        let path = self.config.data.join("modules").join(format!("{hash}.wasm"));
+        let path = self
+            .config
+            .data
+            .join("modules")
+            .join(format!("{hash}.wasm"));
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) if Hash::of(&b) == *hash => b,
             _ => {
-                let bytes = match net::request(&session.connection, &Request::GetBlob(*hash)).await? {
-                    Reply::Blob(b) => b,
-                    Reply::Error(e) => bail!("{e}"),
-                    _ => bail!("unexpected reply to a module fetch"),
-                };
+                let bytes =
+                    match net::request(&session.connection, &Request::GetBlob(*hash)).await? {
+                        Reply::Blob(b) => b,
+                        Reply::Error(e) => bail!("{e}"),
+                        _ => bail!("unexpected reply to a module fetch"),
+                    };
                 if bytes.len() > MAX_MODULE || Hash::of(&bytes) != *hash {
                     bail!("the coordinator sent a module that does not match its hash");
                 }

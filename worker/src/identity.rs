@@ -21,7 +21,10 @@ pub fn load_or_create_key(dir: &Path) -> Result<SigningKey> {
         Ok(text) => {
             let mut bytes = [0u8; 32];
             hex::decode_to_slice(text.trim(), &mut bytes).with_context(|| {
-                format!("{} is corrupt; delete it to become a new host", path.display())
+                format!(
+                    "{} is corrupt; delete it to become a new host",
+                    path.display()
+                )
             })?;
             Ok(SigningKey::from_bytes(&bytes))
         }

@@ -9,7 +9,11 @@ use peergrid_worker::daemon::{Fault, Worker, WorkerConfig};
 use peergrid_worker::identity;
 
 #[derive(Parser)]
-#[command(name = "peergrid-worker", version, about = "Donate spare CPU to a peergrid project")]
+#[command(
+    name = "peergrid-worker",
+    version,
+    about = "Donate spare CPU to a peergrid project"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

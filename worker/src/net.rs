@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signer, SigningKey};
+use peergrid_proto::JoinString;
 use peergrid_proto::codec;
 use peergrid_proto::limits::MAX_FRAME;
 use peergrid_proto::wire::{Hello, HostFacts, Reply, Request, Welcome, hello_message};
-use peergrid_proto::JoinString;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -68,7 +68,9 @@ impl ServerCertVerifier for PinnedCert {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used by peergrid".into()))
+        Err(rustls::Error::General(
+            "TLS 1.2 is not used by peergrid".into(),
+        ))
     }
 
     fn verify_tls13_signature(
@@ -146,8 +148,7 @@ pub async fn connect_raw(
     } else {
         "0.0.0.0:0".parse().map_err(|_| NetError::Unexpected)?
     };
-    let mut endpoint =
-        quinn::Endpoint::client(bind).map_err(|e| NetError::Setup(e.to_string()))?;
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| NetError::Setup(e.to_string()))?;
     endpoint.set_default_client_config(client_config(join.cert_sha256, alpn)?);
     let connection = endpoint
         .connect(addr, "peergrid-coordinator")

@@ -39,7 +39,7 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit, WasiCtxBuilder};
 
-/// Names the engine configuration built by [`engine_config`]; results record
+/// Names the engine configuration the sandbox builds; results record
 /// it (with the CPU architecture appended) so a disagreement between replicas
 /// can be traced to a configuration difference. Change it whenever the
 /// configuration changes.

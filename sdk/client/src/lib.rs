@@ -1,1 +1,277 @@
-//! placeholder
+//! The researcher's side of peergrid: a blocking client for the
+//! coordinator's HTTP API, and reading a job spec into a submission.
+//! The `peergrid` CLI is a thin layer over this crate.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use peergrid_proto::Hash;
+use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
+use peergrid_proto::spec::{JobSpec, JobSubmission, UnitSpec};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the coordinator at {url}: {source}")]
+    Unreachable { url: String, source: ureq::Error },
+    #[error("the coordinator refused ({status}): {message}")]
+    Refused { status: u16, message: String },
+    #[error("unexpected answer from the coordinator: {0}")]
+    BadAnswer(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Spec(String),
+}
+
+type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A job spec read from disk: the submission to make and the blobs it needs.
+pub struct PreparedJob {
+    pub submission: JobSubmission,
+    /// Module and inputs by hash, deduplicated.
+    pub blobs: Vec<(Hash, Vec<u8>)>,
+}
+
+/// Reads a spec file, its module and its inputs. Paths in the spec are
+/// relative to the spec file.
+pub fn prepare_job(spec_path: &Path) -> Result<PreparedJob> {
+    let text = fs::read_to_string(spec_path).map_err(io_err(spec_path))?;
+    let spec = JobSpec::from_toml(&text)
+        .map_err(|e| ClientError::Spec(format!("{}: {e}", spec_path.display())))?;
+    let base = spec_path.parent().unwrap_or(Path::new("."));
+    let module_path = base.join(&spec.module);
+    let module = fs::read(&module_path).map_err(io_err(&module_path))?;
+    if module.len() > MAX_MODULE {
+        return Err(ClientError::Spec(format!(
+            "{}: the module is {} bytes; the limit is {MAX_MODULE}",
+            module_path.display(),
+            module.len()
+        )));
+    }
+    let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Some(dir) = &spec.inputs.dir {
+        let dir = base.join(dir);
+        let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        for p in paths {
+            let bytes = fs::read(&p).map_err(io_err(&p))?;
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            inputs.push((name, bytes));
+        }
+    } else if let Some(file) = &spec.inputs.jsonl {
+        let file = base.join(file);
+        let text = fs::read(&file).map_err(io_err(&file))?;
+        for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            inputs.push((format!("line {}", i + 1), line.to_vec()));
+        }
+    }
+    if inputs.is_empty() {
+        return Err(ClientError::Spec(format!(
+            "{}: the job has no inputs (empty folder or file)",
+            spec_path.display()
+        )));
+    }
+    let mut blobs = std::collections::BTreeMap::new();
+    let module_hash = Hash::of(&module);
+    blobs.insert(module_hash, module);
+    let mut units = Vec::with_capacity(inputs.len());
+    for (name, bytes) in inputs {
+        if bytes.len() > MAX_INPUT {
+            return Err(ClientError::Spec(format!(
+                "input `{name}` is {} bytes; a work unit's input is at most {MAX_INPUT} bytes",
+                bytes.len()
+            )));
+        }
+        let hash = Hash::of(&bytes);
+        units.push(UnitSpec { name, input: hash });
+        blobs.entry(hash).or_insert(bytes);
+    }
+    let submission = JobSubmission {
+        name: spec.name,
+        module: module_hash,
+        args: spec.args,
+        settings: spec.settings,
+        units,
+    };
+    submission
+        .validate()
+        .map_err(|e| ClientError::Spec(e.to_string()))?;
+    Ok(PreparedJob {
+        submission,
+        blobs: blobs.into_iter().collect(),
+    })
+}
+
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// What an upload cost.
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    pub uploaded: usize,
+    pub uploaded_bytes: usize,
+    pub already_there: usize,
+}
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> Client {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Client {
+            base: server.trim_end_matches('/').to_string(),
+            token,
+            agent,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token.as_deref().unwrap_or(""))
+    }
+
+    fn check(
+        &self,
+        url: &str,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut resp = r.map_err(|source| ClientError::Unreachable {
+            url: url.to_string(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let body = resp.body_mut().read_to_string().unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            return Err(ClientError::Refused { status, message });
+        }
+        Ok(resp)
+    }
+
+    fn json<T: DeserializeOwned>(resp: ureq::http::Response<ureq::Body>) -> Result<T> {
+        let mut resp = resp;
+        resp.body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_json()
+            .map_err(|e| ClientError::BadAnswer(e.to_string()))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.url(path);
+        let r = self.agent.get(&url).call();
+        Self::json(self.check(&url, r)?)
+    }
+
+    /// Uploads the blobs the server lacks; blobs it has cost nothing.
+    pub fn upload(&self, blobs: &[(Hash, Vec<u8>)]) -> Result<UploadStats> {
+        let mut stats = UploadStats::default();
+        for chunk in blobs.chunks(10_000) {
+            let hashes: Vec<Hash> = chunk.iter().map(|(h, _)| *h).collect();
+            let url = self.url("/api/v1/blobs/missing");
+            let r = self
+                .agent
+                .post(&url)
+                .header("Authorization", &self.auth())
+                .send_json(&hashes);
+            let missing: Vec<Hash> = Self::json(self.check(&url, r)?)?;
+            stats.already_there += chunk.len() - missing.len();
+            for (hash, bytes) in chunk.iter().filter(|(h, _)| missing.contains(h)) {
+                let url = self.url(&format!("/api/v1/blobs/{hash}"));
+                let r = self
+                    .agent
+                    .put(&url)
+                    .header("Authorization", &self.auth())
+                    .send(&bytes[..]);
+                self.check(&url, r)?;
+                stats.uploaded += 1;
+                stats.uploaded_bytes += bytes.len();
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Submits a job whose blobs are uploaded; returns its id.
+    pub fn submit(&self, job: &JobSubmission) -> Result<u64> {
+        let url = self.url("/api/v1/jobs");
+        let r = self
+            .agent
+            .post(&url)
+            .header("Authorization", &self.auth())
+            .send_json(job);
+        let v: Value = Self::json(self.check(&url, r)?)?;
+        v["job_id"]
+            .as_u64()
+            .ok_or_else(|| ClientError::BadAnswer(format!("no job_id in {v}")))
+    }
+
+    /// A job's status as the server reports it (see `JobStatus`).
+    pub fn status(&self, job: u64) -> Result<Value> {
+        self.get(&format!("/api/v1/jobs/{job}"))
+    }
+
+    pub fn jobs(&self) -> Result<Value> {
+        self.get("/api/v1/jobs")
+    }
+
+    /// Streams a job's dataset into `out`; returns the bytes written.
+    pub fn export(&self, job: u64, format: &str, out: &mut dyn Write) -> Result<u64> {
+        let url = self.url(&format!("/api/v1/jobs/{job}/results?format={format}"));
+        let r = self.agent.get(&url).call();
+        let mut resp = self.check(&url, r)?;
+        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])
+                .map_err(io_err(Path::new("<output>")))?;
+            total += n as u64;
+        }
+        Ok(total)
+    }
+}

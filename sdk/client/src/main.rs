@@ -1,1 +1,186 @@
-fn main() {}
+//! `peergrid`: the researcher's command line: submit jobs, follow them,
+//! export their datasets.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use peergrid_client::{Client, prepare_job};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(
+    name = "peergrid",
+    version,
+    about = "Submit wasm jobs to a peergrid project and fetch their results"
+)]
+struct Cli {
+    /// The coordinator's HTTP address.
+    #[arg(
+        long,
+        global = true,
+        env = "PEERGRID_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// The researcher token `peergrid-coordinator init` printed.
+    #[arg(long, global = true, env = "PEERGRID_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Jobs: submit, follow, list.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// A job's validated dataset.
+    #[command(subcommand)]
+    Results(ResultsCommand),
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Upload a job's module and inputs (only what the server lacks) and submit it.
+    Submit {
+        /// The job spec (TOML).
+        spec: PathBuf,
+    },
+    /// Units total, validated, in progress and failed.
+    Status {
+        id: u64,
+        /// Keep printing until the job is finished.
+        #[arg(long)]
+        wait: bool,
+        /// Print the server's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every job on the server.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ResultsCommand {
+    /// Write a job's dataset, one row per validated unit, with provenance.
+    Export {
+        id: u64,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+        /// File to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Jsonl,
+    Csv,
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("peergrid: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn summary(s: &Value) -> String {
+    format!(
+        "job {} \"{}\": {} units, {} validated, {} in progress, {} pending, {} failed{}",
+        s["id"],
+        s["name"].as_str().unwrap_or(""),
+        s["units_total"],
+        s["validated"],
+        s["in_progress"],
+        s["pending"],
+        s["failed"],
+        if s["finished"].as_bool() == Some(true) {
+            " (finished)"
+        } else {
+            ""
+        }
+    )
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.server, cli.token.clone());
+    match cli.command {
+        Command::Job(JobCommand::Submit { spec }) => {
+            if cli.token.is_none() {
+                bail!("submitting needs the researcher token: pass --token or set PEERGRID_TOKEN");
+            }
+            let job = prepare_job(&spec)?;
+            let stats = client.upload(&job.blobs)?;
+            eprintln!(
+                "uploaded {} blobs ({} bytes); {} already on the server",
+                stats.uploaded, stats.uploaded_bytes, stats.already_there
+            );
+            let id = client.submit(&job.submission)?;
+            eprintln!(
+                "submitted job {id} \"{}\" with {} units",
+                job.submission.name,
+                job.submission.units.len()
+            );
+            println!("{id}");
+        }
+        Command::Job(JobCommand::Status { id, wait, json }) => loop {
+            let s = client.status(id)?;
+            if json {
+                println!("{s}");
+            } else {
+                println!("{}", summary(&s));
+                if let Some(failed) = s["failed_units"].as_array() {
+                    for f in failed.iter().take(20) {
+                        println!(
+                            "  failed unit {} ({}): {}",
+                            f["unit"],
+                            f["name"].as_str().unwrap_or(""),
+                            f["reason"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            if !wait || s["finished"].as_bool() == Some(true) {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        },
+        Command::Job(JobCommand::List) => {
+            let jobs = client.jobs()?;
+            for j in jobs.as_array().into_iter().flatten() {
+                println!("{}", summary(j));
+            }
+        }
+        Command::Results(ResultsCommand::Export { id, format, out }) => {
+            let format = match format {
+                Format::Jsonl => "jsonl",
+                Format::Csv => "csv",
+            };
+            let written = match &out {
+                Some(path) => {
+                    let file = File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    let mut w = BufWriter::new(file);
+                    let n = client.export(id, format, &mut w)?;
+                    w.flush()?;
+                    n
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut lock = stdout.lock();
+                    client.export(id, format, &mut lock)?
+                }
+            };
+            if let Some(path) = out {
+                eprintln!("wrote {written} bytes to {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
