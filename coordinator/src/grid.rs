@@ -197,6 +197,12 @@ impl Grid {
         }
     }
 
+    /// Commits what is queued and stops the store writer: the last step
+    /// of a graceful shutdown.
+    pub fn stop_writer(&self) {
+        self.writer.stop();
+    }
+
     /// Expires copies past their deadline.
     pub fn tick(&self) {
         let mut w = self.window();

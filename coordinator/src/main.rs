@@ -63,6 +63,7 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Init {
@@ -166,10 +167,7 @@ async fn serve(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
     quic_task.abort();
     quic.endpoint.wait_idle().await;
-    drop(quic);
-    drop(grid);
-    // Every handle to the writer is gone once the grid is: the thread
-    // commits what is queued and ends.
+    grid.stop_writer();
     tokio::task::spawn_blocking(move || writer_thread.join()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -74,26 +74,16 @@ impl QuicServer {
                     host
                 }
                 Err(e) => {
-                    respond(
-                        &mut send,
-                        &error(ErrorCode::Unauthenticated, format!("{e:#}")),
-                    )
-                    .await?;
-                    conn.close(1u32.into(), b"unauthenticated");
-                    return Ok(());
+                    let reply = error(ErrorCode::Unauthenticated, format!("{e:#}"));
+                    return refuse(&conn, &mut send, &reply).await;
                 }
             },
             Ok(_) => {
                 let msg = "the first request on a connection must be Hello";
-                respond(&mut send, &error(ErrorCode::Unauthenticated, msg)).await?;
-                conn.close(1u32.into(), b"unauthenticated");
-                return Ok(());
+                let reply = error(ErrorCode::Unauthenticated, msg);
+                return refuse(&conn, &mut send, &reply).await;
             }
-            Err(reply) => {
-                respond(&mut send, &reply).await?;
-                conn.close(1u32.into(), b"malformed hello");
-                return Ok(());
-            }
+            Err(reply) => return refuse(&conn, &mut send, &reply).await,
         };
         tracing::debug!(host, remote = %conn.remote_address(), "worker connected");
         loop {
@@ -155,6 +145,19 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
         code,
         message: message.into(),
     })
+}
+
+/// Answers with an error, waits (briefly) until the peer has it, then
+/// closes the connection.
+async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    reply: &Reply,
+) -> Result<()> {
+    respond(send, reply).await?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send.stopped()).await;
+    conn.close(1u32.into(), b"refused");
+    Ok(())
 }
 
 /// Reads one whole request; an oversized or malformed one becomes the

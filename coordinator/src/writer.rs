@@ -24,12 +24,17 @@ struct Batch {
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-pub struct Writer {
-    queue: mpsc::Sender<Batch>,
+enum Message {
+    Batch(Batch),
+    /// Commit what is queued, then stop.
+    Stop,
 }
 
-/// Joins the writer thread once every [`Writer`] handle is dropped, after
-/// the last queued batch is committed.
+pub struct Writer {
+    queue: mpsc::Sender<Message>,
+}
+
+/// The writer thread, joined at shutdown after [`Writer::stop`].
 pub struct WriterThread(JoinHandle<()>);
 
 impl WriterThread {
@@ -40,7 +45,7 @@ impl WriterThread {
 
 impl Writer {
     pub fn spawn(store: Arc<dyn Store>) -> (Writer, WriterThread) {
-        let (queue, rx) = mpsc::channel::<Batch>();
+        let (queue, rx) = mpsc::channel::<Message>();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || run(store, rx))
@@ -60,7 +65,7 @@ impl Writer {
             blobs,
             done: Some(tx),
         };
-        if let Err(mpsc::SendError(batch)) = self.queue.send(batch)
+        if let Err(mpsc::SendError(Message::Batch(batch))) = self.queue.send(Message::Batch(batch))
             && let Some(done) = batch.done
         {
             let _ = done.send(Err("the store writer has stopped".into()));
@@ -68,22 +73,36 @@ impl Writer {
         rx
     }
 
+    /// Asks the thread to commit everything queued so far and stop; later
+    /// batches are refused with an error.
+    pub fn stop(&self) {
+        let _ = self.queue.send(Message::Stop);
+    }
+
     /// Queues a batch nobody waits for (timeouts found by the ticker).
     pub fn submit_detached(&self, ops: Vec<StoreOp>) {
-        let _ = self.queue.send(Batch {
+        let _ = self.queue.send(Message::Batch(Batch {
             ops,
             blobs: Vec::new(),
             done: None,
-        });
+        }));
     }
 }
 
-fn run(store: Arc<dyn Store>, rx: mpsc::Receiver<Batch>) {
-    while let Ok(first) = rx.recv() {
+fn run(store: Arc<dyn Store>, rx: mpsc::Receiver<Message>) {
+    let mut stopping = false;
+    while !stopping {
+        let Ok(Message::Batch(first)) = rx.recv() else {
+            break;
+        };
         let mut batches = vec![first];
         while batches.len() < MAX_MERGE {
             match rx.try_recv() {
-                Ok(b) => batches.push(b),
+                Ok(Message::Batch(b)) => batches.push(b),
+                Ok(Message::Stop) => {
+                    stopping = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }

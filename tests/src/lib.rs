@@ -1,1 +1,395 @@
-//! placeholder
+//! Test harness: starts peergrid's real binaries (built in the release
+//! profile by `scripts/test`) on loopback and drives them like a user.
+//!
+//! Every process is killed when its handle drops, so a failing test
+//! leaves nothing running.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// The workspace's `target/` folder.
+pub fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// A release binary of the workspace; fails saying how to build it.
+pub fn bin(name: &str) -> PathBuf {
+    let path = target_dir().join("release").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --release --bins` \
+         (scripts/test does this)",
+        path.display()
+    );
+    path
+}
+
+/// The Lyapunov example compiled to wasm32-wasip1.
+pub fn lyapunov_wasm() -> PathBuf {
+    let path = target_dir().join("wasm32-wasip1/release/lyapunov.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `rustup target add wasm32-wasip1` and \
+         `cargo build --release -p peergrid-example-lyapunov --target wasm32-wasip1 --bin lyapunov` \
+         (scripts/test does both)",
+        path.display()
+    );
+    path
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A coordinator process with its own data folder.
+pub struct Coordinator {
+    pub data: PathBuf,
+    pub token: String,
+    pub join: String,
+    pub http: String,
+    pub quic: String,
+    child: Option<Child>,
+}
+
+impl Coordinator {
+    /// `init`s a project in `dir/coordinator` and serves it on ephemeral ports.
+    pub fn start(dir: &Path) -> Result<Coordinator> {
+        let data = dir.join("coordinator");
+        let out = Command::new(bin("peergrid-coordinator"))
+            .args(["init", "--json", "--data"])
+            .arg(&data)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let made: Value = serde_json::from_slice(&out.stdout)?;
+        let mut c = Coordinator {
+            data,
+            token: made["token"].as_str().unwrap_or_default().to_string(),
+            join: String::new(),
+            http: String::new(),
+            quic: String::new(),
+            child: None,
+        };
+        c.serve("127.0.0.1:0")?;
+        Ok(c)
+    }
+
+    /// Starts `serve` on `quic` (use the old address to come back where
+    /// workers expect the coordinator).
+    pub fn serve(&mut self, quic: &str) -> Result<()> {
+        let info = self.data.join("serve.json");
+        let _ = std::fs::remove_file(&info);
+        let log = std::fs::File::create(self.data.join(format!("serve-{}.log", now_nanos())))?;
+        let child = Command::new(bin("peergrid-coordinator"))
+            .args(["serve", "--http", "127.0.0.1:0", "--quic", quic, "--data"])
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let v: Value = wait_for(
+            "the coordinator's serve.json",
+            Duration::from_secs(20),
+            || {
+                let text = std::fs::read_to_string(&info).ok()?;
+                serde_json::from_str(&text).ok()
+            },
+        )?;
+        self.join = v["join"].as_str().unwrap_or_default().to_string();
+        self.http = v["http"].as_str().unwrap_or_default().to_string();
+        self.quic = v["quic"].as_str().unwrap_or_default().to_string();
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("not running")?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = c.kill();
+                bail!("the coordinator did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the `peergrid` CLI against this coordinator.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("peergrid"))
+            .env("PEERGRID_SERVER", &self.http)
+            .env("PEERGRID_TOKEN", &self.token)
+            .args(args)
+            .output()
+            .expect("running the peergrid CLI")
+    }
+
+    /// Submits a job spec and returns its id.
+    pub fn submit(&self, spec: &Path) -> Result<u64> {
+        let out = self.cli(&["job", "submit", &spec.to_string_lossy()]);
+        anyhow::ensure!(
+            out.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+    }
+
+    pub fn status(&self, job: u64) -> Result<Value> {
+        let out = self.cli(&["job", "status", &job.to_string(), "--json"]);
+        anyhow::ensure!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits until the job is finished; returns its final status.
+    pub fn wait_finished(&self, job: u64, timeout: Duration) -> Result<Value> {
+        let mut last = Value::Null;
+        wait_for(&format!("job {job} to finish"), timeout, || {
+            last = self.status(job).ok()?;
+            (last["finished"] == Value::Bool(true)).then(|| last.clone())
+        })
+        .with_context(|| format!("last status: {last}"))
+    }
+
+    /// The exported dataset as JSON rows.
+    pub fn dataset(&self, job: u64) -> Result<Vec<Value>> {
+        let out = self.cli(&["results", "export", &job.to_string(), "--format", "jsonl"]);
+        anyhow::ensure!(
+            out.status.success(),
+            "export failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)?
+            .lines()
+            .map(|l| Ok(serde_json::from_str(l)?))
+            .collect()
+    }
+
+    /// Opens the coordinator's database read-only, for checks the API
+    /// does not expose.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.data.join("coordinator.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("opening the coordinator database")
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// A worker process with its own data folder (its own host identity).
+pub struct Worker {
+    pub data: PathBuf,
+    child: Child,
+}
+
+impl Worker {
+    pub fn start(join: &str, data: &Path, extra: &[&str]) -> Result<Worker> {
+        std::fs::create_dir_all(data)?;
+        let log = std::fs::File::create(data.join(format!("worker-{}.log", now_nanos())))?;
+        let child = Command::new(bin("peergrid-worker"))
+            .env("PEERGRID_LOG", "info,peergrid_worker::daemon=debug")
+            .args(["run", "--join", join, "--data"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Worker {
+            data: data.to_path_buf(),
+            child,
+        })
+    }
+
+    /// The host's public key as the dataset names it (hex); available once
+    /// the worker has started.
+    pub fn host_key(&self) -> Result<String> {
+        let text = wait_for("the worker's host key", Duration::from_secs(10), || {
+            std::fs::read_to_string(self.data.join("host.key")).ok()
+        })?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut seed)?;
+        Ok(hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+                .verifying_key()
+                .to_bytes(),
+        ))
+    }
+
+    /// Units whose results the coordinator acknowledged to this worker,
+    /// read from its log.
+    pub fn acknowledged(&self) -> Result<Vec<u64>> {
+        let mut units = Vec::new();
+        for e in std::fs::read_dir(&self.data)? {
+            let p = e?.path();
+            if p.extension().is_none_or(|x| x != "log") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&p)?.lines() {
+                if !line.contains("results acknowledged") {
+                    continue;
+                }
+                let list = line
+                    .split_once("units=[")
+                    .and_then(|(_, rest)| rest.split_once(']'))
+                    .map(|(list, _)| list)
+                    .context("an acknowledgement line without units")?;
+                for u in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                    units.push(u.parse()?);
+                }
+            }
+        }
+        Ok(units)
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Settings of a test job, written into its spec.
+pub struct JobOptions {
+    pub units: usize,
+    /// Logistic-map iterations per point: sets a unit's cost.
+    pub iterations: u32,
+    pub quorum: u32,
+    pub deadline_secs: u64,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            units: 50,
+            iterations: 4000,
+            quorum: 2,
+            deadline_secs: 120,
+        }
+    }
+}
+
+/// Writes inputs and a spec for the Lyapunov example under `dir`; returns
+/// the spec's path.
+pub fn lyapunov_job(dir: &Path, opts: &JobOptions) -> Result<PathBuf> {
+    let inputs = dir.join("inputs");
+    let out = Command::new(bin("lyapunov-inputs"))
+        .args([
+            "--units",
+            &opts.units.to_string(),
+            "--iterations",
+            &opts.iterations.to_string(),
+            "--steps",
+            "50",
+            "--out",
+        ])
+        .arg(&inputs)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "lyapunov-inputs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spec = dir.join("job.toml");
+    let mut f = std::fs::File::create(&spec)?;
+    writeln!(
+        f,
+        "name = \"lyapunov test\"\nmodule = {:?}\nquorum = {}\ndeadline_secs = {}\nmemory_mb = 64\nfuel = 10_000_000_000\n\n[inputs]\ndir = \"inputs\"",
+        lyapunov_wasm().to_string_lossy(),
+        opts.quorum,
+        opts.deadline_secs
+    )?;
+    Ok(spec)
+}
+
+/// The same computation run natively: the reference every grid output
+/// must equal bitwise.
+pub fn lyapunov_native(input: &[u8]) -> Result<Vec<u8>> {
+    let mut child = Command::new(bin("lyapunov"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(input)?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "native lyapunov failed");
+    Ok(out.stdout)
+}
+
+/// Reads the unit inputs a job was made from, by file name.
+pub fn inputs_by_name(dir: &Path) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+    let mut map = std::collections::HashMap::new();
+    for e in std::fs::read_dir(dir.join("inputs"))? {
+        let p = e?.path();
+        map.insert(
+            p.file_name()
+                .context("name")?
+                .to_string_lossy()
+                .into_owned(),
+            std::fs::read(&p)?,
+        );
+    }
+    Ok(map)
+}

@@ -183,6 +183,9 @@ impl Worker {
                     .copied()
                     .chain(reply.rejected.iter().map(|(u, _)| *u))
                     .collect();
+                if !reply.accepted.is_empty() {
+                    tracing::debug!(units = ?reply.accepted, "results acknowledged");
+                }
                 for (unit, why) in &reply.rejected {
                     tracing::warn!(unit, "coordinator refused a result: {why}");
                 }

@@ -111,9 +111,11 @@ pub fn client_config(cert_sha256: [u8; 32], alpn: &[u8]) -> Result<quinn::Client
         .map_err(|e| NetError::Setup(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    // A coordinator that vanished (crash, lost network) is noticed within
+    // the idle timeout; keep-alives hold a quiet but healthy link open.
+    transport.keep_alive_interval(Some(Duration::from_secs(2)));
     transport.max_idle_timeout(Some(
-        Duration::from_secs(60)
+        Duration::from_secs(10)
             .try_into()
             .map_err(|_| NetError::Setup("idle timeout".into()))?,
     ));

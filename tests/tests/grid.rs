@@ -1,0 +1,154 @@
+//! The grid end to end: a coordinator, workers and the CLI as separate
+//! processes on loopback, running the Lyapunov example.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use peergrid_tests::{
+    Coordinator, JobOptions, Worker, inputs_by_name, lyapunov_job, lyapunov_native,
+};
+
+/// Every unit of a 50-unit, quorum-2 job ends in the dataset with two
+/// distinct agreeing hosts and the output the native build computes.
+#[test]
+fn job_completes_with_outputs_equal_to_native() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let workers: Vec<Worker> = (0..3)
+        .map(|i| {
+            Worker::start(
+                &coordinator.join,
+                &dir.path().join(format!("w{i}")),
+                &["--cores", "1"],
+            )
+            .unwrap()
+        })
+        .collect();
+    let keys: HashSet<String> = workers.iter().map(|w| w.host_key().unwrap()).collect();
+    let spec = lyapunov_job(dir.path(), &JobOptions::default()).unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let status = coordinator
+        .wait_finished(job, Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(status["units_total"], 50);
+    assert_eq!(status["validated"], 50, "{status}");
+    assert_eq!(status["failed"], 0);
+
+    let rows = coordinator.dataset(job).unwrap();
+    assert_eq!(rows.len(), 50);
+    let inputs = inputs_by_name(dir.path()).unwrap();
+    let mut names = HashSet::new();
+    for row in &rows {
+        let hosts: HashSet<&str> = row["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        assert_eq!(hosts.len(), 2, "two distinct agreeing hosts: {row}");
+        assert!(
+            hosts.iter().all(|h| keys.contains(*h)),
+            "hosts are our workers"
+        );
+        let name = row["name"].as_str().unwrap();
+        names.insert(name.to_string());
+        let native = lyapunov_native(&inputs[name]).unwrap();
+        assert_eq!(
+            row["output"].as_str().unwrap().as_bytes(),
+            &native[..],
+            "unit {name}"
+        );
+        assert!(row["fuel"].as_u64().unwrap() > 0);
+        assert_eq!(
+            row["input_hash"].as_str().unwrap(),
+            peergrid_proto::Hash::of(&inputs[name]).to_hex()
+        );
+    }
+    assert_eq!(names.len(), 50, "every unit appears once");
+
+    // The CSV export has the same rows.
+    let csv = coordinator.cli(&["results", "export", &job.to_string(), "--format", "csv"]);
+    assert!(csv.status.success());
+    let text = String::from_utf8(csv.stdout).unwrap();
+    assert!(text.starts_with(
+        "job,unit,name,input_hash,module_hash,output_hash,hosts,fuel,validated_ms,output\n"
+    ));
+
+    // Resubmitting the same job uploads nothing: every blob is content-addressed.
+    let again = coordinator.cli(&["job", "submit", &spec.to_string_lossy()]);
+    assert!(again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("uploaded 0 blobs"), "{said}");
+}
+
+/// A host that returns wrong outputs never enters the dataset and every
+/// unit still ends with the correct output.
+#[test]
+fn a_cheating_host_never_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let cheater = Worker::start(
+        &coordinator.join,
+        &dir.path().join("cheater"),
+        &["--cores", "2", "--simulate-fault", "wrong-output"],
+    )
+    .unwrap();
+    let cheater_key = cheater.host_key().unwrap();
+    let spec = lyapunov_job(
+        dir.path(),
+        &JobOptions {
+            units: 30,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    // Let the cheater grab work first, then bring honest hosts.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _honest: Vec<Worker> = (0..2)
+        .map(|i| {
+            Worker::start(
+                &coordinator.join,
+                &dir.path().join(format!("h{i}")),
+                &["--cores", "1"],
+            )
+            .unwrap()
+        })
+        .collect();
+    let status = coordinator
+        .wait_finished(job, Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(status["validated"], 30, "{status}");
+
+    let inputs = inputs_by_name(dir.path()).unwrap();
+    for row in coordinator.dataset(job).unwrap() {
+        let hosts: Vec<&str> = row["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        assert!(
+            !hosts.contains(&cheater_key.as_str()),
+            "cheater among agreeing hosts: {row}"
+        );
+        let native = lyapunov_native(&inputs[row["name"].as_str().unwrap()]).unwrap();
+        assert_eq!(row["output"].as_str().unwrap().as_bytes(), &native[..]);
+    }
+    // The test means something only if the cheater did report results.
+    let cheats: i64 = coordinator
+        .db()
+        .query_row(
+            "SELECT count(*) FROM results r JOIN hosts h ON h.id = r.host_id
+             WHERE h.public_key = ?1 AND r.state = 'success'",
+            [hex::decode(&cheater_key).unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        cheats > 0,
+        "the cheater reported no result; the test proved nothing"
+    );
+}
