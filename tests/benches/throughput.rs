@@ -1,1 +1,184 @@
-fn main() {}
+//! End-to-end throughput: validated work units per second through a real
+//! coordinator process, over real QUIC on loopback, with N simulated
+//! workers that answer instantly (output = BLAKE3 of the input), so the
+//! figure measures the grid, not the science.
+//!
+//! ```text
+//! cargo bench -p peergrid-tests --bench throughput
+//! BENCH_UNITS=100000 BENCH_WORKERS=8 BENCH_BATCH=128 cargo bench -p peergrid-tests --bench throughput
+//! ```
+//!
+//! Prints units/s, tasks/s, the coordinator's peak memory (VmHWM) and
+//! CPU time, and the load generator's CPU time. Needs the release
+//! binaries (`scripts/test` or `cargo build --release --bins` builds them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use peergrid_client::Client;
+use peergrid_proto::spec::{JobSettings, JobSubmission, UnitSpec};
+use peergrid_proto::wire::{Exchange, HostFacts, Outcome, Reply, Request, TaskReport};
+use peergrid_proto::{Hash, JoinString};
+use peergrid_tests::{Coordinator, lyapunov_wasm};
+use peergrid_worker::net;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// (utime + stime) in seconds, and VmHWM in KiB, of a process.
+fn proc_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after the command: state is index 0, utime 11, stime 12.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+fn self_cpu() -> f64 {
+    proc_usage(std::process::id()).0
+}
+
+fn main() {
+    let units = env("BENCH_UNITS", 50_000) as usize;
+    let workers = env("BENCH_WORKERS", 8) as usize;
+    let batch = env("BENCH_BATCH", 128) as u32;
+    let quorum = env("BENCH_QUORUM", 2) as u32;
+
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let pid = coordinator.pid().unwrap();
+    let client = Client::new(&coordinator.http, Some(coordinator.token.clone()));
+
+    // A job of `units` distinct small inputs.
+    let module = std::fs::read(lyapunov_wasm()).unwrap();
+    let mut blobs = vec![(Hash::of(&module), module.clone())];
+    let mut unit_specs = Vec::with_capacity(units);
+    for i in 0..units {
+        let input = format!("{{\"unit\":{i}}}").into_bytes();
+        let h = Hash::of(&input);
+        unit_specs.push(UnitSpec { name: i.to_string(), input: h });
+        blobs.push((h, input));
+    }
+    let t = Instant::now();
+    client.upload(&blobs).unwrap();
+    let upload = t.elapsed();
+    let t = Instant::now();
+    let job = client
+        .submit(&JobSubmission {
+            name: "throughput".into(),
+            module: Hash::of(&module),
+            args: vec![],
+            settings: JobSettings { quorum, ..JobSettings::default() },
+            units: unit_specs,
+        })
+        .unwrap();
+    let submit = t.elapsed();
+    println!(
+        "setup: uploaded {} blobs in {:.2} s ({:.0}/s), submitted {units} units in {:.2} s",
+        blobs.len(),
+        upload.as_secs_f64(),
+        blobs.len() as f64 / upload.as_secs_f64(),
+        submit.as_secs_f64()
+    );
+
+    let join: JoinString = coordinator.join.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let issued = Arc::new(AtomicU64::new(0));
+    let exchanges = Arc::new(AtomicU64::new(0));
+    let (cpu0, _) = proc_usage(pid);
+    let self0 = self_cpu();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let join = join.clone();
+            let done = done.clone();
+            let issued = issued.clone();
+            let exchanges = exchanges.clone();
+            rt.spawn(async move {
+                let key = SigningKey::from_bytes(&[w as u8 + 1; 32]);
+                let session = net::connect(&join, &key, HostFacts::default()).await.unwrap();
+                let mut reports = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let req = Request::Exchange(Exchange { reports: std::mem::take(&mut reports), want: batch });
+                    let reply = match net::request(&session.connection, &req).await.unwrap() {
+                        Reply::Exchange(r) => r,
+                        other => panic!("{other:?}"),
+                    };
+                    exchanges.fetch_add(1, Ordering::Relaxed);
+                    issued.fetch_add(reply.tasks.len() as u64, Ordering::Relaxed);
+                    for t in &reply.tasks {
+                        reports.push(TaskReport {
+                            unit: t.unit,
+                            outcome: Outcome::Success(blake3::hash(&t.input).to_hex().as_bytes().to_vec()),
+                            fuel_used: 1,
+                            elapsed_ms: 0,
+                        });
+                    }
+                    if reply.tasks.is_empty() && reports.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut peak_rss = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        peak_rss = peak_rss.max(proc_usage(pid).1);
+        let s = client.status(job).unwrap();
+        if s["finished"].as_bool() == Some(true) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "no finish in 10 minutes: {s}");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let (cpu1, hwm) = proc_usage(pid);
+    let self1 = self_cpu();
+    let s = client.status(job).unwrap();
+    let validated = s["validated"].as_u64().unwrap();
+    println!("workers: {workers} simulated over QUIC, batch {batch}, quorum {quorum}");
+    println!(
+        "validated: {validated} units in {elapsed:.2} s = {:.0} validated units/s",
+        validated as f64 / elapsed
+    );
+    println!(
+        "tasks issued: {} ({:.0}/s) in {} exchanges",
+        issued.load(Ordering::Relaxed),
+        issued.load(Ordering::Relaxed) as f64 / elapsed,
+        exchanges.load(Ordering::Relaxed)
+    );
+    println!(
+        "coordinator: {:.2} s CPU ({:.0} % of one core), peak RSS {} MiB",
+        cpu1 - cpu0,
+        100.0 * (cpu1 - cpu0) / elapsed,
+        hwm.max(peak_rss) / 1024
+    );
+    println!(
+        "load generator (this process): {:.2} s CPU ({:.0} % of one core)",
+        self1 - self0,
+        100.0 * (self1 - self0) / elapsed
+    );
+}
