@@ -10,19 +10,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use peergrid_proto::Hash;
-use peergrid_proto::limits::{MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE};
+use peergrid_proto::limits::{MAX_FRAME, MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE};
 use peergrid_proto::spec::JobSubmission;
 use peergrid_proto::wire::{Exchange, ExchangeReply, JobId, Outcome, UnitId};
 use tokio::sync::Notify;
 
 use crate::quorum::CopyState;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{ReportError, Scheduler};
 use crate::store::{HostId, Store};
 use crate::writer::Writer;
 
 /// Units kept in memory; the feeder tops the window up when it falls
 /// below half.
 const WINDOW: usize = 100_000;
+/// Input bytes sent in one exchange reply: keeps every reply well under
+/// the frame limit whatever the inputs' sizes.
+const MAX_REPLY_INPUT_BYTES: usize = MAX_FRAME / 4;
+/// Largest count stored from a worker's report (SQLite integers are i64).
+const MAX_COUNT: u64 = i64::MAX as u64;
 /// Longest error message kept from a worker.
 const MAX_ERROR_LEN: usize = 2000;
 /// How long a worker that got no task waits before asking again.
@@ -39,6 +44,9 @@ struct Window {
     scheduler: Scheduler,
     /// Highest unit id loaded so far: the next refill starts after it.
     loaded_upto: UnitId,
+    /// Highest unit id in the store as of the last refill: units between
+    /// `loaded_upto` and this exist but are not in the window yet.
+    stored_upto: UnitId,
 }
 
 pub struct Grid {
@@ -56,6 +64,7 @@ impl Grid {
             window: Mutex::new(Window {
                 scheduler: Scheduler::new(),
                 loaded_upto: 0,
+                stored_upto: 0,
             }),
             writer,
             feed: Notify::new(),
@@ -86,9 +95,10 @@ impl Grid {
                     let hash = Hash::of(&out);
                     let state = CopyState::Success {
                         output: hash,
-                        fuel: r.fuel_used,
+                        fuel: r.fuel_used.min(MAX_COUNT),
                     };
-                    reports.push((r.unit, state, r.elapsed_ms, Some((hash, out))));
+                    let elapsed = r.elapsed_ms.min(MAX_COUNT);
+                    reports.push((r.unit, state, elapsed, Some((hash, out))));
                 }
                 Outcome::Error(mut msg) => {
                     if msg.len() > MAX_ERROR_LEN {
@@ -98,7 +108,8 @@ impl Grid {
                         }
                         msg.truncate(cut);
                     }
-                    reports.push((r.unit, CopyState::Error(msg), r.elapsed_ms, None));
+                    let elapsed = r.elapsed_ms.min(MAX_COUNT);
+                    reports.push((r.unit, CopyState::Error(msg), elapsed, None));
                 }
             }
         }
@@ -111,12 +122,20 @@ impl Grid {
                         reply.accepted.push(unit);
                         blobs.extend(blob);
                     }
+                    // After a restart the window may not hold every
+                    // unfinished unit yet: leave the report unacknowledged
+                    // so the worker sends it again once the unit is loaded.
+                    Err(ReportError::UnknownUnit(_))
+                        if unit > w.loaded_upto && unit <= w.stored_upto => {}
                     Err(e) => reply.rejected.push((unit, e.to_string())),
                 }
             }
-            reply.tasks = w
-                .scheduler
-                .assign(host, ex.want.min(MAX_TASKS_PER_EXCHANGE), now);
+            reply.tasks = w.scheduler.assign(
+                host,
+                ex.want.min(MAX_TASKS_PER_EXCHANGE),
+                MAX_REPLY_INPUT_BYTES,
+                now,
+            );
             let ops = w.scheduler.take_ops();
             // Queued under the lock, so the writer applies batches in the
             // order the scheduler decided them.
@@ -164,7 +183,8 @@ impl Grid {
             }
             let store = self.store.clone();
             let limit = room.min(10_000);
-            let (units, jobs) = tokio::task::spawn_blocking(move || {
+            let (units, jobs, stored_upto) = tokio::task::spawn_blocking(move || {
+                let stored_upto = store.max_unit_id()?;
                 let units = store.load_active_units(after, limit)?;
                 let mut job_ids: Vec<JobId> = units.iter().map(|u| u.job).collect();
                 job_ids.dedup();
@@ -172,15 +192,16 @@ impl Grid {
                 for id in job_ids {
                     jobs.extend(store.job_info(id)?);
                 }
-                anyhow::Ok((units, jobs))
+                anyhow::Ok((units, jobs, stored_upto))
             })
             .await
             .context("feeder task")??;
+            let mut w = self.window();
+            w.stored_upto = w.stored_upto.max(stored_upto);
             if units.is_empty() {
                 return Ok(());
             }
             let now = now_ms();
-            let mut w = self.window();
             for job in jobs {
                 if !w.scheduler.has_job(job.id) {
                     w.scheduler.add_job(job);

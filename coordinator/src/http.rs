@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -75,7 +76,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/api/v1/jobs",
             post(submit_job).layer(DefaultBodyLimit::max(MAX_SUBMISSION)),
-        );
+        )
+        // Checked before any handler reads a body: a stranger cannot make
+        // the server buffer and parse 256 MiB without the token.
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
         .route("/", get(front_page))
         .route(
@@ -86,7 +90,22 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/jobs/{id}", get(job_status))
         .route("/api/v1/jobs/{id}/results", get(export_results))
         .merge(researcher)
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such page or API route; see /api/v1/jobs".into(),
+            )
+        })
         .with_state(api)
+}
+
+async fn require_token(
+    State(api): State<Arc<Api>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    authorize(&api, request.headers())?;
+    Ok(next.run(request).await)
 }
 
 fn authorize(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
@@ -121,10 +140,8 @@ async fn blocking<T: Send + 'static>(
 
 async fn missing_blobs(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
     body: Result<Json<Vec<Hash>>, JsonRejection>,
 ) -> ApiResult<Json<Vec<Hash>>> {
-    authorize(&api, &headers)?;
     let Json(hashes) = body?;
     let store = api.grid.store.clone();
     Ok(Json(blocking(move || store.missing_blobs(&hashes)).await?))
@@ -133,10 +150,8 @@ async fn missing_blobs(
 async fn put_blob(
     State(api): State<Arc<Api>>,
     Path(hash): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    authorize(&api, &headers)?;
     let hash: Hash = hash.parse().map_err(|e| bad_request(format!("{e}")))?;
     if Hash::of(&body) != hash {
         return Err(bad_request(
@@ -150,10 +165,8 @@ async fn put_blob(
 
 async fn submit_job(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
     body: Result<Json<JobSubmission>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    authorize(&api, &headers)?;
     let Json(job) = body?;
     job.validate()
         .map_err(|e| bad_request(format!("job: {e}")))?;
@@ -212,7 +225,6 @@ async fn job_status(
         blocking(move || Ok((store.job_status(id)?, store.failed_units(id)?))).await?;
     let status = status.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))?;
     let mut v = serde_json::to_value(&status).map_err(internal)?;
-    v["finished"] = json!(status.is_finished());
     v["failed_units"] = serde_json::to_value(failed).map_err(internal)?;
     Ok(Json(v))
 }

@@ -74,7 +74,12 @@ impl QuicServer {
                     host
                 }
                 Err(e) => {
-                    let reply = error(ErrorCode::Unauthenticated, format!("{e:#}"));
+                    let code = if e.is::<StoreFailure>() {
+                        ErrorCode::Internal
+                    } else {
+                        ErrorCode::Unauthenticated
+                    };
+                    let reply = error(code, format!("{e:#}"));
                     return refuse(&conn, &mut send, &reply).await;
                 }
             },
@@ -112,14 +117,21 @@ impl QuicServer {
         key.verify_strict(&hello_message(&self.cert_sha256, hello.timestamp_ms), &sig)
             .context("the greeting's signature does not verify")?;
         let store = self.grid.store.clone();
-        let hello = hello.clone();
+        let mut hello = hello.clone();
+        // SQLite integers are i64; a stranger's u64 must fit.
+        hello.facts.memory_bytes = hello.facts.memory_bytes.min(i64::MAX as u64);
         tokio::task::spawn_blocking(move || {
             store.upsert_host(&hello.host_key, &hello.facts, &hello.worker_version, now)
         })
         .await?
-        .context("registering the host")
+        .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))
     }
 }
+
+/// A store error during Hello: the worker is not at fault and may retry.
+#[derive(Debug, thiserror::Error)]
+#[error("registering the host failed: {0}")]
+struct StoreFailure(String);
 
 async fn handle(grid: &Grid, host: HostId, req: Request) -> Reply {
     match req {

@@ -49,14 +49,19 @@ pub enum Verdict {
 
 /// Decides a unit's fate from its copies.
 pub fn decide(copies: &[Copy], settings: &JobSettings) -> Verdict {
-    // Largest group of bitwise-identical successful outputs. Few copies
-    // per unit (at most 64 by spec validation), so a quadratic scan is fine.
+    // Largest group of successful copies that agree on the output bytes
+    // *and* the fuel: the sandbox's fuel count is deterministic, so an
+    // honest replica reports exactly the same figure and a host that
+    // inflates its fuel (its credit) disagrees. Few copies per unit (at
+    // most 64 by spec validation), so a quadratic scan is fine.
     let mut best: Option<(Hash, u64, Vec<HostId>)> = None;
     for c in copies {
         if let CopyState::Success { output, fuel } = &c.state {
             let hosts: Vec<HostId> = copies
                 .iter()
-                .filter(|o| matches!(&o.state, CopyState::Success { output: h, .. } if h == output))
+                .filter(|o| {
+                    matches!(&o.state, CopyState::Success { output: h, fuel: f } if h == output && f == fuel)
+                })
                 .map(|o| o.host)
                 .collect();
             if best.as_ref().is_none_or(|(_, _, b)| hosts.len() > b.len()) {
@@ -161,6 +166,19 @@ mod tests {
                 hosts: vec![2, 3]
             }
         );
+    }
+
+    #[test]
+    fn a_replica_that_misreports_fuel_disagrees() {
+        let s = JobSettings::default();
+        let inflated = Copy {
+            host: 2,
+            state: CopyState::Success {
+                output: Hash([7; 32]),
+                fuel: 11,
+            },
+        };
+        assert_eq!(decide(&[ok(1, 7), inflated], &s), Verdict::NeedCopies(1));
     }
 
     #[test]

@@ -100,13 +100,24 @@ impl Scheduler {
         self.evaluate(unit.id, now_ms);
     }
 
-    /// Up to `want` tasks for `host`, never a second copy of a unit the
-    /// host already has.
-    pub fn assign(&mut self, host: HostId, want: u32, now_ms: u64) -> Vec<Task> {
+    /// Up to `want` tasks for `host` whose inputs add up to at most
+    /// `max_bytes` (one task always fits), never a second copy of a unit
+    /// the host already has.
+    pub fn assign(&mut self, host: HostId, want: u32, max_bytes: usize, now_ms: u64) -> Vec<Task> {
         let mut tasks = Vec::new();
         let mut put_back = Vec::new();
         let mut scanned = 0;
+        let mut bytes = 0;
         while tasks.len() < want as usize && scanned < MAX_SCAN {
+            if let Some(&next) = self.queue.front()
+                && !tasks.is_empty()
+                && self
+                    .units
+                    .get(&next)
+                    .is_some_and(|u| bytes + u.input.len() > max_bytes)
+            {
+                break;
+            }
             let Some(id) = self.queue.pop_front() else {
                 break;
             };
@@ -139,6 +150,7 @@ impl Scheduler {
                 sent_ms: now_ms,
                 deadline_ms,
             });
+            bytes += unit.input.len();
             tasks.push(task_for(id, unit, deadline_ms));
         }
         for id in put_back.into_iter().rev() {
@@ -327,19 +339,31 @@ mod tests {
     #[test]
     fn a_host_never_gets_two_copies_of_a_unit() {
         let mut s = with_units(3, JobSettings::default());
-        let a = s.assign(10, 100, 0);
+        let a = s.assign(10, 100, usize::MAX, 0);
         assert_eq!(a.iter().map(|t| t.unit).collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert!(s.assign(10, 100, 0).is_empty());
-        let b = s.assign(11, 100, 0);
+        assert!(s.assign(10, 100, usize::MAX, 0).is_empty());
+        let b = s.assign(11, 100, usize::MAX, 0);
         assert_eq!(b.len(), 3);
-        assert!(s.assign(12, 100, 0).is_empty(), "quorum copies are all out");
+        assert!(
+            s.assign(12, 100, usize::MAX, 0).is_empty(),
+            "quorum copies are all out"
+        );
+    }
+
+    #[test]
+    fn a_reply_stays_within_its_byte_budget() {
+        let mut s = with_units(5, JobSettings::default());
+        // Each input is one byte: a 3-byte budget takes three tasks.
+        assert_eq!(s.assign(1, 100, 3, 0).len(), 3);
+        // A budget smaller than one input still sends one task.
+        assert_eq!(s.assign(2, 100, 0, 0).len(), 1);
     }
 
     #[test]
     fn agreement_validates_once_and_late_reports_are_refused() {
         let mut s = with_units(1, JobSettings::default());
-        s.assign(1, 1, 0);
-        s.assign(2, 1, 0);
+        s.assign(1, 1, usize::MAX, 0);
+        s.assign(2, 1, usize::MAX, 0);
         s.report(1, 1, ok(3), 1, 5).unwrap();
         s.report(2, 1, ok(3), 1, 6).unwrap();
         let ops = s.take_ops();
@@ -360,17 +384,17 @@ mod tests {
             ..JobSettings::default()
         };
         let mut s = with_units(1, settings);
-        s.assign(1, 1, 0);
-        s.assign(2, 1, 0);
+        s.assign(1, 1, usize::MAX, 0);
+        s.assign(2, 1, usize::MAX, 0);
         s.report(1, 1, ok(9), 1, 1_000).unwrap();
-        assert!(s.assign(3, 1, 5_000).is_empty());
+        assert!(s.assign(3, 1, usize::MAX, 5_000).is_empty());
         s.expire(10_001);
         assert!(
             s.take_ops()
                 .iter()
                 .any(|o| matches!(o, StoreOp::TimedOut { host: 2, .. }))
         );
-        assert_eq!(s.assign(3, 1, 10_002).len(), 1);
+        assert_eq!(s.assign(3, 1, usize::MAX, 10_002).len(), 1);
         // The timed-out host reports late and completes the quorum.
         s.report(2, 1, ok(9), 1, 10_003).unwrap();
         assert_eq!(s.active_units(), 0);
@@ -379,7 +403,7 @@ mod tests {
     #[test]
     fn a_stranger_cannot_report_a_unit_it_was_not_given() {
         let mut s = with_units(1, JobSettings::default());
-        s.assign(1, 1, 0);
+        s.assign(1, 1, usize::MAX, 0);
         assert_eq!(
             s.report(2, 1, ok(1), 1, 1),
             Err(ReportError::NotAssigned(1))
@@ -432,7 +456,7 @@ mod tests {
             let mut drive = |s: &mut Scheduler, a: Action, now: &mut u64| {
                 match a {
                     Action::Fetch { host, want } => {
-                        for t in s.assign(host, want, *now) {
+                        for t in s.assign(host, want, usize::MAX, *now) {
                             held.entry(host).or_default().push(t.unit);
                             issued.entry(t.unit).or_default().push(host);
                         }

@@ -158,7 +158,7 @@ pub fn validate_args(args: &[String]) -> Result<(), SpecError> {
     {
         return Err(invalid(
             "args",
-            format!("entries must be under {MAX_ARG_LEN} bytes without NUL"),
+            format!("entries must be at most {MAX_ARG_LEN} bytes, without NUL"),
         ));
     }
     Ok(())
@@ -188,7 +188,10 @@ impl JobSettings {
                 "must be between 1 and 2592000 (30 days)",
             ));
         }
-        if self.memory_mb == 0 || self.memory_mb * 1024 * 1024 > MAX_TASK_MEMORY {
+        if self.max_error_results == 0 {
+            return Err(invalid("max_error_results", "must be at least 1"));
+        }
+        if self.memory_mb == 0 || self.memory_mb > MAX_TASK_MEMORY / (1024 * 1024) {
             return Err(invalid(
                 "memory_mb",
                 format!("must be between 1 and {}", MAX_TASK_MEMORY / 1024 / 1024),

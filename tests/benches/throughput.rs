@@ -27,7 +27,10 @@ use peergrid_tests::{Coordinator, lyapunov_wasm};
 use peergrid_worker::net;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// (utime + stime) in seconds, and VmHWM in KiB, of a process.
@@ -37,7 +40,12 @@ fn proc_usage(pid: u32) -> (f64, u64) {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Fields after the command: state is index 0, utime 11, stime 12.
     let cpu = (ticks(11) + ticks(12)) / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -71,7 +79,10 @@ fn main() {
     for i in 0..units {
         let input = format!("{{\"unit\":{i}}}").into_bytes();
         let h = Hash::of(&input);
-        unit_specs.push(UnitSpec { name: i.to_string(), input: h });
+        unit_specs.push(UnitSpec {
+            name: i.to_string(),
+            input: h,
+        });
         blobs.push((h, input));
     }
     let t = Instant::now();
@@ -83,7 +94,10 @@ fn main() {
             name: "throughput".into(),
             module: Hash::of(&module),
             args: vec![],
-            settings: JobSettings { quorum, ..JobSettings::default() },
+            settings: JobSettings {
+                quorum,
+                ..JobSettings::default()
+            },
             units: unit_specs,
         })
         .unwrap();
@@ -97,7 +111,10 @@ fn main() {
     );
 
     let join: JoinString = coordinator.join.parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let issued = Arc::new(AtomicU64::new(0));
     let exchanges = Arc::new(AtomicU64::new(0));
@@ -112,10 +129,15 @@ fn main() {
             let exchanges = exchanges.clone();
             rt.spawn(async move {
                 let key = SigningKey::from_bytes(&[w as u8 + 1; 32]);
-                let session = net::connect(&join, &key, HostFacts::default()).await.unwrap();
+                let session = net::connect(&join, &key, HostFacts::default())
+                    .await
+                    .unwrap();
                 let mut reports = Vec::new();
                 while !done.load(Ordering::Relaxed) {
-                    let req = Request::Exchange(Exchange { reports: std::mem::take(&mut reports), want: batch });
+                    let req = Request::Exchange(Exchange {
+                        reports: std::mem::take(&mut reports),
+                        want: batch,
+                    });
                     let reply = match net::request(&session.connection, &req).await.unwrap() {
                         Reply::Exchange(r) => r,
                         other => panic!("{other:?}"),
@@ -125,7 +147,9 @@ fn main() {
                     for t in &reply.tasks {
                         reports.push(TaskReport {
                             unit: t.unit,
-                            outcome: Outcome::Success(blake3::hash(&t.input).to_hex().as_bytes().to_vec()),
+                            outcome: Outcome::Success(
+                                blake3::hash(&t.input).to_hex().as_bytes().to_vec(),
+                            ),
                             fuel_used: 1,
                             elapsed_ms: 0,
                         });
@@ -146,7 +170,10 @@ fn main() {
         if s["finished"].as_bool() == Some(true) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(600), "no finish in 10 minutes: {s}");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no finish in 10 minutes: {s}"
+        );
     }
     let elapsed = start.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);

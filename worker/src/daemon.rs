@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ed25519_dalek::SigningKey;
-use peergrid_proto::limits::MAX_MODULE;
-use peergrid_proto::wire::{Exchange, Outcome, Reply, Request, Task, TaskReport};
+use peergrid_proto::limits::{MAX_FRAME, MAX_MODULE, MAX_TASKS_PER_EXCHANGE};
+use peergrid_proto::wire::{ErrorCode, Exchange, Outcome, Reply, Request, Task, TaskReport};
 use peergrid_proto::{Hash, JoinString};
 use tokio::task::JoinSet;
 
@@ -85,7 +85,9 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::warn!("{e}; retrying in {backoff:?}");
-                    if let net::NetError::Refused(_) = e {
+                    if let net::NetError::Refused(w) = &e
+                        && matches!(w.code, ErrorCode::Unauthenticated | ErrorCode::Banned)
+                    {
                         bail!("{e}");
                     }
                     tokio::select! {
@@ -171,10 +173,25 @@ impl Worker {
 
     /// Reports unacknowledged results and asks for `want` tasks.
     async fn exchange(&mut self, session: &Session, want: u32) -> Result<(Vec<Task>, Duration)> {
-        let req = Request::Exchange(Exchange {
-            reports: self.unacked.clone(),
-            want,
-        });
+        // Report at most a quarter frame of outputs per exchange; the rest
+        // go in the next ones.
+        let mut budget = MAX_FRAME / 4;
+        let reports: Vec<TaskReport> = self
+            .unacked
+            .iter()
+            .take_while(|r| {
+                let size = match &r.outcome {
+                    Outcome::Success(out) => out.len(),
+                    Outcome::Error(e) => e.len(),
+                } + 64;
+                let fits = size <= budget;
+                budget = budget.saturating_sub(size);
+                fits
+            })
+            .take(MAX_TASKS_PER_EXCHANGE as usize)
+            .cloned()
+            .collect();
+        let req = Request::Exchange(Exchange { reports, want });
         match net::request(&session.connection, &req).await? {
             Reply::Exchange(reply) => {
                 let settled: std::collections::HashSet<u64> = reply
@@ -204,12 +221,13 @@ impl Worker {
         let module = match self.module(session, &task.module).await {
             Ok(m) => m,
             Err(e) => {
-                self.finished(TaskReport {
-                    unit: task.unit,
-                    outcome: Outcome::Error(format!("module unavailable: {e:#}")),
-                    fuel_used: 0,
-                    elapsed_ms: 0,
-                });
+                // Not the module's fault: no error result; the copy times
+                // out and is reissued.
+                tracing::warn!(
+                    unit = task.unit,
+                    "cannot fetch module {}: {e:#}",
+                    task.module
+                );
                 return;
             }
         };

@@ -98,12 +98,8 @@ pub struct JobStatus {
     pub in_progress: u64,
     /// Unfinished units with no copy out.
     pub pending: u64,
-}
-
-impl JobStatus {
-    pub fn is_finished(&self) -> bool {
-        self.validated + self.failed == self.units_total
-    }
+    /// Every unit is validated or failed.
+    pub finished: bool,
 }
 
 /// One row of the public dataset, with its provenance.
@@ -163,6 +159,9 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch of scheduler decisions and output blobs in one
     /// transaction: all of it is durable, or none.
     fn apply(&self, ops: &[StoreOp], blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError>;
+
+    /// The highest unit id ever stored (0 when there is none).
+    fn max_unit_id(&self) -> Result<UnitId, StoreError>;
 
     /// Unfinished units with id greater than `after`, in id order.
     fn load_active_units(&self, after: UnitId, limit: usize)

@@ -3,7 +3,7 @@
 //!
 //! `synchronous = NORMAL` in WAL mode: a committed transaction survives
 //! `kill -9` of the coordinator (it is in the WAL, in the OS page cache);
-//! only a power cut may lose the last few commits. `--sync full` trades
+//! only a power cut may lose the last few commits. `--full-sync` trades
 //! throughput for surviving that too.
 
 use std::path::{Path, PathBuf};
@@ -211,13 +211,15 @@ fn status_row(conn: &Connection, id: JobId) -> Result<Option<JobStatus>, StoreEr
         [id],
         |r| r.get(0),
     )?;
+    let units_total = counts.iter().sum();
     Ok(Some(JobStatus {
+        finished: counts[1] + counts[2] == units_total,
         id,
         name,
         module: hash_col(module)?,
         created_ms,
         settings: json_col(&settings)?,
-        units_total: counts.iter().sum(),
+        units_total,
         validated: counts[1],
         failed: counts[2],
         in_progress,
@@ -394,6 +396,10 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(())
         })
+    }
+
+    fn max_unit_id(&self) -> Result<UnitId, StoreError> {
+        self.read(|c| Ok(c.query_row("SELECT coalesce(max(id), 0) FROM units", [], |r| r.get(0))?))
     }
 
     fn load_active_units(
