@@ -57,6 +57,34 @@ fn proc_usage(pid: u32) -> (f64, u64) {
     (cpu, hwm)
 }
 
+/// CPU seconds per thread name of a process (tokio workers summed).
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for t in tasks.flatten() {
+        let path = t.path();
+        let name = std::fs::read_to_string(path.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        *by_name.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    by_name
+}
+
 fn self_cpu() -> f64 {
     proc_usage(std::process::id()).0
 }
@@ -119,6 +147,7 @@ fn main() {
     let issued = Arc::new(AtomicU64::new(0));
     let exchanges = Arc::new(AtomicU64::new(0));
     let (cpu0, _) = proc_usage(pid);
+    let threads0 = thread_cpu(pid);
     let self0 = self_cpu();
     let start = Instant::now();
     let tasks: Vec<_> = (0..workers)
@@ -183,6 +212,7 @@ fn main() {
         }
     });
     let (cpu1, hwm) = proc_usage(pid);
+    let threads1 = thread_cpu(pid);
     let self1 = self_cpu();
     let s = client.status(job).unwrap();
     let validated = s["validated"].as_u64().unwrap();
@@ -203,6 +233,13 @@ fn main() {
         100.0 * (cpu1 - cpu0) / elapsed,
         hwm.max(peak_rss) / 1024
     );
+    let breakdown: Vec<String> = threads1
+        .iter()
+        .map(|(name, t)| (name, t - threads0.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, t)| *t >= 0.01)
+        .map(|(name, t)| format!("{name} {t:.2} s"))
+        .collect();
+    println!("coordinator CPU by thread: {}", breakdown.join(", "));
     println!(
         "load generator (this process): {:.2} s CPU ({:.0} % of one core)",
         self1 - self0,
