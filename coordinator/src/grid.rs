@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use peergrid_proto::Hash;
-use peergrid_proto::limits::{MAX_FRAME, MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE};
+use peergrid_proto::limits::{MAX_ENGINE_ID, MAX_FRAME, MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE};
 use peergrid_proto::spec::JobSubmission;
 use peergrid_proto::wire::{Exchange, ExchangeReply, JobId, Outcome, UnitId};
 use tokio::sync::Notify;
@@ -32,6 +32,17 @@ const MAX_COUNT: u64 = i64::MAX as u64;
 const MAX_ERROR_LEN: usize = 2000;
 /// How long a worker that got no task waits before asking again.
 const IDLE_RETRY_MS: u32 = 1000;
+
+/// Cuts a stranger's string to at most `max` bytes on a char boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -93,21 +104,18 @@ impl Grid {
                 )),
                 Outcome::Success(out) => {
                     let hash = Hash::of(&out);
+                    let mut engine = r.engine;
+                    truncate(&mut engine, MAX_ENGINE_ID);
                     let state = CopyState::Success {
                         output: hash,
                         fuel: r.fuel_used.min(MAX_COUNT),
+                        engine,
                     };
                     let elapsed = r.elapsed_ms.min(MAX_COUNT);
                     reports.push((r.unit, state, elapsed, Some((hash, out))));
                 }
                 Outcome::Error(mut msg) => {
-                    if msg.len() > MAX_ERROR_LEN {
-                        let mut cut = MAX_ERROR_LEN;
-                        while !msg.is_char_boundary(cut) {
-                            cut -= 1;
-                        }
-                        msg.truncate(cut);
-                    }
+                    truncate(&mut msg, MAX_ERROR_LEN);
                     let elapsed = r.elapsed_ms.min(MAX_COUNT);
                     reports.push((r.unit, CopyState::Error(msg), elapsed, None));
                 }

@@ -242,7 +242,7 @@ pub enum ExportFormat {
 
 /// CSV column order; JSONL rows carry the same fields by name.
 pub const CSV_HEADER: &str =
-    "job,unit,name,input_hash,module_hash,output_hash,hosts,fuel,validated_ms,output\n";
+    "job,unit,name,input_hash,module_hash,output_hash,hosts,engines,fuel,validated_ms,output\n";
 
 /// Renders one dataset row. Outputs that are UTF-8 appear as text; other
 /// outputs as base64 (`output_base64` in JSONL, a `base64:` prefix in CSV).
@@ -281,6 +281,7 @@ pub fn render_row(row: &DatasetRow, format: ExportFormat) -> Vec<u8> {
                 row.module_hash.to_hex(),
                 row.output_hash.to_hex(),
                 row.hosts.join(";"),
+                row.engines.join(";"),
                 row.fuel.to_string(),
                 row.validated_ms.to_string(),
                 output,

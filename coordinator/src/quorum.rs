@@ -17,6 +17,9 @@ pub enum CopyState {
     Success {
         output: Hash,
         fuel: u64,
+        /// The engine configuration it ran under (names the architecture
+        /// unless NaNs were canonicalized).
+        engine: String,
     },
     Error(String),
     /// The deadline passed with no report.
@@ -56,11 +59,11 @@ pub fn decide(copies: &[Copy], settings: &JobSettings) -> Verdict {
     // most 64 by spec validation), so a quadratic scan is fine.
     let mut best: Option<(Hash, u64, Vec<HostId>)> = None;
     for c in copies {
-        if let CopyState::Success { output, fuel } = &c.state {
+        if let CopyState::Success { output, fuel, .. } = &c.state {
             let hosts: Vec<HostId> = copies
                 .iter()
                 .filter(|o| {
-                    matches!(&o.state, CopyState::Success { output: h, fuel: f } if h == output && f == fuel)
+                    matches!(&o.state, CopyState::Success { output: h, fuel: f, .. } if h == output && f == fuel)
                 })
                 .map(|o| o.host)
                 .collect();
@@ -113,6 +116,32 @@ pub fn decide(copies: &[Copy], settings: &JobSettings) -> Verdict {
     Verdict::Wait
 }
 
+/// Whether the unit's replicas must be re-run with canonical NaNs:
+/// two successful copies disagree *and* ran under different engine
+/// configurations (architectures). Only then can NaN bit patterns, not a
+/// wrong host, explain the difference; re-runs with canonicalization are
+/// comparable on every architecture, so a correct result is never
+/// rejected for good. Agreement stays bitwise, so a wrong result is never
+/// accepted because of this rule.
+pub fn needs_canonical_nan(copies: &[Copy]) -> bool {
+    let successes: Vec<(&Hash, &u64, &String)> = copies
+        .iter()
+        .filter_map(|c| match &c.state {
+            CopyState::Success {
+                output,
+                fuel,
+                engine,
+            } => Some((output, fuel, engine)),
+            _ => None,
+        })
+        .collect();
+    successes.iter().enumerate().any(|(i, a)| {
+        successes[i + 1..]
+            .iter()
+            .any(|b| (a.0, a.1) != (b.0, b.1) && a.2 != b.2)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +152,7 @@ mod tests {
             state: CopyState::Success {
                 output: Hash([out; 32]),
                 fuel: 10,
+                engine: "e".into(),
             },
         }
     }
@@ -176,9 +206,25 @@ mod tests {
             state: CopyState::Success {
                 output: Hash([7; 32]),
                 fuel: 11,
+                engine: "e".into(),
             },
         };
         assert_eq!(decide(&[ok(1, 7), inflated], &s), Verdict::NeedCopies(1));
+    }
+
+    #[test]
+    fn only_cross_engine_disagreement_asks_for_canonical_nans() {
+        let on = |host, out: u8, engine: &str| Copy {
+            host,
+            state: CopyState::Success {
+                output: Hash([out; 32]),
+                fuel: 10,
+                engine: engine.into(),
+            },
+        };
+        assert!(!needs_canonical_nan(&[on(1, 1, "x86"), on(2, 1, "arm")]));
+        assert!(!needs_canonical_nan(&[on(1, 1, "x86"), on(2, 2, "x86")]));
+        assert!(needs_canonical_nan(&[on(1, 1, "x86"), on(2, 2, "arm")]));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::wire::{JobId, Task, TaskLimits, UnitId};
 
-use crate::quorum::{Copy, CopyState, Verdict, decide};
+use crate::quorum::{Copy, CopyState, Verdict, decide, needs_canonical_nan};
 use crate::store::{HostId, JobInfo, LoadedUnit, StoreOp};
 
 /// How many queued units one `assign` call may look at before giving up:
@@ -135,6 +135,7 @@ impl Scheduler {
                 continue;
             }
             let deadline_ms = now_ms + unit.job.settings.deadline_secs * 1000;
+            let canonical_nan = needs_canonical_nan(&unit.copies);
             unit.copies.push(Copy {
                 host,
                 state: CopyState::InProgress { deadline_ms },
@@ -151,7 +152,7 @@ impl Scheduler {
                 deadline_ms,
             });
             bytes += unit.input.len();
-            tasks.push(task_for(id, unit, deadline_ms));
+            tasks.push(task_for(id, unit, deadline_ms, canonical_nan));
         }
         for id in put_back.into_iter().rev() {
             self.queue.push_front(id);
@@ -275,7 +276,7 @@ impl Scheduler {
     }
 }
 
-fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64) -> Task {
+fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool) -> Task {
     let s = &unit.job.settings;
     Task {
         unit: id,
@@ -290,6 +291,7 @@ fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64) -> Task {
             wall_ms: s.deadline_secs * 1000,
         },
         deadline_ms,
+        canonical_nan,
     }
 }
 
@@ -330,9 +332,14 @@ mod tests {
     }
 
     fn ok(out: u8) -> CopyState {
+        on_engine(out, "x86_64")
+    }
+
+    fn on_engine(out: u8, engine: &str) -> CopyState {
         CopyState::Success {
             output: Hash([out; 32]),
             fuel: 5,
+            engine: engine.into(),
         }
     }
 
@@ -398,6 +405,29 @@ mod tests {
         // The timed-out host reports late and completes the quorum.
         s.report(2, 1, ok(9), 1, 10_003).unwrap();
         assert_eq!(s.active_units(), 0);
+    }
+
+    #[test]
+    fn cross_architecture_disagreement_reruns_with_canonical_nans() {
+        let mut s = with_units(1, JobSettings::default());
+        assert!(!s.assign(1, 1, usize::MAX, 0)[0].canonical_nan);
+        s.assign(2, 1, usize::MAX, 0);
+        s.report(1, 1, on_engine(1, "fast/x86_64"), 1, 1).unwrap();
+        s.report(2, 1, on_engine(2, "fast/aarch64"), 1, 1).unwrap();
+        let t = s.assign(3, 1, usize::MAX, 2);
+        assert!(
+            t[0].canonical_nan,
+            "the tie-breaker runs with canonical NaNs"
+        );
+        s.report(3, 1, on_engine(3, "canonical"), 1, 3).unwrap();
+        let t = s.assign(4, 1, usize::MAX, 4);
+        assert!(t[0].canonical_nan);
+        s.report(4, 1, on_engine(3, "canonical"), 1, 5).unwrap();
+        assert!(
+            s.take_ops()
+                .iter()
+                .any(|o| matches!(o, StoreOp::Validate { hosts, .. } if hosts == &vec![3, 4]))
+        );
     }
 
     #[test]

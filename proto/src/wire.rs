@@ -93,6 +93,9 @@ pub struct TaskReport {
     pub fuel_used: u64,
     /// Wall time, for statistics only.
     pub elapsed_ms: u64,
+    /// The engine configuration the task ran under (the sandbox's engine
+    /// id, which names the architecture unless NaNs were canonical).
+    pub engine: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +131,10 @@ pub struct Task {
     /// Report by this time (ms since the Unix epoch) or the unit is
     /// reissued to another host.
     pub deadline_ms: u64,
+    /// Run with NaN canonicalization: set once replicas on different
+    /// architectures disagreed, so the re-runs are comparable everywhere
+    /// (see docs/sandbox.md).
+    pub canonical_nan: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

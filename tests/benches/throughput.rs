@@ -181,6 +181,7 @@ fn main() {
                             ),
                             fuel_used: 1,
                             elapsed_ms: 0,
+                            engine: "simulated".into(),
                         });
                     }
                     if reply.tasks.is_empty() && reports.is_empty() {

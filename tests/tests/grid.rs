@@ -152,3 +152,75 @@ fn a_cheating_host_never_agrees() {
         "the cheater reported no result; the test proved nothing"
     );
 }
+
+/// Replicas from hosts whose NaN bits differ (simulated: another
+/// architecture) disagree; the coordinator re-runs the unit with
+/// canonical NaNs instead of failing it, and the job completes with the
+/// right outputs.
+#[test]
+fn cross_architecture_disagreement_is_resolved_with_canonical_nans() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = lyapunov_job(
+        dir.path(),
+        &JobOptions {
+            units: 6,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let _native_arch =
+        Worker::start(&coordinator.join, &dir.path().join("a"), &["--cores", "1"]).unwrap();
+    let foreign = Worker::start(
+        &coordinator.join,
+        &dir.path().join("b"),
+        &["--cores", "1", "--simulate-fault", "foreign-arch"],
+    )
+    .unwrap();
+    let foreign_key = foreign.host_key().unwrap();
+    // Wait until both hosts reported every unit: each unit now has two
+    // disagreeing results from different engines.
+    let start = std::time::Instant::now();
+    loop {
+        let n: i64 = coordinator
+            .db()
+            .query_row(
+                "SELECT count(*) FROM results WHERE state = 'success'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if n == 12 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {n} results"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(coordinator.status(job).unwrap()["validated"], 0);
+    let _c = Worker::start(&coordinator.join, &dir.path().join("c"), &["--cores", "1"]).unwrap();
+    let status = coordinator
+        .wait_finished(job, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(status["validated"], 6, "{status}");
+    let inputs = inputs_by_name(dir.path()).unwrap();
+    for row in coordinator.dataset(job).unwrap() {
+        let hosts: Vec<&str> = row["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        assert!(!hosts.contains(&foreign_key.as_str()));
+        let engines = row["engines"].to_string();
+        assert!(
+            engines.contains("nancanon"),
+            "the tie-breaker ran with canonical NaNs: {engines}"
+        );
+        let native = lyapunov_native(&inputs[row["name"].as_str().unwrap()]).unwrap();
+        assert_eq!(row["output"].as_str().unwrap().as_bytes(), &native[..]);
+    }
+}

@@ -100,6 +100,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
                 outcome: peergrid_proto::wire::Outcome::Success(b"forged".to_vec()),
                 fuel_used: 1,
                 elapsed_ms: 1,
+                engine: "forged".into(),
             }],
             want: 0,
         });

@@ -25,6 +25,10 @@ use crate::sandbox::{RunOutcome, Sandbox};
 pub enum Fault {
     /// Report a plausible but wrong output for every successful task.
     WrongOutput,
+    /// Behave like an honest host on another CPU architecture whose NaN
+    /// bit patterns differ: a different engine id and, unless NaNs are
+    /// canonicalized, a different output.
+    ForeignArch,
 }
 
 pub struct WorkerConfig {
@@ -291,10 +295,16 @@ fn run_task(sandbox: &Sandbox, task: &Task, module: &[u8], fault: Option<Fault>)
         task_seed(task),
         &task.limits,
     );
+    let mut engine = sandbox.engine_id().to_string();
     let outcome = match report.outcome {
         RunOutcome::Success(mut out) => {
-            if fault == Some(Fault::WrongOutput) {
-                out.extend_from_slice(b" (tampered)");
+            match fault {
+                Some(Fault::WrongOutput) => out.extend_from_slice(b" (tampered)"),
+                Some(Fault::ForeignArch) if !task.canonical_nan => {
+                    engine = format!("{engine}/simulated-foreign-arch");
+                    out.extend_from_slice(b" (foreign NaN bits)");
+                }
+                _ => {}
             }
             Outcome::Success(out)
         }
@@ -305,5 +315,6 @@ fn run_task(sandbox: &Sandbox, task: &Task, module: &[u8], fault: Option<Fault>)
         outcome,
         fuel_used: report.fuel_used,
         elapsed_ms: report.elapsed.as_millis() as u64,
+        engine,
     }
 }

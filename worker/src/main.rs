@@ -41,6 +41,7 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum FaultArg {
     WrongOutput,
+    ForeignArch,
 }
 
 fn main() -> Result<()> {
@@ -71,7 +72,10 @@ fn main() -> Result<()> {
                 data,
                 join,
                 slots,
-                fault: simulate_fault.map(|FaultArg::WrongOutput| Fault::WrongOutput),
+                fault: simulate_fault.map(|f| match f {
+                    FaultArg::WrongOutput => Fault::WrongOutput,
+                    FaultArg::ForeignArch => Fault::ForeignArch,
+                }),
             };
             let worker = Worker::new(config, key)?;
             tokio::runtime::Builder::new_multi_thread()

@@ -114,6 +114,8 @@ pub struct DatasetRow {
     pub output_hash: Hash,
     /// Hex public keys of the hosts whose outputs agreed.
     pub hosts: Vec<String>,
+    /// The engine configurations the agreeing results ran under.
+    pub engines: Vec<String>,
     pub fuel: u64,
     pub validated_ms: u64,
     #[serde(skip)]

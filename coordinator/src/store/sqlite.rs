@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS results (
     elapsed_ms INTEGER,
     output_hash BLOB,
     fuel INTEGER,
+    engine TEXT,
     error TEXT,
     PRIMARY KEY (unit_id, host_id)
 ) WITHOUT ROWID;
@@ -63,6 +64,8 @@ CREATE TABLE IF NOT EXISTS dataset (
     output_hash BLOB NOT NULL,
     fuel INTEGER NOT NULL,
     hosts_json TEXT NOT NULL,
+    -- engine configurations of the agreeing results, deduplicated
+    engines_json TEXT NOT NULL,
     validated_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dataset_job ON dataset(job_id, unit_id);
@@ -155,20 +158,18 @@ fn json_col<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError>
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn copy_from_row(
-    state: &str,
-    deadline_ms: u64,
-    output: Option<Vec<u8>>,
-    fuel: Option<u64>,
-    error: Option<String>,
-) -> Result<CopyState, StoreError> {
-    Ok(match state {
-        "in_progress" => CopyState::InProgress { deadline_ms },
-        "success" => CopyState::Success {
-            output: hash_col(output.unwrap_or_default())?,
-            fuel: fuel.unwrap_or(0),
+fn copy_from_row(r: &rusqlite::Row<'_>) -> Result<CopyState, StoreError> {
+    let state: String = r.get(2)?;
+    Ok(match state.as_str() {
+        "in_progress" => CopyState::InProgress {
+            deadline_ms: r.get(3)?,
         },
-        "error" => CopyState::Error(error.unwrap_or_default()),
+        "success" => CopyState::Success {
+            output: hash_col(r.get::<_, Option<Vec<u8>>>(4)?.unwrap_or_default())?,
+            fuel: r.get::<_, Option<u64>>(5)?.unwrap_or(0),
+            engine: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+        },
+        "error" => CopyState::Error(r.get::<_, Option<String>>(6)?.unwrap_or_default()),
         "timed_out" => CopyState::TimedOut,
         other => return Err(StoreError::Corrupt(format!("unknown result state {other}"))),
     })
@@ -427,7 +428,7 @@ impl Store for SqliteStore {
             };
             let (lo, hi) = (first.id, last.id);
             let mut stmt = c.prepare_cached(
-                "SELECT unit_id, host_id, state, deadline_ms, output_hash, fuel, error
+                "SELECT unit_id, host_id, state, deadline_ms, output_hash, fuel, error, engine
                  FROM results WHERE unit_id BETWEEN ?1 AND ?2 ORDER BY unit_id, sent_ms",
             )?;
             let mut rows = stmt.query(params![lo, hi])?;
@@ -443,13 +444,7 @@ impl Store for SqliteStore {
                 if units[i].id != unit {
                     continue;
                 }
-                let state = copy_from_row(
-                    &r.get::<_, String>(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                )?;
+                let state = copy_from_row(r)?;
                 units[i].copies.push(Copy {
                     host: r.get(1)?,
                     state,
@@ -468,7 +463,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT d.unit_id, u.name, u.input_hash, j.module_hash, d.output_hash, d.hosts_json,
-                        d.fuel, d.validated_ms, b.data
+                        d.fuel, d.validated_ms, b.data, d.engines_json
                  FROM dataset d JOIN units u ON u.id = d.unit_id JOIN jobs j ON j.id = d.job_id
                  JOIN blobs b ON b.hash = d.output_hash
                  WHERE d.job_id = ?1 AND d.unit_id > ?2 ORDER BY d.unit_id LIMIT ?3",
@@ -484,12 +479,23 @@ impl Store for SqliteStore {
                     r.get::<_, u64>(6)?,
                     r.get::<_, u64>(7)?,
                     r.get::<_, Vec<u8>>(8)?,
+                    r.get::<_, String>(9)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (unit, name, input, module, output_hash, hosts, fuel, validated_ms, output) =
-                    row?;
+                let (
+                    unit,
+                    name,
+                    input,
+                    module,
+                    output_hash,
+                    hosts,
+                    fuel,
+                    validated_ms,
+                    output,
+                    engines,
+                ) = row?;
                 out.push(DatasetRow {
                     job,
                     unit,
@@ -498,6 +504,7 @@ impl Store for SqliteStore {
                     module_hash: hash_col(module)?,
                     output_hash: hash_col(output_hash)?,
                     hosts: json_col(&hosts)?,
+                    engines: json_col(&engines)?,
                     fuel,
                     validated_ms,
                     output,
@@ -545,17 +552,25 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             elapsed_ms,
             received_ms,
         } => {
-            let (name, output, fuel, error) = match state {
-                CopyState::Success { output, fuel } => {
-                    ("success", Some(output.0.to_vec()), Some(*fuel), None)
-                }
-                CopyState::Error(e) => ("error", None, None, Some(e.as_str())),
-                CopyState::TimedOut => ("timed_out", None, None, None),
-                CopyState::InProgress { .. } => ("in_progress", None, None, None),
+            let (name, output, fuel, engine, error) = match state {
+                CopyState::Success {
+                    output,
+                    fuel,
+                    engine,
+                } => (
+                    "success",
+                    Some(output.0.to_vec()),
+                    Some(*fuel),
+                    Some(engine.as_str()),
+                    None,
+                ),
+                CopyState::Error(e) => ("error", None, None, None, Some(e.as_str())),
+                CopyState::TimedOut => ("timed_out", None, None, None, None),
+                CopyState::InProgress { .. } => ("in_progress", None, None, None, None),
             };
             tx.prepare_cached(
                 "UPDATE results SET state = ?3, received_ms = ?4, elapsed_ms = ?5,
-                   output_hash = ?6, fuel = ?7, error = ?8
+                   output_hash = ?6, fuel = ?7, error = ?8, engine = ?9
                  WHERE unit_id = ?1 AND host_id = ?2",
             )?
             .execute(params![
@@ -566,7 +581,8 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
                 elapsed_ms,
                 output,
                 fuel,
-                error
+                error,
+                engine
             ])?;
         }
         StoreOp::TimedOut { unit, host } => {
@@ -583,22 +599,39 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             hosts,
             at_ms,
         } => {
-            let keys: Vec<String> = {
-                let mut stmt = tx.prepare_cached("SELECT public_key FROM hosts WHERE id = ?1")?;
-                let mut keys = Vec::with_capacity(hosts.len());
+            let mut keys = Vec::with_capacity(hosts.len());
+            let mut engines: Vec<String> = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT h.public_key, coalesce(r.engine, '') FROM hosts h
+                     LEFT JOIN results r ON r.host_id = h.id AND r.unit_id = ?2 WHERE h.id = ?1",
+                )?;
                 for h in hosts {
-                    let k: Vec<u8> = stmt.query_row([h], |r| r.get(0))?;
+                    let (k, e): (Vec<u8>, String) =
+                        stmt.query_row(params![h, unit], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     keys.push(hex::encode(k));
+                    if !engines.contains(&e) {
+                        engines.push(e);
+                    }
                 }
-                keys
-            };
+            }
             let hosts_json =
                 serde_json::to_string(&keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let engines_json =
+                serde_json::to_string(&engines).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO dataset (unit_id, job_id, output_hash, fuel, hosts_json, validated_ms)
-                 SELECT id, job_id, ?2, ?3, ?4, ?5 FROM units WHERE id = ?1",
+                "INSERT OR REPLACE INTO dataset
+                   (unit_id, job_id, output_hash, fuel, hosts_json, engines_json, validated_ms)
+                 SELECT id, job_id, ?2, ?3, ?4, ?6, ?5 FROM units WHERE id = ?1",
             )?
-            .execute(params![unit, &output.0[..], fuel, hosts_json, at_ms])?;
+            .execute(params![
+                unit,
+                &output.0[..],
+                fuel,
+                hosts_json,
+                at_ms,
+                engines_json
+            ])?;
             tx.prepare_cached("UPDATE units SET state = 'validated' WHERE id = ?1")?
                 .execute([unit])?;
         }
@@ -676,6 +709,7 @@ mod tests {
                         state: CopyState::Success {
                             output: oh,
                             fuel: 7,
+                            engine: "e".into(),
                         },
                         elapsed_ms: 1,
                         received_ms: 4,
