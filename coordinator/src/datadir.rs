@@ -146,7 +146,17 @@ impl DataDir {
         Ok(peergrid_proto::JoinString {
             address: address.to_string(),
             cert_sha256: tls::fingerprint(&cert),
+            project_key: self.project_public_key()?,
         }
         .to_string())
+    }
+
+    /// The project's public key (`project.pub`).
+    pub fn project_public_key(&self) -> Result<[u8; 32]> {
+        let path = self.root.join("project.pub");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        peergrid_proto::signing::parse_public_key(&text)
+            .with_context(|| format!("parsing {}", path.display()))
     }
 }

@@ -39,6 +39,9 @@ pub struct Api {
     pub token_hash: blake3::Hash,
     /// Shown on the front page so volunteers can join.
     pub join: String,
+    /// The project's public key: submissions must carry a signature
+    /// chain to it, or no worker would run them.
+    pub project_key: [u8; 32],
 }
 
 pub struct ApiError(StatusCode, String);
@@ -170,6 +173,13 @@ async fn submit_job(
     let Json(job) = body?;
     job.validate()
         .map_err(|e| bad_request(format!("job: {e}")))?;
+    peergrid_proto::signing::verify(&api.project_key, &job.signature, &job.module, &job.args)
+        .map_err(|e| {
+            ApiError(
+                StatusCode::FORBIDDEN,
+                format!("the job's signature was refused: {e}; workers would refuse it too"),
+            )
+        })?;
     let store = api.grid.store.clone();
     let module = job.module;
     let module_bytes = blocking(move || store.get_blob(&module))

@@ -12,6 +12,7 @@ use peergrid_coordinator::http::{self, Api};
 use peergrid_coordinator::quic::QuicServer;
 use peergrid_coordinator::store::{SqliteStore, Store};
 use peergrid_coordinator::{tls, writer::Writer};
+use peergrid_proto::signing;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -40,6 +41,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Endorse a researcher's key with the project key, so workers run the
+    /// modules they sign. Works from a copy of `project.key` kept offline.
+    Endorse {
+        /// The project's secret key file (`DIR/project.key` or an offline copy).
+        #[arg(long)]
+        project_key: PathBuf,
+        /// The researcher's public key (hex), as `peergrid keys new` printed it.
+        #[arg(long)]
+        researcher: String,
+        /// The researcher's name, shown with their jobs and dataset rows.
+        #[arg(long)]
+        name: String,
+        /// Write the endorsement here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Serve workers over QUIC and researchers and the public over HTTP.
     Serve {
         #[arg(long)]
@@ -53,6 +70,10 @@ enum Command {
         /// Fsync every commit (survives power loss, not just a crash).
         #[arg(long)]
         full_sync: bool,
+        /// Address volunteers dial, for the join string (default: the one
+        /// given to `init`; the bound address when --quic has port 0).
+        #[arg(long)]
+        public_addr: Option<String>,
     },
 }
 
@@ -90,15 +111,39 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Endorse {
+            project_key,
+            researcher,
+            name,
+            out,
+        } => {
+            let text = std::fs::read_to_string(&project_key)
+                .with_context(|| format!("reading {}", project_key.display()))?;
+            let project = signing::parse_secret_key(&text)
+                .with_context(|| format!("parsing {}", project_key.display()))?;
+            let researcher = signing::parse_public_key(&researcher).context("--researcher")?;
+            let endorsement = signing::endorse(&project, &researcher, &name)?;
+            let json = serde_json::to_string_pretty(&endorsement)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, json + "\n")
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("endorsed {name}; give them {}", path.display());
+                }
+                None => println!("{json}"),
+            }
+            Ok(())
+        }
         Command::Serve {
             data,
             quic,
             http,
             full_sync,
+            public_addr,
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve(data, quic, http, full_sync)),
+            .block_on(serve(data, quic, http, full_sync, public_addr)),
     }
 }
 
@@ -107,6 +152,7 @@ async fn serve(
     quic_addr: SocketAddr,
     http_addr: SocketAddr,
     full_sync: bool,
+    public_addr: Option<String>,
 ) -> Result<()> {
     let dir = DataDir::new(&data);
     let settings = dir.settings()?;
@@ -132,10 +178,10 @@ async fn serve(
     let quic_bound = quic.local_addr()?;
     // The join string names the public address, except when serving on an
     // ephemeral port (tests): then the bound one.
-    let join_addr = if quic_addr.port() == 0 {
-        quic_bound.to_string()
-    } else {
-        settings.public_addr.clone()
+    let join_addr = match public_addr {
+        Some(a) => a,
+        None if quic_addr.port() == 0 => quic_bound.to_string(),
+        None => settings.public_addr.clone(),
     };
     let join = dir.join_string(&join_addr)?;
 
@@ -147,6 +193,7 @@ async fn serve(
         grid: grid.clone(),
         token_hash,
         join: join.clone(),
+        project_key: dir.project_public_key()?,
     });
     let info = json!({ "quic": quic_bound.to_string(), "http": format!("http://{http_bound}"), "join": join });
     std::fs::write(dir.serve_info(), info.to_string()).context("writing serve.json")?;

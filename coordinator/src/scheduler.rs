@@ -291,6 +291,7 @@ fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool)
             wall_ms: s.deadline_secs * 1000,
         },
         deadline_ms,
+        signature: unit.job.signature.clone(),
         canonical_nan,
     }
 }
@@ -311,6 +312,14 @@ mod tests {
             module: Hash([1; 32]),
             args: vec![],
             settings,
+            signature: peergrid_proto::signing::ModuleSignature {
+                endorsement: peergrid_proto::signing::Endorsement {
+                    researcher_key: String::new(),
+                    name: "t".into(),
+                    project_signature: String::new(),
+                },
+                signature: String::new(),
+            },
         }
     }
 

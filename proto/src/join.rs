@@ -1,9 +1,10 @@
 //! The one-line join string a volunteer pastes:
-//! `peergrid://HOST:PORT#sha256:<certificate fingerprint>`.
+//! `peergrid://HOST:PORT#sha256:<certificate fingerprint>&project=<project key>`.
 //!
 //! The fingerprint pins the coordinator's self-signed certificate, so a
 //! volunteer needs no certificate authority and cannot be redirected to a
-//! look-alike server.
+//! look-alike server. The project key pins who may endorse the researchers
+//! whose modules the worker runs (see [`crate::signing`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,6 +15,8 @@ pub struct JoinString {
     pub address: String,
     /// SHA-256 of the coordinator certificate's DER encoding.
     pub cert_sha256: [u8; 32],
+    /// The project's Ed25519 public key.
+    pub project_key: [u8; 32],
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,6 +29,12 @@ pub enum JoinError {
     MissingFingerprint,
     #[error("the join string's fingerprint is not 64 hex digits")]
     BadFingerprint,
+    #[error(
+        "the join string has no `&project=<key>` part; copy the whole line `peergrid-coordinator init` printed"
+    )]
+    MissingProjectKey,
+    #[error("the join string's project key is not 64 hex digits")]
+    BadProjectKey,
     #[error("the join string has no `host:port` address")]
     MissingAddress,
 }
@@ -43,14 +52,20 @@ impl FromStr for JoinString {
         if address.is_empty() || !address.contains(':') {
             return Err(JoinError::MissingAddress);
         }
-        let hex_fp = fragment
+        let (fingerprint, project) = fragment
+            .split_once("&project=")
+            .ok_or(JoinError::MissingProjectKey)?;
+        let hex_fp = fingerprint
             .strip_prefix("sha256:")
             .ok_or(JoinError::MissingFingerprint)?;
         let mut cert_sha256 = [0u8; 32];
         hex::decode_to_slice(hex_fp, &mut cert_sha256).map_err(|_| JoinError::BadFingerprint)?;
+        let mut project_key = [0u8; 32];
+        hex::decode_to_slice(project, &mut project_key).map_err(|_| JoinError::BadProjectKey)?;
         Ok(JoinString {
             address: address.to_string(),
             cert_sha256,
+            project_key,
         })
     }
 }
@@ -59,9 +74,10 @@ impl fmt::Display for JoinString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "peergrid://{}#sha256:{}",
+            "peergrid://{}#sha256:{}&project={}",
             self.address,
-            hex::encode(self.cert_sha256)
+            hex::encode(self.cert_sha256),
+            hex::encode(self.project_key)
         )
     }
 }
@@ -75,6 +91,7 @@ mod tests {
         let j = JoinString {
             address: "127.0.0.1:7400".into(),
             cert_sha256: [7; 32],
+            project_key: [9; 32],
         };
         assert_eq!(j.to_string().parse::<JoinString>(), Ok(j));
     }
@@ -90,11 +107,15 @@ mod tests {
             Err(JoinError::MissingFingerprint)
         );
         assert_eq!(
-            "peergrid://x:1#sha256:1234".parse::<JoinString>(),
+            "peergrid://x:1#sha256:1234&project=00".parse::<JoinString>(),
             Err(JoinError::BadFingerprint)
         );
         assert_eq!(
-            format!("peergrid://#sha256:{}", "0".repeat(64)).parse::<JoinString>(),
+            format!("peergrid://x:1#sha256:{}", "0".repeat(64)).parse::<JoinString>(),
+            Err(JoinError::MissingProjectKey)
+        );
+        assert_eq!(
+            format!("peergrid://#sha256:{}&project=", "0".repeat(64)).parse::<JoinString>(),
             Err(JoinError::MissingAddress)
         );
     }

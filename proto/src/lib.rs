@@ -9,6 +9,7 @@ pub mod codec;
 pub mod hash;
 pub mod join;
 pub mod limits;
+pub mod signing;
 pub mod spec;
 pub mod wire;
 

@@ -220,6 +220,9 @@ pub struct JobSubmission {
     pub args: Vec<String>,
     pub settings: JobSettings,
     pub units: Vec<UnitSpec>,
+    /// The researcher's signature on `module` and `args`, with their
+    /// endorsement by the project key.
+    pub signature: crate::signing::ModuleSignature,
 }
 
 impl JobSubmission {

@@ -131,6 +131,9 @@ pub struct Task {
     /// Report by this time (ms since the Unix epoch) or the unit is
     /// reissued to another host.
     pub deadline_ms: u64,
+    /// The researcher's signature on `module` and `args`: the worker runs
+    /// the task only if it verifies under the project key it pinned.
+    pub signature: crate::signing::ModuleSignature,
     /// Run with NaN canonicalization: set once replicas on different
     /// architectures disagreed, so the re-runs are comparable everywhere
     /// (see docs/sandbox.md).

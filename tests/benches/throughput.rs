@@ -127,6 +127,15 @@ fn main() {
                 ..JobSettings::default()
             },
             units: unit_specs,
+            signature: {
+                let r = coordinator.researcher().unwrap();
+                peergrid_proto::signing::sign_module(
+                    &r.key,
+                    &r.endorsement,
+                    &Hash::of(&module),
+                    &[],
+                )
+            },
         })
         .unwrap();
     let submit = t.elapsed();

@@ -63,6 +63,9 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 /// A coordinator process with its own data folder.
 pub struct Coordinator {
     pub data: PathBuf,
+    /// The test researcher's key and endorsement files.
+    pub researcher_key: PathBuf,
+    pub researcher_endorsement: PathBuf,
     pub token: String,
     pub join: String,
     pub http: String,
@@ -84,7 +87,41 @@ impl Coordinator {
             String::from_utf8_lossy(&out.stderr)
         );
         let made: Value = serde_json::from_slice(&out.stdout)?;
+        // A researcher key, endorsed with the project key, as a real
+        // researcher and operator would make them.
+        let researcher_key = dir.join("researcher.key");
+        let out = Command::new(bin("peergrid"))
+            .args(["keys", "new", "--out"])
+            .arg(&researcher_key)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "keys new failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let public = String::from_utf8(out.stdout)?.trim().to_string();
+        let researcher_endorsement = dir.join("researcher.endorsement");
+        let out = Command::new(bin("peergrid-coordinator"))
+            .args([
+                "endorse",
+                "--name",
+                "Test Researcher",
+                "--researcher",
+                &public,
+                "--project-key",
+            ])
+            .arg(data.join("project.key"))
+            .arg("--out")
+            .arg(&researcher_endorsement)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "endorse failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut c = Coordinator {
+            researcher_key,
+            researcher_endorsement,
             data,
             token: made["token"].as_str().unwrap_or_default().to_string(),
             join: String::new(),
@@ -102,8 +139,14 @@ impl Coordinator {
         let info = self.data.join("serve.json");
         let _ = std::fs::remove_file(&info);
         let log = std::fs::File::create(self.data.join(format!("serve-{}.log", now_nanos())))?;
-        let child = Command::new(bin("peergrid-coordinator"))
-            .args(["serve", "--http", "127.0.0.1:0", "--quic", quic, "--data"])
+        let mut cmd = Command::new(bin("peergrid-coordinator"));
+        cmd.args(["serve", "--http", "127.0.0.1:0", "--quic", quic]);
+        if !quic.ends_with(":0") {
+            // Coming back on a known port: the join string names it.
+            cmd.args(["--public-addr", quic]);
+        }
+        let child = cmd
+            .arg("--data")
             .arg(&self.data)
             .stdout(Stdio::null())
             .stderr(log)
@@ -160,9 +203,19 @@ impl Coordinator {
         Command::new(bin("peergrid"))
             .env("PEERGRID_SERVER", &self.http)
             .env("PEERGRID_TOKEN", &self.token)
+            .env("PEERGRID_KEY", &self.researcher_key)
+            .env("PEERGRID_ENDORSEMENT", &self.researcher_endorsement)
             .args(args)
             .output()
             .expect("running the peergrid CLI")
+    }
+
+    /// The test researcher, for submitting through the client library.
+    pub fn researcher(&self) -> Result<peergrid_client::Researcher> {
+        Ok(peergrid_client::Researcher::load(
+            &self.researcher_key,
+            &self.researcher_endorsement,
+        )?)
     }
 
     /// Submits a job spec and returns its id.
@@ -262,7 +315,10 @@ impl Worker {
     /// the worker has started.
     pub fn host_key(&self) -> Result<String> {
         let text = wait_for("the worker's host key", Duration::from_secs(10), || {
-            std::fs::read_to_string(self.data.join("host.key")).ok()
+            // The worker may be mid-write: wait for the whole key.
+            std::fs::read_to_string(self.data.join("host.key"))
+                .ok()
+                .filter(|t| t.trim().len() == 64)
         })?;
         let mut seed = [0u8; 32];
         hex::decode_to_slice(text.trim(), &mut seed)?;

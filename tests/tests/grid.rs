@@ -73,7 +73,7 @@ fn job_completes_with_outputs_equal_to_native() {
     assert!(csv.status.success());
     let text = String::from_utf8(csv.stdout).unwrap();
     assert!(text.starts_with(
-        "job,unit,name,input_hash,module_hash,output_hash,hosts,fuel,validated_ms,output\n"
+        "job,unit,name,input_hash,module_hash,output_hash,hosts,engines,fuel,validated_ms,output\n"
     ));
 
     // Resubmitting the same job uploads nothing: every blob is content-addressed.

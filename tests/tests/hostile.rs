@@ -203,6 +203,8 @@ fn broken_specs_wrong_tokens_and_non_wasm_modules_are_refused_clearly() {
     // A wrong token.
     let out = std::process::Command::new(peergrid_tests::bin("peergrid"))
         .env("PEERGRID_SERVER", &coordinator.http)
+        .env("PEERGRID_KEY", &coordinator.researcher_key)
+        .env("PEERGRID_ENDORSEMENT", &coordinator.researcher_endorsement)
         .args([
             "--token",
             "pgt_wrong",

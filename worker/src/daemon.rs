@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use ed25519_dalek::SigningKey;
 use peergrid_proto::limits::{MAX_FRAME, MAX_MODULE, MAX_TASKS_PER_EXCHANGE};
 use peergrid_proto::wire::{ErrorCode, Exchange, Outcome, Reply, Request, Task, TaskReport};
-use peergrid_proto::{Hash, JoinString};
+use peergrid_proto::{Hash, JoinString, signing};
 use tokio::task::JoinSet;
 
 use crate::identity::host_facts;
@@ -52,9 +52,13 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(config: WorkerConfig, key: SigningKey) -> Result<Worker> {
-        let sandbox = Arc::new(Sandbox::new().context("starting the wasm sandbox")?);
+        let sandbox = Arc::new(
+            Sandbox::new(Some(&config.data.join("compiled")))
+                .context("starting the wasm sandbox")?,
+        );
         std::fs::create_dir_all(config.data.join("modules"))
             .with_context(|| format!("creating {}", config.data.display()))?;
+        pin_project_key(&config.data, &config.join.project_key)?;
         Ok(Worker {
             config,
             key,
@@ -222,6 +226,24 @@ impl Worker {
     }
 
     async fn start(&mut self, session: &Session, task: Task, running: &mut JoinSet<TaskReport>) {
+        // Nothing runs unless the project key this host pinned endorsed the
+        // researcher who signed this module and these arguments.
+        if let Err(e) = signing::verify(
+            &self.config.join.project_key,
+            &task.signature,
+            &task.module,
+            &task.args,
+        ) {
+            tracing::warn!(unit = task.unit, "refusing a task: {e}");
+            self.finished(TaskReport {
+                unit: task.unit,
+                outcome: Outcome::Error(format!("refused by the worker: {e}")),
+                fuel_used: 0,
+                elapsed_ms: 0,
+                engine: String::new(),
+            });
+            return;
+        }
         let module = match self.module(session, &task.module).await {
             Ok(m) => m,
             Err(e) => {
@@ -274,6 +296,33 @@ impl Worker {
     }
 }
 
+/// Remembers the project key of the first join in `DIR/project.pub` and
+/// refuses a later join string naming another project's key: a host's
+/// trust is not silently moved.
+fn pin_project_key(data: &std::path::Path, key: &[u8; 32]) -> Result<()> {
+    let path = data.join("project.pub");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let pinned = signing::parse_public_key(&text)
+                .with_context(|| format!("{} is corrupt", path.display()))?;
+            if &pinned != key {
+                bail!(
+                    "this host joined the project with key {}; the join string names key {}. \
+                     Use another --data folder to join another project",
+                    hex::encode(pinned),
+                    hex::encode(key)
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, hex::encode(key))
+                .with_context(|| format!("writing {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// Seeds a unit's randomness from (job, unit): the same bytes on every host.
 pub fn task_seed(task: &Task) -> u64 {
     let mut h = blake3::Hasher::new();
@@ -294,8 +343,9 @@ fn run_task(sandbox: &Sandbox, task: &Task, module: &[u8], fault: Option<Fault>)
         &task.args,
         task_seed(task),
         &task.limits,
+        task.canonical_nan,
     );
-    let mut engine = sandbox.engine_id().to_string();
+    let mut engine = sandbox.engine_id(task.canonical_nan).to_string();
     let outcome = match report.outcome {
         RunOutcome::Success(mut out) => {
             match fault {

@@ -5,21 +5,49 @@
 //! this file is where two promises are kept:
 //!
 //! - **Every `Store` has a budget** (memory, fuel, an epoch deadline for wall
-//!   time, capped stdout and stderr), whatever the module does.
-//! - **Runs are deterministic**: one engine configuration on every worker, no
-//!   threads, deterministic relaxed SIMD, virtual clocks that advance a fixed
-//!   step per read, randomness seeded from the work unit, no environment,
-//!   filesystem or network. Fuel is counted by the engine, so every replica of
-//!   a task reports the same `fuel_used`. NaN bit patterns can still differ
-//!   between CPU architectures (canonicalization is off, see [`ENGINE_ID`]'s
-//!   `nocanon`), which is why the engine id names the architecture.
+//!   time, capped stdout and stderr), whatever the module does. Fuel gives a
+//!   deterministic instruction cap and deterministic credit; the epoch gives
+//!   the wall-clock deadline cheaply (see `docs/sandbox-performance.md`).
+//! - **Runs are deterministic**: one engine configuration per NaN mode on
+//!   every worker, no threads, deterministic relaxed SIMD, virtual clocks
+//!   that advance a fixed step per read, randomness seeded from the work
+//!   unit, no environment, filesystem or network. Fuel is counted by the
+//!   engine per wasm instruction, so every replica of a task reports the same
+//!   `fuel_used`, in either NaN mode.
+//!
+//! # NaN modes
+//!
+//! NaN bit patterns are where plain wasm floats differ between x86-64 and
+//! aarch64 (the sign and payload of a NaN that arithmetic produces). A task
+//! runs by default on the **fast** engine ([`ENGINE_ID`], NaN
+//! canonicalization off, engine id suffixed with the architecture): replicas
+//! on one architecture agree bitwise. When replicas from different
+//! architectures disagree, the coordinator reissues the unit in **canonical**
+//! mode ([`CANONICAL_ENGINE_ID`], every arithmetic NaN becomes
+//! `0x7ff8000000000000` / `0x7fc00000`), whose results are comparable on
+//! every architecture and so carry no architecture in their id. Canonical
+//! mode costs float-heavy code (measured in `docs/sandbox-performance.md`),
+//! so it is only paid when needed.
+//!
+//! # Compiled-module cache
+//!
+//! Compiled, linked modules are kept in memory by (module hash, NaN mode)
+//! and, given a folder, on disk as `<folder>/<16 hex of BLAKE3(engine id)>/
+//! <module hash>.cwasm`, so a restarted worker skips compilation. A file
+//! holds a magic, a BLAKE3 checksum and the bytes of `Module::serialize`;
+//! anything wrong with it (missing, torn, corrupt, refused by wasmtime's own
+//! version and configuration check) is a miss: the module is compiled again
+//! and the file rewritten.
 //!
 //! **Architecture Invariant:** wasmtime types stay inside this module; callers
 //! see [`Sandbox`], [`RunReport`], [`RunOutcome`] and [`SandboxError`] only.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -39,26 +67,33 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit, WasiCtxBuilder};
 
-/// Names the engine configuration the sandbox builds; results record
-/// it (with the CPU architecture appended) so a disagreement between replicas
-/// can be traced to a configuration difference. Change it whenever the
-/// configuration changes.
+/// Names the fast engine configuration (NaN canonicalization off); results
+/// record it with the CPU architecture appended, because NaN bits may differ
+/// between architectures. Change it whenever the configuration changes: it
+/// also names the folder of the on-disk compiled-module cache.
 pub const ENGINE_ID: &str =
     "wasmtime-48/cranelift-speed/fuel/epoch-10ms/nocanon/relaxed-simd-det/nothreads/stack-1MiB";
+/// Names the canonical-NaN engine configuration, otherwise identical to
+/// [`ENGINE_ID`]. No architecture is appended: its results are comparable
+/// across architectures.
+pub const CANONICAL_ENGINE_ID: &str =
+    "wasmtime-48/cranelift-speed/fuel/epoch-10ms/nancanon/relaxed-simd-det/nothreads/stack-1MiB";
 
 /// How often the ticker thread advances the engine epoch; the wall-clock
 /// budget is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Deepest wasm stack a module may use. Fixed so that a deep recursion
-/// overflows at the same point on every worker.
+/// overflows at the same point on every worker of one architecture (native
+/// frame sizes differ between architectures, so the exact depth does too).
 const MAX_WASM_STACK: usize = 1 << 20;
 /// Most table elements one task may have (function pointers of large programs
 /// fit comfortably; a hostile `table.grow` does not).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
-/// Instances, memories and tables the pooling allocator keeps slots for. A
-/// worker runs about one task per core, so this bounds concurrency well above
-/// any real machine while keeping the reserved address space (one 4 GiB
-/// memory reservation per slot) far below what 64-bit hosts offer.
+/// Instances, memories and tables the pooling allocator keeps slots for, per
+/// engine. A worker runs about one task per core, so this bounds concurrency
+/// well above any real machine while keeping the reserved address space (one
+/// 4 GiB memory reservation per slot, two engines) far below what 64-bit
+/// hosts offer.
 const POOL_SLOTS: u32 = 128;
 /// Compiled modules kept in memory. A worker serves a handful of jobs at a
 /// time, so a small cache keeps every hot module without growing unbounded.
@@ -72,6 +107,14 @@ const VIRTUAL_EPOCH_SECS: u64 = 946_684_800;
 const CLOCK_STEP_NANOS: u64 = 1_000;
 /// WASI preview 1 errno `notsup`, returned by the `poll_oneoff` stub.
 const ERRNO_NOTSUP: i32 = 58;
+/// First bytes of a compiled-module file; a new layout gets a new magic.
+/// The layout: magic, [`blake3::OUT_LEN`] bytes of [`compiled_checksum`],
+/// then what `Module::serialize` produced.
+const COMPILED_MAGIC: &[u8; 8] = b"pgcwasm1";
+/// Extension of compiled-module files.
+const COMPILED_EXTENSION: &str = "cwasm";
+/// BLAKE3 key-derivation context of [`compiled_checksum`].
+const COMPILED_CHECKSUM_CONTEXT: &str = "peergrid compiled-module checksum v1";
 
 /// Why the sandbox could not be built or a module cannot be run.
 ///
@@ -101,24 +144,52 @@ pub enum SandboxError {
 
 /// Engine settings every worker uses identically, so results are comparable.
 ///
-/// Build one per process and share it: it owns the compiler, the instance
-/// pool, the module cache and the epoch ticker thread.
+/// Build one per process and share it: it owns the compilers, the instance
+/// pools, the module cache and the epoch ticker thread.
 pub struct Sandbox {
-    /// One engine for every task: fuel and epoch interruption on, the
-    /// deterministic settings of [`engine_config`].
+    /// NaN canonicalization off: the default, fastest engine, whose NaN bits
+    /// may depend on the architecture.
+    fast: TaskEngine,
+    /// NaN canonicalization on, otherwise identical to `fast`: for units
+    /// whose replicas disagreed across architectures.
+    canonical: TaskEngine,
+    /// Fuel and epoch in production; epoch alone only in benchmarks.
+    metering: Metering,
+    /// Compiled, already linked modules by (module hash, canonical NaN), so
+    /// repeated work units of a job skip compilation. Only modules that
+    /// compiled and linked enter.
+    cache: Mutex<HashMap<(Hash, bool), InstancePre<TaskState>>>,
+    /// Modules compiled from wasm since this sandbox was built (not loaded
+    /// from memory or disk): what the disk cache exists to keep at zero
+    /// after a restart, so tests count it.
+    compiles: AtomicU64,
+    /// Dropping the sender tells the ticker thread to stop at once.
+    stop_ticker: Option<mpsc::Sender<()>>,
+    /// The thread that advances both engines' epochs every [`EPOCH_TICK`];
+    /// joined on drop.
+    ticker: Option<JoinHandle<()>>,
+}
+
+/// One engine configuration (one NaN mode) and what is built on it.
+struct TaskEngine {
     engine: Engine,
     /// WASI preview 1 and nothing else, linked once and shared by every task.
     linker: Linker<TaskState>,
-    /// Compiled, already linked modules by module hash, so repeated work units
-    /// of a job skip compilation. Only modules that compiled and linked enter.
-    cache: Mutex<HashMap<Hash, InstancePre<TaskState>>>,
-    /// [`ENGINE_ID`] plus the CPU architecture.
-    engine_id: String,
-    /// Dropping the sender tells the ticker thread to stop at once.
-    stop_ticker: Option<mpsc::Sender<()>>,
-    /// The thread that advances the engine epoch every [`EPOCH_TICK`]; joined
-    /// on drop.
-    ticker: Option<JoinHandle<()>>,
+    /// Names the configuration; results record it.
+    id: String,
+    /// `<cache dir>/<16 hex of BLAKE3(id)>`: code compiled under one
+    /// configuration is never offered to another. `None`: memory only.
+    compiled_dir: Option<PathBuf>,
+}
+
+/// How guest execution is metered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Metering {
+    /// Production: fuel for the deterministic instruction cap and credit,
+    /// the epoch for the wall-clock deadline.
+    FuelAndEpoch,
+    /// Benchmarks only, to measure what fuel costs: the epoch alone.
+    EpochOnly,
 }
 
 /// What one run of a task produced.
@@ -153,49 +224,81 @@ struct TaskState {
 }
 
 impl Sandbox {
-    /// Builds the engine, links WASI and starts the epoch ticker thread.
-    pub fn new() -> Result<Sandbox, SandboxError> {
-        let engine =
-            Engine::new(&engine_config()).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
-        let linker = wasi_linker(&engine)?;
+    /// Builds both engines, links WASI and starts the epoch ticker thread.
+    ///
+    /// With `cache_dir`, compiled modules are also kept there (the folder is
+    /// created when the first module is written), so that the next process
+    /// skips compilation.
+    pub fn new(cache_dir: Option<&Path>) -> Result<Sandbox, SandboxError> {
+        Sandbox::with_metering(cache_dir, Metering::FuelAndEpoch)
+    }
+
+    /// **Benchmarks only**: a sandbox without fuel (the epoch deadline
+    /// alone), so a benchmark can measure what fuel costs. Results carry no
+    /// fuel (`fuel_used` is 0, the fuel limit is ignored) and its engine ids
+    /// say `nofuel-bench-only`; never use it to run real tasks.
+    #[doc(hidden)]
+    pub fn new_epoch_only_for_benchmarks(
+        cache_dir: Option<&Path>,
+    ) -> Result<Sandbox, SandboxError> {
+        Sandbox::with_metering(cache_dir, Metering::EpochOnly)
+    }
+
+    fn with_metering(
+        cache_dir: Option<&Path>,
+        metering: Metering,
+    ) -> Result<Sandbox, SandboxError> {
+        let fast = TaskEngine::new(false, metering, cache_dir)?;
+        let canonical = TaskEngine::new(true, metering, cache_dir)?;
         let (stop_ticker, stopped) = mpsc::channel::<()>();
-        let ticking = engine.clone();
+        let ticking = [fast.engine.clone(), canonical.engine.clone()];
         let ticker = std::thread::Builder::new()
             .name("peergrid-epoch".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
-                    ticking.increment_epoch();
+                    for engine in &ticking {
+                        engine.increment_epoch();
+                    }
                 }
             })?;
         Ok(Sandbox {
-            engine,
-            linker,
+            fast,
+            canonical,
+            metering,
             cache: Mutex::new(HashMap::new()),
-            engine_id: format!("{ENGINE_ID}/{}", std::env::consts::ARCH),
+            compiles: AtomicU64::new(0),
             stop_ticker: Some(stop_ticker),
             ticker: Some(ticker),
         })
     }
 
-    /// A short string naming the engine configuration that results can record.
-    pub fn engine_id(&self) -> &str {
-        &self.engine_id
+    /// A short string naming the engine configuration of a NaN mode, for
+    /// results to record: [`ENGINE_ID`] plus the CPU architecture, or
+    /// [`CANONICAL_ENGINE_ID`] alone.
+    pub fn engine_id(&self, canonical_nan: bool) -> &str {
+        &self.engine(canonical_nan).id
     }
 
     /// Checks a module compiles, imports only what the host provides (WASI
     /// preview 1) and exports a `_start` command entry point (used before
-    /// caching).
+    /// caching). Uses the fast engine and caches nothing.
     pub fn check_module(&self, module_bytes: &[u8]) -> Result<(), SandboxError> {
-        self.compile(module_bytes).map(drop)
+        let module = self.fast.compile(module_bytes)?;
+        self.fast.link(&module).map(drop)
     }
 
-    /// Compiles (or takes from the in-memory cache, keyed by module hash) and
-    /// runs one task.
+    /// Compiles (or takes from the in-memory or disk cache, keyed by module
+    /// hash and NaN mode) and runs one task.
     ///
     /// `module_bytes` are only read on a cache miss, and then must hash to
     /// `module`. `args` follow the program name `task`; `seed` seeds every
-    /// source of randomness the module can reach. Never panics on hostile
-    /// input: every failure becomes [`RunOutcome::Error`].
+    /// source of randomness the module can reach; `canonical_nan` picks the
+    /// engine (see the module documentation). Never panics on hostile input:
+    /// every failure becomes [`RunOutcome::Error`].
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per part of a task; a task-parameters struct is the next step if more come"
+    )]
     pub fn run(
         &self,
         module: &Hash,
@@ -204,6 +307,7 @@ impl Sandbox {
         args: &[String],
         seed: u64,
         limits: &TaskLimits,
+        canonical_nan: bool,
     ) -> RunReport {
         let started = Instant::now();
         let failed = |message: String| RunReport {
@@ -212,7 +316,7 @@ impl Sandbox {
             stderr: Vec::new(),
             elapsed: started.elapsed(),
         };
-        let pre = match self.cached_or_compile(module, module_bytes) {
+        let pre = match self.cached_or_compile(module, module_bytes, canonical_nan) {
             Ok(pre) => pre,
             Err(e) => return failed(e.to_string()),
         };
@@ -239,14 +343,15 @@ impl Sandbox {
             .tables(4)
             .build();
         let mut store = Store::new(
-            &self.engine,
+            &self.engine(canonical_nan).engine,
             TaskState {
                 wasi,
                 limits: store_limits,
             },
         );
         store.limiter(|state| &mut state.limits);
-        if let Err(e) = store.set_fuel(limits.fuel) {
+        let fueled = self.metering == Metering::FuelAndEpoch;
+        if fueled && let Err(e) = store.set_fuel(limits.fuel) {
             return failed(format!("cannot set the fuel budget: {e:#}"));
         }
         // The deadline counts ticks from the current epoch and the next tick
@@ -270,7 +375,11 @@ impl Sandbox {
                 },
             },
         };
-        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let fuel_used = if fueled {
+            limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
+        } else {
+            0
+        };
         drop(store);
 
         let outcome = match failure {
@@ -285,58 +394,61 @@ impl Sandbox {
         }
     }
 
-    /// The linked module for `module`: from the cache, or compiled from
-    /// `module_bytes` and cached.
+    fn engine(&self, canonical_nan: bool) -> &TaskEngine {
+        if canonical_nan {
+            &self.canonical
+        } else {
+            &self.fast
+        }
+    }
+
+    /// The linked module for `module` in one NaN mode: from memory, else
+    /// from the disk cache, else compiled from `module_bytes` (and written to
+    /// the disk cache).
     fn cached_or_compile(
         &self,
         module: &Hash,
         module_bytes: &[u8],
+        canonical_nan: bool,
     ) -> Result<InstancePre<TaskState>, SandboxError> {
-        if let Some(pre) = self.lock_cache().get(module) {
+        let key = (*module, canonical_nan);
+        if let Some(pre) = self.lock_cache().get(&key) {
             return Ok(pre.clone());
         }
-        let actual = Hash::of(module_bytes);
-        if actual != *module {
-            return Err(SandboxError::HashMismatch {
-                expected: module.to_hex(),
-                actual: actual.to_hex(),
-            });
-        }
+        let engine = self.engine(canonical_nan);
         // Compile outside the lock so other tasks keep running meanwhile; two
-        // tasks missing on the same module at once both compile, which is
-        // harmless.
-        let pre = self.compile(module_bytes)?;
+        // tasks missing on the same module at once both compile (and both
+        // write the same file atomically), which is harmless.
+        let pre = match engine.read_compiled(module) {
+            Some(compiled) => engine.link(&compiled)?,
+            None => {
+                let actual = Hash::of(module_bytes);
+                if actual != *module {
+                    return Err(SandboxError::HashMismatch {
+                        expected: module.to_hex(),
+                        actual: actual.to_hex(),
+                    });
+                }
+                let compiled = engine.compile(module_bytes)?;
+                self.compiles.fetch_add(1, Ordering::Relaxed);
+                let pre = engine.link(&compiled)?;
+                engine.write_compiled(module, &compiled);
+                pre
+            }
+        };
         let mut cache = self.lock_cache();
         if cache.len() >= MODULE_CACHE_ENTRIES
             && let Some(victim) = cache.keys().next().copied()
         {
             cache.remove(&victim);
         }
-        cache.insert(*module, pre.clone());
+        cache.insert(key, pre.clone());
         Ok(pre)
-    }
-
-    /// Compiles and links a module and checks its entry point.
-    fn compile(&self, module_bytes: &[u8]) -> Result<InstancePre<TaskState>, SandboxError> {
-        let module = Module::new(&self.engine, module_bytes)
-            .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
-        match module.get_export("_start") {
-            Some(ExternType::Func(start))
-                if start.params().len() == 0 && start.results().len() == 0 =>
-            {
-                Ok(pre)
-            }
-            _ => Err(SandboxError::NoStart),
-        }
     }
 
     /// The module cache, even if a thread panicked while holding it: the map
     /// is never left half-updated.
-    fn lock_cache(&self) -> MutexGuard<'_, HashMap<Hash, InstancePre<TaskState>>> {
+    fn lock_cache(&self) -> MutexGuard<'_, HashMap<(Hash, bool), InstancePre<TaskState>>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -352,11 +464,171 @@ impl Drop for Sandbox {
     }
 }
 
-/// The one engine configuration every worker uses.
-fn engine_config() -> Config {
+impl TaskEngine {
+    /// The engine of one NaN mode, its linker, id and compiled-module folder.
+    fn new(
+        canonical_nan: bool,
+        metering: Metering,
+        cache_dir: Option<&Path>,
+    ) -> Result<TaskEngine, SandboxError> {
+        let engine = Engine::new(&engine_config(canonical_nan, metering))
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let linker = wasi_linker(&engine)?;
+        let id = if canonical_nan {
+            CANONICAL_ENGINE_ID.to_string()
+        } else {
+            format!("{ENGINE_ID}/{}", std::env::consts::ARCH)
+        };
+        let id = match metering {
+            Metering::FuelAndEpoch => id,
+            Metering::EpochOnly => id.replacen("/fuel/", "/nofuel-bench-only/", 1),
+        };
+        let compiled_dir = cache_dir.map(|dir| {
+            let id_hash = blake3::hash(id.as_bytes()).to_hex();
+            dir.join(&id_hash[..16])
+        });
+        Ok(TaskEngine {
+            engine,
+            linker,
+            id,
+            compiled_dir,
+        })
+    }
+
+    fn compile(&self, module_bytes: &[u8]) -> Result<Module, SandboxError> {
+        Module::new(&self.engine, module_bytes).map_err(|e| SandboxError::Compile(format!("{e:#}")))
+    }
+
+    /// Links a compiled module against WASI and checks its entry point.
+    fn link(&self, module: &Module) -> Result<InstancePre<TaskState>, SandboxError> {
+        let pre = self
+            .linker
+            .instantiate_pre(module)
+            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        match module.get_export("_start") {
+            Some(ExternType::Func(start))
+                if start.params().len() == 0 && start.results().len() == 0 =>
+            {
+                Ok(pre)
+            }
+            _ => Err(SandboxError::NoStart),
+        }
+    }
+
+    /// Where `module`'s compiled code lives in the disk cache, if there is one.
+    fn compiled_path(&self, module: &Hash) -> Option<PathBuf> {
+        let dir = self.compiled_dir.as_ref()?;
+        Some(dir.join(format!("{}.{COMPILED_EXTENSION}", module.to_hex())))
+    }
+
+    /// `module`'s compiled code from the disk cache, or `None` on a miss.
+    /// A file that is there but unusable is logged and treated as a miss
+    /// (the caller recompiles and overwrites it).
+    fn read_compiled(&self, module: &Hash) -> Option<Module> {
+        let path = self.compiled_path(module)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read a compiled module, compiling again: {e}");
+                return None;
+            }
+        };
+        match self.deserialize_verified(module, &bytes) {
+            Ok(compiled) => Some(compiled),
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), "ignoring a compiled module, compiling again: {reason}");
+                None
+            }
+        }
+    }
+
+    /// Turns the bytes of a compiled-module file back into a module, once
+    /// the checksum shows they are what [`TaskEngine::write_compiled`] wrote
+    /// for this engine id and this module.
+    #[allow(unsafe_code)]
+    fn deserialize_verified(&self, module: &Hash, file: &[u8]) -> Result<Module, String> {
+        let checksum_end = COMPILED_MAGIC.len() + blake3::OUT_LEN;
+        if file.len() < checksum_end || !file.starts_with(COMPILED_MAGIC) {
+            return Err("not a compiled-module file of this version".to_string());
+        }
+        let (header, serialized) = file.split_at(checksum_end);
+        let checksum = compiled_checksum(&self.id, module, serialized);
+        if header[COMPILED_MAGIC.len()..] != *checksum.as_bytes() {
+            return Err("checksum mismatch (torn write or corruption)".to_string());
+        }
+        // SAFETY: `Module::deserialize` trusts its input to be code that
+        // `Module::serialize` produced; it cannot check machine code. These
+        // bytes are exactly what `write_compiled` wrote from
+        // `Module::serialize` on an engine with this configuration: the
+        // checksum just verified binds them to this engine id (which names the
+        // configuration) and this module hash, and it was checked on the
+        // bytes in memory, so a later change to the file cannot reach them
+        // (unlike `deserialize_file`, which maps the file). wasmtime still
+        // checks its exact version, the CPU features and the settings that
+        // matter for safety, and refuses a mismatch, which the caller treats
+        // as a miss; it ignores NaN canonicalization, which is why the engine
+        // id is in the checksum and the folder name. Whoever could forge a
+        // file here can write the worker's data folder, and so could already
+        // replace the worker itself.
+        unsafe { Module::deserialize(&self.engine, serialized) }.map_err(|e| format!("{e:#}"))
+    }
+
+    /// Writes `compiled` to the disk cache, if there is one. Failure only
+    /// costs a recompilation next time, so it is logged, not returned.
+    fn write_compiled(&self, module: &Hash, compiled: &Module) {
+        let (Some(dir), Some(path)) = (&self.compiled_dir, self.compiled_path(module)) else {
+            return;
+        };
+        let written = compiled
+            .serialize()
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|serialized| {
+                write_compiled_file(dir, &path, &self.id, module, &serialized)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), "cannot cache a compiled module on disk: {e}");
+        }
+    }
+}
+
+/// Writes a compiled-module file atomically: a temporary file in the same
+/// folder, renamed over `path`, so readers see the old file, the new one or
+/// none, never half of one. No fsync: a file torn by a crash fails its
+/// checksum and is simply rewritten.
+fn write_compiled_file(
+    dir: &Path,
+    path: &Path,
+    engine_id: &str,
+    module: &Hash,
+    serialized: &[u8],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(COMPILED_MAGIC)?;
+    file.write_all(compiled_checksum(engine_id, module, serialized).as_bytes())?;
+    file.write_all(serialized)?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// BLAKE3 over the engine id, the module hash and the serialized code, so a
+/// file only verifies for the engine and module it was written for.
+fn compiled_checksum(engine_id: &str, module: &Hash, serialized: &[u8]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new_derive_key(COMPILED_CHECKSUM_CONTEXT);
+    hasher.update(&(engine_id.len() as u64).to_le_bytes());
+    hasher.update(engine_id.as_bytes());
+    hasher.update(&module.0);
+    hasher.update(serialized);
+    hasher.finalize()
+}
+
+/// The engine configuration every worker uses for one NaN mode.
+fn engine_config(canonical_nan: bool, metering: Metering) -> Config {
     let mut config = Config::new();
     config
-        .consume_fuel(true)
+        .consume_fuel(metering == Metering::FuelAndEpoch)
         .epoch_interruption(true)
         // `Config::wasm_threads` only exists with wasmtime's `threads` feature,
         // which we leave off; say "no threads" explicitly all the same.
@@ -367,9 +639,10 @@ fn engine_config() -> Config {
         .relaxed_simd_deterministic(true)
         .max_wasm_stack(MAX_WASM_STACK)
         .cranelift_opt_level(OptLevel::Speed)
-        // Off for now: it costs float-heavy kernels 3.5–4.7×; determinism of
-        // NaN bits across architectures is handled separately.
-        .cranelift_nan_canonicalization(false);
+        // The one difference between the two engines (see the module
+        // documentation): canonicalization makes NaN bits the same on every
+        // architecture, at a cost to float-heavy code.
+        .cranelift_nan_canonicalization(canonical_nan);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(POOL_SLOTS)
         .total_memories(POOL_SLOTS)
@@ -677,7 +950,7 @@ mod tests {
     /// space for its instance pool).
     fn sandbox() -> &'static Sandbox {
         static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-        SANDBOX.get_or_init(|| Sandbox::new().expect("sandbox builds"))
+        SANDBOX.get_or_init(|| Sandbox::new(None).expect("sandbox builds"))
     }
 
     fn limits() -> TaskLimits {
@@ -701,7 +974,7 @@ mod tests {
         limits: &TaskLimits,
     ) -> RunReport {
         let bytes = wasm(wat);
-        sandbox().run(&Hash::of(&bytes), &bytes, input, args, seed, limits)
+        sandbox().run(&Hash::of(&bytes), &bytes, input, args, seed, limits, false)
     }
 
     fn run(wat: &str, input: &[u8]) -> RunReport {
@@ -904,7 +1177,7 @@ mod tests {
     #[test]
     fn bytes_that_are_not_wasm_are_an_error() {
         let bytes = b"definitely not wasm";
-        let report = sandbox().run(&Hash::of(bytes), bytes, b"", &[], 7, &limits());
+        let report = sandbox().run(&Hash::of(bytes), bytes, b"", &[], 7, &limits(), false);
         assert!(
             error(&report).starts_with("module is not valid WebAssembly"),
             "{report:?}"
@@ -944,13 +1217,18 @@ mod tests {
     fn bytes_must_match_the_hash_and_are_not_read_on_a_hit() {
         let bytes = wasm(&write_n(1, 3));
         let wrong = Hash::of(b"something else");
-        assert!(error(&sandbox().run(&wrong, &bytes, b"", &[], 7, &limits())).contains("corrupt"));
+        assert!(
+            error(&sandbox().run(&wrong, &bytes, b"", &[], 7, &limits(), false))
+                .contains("corrupt")
+        );
         let hash = Hash::of(&bytes);
         assert!(matches!(
-            sandbox().run(&hash, &bytes, b"", &[], 7, &limits()).outcome,
+            sandbox()
+                .run(&hash, &bytes, b"", &[], 7, &limits(), false)
+                .outcome,
             RunOutcome::Success(_)
         ));
-        let hit = sandbox().run(&hash, b"", b"", &[], 7, &limits());
+        let hit = sandbox().run(&hash, b"", b"", &[], 7, &limits(), false);
         assert_eq!(stdout(&hit).len(), 3);
     }
 
@@ -1006,13 +1284,302 @@ mod tests {
 
     #[test]
     fn engine_id_names_the_configuration() {
-        assert!(sandbox().engine_id().starts_with("wasmtime-48/"));
-        assert!(sandbox().engine_id().ends_with(std::env::consts::ARCH));
+        let fast = sandbox().engine_id(false);
+        let canonical = sandbox().engine_id(true);
+        assert!(fast.starts_with("wasmtime-48/"));
+        assert!(fast.contains("/nocanon/"));
+        assert!(fast.ends_with(std::env::consts::ARCH));
+        assert!(canonical.starts_with("wasmtime-48/"));
+        assert!(canonical.contains("/nancanon/"));
+        assert!(!canonical.ends_with(std::env::consts::ARCH));
+        assert_eq!(canonical, CANONICAL_ENGINE_ID);
     }
 
     #[test]
     fn dropping_a_sandbox_stops_its_ticker() {
-        let sandbox = Sandbox::new().expect("sandbox builds");
+        let sandbox = Sandbox::new(None).expect("sandbox builds");
         drop(sandbox);
+    }
+
+    /// The determinism probe (`examples/probe`) built for wasm32-wasip1.
+    fn probe_wasm() -> Vec<u8> {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+            PathBuf::from,
+        );
+        let path = target.join("wasm32-wasip1/release/probe.wasm");
+        std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "cannot read {}: {e}; build it with `rustup target add wasm32-wasip1` and \
+                 `cargo build --release -p peergrid-example-probe --target wasm32-wasip1`",
+                path.display()
+            )
+        })
+    }
+
+    fn probe_limits() -> TaskLimits {
+        TaskLimits {
+            memory_bytes: 64 << 20,
+            fuel: 1_000_000_000,
+            max_output_bytes: 1 << 20,
+            wall_ms: 60_000,
+        }
+    }
+
+    /// The probe's stdout and fuel on `sandbox` with a fixed tag and
+    /// arguments.
+    fn run_probe(sandbox: &Sandbox, wasm: &[u8], seed: u64, canonical_nan: bool) -> (Vec<u8>, u64) {
+        let args = vec!["--flag".to_string(), "two words".to_string()];
+        let report = sandbox.run(
+            &Hash::of(wasm),
+            wasm,
+            b"tag-1\n",
+            &args,
+            seed,
+            &probe_limits(),
+            canonical_nan,
+        );
+        (stdout(&report).to_vec(), report.fuel_used)
+    }
+
+    fn json(out: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(out).expect("the probe prints JSON")
+    }
+
+    fn compiles(sandbox: &Sandbox) -> u64 {
+        sandbox.compiles.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn probe_output_is_identical_across_runs_caches_and_processes() {
+        let wasm = probe_wasm();
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut fuel_by_mode = Vec::new();
+        for canonical_nan in [false, true] {
+            let fresh = Sandbox::new(Some(dir.path())).expect("sandbox builds");
+            let (first, fuel) = run_probe(&fresh, &wasm, 7, canonical_nan);
+            assert_eq!(compiles(&fresh), 1, "a fresh sandbox compiles");
+            let again = run_probe(&fresh, &wasm, 7, canonical_nan);
+            assert_eq!(compiles(&fresh), 1, "the second run is a memory hit");
+            drop(fresh);
+            let restarted = Sandbox::new(Some(dir.path())).expect("sandbox builds");
+            let from_disk = run_probe(&restarted, &wasm, 7, canonical_nan);
+            assert_eq!(
+                compiles(&restarted),
+                0,
+                "a restarted sandbox loads from disk"
+            );
+            let memory_only = run_probe(
+                &Sandbox::new(None).expect("sandbox builds"),
+                &wasm,
+                7,
+                canonical_nan,
+            );
+            let shared = run_probe(sandbox(), &wasm, 7, canonical_nan);
+            for (name, other) in [
+                ("memory hit", again),
+                ("disk hit", from_disk),
+                ("no disk cache", memory_only),
+                ("shared sandbox", shared),
+            ] {
+                assert_eq!(
+                    (&first, fuel),
+                    (&other.0, other.1),
+                    "canonical_nan {canonical_nan}: {name} differs:\n{}\n{}",
+                    String::from_utf8_lossy(&first),
+                    String::from_utf8_lossy(&other.0)
+                );
+            }
+            let report = json(&first);
+            assert_eq!(report["tag"], "tag-1");
+            assert_eq!(
+                report["args"],
+                serde_json::json!(["task", "--flag", "two words"])
+            );
+            assert_eq!(report["instant_delta_ns"], CLOCK_STEP_NANOS);
+            let wall = report["system_time_ns"].as_u64().expect("a number");
+            let epoch = VIRTUAL_EPOCH_SECS * 1_000_000_000;
+            assert!((epoch..epoch + 1_000_000).contains(&wall), "{wall}");
+            fuel_by_mode.push(fuel);
+        }
+        assert_eq!(
+            fuel_by_mode[0], fuel_by_mode[1],
+            "fuel is counted per wasm instruction, whatever the NaN mode"
+        );
+    }
+
+    #[test]
+    fn probe_follows_the_seed() {
+        let wasm = probe_wasm();
+        for canonical_nan in [false, true] {
+            let (one, _) = run_probe(sandbox(), &wasm, 1, canonical_nan);
+            let (one_again, _) = run_probe(sandbox(), &wasm, 1, canonical_nan);
+            let (two, _) = run_probe(sandbox(), &wasm, 2, canonical_nan);
+            assert_eq!(one, one_again);
+            let (one, two) = (json(&one), json(&two));
+            assert_ne!(one["random_bytes"], two["random_bytes"]);
+            assert_ne!(one["hashmap_order"], two["hashmap_order"]);
+            assert!(
+                one["random_bytes"]
+                    .as_str()
+                    .is_some_and(|hex| hex.len() == 32 && !hex.starts_with("error")),
+                "{}",
+                one["random_bytes"]
+            );
+        }
+    }
+
+    #[test]
+    fn canonical_mode_canonicalizes_every_nan() {
+        let wasm = probe_wasm();
+        let fast = json(&run_probe(sandbox(), &wasm, 7, false).0);
+        let canonical = json(&run_probe(sandbox(), &wasm, 7, true).0);
+        println!(
+            "fast NaN mode on {}: f64 {}, f32 {}",
+            std::env::consts::ARCH,
+            fast["f64_nan"],
+            fast["f32_nan"]
+        );
+        for (field, expected) in [("f64_nan", "0x7ff8000000000000"), ("f32_nan", "0x7fc00000")] {
+            let nans = canonical[field].as_object().expect("an object");
+            assert!(nans.len() >= 8, "{field}: {nans:?}");
+            for (name, bits) in nans {
+                assert_eq!(bits, expected, "{field}.{name} in canonical mode");
+            }
+        }
+        // Everything but the NaNs is the same in both modes.
+        for field in [
+            "f64_not_nan",
+            "hashmap_order",
+            "random_bytes",
+            "system_time_ns",
+        ] {
+            assert_eq!(fast[field], canonical[field], "{field}");
+        }
+    }
+
+    #[test]
+    fn damaged_or_foreign_compiled_files_are_recompiled_and_rewritten() {
+        let bytes = wasm(&write_n(1, 5));
+        let hash = Hash::of(&bytes);
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let run_fresh = |canonical_nan: bool| {
+            let sandbox = Sandbox::new(Some(dir.path())).expect("sandbox builds");
+            let report = sandbox.run(&hash, &bytes, b"", &[], 7, &limits(), canonical_nan);
+            assert_eq!(stdout(&report).len(), 5);
+            compiles(&sandbox)
+        };
+        assert_eq!(run_fresh(false), 1);
+        assert_eq!(run_fresh(false), 0);
+
+        let sandbox = Sandbox::new(Some(dir.path())).expect("sandbox builds");
+        let fast_path = sandbox.fast.compiled_path(&hash).expect("a disk cache");
+        let canonical_path = sandbox
+            .canonical
+            .compiled_path(&hash)
+            .expect("a disk cache");
+        assert_ne!(fast_path.parent(), canonical_path.parent());
+        let folder = fast_path
+            .parent()
+            .and_then(Path::file_name)
+            .expect("a folder");
+        assert_eq!(folder.len(), 16);
+
+        // A flipped bit in the code fails the checksum.
+        let mut file = std::fs::read(&fast_path).expect("the compiled file exists");
+        let middle = file.len() / 2;
+        file[middle] ^= 1;
+        std::fs::write(&fast_path, &file).expect("overwrite");
+        assert_eq!(run_fresh(false), 1, "a corrupt file is a miss");
+        assert_eq!(run_fresh(false), 0, "and was rewritten");
+
+        // A torn file, and one that is not ours at all.
+        for junk in [&file[..10], b"" as &[u8], b"pgcwasm1 but nothing else"] {
+            std::fs::write(&fast_path, junk).expect("overwrite");
+            assert_eq!(run_fresh(false), 1, "a junk file is a miss");
+        }
+
+        // The fast engine's file copied into the canonical engine's folder:
+        // the checksum names the engine id, so it is a miss.
+        assert_eq!(run_fresh(false), 0);
+        std::fs::create_dir_all(canonical_path.parent().expect("a folder")).expect("mkdir");
+        std::fs::copy(&fast_path, &canonical_path).expect("copy");
+        assert_eq!(run_fresh(true), 1, "another engine's file is a miss");
+        assert_eq!(run_fresh(true), 0, "and was rewritten");
+
+        // A valid file does not verify under another module's name.
+        let valid = std::fs::read(&canonical_path).expect("reads");
+        assert!(
+            sandbox
+                .canonical
+                .deserialize_verified(&Hash::of(b"other"), &valid)
+                .is_err()
+        );
+    }
+
+    /// Code from an engine without fuel, under the fuel engine's name with a
+    /// forged checksum: wasmtime's own compatibility check still refuses it.
+    #[test]
+    fn wasmtime_refuses_code_compiled_for_another_configuration() {
+        let bytes = wasm(&write_n(1, 5));
+        let hash = Hash::of(&bytes);
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let fueled = Sandbox::new(Some(dir.path())).expect("sandbox builds");
+        let unfueled =
+            Sandbox::new_epoch_only_for_benchmarks(Some(dir.path())).expect("sandbox builds");
+        assert_ne!(fueled.engine_id(false), unfueled.engine_id(false));
+        let serialized = unfueled
+            .fast
+            .compile(&bytes)
+            .and_then(|m| {
+                m.serialize()
+                    .map_err(|e| SandboxError::Compile(e.to_string()))
+            })
+            .expect("compiles");
+        let path = fueled.fast.compiled_path(&hash).expect("a disk cache");
+        let dir = fueled.fast.compiled_dir.as_ref().expect("a disk cache");
+        write_compiled_file(dir, &path, &fueled.fast.id, &hash, &serialized).expect("writes");
+        let forged = std::fs::read(&path).expect("reads");
+        let refusal = fueled
+            .fast
+            .deserialize_verified(&hash, &forged)
+            .expect_err("wasmtime checks the engine configuration");
+        assert!(refusal.contains("fuel"), "{refusal}");
+        let report = fueled.run(&hash, &bytes, b"", &[], 7, &limits(), false);
+        assert_eq!(stdout(&report).len(), 5);
+        assert_eq!(compiles(&fueled), 1, "the refused file is a miss");
+    }
+
+    /// Why compiled files are bound to the engine id: wasmtime's own check
+    /// treats NaN canonicalization as not affecting a module (true for
+    /// safety, not for determinism) and accepts fast-mode code in the
+    /// canonical engine. If this starts failing, wasmtime checks it itself
+    /// now and the comment in `deserialize_verified` can say so.
+    #[test]
+    fn wasmtime_alone_does_not_tell_nan_modes_apart() {
+        let bytes = wasm(&write_n(1, 5));
+        let fast_code = sandbox()
+            .fast
+            .compile(&bytes)
+            .and_then(|m| {
+                m.serialize()
+                    .map_err(|e| SandboxError::Compile(e.to_string()))
+            })
+            .expect("compiles");
+        // A well-formed file of wasmtime's own code; only the NaN mode is
+        // wrong.
+        let hash = Hash::of(&bytes);
+        let mut file = COMPILED_MAGIC.to_vec();
+        file.extend_from_slice(
+            compiled_checksum(CANONICAL_ENGINE_ID, &hash, &fast_code).as_bytes(),
+        );
+        file.extend_from_slice(&fast_code);
+        assert!(
+            sandbox()
+                .canonical
+                .deserialize_verified(&hash, &file)
+                .is_ok(),
+            "wasmtime now refuses fast-mode code in the canonical engine"
+        );
     }
 }

@@ -72,6 +72,7 @@ pub struct JobInfo {
     pub module: Hash,
     pub args: Vec<String>,
     pub settings: JobSettings,
+    pub signature: peergrid_proto::signing::ModuleSignature,
 }
 
 /// An unfinished unit as loaded into the scheduler's window, with every
@@ -89,6 +90,8 @@ pub struct JobStatus {
     pub id: JobId,
     pub name: String,
     pub module: Hash,
+    /// The endorsed name of the researcher who signed the job.
+    pub researcher: String,
     pub created_ms: u64,
     pub settings: JobSettings,
     pub units_total: u64,

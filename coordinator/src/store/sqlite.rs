@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use peergrid_proto::Hash;
+use peergrid_proto::signing::ModuleSignature;
 use peergrid_proto::spec::{JobSettings, JobSubmission};
 use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     module_hash BLOB NOT NULL,
     args_json TEXT NOT NULL,
     settings_json TEXT NOT NULL,
+    signature_json TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS units (
@@ -178,7 +180,7 @@ fn copy_from_row(r: &rusqlite::Row<'_>) -> Result<CopyState, StoreError> {
 fn status_row(conn: &Connection, id: JobId) -> Result<Option<JobStatus>, StoreError> {
     let head = conn
         .query_row(
-            "SELECT name, module_hash, created_ms, settings_json FROM jobs WHERE id = ?1",
+            "SELECT name, module_hash, created_ms, settings_json, signature_json FROM jobs WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -186,11 +188,12 @@ fn status_row(conn: &Connection, id: JobId) -> Result<Option<JobStatus>, StoreEr
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, u64>(2)?,
                     r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
                 ))
             },
         )
         .optional()?;
-    let Some((name, module, created_ms, settings)) = head else {
+    let Some((name, module, created_ms, settings, signature)) = head else {
         return Ok(None);
     };
     let mut counts = [0u64; 3];
@@ -218,6 +221,7 @@ fn status_row(conn: &Connection, id: JobId) -> Result<Option<JobStatus>, StoreEr
         id,
         name,
         module: hash_col(module)?,
+        researcher: json_col::<ModuleSignature>(&signature)?.endorsement.name,
         created_ms,
         settings: json_col(&settings)?,
         units_total,
@@ -279,12 +283,14 @@ impl Store for SqliteStore {
             serde_json::to_string(&job.args).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let settings =
             serde_json::to_string(&job.settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let signature = serde_json::to_string(&job.signature)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO jobs (name, module_hash, args_json, settings_json, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![job.name, &job.module.0[..], args, settings, now_ms],
+                "INSERT INTO jobs (name, module_hash, args_json, settings_json, signature_json, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![job.name, &job.module.0[..], args, settings, signature, now_ms],
             )?;
             let id = tx.last_insert_rowid() as JobId;
             {
@@ -304,7 +310,8 @@ impl Store for SqliteStore {
         self.read(|c| {
             let row = c
                 .query_row(
-                    "SELECT name, module_hash, args_json, settings_json FROM jobs WHERE id = ?1",
+                    "SELECT name, module_hash, args_json, settings_json, signature_json
+                     FROM jobs WHERE id = ?1",
                     [id],
                     |r| {
                         Ok((
@@ -312,11 +319,12 @@ impl Store for SqliteStore {
                             r.get::<_, Vec<u8>>(1)?,
                             r.get::<_, String>(2)?,
                             r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((name, module, args, settings)) = row else {
+            let Some((name, module, args, settings, signature)) = row else {
                 return Ok(None);
             };
             Ok(Some(JobInfo {
@@ -325,6 +333,7 @@ impl Store for SqliteStore {
                 module: hash_col(module)?,
                 args: json_col(&args)?,
                 settings: json_col::<JobSettings>(&settings)?,
+                signature: json_col(&signature)?,
             }))
         })
     }
@@ -653,6 +662,17 @@ mod tests {
     use super::*;
     use peergrid_proto::spec::UnitSpec;
 
+    fn test_signature() -> ModuleSignature {
+        ModuleSignature {
+            endorsement: peergrid_proto::signing::Endorsement {
+                researcher_key: "00".repeat(32),
+                name: "Ada".into(),
+                project_signature: "00".repeat(64),
+            },
+            signature: "00".repeat(64),
+        }
+    }
+
     #[test]
     fn job_round_trip_and_restart_recovers_copies() {
         let dir = tempfile::tempdir().unwrap();
@@ -671,6 +691,7 @@ mod tests {
             module: Hash([9; 32]),
             args: vec!["-x".into()],
             settings: JobSettings::default(),
+            signature: test_signature(),
             units: vec![
                 UnitSpec {
                     name: "a".into(),

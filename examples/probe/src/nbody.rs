@@ -132,15 +132,15 @@ fn advance(bodies: &mut [Body; 5]) {
             ];
             let distance_squared = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
             let magnitude = STEP / (distance_squared * distance_squared.sqrt());
-            for k in 0..3 {
-                a.velocity[k] -= d[k] * b.mass * magnitude;
-                b.velocity[k] += d[k] * a.mass * magnitude;
+            for (k, d) in d.into_iter().enumerate() {
+                a.velocity[k] -= d * b.mass * magnitude;
+                b.velocity[k] += d * a.mass * magnitude;
             }
         }
     }
     for body in bodies {
-        for k in 0..3 {
-            body.position[k] += STEP * body.velocity[k];
+        for (x, v) in body.position.iter_mut().zip(body.velocity) {
+            *x += STEP * v;
         }
     }
 }

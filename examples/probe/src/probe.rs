@@ -48,16 +48,19 @@ pub fn run(stdin: &[u8], args: Vec<String>) -> Vec<u8> {
 /// (JSON numbers cannot hold 64 bits exactly). Under NaN canonicalization
 /// every one of them is `0x7ff8000000000000`.
 fn f64_nans() -> Value {
+    // Distinct black boxes, so not even `x / x` is visible to the compiler.
     let zero = black_box(0.0f64);
+    let other_zero = black_box(0.0f64);
     let one = black_box(1.0f64);
     let infinity = black_box(f64::INFINITY);
+    let other_infinity = black_box(f64::INFINITY);
     let quiet_payload = black_box(f64::from_bits(0x7ff8_0000_0000_0123));
     let other_payload = black_box(f64::from_bits(0xfff8_0000_0000_0456));
     let signaling = black_box(f64::from_bits(0x7ff0_0000_0000_0001));
     let bits = |x: f64| format!("{:#018x}", x.to_bits());
     json!({
-        "zero_div_zero": bits(zero / zero),
-        "inf_minus_inf": bits(infinity - infinity),
+        "zero_div_zero": bits(zero / other_zero),
+        "inf_minus_inf": bits(infinity - other_infinity),
         "inf_times_zero": bits(infinity * zero),
         "sqrt_minus_one": bits((-one).sqrt()),
         "payload_plus_one": bits(quiet_payload + one),
@@ -69,16 +72,19 @@ fn f64_nans() -> Value {
 
 /// The `f32` counterparts of [`f64_nans`]; canonical is `0x7fc00000`.
 fn f32_nans() -> Value {
+    // Distinct black boxes, so not even `x / x` is visible to the compiler.
     let zero = black_box(0.0f32);
+    let other_zero = black_box(0.0f32);
     let one = black_box(1.0f32);
     let infinity = black_box(f32::INFINITY);
+    let other_infinity = black_box(f32::INFINITY);
     let quiet_payload = black_box(f32::from_bits(0x7fc0_0123));
     let other_payload = black_box(f32::from_bits(0xffc0_0456));
     let signaling = black_box(f32::from_bits(0x7f80_0001));
     let bits = |x: f32| format!("{:#010x}", x.to_bits());
     json!({
-        "zero_div_zero": bits(zero / zero),
-        "inf_minus_inf": bits(infinity - infinity),
+        "zero_div_zero": bits(zero / other_zero),
+        "inf_minus_inf": bits(infinity - other_infinity),
         "inf_times_zero": bits(infinity * zero),
         "sqrt_minus_one": bits((-one).sqrt()),
         "payload_plus_one": bits(quiet_payload + one),

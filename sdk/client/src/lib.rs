@@ -6,8 +6,10 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use ed25519_dalek::SigningKey;
 use peergrid_proto::Hash;
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
+use peergrid_proto::signing::{self, Endorsement};
 use peergrid_proto::spec::{JobSpec, JobSubmission, UnitSpec};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -20,7 +22,7 @@ pub enum ClientError {
     Refused { status: u16, message: String },
     #[error("unexpected answer from the coordinator: {0}")]
     BadAnswer(String),
-    #[error("{path}: {source}")]
+    #[error("cannot use {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -45,9 +47,52 @@ pub struct PreparedJob {
     pub blobs: Vec<(Hash, Vec<u8>)>,
 }
 
-/// Reads a spec file, its module and its inputs. Paths in the spec are
-/// relative to the spec file.
-pub fn prepare_job(spec_path: &Path) -> Result<PreparedJob> {
+/// A researcher's signing key and the project's endorsement of it.
+pub struct Researcher {
+    pub key: SigningKey,
+    pub endorsement: Endorsement,
+}
+
+impl Researcher {
+    /// Loads a key file (`peergrid keys new`) and an endorsement file
+    /// (`peergrid-coordinator endorse`), checking that they belong together.
+    pub fn load(key_path: &Path, endorsement_path: &Path) -> Result<Researcher> {
+        let text = fs::read_to_string(key_path).map_err(io_err(key_path))?;
+        let key = signing::parse_secret_key(&text)
+            .map_err(|e| ClientError::Spec(format!("{}: {e}", key_path.display())))?;
+        let text = fs::read_to_string(endorsement_path).map_err(io_err(endorsement_path))?;
+        let endorsement: Endorsement = serde_json::from_str(&text).map_err(|e| {
+            ClientError::Spec(format!(
+                "{}: not an endorsement: {e}",
+                endorsement_path.display()
+            ))
+        })?;
+        if endorsement.researcher_key != hex::encode(key.verifying_key().to_bytes()) {
+            return Err(ClientError::Spec(format!(
+                "{} endorses another key than {}",
+                endorsement_path.display(),
+                key_path.display()
+            )));
+        }
+        Ok(Researcher { key, endorsement })
+    }
+}
+
+/// Makes a new researcher key; returns the secret (hex, for the key file)
+/// and the public key (hex, for the operator to endorse).
+pub fn new_key() -> Result<(String, String)> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| ClientError::Spec(format!("no OS randomness: {e}")))?;
+    let key = SigningKey::from_bytes(&seed);
+    Ok((
+        hex::encode(key.to_bytes()),
+        hex::encode(key.verifying_key().to_bytes()),
+    ))
+}
+
+/// Reads a spec file, its module and its inputs, and signs the module and
+/// arguments. Paths in the spec are relative to the spec file.
+pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<PreparedJob> {
     let text = fs::read_to_string(spec_path).map_err(io_err(spec_path))?;
     let spec = JobSpec::from_toml(&text)
         .map_err(|e| ClientError::Spec(format!("{}: {e}", spec_path.display())))?;
@@ -115,12 +160,19 @@ pub fn prepare_job(spec_path: &Path) -> Result<PreparedJob> {
         units.push(UnitSpec { name, input: hash });
         blobs.entry(hash).or_insert(bytes);
     }
+    let signature = signing::sign_module(
+        &researcher.key,
+        &researcher.endorsement,
+        &module_hash,
+        &spec.args,
+    );
     let submission = JobSubmission {
         name: spec.name,
         module: module_hash,
         args: spec.args,
         settings: spec.settings,
         units,
+        signature,
     };
     submission
         .validate()

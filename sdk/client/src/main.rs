@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use peergrid_client::{Client, prepare_job};
+use peergrid_client::{Client, Researcher, new_key, prepare_job};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -41,6 +41,19 @@ enum Command {
     /// A job's validated dataset.
     #[command(subcommand)]
     Results(ResultsCommand),
+    /// Researcher signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a signing key; prints the public key for the operator to endorse.
+    New {
+        /// Where to write the secret key (created, never overwritten).
+        #[arg(long, default_value = "researcher.key")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -49,6 +62,16 @@ enum JobCommand {
     Submit {
         /// The job spec (TOML).
         spec: PathBuf,
+        /// Your secret key (`peergrid keys new`).
+        #[arg(long, env = "PEERGRID_KEY", default_value = "researcher.key")]
+        key: PathBuf,
+        /// The project's endorsement of your key (`peergrid-coordinator endorse`).
+        #[arg(
+            long,
+            env = "PEERGRID_ENDORSEMENT",
+            default_value = "researcher.endorsement"
+        )]
+        endorsement: PathBuf,
     },
     /// Units total, validated, in progress and failed.
     Status {
@@ -111,11 +134,26 @@ fn summary(s: &Value) -> String {
 fn run(cli: Cli) -> Result<()> {
     let client = Client::new(&cli.server, cli.token.clone());
     match cli.command {
-        Command::Job(JobCommand::Submit { spec }) => {
+        Command::Keys(KeysCommand::New { out }) => {
+            let (secret, public) = new_key()?;
+            write_new_private(&out, &secret)?;
+            eprintln!(
+                "wrote your secret key to {}; ask the project's operator to run\n  \
+                 peergrid-coordinator endorse --project-key PROJECT.key --name \"YOUR NAME\" --researcher {public} --out researcher.endorsement",
+                out.display()
+            );
+            println!("{public}");
+        }
+        Command::Job(JobCommand::Submit {
+            spec,
+            key,
+            endorsement,
+        }) => {
             if cli.token.is_none() {
                 bail!("submitting needs the researcher token: pass --token or set PEERGRID_TOKEN");
             }
-            let job = prepare_job(&spec)?;
+            let researcher = Researcher::load(&key, &endorsement)?;
+            let job = prepare_job(&spec, &researcher)?;
             let stats = client.upload(&job.blobs)?;
             eprintln!(
                 "uploaded {} blobs ({} bytes); {} already on the server",
@@ -182,5 +220,22 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Creates `path` with mode 0600; refuses to overwrite a key.
+fn write_new_private(path: &std::path::Path, text: &str) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).with_context(|| {
+        format!(
+            "creating {} (an existing key is never overwritten)",
+            path.display()
+        )
+    })?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
     Ok(())
 }

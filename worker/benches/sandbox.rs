@@ -1,0 +1,304 @@
+//! What the sandbox costs, measured against the same Rust code run natively.
+//!
+//! For each kernel (n-body: floats; Lyapunov: floats with bit tricks; sieve:
+//! integers and memory) it prints native time, wasm time on the production
+//! engine (fuel, epoch deadline and memory cap all on) in fast and in
+//! canonical NaN mode, and their ratios to native, then the geometric means;
+//! the cost of fuel (the same runs on a bench-only engine with the epoch
+//! alone); the per-task start time of a cached module; and what the disk
+//! cache saves a restarted worker. Every wasm output is checked against the
+//! native one, so a kernel that silently did less work cannot look fast.
+//!
+//! It measures and prints; it asserts nothing about time. Figures and the
+//! command that produced them live in `docs/sandbox-performance.md`:
+//!
+//! ```text
+//! cargo build --release --target wasm32-wasip1 -p peergrid-example-probe
+//! cargo build --release --target wasm32-wasip1 -p peergrid-example-lyapunov --bin lyapunov
+//! cargo bench -p peergrid-worker --bench sandbox
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use peergrid_proto::Hash;
+use peergrid_proto::wire::TaskLimits;
+use peergrid_worker::sandbox::{RunOutcome, RunReport, Sandbox};
+
+/// Timed repetitions of every kernel measurement; the median is reported.
+const REPETITIONS: usize = 5;
+/// Runs of the trivial module whose mean is the per-task start time.
+const START_RUNS: u32 = 2000;
+/// Runs of the probe (a real Rust program that does almost nothing).
+const PROBE_RUNS: u32 = 200;
+
+/// Every limit on, generous enough that none is reached.
+const LIMITS: TaskLimits = TaskLimits {
+    memory_bytes: 256 << 20,
+    fuel: 1 << 50,
+    max_output_bytes: 1 << 20,
+    wall_ms: 600_000,
+};
+
+/// One benchmark kernel: the same Rust function as a wasm module and natively.
+struct Kernel {
+    name: &'static str,
+    /// File name under `target/wasm32-wasip1/release/`.
+    wasm_file: &'static str,
+    input: &'static [u8],
+    native: fn(&[u8]) -> Result<Vec<u8>, String>,
+}
+
+const KERNELS: [Kernel; 3] = [
+    Kernel {
+        name: "n-body (f64)",
+        wasm_file: "nbody.wasm",
+        input: b"5000000",
+        native: peergrid_example_probe::nbody::run,
+    },
+    Kernel {
+        name: "lyapunov (f64)",
+        wasm_file: "lyapunov.wasm",
+        input: br#"{"r_start":2.8,"r_end":4.0,"steps":400,"iterations":100000,"transient":1000}"#,
+        native: peergrid_example_lyapunov::run,
+    },
+    Kernel {
+        name: "sieve (int)",
+        wasm_file: "sieve.wasm",
+        input: b"10000000 8",
+        native: peergrid_example_probe::sieve::run,
+    },
+];
+
+/// Times of one kernel, medians in seconds.
+struct Timing {
+    native: f64,
+    fast: f64,
+    canonical: f64,
+    epoch_only: f64,
+}
+
+fn main() -> Result<()> {
+    let sandbox = Sandbox::new(None).context("building the production sandbox")?;
+    let epoch_only =
+        Sandbox::new_epoch_only_for_benchmarks(None).context("building the bench-only sandbox")?;
+    println!(
+        "peergrid sandbox benchmark on {} ({} logical CPUs), median of {REPETITIONS} runs",
+        std::env::consts::ARCH,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!("fast engine:      {}", sandbox.engine_id(false));
+    println!("canonical engine: {}", sandbox.engine_id(true));
+    println!();
+
+    let mut timings = Vec::new();
+    for kernel in &KERNELS {
+        timings.push(time_kernel(kernel, &sandbox, &epoch_only)?);
+    }
+    print_kernel_table(&timings);
+    println!();
+    time_start(&sandbox)?;
+    println!();
+    time_disk_cache()?;
+    Ok(())
+}
+
+fn time_kernel(kernel: &Kernel, sandbox: &Sandbox, epoch_only: &Sandbox) -> Result<Timing> {
+    let wasm = read_wasm(kernel.wasm_file)?;
+    let hash = Hash::of(&wasm);
+    let expected = (kernel.native)(kernel.input)
+        .map_err(|e| anyhow::anyhow!("{} fails natively: {e}", kernel.name))?;
+    let native = median(|| {
+        let started = Instant::now();
+        let out = (kernel.native)(std::hint::black_box(kernel.input));
+        let elapsed = started.elapsed();
+        std::hint::black_box(out)
+            .map(|_| elapsed)
+            .map_err(anyhow::Error::msg)
+    })?;
+    let wasm_time = |sandbox: &Sandbox, canonical_nan: bool| -> Result<f64> {
+        // The first run compiles and checks the output; the timed ones hit
+        // the module cache, as every unit but a job's first does.
+        let first = sandbox.run(&hash, &wasm, kernel.input, &[], 1, &LIMITS, canonical_nan);
+        ensure!(
+            success(&first)? == expected,
+            "{} printed something else in wasm (canonical_nan {canonical_nan})",
+            kernel.name
+        );
+        median(|| {
+            let report = sandbox.run(&hash, &wasm, kernel.input, &[], 1, &LIMITS, canonical_nan);
+            success(&report)?;
+            Ok(report.elapsed)
+        })
+    };
+    Ok(Timing {
+        native,
+        fast: wasm_time(sandbox, false)?,
+        canonical: wasm_time(sandbox, true)?,
+        epoch_only: wasm_time(epoch_only, false)?,
+    })
+}
+
+fn print_kernel_table(timings: &[Timing]) {
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "kernel",
+        "native s",
+        "fast s",
+        "canon s",
+        "fast/nat",
+        "canon/nat",
+        "canon/fast",
+        "fuel cost"
+    );
+    for (kernel, t) in KERNELS.iter().zip(timings) {
+        println!(
+            "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>8.2}x {:>8.2}x {:>9.2}x {:>+8.1}%",
+            kernel.name,
+            t.native,
+            t.fast,
+            t.canonical,
+            t.fast / t.native,
+            t.canonical / t.native,
+            t.canonical / t.fast,
+            (t.fast / t.epoch_only - 1.0) * 100.0
+        );
+    }
+    let geomean = |ratio: fn(&Timing) -> f64| {
+        let logs: f64 = timings.iter().map(|t| ratio(t).ln()).sum();
+        (logs / timings.len() as f64).exp()
+    };
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>8.2}x {:>8.2}x {:>9.2}x {:>+8.1}%",
+        "geometric mean",
+        "",
+        "",
+        "",
+        geomean(|t| t.fast / t.native),
+        geomean(|t| t.canonical / t.native),
+        geomean(|t| t.canonical / t.fast),
+        (geomean(|t| t.fast / t.epoch_only) - 1.0) * 100.0
+    );
+    println!(
+        "fast and canon: production engine (fuel + epoch deadline + memory cap); \
+         fuel cost: fast vs the same engine with the epoch deadline alone"
+    );
+    for (kernel, t) in KERNELS.iter().zip(timings) {
+        println!(
+            "  {:<16} epoch only {:.3} s, fuel + epoch {:.3} s",
+            kernel.name, t.epoch_only, t.fast
+        );
+    }
+}
+
+/// Per-task start time with the module already cached: a fresh store and
+/// WASI context, instantiation and a call of a `_start` that returns at once.
+fn time_start(sandbox: &Sandbox) -> Result<()> {
+    let trivial =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+            .context("the trivial module is valid wat")?;
+    let probe = read_wasm("probe.wasm")?;
+    for (name, wasm, runs) in [
+        ("trivial module", trivial, START_RUNS),
+        ("probe.wasm (Rust std, prints JSON)", probe, PROBE_RUNS),
+    ] {
+        let hash = Hash::of(&wasm);
+        for canonical_nan in [false, true] {
+            // Warm up: compile, then touch the pool slots and caches.
+            for seed in 0..u64::from(runs / 10) {
+                success(&sandbox.run(&hash, &wasm, b"", &[], seed, &LIMITS, canonical_nan))?;
+            }
+            let started = Instant::now();
+            for seed in 0..u64::from(runs) {
+                success(&sandbox.run(&hash, &wasm, b"", &[], seed, &LIMITS, canonical_nan))?;
+            }
+            let mean = started.elapsed() / runs;
+            println!(
+                "per-task start, {name}, {} NaN mode: {:.1} µs (mean of {runs} runs, module cached)",
+                if canonical_nan { "canonical" } else { "fast" },
+                mean.as_secs_f64() * 1e6
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What the on-disk compiled-module cache saves: the first run of the
+/// probe in a new process (compile), in a restarted one (load from disk),
+/// and with the module in memory.
+fn time_disk_cache() -> Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary cache folder")?;
+    for (name, file) in [
+        ("probe.wasm", "probe.wasm"),
+        ("lyapunov.wasm", "lyapunov.wasm"),
+    ] {
+        let wasm = read_wasm(file)?;
+        let hash = Hash::of(&wasm);
+        let input: &[u8] = if file == "lyapunov.wasm" {
+            br#"{"r_start":3.0,"r_end":3.1,"steps":1,"iterations":1,"transient":0}"#
+        } else {
+            b""
+        };
+        let first_run = |label: &str| -> Result<RunReport> {
+            let sandbox = Sandbox::new(Some(dir.path()))
+                .with_context(|| format!("building a sandbox ({label})"))?;
+            let cold = sandbox.run(&hash, &wasm, input, &[], 1, &LIMITS, false);
+            success(&cold)?;
+            let warm = sandbox.run(&hash, &wasm, input, &[], 1, &LIMITS, false);
+            success(&warm)?;
+            println!(
+                "{name} ({} KiB), {label}: first run {:.1} ms, next run {:.2} ms",
+                wasm.len() / 1024,
+                ms(cold.elapsed),
+                ms(warm.elapsed)
+            );
+            Ok(cold)
+        };
+        first_run("new worker, compiles")?;
+        first_run("restarted worker, loads from disk")?;
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The median, in seconds, of [`REPETITIONS`] timings.
+fn median(mut time: impl FnMut() -> Result<Duration>) -> Result<f64> {
+    let mut times = (0..REPETITIONS)
+        .map(|_| time().map(|d| d.as_secs_f64()))
+        .collect::<Result<Vec<f64>>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[REPETITIONS / 2])
+}
+
+fn success(report: &RunReport) -> Result<Vec<u8>> {
+    match &report.outcome {
+        RunOutcome::Success(out) => Ok(out.clone()),
+        RunOutcome::Error(e) => bail!(
+            "the module failed: {e}; stderr: {}",
+            String::from_utf8_lossy(&report.stderr)
+        ),
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    )
+}
+
+fn read_wasm(file: &str) -> Result<Vec<u8>> {
+    let path = target_dir().join("wasm32-wasip1/release").join(file);
+    std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {}; build the kernels first: \
+             `cargo build --release --target wasm32-wasip1 -p peergrid-example-probe` and \
+             `cargo build --release --target wasm32-wasip1 -p peergrid-example-lyapunov --bin lyapunov`",
+            path.display()
+        )
+    })
+}
