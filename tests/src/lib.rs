@@ -355,6 +355,11 @@ impl Worker {
         Ok(units)
     }
 
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// `kill -9`.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -448,4 +453,42 @@ pub fn inputs_by_name(dir: &Path) -> Result<std::collections::HashMap<String, Ve
         );
     }
     Ok(map)
+}
+
+/// Writes a job spec for any module under `dir/name/`: `units` inputs
+/// (`unit i` as text), and `settings` as extra TOML lines. Returns its path.
+pub fn job_spec(
+    dir: &Path,
+    name: &str,
+    module: &Path,
+    units: usize,
+    settings: &str,
+) -> Result<PathBuf> {
+    let root = dir.join(name);
+    let inputs = root.join("inputs");
+    std::fs::create_dir_all(&inputs)?;
+    for i in 0..units {
+        std::fs::write(inputs.join(format!("unit-{i:04}")), format!("unit {i}"))?;
+    }
+    let spec = root.join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = {name:?}\nmodule = {:?}\n{settings}\n\n[inputs]\ndir = \"inputs\"\n",
+            module.to_string_lossy()
+        ),
+    )?;
+    Ok(spec)
+}
+
+/// The determinism probe compiled to wasm32-wasip1.
+pub fn probe_wasm() -> PathBuf {
+    let path = target_dir().join("wasm32-wasip1/release/probe.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release -p peergrid-example-probe --target wasm32-wasip1` \
+         (scripts/test does)",
+        path.display()
+    );
+    path
 }

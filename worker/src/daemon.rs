@@ -36,6 +36,9 @@ pub struct WorkerConfig {
     pub join: JoinString,
     /// Concurrent tasks.
     pub slots: usize,
+    /// The volunteer's cap on one task's memory, in bytes: a job may ask
+    /// for less, never more.
+    pub max_task_memory: Option<u64>,
     pub fault: Option<Fault>,
 }
 
@@ -225,7 +228,15 @@ impl Worker {
         }
     }
 
-    async fn start(&mut self, session: &Session, task: Task, running: &mut JoinSet<TaskReport>) {
+    async fn start(
+        &mut self,
+        session: &Session,
+        mut task: Task,
+        running: &mut JoinSet<TaskReport>,
+    ) {
+        if let Some(cap) = self.config.max_task_memory {
+            task.limits.memory_bytes = task.limits.memory_bytes.min(cap);
+        }
         // Nothing runs unless the project key this host pinned endorsed the
         // researcher who signed this module and these arguments.
         if let Err(e) = signing::verify(

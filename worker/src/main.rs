@@ -32,6 +32,10 @@ enum Command {
         /// Concurrent tasks (default: all cores but one, at least one).
         #[arg(long)]
         cores: Option<usize>,
+        /// Most memory one task may use, in MiB (a job asking for more
+        /// gets this much; its module may then fail).
+        #[arg(long)]
+        max_task_memory_mb: Option<u64>,
         /// Testing aid: misbehave on purpose to exercise validation.
         #[arg(long, value_enum, hide = true)]
         simulate_fault: Option<FaultArg>,
@@ -58,6 +62,7 @@ fn main() -> Result<()> {
             data,
             join,
             cores,
+            max_task_memory_mb,
             simulate_fault,
         } => {
             let join: JoinString = join.parse().context("--join")?;
@@ -72,6 +77,7 @@ fn main() -> Result<()> {
                 data,
                 join,
                 slots,
+                max_task_memory: max_task_memory_mb.map(|m| m.saturating_mul(1024 * 1024)),
                 fault: simulate_fault.map(|f| match f {
                     FaultArg::WrongOutput => Fault::WrongOutput,
                     FaultArg::ForeignArch => Fault::ForeignArch,
