@@ -17,6 +17,8 @@ use peergrid_proto::wire::{ErrorCode, Hello, Reply, Request, Welcome, WireError,
 use crate::grid::{Grid, now_ms};
 use crate::store::HostId;
 
+/// Most worker connections served at once.
+const MAX_CONNECTIONS: usize = 10_000;
 /// A greeting older or newer than this is refused (clock skew allowance).
 const HELLO_SKEW_MS: u64 = 10 * 60 * 1000;
 
@@ -48,9 +50,21 @@ impl QuicServer {
 
     /// Accepts connections until the endpoint is closed.
     pub async fn run(self: Arc<Self>) {
+        // Bounds the connections (and so the per-connection stream buffers)
+        // a crowd of strangers can hold open at once.
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         while let Some(incoming) = self.endpoint.accept().await {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    remote = %incoming.remote_address(),
+                    "refusing a connection: {MAX_CONNECTIONS} are open"
+                );
+                incoming.refuse();
+                continue;
+            };
             let server = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let remote = incoming.remote_address();
                 match incoming.await {
                     Ok(conn) => {
