@@ -263,6 +263,30 @@ impl Coordinator {
             .collect()
     }
 
+    /// Starts `n` one-slot workers in `dir/{prefix}{i}`, each its own host.
+    pub fn workers(&self, dir: &Path, prefix: &str, n: usize) -> Result<Vec<Worker>> {
+        (0..n)
+            .map(|i| {
+                Worker::start(
+                    &self.join,
+                    &dir.join(format!("{prefix}{i}")),
+                    &["--cores", "1"],
+                )
+            })
+            .collect()
+    }
+
+    /// How many results of the host with public key `host_key` (hex) are
+    /// in `state` ('in_progress', 'success', 'error' or 'timed_out').
+    pub fn results_of(&self, host_key: &str, state: &str) -> Result<i64> {
+        Ok(self.db().query_row(
+            "SELECT count(*) FROM results r JOIN hosts h ON h.id = r.host_id
+             WHERE h.public_key = ?1 AND r.state = ?2",
+            rusqlite::params![hex::decode(host_key)?, state],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Opens the coordinator's database read-only, for checks the API
     /// does not expose.
     pub fn db(&self) -> rusqlite::Connection {

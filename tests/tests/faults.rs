@@ -41,29 +41,12 @@ fn tasks_of_a_killed_worker_are_reissued() {
         std::thread::sleep(Duration::from_millis(50));
     }
     doomed.kill();
-    let _others: Vec<Worker> = (0..2)
-        .map(|i| {
-            Worker::start(
-                &coordinator.join,
-                &dir.path().join(format!("w{i}")),
-                &["--cores", "1"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let _others: Vec<Worker> = coordinator.workers(dir.path(), "w", 2).unwrap();
     let status = coordinator
         .wait_finished(job, Duration::from_secs(180))
         .unwrap();
     assert_eq!(status["validated"], 12, "{status}");
-    let timed_out: i64 = coordinator
-        .db()
-        .query_row(
-            "SELECT count(*) FROM results r JOIN hosts h ON h.id = r.host_id
-             WHERE h.public_key = ?1 AND r.state = 'timed_out'",
-            [hex::decode(&doomed_key).unwrap()],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let timed_out: i64 = coordinator.results_of(&doomed_key, "timed_out").unwrap();
     assert!(
         timed_out > 0,
         "the killed worker's tasks were not timed out"
@@ -84,16 +67,7 @@ fn coordinator_kill_9_loses_nothing_acknowledged() {
     };
     let spec = lyapunov_job(dir.path(), &opts).unwrap();
     let job = coordinator.submit(&spec).unwrap();
-    let workers: Vec<Worker> = (0..3)
-        .map(|i| {
-            Worker::start(
-                &coordinator.join,
-                &dir.path().join(format!("w{i}")),
-                &["--cores", "1"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let workers: Vec<Worker> = coordinator.workers(dir.path(), "w", 3).unwrap();
     let start = Instant::now();
     loop {
         let s = coordinator.status(job).unwrap();

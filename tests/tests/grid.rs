@@ -16,16 +16,7 @@ use peergrid_tests::{
 fn job_completes_with_outputs_equal_to_native() {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
-    let workers: Vec<Worker> = (0..3)
-        .map(|i| {
-            Worker::start(
-                &coordinator.join,
-                &dir.path().join(format!("w{i}")),
-                &["--cores", "1"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let workers: Vec<Worker> = coordinator.workers(dir.path(), "w", 3).unwrap();
     let keys: HashSet<String> = workers.iter().map(|w| w.host_key().unwrap()).collect();
     let spec = lyapunov_job(dir.path(), &JobOptions::default()).unwrap();
     let job = coordinator.submit(&spec).unwrap();
@@ -107,16 +98,7 @@ fn a_cheating_host_never_agrees() {
     let job = coordinator.submit(&spec).unwrap();
     // Let the cheater grab work first, then bring honest hosts.
     std::thread::sleep(Duration::from_millis(1500));
-    let _honest: Vec<Worker> = (0..2)
-        .map(|i| {
-            Worker::start(
-                &coordinator.join,
-                &dir.path().join(format!("h{i}")),
-                &["--cores", "1"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let _honest: Vec<Worker> = coordinator.workers(dir.path(), "h", 2).unwrap();
     let status = coordinator
         .wait_finished(job, Duration::from_secs(120))
         .unwrap();
@@ -138,15 +120,7 @@ fn a_cheating_host_never_agrees() {
         assert_eq!(row["output"].as_str().unwrap().as_bytes(), &native[..]);
     }
     // The test means something only if the cheater did report results.
-    let cheats: i64 = coordinator
-        .db()
-        .query_row(
-            "SELECT count(*) FROM results r JOIN hosts h ON h.id = r.host_id
-             WHERE h.public_key = ?1 AND r.state = 'success'",
-            [hex::decode(&cheater_key).unwrap()],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let cheats: i64 = coordinator.results_of(&cheater_key, "success").unwrap();
     assert!(
         cheats > 0,
         "the cheater reported no result; the test proved nothing"

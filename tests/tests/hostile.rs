@@ -140,16 +140,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
     });
 
     // The server still serves others: a real worker completes a job.
-    let _w: Vec<Worker> = (0..2)
-        .map(|i| {
-            Worker::start(
-                &coordinator.join,
-                &dir.path().join(format!("w{i}")),
-                &["--cores", "1"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let _w: Vec<Worker> = coordinator.workers(dir.path(), "w", 2).unwrap();
     let spec = lyapunov_job(
         dir.path(),
         &JobOptions {

@@ -129,16 +129,7 @@ fn workers_refuse_what_a_compromised_coordinator_signs() {
     drop(db);
 
     coordinator.serve(&quic).unwrap();
-    let _workers: Vec<Worker> = (0..3)
-        .map(|i| {
-            Worker::start(
-                &coordinator.join,
-                &dir.path().join(format!("w{i}")),
-                &["--cores", "1"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let _workers: Vec<Worker> = coordinator.workers(dir.path(), "w", 3).unwrap();
     let honest = coordinator
         .wait_finished(jobs[0], Duration::from_secs(60))
         .unwrap();
