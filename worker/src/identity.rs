@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use ed25519_dalek::SigningKey;
 use peergrid_proto::wire::HostFacts;
-use sysinfo::{MemoryRefreshKind, RefreshKind, System};
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
 const KEY_FILE: &str = "host.key";
 
@@ -62,14 +62,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Cores, memory, OS and architecture, read with sysinfo.
 pub fn host_facts() -> HostFacts {
-    let memory_bytes = System::new_with_specifics(
-        RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
-    )
-    .map(|sys| sys.total_memory())
-    .unwrap_or(0);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
+    let sys = System::new_with_specifics(
+        RefreshKind::nothing()
+            .with_memory(MemoryRefreshKind::nothing().with_ram())
+            .with_cpu(CpuRefreshKind::nothing()),
+    );
+    let (memory_bytes, cores) = sys
+        .map(|sys| (sys.total_memory(), sys.cpus().len() as u32))
+        .unwrap_or((0, 0));
     HostFacts {
         cores,
         memory_bytes,
@@ -85,4 +85,28 @@ pub fn default_slots() -> usize {
         .unwrap_or(1)
         .saturating_sub(1)
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_describe_this_machine() {
+        let f = host_facts();
+        assert!(f.cores >= 1, "{f:?}");
+        assert!(f.memory_bytes > 0, "{f:?}");
+        assert!(!f.arch.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn the_host_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_key(dir.path()).unwrap();
+        let b = load_or_create_key(dir.path()).unwrap();
+        assert_eq!(a.to_bytes(), b.to_bytes());
+        std::fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
+        let e = load_or_create_key(dir.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("corrupt"), "{e:#}");
+    }
 }
