@@ -50,7 +50,7 @@ enum Command {
         /// The researcher's public key (hex), as `peergrid keys new` printed it.
         #[arg(long)]
         researcher: String,
-        /// The researcher's name, shown with their jobs and dataset rows.
+        /// The researcher's name, shown with their jobs.
         #[arg(long)]
         name: String,
         /// Write the endorsement here (default: standard output).

@@ -114,7 +114,7 @@ impl Scheduler {
                 && self
                     .units
                     .get(&next)
-                    .is_some_and(|u| bytes + u.input.len() > max_bytes)
+                    .is_some_and(|u| bytes + wire_size(u) > max_bytes)
             {
                 break;
             }
@@ -151,7 +151,7 @@ impl Scheduler {
                 sent_ms: now_ms,
                 deadline_ms,
             });
-            bytes += unit.input.len();
+            bytes += wire_size(unit);
             tasks.push(task_for(id, unit, deadline_ms, canonical_nan));
         }
         for id in put_back.into_iter().rev() {
@@ -276,6 +276,12 @@ impl Scheduler {
     }
 }
 
+/// About how many bytes a task of `unit` takes on the wire: its input,
+/// its arguments and room for the signature and fixed fields.
+fn wire_size(unit: &UnitState) -> usize {
+    unit.input.len() + unit.job.args.iter().map(|a| a.len() + 8).sum::<usize>() + 1024
+}
+
 fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool) -> Task {
     let s = &unit.job.settings;
     Task {
@@ -369,8 +375,8 @@ mod tests {
     #[test]
     fn a_reply_stays_within_its_byte_budget() {
         let mut s = with_units(5, JobSettings::default());
-        // Each input is one byte: a 3-byte budget takes three tasks.
-        assert_eq!(s.assign(1, 100, 3, 0).len(), 3);
+        // Each task is 1025 bytes on the wire: a budget of three takes three.
+        assert_eq!(s.assign(1, 100, 3 * 1025, 0).len(), 3);
         // A budget smaller than one input still sends one task.
         assert_eq!(s.assign(2, 100, 0, 0).len(), 1);
     }

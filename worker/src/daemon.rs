@@ -11,7 +11,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ed25519_dalek::SigningKey;
-use peergrid_proto::limits::{MAX_FRAME, MAX_MODULE, MAX_TASKS_PER_EXCHANGE};
+use peergrid_proto::limits::{
+    MAX_FRAME, MAX_MODULE, MAX_OUTPUT, MAX_TASK_MEMORY, MAX_TASKS_PER_EXCHANGE,
+};
+
+/// Longest wall-clock budget a worker grants one task (the spec's longest
+/// deadline, 30 days).
+const MAX_WALL_MS: u64 = 30 * 86_400 * 1000;
 use peergrid_proto::wire::{ErrorCode, Exchange, Outcome, Reply, Request, Task, TaskReport};
 use peergrid_proto::{Hash, JoinString, signing};
 use tokio::task::JoinSet;
@@ -146,7 +152,14 @@ impl Worker {
                 if tasks.is_empty() && want > 0 {
                     idle = retry_after;
                 }
-                for task in tasks {
+                if tasks.len() > want as usize {
+                    // More than asked: never run past the volunteer's slots.
+                    tracing::warn!(
+                        "the coordinator sent {} tasks for {want} free slots; ignoring the rest",
+                        tasks.len()
+                    );
+                }
+                for task in tasks.into_iter().take(want as usize) {
                     self.start(session, task, running).await;
                 }
             }
@@ -237,6 +250,10 @@ impl Worker {
         if let Some(cap) = self.config.max_task_memory {
             task.limits.memory_bytes = task.limits.memory_bytes.min(cap);
         }
+        // The coordinator's limits are trusted only within protocol bounds.
+        task.limits.memory_bytes = task.limits.memory_bytes.min(MAX_TASK_MEMORY);
+        task.limits.max_output_bytes = task.limits.max_output_bytes.min(MAX_OUTPUT as u64);
+        task.limits.wall_ms = task.limits.wall_ms.min(MAX_WALL_MS);
         // Nothing runs unless the project key this host pinned endorsed the
         // researcher who signed this module and these arguments.
         if let Err(e) = signing::verify(

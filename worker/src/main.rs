@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_proto::JoinString;
 use peergrid_worker::daemon::{Fault, Worker, WorkerConfig};
-use peergrid_worker::identity;
+use peergrid_worker::{identity, sandbox};
 
 #[derive(Parser)]
 #[command(
@@ -66,7 +66,9 @@ fn main() -> Result<()> {
             simulate_fault,
         } => {
             let join: JoinString = join.parse().context("--join")?;
-            let slots = cores.unwrap_or_else(identity::default_slots).max(1);
+            let slots = cores
+                .unwrap_or_else(identity::default_slots)
+                .clamp(1, sandbox::MAX_CONCURRENT_TASKS);
             let key = identity::load_or_create_key(&data)?;
             tracing::info!(
                 host_key = %hex::encode(key.verifying_key().to_bytes()),

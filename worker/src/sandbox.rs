@@ -95,6 +95,8 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// 4 GiB memory reservation per slot, two engines) far below what 64-bit
 /// hosts offer.
 const POOL_SLOTS: u32 = 128;
+/// Most tasks one worker process can run at once (one pool slot each).
+pub const MAX_CONCURRENT_TASKS: usize = POOL_SLOTS as usize;
 /// Compiled modules kept in memory. A worker serves a handful of jobs at a
 /// time, so a small cache keeps every hot module without growing unbounded.
 const MODULE_CACHE_ENTRIES: usize = 64;
