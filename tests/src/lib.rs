@@ -516,3 +516,16 @@ pub fn probe_wasm() -> PathBuf {
     );
     path
 }
+
+/// The C example's module and its native build (`make -C examples/collatz-c wasm native`).
+pub fn collatz_c() -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/collatz-c/build");
+    let (wasm, native) = (dir.join("collatz.wasm"), dir.join("collatz"));
+    assert!(
+        wasm.exists() && native.exists(),
+        "{} is missing: run scripts/setup (Debian's clang, lld, wasi-libc, libclang-rt-14-dev-wasm32) \
+         and `make -C examples/collatz-c wasm native` (scripts/test does both)",
+        wasm.display()
+    );
+    (wasm, native)
+}
