@@ -529,3 +529,15 @@ pub fn collatz_c() -> (PathBuf, PathBuf) {
     );
     (wasm, native)
 }
+
+/// The SETI example compiled to wasm32-wasip1.
+pub fn seti_wasm() -> PathBuf {
+    let path = target_dir().join("wasm32-wasip1/release/seti.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release -p peergrid-example-seti --target wasm32-wasip1 --bin seti` \
+         (scripts/test does)",
+        path.display()
+    );
+    path
+}
