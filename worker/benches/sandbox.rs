@@ -1,7 +1,8 @@
 //! What the sandbox costs, measured against the same Rust code run natively.
 //!
 //! For each kernel (n-body: floats; Lyapunov: floats with bit tricks; sieve:
-//! integers and memory) it prints native time, wasm time on the production
+//! integers and memory; SETI: FFTs and a de-doppler search, the demo's job;
+//! Collatz: the C example, integers) it prints native time, wasm time on the production
 //! engine (fuel, epoch deadline and memory cap all on) in fast and in
 //! canonical NaN mode, and their ratios to native, then the geometric means;
 //! the cost of fuel (the same runs on a bench-only engine with the epoch
@@ -15,6 +16,8 @@
 //! ```text
 //! cargo build --release --target wasm32-wasip1 -p peergrid-example-probe
 //! cargo build --release --target wasm32-wasip1 -p peergrid-example-lyapunov --bin lyapunov
+//! cargo build --release --target wasm32-wasip1 -p peergrid-example-seti --bin seti
+//! make -C examples/collatz-c wasm native
 //! cargo bench -p peergrid-worker --bench sandbox
 //! ```
 
@@ -44,30 +47,89 @@ const LIMITS: TaskLimits = TaskLimits {
 /// One benchmark kernel: the same Rust function as a wasm module and natively.
 struct Kernel {
     name: &'static str,
-    /// File name under `target/wasm32-wasip1/release/`.
+    /// File name under `target/wasm32-wasip1/release/`, or a path from the
+    /// workspace root.
     wasm_file: &'static str,
-    input: &'static [u8],
+    input: fn() -> Vec<u8>,
     native: fn(&[u8]) -> Result<Vec<u8>, String>,
 }
 
-const KERNELS: [Kernel; 3] = [
+/// One unit of a one-channel, one-segment SETI observation (2 MiB).
+fn seti_unit() -> Vec<u8> {
+    let plan = peergrid_example_seti::synth::Plan {
+        channels: 1,
+        segments: 1,
+        signals: 2,
+        ..peergrid_example_seti::synth::Plan::demo(1)
+    };
+    peergrid_example_seti::synth::generate(&plan)
+        .map(|(_, units)| {
+            units
+                .into_iter()
+                .next()
+                .map(|(_, bytes)| bytes)
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+/// The C example's native build, run as a process.
+fn collatz_native(input: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let binary = target_dir().join("../examples/collatz-c/build/collatz");
+    let mut child = std::process::Command::new(&binary)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "{}: {e}; run `make -C examples/collatz-c native`",
+                binary.display()
+            )
+        })?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(input)
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    Ok(out.stdout)
+}
+
+const KERNELS: [Kernel; 5] = [
     Kernel {
         name: "n-body (f64)",
         wasm_file: "nbody.wasm",
-        input: b"5000000",
+        input: || b"5000000".to_vec(),
         native: peergrid_example_probe::nbody::run,
     },
     Kernel {
         name: "lyapunov (f64)",
         wasm_file: "lyapunov.wasm",
-        input: br#"{"r_start":2.8,"r_end":4.0,"steps":400,"iterations":100000,"transient":1000}"#,
+        input: || {
+            br#"{"r_start":2.8,"r_end":4.0,"steps":400,"iterations":100000,"transient":1000}"#
+                .to_vec()
+        },
         native: peergrid_example_lyapunov::run,
     },
     Kernel {
         name: "sieve (int)",
         wasm_file: "sieve.wasm",
-        input: b"10000000 8",
+        input: || b"10000000 8".to_vec(),
         native: peergrid_example_probe::sieve::run,
+    },
+    Kernel {
+        name: "seti (fft, f32)",
+        wasm_file: "seti.wasm",
+        input: seti_unit,
+        native: peergrid_example_seti::run,
+    },
+    Kernel {
+        name: "collatz (C, int)",
+        wasm_file: "../../../examples/collatz-c/build/collatz.wasm",
+        input: || b"1 3000000".to_vec(),
+        native: collatz_native,
     },
 ];
 
@@ -107,11 +169,13 @@ fn main() -> Result<()> {
 fn time_kernel(kernel: &Kernel, sandbox: &Sandbox, epoch_only: &Sandbox) -> Result<Timing> {
     let wasm = read_wasm(kernel.wasm_file)?;
     let hash = Hash::of(&wasm);
-    let expected = (kernel.native)(kernel.input)
+    let input = (kernel.input)();
+    let input = input.as_slice();
+    let expected = (kernel.native)(input)
         .map_err(|e| anyhow::anyhow!("{} fails natively: {e}", kernel.name))?;
     let native = median(|| {
         let started = Instant::now();
-        let out = (kernel.native)(std::hint::black_box(kernel.input));
+        let out = (kernel.native)(std::hint::black_box(input));
         let elapsed = started.elapsed();
         std::hint::black_box(out)
             .map(|_| elapsed)
@@ -120,14 +184,14 @@ fn time_kernel(kernel: &Kernel, sandbox: &Sandbox, epoch_only: &Sandbox) -> Resu
     let wasm_time = |sandbox: &Sandbox, canonical_nan: bool| -> Result<f64> {
         // The first run compiles and checks the output; the timed ones hit
         // the module cache, as every unit but a job's first does.
-        let first = sandbox.run(&hash, &wasm, kernel.input, &[], 1, &LIMITS, canonical_nan);
+        let first = sandbox.run(&hash, &wasm, input, &[], 1, &LIMITS, canonical_nan);
         ensure!(
             success(&first)? == expected,
             "{} printed something else in wasm (canonical_nan {canonical_nan})",
             kernel.name
         );
         median(|| {
-            let report = sandbox.run(&hash, &wasm, kernel.input, &[], 1, &LIMITS, canonical_nan);
+            let report = sandbox.run(&hash, &wasm, input, &[], 1, &LIMITS, canonical_nan);
             success(&report)?;
             Ok(report.elapsed)
         })
