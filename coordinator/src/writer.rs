@@ -5,6 +5,8 @@
 //! so under load many exchanges share one commit and the dispatch path
 //! never pays a disk write per request; a reply that acknowledges results
 //! is only sent after the receipt, so an acknowledged result is durable.
+//! A commit that fails stops the process (fail-stop): the scheduler's
+//! memory would otherwise be ahead of the store.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -118,8 +120,19 @@ fn run(store: Arc<dyn Store>, rx: mpsc::Receiver<Message>) {
             tracing::error!("committing {} store changes failed: {e}", ops.len());
             e.to_string()
         });
+        let failed = result.is_err();
         for w in waiters {
             let _ = w.send(result.clone());
+        }
+        if failed {
+            // The scheduler already applied these decisions in memory, so
+            // memory is now ahead of the store. Nothing of the batch was
+            // acknowledged; stop rather than serve from a state the store
+            // does not hold. A restart rebuilds memory from the store.
+            tracing::error!(
+                "stopping: the store refused a commit; restart the coordinator to resume from what is stored"
+            );
+            std::process::exit(75);
         }
     }
 }
