@@ -541,3 +541,50 @@ pub fn seti_wasm() -> PathBuf {
     );
     path
 }
+
+/// Runs Debian's Chromium headless with a fresh profile and no background
+/// networking (this machine's network is closed); fails saying how to
+/// install it.
+pub fn chromium(args: &[&str]) -> Result<Output> {
+    let exe = Path::new("/usr/bin/chromium");
+    assert!(
+        exe.exists(),
+        "/usr/bin/chromium is missing: run scripts/setup as root, or `apt-get install chromium`"
+    );
+    let profile = tempfile::tempdir()?;
+    let out = Command::new(exe)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(out)
+}
+
+/// The page at `url` as the browser rendered it (after scripts ran).
+pub fn rendered_dom(url: &str) -> Result<String> {
+    let out = chromium(&["--virtual-time-budget=3000", "--dump-dom", url])?;
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A PNG screenshot of `url` at `path`.
+pub fn screenshot(url: &str, path: &Path) -> Result<()> {
+    chromium(&[
+        "--window-size=1280,1400",
+        "--virtual-time-budget=3000",
+        &format!("--screenshot={}", path.display()),
+        url,
+    ])?;
+    anyhow::ensure!(path.exists(), "no screenshot written to {}", path.display());
+    Ok(())
+}
