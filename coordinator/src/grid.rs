@@ -5,6 +5,7 @@
 //! it moving: the feeder refills the scheduler's window of unfinished
 //! units from the store, and the ticker expires copies past their deadline.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::quorum::CopyState;
 use crate::scheduler::{ReportError, Scheduler};
-use crate::store::{HostId, Store};
+use crate::store::{HostId, SEEN_EVERY_MS, Store, StoreOp};
 use crate::writer::Writer;
 
 /// Units kept in memory; the feeder tops the window up when it falls
@@ -58,6 +59,11 @@ struct Window {
     /// Highest unit id in the store as of the last refill: units between
     /// `loaded_upto` and this exist but are not in the window yet.
     stored_upto: UnitId,
+    /// When each host's `last_seen_ms` was last sent to the store: a
+    /// `StoreOp::Seen` rides on an exchange's batch at most once every
+    /// `SEEN_EVERY_MS` per host, so the hosts table stays fresh for the
+    /// dashboard without a write per exchange.
+    seen_sent: HashMap<HostId, u64>,
 }
 
 pub struct Grid {
@@ -76,6 +82,7 @@ impl Grid {
                 scheduler: Scheduler::new(),
                 loaded_upto: 0,
                 stored_upto: 0,
+                seen_sent: HashMap::new(),
             }),
             writer,
             feed: Notify::new(),
@@ -144,7 +151,12 @@ impl Grid {
                 MAX_REPLY_INPUT_BYTES,
                 now,
             );
-            let ops = w.scheduler.take_ops();
+            let mut ops = w.scheduler.take_ops();
+            let last_sent = w.seen_sent.get(&host).copied();
+            if last_sent.is_none_or(|t| now.saturating_sub(t) >= SEEN_EVERY_MS) {
+                w.seen_sent.insert(host, now);
+                ops.push(StoreOp::Seen { host, at_ms: now });
+            }
             // Queued under the lock, so the writer applies batches in the
             // order the scheduler decided them.
             let receipt =

@@ -3,7 +3,9 @@
 //! Reads are public; uploading blobs and submitting jobs need the
 //! researcher token as `Authorization: Bearer <token>`. Every body has a
 //! size limit and every rejection is a JSON `{"error": "..."}` with a
-//! status code that says whose fault it is.
+//! status code that says whose fault it is. The public dashboard's pages
+//! and read-only JSON routes live in [`crate::dashboard`] and are merged
+//! into the same router.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -14,7 +16,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
@@ -37,14 +39,14 @@ pub struct Api {
     pub grid: Arc<Grid>,
     /// BLAKE3 of the researcher token; the token itself is not kept.
     pub token_hash: blake3::Hash,
-    /// Shown on the front page so volunteers can join.
+    /// Shown on the dashboard's front page so volunteers can join.
     pub join: String,
     /// The project's public key: submissions must carry a signature
     /// chain to it, or no worker would run them.
     pub project_key: [u8; 32],
 }
 
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -67,7 +69,7 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(api: Arc<Api>) -> Router {
     let researcher = Router::new()
@@ -84,7 +86,7 @@ pub fn router(api: Arc<Api>) -> Router {
         // the server buffer and parse 256 MiB without the token.
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
-        .route("/", get(front_page))
+        .merge(crate::dashboard::routes())
         .route(
             "/api/v1/health",
             get(|| async { Json(json!({ "ok": true })) }),
@@ -96,7 +98,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
-                "no such page or API route; see /api/v1/jobs".into(),
+                "no such page or API route; see /api/v1/openapi.json".into(),
             )
         })
         .with_state(api)
@@ -132,7 +134,7 @@ fn authorize(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
@@ -358,43 +360,4 @@ async fn export_results(
         Body::from_stream(ReceiverStream::new(rx)),
     )
         .into_response())
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A plain status page until the dashboard lands.
-async fn front_page(State(api): State<Arc<Api>>) -> ApiResult<Html<String>> {
-    let store = api.grid.store.clone();
-    let jobs = blocking(move || store.jobs()).await?;
-    let mut rows = String::new();
-    for j in &jobs {
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td><progress max=\"{}\" value=\"{}\"></progress> {}/{}</td>\
-             <td>{}</td><td>{}</td><td><a href=\"/api/v1/jobs/{}/results?format=csv\">csv</a> \
-             <a href=\"/api/v1/jobs/{}/results?format=jsonl\">jsonl</a></td></tr>",
-            j.id,
-            escape(&j.name),
-            j.units_total,
-            j.validated,
-            j.validated,
-            j.units_total,
-            j.in_progress,
-            j.failed,
-            j.id,
-            j.id
-        ));
-    }
-    Ok(Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>peergrid</title></head><body>\
-         <h1>peergrid</h1><p>Join as a volunteer: <code>peergrid-worker run --data DIR --join '{}'</code></p>\
-         <table><thead><tr><th>job</th><th>name</th><th>validated</th><th>in progress</th><th>failed</th>\
-         <th>dataset</th></tr></thead><tbody>{}</tbody></table></body></html>",
-        escape(&api.join),
-        rows
-    )))
 }

@@ -5,6 +5,7 @@
 //! ([`quorum`], [`scheduler`]) is sans-IO; [`quic`], [`http`], [`grid`],
 //! [`writer`] and [`store`] are the shells around it.
 
+pub mod dashboard;
 pub mod datadir;
 pub mod grid;
 pub mod http;

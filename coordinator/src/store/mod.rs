@@ -62,7 +62,18 @@ pub enum StoreOp {
         reason: String,
         at_ms: u64,
     },
+    /// A host exchanged at `at_ms`: keeps `hosts.last_seen_ms` fresh for
+    /// the dashboard's "workers online". `Grid::exchange` sends at most one
+    /// per host every [`SEEN_EVERY_MS`].
+    Seen {
+        host: HostId,
+        at_ms: u64,
+    },
 }
+
+/// How often a host's `last_seen_ms` is refreshed while it keeps
+/// exchanging.
+pub const SEEN_EVERY_MS: u64 = 10_000;
 
 /// What the scheduler needs of a job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +136,76 @@ pub struct DatasetRow {
     pub output: Vec<u8>,
 }
 
+/// A registered volunteer host, as the dashboard shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct HostSummary {
+    pub id: HostId,
+    /// Hex of the host's Ed25519 public key: the name the dataset's
+    /// provenance (`DatasetRow::hosts`) knows it by.
+    pub public_key: String,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub os: String,
+    pub arch: String,
+    pub version: String,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+}
+
+/// How a host's finished copies fared.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct HostRecord {
+    /// Successful copies in the agreeing set of a validated unit.
+    pub valid: u64,
+    /// Successful copies of a validated unit that disagreed with its
+    /// agreeing set.
+    pub invalid: u64,
+    /// Successful copies of units not validated (yet, or ever).
+    pub unvalidated: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub in_progress: u64,
+}
+
+/// What became of one finished copy, for the trust streak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyVerdict {
+    Valid,
+    Invalid,
+    /// Successful, but its unit has no verdict yet (or failed).
+    Unvalidated,
+    Error,
+    TimedOut,
+}
+
+/// One time bucket of a series: how many things happened in
+/// `[start_ms, start_ms + width)` and the fuel they carried.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Bucket {
+    pub start_ms: u64,
+    pub count: u64,
+    pub fuel: u64,
+}
+
+/// The credit-relevant part of one dataset row: the fuel it granted to
+/// each of its agreeing hosts, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditGrant {
+    pub job: JobId,
+    pub unit: UnitId,
+    pub fuel: u64,
+    pub validated_ms: u64,
+    /// Hex public keys of the agreeing hosts.
+    pub hosts: Vec<String>,
+}
+
+/// Size of a dataset: rows and the bytes of their outputs.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DatasetSize {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
 /// A unit that could not be validated, with the reason.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FailedUnit {
@@ -181,4 +262,50 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<DatasetRow>, StoreError>;
     fn failed_units(&self, job: JobId) -> Result<Vec<FailedUnit>, StoreError>;
+
+    // Read-only queries of the public dashboard.
+
+    /// Hosts seen at or after `since_ms`.
+    fn hosts_seen_since(&self, since_ms: u64) -> Result<u64, StoreError>;
+    /// Every registered host, by id.
+    fn hosts(&self) -> Result<Vec<HostSummary>, StoreError>;
+    fn host(&self, id: HostId) -> Result<Option<HostSummary>, StoreError>;
+    /// The id of the host with this public key (hex), if registered.
+    fn host_by_key(&self, key_hex: &str) -> Result<Option<HostId>, StoreError>;
+    /// Counts of a host's copies by outcome.
+    fn host_record(&self, id: HostId) -> Result<HostRecord, StoreError>;
+    /// Verdicts of a host's finished copies, most recent first, at most
+    /// `limit`.
+    fn host_recent_verdicts(
+        &self,
+        id: HostId,
+        limit: usize,
+    ) -> Result<Vec<CopyVerdict>, StoreError>;
+    /// Successful copies received at or after `since_ms`, grouped in
+    /// buckets of `width_ms` aligned to multiples of it; empty buckets are
+    /// left out.
+    fn result_buckets(&self, since_ms: u64, width_ms: u64) -> Result<Vec<Bucket>, StoreError>;
+    /// A job's validated units grouped by `validated_ms` in buckets of
+    /// `width_ms` aligned to multiples of it; empty buckets are left out.
+    fn validated_buckets(&self, job: JobId, width_ms: u64) -> Result<Vec<Bucket>, StoreError>;
+    /// Rows and output bytes of one job's dataset, or of all of them.
+    fn dataset_size(&self, job: Option<JobId>) -> Result<DatasetSize, StoreError>;
+    /// One page (by offset, in unit order) of one job's dataset or of all
+    /// of them, for browsing. `output` is left empty: outputs stay in the
+    /// store unless exported.
+    fn dataset_browse(
+        &self,
+        job: Option<JobId>,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<DatasetRow>, StoreError>;
+    /// Dataset rows with unit id greater than `after`, over every job, as
+    /// credit grants: callers sum credit page by page. With `host`, only
+    /// rows whose agreeing hosts include that hex key.
+    fn credit_page(
+        &self,
+        host: Option<&str>,
+        after: UnitId,
+        limit: usize,
+    ) -> Result<Vec<CreditGrant>, StoreError>;
 }

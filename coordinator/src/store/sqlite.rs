@@ -16,7 +16,8 @@ use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    DatasetRow, FailedUnit, HostId, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp,
+    Bucket, CopyVerdict, CreditGrant, DatasetRow, DatasetSize, FailedUnit, HostId, HostRecord,
+    HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp,
 };
 use crate::quorum::{Copy, CopyState};
 
@@ -82,7 +83,17 @@ CREATE TABLE IF NOT EXISTS hosts (
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL
 );
+-- The dashboard's throughput charts read the last hour of results, and a
+-- host's page reads its copies: neither may scan every result. Copies not
+-- yet received stay out of the first index.
+CREATE INDEX IF NOT EXISTS results_received ON results(received_ms)
+    WHERE received_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS results_host ON results(host_id);
 ";
+
+/// SQL true when dataset row `d`'s agreeing hosts include host `h`
+/// (`hosts_json` holds quoted lower-case hex keys).
+const HOST_AGREED: &str = "instr(d.hosts_json, '\"' || lower(hex(h.public_key)) || '\"') > 0";
 
 /// How many read connections to keep open.
 const READERS: usize = 4;
@@ -538,6 +549,299 @@ impl Store for SqliteStore {
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
+
+    fn hosts_seen_since(&self, since_ms: u64) -> Result<u64, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM hosts WHERE last_seen_ms >= ?1",
+                [since_ms],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn hosts(&self) -> Result<Vec<HostSummary>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY id"))?;
+            Ok(stmt
+                .query_map([], host_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn host(&self, id: HostId) -> Result<Option<HostSummary>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?1"),
+                [id],
+                host_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn host_by_key(&self, key_hex: &str) -> Result<Option<HostId>, StoreError> {
+        let Ok(key) = hex::decode(key_hex) else {
+            return Ok(None);
+        };
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT id FROM hosts WHERE public_key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+    }
+
+    fn host_record(&self, id: HostId) -> Result<HostRecord, StoreError> {
+        self.read(|c| {
+            let sql = format!(
+                "SELECT
+                   coalesce(sum(r.state = 'success' AND d.unit_id IS NOT NULL AND {HOST_AGREED}), 0),
+                   coalesce(sum(r.state = 'success' AND d.unit_id IS NOT NULL AND NOT {HOST_AGREED}), 0),
+                   coalesce(sum(r.state = 'success' AND d.unit_id IS NULL), 0),
+                   coalesce(sum(r.state = 'error'), 0),
+                   coalesce(sum(r.state = 'timed_out'), 0),
+                   coalesce(sum(r.state = 'in_progress'), 0)
+                 FROM results r JOIN hosts h ON h.id = r.host_id
+                 LEFT JOIN dataset d ON d.unit_id = r.unit_id
+                 WHERE r.host_id = ?1"
+            );
+            Ok(c.query_row(&sql, [id], |r| {
+                Ok(HostRecord {
+                    valid: r.get(0)?,
+                    invalid: r.get(1)?,
+                    unvalidated: r.get(2)?,
+                    errors: r.get(3)?,
+                    timeouts: r.get(4)?,
+                    in_progress: r.get(5)?,
+                })
+            })?)
+        })
+    }
+
+    fn host_recent_verdicts(
+        &self,
+        id: HostId,
+        limit: usize,
+    ) -> Result<Vec<CopyVerdict>, StoreError> {
+        self.read(|c| {
+            let sql = format!(
+                "SELECT CASE
+                   WHEN r.state = 'error' THEN 1
+                   WHEN r.state = 'timed_out' THEN 2
+                   WHEN d.unit_id IS NULL THEN 3
+                   WHEN {HOST_AGREED} THEN 0
+                   ELSE 4 END
+                 FROM results r JOIN hosts h ON h.id = r.host_id
+                 LEFT JOIN dataset d ON d.unit_id = r.unit_id
+                 WHERE r.host_id = ?1 AND r.state != 'in_progress'
+                 ORDER BY coalesce(r.received_ms, r.deadline_ms) DESC, r.unit_id DESC LIMIT ?2"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![id, limit as i64], |r| {
+                Ok(match r.get::<_, u8>(0)? {
+                    0 => CopyVerdict::Valid,
+                    1 => CopyVerdict::Error,
+                    2 => CopyVerdict::TimedOut,
+                    3 => CopyVerdict::Unvalidated,
+                    _ => CopyVerdict::Invalid,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn result_buckets(&self, since_ms: u64, width_ms: u64) -> Result<Vec<Bucket>, StoreError> {
+        let width = width_ms.max(1);
+        self.read(|c| {
+            buckets(
+                c,
+                "SELECT (received_ms / ?2) * ?2 AS b, count(*), coalesce(sum(fuel), 0)
+                 FROM results WHERE received_ms >= ?1 AND state = 'success'
+                 GROUP BY b ORDER BY b",
+                params![since_ms, width],
+            )
+        })
+    }
+
+    fn validated_buckets(&self, job: JobId, width_ms: u64) -> Result<Vec<Bucket>, StoreError> {
+        let width = width_ms.max(1);
+        self.read(|c| {
+            buckets(
+                c,
+                "SELECT (validated_ms / ?2) * ?2 AS b, count(*), coalesce(sum(fuel), 0)
+                 FROM dataset WHERE job_id = ?1 GROUP BY b ORDER BY b",
+                params![job, width],
+            )
+        })
+    }
+
+    fn dataset_size(&self, job: Option<JobId>) -> Result<DatasetSize, StoreError> {
+        self.read(|c| {
+            let select = "SELECT count(*), coalesce(sum(length(b.data)), 0)
+                 FROM dataset d JOIN blobs b ON b.hash = d.output_hash";
+            let map = |r: &rusqlite::Row<'_>| {
+                Ok(DatasetSize {
+                    rows: r.get(0)?,
+                    bytes: r.get(1)?,
+                })
+            };
+            Ok(match job {
+                Some(job) => c.query_row(&format!("{select} WHERE d.job_id = ?1"), [job], map)?,
+                None => c.query_row(select, [], map)?,
+            })
+        })
+    }
+
+    fn dataset_browse(
+        &self,
+        job: Option<JobId>,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<DatasetRow>, StoreError> {
+        self.read(|c| Self::dashboard_dataset_browse(c, job, offset, limit))
+    }
+
+    fn credit_page(
+        &self,
+        host: Option<&str>,
+        after: UnitId,
+        limit: usize,
+    ) -> Result<Vec<CreditGrant>, StoreError> {
+        self.read(|c| {
+            let map = |r: &rusqlite::Row<'_>| {
+                Ok((
+                    r.get::<_, UnitId>(0)?,
+                    r.get::<_, JobId>(1)?,
+                    r.get::<_, u64>(2)?,
+                    r.get::<_, u64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            };
+            let select = "SELECT unit_id, job_id, fuel, validated_ms, hosts_json FROM dataset";
+            let raw: Vec<_> = match host {
+                Some(key) => c
+                    .prepare_cached(&format!(
+                        "{select} WHERE unit_id > ?1 AND instr(hosts_json, ?3) > 0
+                         ORDER BY unit_id LIMIT ?2"
+                    ))?
+                    .query_map(
+                        params![after, limit as i64, format!("\"{}\"", key.to_lowercase())],
+                        map,
+                    )?
+                    .collect::<Result<_, _>>()?,
+                None => c
+                    .prepare_cached(&format!(
+                        "{select} WHERE unit_id > ?1 ORDER BY unit_id LIMIT ?2"
+                    ))?
+                    .query_map(params![after, limit as i64], map)?
+                    .collect::<Result<_, _>>()?,
+            };
+            raw.into_iter()
+                .map(|(unit, job, fuel, validated_ms, hosts)| {
+                    Ok(CreditGrant {
+                        job,
+                        unit,
+                        fuel,
+                        validated_ms,
+                        hosts: json_col(&hosts)?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+const HOST_COLUMNS: &str =
+    "id, public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms";
+
+fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSummary> {
+    Ok(HostSummary {
+        id: r.get(0)?,
+        public_key: hex::encode(r.get::<_, Vec<u8>>(1)?),
+        cores: r.get(2)?,
+        memory_bytes: r.get(3)?,
+        os: r.get(4)?,
+        arch: r.get(5)?,
+        version: r.get(6)?,
+        first_seen_ms: r.get(7)?,
+        last_seen_ms: r.get(8)?,
+    })
+}
+
+fn buckets(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Bucket>, StoreError> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(p, |r| {
+        Ok(Bucket {
+            start_ms: r.get(0)?,
+            count: r.get(1)?,
+            fuel: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Dashboard queries: read-only, on reader connections.
+impl SqliteStore {
+    fn dashboard_dataset_browse(
+        c: &Connection,
+        job: Option<JobId>,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<DatasetRow>, StoreError> {
+        let select =
+            "SELECT d.unit_id, d.job_id, u.name, u.input_hash, j.module_hash, d.output_hash,
+                        d.hosts_json, d.engines_json, d.fuel, d.validated_ms
+                 FROM dataset d JOIN units u ON u.id = d.unit_id JOIN jobs j ON j.id = d.job_id";
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, UnitId>(0)?,
+                r.get::<_, JobId>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, u64>(8)?,
+                r.get::<_, u64>(9)?,
+            ))
+        };
+        let raw: Vec<_> = match job {
+            Some(job) => c
+                .prepare_cached(&format!(
+                    "{select} WHERE d.job_id = ?1 ORDER BY d.unit_id LIMIT ?2 OFFSET ?3"
+                ))?
+                .query_map(params![job, limit as i64, offset], map)?
+                .collect::<Result<_, _>>()?,
+            None => c
+                .prepare_cached(&format!("{select} ORDER BY d.unit_id LIMIT ?1 OFFSET ?2"))?
+                .query_map(params![limit as i64, offset], map)?
+                .collect::<Result<_, _>>()?,
+        };
+        raw.into_iter()
+            .map(
+                |(unit, job, name, input, module, output, hosts, engines, fuel, validated_ms)| {
+                    Ok(DatasetRow {
+                        job,
+                        unit,
+                        name,
+                        input_hash: hash_col(input)?,
+                        module_hash: hash_col(module)?,
+                        output_hash: hash_col(output)?,
+                        hosts: json_col(&hosts)?,
+                        engines: json_col(&engines)?,
+                        fuel,
+                        validated_ms,
+                        output: Vec::new(),
+                    })
+                },
+            )
+            .collect()
+    }
 }
 
 fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
@@ -651,6 +955,12 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
         } => {
             tx.prepare_cached("UPDATE units SET state = 'failed', reason = ?2 WHERE id = ?1")?
                 .execute(params![unit, reason])?;
+        }
+        StoreOp::Seen { host, at_ms } => {
+            tx.prepare_cached(
+                "UPDATE hosts SET last_seen_ms = max(last_seen_ms, ?2) WHERE id = ?1",
+            )?
+            .execute(params![host, at_ms])?;
         }
     }
     Ok(())
@@ -771,5 +1081,182 @@ mod tests {
             store.job_info(job).unwrap().unwrap().args,
             vec!["-x".to_string()]
         );
+    }
+}
+
+#[cfg(test)]
+mod dashboard_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use peergrid_proto::spec::UnitSpec;
+
+    fn signature() -> ModuleSignature {
+        ModuleSignature {
+            endorsement: peergrid_proto::signing::Endorsement {
+                researcher_key: "00".repeat(32),
+                name: "Ada".into(),
+                project_signature: "00".repeat(64),
+            },
+            signature: "00".repeat(64),
+        }
+    }
+
+    fn success(output: Hash, fuel: u64) -> CopyState {
+        CopyState::Success {
+            output,
+            fuel,
+            engine: "e1".into(),
+        }
+    }
+
+    /// Three hosts on a three-unit job: unit 1 validated by hosts a and b
+    /// with c disagreeing; unit 2 errored on a and timed out on c; unit 3
+    /// has a success from a awaiting a verdict.
+    #[test]
+    fn dashboard_queries_classify_hosts_and_bucket_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap();
+        let input = b"in".to_vec();
+        let ih = Hash::of(&input);
+        store.put_blob(&ih, &input).unwrap();
+        store.put_blob(&Hash([9; 32]), b"module").unwrap();
+        let job = store
+            .create_job(
+                &JobSubmission {
+                    name: "j".into(),
+                    module: Hash([9; 32]),
+                    args: vec![],
+                    settings: JobSettings::default(),
+                    signature: signature(),
+                    units: ["u1", "u2", "u3"]
+                        .iter()
+                        .map(|n| UnitSpec {
+                            name: n.to_string(),
+                            input: ih,
+                        })
+                        .collect(),
+                },
+                1,
+            )
+            .unwrap();
+        let host = |k: u8, at: u64| {
+            store
+                .upsert_host(&[k; 32], &HostFacts::default(), "t", at)
+                .unwrap()
+        };
+        let (a, b, c) = (host(1, 10), host(2, 10), host(3, 10));
+        let good = b"good".to_vec();
+        let bad = b"bad".to_vec();
+        let (gh, bh) = (Hash::of(&good), Hash::of(&bad));
+        let mut ops = Vec::new();
+        for (unit, h) in [(1, a), (1, b), (1, c), (2, a), (2, c), (3, a)] {
+            ops.push(StoreOp::Assign {
+                unit,
+                host: h,
+                sent_ms: 100,
+                deadline_ms: 1000,
+            });
+        }
+        let report = |unit, host, state, at| StoreOp::Report {
+            unit,
+            host,
+            state,
+            elapsed_ms: 1,
+            received_ms: at,
+        };
+        ops.push(report(1, a, success(gh, 500), 120_000));
+        ops.push(report(1, b, success(gh, 500), 130_000));
+        ops.push(report(1, c, success(bh, 500), 190_000));
+        ops.push(report(2, a, CopyState::Error("boom".into()), 195_000));
+        ops.push(StoreOp::TimedOut { unit: 2, host: c });
+        ops.push(report(3, a, success(gh, 70), 200_000));
+        ops.push(StoreOp::Validate {
+            unit: 1,
+            output: gh,
+            fuel: 500,
+            hosts: vec![a, b],
+            at_ms: 180_000,
+        });
+        ops.push(StoreOp::Seen {
+            host: a,
+            at_ms: 300_000,
+        });
+        // An older sighting never moves last_seen back.
+        ops.push(StoreOp::Seen { host: b, at_ms: 5 });
+        store.apply(&ops, &[(gh, good.clone()), (bh, bad)]).unwrap();
+
+        assert_eq!(store.hosts_seen_since(300_000).unwrap(), 1);
+        assert_eq!(store.hosts_seen_since(10).unwrap(), 3);
+        let hosts = store.hosts().unwrap();
+        assert_eq!(hosts.len(), 3);
+        assert_eq!(hosts[0].public_key, hex::encode([1u8; 32]));
+        assert_eq!(hosts[0].last_seen_ms, 300_000);
+        assert_eq!(store.host(b).unwrap().unwrap().last_seen_ms, 10);
+        assert_eq!(store.host_by_key(&hex::encode([3u8; 32])).unwrap(), Some(c));
+        assert_eq!(store.host_by_key("zz").unwrap(), None);
+
+        let ra = store.host_record(a).unwrap();
+        assert_eq!(
+            (ra.valid, ra.invalid, ra.unvalidated, ra.errors, ra.timeouts),
+            (1, 0, 1, 1, 0)
+        );
+        let rc = store.host_record(c).unwrap();
+        assert_eq!((rc.valid, rc.invalid, rc.errors, rc.timeouts), (0, 1, 0, 1));
+        assert_eq!(
+            store.host_recent_verdicts(a, 10).unwrap(),
+            vec![
+                CopyVerdict::Unvalidated,
+                CopyVerdict::Error,
+                CopyVerdict::Valid
+            ]
+        );
+
+        // Per-minute buckets of successes received since 2 minutes in.
+        let buckets = store.result_buckets(120_000, 60_000).unwrap();
+        assert_eq!(
+            buckets,
+            vec![
+                Bucket {
+                    start_ms: 120_000,
+                    count: 2,
+                    fuel: 1000
+                },
+                Bucket {
+                    start_ms: 180_000,
+                    count: 2,
+                    fuel: 570
+                },
+            ]
+        );
+        assert_eq!(
+            store.validated_buckets(job, 60_000).unwrap(),
+            vec![Bucket {
+                start_ms: 180_000,
+                count: 1,
+                fuel: 500
+            }]
+        );
+        assert_eq!(
+            store.dataset_size(Some(job)).unwrap(),
+            DatasetSize {
+                rows: 1,
+                bytes: good.len() as u64
+            }
+        );
+        assert_eq!(store.dataset_size(Some(job + 1)).unwrap().rows, 0);
+        let rows = store.dataset_browse(None, 0, 50).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].unit, rows[0].name.as_str()), (1, "u1"));
+        assert_eq!(rows[0].engines, vec!["e1".to_string()]);
+        assert!(store.dataset_browse(Some(job), 1, 50).unwrap().is_empty());
+
+        let all = store.credit_page(None, 0, 10).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].fuel, 500);
+        let key_b = hex::encode([2u8; 32]);
+        assert_eq!(store.credit_page(Some(&key_b), 0, 10).unwrap().len(), 1);
+        let key_c = hex::encode([3u8; 32]);
+        assert!(store.credit_page(Some(&key_c), 0, 10).unwrap().is_empty());
+        assert!(store.credit_page(None, 1, 10).unwrap().is_empty());
     }
 }

@@ -1,0 +1,424 @@
+//! The public, read-only web dashboard: overview, job, host leaderboard,
+//! host and dataset pages (server-rendered HTML that works without
+//! JavaScript), their JSON twins under `/api/v1/`, the checksum manifest,
+//! gzipped stats dumps for third-party stats sites and the OpenAPI
+//! document.
+//!
+//! Every page and its JSON twin are built from one view function here
+//! (`overview`, `job_view`, …) that reads the [`Store`] on a blocking
+//! thread with the clock passed in, so the numbers on a page and in the
+//! API are the same numbers. `pages` turns views into HTML (maud, which
+//! escapes by default), `charts` draws SVG with plotters, `credit` holds
+//! the credit and trust rules, `export` the streamed downloads and
+//! `openapi` the API description.
+//!
+//! Nothing here writes: submission and administration stay behind the
+//! researcher token in `http`.
+
+pub mod charts;
+pub mod credit;
+pub mod export;
+pub mod openapi;
+pub mod pages;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use peergrid_proto::wire::JobId;
+use serde::{Deserialize, Serialize};
+
+use crate::grid::now_ms;
+use crate::http::{Api, ApiError, ApiResult, blocking};
+use crate::store::{
+    Bucket, DatasetRow, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, Store, StoreError,
+};
+use credit::{Credit, Ledger};
+
+/// A host counts as online when it exchanged within this long.
+pub const ONLINE_MS: u64 = 120_000;
+/// Dataset rows per browser page.
+pub const PAGE_ROWS: usize = 50;
+/// Dataset rows read per store call when summing credit.
+const CREDIT_PAGE: usize = 5000;
+/// Most recent verdicts read for a host's trust streak.
+const TRUST_WINDOW: usize = 10_000;
+/// Most bars on a job's progress chart.
+const JOB_CHART_BARS: u64 = 120;
+
+/// The public routes: pages, their JSON twins, downloads, stats dumps.
+pub fn routes() -> Router<Arc<Api>> {
+    Router::new()
+        .route("/", get(overview_page))
+        .route("/jobs/{id}", get(job_page))
+        .route("/hosts", get(hosts_page))
+        .route("/hosts/{id}", get(host_page))
+        .route("/dataset", get(dataset_page))
+        .route("/api/v1/overview", get(overview_json))
+        .route("/api/v1/throughput", get(throughput_json))
+        .route("/api/v1/jobs/{id}/progress", get(job_progress_json))
+        .route("/api/v1/hosts", get(hosts_json))
+        .route("/api/v1/hosts/{id}", get(host_json))
+        .route("/api/v1/dataset", get(dataset_json))
+        .route("/api/v1/jobs/{id}/manifest", get(export::manifest))
+        .route("/api/v1/openapi.json", get(openapi::serve))
+        .route("/stats/hosts.gz", get(export::hosts_gz))
+        .route("/stats/credit.gz", get(export::credit_gz))
+}
+
+// ---------------------------------------------------------------- views
+
+/// The front page's numbers.
+#[derive(Clone, Debug, Serialize)]
+pub struct Overview {
+    pub now_ms: u64,
+    /// Hosts that exchanged within the last [`ONLINE_MS`].
+    pub workers_online: u64,
+    pub hosts_total: u64,
+    /// Successful results received in the last hour.
+    pub results_last_hour: u64,
+    /// Fuel of those results.
+    pub fuel_last_hour: u64,
+    pub results_per_second: f64,
+    pub fuel_per_second: f64,
+    pub dataset: DatasetSize,
+    pub jobs_total: u64,
+    /// Jobs not finished yet.
+    pub jobs_in_progress: Vec<JobStatus>,
+}
+
+/// Successful results per minute over the last hour, oldest first, empty
+/// minutes included.
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    pub from_ms: u64,
+    pub bucket_ms: u64,
+    pub buckets: Vec<Bucket>,
+}
+
+pub fn overview(store: &dyn Store, now: u64) -> Result<(Overview, Throughput), StoreError> {
+    let first_minute = (now / 60_000).saturating_sub(59) * 60_000;
+    let raw = store.result_buckets(first_minute, 60_000)?;
+    let buckets = charts::fill_minutes(&raw, first_minute, 60);
+    let results_last_hour: u64 = buckets.iter().map(|b| b.count).sum();
+    let fuel_last_hour = buckets.iter().fold(0u64, |a, b| a.saturating_add(b.fuel));
+    let secs = (now.saturating_sub(first_minute) as f64 / 1000.0).max(1.0);
+    let jobs = store.jobs()?;
+    let overview = Overview {
+        now_ms: now,
+        workers_online: store.hosts_seen_since(now.saturating_sub(ONLINE_MS))?,
+        hosts_total: store.hosts_seen_since(0)?,
+        results_last_hour,
+        fuel_last_hour,
+        results_per_second: results_last_hour as f64 / secs,
+        fuel_per_second: fuel_last_hour as f64 / secs,
+        dataset: store.dataset_size(None)?,
+        jobs_total: jobs.len() as u64,
+        jobs_in_progress: jobs.into_iter().filter(|j| !j.finished).collect(),
+    };
+    Ok((
+        overview,
+        Throughput {
+            from_ms: first_minute,
+            bucket_ms: 60_000,
+            buckets,
+        },
+    ))
+}
+
+/// A job's page.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobView {
+    pub status: JobStatus,
+    pub dataset: DatasetSize,
+    /// Units validated in the last hour.
+    pub validated_last_hour: u64,
+    /// Units validated per minute since the job was created (until its
+    /// last validation once finished).
+    pub validated_per_minute: f64,
+    /// Validated units over the job's life, at most 120 equal buckets.
+    pub progress: Throughput,
+}
+
+pub fn job_view(store: &dyn Store, id: JobId, now: u64) -> Result<Option<JobView>, StoreError> {
+    let Some(status) = store.job_status(id)? else {
+        return Ok(None);
+    };
+    let fine = store.validated_buckets(id, 60_000)?;
+    let from = status.created_ms / 60_000 * 60_000;
+    let last = fine.last().map_or(from, |b| b.start_ms + 60_000);
+    let to = if status.finished { last } else { now.max(last) };
+    let (buckets, width) = charts::coarsen(&fine, from, to, JOB_CHART_BARS);
+    let hour_ago = now.saturating_sub(3_600_000);
+    let validated_last_hour = fine
+        .iter()
+        .filter(|b| b.start_ms >= hour_ago)
+        .map(|b| b.count)
+        .sum();
+    let minutes = (to.saturating_sub(status.created_ms) as f64 / 60_000.0).max(1.0);
+    Ok(Some(JobView {
+        dataset: store.dataset_size(Some(id))?,
+        validated_last_hour,
+        validated_per_minute: status.validated as f64 / minutes,
+        status,
+        progress: Throughput {
+            from_ms: from,
+            bucket_ms: width,
+            buckets,
+        },
+    }))
+}
+
+/// A host with its credit, as the leaderboard shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostEntry {
+    #[serde(flatten)]
+    pub host: HostSummary,
+    pub online: bool,
+    /// Credit in fuel: `total`, and `recent` (per day, 7-day half-life).
+    pub credit: Credit,
+}
+
+/// Sums credit over the whole dataset (or one host's rows), page by page.
+pub fn ledger(store: &dyn Store, host: Option<&str>, now: u64) -> Result<Ledger, StoreError> {
+    let mut ledger = Ledger::default();
+    let mut after = 0;
+    loop {
+        let page = store.credit_page(host, after, CREDIT_PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(ledger);
+        };
+        after = last.unit;
+        for g in &page {
+            ledger.add(g, now);
+        }
+    }
+}
+
+fn entry(host: HostSummary, ledger: &Ledger, now: u64) -> HostEntry {
+    HostEntry {
+        online: host.last_seen_ms >= now.saturating_sub(ONLINE_MS),
+        credit: ledger.get(&host.public_key),
+        host,
+    }
+}
+
+/// Every host, highest total credit first.
+pub fn leaderboard(store: &dyn Store, now: u64) -> Result<Vec<HostEntry>, StoreError> {
+    let ledger = ledger(store, None, now)?;
+    let mut out: Vec<HostEntry> = store
+        .hosts()?
+        .into_iter()
+        .map(|h| entry(h, &ledger, now))
+        .collect();
+    out.sort_by(|a, b| {
+        b.credit
+            .total
+            .cmp(&a.credit.total)
+            .then(b.credit.recent.total_cmp(&a.credit.recent))
+            .then(a.host.id.cmp(&b.host.id))
+    });
+    Ok(out)
+}
+
+/// One host's page.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostView {
+    #[serde(flatten)]
+    pub entry: HostEntry,
+    pub record: HostRecord,
+    /// Consecutive valid results, most recent first (see
+    /// [`credit::consecutive_valid`]); counts at most 10 000.
+    pub trust: u64,
+}
+
+/// Finds a host by numeric id or hex public key.
+pub fn host_view(store: &dyn Store, id: &str, now: u64) -> Result<Option<HostView>, StoreError> {
+    let id: Option<HostId> = match id.parse() {
+        Ok(n) => Some(n),
+        Err(_) => store.host_by_key(id)?,
+    };
+    let Some(host) = id.map(|id| store.host(id)).transpose()?.flatten() else {
+        return Ok(None);
+    };
+    let ledger = ledger(store, Some(&host.public_key), now)?;
+    let record = store.host_record(host.id)?;
+    let trust = credit::consecutive_valid(&store.host_recent_verdicts(host.id, TRUST_WINDOW)?);
+    Ok(Some(HostView {
+        entry: entry(host, &ledger, now),
+        record,
+        trust,
+    }))
+}
+
+/// One page of the dataset browser.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatasetView {
+    pub job: Option<JobId>,
+    /// 1-based.
+    pub page: u64,
+    pub per_page: u64,
+    pub total_rows: u64,
+    pub pages: u64,
+    pub rows: Vec<DatasetRow>,
+    /// Every job, for the filter.
+    pub jobs: Vec<(JobId, String)>,
+}
+
+pub fn dataset_view(
+    store: &dyn Store,
+    job: Option<JobId>,
+    page: u64,
+) -> Result<DatasetView, StoreError> {
+    let total_rows = store.dataset_size(job)?.rows;
+    let per_page = PAGE_ROWS as u64;
+    let pages = total_rows.div_ceil(per_page).max(1);
+    let page = page.clamp(1, pages);
+    let rows = store.dataset_browse(job, (page - 1) * per_page, PAGE_ROWS)?;
+    let jobs = store.jobs()?.into_iter().map(|j| (j.id, j.name)).collect();
+    Ok(DatasetView {
+        job,
+        page,
+        per_page,
+        total_rows,
+        pages,
+        rows,
+        jobs,
+    })
+}
+
+// ------------------------------------------------------------- handlers
+
+/// An HTML error page (the JSON routes keep `ApiError`).
+pub struct PageError(StatusCode, String);
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        (self.0, Html(pages::error(self.0, &self.1))).into_response()
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> PageError {
+        PageError(e.0, e.1)
+    }
+}
+
+type PageResult = Result<Html<String>, PageError>;
+
+fn not_found(what: String) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, what)
+}
+
+async fn view<T: Send + 'static>(
+    api: &Api,
+    f: impl FnOnce(&dyn Store, u64) -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    let store = api.grid.store.clone();
+    blocking(move || f(store.as_ref(), now_ms())).await
+}
+
+async fn overview_page(State(api): State<Arc<Api>>) -> PageResult {
+    let (o, t) = view(&api, overview).await?;
+    Ok(Html(pages::overview(&o, &t, &api.join)))
+}
+
+async fn overview_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Overview>> {
+    Ok(Json(view(&api, overview).await?.0))
+}
+
+async fn throughput_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Throughput>> {
+    Ok(Json(view(&api, overview).await?.1))
+}
+
+async fn job_view_or_404(api: &Api, id: JobId) -> ApiResult<JobView> {
+    view(api, move |s, now| job_view(s, id, now))
+        .await?
+        .ok_or_else(|| not_found(format!("no job {id}")))
+}
+
+async fn job_page(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> PageResult {
+    Ok(Html(pages::job(&job_view_or_404(&api, id).await?)))
+}
+
+async fn job_progress_json(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<JobId>,
+) -> ApiResult<Json<JobView>> {
+    Ok(Json(job_view_or_404(&api, id).await?))
+}
+
+async fn hosts_page(State(api): State<Arc<Api>>) -> PageResult {
+    Ok(Html(pages::hosts(&view(&api, leaderboard).await?)))
+}
+
+async fn hosts_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<HostEntry>>> {
+    Ok(Json(view(&api, leaderboard).await?))
+}
+
+async fn host_view_or_404(api: &Api, id: String) -> ApiResult<HostView> {
+    let shown = id.clone();
+    view(api, move |s, now| host_view(s, &id, now))
+        .await?
+        .ok_or_else(|| not_found(format!("no host {shown}")))
+}
+
+async fn host_page(State(api): State<Arc<Api>>, Path(id): Path<String>) -> PageResult {
+    Ok(Html(pages::host(&host_view_or_404(&api, id).await?)))
+}
+
+async fn host_json(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<HostView>> {
+    Ok(Json(host_view_or_404(&api, id).await?))
+}
+
+#[derive(Deserialize)]
+pub struct DatasetQuery {
+    /// A job id; empty means every job (what the filter form sends).
+    job: Option<String>,
+    page: Option<String>,
+}
+
+impl DatasetQuery {
+    fn parse(&self) -> ApiResult<(Option<JobId>, u64)> {
+        let num = |name: &str, v: &Option<String>| -> ApiResult<Option<u64>> {
+            match v.as_deref().map(str::trim) {
+                None | Some("") => Ok(None),
+                Some(s) => s.parse().map(Some).map_err(|_| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("`{name}` must be a whole number, not `{s}`"),
+                    )
+                }),
+            }
+        };
+        Ok((
+            num("job", &self.job)?,
+            num("page", &self.page)?.unwrap_or(1),
+        ))
+    }
+}
+
+async fn dataset_page(State(api): State<Arc<Api>>, Query(q): Query<DatasetQuery>) -> PageResult {
+    let (job, page) = q.parse()?;
+    let v = view(&api, move |s, _| dataset_view(s, job, page)).await?;
+    Ok(Html(pages::dataset(&v)))
+}
+
+async fn dataset_json(
+    State(api): State<Arc<Api>>,
+    Query(q): Query<DatasetQuery>,
+) -> ApiResult<Json<DatasetView>> {
+    let (job, page) = q.parse()?;
+    Ok(Json(
+        view(&api, move |s, _| dataset_view(s, job, page)).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

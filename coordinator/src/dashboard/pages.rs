@@ -1,0 +1,451 @@
+//! HTML of the dashboard: one shared layout and a function per page.
+//!
+//! maud escapes every interpolated string, so job and unit names (which
+//! researchers choose) cannot inject markup; only the plotters SVG and the
+//! fixed CSS and script go in as `PreEscaped`. Every number a test or a
+//! scraper may want carries a stable `id`, `class` or `data-*` attribute,
+//! listed in `docs/dashboard.md`.
+
+use axum::http::StatusCode;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use peergrid_proto::wire::JobId;
+
+use super::charts::{self, Bars};
+use super::credit::gfuel;
+use super::{DatasetView, HostEntry, HostView, JobView, Overview, Throughput};
+use crate::store::JobStatus;
+
+const CSS: &str = "
+body{font-family:system-ui,sans-serif;margin:0;color:#1d2733;background:#f5f7fa}
+header{background:#1d3557;padding:.6rem 1.2rem}
+header a{color:#fff;margin-right:1.2rem;text-decoration:none}
+header a.brand{font-weight:bold}
+main{max-width:1100px;margin:0 auto;padding:1rem 1.2rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.6rem}
+.cards{display:flex;flex-wrap:wrap;gap:.8rem}
+.card{background:#fff;border:1px solid #d8dee6;border-radius:6px;padding:.6rem 1rem;min-width:9rem}
+.card .v{font-size:1.5rem;font-weight:600;display:block}
+.card .k{color:#5b6675;font-size:.85rem}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border-bottom:1px solid #e3e8ee;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#eef2f6;font-weight:600}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+code{font-size:.85em;word-break:break-all}
+figure{background:#fff;border:1px solid #d8dee6;border-radius:6px;margin:.8rem 0;padding:.5rem}
+figure svg{max-width:100%;height:auto}
+figcaption{color:#5b6675;font-size:.9rem}
+progress{width:10rem}
+.small{font-size:.8rem;color:#5b6675}
+.ok{color:#1a7f37}.off{color:#8b949e}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{color:#5b6675}dd{margin:0}
+nav.pager a{margin-right:1rem}
+";
+
+/// Refreshes the overview's numbers from the JSON API. The page is
+/// complete without it.
+const OVERVIEW_SCRIPT: &str = "
+setInterval(async()=>{try{const o=await (await fetch('/api/v1/overview')).json();
+const set=(id,v)=>{const e=document.getElementById(id);if(e)e.textContent=v;};
+set('workers-online',o.workers_online);set('hosts-total',o.hosts_total);
+set('results-per-second',o.results_per_second.toFixed(2));
+set('fuel-per-second',o.fuel_per_second.toExponential(2));
+set('results-last-hour',o.results_last_hour);set('dataset-rows',o.dataset.rows);
+set('dataset-bytes',o.dataset.bytes);}catch(e){}},15000);
+";
+
+fn layout(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · peergrid" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    a.brand href="/" { "peergrid" }
+                    a href="/hosts" { "Hosts" }
+                    a href="/dataset" { "Dataset" }
+                    a href="/api/v1/openapi.json" { "API" }
+                }
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+pub fn error(status: StatusCode, msg: &str) -> String {
+    layout(
+        status.canonical_reason().unwrap_or("error"),
+        html! {
+            h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
+            p #error { (msg) }
+            p { a href="/" { "Back to the overview" } }
+        },
+    )
+}
+
+/// `2024-05-01 12:34:56 UTC` from Unix milliseconds.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn time(ms: u64) -> Markup {
+    html! { time datetime=(ms) data-ms=(ms) { (utc(ms)) } }
+}
+
+fn bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..12).unwrap_or(hex)
+}
+
+fn card(id: &str, label: &str, value: Markup) -> Markup {
+    html! { div.card { span.v id=(id) { (value) } span.k { (label) } } }
+}
+
+fn downloads(job: JobId) -> Markup {
+    html! {
+        a #download-csv href={ "/api/v1/jobs/" (job) "/results?format=csv" } { "CSV" } " · "
+        a #download-jsonl href={ "/api/v1/jobs/" (job) "/results?format=jsonl" } { "JSONL" } " · "
+        a #download-manifest href={ "/api/v1/jobs/" (job) "/manifest" } { "checksum manifest" }
+    }
+}
+
+fn jobs_table(jobs: &[JobStatus]) -> Markup {
+    html! {
+        table #jobs {
+            thead { tr {
+                th.num { "job" } th { "name" } th { "researcher" } th { "progress" }
+                th.num { "validated" } th.num { "units" } th.num { "in progress" } th.num { "failed" }
+                th { "dataset" }
+            } }
+            tbody {
+                @for j in jobs {
+                    tr data-job=(j.id) {
+                        td.num { (j.id) }
+                        td.job-name { a href={ "/jobs/" (j.id) } { (j.name) } }
+                        td.researcher { (j.researcher) }
+                        td { progress max=(j.units_total.max(1)) value=(j.validated) {} }
+                        td.num.validated { (j.validated) }
+                        td.num.units-total { (j.units_total) }
+                        td.num.in-progress { (j.in_progress) }
+                        td.num.failed { (j.failed) }
+                        td { (downloads_inline(j.id)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn downloads_inline(job: JobId) -> Markup {
+    html! {
+        a href={ "/api/v1/jobs/" (job) "/results?format=csv" } { "csv" } " "
+        a href={ "/api/v1/jobs/" (job) "/results?format=jsonl" } { "jsonl" } " "
+        a href={ "/dataset?job=" (job) } { "browse" }
+    }
+}
+
+fn minute_chart(
+    t: &Throughput,
+    now: u64,
+    y_label: &str,
+    value: impl Fn(u64, u64) -> f64,
+) -> String {
+    charts::render(&Bars {
+        x_label: "minutes ago",
+        y_label,
+        x_range: -60.0..1.0,
+        bar_width: 1.0,
+        bars: t
+            .buckets
+            .iter()
+            .map(|b| {
+                let x = (b.start_ms as f64 - now as f64) / 60_000.0;
+                (x, value(b.count, b.fuel))
+            })
+            .collect(),
+    })
+}
+
+pub fn overview(o: &Overview, t: &Throughput, join: &str) -> String {
+    let results_chart = minute_chart(t, o.now_ms, "results / s", |n, _| n as f64 / 60.0);
+    let fuel_chart = minute_chart(t, o.now_ms, "fuel / s", |_, f| f as f64 / 60.0);
+    layout(
+        "Overview",
+        html! {
+            h1 { "peergrid" }
+            div.cards {
+                (card("workers-online", "workers online (last 2 min)", html! { (o.workers_online) }))
+                (card("hosts-total", "hosts ever", html! { (o.hosts_total) }))
+                (card("results-per-second", "results / s (last hour)", html! { (format!("{:.2}", o.results_per_second)) }))
+                (card("fuel-per-second", "fuel / s (last hour)", html! { (format!("{:.2e}", o.fuel_per_second)) }))
+                (card("results-last-hour", "results in the last hour", html! { (o.results_last_hour) }))
+                (card("dataset-rows", "dataset rows", html! { (o.dataset.rows) }))
+                div.card {
+                    span.v { (bytes(o.dataset.bytes)) }
+                    span.k { "dataset size (" span #dataset-bytes { (o.dataset.bytes) } " bytes)" }
+                }
+            }
+            h2 { "Throughput, last hour" }
+            figure #chart-results { (PreEscaped(results_chart)) figcaption { "Successful results per second, per minute." } }
+            figure #chart-fuel { (PreEscaped(fuel_chart)) figcaption { "Compute rate: fuel (≈ wasm instructions) per second, per minute." } }
+            h2 { "Jobs in progress (" span #jobs-in-progress { (o.jobs_in_progress.len()) } " of " span #jobs-total { (o.jobs_total) } ")" }
+            @if o.jobs_in_progress.is_empty() {
+                p.small { "No job is running. Finished jobs' datasets are in the " a href="/dataset" { "dataset browser" } "." }
+            } @else {
+                (jobs_table(&o.jobs_in_progress))
+            }
+            h2 { "Volunteer" }
+            p { "Run a worker: " code #join-command { "peergrid-worker run --data DIR --join '" (join) "'" } }
+            p.small { "Machine-readable: " a href="/api/v1/overview" { "/api/v1/overview" } ", "
+                a href="/api/v1/throughput" { "/api/v1/throughput" } "; stats dumps "
+                a href="/stats/hosts.gz" { "hosts.gz" } ", " a href="/stats/credit.gz" { "credit.gz" } "." }
+            script { (PreEscaped(OVERVIEW_SCRIPT)) }
+        },
+    )
+}
+
+pub fn job(v: &JobView) -> String {
+    let s = &v.status;
+    let width_min = v.progress.bucket_ms as f64 / 60_000.0;
+    let from = v.progress.from_ms as f64;
+    let end = v.progress.buckets.len() as f64 * width_min;
+    let chart = charts::render(&Bars {
+        x_label: "minutes since the job was submitted",
+        y_label: "units validated",
+        x_range: 0.0..end.max(1.0),
+        bar_width: width_min,
+        bars: v
+            .progress
+            .buckets
+            .iter()
+            .map(|b| ((b.start_ms as f64 - from) / 60_000.0, b.count as f64))
+            .collect(),
+    });
+    let settings = &s.settings;
+    layout(
+        &s.name,
+        html! {
+            h1 { "Job " span #job-id { (s.id) } ": " span #job-name { (s.name) } }
+            p { progress #job-progress max=(s.units_total.max(1)) value=(s.validated) {} " "
+                span #validated-total { (s.validated) } " of " span #units-total { (s.units_total) } " units validated"
+                @if s.finished { " · " strong #job-finished { "finished" } } }
+            div.cards {
+                (card("in-progress-total", "in progress", html! { (s.in_progress) }))
+                (card("pending-total", "waiting for a host", html! { (s.pending) }))
+                (card("failed-total", "failed", html! { (s.failed) }))
+                (card("validated-last-hour", "validated in the last hour", html! { (v.validated_last_hour) }))
+                (card("validated-per-minute", "validated / min (whole job)", html! { (format!("{:.2}", v.validated_per_minute)) }))
+            }
+            h2 { "Progress" }
+            figure #chart-validated { (PreEscaped(chart))
+                figcaption { "Units validated per " (format!("{width_min:.0}")) "-minute interval." } }
+            h2 { "Provenance" }
+            dl {
+                dt { "researcher" } dd #researcher { (s.researcher) }
+                dt { "module (BLAKE3)" } dd { code #module-hash { (s.module.to_hex()) } }
+                dt { "submitted" } dd #created { (time(s.created_ms)) }
+            }
+            h2 { "Validation settings" }
+            dl #settings {
+                dt { "quorum (agreeing hosts)" } dd data-setting="quorum" { (settings.quorum) }
+                dt { "most copies per unit" } dd data-setting="max_total_results" { (settings.max_total_results()) }
+                dt { "most errors per unit" } dd data-setting="max_error_results" { (settings.max_error_results) }
+                dt { "deadline (s)" } dd data-setting="deadline_secs" { (settings.deadline_secs) }
+                dt { "memory (MiB)" } dd data-setting="memory_mb" { (settings.memory_mb) }
+                dt { "fuel per task" } dd data-setting="fuel" { (settings.fuel) }
+            }
+            h2 { "Dataset" }
+            p { span #dataset-rows { (v.dataset.rows) } " rows, " (bytes(v.dataset.bytes))
+                " (" span #dataset-bytes { (v.dataset.bytes) } " bytes of output). "
+                a href={ "/dataset?job=" (s.id) } { "Browse" } }
+            p { "Download: " (downloads(s.id)) }
+            @if s.failed > 0 {
+                p.small { "Failed units and their reasons: " a href={ "/api/v1/jobs/" (s.id) } { "/api/v1/jobs/" (s.id) } }
+            }
+        },
+    )
+}
+
+pub fn hosts(entries: &[HostEntry]) -> String {
+    layout(
+        "Hosts",
+        html! {
+            h1 { "Hosts by credit" }
+            p.small { "1 credit = 1 unit of wasmtime fuel ≈ one wasm instruction; shown in Gfuel (10⁹). "
+                "A validated unit grants its fuel to every host that agreed on it. "
+                "Recent average: credit per day, exponentially weighted with a 7-day half-life." }
+            table #leaderboard {
+                thead { tr {
+                    th.num { "#" } th { "host" } th.num { "cores" } th { "platform" }
+                    th.num { "total (Gfuel)" } th.num { "recent (Gfuel/day)" } th { "online" } th { "last seen" }
+                } }
+                tbody {
+                    @for (i, e) in entries.iter().enumerate() {
+                        tr data-host=(e.host.public_key) data-host-id=(e.host.id) {
+                            td.num.rank { (i + 1) }
+                            td { a href={ "/hosts/" (e.host.id) } { code { (short(&e.host.public_key)) } } }
+                            td.num { (e.host.cores) }
+                            td { (e.host.os) " / " (e.host.arch) }
+                            td.num.credit-total data-fuel=(e.credit.total) { (gfuel(e.credit.total as f64)) }
+                            td.num.credit-recent data-fuel-per-day=(format!("{:.3}", e.credit.recent)) { (gfuel(e.credit.recent)) }
+                            td.online data-online=(e.online) {
+                                @if e.online { span.ok { "online" } } @else { span.off { "offline" } }
+                            }
+                            td { (time(e.host.last_seen_ms)) }
+                        }
+                    }
+                }
+            }
+            @if entries.is_empty() { p #no-hosts { "No host has joined yet." } }
+        },
+    )
+}
+
+pub fn host(v: &HostView) -> String {
+    let h = &v.entry.host;
+    let r = &v.record;
+    layout(
+        &format!("Host {}", h.id),
+        html! {
+            h1 { "Host " span #host-id { (h.id) } }
+            p { code #host-key { (h.public_key) } }
+            div.cards {
+                div.card { span.v #credit-total data-fuel=(v.entry.credit.total) { (gfuel(v.entry.credit.total as f64)) } span.k { "total credit (Gfuel)" } }
+                div.card { span.v #credit-recent data-fuel-per-day=(format!("{:.3}", v.entry.credit.recent)) { (gfuel(v.entry.credit.recent)) } span.k { "recent average (Gfuel/day)" } }
+                (card("trust", "trust: consecutive valid results", html! { (v.trust) }))
+                (card("valid-results", "valid results", html! { (r.valid) }))
+                (card("invalid-results", "invalid results", html! { (r.invalid) }))
+                (card("error-results", "errors", html! { (r.errors) }))
+                (card("timeout-results", "timeouts", html! { (r.timeouts) }))
+                (card("pending-results", "awaiting validation", html! { (r.unvalidated) }))
+                (card("in-progress-results", "running now", html! { (r.in_progress) }))
+            }
+            h2 { "Machine" }
+            dl {
+                dt { "status" } dd #online data-online=(v.entry.online) { @if v.entry.online { span.ok { "online" } } @else { span.off { "offline" } } }
+                dt { "cores" } dd #cores { (h.cores) }
+                dt { "memory" } dd { (bytes(h.memory_bytes)) " (" span #memory-bytes { (h.memory_bytes) } " bytes)" }
+                dt { "OS" } dd #os { (h.os) }
+                dt { "architecture" } dd #arch { (h.arch) }
+                dt { "worker version" } dd #version { (h.version) }
+                dt { "first seen" } dd #first-seen { (time(h.first_seen_ms)) }
+                dt { "last seen" } dd #last-seen { (time(h.last_seen_ms)) }
+            }
+            p.small { "Valid: successful results in the agreeing set of a validated unit. Invalid: successful results "
+                "of a validated unit that disagreed. Trust counts valid results since the last invalid result, error or timeout." }
+        },
+    )
+}
+
+pub fn dataset(v: &DatasetView) -> String {
+    let link = |page: u64| match v.job {
+        Some(j) => format!("/dataset?job={j}&page={page}"),
+        None => format!("/dataset?page={page}"),
+    };
+    layout(
+        "Dataset",
+        html! {
+            h1 { "Dataset" }
+            form method="get" action="/dataset" {
+                label { "Job " select name="job" {
+                    option value="" selected[v.job.is_none()] { "every job" }
+                    @for (id, name) in &v.jobs {
+                        option value=(id) selected[v.job == Some(*id)] { (id) ": " (name) }
+                    }
+                } }
+                " " button type="submit" { "Show" }
+            }
+            p { span #dataset-total-rows { (v.total_rows) } " validated rows · page "
+                span #page { (v.page) } " of " span #pages { (v.pages) } }
+            @if let Some(j) = v.job { p { "Download job " (j) ": " (downloads(j)) } }
+            nav.pager {
+                @if v.page > 1 { a #page-prev href=(link(v.page - 1)) { "← previous" } }
+                @if v.page < v.pages { a #page-next href=(link(v.page + 1)) { "next →" } }
+            }
+            table #dataset {
+                thead { tr {
+                    th.num { "unit" } th.num { "job" } th { "name" } th { "hashes (BLAKE3)" }
+                    th { "agreeing hosts" } th { "engines" } th.num { "fuel" } th { "validated" }
+                } }
+                tbody {
+                    @for r in &v.rows {
+                        tr data-unit=(r.unit) data-job=(r.job) {
+                            td.num.unit { (r.unit) }
+                            td.num { a href={ "/jobs/" (r.job) } { (r.job) } }
+                            td.name { (r.name) }
+                            td.small {
+                                "in " code.input-hash data-hash=(r.input_hash.to_hex()) title=(r.input_hash.to_hex()) { (short(&r.input_hash.to_hex())) } br;
+                                "mod " code.module-hash data-hash=(r.module_hash.to_hex()) title=(r.module_hash.to_hex()) { (short(&r.module_hash.to_hex())) } br;
+                                "out " code.output-hash data-hash=(r.output_hash.to_hex()) title=(r.output_hash.to_hex()) { (short(&r.output_hash.to_hex())) }
+                            }
+                            td.hosts data-count=(r.hosts.len()) {
+                                @for h in &r.hosts { a href={ "/hosts/" (h) } { code { (short(h)) } } " " }
+                            }
+                            td.small.engines { @for e in &r.engines { code { (e) } br; } }
+                            td.num.fuel { (r.fuel) }
+                            td.small.validated { (time(r.validated_ms)) }
+                        }
+                    }
+                }
+            }
+            @if v.rows.is_empty() { p #no-rows { "No validated rows yet." } }
+            p.small { "Each row's output hash is the BLAKE3 of its output bytes; the per-job manifest lists them and the "
+                "BLAKE3 of each whole export. A command to re-run one unit locally and compare, "
+                code { "peergrid verify JOB UNIT" } ", is planned and not implemented yet." }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000_123), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(bytes(10), "10 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,335 @@
+//! Every public route answers over a real router, grid and temporary
+//! SQLite store: for an empty store and for one with a job whose name
+//! tries to inject markup.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
+use peergrid_proto::Hash;
+use peergrid_proto::signing::{Endorsement, ModuleSignature};
+use peergrid_proto::spec::{JobSettings, JobSubmission, UnitSpec};
+use peergrid_proto::wire::HostFacts;
+use tower::ServiceExt;
+
+use crate::grid::{Grid, now_ms};
+use crate::http::{Api, router};
+use crate::quorum::CopyState;
+use crate::store::{SqliteStore, Store, StoreOp};
+use crate::writer::Writer;
+
+const EVIL: &str = "<script>alert('x')</script> & co";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    app: axum::Router,
+    store: Arc<SqliteStore>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap());
+    let (writer, _thread) = Writer::spawn(store.clone());
+    let grid = Grid::new(store.clone(), writer);
+    let app = router(Arc::new(Api {
+        grid,
+        token_hash: blake3::hash(b"token"),
+        join: "peergrid://127.0.0.1:1#sha256:00&project=00".into(),
+        project_key: [0; 32],
+    }));
+    Fixture {
+        _dir: dir,
+        app,
+        store,
+    }
+}
+
+/// One job of two units; unit 1 validated by hosts 1 and 2 a minute ago.
+fn add_job(store: &SqliteStore) -> (u64, String) {
+    let input = b"input".to_vec();
+    let ih = Hash::of(&input);
+    store.put_blob(&ih, &input).unwrap();
+    store.put_blob(&Hash([9; 32]), b"module").unwrap();
+    let now = now_ms();
+    let job = store
+        .create_job(
+            &JobSubmission {
+                name: EVIL.into(),
+                module: Hash([9; 32]),
+                args: vec![],
+                settings: JobSettings::default(),
+                signature: ModuleSignature {
+                    endorsement: Endorsement {
+                        researcher_key: "00".repeat(32),
+                        name: "Ada <b>".into(),
+                        project_signature: "00".repeat(64),
+                    },
+                    signature: "00".repeat(64),
+                },
+                units: vec![
+                    UnitSpec {
+                        name: "<i>first</i>".into(),
+                        input: ih,
+                    },
+                    UnitSpec {
+                        name: "second".into(),
+                        input: ih,
+                    },
+                ],
+            },
+            now - 600_000,
+        )
+        .unwrap();
+    let hosts: Vec<u64> = (1..=2u8)
+        .map(|k| {
+            store
+                .upsert_host(&[k; 32], &HostFacts::default(), "0.1", now - 30_000)
+                .unwrap()
+        })
+        .collect();
+    let out = b"the answer".to_vec();
+    let oh = Hash::of(&out);
+    let mut ops = Vec::new();
+    for &h in &hosts {
+        ops.push(StoreOp::Assign {
+            unit: 1,
+            host: h,
+            sent_ms: now - 120_000,
+            deadline_ms: now + 1_000_000,
+        });
+        ops.push(StoreOp::Report {
+            unit: 1,
+            host: h,
+            state: CopyState::Success {
+                output: oh,
+                fuel: 2_000_000_000,
+                engine: "e".into(),
+            },
+            elapsed_ms: 5,
+            received_ms: now - 60_000,
+        });
+    }
+    ops.push(StoreOp::Validate {
+        unit: 1,
+        output: oh,
+        fuel: 2_000_000_000,
+        hosts: hosts.clone(),
+        at_ms: now - 60_000,
+    });
+    store.apply(&ops, &[(oh, out)]).unwrap();
+    (job, hex::encode([1u8; 32]))
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
+    let resp = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, ct, body.to_vec())
+}
+
+async fn html(app: &axum::Router, uri: &str) -> String {
+    let (status, ct, body) = get(app, uri).await;
+    assert_eq!(status, StatusCode::OK, "{uri}");
+    assert!(ct.starts_with("text/html"), "{uri}: {ct}");
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.starts_with("<!DOCTYPE html>"), "{uri}");
+    body
+}
+
+async fn json(app: &axum::Router, uri: &str) -> serde_json::Value {
+    let (status, ct, body) = get(app, uri).await;
+    assert_eq!(status, StatusCode::OK, "{uri}");
+    assert!(ct.starts_with("application/json"), "{uri}: {ct}");
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut s)
+        .unwrap();
+    s
+}
+
+#[tokio::test]
+async fn every_page_renders_for_an_empty_store() {
+    let f = fixture();
+    let home = html(&f.app, "/").await;
+    assert!(home.contains(r#"id="workers-online">0<"#));
+    assert!(home.contains("<svg"), "charts are inline SVG");
+    assert!(html(&f.app, "/hosts").await.contains(r#"id="no-hosts""#));
+    let ds = html(&f.app, "/dataset").await;
+    assert!(ds.contains(r#"id="dataset-total-rows">0<"#));
+    html(&f.app, "/dataset?job=&page=").await;
+    assert_eq!(get(&f.app, "/jobs/1").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&f.app, "/hosts/1").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&f.app, "/dataset?page=x").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let o = json(&f.app, "/api/v1/overview").await;
+    assert_eq!(o["workers_online"], 0);
+    assert_eq!(
+        json(&f.app, "/api/v1/throughput").await["buckets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        60
+    );
+    assert_eq!(json(&f.app, "/api/v1/hosts").await, serde_json::json!([]));
+    assert_eq!(json(&f.app, "/api/v1/dataset").await["total_rows"], 0);
+    for gz in ["/stats/hosts.gz", "/stats/credit.gz"] {
+        let (status, ct, body) = get(&f.app, gz).await;
+        assert_eq!((status, ct.as_str()), (StatusCode::OK, "application/gzip"));
+        assert_eq!(gunzip(&body), "");
+    }
+}
+
+#[tokio::test]
+async fn every_page_renders_one_job_with_escaped_names() {
+    let f = fixture();
+    let (job, key) = add_job(&f.store);
+
+    let home = html(&f.app, "/").await;
+    assert!(!home.contains("<script>alert"), "job names are escaped");
+    assert!(home.contains("&lt;script&gt;alert"));
+    assert!(home.contains(r#"id="workers-online">2<"#), "{home}");
+    assert!(home.contains(r#"id="results-last-hour">2<"#));
+    assert!(home.contains(&format!(r#"<tr data-job="{job}">"#)));
+
+    let page = html(&f.app, &format!("/jobs/{job}")).await;
+    assert!(page.contains(r#"id="validated-total">1<"#));
+    assert!(page.contains(r#"id="units-total">2<"#));
+    assert!(page.contains(r#"id="researcher">Ada &lt;b&gt;<"#));
+    assert!(page.contains(&Hash([9; 32]).to_hex()));
+    assert!(page.contains(r#"data-setting="quorum""#));
+    assert!(page.contains(r#"id="download-manifest""#));
+    assert!(!page.contains("<script>alert"));
+
+    let board = html(&f.app, "/hosts").await;
+    assert!(board.contains(&format!(r#"data-host="{key}""#)));
+    assert!(
+        board.contains(r#"class="num credit-total" data-fuel="2000000000""#),
+        "{board}"
+    );
+
+    for id in ["1", key.as_str()] {
+        let host = html(&f.app, &format!("/hosts/{id}")).await;
+        assert!(host.contains(r#"id="valid-results">1<"#), "{host}");
+        assert!(host.contains(r#"id="trust">1<"#));
+        assert!(host.contains(r#"id="credit-total" data-fuel="2000000000""#));
+    }
+
+    let ds = html(&f.app, &format!("/dataset?job={job}&page=1")).await;
+    assert!(ds.contains(r#"<tr data-unit="1""#));
+    assert!(ds.contains("&lt;i&gt;first&lt;/i&gt;"));
+    assert!(ds.contains("not implemented yet"));
+
+    let v = json(&f.app, &format!("/api/v1/jobs/{job}/progress")).await;
+    assert_eq!(v["status"]["validated"], 1);
+    assert_eq!(v["validated_last_hour"], 1);
+    let hosts = json(&f.app, "/api/v1/hosts").await;
+    assert_eq!(hosts[0]["credit"]["total"], 2_000_000_000u64);
+    let h = json(&f.app, "/api/v1/hosts/2").await;
+    assert_eq!(h["record"]["valid"], 1);
+    assert_eq!(h["public_key"], hex::encode([2u8; 32]));
+    let d = json(&f.app, &format!("/api/v1/dataset?job={job}")).await;
+    assert_eq!(d["rows"][0]["unit"], 1);
+
+    // The manifest's export checksums are those of the real exports.
+    let m = json(&f.app, &format!("/api/v1/jobs/{job}/manifest")).await;
+    assert_eq!(m["rows"], 1);
+    assert_eq!(m["outputs"][0]["output"], Hash::of(b"the answer").to_hex());
+    for format in ["csv", "jsonl"] {
+        let (_, _, body) = get(
+            &f.app,
+            &format!("/api/v1/jobs/{job}/results?format={format}"),
+        )
+        .await;
+        assert_eq!(
+            m["exports"][format]["blake3"],
+            blake3::hash(&body).to_hex().as_str()
+        );
+        assert_eq!(m["exports"][format]["bytes"], body.len());
+    }
+    assert_eq!(
+        get(&f.app, "/api/v1/jobs/99/manifest").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (_, _, gz) = get(&f.app, "/stats/hosts.gz").await;
+    let lines: Vec<serde_json::Value> = gunzip(&gz)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["credit_total"], 2_000_000_000u64);
+    let (_, _, gz) = get(&f.app, "/stats/credit.gz").await;
+    let credit: serde_json::Value = serde_json::from_str(gunzip(&gz).trim()).unwrap();
+    assert_eq!(credit["unit"], 1);
+    assert_eq!(credit["hosts"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn openapi_describes_every_public_route() {
+    let f = fixture();
+    let doc = json(&f.app, "/api/v1/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/",
+        "/jobs/{id}",
+        "/hosts",
+        "/hosts/{id}",
+        "/dataset",
+        "/api/v1/health",
+        "/api/v1/overview",
+        "/api/v1/throughput",
+        "/api/v1/jobs",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/progress",
+        "/api/v1/jobs/{id}/results",
+        "/api/v1/jobs/{id}/manifest",
+        "/api/v1/hosts",
+        "/api/v1/hosts/{id}",
+        "/api/v1/dataset",
+        "/api/v1/blobs/missing",
+        "/api/v1/blobs/{hash}",
+        "/api/v1/openapi.json",
+        "/stats/hosts.gz",
+        "/stats/credit.gz",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not described");
+    }
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 21);
+}
+
+#[tokio::test]
+async fn public_pages_do_not_accept_writes() {
+    let f = fixture();
+    let resp = f
+        .app
+        .clone()
+        .oneshot(Request::post("/api/v1/jobs").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = f
+        .app
+        .clone()
+        .oneshot(Request::post("/hosts").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
