@@ -567,7 +567,11 @@ pub fn chromium(args: &[&str]) -> Result<Output> {
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .output()?;
-    anyhow::ensure!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(out)
 }
 
