@@ -94,6 +94,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(job_status))
         .route("/api/v1/jobs/{id}/results", get(export_results))
+        .route("/api/v1/blob/{hash}", get(get_blob))
         .merge(researcher)
         .fallback(|| async {
             ApiError(
@@ -233,12 +234,34 @@ async fn job_status(
     Path(id): Path<JobId>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let store = api.grid.store.clone();
-    let (status, failed) =
-        blocking(move || Ok((store.job_status(id)?, store.failed_units(id)?))).await?;
+    let (status, failed, info) = blocking(move || {
+        Ok((
+            store.job_status(id)?,
+            store.failed_units(id)?,
+            store.job_info(id)?,
+        ))
+    })
+    .await?;
     let status = status.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))?;
     let mut v = serde_json::to_value(&status).map_err(internal)?;
     v["failed_units"] = serde_json::to_value(failed).map_err(internal)?;
+    // What anyone needs to re-run a unit: the arguments and the signature.
+    if let Some(info) = info {
+        v["args"] = json!(info.args);
+        v["signature"] = serde_json::to_value(&info.signature).map_err(internal)?;
+    }
     Ok(Json(v))
+}
+
+/// Any stored blob (module, input or output) by its hash: the dataset is
+/// public, and so is everything needed to re-check it.
+async fn get_blob(State(api): State<Arc<Api>>, Path(hash): Path<String>) -> ApiResult<Response> {
+    let hash: Hash = hash.parse().map_err(|e| bad_request(format!("{e}")))?;
+    let store = api.grid.store.clone();
+    let bytes = blocking(move || store.get_blob(&hash))
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no blob {hash}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 #[derive(Deserialize)]

@@ -198,3 +198,54 @@ fn cross_architecture_disagreement_is_resolved_with_canonical_nans() {
         assert_eq!(row["output"].as_str().unwrap().as_bytes(), &native[..]);
     }
 }
+
+/// `peergrid verify` re-runs a dataset row's unit locally and confirms it;
+/// a row whose output hash was altered in the store is caught.
+#[test]
+fn verify_reruns_a_unit_and_catches_an_altered_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinator = Coordinator::start(dir.path()).unwrap();
+    let _workers = coordinator.workers(dir.path(), "w", 2).unwrap();
+    let spec = lyapunov_job(
+        dir.path(),
+        &JobOptions {
+            units: 3,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    coordinator
+        .wait_finished(job, Duration::from_secs(60))
+        .unwrap();
+    let rows = coordinator.dataset(job).unwrap();
+    let (a, b) = (
+        rows[0]["unit"].as_u64().unwrap(),
+        rows[1]["unit"].as_u64().unwrap(),
+    );
+
+    let out = coordinator.cli(&["verify", &job.to_string(), &a.to_string()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("verified"), "{said}");
+
+    // Give unit a the output of unit b, as a corrupted or forged store would.
+    let quic = coordinator.quic.clone();
+    coordinator.kill();
+    let db = rusqlite::Connection::open(coordinator.data.join("coordinator.sqlite")).unwrap();
+    db.execute(
+        "UPDATE dataset SET output_hash = (SELECT output_hash FROM dataset WHERE unit_id = ?2) WHERE unit_id = ?1",
+        [a, b],
+    )
+    .unwrap();
+    drop(db);
+    coordinator.serve(&quic).unwrap();
+    let out = coordinator.cli(&["verify", &job.to_string(), &a.to_string()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("MISMATCH"), "{said}");
+}

@@ -353,10 +353,15 @@ fn pin_project_key(data: &std::path::Path, key: &[u8; 32]) -> Result<()> {
 
 /// Seeds a unit's randomness from (job, unit): the same bytes on every host.
 pub fn task_seed(task: &Task) -> u64 {
+    unit_seed(task.job, task.unit)
+}
+
+/// The randomness seed of unit `unit` of job `job`.
+pub fn unit_seed(job: u64, unit: u64) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(b"peergrid-seed-v1");
-    h.update(&task.job.to_le_bytes());
-    h.update(&task.unit.to_le_bytes());
+    h.update(&job.to_le_bytes());
+    h.update(&unit.to_le_bytes());
     let out = h.finalize();
     let mut seed = [0u8; 8];
     seed.copy_from_slice(&out.as_bytes()[..8]);

@@ -84,6 +84,9 @@ pub fn document() -> Value {
                 { "name": "format", "in": "query", "required": false,
                   "schema": { "type": "string", "enum": ["jsonl", "csv"], "default": "jsonl" } }
             ])) },
+            "/api/v1/blob/{hash}": { "get": op("Any stored blob (module, input, output) by BLAKE3 hash", "application/octet-stream", json!([
+                { "name": "hash", "in": "path", "required": true, "schema": { "type": "string" }, "description": "64 hex digits" }
+            ])) },
             "/api/v1/jobs/{id}/manifest": { "get": op("BLAKE3 of every output by unit and of each whole export", json_, job()) },
             "/api/v1/hosts": { "get": op("Every host with credit (total and recent average per day), highest first", json_, json!([])) },
             "/api/v1/hosts/{id}": { "get": op("One host: facts, credit, result record, trust", json_, host()) },

@@ -426,8 +426,8 @@ pub fn dataset(v: &DatasetView) -> String {
             }
             @if v.rows.is_empty() { p #no-rows { "No validated rows yet." } }
             p.small { "Each row's output hash is the BLAKE3 of its output bytes; the per-job manifest lists them and the "
-                "BLAKE3 of each whole export. A command to re-run one unit locally and compare, "
-                code { "peergrid verify JOB UNIT" } ", is planned and not implemented yet." }
+                "BLAKE3 of each whole export. To re-run a row's unit on your machine in the same sandbox and "
+                "check its output hash and fuel: " code { "peergrid verify JOB UNIT" } "." }
         },
     )
 }

@@ -235,7 +235,7 @@ async fn every_page_renders_one_job_with_escaped_names() {
     let ds = html(&f.app, &format!("/dataset?job={job}&page=1")).await;
     assert!(ds.contains(r#"<tr data-unit="1""#));
     assert!(ds.contains("&lt;i&gt;first&lt;/i&gt;"));
-    assert!(ds.contains("not implemented yet"));
+    assert!(ds.contains("peergrid verify JOB UNIT"));
 
     let v = json(&f.app, &format!("/api/v1/jobs/{job}/progress")).await;
     assert_eq!(v["status"]["validated"], 1);
@@ -306,13 +306,14 @@ async fn openapi_describes_every_public_route() {
         "/api/v1/dataset",
         "/api/v1/blobs/missing",
         "/api/v1/blobs/{hash}",
+        "/api/v1/blob/{hash}",
         "/api/v1/openapi.json",
         "/stats/hosts.gz",
         "/stats/credit.gz",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 21);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 22);
 }
 
 #[tokio::test]

@@ -305,6 +305,63 @@ impl Client {
         self.get("/api/v1/jobs")
     }
 
+    /// A stored blob, checked against its hash.
+    pub fn blob(&self, hash: &Hash) -> Result<Vec<u8>> {
+        let url = self.url(&format!("/api/v1/blob/{hash}"));
+        let r = self.agent.get(&url).call();
+        let mut resp = self.check(&url, r)?;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        if Hash::of(&bytes) != *hash {
+            return Err(ClientError::BadAnswer(format!(
+                "the server's blob {hash} does not match its hash"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// One row of a job's dataset, found by streaming the export (the
+    /// dataset is never held whole).
+    pub fn dataset_row(&self, job: u64, unit: u64) -> Result<Option<Value>> {
+        struct Finder {
+            unit: u64,
+            line: Vec<u8>,
+            found: Option<Value>,
+        }
+        impl Write for Finder {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                for &b in buf {
+                    if b != b'\n' {
+                        self.line.push(b);
+                        continue;
+                    }
+                    if self.found.is_none()
+                        && let Ok(v) = serde_json::from_slice::<Value>(&self.line)
+                        && v["unit"].as_u64() == Some(self.unit)
+                    {
+                        self.found = Some(v);
+                    }
+                    self.line.clear();
+                }
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut finder = Finder {
+            unit,
+            line: Vec::new(),
+            found: None,
+        };
+        self.export(job, "jsonl", &mut finder)?;
+        Ok(finder.found)
+    }
+
     /// Streams a job's dataset into `out`; returns the bytes written.
     pub fn export(&self, job: u64, format: &str, out: &mut dyn Write) -> Result<u64> {
         let url = self.url(&format!("/api/v1/jobs/{job}/results?format={format}"));
@@ -325,5 +382,91 @@ impl Client {
             total += n as u64;
         }
         Ok(total)
+    }
+}
+
+/// What re-running a unit locally found.
+#[derive(Debug)]
+pub struct Verification {
+    pub matches: bool,
+    pub expected_output: String,
+    pub got_output: Option<String>,
+    pub expected_fuel: u64,
+    pub got_fuel: u64,
+    pub engine: String,
+    pub error: Option<String>,
+}
+
+impl Client {
+    /// Re-runs unit `unit` of job `job` in the same sandbox workers use and
+    /// compares the output hash and fuel with the dataset row.
+    pub fn verify(&self, job: u64, unit: u64) -> Result<Verification> {
+        use peergrid_worker::sandbox::{RunOutcome, Sandbox};
+        let status = self.status(job)?;
+        let row = self.dataset_row(job, unit)?.ok_or_else(|| {
+            ClientError::Spec(format!("job {job} has no validated row for unit {unit}"))
+        })?;
+        let hash = |v: &Value, what: &str| -> Result<Hash> {
+            v.as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ClientError::BadAnswer(format!("no valid {what} hash")))
+        };
+        let module_hash = hash(&status["module"], "module")?;
+        let input_hash = hash(&row["input_hash"], "input")?;
+        let expected_output = hash(&row["output_hash"], "output")?;
+        let args: Vec<String> = serde_json::from_value(status["args"].clone())
+            .map_err(|e| ClientError::BadAnswer(format!("job arguments: {e}")))?;
+        let settings: peergrid_proto::spec::JobSettings =
+            serde_json::from_value(status["settings"].clone())
+                .map_err(|e| ClientError::BadAnswer(format!("job settings: {e}")))?;
+        let canonical_nan = row["engines"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e.as_str().is_some_and(|e| e.contains("nancanon")))
+        });
+        let module = self.blob(&module_hash)?;
+        let input = self.blob(&input_hash)?;
+        let sandbox = Sandbox::new(None)
+            .map_err(|e| ClientError::Spec(format!("cannot start the sandbox: {e}")))?;
+        let limits = peergrid_proto::wire::TaskLimits {
+            memory_bytes: settings.memory_mb * 1024 * 1024,
+            fuel: settings.fuel,
+            max_output_bytes: peergrid_proto::limits::MAX_OUTPUT as u64,
+            wall_ms: settings.deadline_secs * 1000,
+        };
+        let seed = peergrid_worker::daemon::unit_seed(job, unit);
+        let report = sandbox.run(
+            &module_hash,
+            &module,
+            &input,
+            &args,
+            seed,
+            &limits,
+            canonical_nan,
+        );
+        let expected_fuel = row["fuel"].as_u64().unwrap_or(0);
+        let engine = sandbox.engine_id(canonical_nan).to_string();
+        Ok(match report.outcome {
+            RunOutcome::Success(out) => {
+                let got = Hash::of(&out);
+                Verification {
+                    matches: got == expected_output && report.fuel_used == expected_fuel,
+                    expected_output: expected_output.to_hex(),
+                    got_output: Some(got.to_hex()),
+                    expected_fuel,
+                    got_fuel: report.fuel_used,
+                    engine,
+                    error: None,
+                }
+            }
+            RunOutcome::Error(e) => Verification {
+                matches: false,
+                expected_output: expected_output.to_hex(),
+                got_output: None,
+                expected_fuel,
+                got_fuel: report.fuel_used,
+                engine,
+                error: Some(e),
+            },
+        })
     }
 }

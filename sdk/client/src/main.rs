@@ -44,6 +44,9 @@ enum Command {
     /// Researcher signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Re-run one unit of a job's dataset locally, in the same sandbox as
+    /// the workers, and check its output hash and fuel against the row.
+    Verify { job: u64, unit: u64 },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +137,26 @@ fn summary(s: &Value) -> String {
 fn run(cli: Cli) -> Result<()> {
     let client = Client::new(&cli.server, cli.token.clone());
     match cli.command {
+        Command::Verify { job, unit } => {
+            let v = client.verify(job, unit)?;
+            if v.matches {
+                println!(
+                    "verified: unit {unit} of job {job} gives output {} with fuel {} ({})",
+                    v.expected_output, v.got_fuel, v.engine
+                );
+            } else {
+                bail!(
+                    "MISMATCH for unit {unit} of job {job}: the dataset says output {} with fuel {}; \
+                     this machine got {} with fuel {}{} ({})",
+                    v.expected_output,
+                    v.expected_fuel,
+                    v.got_output.as_deref().unwrap_or("no output"),
+                    v.got_fuel,
+                    v.error.map(|e| format!(": {e}")).unwrap_or_default(),
+                    v.engine
+                );
+            }
+        }
         Command::Keys(KeysCommand::New { out }) => {
             let (secret, public) = new_key()?;
             write_new_private(&out, &secret)?;
