@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use ed25519_dalek::{Signature, VerifyingKey};
 use peergrid_proto::codec;
-use peergrid_proto::limits::MAX_FRAME;
+use peergrid_proto::limits::{MAX_ACCOUNT, MAX_FRAME};
 use peergrid_proto::wire::{ErrorCode, Hello, Reply, Request, Welcome, WireError, hello_message};
 
 use crate::grid::{Grid, now_ms};
@@ -125,6 +125,11 @@ impl QuicServer {
         anyhow::ensure!(
             hello.timestamp_ms.abs_diff(now) <= HELLO_SKEW_MS,
             "the greeting's clock is more than 10 minutes off the coordinator's; fix the host's clock"
+        );
+        anyhow::ensure!(
+            hello.facts.account.len() <= MAX_ACCOUNT
+                && !hello.facts.account.chars().any(char::is_control),
+            "the account name must be at most {MAX_ACCOUNT} bytes without control characters"
         );
         let key = VerifyingKey::from_bytes(&hello.host_key).context("invalid host key")?;
         let sig = Signature::from_slice(&hello.signature).context("invalid signature encoding")?;

@@ -17,6 +17,8 @@ pub const MAX_UNITS_PER_JOB: usize = 1_000_000;
 pub const MAX_TASKS_PER_EXCHANGE: u32 = 256;
 /// Largest memory a job may ask for per task.
 pub const MAX_TASK_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
+/// Longest volunteer account name.
+pub const MAX_ACCOUNT: usize = 64;
 /// Longest engine id a worker may report.
 pub const MAX_ENGINE_ID: usize = 200;
 /// Most arguments, and longest argument, in a job spec.

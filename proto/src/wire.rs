@@ -60,6 +60,10 @@ pub struct HostFacts {
     pub memory_bytes: u64,
     pub os: String,
     pub arch: String,
+    /// The volunteer's account name, chosen by the volunteer
+    /// (`peergrid-worker run --account`); several hosts may share one.
+    /// Empty: the host is its own anonymous volunteer.
+    pub account: String,
 }
 
 /// The bytes a worker signs in [`Hello`]: bound to the coordinator's

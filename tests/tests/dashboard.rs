@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use peergrid_tests::{Coordinator, JobOptions, lyapunov_job, rendered_dom, screenshot, target_dir};
+use peergrid_tests::{
+    Coordinator, JobOptions, Worker, lyapunov_job, rendered_dom, screenshot, target_dir,
+};
 use scraper::{Html, Selector};
 use serde_json::Value;
 
@@ -64,7 +66,17 @@ fn attr(doc: &Html, selector: &str, name: &str) -> Vec<String> {
 fn pages_in_a_real_browser_match_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
-    let _workers = coordinator.workers(dir.path(), "w", 2).unwrap();
+    // Two hosts of one volunteer account.
+    let _workers: Vec<Worker> = (0..2)
+        .map(|i| {
+            Worker::start(
+                &coordinator.join,
+                &dir.path().join(format!("w{i}")),
+                &["--cores", "1", "--account", "Ada <Lovelace>"],
+            )
+            .unwrap()
+        })
+        .collect();
     let spec = lyapunov_job(
         dir.path(),
         &JobOptions {
@@ -169,6 +181,27 @@ fn pages_in_a_real_browser_match_the_api() {
     let total: u64 = credit.iter().map(|c| c.parse::<u64>().unwrap()).sum();
     assert_eq!(total, granted);
     screenshot(&format!("{base}/hosts"), &shots.join("leaderboard.png")).unwrap();
+
+    // Volunteers: both hosts under one account, their credit summed.
+    let volunteers = get_json(&format!("{base}/api/v1/volunteers"));
+    let doc = Html::parse_document(&rendered_dom(&format!("{base}/volunteers")).unwrap());
+    let names = attr(
+        &doc,
+        "table#volunteers tr[data-volunteer]",
+        "data-volunteer",
+    );
+    assert_eq!(names, vec!["Ada <Lovelace>".to_string()]);
+    assert_eq!(volunteers[0]["name"], "Ada <Lovelace>");
+    assert_eq!(
+        attr(&doc, "table#volunteers td.host-count", "data-count"),
+        vec!["2".to_string()]
+    );
+    assert_eq!(
+        attr(&doc, "table#volunteers td.credit-total", "data-fuel"),
+        vec![granted.to_string()]
+    );
+    assert_eq!(volunteers[0]["credit"]["total"].as_u64().unwrap(), granted);
+    screenshot(&format!("{base}/volunteers"), &shots.join("volunteers.png")).unwrap();
 
     // Dataset browser: every row with its provenance.
     let doc = Html::parse_document(&rendered_dom(&format!("{base}/dataset?job={job}")).unwrap());

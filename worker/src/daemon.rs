@@ -18,7 +18,9 @@ use peergrid_proto::limits::{
 /// Longest wall-clock budget a worker grants one task (the spec's longest
 /// deadline, 30 days).
 const MAX_WALL_MS: u64 = 30 * 86_400 * 1000;
-use peergrid_proto::wire::{ErrorCode, Exchange, Outcome, Reply, Request, Task, TaskReport};
+use peergrid_proto::wire::{
+    ErrorCode, Exchange, HostFacts, Outcome, Reply, Request, Task, TaskReport,
+};
 use peergrid_proto::{Hash, JoinString, signing};
 use tokio::task::JoinSet;
 
@@ -42,6 +44,8 @@ pub struct WorkerConfig {
     pub join: JoinString,
     /// Concurrent tasks.
     pub slots: usize,
+    /// The volunteer's account name (empty: anonymous).
+    pub account: String,
     /// The volunteer's cap on one task's memory, in bytes: a job may ask
     /// for less, never more.
     pub max_task_memory: Option<u64>,
@@ -85,7 +89,11 @@ impl Worker {
         let mut running: JoinSet<TaskReport> = JoinSet::new();
         let mut backoff = Duration::from_millis(250);
         loop {
-            let connect = net::connect(&self.config.join, &self.key, host_facts());
+            let facts = HostFacts {
+                account: self.config.account.clone(),
+                ..host_facts()
+            };
+            let connect = net::connect(&self.config.join, &self.key, facts);
             let session = tokio::select! {
                 _ = &mut shutdown => break,
                 s = connect => s,

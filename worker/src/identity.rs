@@ -75,6 +75,7 @@ pub fn host_facts() -> HostFacts {
         memory_bytes,
         os: System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.to_string()),
         arch: System::cpu_arch(),
+        account: String::new(),
     }
 }
 

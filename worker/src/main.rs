@@ -32,6 +32,10 @@ enum Command {
         /// Concurrent tasks (default: all cores but one, at least one).
         #[arg(long)]
         cores: Option<usize>,
+        /// Your volunteer account name: credit of all your hosts adds up
+        /// under it on the project's leaderboard (default: anonymous).
+        #[arg(long, env = "PEERGRID_ACCOUNT", default_value = "")]
+        account: String,
         /// Most memory one task may use, in MiB (a job asking for more
         /// gets this much; its module may then fail).
         #[arg(long)]
@@ -62,6 +66,7 @@ fn main() -> Result<()> {
             data,
             join,
             cores,
+            account,
             max_task_memory_mb,
             simulate_fault,
         } => {
@@ -79,6 +84,7 @@ fn main() -> Result<()> {
                 data,
                 join,
                 slots,
+                account,
                 max_task_memory: max_task_memory_mb.map(|m| m.saturating_mul(1024 * 1024)),
                 fault: simulate_fault.map(|f| match f {
                     FaultArg::WrongOutput => Fault::WrongOutput,

@@ -211,6 +211,15 @@ pub async fn hosts_gz(State(api): State<Arc<Api>>) -> Response {
     })
 }
 
+pub async fn volunteers_gz(State(api): State<Arc<Api>>) -> Response {
+    gzipped(api.grid.store.clone(), "volunteers.jsonl.gz", |s, out| {
+        for v in super::volunteers(s, now_ms())? {
+            writeln!(out, "{}", serde_json::to_string(&v)?)?;
+        }
+        Ok(())
+    })
+}
+
 pub async fn credit_gz(State(api): State<Arc<Api>>) -> Response {
     gzipped(api.grid.store.clone(), "credit.jsonl.gz", |s, out| {
         write_credit(s, out)

@@ -55,6 +55,9 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/", get(overview_page))
         .route("/jobs/{id}", get(job_page))
         .route("/hosts", get(hosts_page))
+        .route("/volunteers", get(volunteers_page))
+        .route("/api/v1/volunteers", get(volunteers_json))
+        .route("/stats/volunteers.gz", get(export::volunteers_gz))
         .route("/hosts/{id}", get(host_page))
         .route("/dataset", get(dataset_page))
         .route("/api/v1/overview", get(overview_json))
@@ -224,6 +227,59 @@ pub fn leaderboard(store: &dyn Store, now: u64) -> Result<Vec<HostEntry>, StoreE
     Ok(out)
 }
 
+/// A volunteer: every host that runs under one account name (a host with
+/// no account is a volunteer of its own, named after its key).
+#[derive(Clone, Debug, Serialize)]
+pub struct VolunteerEntry {
+    pub name: String,
+    /// Whether `name` is an account the volunteer chose (false: an
+    /// anonymous host, named by its key).
+    pub has_account: bool,
+    /// Public keys (hex) of the volunteer's hosts.
+    pub hosts: Vec<String>,
+    pub online: bool,
+    /// The sum of the hosts' credit.
+    pub credit: Credit,
+}
+
+/// Every volunteer, highest total credit first.
+pub fn volunteers(store: &dyn Store, now: u64) -> Result<Vec<VolunteerEntry>, StoreError> {
+    let mut by_name: std::collections::BTreeMap<String, VolunteerEntry> = Default::default();
+    for e in leaderboard(store, now)? {
+        let has_account = !e.host.account.is_empty();
+        let name = if has_account {
+            e.host.account.clone()
+        } else {
+            format!(
+                "host {}",
+                &e.host.public_key[..12.min(e.host.public_key.len())]
+            )
+        };
+        let v = by_name
+            .entry(name.clone())
+            .or_insert_with(|| VolunteerEntry {
+                name,
+                has_account,
+                hosts: Vec::new(),
+                online: false,
+                credit: Credit::default(),
+            });
+        v.hosts.push(e.host.public_key.clone());
+        v.online |= e.online;
+        v.credit.total = v.credit.total.saturating_add(e.credit.total);
+        v.credit.recent += e.credit.recent;
+    }
+    let mut out: Vec<VolunteerEntry> = by_name.into_values().collect();
+    out.sort_by(|a, b| {
+        b.credit
+            .total
+            .cmp(&a.credit.total)
+            .then(b.credit.recent.total_cmp(&a.credit.recent))
+            .then(a.name.cmp(&b.name))
+    });
+    Ok(out)
+}
+
 /// One host's page.
 #[derive(Clone, Debug, Serialize)]
 pub struct HostView {
@@ -353,6 +409,14 @@ async fn job_progress_json(
 
 async fn hosts_page(State(api): State<Arc<Api>>) -> PageResult {
     Ok(Html(pages::hosts(&view(&api, leaderboard).await?)))
+}
+
+async fn volunteers_page(State(api): State<Arc<Api>>) -> PageResult {
+    Ok(Html(pages::volunteers(&view(&api, volunteers).await?)))
+}
+
+async fn volunteers_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<VolunteerEntry>>> {
+    Ok(Json(view(&api, volunteers).await?))
 }
 
 async fn hosts_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<HostEntry>>> {

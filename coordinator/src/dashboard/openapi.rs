@@ -88,6 +88,9 @@ pub fn document() -> Value {
                 { "name": "hash", "in": "path", "required": true, "schema": { "type": "string" }, "description": "64 hex digits" }
             ])) },
             "/api/v1/jobs/{id}/manifest": { "get": op("BLAKE3 of every output by unit and of each whole export", json_, job()) },
+            "/api/v1/volunteers": { "get": op("Every volunteer (account) with the summed credit of its hosts, highest first", json_, json!([])) },
+            "/volunteers": { "get": op("Leaderboard of volunteers (HTML)", "text/html", json!([])) },
+            "/stats/volunteers.gz": { "get": op("Gzipped JSON lines: every volunteer with hosts and credit", "application/gzip", json!([])) },
             "/api/v1/hosts": { "get": op("Every host with credit (total and recent average per day), highest first", json_, json!([])) },
             "/api/v1/hosts/{id}": { "get": op("One host: facts, credit, result record, trust", json_, host()) },
             "/api/v1/dataset": { "get": op("One page of the dataset with provenance", json_, dataset_params) },

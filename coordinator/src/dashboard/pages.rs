@@ -66,6 +66,7 @@ fn layout(title: &str, body: Markup) -> String {
             body {
                 header {
                     a.brand href="/" { "peergrid" }
+                    a href="/volunteers" { "Volunteers" }
                     a href="/hosts" { "Hosts" }
                     a href="/dataset" { "Dataset" }
                     a href="/api/v1/openapi.json" { "API" }
@@ -312,7 +313,7 @@ pub fn hosts(entries: &[HostEntry]) -> String {
                 "Recent average: credit per day, exponentially weighted with a 7-day half-life." }
             table #leaderboard {
                 thead { tr {
-                    th.num { "#" } th { "host" } th.num { "cores" } th { "platform" }
+                    th.num { "#" } th { "host" } th { "volunteer" } th.num { "cores" } th { "platform" }
                     th.num { "total (Gfuel)" } th.num { "recent (Gfuel/day)" } th { "online" } th { "last seen" }
                 } }
                 tbody {
@@ -320,6 +321,7 @@ pub fn hosts(entries: &[HostEntry]) -> String {
                         tr data-host=(e.host.public_key) data-host-id=(e.host.id) {
                             td.num.rank { (i + 1) }
                             td { a href={ "/hosts/" (e.host.id) } { code { (short(&e.host.public_key)) } } }
+                            td.account { (e.host.account) }
                             td.num { (e.host.cores) }
                             td { (e.host.os) " / " (e.host.arch) }
                             td.num.credit-total data-fuel=(e.credit.total) { (gfuel(e.credit.total as f64)) }
@@ -333,6 +335,44 @@ pub fn hosts(entries: &[HostEntry]) -> String {
                 }
             }
             @if entries.is_empty() { p #no-hosts { "No host has joined yet." } }
+        },
+    )
+}
+
+pub fn volunteers(entries: &[super::VolunteerEntry]) -> String {
+    layout(
+        "Volunteers",
+        html! {
+            h1 { "Volunteers by credit" }
+            p.small { "A volunteer is an account name given to " code { "peergrid-worker run --account" }
+                "; its credit is the sum over its hosts. A host without an account counts on its own. "
+                "1 credit = 1 unit of wasmtime fuel; shown in Gfuel (10⁹)." }
+            table #volunteers {
+                thead { tr {
+                    th.num { "#" } th { "volunteer" } th.num { "hosts" }
+                    th.num { "total (Gfuel)" } th.num { "recent (Gfuel/day)" } th { "online" }
+                } }
+                tbody {
+                    @for (i, v) in entries.iter().enumerate() {
+                        tr data-volunteer=(v.name) {
+                            td.num.rank { (i + 1) }
+                            td.name { (v.name) }
+                            td.num.host-count data-count=(v.hosts.len()) {
+                                @for (j, h) in v.hosts.iter().enumerate() {
+                                    @if j > 0 { " " }
+                                    a href={ "/hosts/" (h) } { code { (short(h)) } }
+                                }
+                            }
+                            td.num.credit-total data-fuel=(v.credit.total) { (gfuel(v.credit.total as f64)) }
+                            td.num.credit-recent data-fuel-per-day=(format!("{:.3}", v.credit.recent)) { (gfuel(v.credit.recent)) }
+                            td.online data-online=(v.online) {
+                                @if v.online { span.ok { "online" } } @else { span.off { "offline" } }
+                            }
+                        }
+                    }
+                }
+            }
+            @if entries.is_empty() { p #no-volunteers { "No volunteer has joined yet." } }
         },
     )
 }

@@ -307,13 +307,16 @@ async fn openapi_describes_every_public_route() {
         "/api/v1/blobs/missing",
         "/api/v1/blobs/{hash}",
         "/api/v1/blob/{hash}",
+        "/api/v1/volunteers",
+        "/volunteers",
+        "/stats/volunteers.gz",
         "/api/v1/openapi.json",
         "/stats/hosts.gz",
         "/stats/credit.gz",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 22);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 25);
 }
 
 #[tokio::test]

@@ -150,6 +150,8 @@ pub struct HostSummary {
     pub version: String,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
+    /// The volunteer account it runs under ('' = anonymous).
+    pub account: String,
 }
 
 /// How a host's finished copies fared.

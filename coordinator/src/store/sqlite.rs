@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS hosts (
     os TEXT NOT NULL,
     arch TEXT NOT NULL,
     version TEXT NOT NULL,
+    -- the volunteer account the host runs under ('' = anonymous)
+    account TEXT NOT NULL DEFAULT '',
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL
 );
@@ -378,11 +380,11 @@ impl Store for SqliteStore {
     ) -> Result<HostId, StoreError> {
         self.write(|c| {
             c.execute(
-                "INSERT INTO hosts (public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                "INSERT INTO hosts (public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms, account)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
                  ON CONFLICT(public_key) DO UPDATE SET cores = ?2, memory_bytes = ?3, os = ?4,
-                   arch = ?5, version = ?6, last_seen_ms = ?7",
-                params![&key[..], facts.cores, facts.memory_bytes, facts.os, facts.arch, version, now_ms],
+                   arch = ?5, version = ?6, last_seen_ms = ?7, account = ?8",
+                params![&key[..], facts.cores, facts.memory_bytes, facts.os, facts.arch, version, now_ms, facts.account],
             )?;
             Ok(c.query_row("SELECT id FROM hosts WHERE public_key = ?1", [&key[..]], |r| {
                 r.get(0)
@@ -756,7 +758,7 @@ impl Store for SqliteStore {
 }
 
 const HOST_COLUMNS: &str =
-    "id, public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms";
+    "id, public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms, account";
 
 fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSummary> {
     Ok(HostSummary {
@@ -769,6 +771,7 @@ fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSummary> {
         version: r.get(6)?,
         first_seen_ms: r.get(7)?,
         last_seen_ms: r.get(8)?,
+        account: r.get(9)?,
     })
 }
 
