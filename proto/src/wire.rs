@@ -100,6 +100,10 @@ pub struct TaskReport {
     /// The engine configuration the task ran under (the sandbox's engine
     /// id, which names the architecture unless NaNs were canonical).
     pub engine: String,
+    /// The task was resumed from a checkpoint after the worker restarted:
+    /// its output is comparable but `fuel_used` is only an estimate, so
+    /// the coordinator does not hold it to its replicas' fuel.
+    pub resumed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

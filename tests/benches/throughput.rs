@@ -191,6 +191,7 @@ fn main() {
                             fuel_used: 1,
                             elapsed_ms: 0,
                             engine: "simulated".into(),
+                            resumed: false,
                         });
                     }
                     if reply.tasks.is_empty() && reports.is_empty() {

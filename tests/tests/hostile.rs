@@ -101,6 +101,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
                 fuel_used: 1,
                 elapsed_ms: 1,
                 engine: "forged".into(),
+                resumed: false,
             }],
             want: 0,
         });

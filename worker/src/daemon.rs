@@ -277,6 +277,7 @@ impl Worker {
                 fuel_used: 0,
                 elapsed_ms: 0,
                 engine: String::new(),
+                resumed: false,
             });
             return;
         }
@@ -407,5 +408,6 @@ fn run_task(sandbox: &Sandbox, task: &Task, module: &[u8], fault: Option<Fault>)
         fuel_used: report.fuel_used,
         elapsed_ms: report.elapsed.as_millis() as u64,
         engine,
+        resumed: false,
     }
 }
