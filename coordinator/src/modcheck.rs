@@ -1,9 +1,11 @@
 //! Refuses a module at submission that no worker could run: not wasm, a
 //! component instead of a core module, no `_start`, or an import outside
-//! WASI preview 1. A researcher learns it in seconds, not after every
-//! volunteer has failed the job.
+//! WASI preview 1 and the guest SDK's host functions
+//! (`peergrid_proto::guest`). A researcher learns it in seconds, not after
+//! every volunteer has failed the job.
 
-use wasmparser::{Parser, Payload, TypeRef, Validator};
+use peergrid_proto::guest;
+use wasmparser::{FuncType, Parser, Payload, TypeRef, Validator};
 
 /// Every function WASI preview 1 defines; workers link exactly these.
 const WASI_P1: &[&str] = &[
@@ -70,18 +72,36 @@ pub fn check_module(bytes: &[u8]) -> Result<(), String> {
         .validate_all(bytes)
         .map_err(|e| format!("the module is not valid WebAssembly: {e}"))?;
     let mut has_start = false;
+    // Function types by index (the type section precedes the imports).
+    let mut types: Vec<Option<FuncType>> = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.map_err(|e| format!("the module is not valid WebAssembly: {e}"))? {
+            Payload::TypeSection(reader) => {
+                for group in reader {
+                    let group = group.map_err(|e| format!("unreadable type: {e}"))?;
+                    for sub in group.into_types() {
+                        types.push(match sub.composite_type.inner {
+                            wasmparser::CompositeInnerType::Func(f) => Some(f),
+                            _ => None,
+                        });
+                    }
+                }
+            }
             Payload::ImportSection(imports) => {
                 for import in imports.into_imports() {
                     let import = import.map_err(|e| format!("unreadable import: {e}"))?;
+                    if import.module == guest::IMPORT_MODULE {
+                        check_sdk_import(import.name, import.ty, &types)?;
+                        continue;
+                    }
                     let is_wasi_fn = import.module == "wasi_snapshot_preview1"
                         && matches!(import.ty, TypeRef::Func(_))
                         && WASI_P1.contains(&import.name);
                     if !is_wasi_fn {
                         return Err(format!(
                             "the module imports `{}.{}`, which workers do not provide; \
-                             modules may import only WASI preview 1 functions",
+                             modules may import only WASI preview 1 functions and the \
+                             peergrid guest SDK's",
                             import.module, import.name
                         ));
                     }
@@ -104,6 +124,51 @@ pub fn check_module(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an import from the guest SDK's module names one of its host
+/// functions with exactly its type.
+fn check_sdk_import(name: &str, ty: TypeRef, types: &[Option<FuncType>]) -> Result<(), String> {
+    let module = guest::IMPORT_MODULE;
+    let Some(expected) = guest::host_function(name) else {
+        return Err(format!(
+            "the module imports `{module}.{name}`, which workers do not provide; \
+             the peergrid guest SDK's functions are {}",
+            guest::HOST_FUNCTIONS
+                .iter()
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    let actual = match ty {
+        TypeRef::Func(index) => types.get(index as usize).and_then(Option::as_ref),
+        _ => None,
+    };
+    let matches = actual.is_some_and(|f| {
+        same_types(f.params(), expected.params) && same_types(f.results(), expected.results)
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(format!(
+            "the module imports `{module}.{name}` with another type than workers provide \
+             ({:?} -> {:?}); use the peergrid-sdk crate of this release",
+            expected.params, expected.results
+        ))
+    }
+}
+
+fn same_types(actual: &[wasmparser::ValType], expected: &[guest::ValType]) -> bool {
+    actual.len() == expected.len()
+        && actual.iter().zip(expected).all(|(a, e)| {
+            matches!(
+                (a, e),
+                (wasmparser::ValType::I32, guest::ValType::I32)
+                    | (wasmparser::ValType::I64, guest::ValType::I64)
+                    | (wasmparser::ValType::F64, guest::ValType::F64)
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +182,30 @@ mod tests {
         );
         let lib = b"\0asm\x01\0\0\0";
         assert!(check_module(lib).unwrap_err().contains("_start"));
+    }
+
+    fn importing(import: &str) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(module {import} (memory (export "memory") 1) (func (export "_start")))"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn accepts_the_guest_sdk_with_its_exact_types() {
+        let all = r#"
+            (import "peergrid" "checkpoint" (func (param i32 i32)))
+            (import "peergrid" "restore_len" (func (result i64)))
+            (import "peergrid" "restore" (func (param i32 i32) (result i32)))
+            (import "peergrid" "progress" (func (param f64)))"#;
+        assert_eq!(check_module(&importing(all)), Ok(()));
+        let unknown = check_module(&importing(r#"(import "peergrid" "launch" (func))"#));
+        assert!(unknown.unwrap_err().contains("`peergrid.launch`"));
+        let wrong = check_module(&importing(
+            r#"(import "peergrid" "progress" (func (param f32)))"#,
+        ));
+        assert!(wrong.unwrap_err().contains("another type"));
+        let global = check_module(&importing(r#"(import "peergrid" "progress" (global i32))"#));
+        assert!(global.unwrap_err().contains("another type"));
     }
 }

@@ -24,3 +24,5 @@ pub const MAX_ENGINE_ID: usize = 200;
 /// Most arguments, and longest argument, in a job spec.
 pub const MAX_ARGS: usize = 64;
 pub const MAX_ARG_LEN: usize = 4096;
+/// Largest checkpoint state a task may hand the worker (guest SDK).
+pub const MAX_CHECKPOINT: usize = 16 * 1024 * 1024;

@@ -39,8 +39,18 @@
 //! version and configuration check) is a miss: the module is compiled again
 //! and the file rewritten.
 //!
+//! # Guest SDK and pacing
+//!
+//! Besides WASI preview 1 a module may import the guest SDK's host functions
+//! (`peergrid_proto::guest`: `checkpoint`, `restore_len`, `restore`,
+//! `progress`). They reach the caller through [`TaskHooks`], which also
+//! paces the run: every epoch tick the sandbox asks [`TaskHooks::pace`],
+//! which may sleep on the task's thread (the duty cycle, a suspension) or
+//! stop the task. Time spent paused does not count against `wall_ms`.
+//!
 //! **Architecture Invariant:** wasmtime types stay inside this module; callers
-//! see [`Sandbox`], [`RunReport`], [`RunOutcome`] and [`SandboxError`] only.
+//! see [`Sandbox`], [`RunReport`], [`RunOutcome`], [`SandboxError`],
+//! [`TaskHooks`], [`Pace`] and [`Checkpoint`] only.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -55,11 +65,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use peergrid_proto::Hash;
-use peergrid_proto::limits::{MAX_STDERR, MAX_TASK_MEMORY};
+use peergrid_proto::guest;
+use peergrid_proto::limits::{MAX_CHECKPOINT, MAX_STDERR, MAX_TASK_MEMORY};
 use peergrid_proto::wire::TaskLimits;
 use wasmtime::{
-    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
-    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmFeatures,
+    Caller, Config, Engine, Extern, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
+    Module, OptLevel, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    UpdateDeadline, WasmFeatures,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -135,7 +147,7 @@ pub enum SandboxError {
     #[error("module is not valid WebAssembly: {0}")]
     Compile(String),
     #[error(
-        "module imports something the sandbox does not provide (only WASI preview 1 is available): {0}"
+        "module imports something the sandbox does not provide (only WASI preview 1 and the peergrid guest SDK are available): {0}"
     )]
     Link(String),
     #[error(
@@ -207,7 +219,71 @@ pub struct RunReport {
     /// Wall time spent in [`Sandbox::run`], compilation on a cache miss
     /// included.
     pub elapsed: Duration,
+    /// The run resumed from a checkpoint ([`TaskHooks::resume_from`]):
+    /// `fuel_used` is the checkpoint's fuel plus what the run used after
+    /// `restore`, an estimate rather than a replica-exact count.
+    pub resumed: bool,
 }
+
+/// A task's state as the guest SDK's `checkpoint` offered it, with the fuel
+/// the task had used when it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub state: Vec<u8>,
+    pub fuel_used: u64,
+}
+
+/// What [`TaskHooks::pace`] decides at an epoch tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pace {
+    /// Keep running (after the hook slept, if it wanted a pause).
+    Continue,
+    /// End the run now; the report's outcome is an error with this message.
+    /// The caller asked for it, so it knows to ignore that report.
+    Stop(String),
+}
+
+/// The caller's side of a running task: the guest SDK's calls land here,
+/// and the worker paces the task through it. Every method runs on the
+/// task's own thread, so a method that sleeps pauses the task.
+pub trait TaskHooks: Send + Sync {
+    /// The checkpoint to resume from, if the task ran before; asked once.
+    fn resume_from(&self) -> Option<Checkpoint> {
+        None
+    }
+    /// Whether a `checkpoint` call now would be kept (the interval has
+    /// passed); the module's memory is only copied when it would.
+    fn wants_checkpoint(&self) -> bool {
+        false
+    }
+    /// The guest offered its state while [`TaskHooks::wants_checkpoint`]
+    /// said yes; `fuel_used` counts from the task's very first start.
+    fn checkpoint(&self, _checkpoint: Checkpoint) {}
+    /// The guest says it is `fraction` done (clamped to 0..=1).
+    fn progress(&self, _fraction: f64) {}
+    /// Called about every epoch tick (10 ms) while the module runs. It may
+    /// sleep to pause the module; that time does not count as wall time.
+    fn pace(&self) -> Pace {
+        Pace::Continue
+    }
+}
+
+/// Hooks that keep nothing, report nowhere and never pause: a plain run.
+struct NoHooks;
+
+impl TaskHooks for NoHooks {}
+
+/// Why a run ended early at its caller's request ([`Pace::Stop`]).
+#[derive(Debug)]
+struct Stopped(String);
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by the worker: {}", self.0)
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +299,28 @@ pub enum RunOutcome {
 struct TaskState {
     wasi: WasiP1Ctx,
     limits: StoreLimits,
+    hooks: Arc<dyn TaskHooks>,
+    /// The checkpoint this run resumes from, handed to `restore`.
+    restored: Option<Checkpoint>,
+    /// Fuel the task's earlier runs used, up to the checkpoint it resumes
+    /// from (0 on a fresh start).
+    fuel_before: u64,
+    /// Fuel this run had used when the guest first read its checkpoint:
+    /// the start-up it repeats, not counted twice.
+    fuel_at_restore: Option<u64>,
+    /// The fuel budget this run started with.
+    fuel_budget: u64,
+}
+
+impl TaskState {
+    /// Fuel the task has used, counting from its very first start: what
+    /// earlier runs used up to the checkpoint, plus what this run used
+    /// since it read the checkpoint.
+    fn fuel_used(&self, remaining: u64) -> u64 {
+        let this_run = self.fuel_budget.saturating_sub(remaining);
+        self.fuel_before
+            .saturating_add(this_run.saturating_sub(self.fuel_at_restore.unwrap_or(0)))
+    }
 }
 
 impl Sandbox {
@@ -311,12 +409,42 @@ impl Sandbox {
         limits: &TaskLimits,
         canonical_nan: bool,
     ) -> RunReport {
+        self.run_with_hooks(
+            module,
+            module_bytes,
+            input,
+            args,
+            seed,
+            limits,
+            canonical_nan,
+            Arc::new(NoHooks),
+        )
+    }
+
+    /// [`Sandbox::run`] with the caller's [`TaskHooks`]: checkpoints,
+    /// progress, resuming, pausing and stopping.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per part of a task; a task-parameters struct is the next step if more come"
+    )]
+    pub fn run_with_hooks(
+        &self,
+        module: &Hash,
+        module_bytes: &[u8],
+        input: &[u8],
+        args: &[String],
+        seed: u64,
+        limits: &TaskLimits,
+        canonical_nan: bool,
+        hooks: Arc<dyn TaskHooks>,
+    ) -> RunReport {
         let started = Instant::now();
         let failed = |message: String| RunReport {
             outcome: RunOutcome::Error(message),
             fuel_used: 0,
             stderr: Vec::new(),
             elapsed: started.elapsed(),
+            resumed: false,
         };
         let pre = match self.cached_or_compile(module, module_bytes, canonical_nan) {
             Ok(pre) => pre,
@@ -344,28 +472,48 @@ impl Sandbox {
             .memories(1)
             .tables(4)
             .build();
+        let restored = hooks.resume_from();
+        let resumed = restored.is_some();
+        let fuel_before = restored.as_ref().map_or(0, |c| c.fuel_used);
+        // A resumed run may use what the earlier runs left of the budget.
+        let fuel_budget = limits.fuel.saturating_sub(fuel_before);
         let mut store = Store::new(
             &self.engine(canonical_nan).engine,
             TaskState {
                 wasi,
                 limits: store_limits,
+                hooks: hooks.clone(),
+                restored,
+                fuel_before,
+                fuel_at_restore: None,
+                fuel_budget,
             },
         );
         store.limiter(|state| &mut state.limits);
         let fueled = self.metering == Metering::FuelAndEpoch;
-        if fueled && let Err(e) = store.set_fuel(limits.fuel) {
+        if fueled && let Err(e) = store.set_fuel(fuel_budget) {
             return failed(format!("cannot set the fuel budget: {e:#}"));
         }
-        // The deadline counts ticks from the current epoch and the next tick
-        // may come at any moment, so one extra tick guarantees the module at
-        // least its full `wall_ms`.
-        store.set_epoch_deadline(
-            limits
-                .wall_ms
-                .div_ceil(EPOCH_TICK.as_millis() as u64)
-                .saturating_add(1),
-        );
-        store.epoch_deadline_trap();
+        // Every tick, ask the hooks whether to go on (they may pause), and
+        // end the run once it has *run* (pauses excluded) for `wall_ms`; the
+        // next tick may come at any moment, so one extra tick guarantees the
+        // module at least its full `wall_ms`.
+        let wall = Duration::from_millis(limits.wall_ms).saturating_add(EPOCH_TICK);
+        let mut paused = Duration::ZERO;
+        let run_started = Instant::now();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            let before = Instant::now();
+            let pace = ctx.data().hooks.pace();
+            paused = paused.saturating_add(before.elapsed());
+            if let Pace::Stop(why) = pace {
+                return Err(Stopped(why).into());
+            }
+            if run_started.elapsed().saturating_sub(paused) > wall {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
 
         let failure = match pre.instantiate(&mut store) {
             Err(e) => Some(format!("module cannot be instantiated: {e:#}")),
@@ -378,7 +526,7 @@ impl Sandbox {
             },
         };
         let fuel_used = if fueled {
-            limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
+            store.data().fuel_used(store.get_fuel().unwrap_or(0))
         } else {
             0
         };
@@ -393,6 +541,7 @@ impl Sandbox {
             fuel_used,
             stderr: stderr.take(),
             elapsed: started.elapsed(),
+            resumed,
         }
     }
 
@@ -676,7 +825,97 @@ fn wasi_linker(engine: &Engine) -> Result<Linker<TaskState>, SandboxError> {
         )
         .map_err(engine_error)?;
     linker.allow_shadowing(false);
+    add_guest_sdk(&mut linker).map_err(engine_error)?;
     Ok(linker)
+}
+
+/// Links the guest SDK's host functions (`peergrid_proto::guest`), which
+/// hand checkpoints and progress to the task's [`TaskHooks`].
+fn add_guest_sdk(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+    let module = guest::IMPORT_MODULE;
+    linker.func_wrap(
+        module,
+        guest::CHECKPOINT.name,
+        |mut caller: Caller<'_, TaskState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            if !caller.data().hooks.wants_checkpoint() {
+                return Ok(());
+            }
+            let len = len as u32 as usize;
+            if len > MAX_CHECKPOINT {
+                wasmtime::bail!("checkpoint of {len} bytes exceeds the limit of {MAX_CHECKPOINT}");
+            }
+            let memory = guest_memory(&mut caller)?;
+            let mut state = vec![0u8; len];
+            memory
+                .read(&caller, ptr as u32 as usize, &mut state)
+                .map_err(|_| wasmtime::format_err!("checkpoint state lies outside memory"))?;
+            let remaining = caller.get_fuel().unwrap_or(0);
+            let fuel_used = caller.data().fuel_used(remaining);
+            caller
+                .data()
+                .hooks
+                .checkpoint(Checkpoint { state, fuel_used });
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        module,
+        guest::RESTORE_LEN.name,
+        |mut caller: Caller<'_, TaskState>| -> i64 {
+            mark_restore(&mut caller);
+            caller
+                .data()
+                .restored
+                .as_ref()
+                .map_or(-1, |c| c.state.len() as i64)
+        },
+    )?;
+    linker.func_wrap(
+        module,
+        guest::RESTORE.name,
+        |mut caller: Caller<'_, TaskState>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            mark_restore(&mut caller);
+            let Some(state) = caller.data_mut().restored.take() else {
+                return Ok(0);
+            };
+            let n = state.state.len().min(len as u32 as usize);
+            let memory = guest_memory(&mut caller)?;
+            let written = memory.write(&mut caller, ptr as u32 as usize, &state.state[..n]);
+            caller.data_mut().restored = Some(state);
+            written.map_err(|_| wasmtime::format_err!("restore buffer lies outside memory"))?;
+            Ok(n as i32)
+        },
+    )?;
+    linker.func_wrap(
+        module,
+        guest::PROGRESS.name,
+        |caller: Caller<'_, TaskState>, fraction: f64| {
+            let fraction = if fraction.is_nan() {
+                0.0
+            } else {
+                fraction.clamp(0.0, 1.0)
+            };
+            caller.data().hooks.progress(fraction);
+        },
+    )?;
+    Ok(())
+}
+
+/// Remembers the fuel used when a resumed run first reads its checkpoint.
+fn mark_restore(caller: &mut Caller<'_, TaskState>) {
+    if caller.data().restored.is_some() && caller.data().fuel_at_restore.is_none() {
+        let remaining = caller.get_fuel().unwrap_or(0);
+        let budget = caller.data().fuel_budget;
+        caller.data_mut().fuel_at_restore = Some(budget.saturating_sub(remaining));
+    }
+}
+
+/// The calling module's exported `memory`, which the SDK's calls point into.
+fn guest_memory(caller: &mut Caller<'_, TaskState>) -> wasmtime::Result<wasmtime::Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(memory)) => Ok(memory),
+        _ => wasmtime::bail!("the guest SDK needs the module to export its `memory`"),
+    }
 }
 
 /// Turns the error that ended `_start` into the researcher's message, or
@@ -691,6 +930,9 @@ fn describe_failure(
     }
     if let Some(I32Exit(status)) = error.downcast_ref::<I32Exit>() {
         return (*status != 0).then(|| format!("module exited with status {status}"));
+    }
+    if let Some(stopped) = error.downcast_ref::<Stopped>() {
+        return Some(stopped.to_string());
     }
     Some(match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => format!("fuel limit of {} exhausted", limits.fuel),
@@ -1038,6 +1280,152 @@ mod tests {
                    (call $write (i32.const 1) (i32.const 1024) (i32.load (i32.const 24)))
                    (br $again)))"#,
         )
+    }
+
+    /// A counter to 1000 that uses the guest SDK: resumes from its
+    /// checkpoint (4 bytes at address 64), checkpoints and reports
+    /// progress every step, prints the final count as 4 bytes.
+    fn counter() -> String {
+        module_with(
+            r#"(import "peergrid" "checkpoint" (func $checkpoint (param i32 i32)))
+               (import "peergrid" "restore_len" (func $restore_len (result i64)))
+               (import "peergrid" "restore" (func $restore (param i32 i32) (result i32)))
+               (import "peergrid" "progress" (func $progress (param f64)))"#,
+            r#"(func (export "_start")
+                 (if (i64.ge_s (call $restore_len) (i64.const 0))
+                   (then (drop (call $restore (i32.const 64) (i32.const 4)))))
+                 (block $done
+                   (loop $step
+                     (br_if $done (i32.ge_u (i32.load (i32.const 64)) (i32.const 1000)))
+                     (i32.store (i32.const 64) (i32.add (i32.load (i32.const 64)) (i32.const 1)))
+                     (call $checkpoint (i32.const 64) (i32.const 4))
+                     (call $progress (f64.div (f64.convert_i32_u (i32.load (i32.const 64))) (f64.const 1000)))
+                     (br $step)))
+                 (call $write (i32.const 1) (i32.const 64) (i32.const 4)))"#,
+        )
+    }
+
+    /// Hooks that keep every checkpoint and the last progress, and resume
+    /// from a given checkpoint.
+    #[derive(Default)]
+    struct Recorder {
+        resume: Mutex<Option<Checkpoint>>,
+        kept: Mutex<Vec<Checkpoint>>,
+        progress: Mutex<f64>,
+        stop_after_ticks: Option<u32>,
+        ticks: AtomicU64,
+    }
+
+    impl TaskHooks for Recorder {
+        fn resume_from(&self) -> Option<Checkpoint> {
+            self.resume.lock().unwrap().take()
+        }
+        fn wants_checkpoint(&self) -> bool {
+            true
+        }
+        fn checkpoint(&self, checkpoint: Checkpoint) {
+            self.kept.lock().unwrap().push(checkpoint);
+        }
+        fn progress(&self, fraction: f64) {
+            *self.progress.lock().unwrap() = fraction;
+        }
+        fn pace(&self) -> Pace {
+            let ticks = self.ticks.fetch_add(1, Ordering::Relaxed);
+            match self.stop_after_ticks {
+                Some(n) if ticks >= n as u64 => Pace::Stop("test".into()),
+                _ => Pace::Continue,
+            }
+        }
+    }
+
+    fn run_hooked(wat: &str, hooks: Arc<Recorder>) -> RunReport {
+        run_hooked_with(wat, hooks, &limits())
+    }
+
+    fn run_hooked_with(wat: &str, hooks: Arc<Recorder>, limits: &TaskLimits) -> RunReport {
+        let bytes = wasm(wat);
+        sandbox().run_with_hooks(&Hash::of(&bytes), &bytes, b"", &[], 7, limits, false, hooks)
+    }
+
+    #[test]
+    fn guest_sdk_checkpoints_resume_to_the_same_output_and_fuel() {
+        let fresh = Arc::new(Recorder::default());
+        let whole = run_hooked(&counter(), fresh.clone());
+        assert_eq!(stdout(&whole), 1000u32.to_le_bytes());
+        assert!(!whole.resumed);
+        assert_eq!(*fresh.progress.lock().unwrap(), 1.0);
+        let kept = fresh.kept.lock().unwrap().clone();
+        assert_eq!(kept.len(), 1000);
+        let middle = kept[499].clone();
+        assert_eq!(middle.state, 500u32.to_le_bytes());
+        assert!(middle.fuel_used > 0 && middle.fuel_used < whole.fuel_used);
+
+        let resumed = Arc::new(Recorder {
+            resume: Mutex::new(Some(middle)),
+            ..Recorder::default()
+        });
+        let rest = run_hooked(&counter(), resumed.clone());
+        assert_eq!(stdout(&rest), stdout(&whole), "resumed output differs");
+        assert!(rest.resumed);
+        assert_eq!(resumed.kept.lock().unwrap().len(), 500);
+        // Fuel of the checkpoint plus fuel after `restore`: close to the
+        // uninterrupted count (the start-up before `restore` is not
+        // counted twice), though not replica-exact.
+        let diff = rest.fuel_used.abs_diff(whole.fuel_used);
+        assert!(
+            diff * 100 < whole.fuel_used,
+            "{} vs {}",
+            rest.fuel_used,
+            whole.fuel_used
+        );
+    }
+
+    #[test]
+    fn a_module_without_the_sdk_runs_with_hooks_and_can_be_stopped() {
+        let hooks = Arc::new(Recorder::default());
+        let report = run_hooked(&echo(), hooks.clone());
+        assert!(matches!(report.outcome, RunOutcome::Success(_)));
+        assert!(hooks.kept.lock().unwrap().is_empty());
+
+        let stopper = Arc::new(Recorder {
+            stop_after_ticks: Some(3),
+            ..Recorder::default()
+        });
+        let forever = module(r#"(func (export "_start") (loop $l (br $l)))"#);
+        let endless = TaskLimits {
+            fuel: u64::MAX / 2,
+            ..limits()
+        };
+        let report = run_hooked_with(&forever, stopper, &endless);
+        assert!(
+            error(&report).contains("stopped by the worker"),
+            "{}",
+            error(&report)
+        );
+    }
+
+    #[test]
+    fn sdk_calls_pointing_outside_memory_trap_cleanly() {
+        let bad = module_with(
+            r#"(import "peergrid" "checkpoint" (func $checkpoint (param i32 i32)))"#,
+            r#"(func (export "_start") (call $checkpoint (i32.const -16) (i32.const 1024)))"#,
+        );
+        let report = run_hooked(&bad, Arc::new(Recorder::default()));
+        assert!(
+            error(&report).contains("outside memory"),
+            "{}",
+            error(&report)
+        );
+        let huge = module_with(
+            r#"(import "peergrid" "checkpoint" (func $checkpoint (param i32 i32)))"#,
+            r#"(func (export "_start") (call $checkpoint (i32.const 0) (i32.const -1)))"#,
+        );
+        let report = run_hooked(&huge, Arc::new(Recorder::default()));
+        assert!(
+            error(&report).contains("exceeds the limit"),
+            "{}",
+            error(&report)
+        );
     }
 
     #[test]
