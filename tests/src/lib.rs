@@ -318,11 +318,21 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Starts `peergrid-worker run` on `data` with `extra` flags. Its
+    /// preferences file is `data/test-worker.toml`, written (unless
+    /// present) with `suspend_cpu_percent = 100`: test processes share
+    /// the machine, and a worker must not suspend because other workers
+    /// or the coordinator are busy. Flags override it.
     pub fn start(join: &str, data: &Path, extra: &[&str]) -> Result<Worker> {
         std::fs::create_dir_all(data)?;
+        let config = data.join("test-worker.toml");
+        if !config.exists() {
+            std::fs::write(&config, "suspend_cpu_percent = 100\n")?;
+        }
         let log = std::fs::File::create(data.join(format!("worker-{}.log", now_nanos())))?;
         let child = Command::new(bin("peergrid-worker"))
             .env("PEERGRID_LOG", "info,peergrid_worker::daemon=debug")
+            .env("PEERGRID_CONFIG", &config)
             .args(["run", "--join", join, "--data"])
             .arg(data)
             .args(extra)

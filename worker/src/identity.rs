@@ -79,15 +79,6 @@ pub fn host_facts() -> HostFacts {
     }
 }
 
-/// The default task slots: all cores but one, at least one.
-pub fn default_slots() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .saturating_sub(1)
-        .max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,16 @@
-//! `peergrid-worker`: the volunteer's daemon.
+//! `peergrid-worker`: the volunteer's daemon and its controls.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_proto::JoinString;
+use peergrid_worker::control::{self, ControlRequest};
 use peergrid_worker::daemon::{Fault, Worker, WorkerConfig};
-use peergrid_worker::{identity, sandbox};
+use peergrid_worker::identity;
+use peergrid_worker::install::{self, Install};
+use peergrid_worker::prefs::{Overrides, Preferences};
 
 #[derive(Parser)]
 #[command(
@@ -21,28 +25,78 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Join a project and compute in the foreground until interrupted.
+    /// Join a project and compute in the foreground until interrupted
+    /// (SIGTERM or Ctrl-C checkpoint the running tasks and exit).
     Run {
-        /// Folder for this host's key and caches (one folder per host).
+        /// Folder for this host's key, state and caches (one folder per host).
         #[arg(long)]
         data: PathBuf,
         /// The project's join string: peergrid://HOST:PORT#sha256:...
         #[arg(long, env = "PEERGRID_JOIN")]
         join: String,
-        /// Concurrent tasks (default: all cores but one, at least one).
+        #[command(flatten)]
+        prefs: Overrides,
+        /// Never draw progress bars, even on a terminal.
         #[arg(long)]
-        cores: Option<usize>,
-        /// Your volunteer account name: credit of all your hosts adds up
-        /// under it on the project's leaderboard (default: anonymous).
-        #[arg(long, env = "PEERGRID_ACCOUNT", default_value = "")]
-        account: String,
-        /// Most memory one task may use, in MiB (a job asking for more
-        /// gets this much; its module may then fail).
-        #[arg(long)]
-        max_task_memory_mb: Option<u64>,
+        no_progress: bool,
         /// Testing aid: misbehave on purpose to exercise validation.
         #[arg(long, value_enum, hide = true)]
         simulate_fault: Option<FaultArg>,
+    },
+    /// Print the preferences in effect (file, then flags), as TOML.
+    Config {
+        #[command(flatten)]
+        prefs: Overrides,
+    },
+    /// Show what the running worker is doing.
+    Status {
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend computing on the running worker until `resume`.
+    Pause {
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Resume computing after `pause`.
+    Resume {
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Install the worker as a service that starts at boot (a systemd
+    /// system unit as root, a user unit otherwise) and start it.
+    Install {
+        #[arg(long, env = "PEERGRID_JOIN")]
+        join: String,
+        /// Data folder (default: /var/lib/peergrid-worker as root,
+        /// ~/.local/share/peergrid-worker otherwise).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Folder for the unit file (default: systemd's).
+        #[arg(long)]
+        unit_dir: Option<PathBuf>,
+        /// Install a user unit even as root.
+        #[arg(long)]
+        user: bool,
+        /// Only write the unit file; do not enable or start it.
+        #[arg(long)]
+        no_enable: bool,
+        /// Volunteer account name for the leaderboard.
+        #[arg(long, env = "PEERGRID_ACCOUNT", default_value = "")]
+        account: String,
+    },
+    /// Stop the service and remove its unit file (the data folder stays).
+    Uninstall {
+        #[arg(long)]
+        unit_dir: Option<PathBuf>,
+        #[arg(long)]
+        user: bool,
+        /// Only remove the unit file; do not call systemctl.
+        #[arg(long)]
+        no_disable: bool,
     },
 }
 
@@ -59,37 +113,40 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Run {
             data,
             join,
-            cores,
-            account,
-            max_task_memory_mb,
+            prefs,
+            no_progress,
             simulate_fault,
         } => {
             let join: JoinString = join.parse().context("--join")?;
-            let slots = cores
-                .unwrap_or_else(identity::default_slots)
-                .clamp(1, sandbox::MAX_CONCURRENT_TASKS);
+            let (prefs, path) = Preferences::resolve(&prefs)?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let slots = prefs.slots(cores);
             let key = identity::load_or_create_key(&data)?;
             tracing::info!(
                 host_key = %hex::encode(key.verifying_key().to_bytes()),
                 slots,
+                buffer = prefs.buffer(slots),
+                cpu_time_percent = prefs.cpu_time_percent,
+                suspend_cpu_percent = prefs.suspend_cpu_percent,
+                preferences = %path.map_or_else(|| "defaults".into(), |p| p.display().to_string()),
                 "starting worker"
             );
             let config = WorkerConfig {
                 data,
                 join,
+                prefs,
                 slots,
-                account,
-                max_task_memory: max_task_memory_mb.map(|m| m.saturating_mul(1024 * 1024)),
                 fault: simulate_fault.map(|f| match f {
                     FaultArg::WrongOutput => Fault::WrongOutput,
                     FaultArg::ForeignArch => Fault::ForeignArch,
                 }),
+                progress_bars: !no_progress && std::io::stderr().is_terminal(),
             };
             let worker = Worker::new(config, key)?;
             tokio::runtime::Builder::new_multi_thread()
@@ -97,6 +154,97 @@ fn main() -> Result<()> {
                 .build()?
                 .block_on(worker.run(shutdown_signal()))
         }
+        Command::Config { prefs } => {
+            let (prefs, path) = Preferences::resolve(&prefs)?;
+            match path {
+                Some(p) if p.exists() => {
+                    println!("# preferences file: {} (flags applied)", p.display())
+                }
+                Some(p) => println!(
+                    "# preferences file: {} (absent: defaults, flags applied)",
+                    p.display()
+                ),
+                None => println!("# no config folder: defaults, flags applied"),
+            }
+            print!("{}", prefs.to_toml());
+            Ok(())
+        }
+        Command::Status { data, json } => {
+            let status = control::request(&data_dir(data)?, ControlRequest::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("{status}");
+            }
+            Ok(())
+        }
+        Command::Pause { data } => {
+            let status = control::request(&data_dir(data)?, ControlRequest::Pause)?;
+            println!("paused; {}", status.suspended.unwrap_or_default());
+            Ok(())
+        }
+        Command::Resume { data } => {
+            let status = control::request(&data_dir(data)?, ControlRequest::Resume)?;
+            match status.suspended {
+                Some(why) => println!("resumed by you, but still suspended: {why}"),
+                None => println!("resumed"),
+            }
+            Ok(())
+        }
+        Command::Install {
+            join,
+            data,
+            unit_dir,
+            user,
+            no_enable,
+            account,
+        } => {
+            let user = user || !install::is_root();
+            let data = match data {
+                Some(d) => std::path::absolute(&d)?,
+                None => install::default_data_dir(user)?,
+            };
+            let unit_dir = match unit_dir {
+                Some(d) => std::path::absolute(&d)?,
+                None => install::default_unit_dir(user)?,
+            };
+            let exe = std::env::current_exe().context("finding this binary")?;
+            let path = Install {
+                join,
+                data,
+                unit_dir,
+                user,
+                exe,
+                account,
+            }
+            .install(!no_enable)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Uninstall {
+            unit_dir,
+            user,
+            no_disable,
+        } => {
+            let user = user || !install::is_root();
+            let unit_dir = match unit_dir {
+                Some(d) => d,
+                None => install::default_unit_dir(user)?,
+            };
+            match install::uninstall(&unit_dir, user, !no_disable)? {
+                Some(path) => println!("removed {}", path.display()),
+                None => println!("not installed in {}", unit_dir.display()),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `--data`, or the data folder `install` uses by default.
+fn data_dir(data: Option<PathBuf>) -> Result<PathBuf> {
+    match data {
+        Some(d) => Ok(d),
+        None => install::default_data_dir(!install::is_root()),
     }
 }
 

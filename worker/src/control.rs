@@ -1,0 +1,197 @@
+//! The local control socket: `peergrid-worker pause`, `resume` and
+//! `status` talk to the running daemon through `DATA/control.sock`, a Unix
+//! socket only the data folder's owner can open (mode 0600).
+//!
+//! One JSON line per request ([`ControlRequest`]) and one JSON line per
+//! reply ([`Status`], or `{"error": …}`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+/// File name of the control socket in the data folder.
+pub const SOCKET_FILE: &str = "control.sock";
+/// Longest request line the daemon reads.
+const MAX_REQUEST: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlRequest {
+    Status,
+    Pause,
+    Resume,
+}
+
+/// What the daemon is doing, as `status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The coordinator's address.
+    pub coordinator: String,
+    /// `connected`, `connecting`, or `offline: <why>`.
+    pub connection: String,
+    /// Why computing is suspended, if it is.
+    pub suspended: Option<String>,
+    pub paused_by_user: bool,
+    pub slots: usize,
+    pub cpu_time_percent: u8,
+    pub running: Vec<RunningTask>,
+    /// Tasks held locally and waiting for a slot.
+    pub queued: usize,
+    /// Finished results the coordinator has not acknowledged yet.
+    pub pending_uploads: u64,
+    /// Tasks finished since local midnight.
+    pub results_today: u64,
+    /// Fuel of the successful results the coordinator acknowledged: the
+    /// credit this host claimed. The coordinator grants it once a quorum
+    /// of hosts agrees; the worker is not told, so this is a claim.
+    pub claimed_credit_fuel: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunningTask {
+    pub unit: u64,
+    pub job: u64,
+    /// What the module reported with the guest SDK's `progress` (None: it
+    /// does not use the SDK).
+    pub progress: Option<f64>,
+    pub running_secs: u64,
+    /// Resumed from a checkpoint after a restart.
+    pub resumed: bool,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "coordinator:      {} ({})",
+            self.coordinator, self.connection
+        )?;
+        match &self.suspended {
+            Some(why) => writeln!(f, "computing:        suspended: {why}")?,
+            None => writeln!(
+                f,
+                "computing:        yes, {} slot(s) at {} % CPU time",
+                self.slots, self.cpu_time_percent
+            )?,
+        }
+        writeln!(f, "running tasks:    {}", self.running.len())?;
+        for t in &self.running {
+            let progress = t.progress.map_or_else(
+                || "progress unknown".to_string(),
+                |p| format!("{:5.1} %", p * 100.0),
+            );
+            writeln!(
+                f,
+                "  unit {:>8} (job {}): {progress}, {} s{}",
+                t.unit,
+                t.job,
+                t.running_secs,
+                if t.resumed {
+                    ", resumed from a checkpoint"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        writeln!(f, "queued tasks:     {}", self.queued)?;
+        writeln!(f, "pending uploads:  {}", self.pending_uploads)?;
+        writeln!(f, "results today:    {}", self.results_today)?;
+        write!(
+            f,
+            "claimed credit:   {} fuel (acknowledged results; granted once a quorum agrees)",
+            self.claimed_credit_fuel
+        )
+    }
+}
+
+/// The socket's path in data folder `data`.
+pub fn socket_path(data: &Path) -> PathBuf {
+    data.join(SOCKET_FILE)
+}
+
+/// Answers requests on `data/control.sock` until the task is dropped.
+/// `handle` runs each request against the daemon.
+pub async fn serve(
+    data: &Path,
+    handle: Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let path = socket_path(data);
+    // A socket left by a killed daemon: nobody answers on it any more.
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        bail!(
+            "another worker is running on {} (its control socket answers); stop it first",
+            data.display()
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("creating the control socket {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+                if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
+                    Ok(req) => match handle(req) {
+                        Ok(status) => serde_json::to_string(&status),
+                        Err(e) => {
+                            serde_json::to_string(&serde_json::json!({"error": format!("{e:#}")}))
+                        }
+                    },
+                    Err(e) => serde_json::to_string(
+                        &serde_json::json!({"error": format!("unknown request: {e}")}),
+                    ),
+                };
+                if let Ok(mut reply) = reply {
+                    reply.push('\n');
+                    let _ = write.write_all(reply.as_bytes()).await;
+                }
+            });
+        }
+    }))
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Sends `req` to the daemon running on data folder `data`.
+pub fn request(data: &Path, req: ControlRequest) -> Result<Status> {
+    let path = socket_path(data);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "no worker answers on {}; is `peergrid-worker run --data {}` running?",
+            path.display(),
+            data.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut line = serde_json::to_string(&req)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .context("reading the worker's reply")?;
+    let value: serde_json::Value =
+        serde_json::from_str(&reply).context("the worker's reply is not JSON")?;
+    if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
+        bail!("the worker refused: {e}");
+    }
+    serde_json::from_value(value).context("the worker's reply is not a status")
+}

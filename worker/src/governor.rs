@@ -1,0 +1,393 @@
+//! The resource governor: decides when the grid may compute and how hard,
+//! from the volunteer's preferences and what the machine is doing.
+//!
+//! [`ResourceGovernor`] is sans-IO: it takes a [`Sample`] and the time and
+//! returns whether to suspend, and why ([`Suspension`]). [`DutyCycle`] is
+//! the CPU-time arithmetic a running task is paced by. [`Monitor`] is the
+//! thin shell that reads the machine (sysinfo for CPU and memory,
+//! starship-battery for the power source) once a second.
+
+use std::time::{Duration, Instant};
+
+use chrono::NaiveTime;
+use serde::{Deserialize, Serialize};
+use sysinfo::{
+    CpuRefreshKind, MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, RefreshKind,
+    System,
+};
+
+use crate::prefs::{Preferences, TimeWindow, in_windows};
+
+/// Above the threshold this long (two one-second samples) before suspending.
+pub const SUSPEND_AFTER: Duration = Duration::from_secs(1);
+/// Below the threshold this long before resuming, so a bursty program does
+/// not make the grid flap.
+pub const RESUME_AFTER: Duration = Duration::from_secs(3);
+/// Non-grid CPU use at or above which the machine counts as in use (for the
+/// in-use memory cap).
+pub const IN_USE_PERCENT: f32 = 10.0;
+/// The duty cycle's period: a task at 50 % runs about half a second, then
+/// sleeps about half a second.
+pub const DUTY_PERIOD: Duration = Duration::from_secs(1);
+
+/// Why computing is suspended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Suspension {
+    /// `peergrid-worker pause`.
+    UserRequest,
+    /// The machine runs on battery and `run_on_battery` is off.
+    OnBattery,
+    /// Outside every daily time window.
+    OutsideTimeWindows,
+    /// Other programs use more CPU than `suspend_cpu_percent`.
+    MachineBusy { non_grid_cpu_percent: f32 },
+}
+
+impl std::fmt::Display for Suspension {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Suspension::UserRequest => {
+                write!(f, "paused by the volunteer (peergrid-worker resume)")
+            }
+            Suspension::OnBattery => write!(f, "the computer runs on battery"),
+            Suspension::OutsideTimeWindows => write!(f, "outside the allowed time windows"),
+            Suspension::MachineBusy {
+                non_grid_cpu_percent,
+            } => write!(
+                f,
+                "other programs use {non_grid_cpu_percent:.0} % of the CPU"
+            ),
+        }
+    }
+}
+
+/// One reading of the machine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// CPU use of everything but this worker, as a share of the whole
+    /// machine (0 to 100).
+    pub non_grid_cpu_percent: f32,
+    pub on_battery: bool,
+    /// Local time of day.
+    pub local_time: NaiveTime,
+}
+
+/// Decides, sample by sample, whether the grid computes.
+#[derive(Debug)]
+pub struct ResourceGovernor {
+    suspend_cpu_percent: f32,
+    run_on_battery: bool,
+    windows: Vec<TimeWindow>,
+    memory_in_use_percent: u8,
+    memory_idle_percent: u8,
+    /// Since when the non-grid load has been above the threshold.
+    busy_since: Option<Instant>,
+    /// Since when it has been below, while suspended for it.
+    calm_since: Option<Instant>,
+    /// Suspended for a busy machine (the hysteresis state).
+    busy: bool,
+    /// The last sample's non-grid CPU use.
+    last_cpu: f32,
+}
+
+impl ResourceGovernor {
+    pub fn new(prefs: &Preferences) -> ResourceGovernor {
+        ResourceGovernor {
+            suspend_cpu_percent: prefs.suspend_cpu_percent as f32,
+            run_on_battery: prefs.run_on_battery,
+            windows: prefs.windows().unwrap_or_default(),
+            memory_in_use_percent: prefs.memory_in_use_percent,
+            memory_idle_percent: prefs.memory_idle_percent,
+            busy_since: None,
+            calm_since: None,
+            busy: false,
+            last_cpu: 0.0,
+        }
+    }
+
+    /// Takes a sample; returns why to suspend, or `None` to compute.
+    /// `user_paused` is the volunteer's `pause`, which wins over all.
+    pub fn update(
+        &mut self,
+        sample: Sample,
+        user_paused: bool,
+        now: Instant,
+    ) -> Option<Suspension> {
+        self.last_cpu = sample.non_grid_cpu_percent;
+        // 100 % means "never suspend for load".
+        let above = self.suspend_cpu_percent < 100.0
+            && sample.non_grid_cpu_percent > self.suspend_cpu_percent;
+        if above {
+            self.calm_since = None;
+            let since = *self.busy_since.get_or_insert(now);
+            if now.duration_since(since) >= SUSPEND_AFTER {
+                self.busy = true;
+            }
+        } else {
+            self.busy_since = None;
+            if self.busy {
+                let since = *self.calm_since.get_or_insert(now);
+                if now.duration_since(since) >= RESUME_AFTER {
+                    self.busy = false;
+                    self.calm_since = None;
+                }
+            }
+        }
+        if user_paused {
+            Some(Suspension::UserRequest)
+        } else if sample.on_battery && !self.run_on_battery {
+            Some(Suspension::OnBattery)
+        } else if !in_windows(&self.windows, sample.local_time) {
+            Some(Suspension::OutsideTimeWindows)
+        } else if self.busy {
+            Some(Suspension::MachineBusy {
+                non_grid_cpu_percent: sample.non_grid_cpu_percent,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Bytes of RAM the grid's tasks may reserve together on a machine with
+    /// `total_memory` bytes: the in-use share while other programs are
+    /// busy, the idle share otherwise.
+    pub fn memory_budget(&self, total_memory: u64) -> u64 {
+        let percent = if self.last_cpu >= IN_USE_PERCENT {
+            self.memory_in_use_percent
+        } else {
+            self.memory_idle_percent
+        };
+        (total_memory as u128 * percent as u128 / 100) as u64
+    }
+}
+
+/// The CPU-time limit as arithmetic: how long to pause after running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DutyCycle {
+    /// Share of time a task runs, 1 to 100.
+    pub percent: u8,
+}
+
+impl DutyCycle {
+    /// After a task ran `ran` since its last pause: how long to pause now,
+    /// or `None` to keep running. It runs its share of [`DUTY_PERIOD`],
+    /// then pauses so that running time over running-plus-paused time is
+    /// `percent` %, making up for overshooting the share (the check comes
+    /// once per epoch tick, not exactly on time).
+    pub fn pause_after(&self, ran: Duration) -> Option<Duration> {
+        let percent = self.percent.clamp(1, 100) as u32;
+        if percent == 100 {
+            return None;
+        }
+        let quota = DUTY_PERIOD * percent / 100;
+        (ran >= quota).then(|| ran * (100 - percent) / percent)
+    }
+}
+
+/// Reads the machine: CPU use (whole machine and this process), memory,
+/// power source.
+pub struct Monitor {
+    sys: Option<System>,
+    pid: Option<Pid>,
+    cores: usize,
+    battery: Option<starship_battery::Manager>,
+}
+
+impl Monitor {
+    pub fn new() -> Monitor {
+        let sys = System::new_with_specifics(
+            RefreshKind::nothing()
+                .with_cpu(CpuRefreshKind::nothing().with_usage())
+                .with_memory(MemoryRefreshKind::nothing().with_ram()),
+        )
+        .map_err(|e| tracing::warn!("cannot read CPU use; never suspending for load: {e}"))
+        .ok();
+        let cores = sys.as_ref().map_or(1, |s| s.cpus().len().max(1));
+        let battery = starship_battery::Manager::new()
+            .map_err(|e| tracing::info!("cannot read the battery state; assuming mains power: {e}"))
+            .ok();
+        Monitor {
+            sys,
+            pid: sysinfo::get_current_pid().ok(),
+            cores,
+            battery,
+        }
+    }
+
+    /// CPU use of everything but this process since the last call, as a
+    /// share of the whole machine.
+    pub fn non_grid_cpu_percent(&mut self) -> f32 {
+        let Some(sys) = &mut self.sys else {
+            return 0.0;
+        };
+        sys.refresh_cpu_usage();
+        let total = sys.global_cpu_usage();
+        let own = match self.pid {
+            Some(pid) => {
+                sys.refresh_processes_specifics(
+                    ProcessesToUpdate::Some(&[pid]),
+                    false,
+                    ProcessRefreshKind::nothing().with_cpu(),
+                );
+                sys.process(pid).map_or(0.0, |p| p.cpu_usage()) / self.cores as f32
+            }
+            None => 0.0,
+        };
+        (total - own).clamp(0.0, 100.0)
+    }
+
+    /// Total RAM in bytes.
+    pub fn total_memory(&mut self) -> u64 {
+        match &mut self.sys {
+            Some(sys) => {
+                sys.refresh_memory();
+                sys.total_memory()
+            }
+            None => 0,
+        }
+    }
+
+    /// Whether a battery is discharging (no battery, or unreadable: no).
+    pub fn on_battery(&self) -> bool {
+        let Some(manager) = &self.battery else {
+            return false;
+        };
+        match manager.batteries() {
+            Ok(batteries) => batteries
+                .flatten()
+                .any(|b| b.state() == starship_battery::State::Discharging),
+            Err(_) => false,
+        }
+    }
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noon() -> NaiveTime {
+        NaiveTime::from_hms_opt(12, 0, 0).unwrap()
+    }
+
+    fn sample(cpu: f32) -> Sample {
+        Sample {
+            non_grid_cpu_percent: cpu,
+            on_battery: false,
+            local_time: noon(),
+        }
+    }
+
+    #[test]
+    fn suspends_after_sustained_load_and_resumes_after_calm() {
+        let mut g = ResourceGovernor::new(&Preferences::default());
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(g.update(sample(10.0), false, t0), None);
+        assert_eq!(
+            g.update(sample(60.0), false, t0 + s(1)),
+            None,
+            "one sample is not enough"
+        );
+        assert!(matches!(
+            g.update(sample(60.0), false, t0 + s(2)),
+            Some(Suspension::MachineBusy { .. })
+        ));
+        // Calm, but not for long enough yet.
+        assert!(g.update(sample(5.0), false, t0 + s(3)).is_some());
+        assert!(g.update(sample(5.0), false, t0 + s(5)).is_some());
+        assert_eq!(g.update(sample(5.0), false, t0 + s(6)), None);
+        // A blip does not suspend.
+        assert_eq!(g.update(sample(90.0), false, t0 + s(7)), None);
+        assert_eq!(g.update(sample(5.0), false, t0 + s(8)), None);
+    }
+
+    #[test]
+    fn pause_battery_and_windows_suspend_at_once() {
+        let prefs = Preferences {
+            time_windows: vec!["22:00-06:00".into()],
+            ..Preferences::default()
+        };
+        let mut g = ResourceGovernor::new(&prefs);
+        let now = Instant::now();
+        assert_eq!(
+            g.update(sample(0.0), false, now),
+            Some(Suspension::OutsideTimeWindows)
+        );
+        let night = Sample {
+            local_time: NaiveTime::from_hms_opt(23, 0, 0).unwrap(),
+            ..sample(0.0)
+        };
+        assert_eq!(g.update(night, false, now), None);
+        assert_eq!(g.update(night, true, now), Some(Suspension::UserRequest));
+        let battery = Sample {
+            on_battery: true,
+            ..night
+        };
+        assert_eq!(g.update(battery, false, now), Some(Suspension::OnBattery));
+        let mut allowed = ResourceGovernor::new(&Preferences {
+            run_on_battery: true,
+            ..prefs
+        });
+        assert_eq!(allowed.update(battery, false, now), None);
+    }
+
+    #[test]
+    fn never_suspends_for_load_at_100_percent() {
+        let mut g = ResourceGovernor::new(&Preferences {
+            suspend_cpu_percent: 100,
+            ..Preferences::default()
+        });
+        let t0 = Instant::now();
+        for i in 0..10 {
+            assert_eq!(
+                g.update(sample(100.0), false, t0 + Duration::from_secs(i)),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn memory_budget_follows_use() {
+        let mut g = ResourceGovernor::new(&Preferences::default());
+        let now = Instant::now();
+        g.update(sample(0.0), false, now);
+        assert_eq!(g.memory_budget(1000), 900);
+        g.update(sample(20.0), false, now);
+        assert_eq!(g.memory_budget(1000), 500);
+    }
+
+    #[test]
+    fn duty_cycle_keeps_the_share() {
+        let ms = Duration::from_millis;
+        let half = DutyCycle { percent: 50 };
+        assert_eq!(half.pause_after(ms(400)), None);
+        assert_eq!(half.pause_after(ms(500)), Some(ms(500)));
+        // Overshooting the quota is made up by a longer pause.
+        assert_eq!(half.pause_after(ms(510)), Some(ms(510)));
+        let quarter = DutyCycle { percent: 25 };
+        assert_eq!(quarter.pause_after(ms(250)), Some(ms(750)));
+        assert_eq!(DutyCycle { percent: 100 }.pause_after(ms(5000)), None);
+        // Over many periods the share is exact.
+        for percent in [10u8, 33, 50, 90] {
+            let d = DutyCycle { percent };
+            let (mut ran, mut total, mut since) = (ms(0), ms(0), ms(0));
+            for _ in 0..10_000 {
+                ran += ms(10);
+                total += ms(10);
+                since += ms(10);
+                if let Some(p) = d.pause_after(since) {
+                    total += p;
+                    since = ms(0);
+                }
+            }
+            let share = ran.as_secs_f64() / total.as_secs_f64() * 100.0;
+            assert!((share - percent as f64).abs() < 1.5, "{percent}: {share}");
+        }
+    }
+}

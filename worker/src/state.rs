@@ -1,0 +1,349 @@
+//! The worker's durable state: one SQLite file, `DATA/worker.sqlite`, so
+//! that `kill -9`, a crash or a reboot loses no finished result and no
+//! accepted task.
+//!
+//! - `tasks`: every task the coordinator handed this host and that has not
+//!   finished, with its last checkpoint (guest SDK) and the fuel used at it.
+//!   A task leaves the table in the same transaction that stores its report.
+//! - `reports`: finished tasks the coordinator has not acknowledged yet.
+//! - `history`: one row per finished task (unit, time, fuel, acknowledged),
+//!   for "results today" and claimed credit in `status`.
+//!
+//! WAL mode with `synchronous = FULL`: a committed task, checkpoint or
+//! report survives the process and the machine dying. Writes are rare (a
+//! task arriving, a checkpoint per interval, a task finishing), so the
+//! fsyncs cost nothing that matters.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use anyhow::{Context, Result};
+use peergrid_proto::codec;
+use peergrid_proto::wire::{Outcome, Task, TaskReport, UnitId};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::sandbox::Checkpoint;
+
+/// File name of the state database in the data folder.
+pub const STATE_FILE: &str = "worker.sqlite";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    unit INTEGER PRIMARY KEY,
+    task BLOB NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    checkpoint BLOB,
+    checkpoint_fuel INTEGER,
+    checkpoint_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS reports (
+    unit INTEGER PRIMARY KEY,
+    report BLOB NOT NULL,
+    finished_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    unit INTEGER NOT NULL,
+    finished_ms INTEGER NOT NULL,
+    fuel INTEGER NOT NULL,
+    success INTEGER NOT NULL,
+    acknowledged INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS history_finished ON history (finished_ms);
+";
+
+/// A task as kept locally, with the checkpoint to resume from.
+#[derive(Debug, Clone)]
+pub struct StoredTask {
+    pub task: Task,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Counts for `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Tasks finished since `since_ms`.
+    pub finished_since: u64,
+    /// Fuel of every acknowledged successful result: claimed credit.
+    pub claimed_fuel: u64,
+    /// Reports waiting for the coordinator.
+    pub pending_reports: u64,
+}
+
+/// The state database. One connection behind a mutex: every operation is
+/// one short transaction, called from the daemon's loop and, for
+/// checkpoints, from task threads.
+pub struct LocalState {
+    db: Mutex<Connection>,
+}
+
+impl LocalState {
+    /// Opens (creating if needed) `DATA/worker.sqlite`.
+    pub fn open(data: &Path) -> Result<LocalState> {
+        let path = data.join(STATE_FILE);
+        let db = Connection::open(&path)
+            .with_context(|| format!("opening the worker's state {}", path.display()))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.execute_batch(SCHEMA).with_context(|| {
+            format!(
+                "{} is not a worker state database; move it away to start afresh",
+                path.display()
+            )
+        })?;
+        Ok(LocalState { db: Mutex::new(db) })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps tasks the coordinator just assigned (a unit already held is
+    /// left as it is).
+    pub fn add_tasks(&self, tasks: &[Task], now_ms: u64) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        for task in tasks {
+            tx.execute(
+                "INSERT OR IGNORE INTO tasks (unit, task, deadline_ms, received_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![task.unit as i64, codec::encode(task)?, clamp(task.deadline_ms), clamp(now_ms)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every unfinished task, oldest first, with its checkpoint. A row that
+    /// no longer decodes (written by another version) is dropped with a
+    /// warning: the coordinator reissues its unit after the deadline.
+    pub fn tasks(&self) -> Result<Vec<StoredTask>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT unit, task, checkpoint, checkpoint_fuel FROM tasks ORDER BY received_ms, unit",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })?;
+        let mut tasks = Vec::new();
+        let mut broken = Vec::new();
+        for row in rows {
+            let (unit, bytes, checkpoint, fuel) = row?;
+            match codec::decode::<Task>(&bytes) {
+                Ok(task) => tasks.push(StoredTask {
+                    task,
+                    checkpoint: checkpoint.map(|state| Checkpoint {
+                        state,
+                        fuel_used: fuel.unwrap_or(0).max(0) as u64,
+                    }),
+                }),
+                Err(e) => {
+                    tracing::warn!(unit, "dropping an unreadable stored task: {e}");
+                    broken.push(unit);
+                }
+            }
+        }
+        drop(stmt);
+        for unit in broken {
+            db.execute("DELETE FROM tasks WHERE unit = ?1", [unit])?;
+        }
+        Ok(tasks)
+    }
+
+    /// Forgets a task that will not be run (past its deadline, refused).
+    pub fn drop_task(&self, unit: UnitId) -> Result<()> {
+        self.db()
+            .execute("DELETE FROM tasks WHERE unit = ?1", [unit as i64])?;
+        Ok(())
+    }
+
+    /// Keeps `checkpoint` as the task's state to resume from.
+    pub fn save_checkpoint(
+        &self,
+        unit: UnitId,
+        checkpoint: &Checkpoint,
+        now_ms: u64,
+    ) -> Result<()> {
+        self.db().execute(
+            "UPDATE tasks SET checkpoint = ?2, checkpoint_fuel = ?3, checkpoint_ms = ?4 WHERE unit = ?1",
+            params![unit as i64, checkpoint.state, clamp(checkpoint.fuel_used), clamp(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a finished task's report and forgets the task, atomically.
+    pub fn finish(&self, report: &TaskReport, now_ms: u64) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM tasks WHERE unit = ?1", [report.unit as i64])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO reports (unit, report, finished_ms) VALUES (?1, ?2, ?3)",
+            params![report.unit as i64, codec::encode(report)?, clamp(now_ms)],
+        )?;
+        tx.execute(
+            "INSERT INTO history (unit, finished_ms, fuel, success) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                report.unit as i64,
+                clamp(now_ms),
+                clamp(report.fuel_used),
+                matches!(report.outcome, Outcome::Success(_))
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reports not yet acknowledged, oldest first, at most `max`.
+    pub fn pending_reports(&self, max: usize) -> Result<Vec<TaskReport>> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare("SELECT unit, report FROM reports ORDER BY finished_ms, unit LIMIT ?1")?;
+        let rows = stmt.query_map([max as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut reports = Vec::new();
+        for row in rows {
+            let (unit, bytes) = row?;
+            match codec::decode::<TaskReport>(&bytes) {
+                Ok(report) => reports.push(report),
+                Err(e) => tracing::warn!(unit, "skipping an unreadable stored report: {e}"),
+            }
+        }
+        Ok(reports)
+    }
+
+    /// The coordinator settled these reports: forget them; count the
+    /// accepted ones as claimed credit.
+    pub fn settle(&self, accepted: &[UnitId], rejected: &[UnitId]) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        for unit in accepted.iter().chain(rejected) {
+            tx.execute("DELETE FROM reports WHERE unit = ?1", [*unit as i64])?;
+        }
+        for unit in accepted {
+            tx.execute(
+                "UPDATE history SET acknowledged = 1 WHERE unit = ?1",
+                [*unit as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether a task for `unit` is kept (not finished).
+    pub fn has_task(&self, unit: UnitId) -> Result<bool> {
+        Ok(self
+            .db()
+            .query_row("SELECT 1 FROM tasks WHERE unit = ?1", [unit as i64], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+
+    /// Counts for `status`; `since_ms` is the start of the local day.
+    pub fn totals(&self, since_ms: u64) -> Result<Totals> {
+        let db = self.db();
+        let finished_since: i64 = db.query_row(
+            "SELECT count(*) FROM history WHERE finished_ms >= ?1",
+            [clamp(since_ms)],
+            |r| r.get(0),
+        )?;
+        let claimed: i64 = db.query_row(
+            "SELECT coalesce(sum(fuel), 0) FROM history WHERE acknowledged = 1 AND success = 1",
+            [],
+            |r| r.get(0),
+        )?;
+        let pending: i64 = db.query_row("SELECT count(*) FROM reports", [], |r| r.get(0))?;
+        Ok(Totals {
+            finished_since: finished_since.max(0) as u64,
+            claimed_fuel: claimed.max(0) as u64,
+            pending_reports: pending.max(0) as u64,
+        })
+    }
+}
+
+/// SQLite integers are signed; counts and times past `i64::MAX` saturate.
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peergrid_proto::Hash;
+    use peergrid_proto::signing::{Endorsement, ModuleSignature};
+    use peergrid_proto::wire::TaskLimits;
+
+    fn task(unit: u64) -> Task {
+        Task {
+            unit,
+            job: 1,
+            module: Hash::of(b"module"),
+            input: b"input".to_vec(),
+            args: vec![],
+            limits: TaskLimits {
+                memory_bytes: 1 << 20,
+                fuel: 1000,
+                max_output_bytes: 100,
+                wall_ms: 1000,
+            },
+            deadline_ms: 99,
+            signature: ModuleSignature {
+                endorsement: Endorsement {
+                    researcher_key: String::new(),
+                    name: String::new(),
+                    project_signature: String::new(),
+                },
+                signature: String::new(),
+            },
+            canonical_nan: false,
+        }
+    }
+
+    fn report(unit: u64) -> TaskReport {
+        TaskReport {
+            unit,
+            outcome: Outcome::Success(b"out".to_vec()),
+            fuel_used: 7,
+            elapsed_ms: 1,
+            engine: "e".into(),
+            resumed: false,
+        }
+    }
+
+    #[test]
+    fn tasks_checkpoints_and_reports_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = LocalState::open(dir.path()).unwrap();
+        state.add_tasks(&[task(1), task(2)], 10).unwrap();
+        let cp = Checkpoint {
+            state: b"half".to_vec(),
+            fuel_used: 500,
+        };
+        state.save_checkpoint(2, &cp, 11).unwrap();
+        state.finish(&report(1), 12).unwrap();
+        drop(state);
+
+        let state = LocalState::open(dir.path()).unwrap();
+        let tasks = state.tasks().unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].task, task(2));
+        assert_eq!(tasks[0].checkpoint, Some(cp));
+        assert_eq!(state.pending_reports(10).unwrap(), vec![report(1)]);
+        assert_eq!(state.totals(0).unwrap().pending_reports, 1);
+        assert_eq!(state.totals(0).unwrap().claimed_fuel, 0);
+        state.settle(&[1], &[]).unwrap();
+        assert!(state.pending_reports(10).unwrap().is_empty());
+        let totals = state.totals(0).unwrap();
+        assert_eq!((totals.finished_since, totals.claimed_fuel), (1, 7));
+        assert_eq!(state.totals(13).unwrap().finished_since, 0);
+        state.drop_task(2).unwrap();
+        assert!(!state.has_task(2).unwrap());
+    }
+}
