@@ -5,7 +5,7 @@
 //! it moving: the feeder refills the scheduler's window of unfinished
 //! units from the store, and the ticker expires copies past their deadline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,9 +16,11 @@ use peergrid_proto::spec::JobSubmission;
 use peergrid_proto::wire::{Exchange, ExchangeReply, JobId, Outcome, UnitId};
 use tokio::sync::Notify;
 
+use crate::judge::{OutputJudge, SharedJudge};
 use crate::quorum::CopyState;
 use crate::scheduler::{ReportError, Scheduler};
-use crate::store::{HostId, SEEN_EVERY_MS, Store, StoreOp};
+use crate::store::{BanTarget, HostId, SEEN_EVERY_MS, Store, StoreOp};
+use crate::trust::{QuotaPolicy, Standing};
 use crate::writer::Writer;
 
 /// Units kept in memory; the feeder tops the window up when it falls
@@ -66,9 +68,17 @@ struct Window {
     seen_sent: HashMap<HostId, u64>,
 }
 
+/// Why a host may not take part.
+#[derive(Debug, thiserror::Error)]
+#[error("this host is banned from the project: {0}")]
+pub struct Banned(pub String);
+
 pub struct Grid {
     pub store: Arc<dyn Store>,
     window: Mutex<Window>,
+    /// Compares outputs of jobs with a non-bitwise validator; the
+    /// scheduler holds the other handle.
+    judge: SharedJudge,
     writer: Writer,
     /// Wakes the feeder early (a job was submitted, the window ran low).
     feed: Notify,
@@ -76,10 +86,17 @@ pub struct Grid {
 
 impl Grid {
     pub fn new(store: Arc<dyn Store>, writer: Writer) -> Arc<Grid> {
+        Grid::with_policy(store, writer, QuotaPolicy::default())
+    }
+
+    pub fn with_policy(store: Arc<dyn Store>, writer: Writer, policy: QuotaPolicy) -> Arc<Grid> {
+        let judge = SharedJudge(Arc::new(Mutex::new(OutputJudge::new(store.clone()))));
+        let seed = u64::from_le_bytes(*b"peergrid") ^ now_ms();
         Arc::new(Grid {
             store,
+            judge: judge.clone(),
             window: Mutex::new(Window {
-                scheduler: Scheduler::new(),
+                scheduler: Scheduler::with(policy, Box::new(judge), seed),
                 loaded_upto: 0,
                 stored_upto: 0,
                 seen_sent: HashMap::new(),
@@ -91,6 +108,65 @@ impl Grid {
 
     fn window(&self) -> std::sync::MutexGuard<'_, Window> {
         self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads a host's trust and quota into the scheduler after its Hello;
+    /// refuses a banned host (or a host of a banned account).
+    pub async fn join(&self, host: HostId) -> Result<()> {
+        let store = self.store.clone();
+        let (stored, bans) = tokio::task::spawn_blocking(move || {
+            anyhow::Ok((store.host_standing(host)?, store.bans()?))
+        })
+        .await
+        .context("loading the host's standing")??;
+        let stored = stored.ok_or_else(|| anyhow!("host {host} is not registered"))?;
+        for ban in &bans {
+            let hit = match &ban.target {
+                BanTarget::Host(id) => *id == host,
+                BanTarget::Account(a) => !stored.account.is_empty() && *a == stored.account,
+            };
+            if hit {
+                return Err(Banned(ban.reason.clone()).into());
+            }
+        }
+        let mut w = self.window();
+        let policy = *w.scheduler.policy();
+        let mut standing = Standing::new(stored.account, stored.cores, &policy);
+        standing.consecutive_valid = stored.consecutive_valid;
+        if let Some(q) = stored.quota {
+            standing.quota = q.clamp(1, standing.quota);
+        }
+        // A host reconnecting keeps today's count.
+        if let Some(old) = w.scheduler.standing(host) {
+            standing.day = old.day;
+            standing.sent_today = old.sent_today;
+        }
+        w.scheduler.host_joined(host, standing);
+        Ok(())
+    }
+
+    /// Applies the bans in the store to the scheduler: the operator's
+    /// `peergrid-coordinator ban` writes them from another process.
+    pub async fn apply_bans(&self) -> Result<()> {
+        let store = self.store.clone();
+        let bans = tokio::task::spawn_blocking(move || store.bans())
+            .await
+            .context("reading bans")??;
+        let mut hosts = HashSet::new();
+        let mut accounts = HashSet::new();
+        for b in bans {
+            match b.target {
+                BanTarget::Host(id) => hosts.insert(id),
+                BanTarget::Account(a) => accounts.insert(a),
+            };
+        }
+        let mut w = self.window();
+        w.scheduler.set_bans(&hosts, &accounts, now_ms());
+        let ops = w.scheduler.take_ops();
+        if !ops.is_empty() {
+            self.writer.submit_detached(ops);
+        }
+        Ok(())
     }
 
     /// Handles one worker exchange: records its reports, assigns new
@@ -117,6 +193,7 @@ impl Grid {
                         output: hash,
                         fuel: r.fuel_used.min(MAX_COUNT),
                         engine,
+                        resumed: r.resumed,
                     };
                     let elapsed = r.elapsed_ms.min(MAX_COUNT);
                     reports.push((r.unit, state, elapsed, Some((hash, out))));
@@ -131,7 +208,21 @@ impl Grid {
         let mut blobs = Vec::new();
         let (receipt, low) = {
             let mut w = self.window();
-            for (unit, state, elapsed, blob) in reports {
+            if w.scheduler.standing(host).is_some_and(|s| s.banned) {
+                return Err(Banned("the operator banned it".into()).into());
+            }
+            for (unit, state, elapsed, mut blob) in reports {
+                if let Some((hash, out)) = &mut blob
+                    && w.scheduler
+                        .job_of(unit)
+                        .is_some_and(|j| !j.validator.is_bitwise())
+                {
+                    // Kept for the validator, which compares before the
+                    // blob is in the store.
+                    let shared: Arc<[u8]> = std::mem::take(out).into();
+                    *out = shared.to_vec();
+                    self.judge.lock().remember(*hash, shared);
+                }
                 match w.scheduler.report(host, unit, state, elapsed, now) {
                     Ok(()) => {
                         reply.accepted.push(unit);
@@ -268,9 +359,16 @@ impl Grid {
         let grid = self.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(500));
+            let mut ticks = 0u64;
             loop {
                 every.tick().await;
                 grid.tick();
+                ticks += 1;
+                if ticks.is_multiple_of(4)
+                    && let Err(e) = grid.apply_bans().await
+                {
+                    tracing::error!("applying bans failed: {e:#}");
+                }
             }
         });
     }

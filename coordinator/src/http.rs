@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use peergrid_proto::Hash;
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
-use peergrid_proto::spec::JobSubmission;
+use peergrid_proto::spec::{JobSubmission, Validator};
 use peergrid_proto::wire::JobId;
 use serde::Deserialize;
 use serde_json::json;
@@ -192,6 +192,21 @@ async fn submit_job(
         .await
         .map_err(internal)?;
     checked.map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    if let Validator::Custom { module } = job.validator {
+        let store = api.grid.store.clone();
+        let bytes = blocking(move || store.get_blob(&module))
+            .await?
+            .ok_or_else(|| bad_request(format!("validator module {module} was not uploaded")))?;
+        let checked = tokio::task::spawn_blocking(move || check_module(&bytes))
+            .await
+            .map_err(internal)?;
+        checked.map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("custom validator: {e}"),
+            )
+        })?;
+    }
     let inputs: Vec<Hash> = job
         .units
         .iter()

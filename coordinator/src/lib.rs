@@ -2,17 +2,20 @@
 //! validates their redundant results and keeps the dataset.
 //!
 //! See `docs/ARCHITECTURE.md` for the map. The decision logic
-//! ([`quorum`], [`scheduler`]) is sans-IO; [`quic`], [`http`], [`grid`],
-//! [`writer`] and [`store`] are the shells around it.
+//! ([`quorum`], [`scheduler`], [`trust`]) is sans-IO; [`quic`], [`http`], [`grid`],
+//! [`writer`], [`judge`] and [`store`] are the shells around it.
 
 pub mod dashboard;
 pub mod datadir;
 pub mod grid;
 pub mod http;
+pub mod judge;
 pub mod modcheck;
 pub mod quic;
 pub mod quorum;
 pub mod scheduler;
+pub mod sim;
 pub mod store;
 pub mod tls;
+pub mod trust;
 pub mod writer;

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use peergrid_coordinator::datadir::DataDir;
-use peergrid_coordinator::grid::Grid;
+use peergrid_coordinator::grid::{Grid, now_ms};
 use peergrid_coordinator::http::{self, Api};
 use peergrid_coordinator::quic::QuicServer;
-use peergrid_coordinator::store::{SqliteStore, Store};
+use peergrid_coordinator::store::{BanTarget, HostId, SqliteStore, Store};
+use peergrid_coordinator::trust::QuotaPolicy;
 use peergrid_coordinator::{tls, writer::Writer};
 use peergrid_proto::signing;
 use serde_json::json;
@@ -74,7 +75,65 @@ enum Command {
         /// given to `init`; the bound address when --quic has port 0).
         #[arg(long)]
         public_addr: Option<String>,
+        /// Most tasks one core of a host is sent per day. A host's quota
+        /// halves on each failure and doubles on each valid result, up to
+        /// this times its cores.
+        #[arg(long, default_value_t = QuotaPolicy::default().per_core_per_day)]
+        daily_quota_per_core: u32,
     },
+    /// Ban a host or a volunteer account: no more work, and its results
+    /// not yet validated count for nothing. Takes effect on a running
+    /// coordinator within seconds.
+    Ban {
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        target: BanArgs,
+        /// Why, for the record (shown to the banned worker).
+        #[arg(long, default_value = "banned by the operator")]
+        reason: String,
+    },
+    /// Lift a ban.
+    Unban {
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        target: BanArgs,
+    },
+    /// List the bans in force, as JSON lines.
+    Bans {
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct BanArgs {
+    /// A host, by id (as on the dashboard) or public key (hex).
+    #[arg(long)]
+    host: Option<String>,
+    /// A volunteer account name: every host running under it.
+    #[arg(long)]
+    account: Option<String>,
+}
+
+impl BanArgs {
+    fn resolve(self, store: &dyn Store) -> Result<BanTarget> {
+        match (self.host, self.account) {
+            (Some(h), _) => {
+                let id = match h.parse::<HostId>() {
+                    Ok(id) if store.host(id)?.is_some() => id,
+                    _ => store
+                        .host_by_key(&h.to_ascii_lowercase())?
+                        .with_context(|| format!("no host with id or key {h}"))?,
+                };
+                Ok(BanTarget::Host(id))
+            }
+            (None, Some(a)) if !a.is_empty() => Ok(BanTarget::Account(a)),
+            _ => anyhow::bail!("name a --host or a non-empty --account"),
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -140,11 +199,54 @@ fn main() -> Result<()> {
             http,
             full_sync,
             public_addr,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(serve(data, quic, http, full_sync, public_addr)),
+            daily_quota_per_core,
+        } => {
+            let policy = QuotaPolicy {
+                per_core_per_day: daily_quota_per_core.max(1),
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(data, quic, http, full_sync, public_addr, policy))
+        }
+        Command::Ban {
+            data,
+            target,
+            reason,
+        } => {
+            let store = open_existing(&data)?;
+            let target = target.resolve(&store)?;
+            store.set_ban(&target, Some(&reason), now_ms())?;
+            println!("banned {}", json!(target));
+            Ok(())
+        }
+        Command::Unban { data, target } => {
+            let store = open_existing(&data)?;
+            let target = target.resolve(&store)?;
+            if !store.set_ban(&target, None, now_ms())? {
+                anyhow::bail!("{} was not banned", json!(target));
+            }
+            println!("lifted the ban on {}", json!(target));
+            Ok(())
+        }
+        Command::Bans { data } => {
+            for ban in open_existing(&data)?.bans()? {
+                println!("{}", json!(ban));
+            }
+            Ok(())
+        }
     }
+}
+
+/// The store of a project made by `init` (never creates one).
+fn open_existing(data: &std::path::Path) -> Result<SqliteStore> {
+    let db = DataDir::new(data).db();
+    anyhow::ensure!(
+        db.exists(),
+        "{} has no peergrid project (run `peergrid-coordinator init` first)",
+        data.display()
+    );
+    SqliteStore::open(&db, false).with_context(|| format!("opening {}", db.display()))
 }
 
 async fn serve(
@@ -153,6 +255,7 @@ async fn serve(
     http_addr: SocketAddr,
     full_sync: bool,
     public_addr: Option<String>,
+    policy: QuotaPolicy,
 ) -> Result<()> {
     let dir = DataDir::new(&data);
     let settings = dir.settings()?;
@@ -164,7 +267,7 @@ async fn serve(
             .with_context(|| format!("opening {}", dir.db().display()))?,
     );
     let (writer, writer_thread) = Writer::spawn(store.clone());
-    let grid = Grid::new(store, writer);
+    let grid = Grid::with_policy(store, writer, policy);
     grid.refill().await.context("loading unfinished work")?;
     grid.spawn_background();
 

@@ -14,7 +14,7 @@ use peergrid_proto::codec;
 use peergrid_proto::limits::{MAX_ACCOUNT, MAX_FRAME};
 use peergrid_proto::wire::{ErrorCode, Hello, Reply, Request, Welcome, WireError, hello_message};
 
-use crate::grid::{Grid, now_ms};
+use crate::grid::{Banned, Grid, now_ms};
 use crate::store::HostId;
 
 /// Most worker connections served at once.
@@ -90,6 +90,8 @@ impl QuicServer {
                 Err(e) => {
                     let code = if e.is::<StoreFailure>() {
                         ErrorCode::Internal
+                    } else if e.is::<Banned>() {
+                        ErrorCode::Banned
                     } else {
                         ErrorCode::Unauthenticated
                     };
@@ -139,11 +141,13 @@ impl QuicServer {
         let mut hello = hello.clone();
         // SQLite integers are i64; a stranger's u64 must fit.
         hello.facts.memory_bytes = hello.facts.memory_bytes.min(i64::MAX as u64);
-        tokio::task::spawn_blocking(move || {
+        let host = tokio::task::spawn_blocking(move || {
             store.upsert_host(&hello.host_key, &hello.facts, &hello.worker_version, now)
         })
         .await?
-        .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))
+        .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))?;
+        self.grid.join(host).await?;
+        Ok(host)
     }
 }
 
@@ -157,6 +161,7 @@ async fn handle(grid: &Grid, host: HostId, req: Request) -> Reply {
         Request::Hello(_) => error(ErrorCode::Malformed, "this connection already said Hello"),
         Request::Exchange(ex) => match grid.exchange(host, ex).await {
             Ok(r) => Reply::Exchange(r),
+            Err(e) if e.is::<Banned>() => error(ErrorCode::Banned, format!("{e:#}")),
             Err(e) => error(ErrorCode::Internal, format!("{e:#}")),
         },
         Request::GetBlob(hash) => {

@@ -10,7 +10,8 @@ use crate::store::HostId;
 /// The state of one copy of a work unit, as far as validation cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CopyState {
-    /// Sent to the host, which may still report until `deadline_ms`.
+    /// Sent to the host, which may still report until `deadline_ms` (the
+    /// deadline the host was given plus the job's grace period).
     InProgress {
         deadline_ms: u64,
     },
@@ -20,10 +21,16 @@ pub enum CopyState {
         /// The engine configuration it ran under (names the architecture
         /// unless NaNs were canonicalized).
         engine: String,
+        /// Resumed from a checkpoint: `fuel` is an estimate, not held to
+        /// the replicas' figure.
+        resumed: bool,
     },
     Error(String),
     /// The deadline passed with no report.
     TimedOut,
+    /// Thrown out by the operator (the host was banned): counts for
+    /// nothing, neither towards a quorum nor against the unit's caps.
+    Voided(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +43,7 @@ pub struct Copy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// `quorum` hosts agree: `output` is canonical; `hosts` are all hosts
-    /// whose output equals it.
+    /// whose output agrees with it.
     Validated {
         output: Hash,
         fuel: u64,
@@ -50,42 +57,116 @@ pub enum Verdict {
     Wait,
 }
 
+/// The redundancy rules of one unit: its job's settings, or a trusted
+/// host's single-copy exception (adaptive replication).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    pub quorum: u32,
+    pub target: u32,
+    pub max_total: u32,
+    pub max_error: u32,
+    pub max_success: u32,
+}
+
+impl Rules {
+    pub fn of(settings: &JobSettings) -> Rules {
+        Rules {
+            quorum: settings.quorum,
+            target: settings.target_nresults(),
+            max_total: settings.max_total_results(),
+            max_error: settings.max_error_results,
+            max_success: settings.max_success_results(),
+        }
+    }
+
+    /// One result is enough: the unit went to a trusted host.
+    pub fn single(self) -> Rules {
+        Rules {
+            quorum: 1,
+            target: 1,
+            ..self
+        }
+    }
+}
+
+/// Whether two output hashes agree under the job's validator. Identical
+/// hashes always agree and are never asked about.
+pub type Agree<'a> = dyn FnMut(&Hash, &Hash) -> bool + 'a;
+
+struct Success<'c> {
+    host: HostId,
+    output: &'c Hash,
+    fuel: u64,
+    resumed: bool,
+}
+
 /// Decides a unit's fate from its copies.
-pub fn decide(copies: &[Copy], settings: &JobSettings) -> Verdict {
-    // Largest group of successful copies that agree on the output bytes
+pub fn decide(copies: &[Copy], rules: &Rules, agree: &mut Agree<'_>) -> Verdict {
+    let successes: Vec<Success<'_>> = copies
+        .iter()
+        .filter_map(|c| match &c.state {
+            CopyState::Success {
+                output,
+                fuel,
+                resumed,
+                ..
+            } => Some(Success {
+                host: c.host,
+                output,
+                fuel: *fuel,
+                resumed: *resumed,
+            }),
+            _ => None,
+        })
+        .collect();
+    // Largest group of results that agree with one of them on the output
     // *and* the fuel: the sandbox's fuel count is deterministic, so an
     // honest replica reports exactly the same figure and a host that
     // inflates its fuel (its credit) disagrees. Few copies per unit (at
     // most 64 by spec validation), so a quadratic scan is fine.
-    let mut best: Option<(Hash, u64, Vec<HostId>)> = None;
-    for c in copies {
-        if let CopyState::Success { output, fuel, .. } = &c.state {
-            let hosts: Vec<HostId> = copies
-                .iter()
-                .filter(|o| {
-                    matches!(&o.state, CopyState::Success { output: h, fuel: f, .. } if h == output && f == fuel)
-                })
-                .map(|o| o.host)
-                .collect();
-            if best.as_ref().is_none_or(|(_, _, b)| hosts.len() > b.len()) {
-                best = Some((*output, *fuel, hosts));
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    for (i, c) in successes.iter().enumerate() {
+        let group: Vec<usize> = successes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                (o.fuel == c.fuel || o.resumed || c.resumed)
+                    && (o.output == c.output || agree(c.output, o.output))
+            })
+            .map(|(j, _)| j)
+            .collect();
+        let better = match &best {
+            None => true,
+            Some((b, g)) => {
+                group.len() > g.len()
+                    || (group.len() == g.len() && successes[*b].resumed && !c.resumed)
             }
+        };
+        if better {
+            best = Some((i, group));
         }
     }
-    let best_len = best.as_ref().map_or(0, |(_, _, h)| h.len() as u32);
-    if best_len >= settings.quorum {
-        let (output, fuel, hosts) = best.expect("best_len > 0 implies a group");
+    let best_len = best.as_ref().map_or(0, |(_, g)| g.len() as u32);
+    if let Some((canonical, group)) = best
+        && best_len >= rules.quorum
+    {
+        // Credit is the fuel of a result that was not resumed, when the
+        // group has one: only those figures are exact.
+        let fuel = group
+            .iter()
+            .map(|&j| &successes[j])
+            .find(|s| !s.resumed)
+            .map(|s| s.fuel)
+            .unwrap_or_else(|| group.iter().map(|&j| successes[j].fuel).min().unwrap_or(0));
         return Verdict::Validated {
-            output,
+            output: *successes[canonical].output,
             fuel,
-            hosts,
+            hosts: group.iter().map(|&j| successes[j].host).collect(),
         };
     }
-    let errors = copies
-        .iter()
-        .filter(|c| matches!(c.state, CopyState::Error(_)))
-        .count() as u32;
-    if errors >= settings.max_error_results {
+    let count = |f: fn(&CopyState) -> bool| copies.iter().filter(|c| f(&c.state)).count() as u32;
+    let errors = count(|s| matches!(s, CopyState::Error(_)));
+    if errors >= rules.max_error {
         let last = copies
             .iter()
             .rev()
@@ -94,15 +175,21 @@ pub fn decide(copies: &[Copy], settings: &JobSettings) -> Verdict {
                 _ => None,
             })
             .unwrap_or("");
-        return Verdict::Failed(format!("{errors} error results; last: {last}"));
+        return Verdict::Failed(format!(
+            "{errors} error results (max_error_results); last: {last}"
+        ));
     }
-    let in_progress = copies
-        .iter()
-        .filter(|c| matches!(c.state, CopyState::InProgress { .. }))
-        .count() as u32;
-    let issued = copies.len() as u32;
-    let room = settings.max_total_results().saturating_sub(issued);
-    let wanted = settings.quorum - best_len;
+    let succeeded = successes.len() as u32;
+    if succeeded >= rules.max_success {
+        return Verdict::Failed(format!(
+            "{succeeded} successful results without {} agreeing (max_success_results)",
+            rules.quorum
+        ));
+    }
+    let in_progress = count(|s| matches!(s, CopyState::InProgress { .. }));
+    let issued = count(|s| !matches!(s, CopyState::Voided(_)));
+    let room = rules.max_total.saturating_sub(issued);
+    let wanted = (rules.quorum - best_len).max(rules.target.saturating_sub(succeeded));
     let need = wanted.saturating_sub(in_progress).min(room);
     if need > 0 {
         return Verdict::NeedCopies(need);
@@ -110,10 +197,15 @@ pub fn decide(copies: &[Copy], settings: &JobSettings) -> Verdict {
     if in_progress == 0 {
         return Verdict::Failed(format!(
             "no {} agreeing results after {issued} results (max_total_results)",
-            settings.quorum
+            rules.quorum
         ));
     }
     Verdict::Wait
+}
+
+/// Bitwise agreement: only identical outputs agree.
+pub fn bitwise(_: &Hash, _: &Hash) -> bool {
+    false
 }
 
 /// Whether the unit's replicas must be re-run with canonical NaNs:
@@ -131,6 +223,7 @@ pub fn needs_canonical_nan(copies: &[Copy]) -> bool {
                 output,
                 fuel,
                 engine,
+                ..
             } => Some((output, fuel, engine)),
             _ => None,
         })
@@ -146,6 +239,10 @@ pub fn needs_canonical_nan(copies: &[Copy]) -> bool {
 mod tests {
     use super::*;
 
+    fn d(copies: &[Copy], settings: &JobSettings) -> Verdict {
+        decide(copies, &Rules::of(settings), &mut bitwise)
+    }
+
     fn ok(host: HostId, out: u8) -> Copy {
         Copy {
             host,
@@ -153,6 +250,7 @@ mod tests {
                 output: Hash([out; 32]),
                 fuel: 10,
                 engine: "e".into(),
+                resumed: false,
             },
         }
     }
@@ -165,13 +263,13 @@ mod tests {
 
     #[test]
     fn fresh_unit_needs_quorum_copies() {
-        assert_eq!(decide(&[], &JobSettings::default()), Verdict::NeedCopies(2));
+        assert_eq!(d(&[], &JobSettings::default()), Verdict::NeedCopies(2));
         assert_eq!(
-            decide(&[running(1)], &JobSettings::default()),
+            d(&[running(1)], &JobSettings::default()),
             Verdict::NeedCopies(1)
         );
         assert_eq!(
-            decide(&[running(1), running(2)], &JobSettings::default()),
+            d(&[running(1), running(2)], &JobSettings::default()),
             Verdict::Wait
         );
     }
@@ -180,16 +278,16 @@ mod tests {
     fn agreement_validates_and_disagreement_asks_for_a_tie_breaker() {
         let s = JobSettings::default();
         assert_eq!(
-            decide(&[ok(1, 7), ok(2, 7)], &s),
+            d(&[ok(1, 7), ok(2, 7)], &s),
             Verdict::Validated {
                 output: Hash([7; 32]),
                 fuel: 10,
                 hosts: vec![1, 2]
             }
         );
-        assert_eq!(decide(&[ok(1, 7), ok(2, 8)], &s), Verdict::NeedCopies(1));
+        assert_eq!(d(&[ok(1, 7), ok(2, 8)], &s), Verdict::NeedCopies(1));
         assert_eq!(
-            decide(&[ok(1, 7), ok(2, 8), ok(3, 8)], &s),
+            d(&[ok(1, 7), ok(2, 8), ok(3, 8)], &s),
             Verdict::Validated {
                 output: Hash([8; 32]),
                 fuel: 10,
@@ -207,9 +305,10 @@ mod tests {
                 output: Hash([7; 32]),
                 fuel: 11,
                 engine: "e".into(),
+                resumed: false,
             },
         };
-        assert_eq!(decide(&[ok(1, 7), inflated], &s), Verdict::NeedCopies(1));
+        assert_eq!(d(&[ok(1, 7), inflated], &s), Verdict::NeedCopies(1));
     }
 
     #[test]
@@ -220,6 +319,7 @@ mod tests {
                 output: Hash([out; 32]),
                 fuel: 10,
                 engine: engine.into(),
+                resumed: false,
             },
         };
         assert!(!needs_canonical_nan(&[on(1, 1, "x86"), on(2, 1, "arm")]));
@@ -233,13 +333,120 @@ mod tests {
             max_total_results: Some(3),
             ..JobSettings::default()
         };
-        let v = decide(&[ok(1, 1), ok(2, 2), ok(3, 3)], &s);
-        assert!(matches!(v, Verdict::Failed(r) if r.contains("max_total_results")));
         let err = |h| Copy {
             host: h,
             state: CopyState::Error("trap".into()),
         };
-        let v = decide(&[err(1), err(2), err(3)], &JobSettings::default());
+        let v = d(&[ok(1, 1), ok(2, 2), err(3)], &s);
+        assert!(matches!(v, Verdict::Failed(r) if r.contains("max_total_results")));
+        let v = d(&[err(1), err(2), err(3)], &JobSettings::default());
         assert!(matches!(v, Verdict::Failed(r) if r.contains("3 error results")));
+    }
+
+    #[test]
+    fn target_nresults_issues_extra_copies_up_front_and_replaces_errors() {
+        let s = JobSettings {
+            target_nresults: Some(3),
+            ..JobSettings::default()
+        };
+        assert_eq!(d(&[], &s), Verdict::NeedCopies(3));
+        let err = Copy {
+            host: 1,
+            state: CopyState::Error("trap".into()),
+        };
+        assert_eq!(
+            d(&[err, running(2), running(3)], &s),
+            Verdict::NeedCopies(1)
+        );
+        assert!(matches!(
+            d(&[ok(1, 7), ok(2, 7), running(3)], &s),
+            Verdict::Validated { .. }
+        ));
+    }
+
+    #[test]
+    fn too_many_disagreeing_successes_fail_the_unit() {
+        let s = JobSettings {
+            max_success_results: Some(3),
+            ..JobSettings::default()
+        };
+        let v = d(&[ok(1, 1), ok(2, 2), ok(3, 3)], &s);
+        assert!(matches!(v, Verdict::Failed(r) if r.contains("max_success_results")));
+    }
+
+    #[test]
+    fn a_resumed_replica_agrees_on_output_and_credit_comes_from_an_exact_one() {
+        let resumed = Copy {
+            host: 2,
+            state: CopyState::Success {
+                output: Hash([7; 32]),
+                fuel: 12,
+                engine: "e".into(),
+                resumed: true,
+            },
+        };
+        assert_eq!(
+            d(&[resumed.clone(), ok(1, 7)], &JobSettings::default()),
+            Verdict::Validated {
+                output: Hash([7; 32]),
+                fuel: 10,
+                hosts: vec![2, 1]
+            }
+        );
+        let wrong = Copy {
+            host: 3,
+            state: CopyState::Success {
+                output: Hash([8; 32]),
+                fuel: 10,
+                engine: "e".into(),
+                resumed: true,
+            },
+        };
+        assert_eq!(
+            d(&[wrong, ok(1, 7)], &JobSettings::default()),
+            Verdict::NeedCopies(1)
+        );
+    }
+
+    #[test]
+    fn a_validator_may_accept_different_bytes_but_never_unequal_fuel() {
+        let mut lenient = |_: &Hash, _: &Hash| true;
+        let rules = Rules::of(&JobSettings::default());
+        assert!(matches!(
+            decide(&[ok(1, 7), ok(2, 8)], &rules, &mut lenient),
+            Verdict::Validated { output, .. } if output == Hash([7; 32])
+        ));
+        let other_fuel = Copy {
+            host: 2,
+            state: CopyState::Success {
+                output: Hash([8; 32]),
+                fuel: 99,
+                engine: "e".into(),
+                resumed: false,
+            },
+        };
+        assert_eq!(
+            decide(&[ok(1, 7), other_fuel], &rules, &mut lenient),
+            Verdict::NeedCopies(1)
+        );
+    }
+
+    #[test]
+    fn single_copy_rules_validate_one_result_and_voided_copies_count_for_nothing() {
+        let rules = Rules::of(&JobSettings::default()).single();
+        assert_eq!(decide(&[], &rules, &mut bitwise), Verdict::NeedCopies(1));
+        assert!(matches!(
+            decide(&[ok(1, 7)], &rules, &mut bitwise),
+            Verdict::Validated { .. }
+        ));
+        let void = |h| Copy {
+            host: h,
+            state: CopyState::Voided("banned".into()),
+        };
+        let s = JobSettings {
+            max_total_results: Some(2),
+            ..JobSettings::default()
+        };
+        assert_eq!(d(&[void(1), void(2)], &s), Verdict::NeedCopies(2));
     }
 }

@@ -1,29 +1,53 @@
-//! The sans-IO heart of the coordinator: which host gets which copy of
-//! which unit, what a report changes, when a copy has timed out.
+//! The sans-IO heart of the coordinator (BOINC's transitioner and
+//! scheduler in one): which host gets which copy of which unit, what a
+//! report changes, when a copy has timed out, what each host has earned in
+//! trust and quota.
 //!
 //! Inputs arrive through methods that take the current time (`now_ms`);
 //! outputs are the tasks returned to the caller and the [`StoreOp`]s it
 //! collects with [`Scheduler::take_ops`] and hands to the store writer.
 //! Nothing here sleeps, reads a clock or touches a socket or a disk, so the
-//! rules are tested directly (see the property tests below).
+//! rules are tested directly (see the property tests below and
+//! `coordinator/tests/adversary.rs`). Randomness (adaptive replication's
+//! spot checks) comes from a seeded generator, and comparing outputs that
+//! are not bitwise equal is delegated to an injected [`Judge`].
 //!
 //! The scheduler holds a *window* of unfinished units in memory (BOINC's
 //! feeder keeps a similar shared-memory cache): dispatch never reads the
 //! store; the I/O shell refills the window from the store when it runs low.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::wire::{JobId, Task, TaskLimits, UnitId};
 
-use crate::quorum::{Copy, CopyState, Verdict, decide, needs_canonical_nan};
+use crate::quorum::{Copy, CopyState, Rules, Verdict, decide, needs_canonical_nan};
 use crate::store::{HostId, JobInfo, LoadedUnit, StoreOp};
+use crate::trust::{QuotaPolicy, Standing};
 
 /// How many queued units one `assign` call may look at before giving up:
 /// bounds the cost of a request from a host that already holds copies of
 /// everything at the front of the queue.
 const MAX_SCAN: usize = 4096;
+
+/// Compares outputs whose hashes differ, for jobs whose validator is not
+/// bitwise (identical hashes always agree and are never asked about).
+pub trait Judge: Send {
+    fn agree(&mut self, job: &JobInfo, a: &Hash, b: &Hash) -> bool;
+    /// A unit finished: its outputs will not be compared again.
+    fn forget(&mut self, _outputs: &[Hash]) {}
+}
+
+/// The judge of a scheduler that only ever sees bitwise jobs.
+pub struct BitwiseOnly;
+
+impl Judge for BitwiseOnly {
+    fn agree(&mut self, _: &JobInfo, _: &Hash, _: &Hash) -> bool {
+        false
+    }
+}
 
 struct UnitState {
     job: Arc<JobInfo>,
@@ -31,18 +55,41 @@ struct UnitState {
     copies: Vec<Copy>,
     /// Whether the unit sits in `queue`; keeps it there at most once.
     queued: bool,
+    /// Adaptive replication sent it to a trusted host as a single copy;
+    /// cleared (back to the job's quorum) if that copy fails.
+    single: bool,
 }
 
-#[derive(Default)]
+impl UnitState {
+    fn rules(&self) -> Rules {
+        let rules = Rules::of(&self.job.settings);
+        if self.single { rules.single() } else { rules }
+    }
+}
+
 pub struct Scheduler {
     jobs: HashMap<JobId, Arc<JobInfo>>,
     units: HashMap<UnitId, UnitState>,
     /// Units that may need more copies, oldest first. A unit's entry is
     /// re-checked with [`decide`] when it reaches the front.
     queue: VecDeque<UnitId>,
-    /// Outstanding copies by deadline: `(deadline_ms, unit, host)`.
+    /// Outstanding copies by expiry (deadline plus grace):
+    /// `(expiry_ms, unit, host)`.
     deadlines: BTreeSet<(u64, UnitId, HostId)>,
+    hosts: HashMap<HostId, Standing>,
+    /// Hosts whose standing changed since the last [`Scheduler::take_ops`].
+    dirty: HashSet<HostId>,
+    policy: QuotaPolicy,
+    judge: Box<dyn Judge>,
+    /// splitmix64 state: adaptive replication's draws.
+    rng: u64,
     ops: Vec<StoreOp>,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler::new()
+    }
 }
 
 /// Why a report was refused; the worker forgets such reports.
@@ -54,11 +101,30 @@ pub enum ReportError {
     NotAssigned(UnitId),
     #[error("unit {0} was already reported by this host")]
     AlreadyReported(UnitId),
+    #[error("this host is banned from the project")]
+    Banned,
 }
 
 impl Scheduler {
     pub fn new() -> Scheduler {
-        Scheduler::default()
+        Scheduler::with(QuotaPolicy::default(), Box::new(BitwiseOnly), 0x5eed)
+    }
+
+    /// A scheduler with a quota policy, a judge for non-bitwise
+    /// validators and a seed for adaptive replication's draws.
+    pub fn with(policy: QuotaPolicy, judge: Box<dyn Judge>, seed: u64) -> Scheduler {
+        Scheduler {
+            jobs: HashMap::new(),
+            units: HashMap::new(),
+            queue: VecDeque::new(),
+            deadlines: BTreeSet::new(),
+            hosts: HashMap::new(),
+            dirty: HashSet::new(),
+            policy,
+            judge,
+            rng: seed,
+            ops: Vec::new(),
+        }
     }
 
     pub fn has_job(&self, id: JobId) -> bool {
@@ -69,9 +135,85 @@ impl Scheduler {
         self.jobs.insert(job.id, Arc::new(job));
     }
 
+    /// The job a unit in the window belongs to.
+    pub fn job_of(&self, unit: UnitId) -> Option<&JobInfo> {
+        self.units.get(&unit).map(|u| &*u.job)
+    }
+
     /// Unfinished units in the window.
     pub fn active_units(&self) -> usize {
         self.units.len()
+    }
+
+    pub fn policy(&self) -> &QuotaPolicy {
+        &self.policy
+    }
+
+    /// Tells the scheduler who a host is (after it said Hello), with the
+    /// trust and quota the store kept for it. A host the scheduler never
+    /// heard of is an anonymous, untrusted host with a full quota.
+    pub fn host_joined(&mut self, host: HostId, standing: Standing) {
+        self.hosts.insert(host, standing);
+    }
+
+    pub fn standing(&self, host: HostId) -> Option<&Standing> {
+        self.hosts.get(&host)
+    }
+
+    /// Applies the operator's bans: `hosts` by id and every host of
+    /// `accounts`. A newly banned host's copies in the window are voided
+    /// (its results so far count for nothing) and it gets no more work;
+    /// hosts no longer listed are let back in.
+    pub fn set_bans(&mut self, hosts: &HashSet<HostId>, accounts: &HashSet<String>, now_ms: u64) {
+        let mut newly = Vec::new();
+        for (id, s) in &mut self.hosts {
+            let banned =
+                hosts.contains(id) || (!s.account.is_empty() && accounts.contains(&s.account));
+            if banned && !s.banned {
+                newly.push(*id);
+            }
+            s.banned = banned;
+        }
+        for id in hosts {
+            if !self.hosts.contains_key(id) {
+                let mut s = Standing::new(String::new(), 1, &self.policy);
+                s.banned = true;
+                self.hosts.insert(*id, s);
+                newly.push(*id);
+            }
+        }
+        if newly.is_empty() {
+            return;
+        }
+        let newly: HashSet<HostId> = newly.into_iter().collect();
+        let mut touched = Vec::new();
+        for (&unit_id, unit) in &mut self.units {
+            for c in &mut unit.copies {
+                if !newly.contains(&c.host) {
+                    continue;
+                }
+                match c.state {
+                    CopyState::InProgress { deadline_ms } => {
+                        self.deadlines.remove(&(deadline_ms, unit_id, c.host));
+                    }
+                    CopyState::Success { .. } => {}
+                    _ => continue,
+                }
+                let reason = "the host was banned by the operator".to_string();
+                c.state = CopyState::Voided(reason.clone());
+                self.ops.push(StoreOp::Void {
+                    unit: unit_id,
+                    host: c.host,
+                    reason,
+                });
+                touched.push(unit_id);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            self.evaluate(id, now_ms);
+        }
     }
 
     /// Adds an unfinished unit from the store to the window. Its job must
@@ -93,6 +235,9 @@ impl Scheduler {
             UnitState {
                 job,
                 input: unit.input.into(),
+                // A single-copy unit reloaded after a restart is held to
+                // its job's quorum again: the draw is not stored.
+                single: false,
                 copies: unit.copies,
                 queued: false,
             },
@@ -100,10 +245,33 @@ impl Scheduler {
         self.evaluate(unit.id, now_ms);
     }
 
+    fn standing_mut(&mut self, host: HostId) -> &mut Standing {
+        let policy = self.policy;
+        self.hosts
+            .entry(host)
+            .or_insert_with(|| Standing::new(String::new(), 1, &policy))
+    }
+
+    /// A uniform draw in `[0, 1)` (splitmix64).
+    fn draw(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// Up to `want` tasks for `host` whose inputs add up to at most
-    /// `max_bytes` (one task always fits), never a second copy of a unit
-    /// the host already has.
+    /// `max_bytes` (one task always fits), within the host's daily quota,
+    /// never a second copy of a unit the host (or, when the job asks, its
+    /// volunteer) already has.
     pub fn assign(&mut self, host: HostId, want: u32, max_bytes: usize, now_ms: u64) -> Vec<Task> {
+        let want = self.standing_mut(host).allowance(want, now_ms);
+        let (account, trusted) = {
+            let s = &self.hosts[&host];
+            (s.account.clone(), s.trusted())
+        };
         let mut tasks = Vec::new();
         let mut put_back = Vec::new();
         let mut scanned = 0;
@@ -122,34 +290,56 @@ impl Scheduler {
                 break;
             };
             scanned += 1;
+            let Some(unit) = self.units.get(&id) else {
+                continue;
+            };
+            let offer_single =
+                trusted && unit.copies.is_empty() && unit.job.settings.adaptive_replication;
+            let single = offer_single && {
+                let draw = self.draw();
+                self.hosts[&host].single_copy(draw)
+            };
             let Some(unit) = self.units.get_mut(&id) else {
                 continue;
             };
             unit.queued = false;
-            let Verdict::NeedCopies(need) = decide(&unit.copies, &unit.job.settings) else {
+            let Verdict::NeedCopies(need) = decide(&unit.copies, &unit.rules(), &mut |_, _| false)
+            else {
                 continue;
             };
             unit.queued = true;
             put_back.push(id);
-            if unit.copies.iter().any(|c| c.host == host) {
+            let hosts = &self.hosts;
+            let same_volunteer = |c: &Copy| {
+                c.host == host
+                    || (unit.job.settings.distinct_volunteers
+                        && !account.is_empty()
+                        && hosts.get(&c.host).is_some_and(|s| s.account == account))
+            };
+            if unit.copies.iter().any(same_volunteer) {
                 continue;
             }
-            let deadline_ms = now_ms + unit.job.settings.deadline_secs * 1000;
+            let s = &unit.job.settings;
+            let deadline_ms = now_ms + s.deadline_secs * 1000;
+            let expiry_ms = deadline_ms + s.grace_secs * 1000;
             let canonical_nan = needs_canonical_nan(&unit.copies);
+            unit.single = single;
             unit.copies.push(Copy {
                 host,
-                state: CopyState::InProgress { deadline_ms },
+                state: CopyState::InProgress {
+                    deadline_ms: expiry_ms,
+                },
             });
-            if need == 1 {
+            if need == 1 || single {
                 unit.queued = false;
                 put_back.pop();
             }
-            self.deadlines.insert((deadline_ms, id, host));
+            self.deadlines.insert((expiry_ms, id, host));
             self.ops.push(StoreOp::Assign {
                 unit: id,
                 host,
                 sent_ms: now_ms,
-                deadline_ms,
+                deadline_ms: expiry_ms,
             });
             bytes += wire_size(unit);
             tasks.push(task_for(id, unit, deadline_ms, canonical_nan));
@@ -157,6 +347,7 @@ impl Scheduler {
         for id in put_back.into_iter().rev() {
             self.queue.push_front(id);
         }
+        self.standing_mut(host).sent(tasks.len() as u32);
         tasks
     }
 
@@ -170,6 +361,9 @@ impl Scheduler {
         elapsed_ms: u64,
         now_ms: u64,
     ) -> Result<(), ReportError> {
+        if self.hosts.get(&host).is_some_and(|s| s.banned) {
+            return Err(ReportError::Banned);
+        }
         let unit = self
             .units
             .get_mut(&unit_id)
@@ -184,11 +378,14 @@ impl Scheduler {
                 self.deadlines.remove(&(deadline_ms, unit_id, host));
             }
             CopyState::TimedOut => {}
-            CopyState::Success { .. } | CopyState::Error(_) => {
+            CopyState::Success { .. } | CopyState::Error(_) | CopyState::Voided(_) => {
                 return Err(ReportError::AlreadyReported(unit_id));
             }
         }
         copy.state = state.clone();
+        if matches!(state, CopyState::Error(_)) {
+            self.host_failed(host);
+        }
         self.ops.push(StoreOp::Report {
             unit: unit_id,
             host,
@@ -200,7 +397,7 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Marks every copy whose deadline has passed as timed out.
+    /// Marks every copy whose deadline (plus grace) has passed as timed out.
     pub fn expire(&mut self, now_ms: u64) {
         while let Some(&(deadline_ms, unit_id, host)) = self.deadlines.first() {
             if deadline_ms > now_ms {
@@ -217,25 +414,74 @@ impl Scheduler {
                 unit: unit_id,
                 host,
             });
+            self.host_failed(host);
             self.evaluate(unit_id, now_ms);
         }
     }
 
-    /// Store changes decided since the last call, in order.
+    /// Store changes decided since the last call, in order; changed host
+    /// standings come last, one per host.
     pub fn take_ops(&mut self) -> Vec<StoreOp> {
+        let mut dirty: Vec<HostId> = self.dirty.drain().collect();
+        dirty.sort_unstable();
+        for host in dirty {
+            if let Some(s) = self.hosts.get(&host) {
+                self.ops.push(StoreOp::Standing {
+                    host,
+                    consecutive_valid: s.consecutive_valid,
+                    quota: s.quota,
+                });
+            }
+        }
         std::mem::take(&mut self.ops)
+    }
+
+    fn host_failed(&mut self, host: HostId) {
+        self.standing_mut(host).failed();
+        self.dirty.insert(host);
     }
 
     fn evaluate(&mut self, id: UnitId, now_ms: u64) {
         let Some(unit) = self.units.get_mut(&id) else {
             return;
         };
-        match decide(&unit.copies, &unit.job.settings) {
+        if unit.single
+            && unit
+                .copies
+                .iter()
+                .any(|c| matches!(c.state, CopyState::Error(_) | CopyState::TimedOut))
+        {
+            // The trusted host's single copy failed: back to the quorum.
+            unit.single = false;
+        }
+        let job = unit.job.clone();
+        let judge = &mut self.judge;
+        let mut agree = |a: &Hash, b: &Hash| !job.validator.is_bitwise() && judge.agree(&job, a, b);
+        match decide(&unit.copies, &unit.rules(), &mut agree) {
             Verdict::Validated {
                 output,
                 fuel,
                 hosts,
             } => {
+                let replicated = hosts.len() >= 2;
+                let policy = self.policy;
+                let mut outputs = Vec::new();
+                for c in &unit.copies {
+                    if let CopyState::Success { output, .. } = &c.state {
+                        outputs.push(*output);
+                        let s = self
+                            .hosts
+                            .entry(c.host)
+                            .or_insert_with(|| Standing::new(String::new(), 1, &policy));
+                        if hosts.contains(&c.host) {
+                            s.valid(replicated, &policy);
+                        } else {
+                            s.failed();
+                        }
+                        self.dirty.insert(c.host);
+                    }
+                }
+                self.judge.forget(&outputs);
                 self.ops.push(StoreOp::Validate {
                     unit: id,
                     output,
@@ -306,6 +552,7 @@ fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool)
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::trust::Standing;
     use peergrid_proto::Hash;
     use peergrid_proto::spec::JobSettings;
     use proptest::prelude::*;
@@ -318,6 +565,7 @@ mod tests {
             module: Hash([1; 32]),
             args: vec![],
             settings,
+            validator: Default::default(),
             signature: peergrid_proto::signing::ModuleSignature {
                 endorsement: peergrid_proto::signing::Endorsement {
                     researcher_key: String::new(),
@@ -355,6 +603,7 @@ mod tests {
             output: Hash([out; 32]),
             fuel: 5,
             engine: engine.into(),
+            resumed: false,
         }
     }
 
@@ -390,7 +639,8 @@ mod tests {
         s.report(2, 1, ok(3), 1, 6).unwrap();
         let ops = s.take_ops();
         assert!(
-            matches!(ops.last(), Some(StoreOp::Validate { hosts, .. }) if hosts == &vec![1, 2])
+            ops.iter()
+                .any(|o| matches!(o, StoreOp::Validate { hosts, .. } if hosts == &vec![1, 2]))
         );
         assert_eq!(
             s.report(2, 1, ok(3), 1, 7),
@@ -460,6 +710,124 @@ mod tests {
         );
     }
 
+    #[test]
+    fn distinct_volunteers_keep_a_volunteers_hosts_off_one_unit() {
+        let settings = JobSettings {
+            distinct_volunteers: true,
+            ..JobSettings::default()
+        };
+        let mut s = with_units(1, settings);
+        let policy = *s.policy();
+        for (host, account) in [(1, "ann"), (2, "ann"), (3, "")] {
+            s.host_joined(host, Standing::new(account.into(), 1, &policy));
+        }
+        assert_eq!(s.assign(1, 1, usize::MAX, 0).len(), 1);
+        assert!(s.assign(2, 1, usize::MAX, 0).is_empty(), "same volunteer");
+        assert_eq!(
+            s.assign(3, 1, usize::MAX, 0).len(),
+            1,
+            "anonymous is its own volunteer"
+        );
+    }
+
+    #[test]
+    fn failures_shrink_a_hosts_daily_quota_and_successes_restore_it() {
+        let mut s = Scheduler::with(
+            QuotaPolicy {
+                per_core_per_day: 8,
+            },
+            Box::new(BitwiseOnly),
+            1,
+        );
+        s.add_job(job(JobSettings::default()));
+        for id in 1..=40 {
+            s.load(
+                LoadedUnit {
+                    id,
+                    job: 1,
+                    input: vec![],
+                    copies: vec![],
+                },
+                0,
+            );
+        }
+        let got = s.assign(7, 100, usize::MAX, 0);
+        assert_eq!(got.len(), 8, "the full quota");
+        for t in &got[..3] {
+            s.report(7, t.unit, CopyState::Error("crash".into()), 1, 1)
+                .unwrap();
+        }
+        assert_eq!(s.standing(7).unwrap().quota, 1);
+        assert!(
+            s.assign(7, 100, usize::MAX, 2).is_empty(),
+            "today's tasks are used up"
+        );
+        let tomorrow = 86_400_000;
+        assert_eq!(s.assign(7, 100, usize::MAX, tomorrow).len(), 1);
+        assert!(s.take_ops().iter().any(|o| matches!(
+            o,
+            StoreOp::Standing {
+                host: 7,
+                quota: 1,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn a_ban_voids_the_hosts_pending_results_and_stops_its_work() {
+        let mut s = with_units(1, JobSettings::default());
+        s.assign(1, 1, usize::MAX, 0);
+        s.assign(2, 1, usize::MAX, 0);
+        s.report(1, 1, ok(6), 1, 1).unwrap();
+        s.set_bans(&HashSet::from([1]), &HashSet::new(), 2);
+        assert!(s.take_ops().iter().any(|o| matches!(
+            o,
+            StoreOp::Void {
+                unit: 1,
+                host: 1,
+                ..
+            }
+        )));
+        assert!(s.assign(1, 1, usize::MAX, 3).is_empty());
+        assert_eq!(s.report(1, 1, ok(6), 1, 3), Err(ReportError::Banned));
+        // Host 1's result no longer counts: the unit needs another copy.
+        assert_eq!(s.assign(3, 1, usize::MAX, 3).len(), 1);
+        s.report(2, 1, ok(6), 1, 4).unwrap();
+        s.report(3, 1, ok(6), 1, 5).unwrap();
+        assert!(
+            s.take_ops()
+                .iter()
+                .any(|o| matches!(o, StoreOp::Validate { hosts, .. } if hosts == &vec![2, 3]))
+        );
+        s.set_bans(&HashSet::new(), &HashSet::new(), 6);
+        assert!(!s.standing(1).unwrap().banned, "unbanned");
+    }
+
+    #[test]
+    fn a_copy_times_out_only_after_the_grace_period() {
+        let settings = JobSettings {
+            deadline_secs: 10,
+            grace_secs: 5,
+            ..JobSettings::default()
+        };
+        let mut s = with_units(1, settings);
+        let t = s.assign(1, 1, usize::MAX, 0);
+        assert_eq!(t[0].deadline_ms, 10_000, "the host is told the deadline");
+        s.expire(14_000);
+        assert!(
+            s.take_ops()
+                .iter()
+                .all(|o| !matches!(o, StoreOp::TimedOut { .. }))
+        );
+        s.expire(15_000);
+        assert!(
+            s.take_ops()
+                .iter()
+                .any(|o| matches!(o, StoreOp::TimedOut { .. }))
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum Action {
         Fetch { host: u64, want: u32 },
@@ -475,19 +843,60 @@ mod tests {
         ]
     }
 
+    fn settings() -> impl Strategy<Value = JobSettings> {
+        (
+            2u32..=3,
+            0u32..=2,
+            1u32..=4,
+            0u64..=5,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(quorum, extra, max_error, grace, distinct, adaptive)| {
+                JobSettings {
+                    quorum,
+                    target_nresults: Some(quorum + extra),
+                    max_error_results: max_error,
+                    deadline_secs: 10,
+                    grace_secs: grace,
+                    distinct_volunteers: distinct,
+                    adaptive_replication: adaptive,
+                    ..JobSettings::default()
+                }
+            })
+    }
+
+    /// Volunteer accounts: hosts 0 and 2 belong to one volunteer.
+    const ACCOUNTS: [&str; 6] = ["x", "y", "x", "p", "q", "r"];
+
     proptest! {
         /// Hosts 0 and 1 cheat (each with its own wrong answer), host 2 errs,
-        /// the rest are honest; tasks finish or time out in any order.
-        /// Whatever happens: no host holds two copies of a unit, nothing
-        /// enters the dataset without `quorum` distinct agreeing hosts, a
-        /// wrong output never validates with quorum 2 when cheaters do not
-        /// collude, copies never exceed the cap, and once the honest hosts
-        /// drain the queue every unit is validated or failed, never lost.
+        /// the rest are honest, and 3 and 4 are trusted; tasks finish or
+        /// time out in any order, under any redundancy settings. Whatever
+        /// happens: no host (nor, when asked, volunteer) holds two copies
+        /// of a unit; nothing enters the dataset without `quorum` distinct
+        /// agreeing hosts, or one trusted host under adaptive replication;
+        /// a wrong output never validates when cheaters do not collude;
+        /// credit goes once to each agreeing host of a validated unit;
+        /// copies never exceed the cap; and once the honest hosts drain
+        /// the queue every unit is validated or failed with a reason,
+        /// never lost.
         #[test]
-        fn rules_hold_under_any_schedule(actions in proptest::collection::vec(action(), 1..200)) {
-            let settings = JobSettings { deadline_secs: 10, ..JobSettings::default() };
+        fn rules_hold_under_any_schedule(
+            settings in settings(),
+            actions in proptest::collection::vec(action(), 1..200),
+        ) {
             let units = 8u64;
             let mut s = with_units(units, settings);
+            let policy = *s.policy();
+            for (host, account) in ACCOUNTS.iter().enumerate() {
+                let mut standing = Standing::new(account.to_string(), 1, &policy);
+                if host == 3 || host == 4 {
+                    standing.consecutive_valid = 50;
+                }
+                s.host_joined(host as u64, standing);
+            }
+            let mut credit: HashMap<u64, u64> = HashMap::new();
             let mut now = 0u64;
             let mut held: HashMap<u64, Vec<UnitId>> = HashMap::new();
             let mut issued: HashMap<UnitId, Vec<u64>> = HashMap::new();
@@ -520,7 +929,13 @@ mod tests {
                 }
                 for op in s.take_ops() {
                     match &op {
-                        StoreOp::Validate { unit, .. } | StoreOp::Fail { unit, .. } => {
+                        StoreOp::Validate { unit, hosts, fuel, .. } => {
+                            for h in hosts {
+                                *credit.entry(*h).or_default() += fuel;
+                            }
+                            prop_assert!(finished.insert(*unit, op.clone()).is_none(), "unit finished twice");
+                        }
+                        StoreOp::Fail { unit, .. } => {
                             prop_assert!(finished.insert(*unit, op.clone()).is_none(), "unit finished twice");
                         }
                         _ => {}
@@ -545,21 +960,33 @@ mod tests {
             for (unit, hosts) in &issued {
                 let distinct: HashSet<_> = hosts.iter().collect();
                 prop_assert_eq!(distinct.len(), hosts.len(), "two copies of unit {} on one host", unit);
+                if settings.distinct_volunteers {
+                    let volunteers: HashSet<_> = hosts.iter().map(|h| ACCOUNTS[*h as usize]).collect();
+                    prop_assert_eq!(volunteers.len(), hosts.len(), "two copies of unit {} for one volunteer", unit);
+                }
                 prop_assert!(hosts.len() as u32 <= settings.max_total_results());
             }
+            let mut expected: HashMap<u64, u64> = HashMap::new();
             prop_assert_eq!(s.active_units(), 0);
             for unit in 1..=units {
                 match finished.get(&unit) {
                     Some(StoreOp::Validate { output, hosts, .. }) => {
                         prop_assert_eq!(*output, Hash([unit as u8; 32]), "wrong output validated");
                         let distinct: HashSet<_> = hosts.iter().collect();
-                        prop_assert!(distinct.len() >= 2);
+                        prop_assert_eq!(distinct.len(), hosts.len());
+                        let trusted_alone = settings.adaptive_replication
+                            && (hosts == &vec![3] || hosts == &vec![4]);
+                        prop_assert!(distinct.len() as u32 >= settings.quorum || trusted_alone);
                         prop_assert!(hosts.iter().all(|h| *h >= 3));
+                        for h in hosts {
+                            *expected.entry(*h).or_default() += 5;
+                        }
                     }
                     Some(StoreOp::Fail { reason, .. }) => prop_assert!(!reason.is_empty()),
                     other => prop_assert!(false, "unit {} ended as {:?}", unit, other),
                 }
             }
+            prop_assert_eq!(credit, expected, "credit is the fuel of each valid result, once");
         }
     }
 }

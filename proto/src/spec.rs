@@ -13,7 +13,19 @@
 //! [inputs]
 //! dir = "inputs"                    # one work unit per file, or:
 //! # jsonl = "inputs.jsonl"          # one work unit per line
+//!
+//! [validator]                       # optional; bitwise by default
+//! kind = "tolerance"                # or "bitwise", or "custom"
+//! abs_epsilon = 1e-12
+//! rel_epsilon = 1e-9
+//! # kind = "custom"
+//! # module = "compare.wasm"         # a WASI command, see docs/validation.md
 //! ```
+//!
+//! The redundancy settings carry BOINC's names and meanings
+//! (`min_quorum`, `target_nresults`, `max_error_results`,
+//! `max_total_results`, `max_success_results`, `delay_bound`); `quorum`
+//! and `deadline_secs` are accepted for the first and the last.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +33,7 @@ use crate::Hash;
 use crate::limits::{MAX_ARG_LEN, MAX_ARGS, MAX_TASK_MEMORY, MAX_UNITS_PER_JOB};
 
 /// A job spec as written by a researcher.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
@@ -32,6 +44,71 @@ pub struct JobSpec {
     pub args: Vec<String>,
     #[serde(flatten)]
     pub settings: JobSettings,
+    /// How replicas are compared; `module` of a custom validator is a path
+    /// relative to the spec file.
+    #[serde(default)]
+    pub validator: Validator<String>,
+}
+
+/// How two replicas' outputs are judged to agree. Identical bytes always
+/// agree; the validator decides the rest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Validator<M = Hash> {
+    /// Byte-for-byte equality: the default, and sound because the sandbox
+    /// is deterministic.
+    #[default]
+    Bitwise,
+    /// Both outputs are JSON; numbers agree when within `abs_epsilon` or
+    /// within `rel_epsilon` of the larger magnitude, everything else
+    /// (array lengths, object keys, strings) must be equal.
+    Tolerance {
+        #[serde(default)]
+        abs_epsilon: f64,
+        #[serde(default)]
+        rel_epsilon: f64,
+    },
+    /// The researcher's own comparison, a wasm module run by the
+    /// coordinator under the job's sandbox limits.
+    Custom { module: M },
+}
+
+impl<M> Validator<M> {
+    pub fn is_bitwise(&self) -> bool {
+        matches!(self, Validator::Bitwise)
+    }
+
+    /// The same validator with its module reference mapped.
+    pub fn map_module<N>(self, f: impl FnOnce(M) -> N) -> Validator<N> {
+        match self {
+            Validator::Bitwise => Validator::Bitwise,
+            Validator::Tolerance {
+                abs_epsilon,
+                rel_epsilon,
+            } => Validator::Tolerance {
+                abs_epsilon,
+                rel_epsilon,
+            },
+            Validator::Custom { module } => Validator::Custom { module: f(module) },
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Validator::Tolerance {
+            abs_epsilon,
+            rel_epsilon,
+        } = self
+        {
+            let ok = |e: &f64| e.is_finite() && *e >= 0.0;
+            if !ok(abs_epsilon) || !ok(rel_epsilon) {
+                return Err(invalid(
+                    "validator",
+                    "epsilons must be finite and not negative",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,22 +120,45 @@ pub struct InputSpec {
     pub jsonl: Option<String>,
 }
 
-/// How a job is run and validated.
+/// How a job is run and validated. Field meanings follow BOINC's
+/// work-unit parameters of the same names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSettings {
-    /// Agreeing results (from distinct hosts) needed to accept a unit.
-    #[serde(default = "defaults::quorum")]
+    /// Agreeing results (from distinct hosts) needed to accept a unit
+    /// (BOINC's `min_quorum`).
+    #[serde(default = "defaults::quorum", alias = "min_quorum")]
     pub quorum: u32,
+    /// Copies issued at first (default: `quorum`); more than the quorum
+    /// hedges against slow or failing hosts.
+    #[serde(default)]
+    pub target_nresults: Option<u32>,
     /// Most copies of one unit ever issued before it is failed.
     #[serde(default)]
     pub max_total_results: Option<u32>,
     /// Most error results of one unit before it is failed.
     #[serde(default = "defaults::max_error_results")]
     pub max_error_results: u32,
-    /// Seconds a host has to return a task before it is reissued.
-    #[serde(default = "defaults::deadline_secs")]
+    /// Most successful results without a quorum before the unit is failed
+    /// (the outputs keep disagreeing). Default: `max_total_results`.
+    #[serde(default)]
+    pub max_success_results: Option<u32>,
+    /// Seconds a host has to return a task (BOINC's `delay_bound`).
+    #[serde(default = "defaults::deadline_secs", alias = "delay_bound")]
     pub deadline_secs: u64,
+    /// Seconds after the deadline before a copy counts as timed out and
+    /// is reissued; a report within the grace counts as on time. Reports
+    /// later still count while the unit is unfinished.
+    #[serde(default)]
+    pub grace_secs: u64,
+    /// Copies of one unit go to distinct volunteer accounts, not only to
+    /// distinct hosts (anonymous hosts each count as their own volunteer).
+    #[serde(default)]
+    pub distinct_volunteers: bool,
+    /// Let a trusted host's unit run as a single copy (BOINC's adaptive
+    /// replication; see docs/validation.md).
+    #[serde(default)]
+    pub adaptive_replication: bool,
     /// Linear memory cap per task, in MiB.
     #[serde(default = "defaults::memory_mb")]
     pub memory_mb: u64,
@@ -89,9 +189,14 @@ impl Default for JobSettings {
     fn default() -> Self {
         JobSettings {
             quorum: defaults::quorum(),
+            target_nresults: None,
             max_total_results: None,
             max_error_results: defaults::max_error_results(),
+            max_success_results: None,
             deadline_secs: defaults::deadline_secs(),
+            grace_secs: 0,
+            distinct_volunteers: false,
+            adaptive_replication: false,
             memory_mb: defaults::memory_mb(),
             fuel: defaults::fuel(),
         }
@@ -144,6 +249,10 @@ impl JobSpec {
             _ => {}
         }
         validate_args(&self.args)?;
+        if matches!(&self.validator, Validator::Custom { module } if module.trim().is_empty()) {
+            return Err(invalid("validator", "`module` must name a .wasm file"));
+        }
+        self.validator.validate()?;
         self.settings.validate()
     }
 }
@@ -172,6 +281,17 @@ impl JobSettings {
             .unwrap_or(self.quorum.saturating_mul(2).saturating_add(2))
     }
 
+    /// Copies to have out before any result is in.
+    pub fn target_nresults(&self) -> u32 {
+        self.target_nresults.unwrap_or(self.quorum).max(self.quorum)
+    }
+
+    /// The cap on successful results that never reach a quorum.
+    pub fn max_success_results(&self) -> u32 {
+        self.max_success_results
+            .unwrap_or_else(|| self.max_total_results())
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         if !(1..=16).contains(&self.quorum) {
             return Err(invalid("quorum", "must be between 1 and 16"));
@@ -187,6 +307,23 @@ impl JobSettings {
                 "deadline_secs",
                 "must be between 1 and 2592000 (30 days)",
             ));
+        }
+        if let Some(t) = self.target_nresults
+            && !(self.quorum..=self.max_total_results()).contains(&t)
+        {
+            return Err(invalid(
+                "target_nresults",
+                "must be between `min_quorum` and `max_total_results`",
+            ));
+        }
+        if self.max_success_results() < self.quorum {
+            return Err(invalid(
+                "max_success_results",
+                "must be at least `min_quorum`",
+            ));
+        }
+        if self.grace_secs > 30 * 86_400 {
+            return Err(invalid("grace_secs", "must be at most 2592000 (30 days)"));
         }
         if self.max_error_results == 0 {
             return Err(invalid("max_error_results", "must be at least 1"));
@@ -213,13 +350,16 @@ pub struct UnitSpec {
 }
 
 /// What `peergrid job submit` posts once every blob is on the server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSubmission {
     pub name: String,
     pub module: Hash,
     pub args: Vec<String>,
     pub settings: JobSettings,
     pub units: Vec<UnitSpec>,
+    /// How replicas are compared (a custom validator's module is a blob
+    /// uploaded with the job).
+    pub validator: Validator,
     /// The researcher's signature on `module` and `args`, with their
     /// endorsement by the project key.
     pub signature: crate::signing::ModuleSignature,
@@ -243,6 +383,7 @@ impl JobSubmission {
             ));
         }
         validate_args(&self.args)?;
+        self.validator.validate()?;
         self.settings.validate()
     }
 }
@@ -273,5 +414,42 @@ mod tests {
         assert!(e.to_string().contains("modul"), "{e}");
         let e = JobSpec::from_toml("name = ").unwrap_err();
         assert!(matches!(e, SpecError::Toml(_)));
+    }
+
+    #[test]
+    fn boinc_names_and_validators_parse() {
+        let spec = JobSpec::from_toml(
+            "name = \"x\"\nmodule = \"m.wasm\"\nmin_quorum = 3\ntarget_nresults = 4\n\
+             delay_bound = 60\ngrace_secs = 30\ndistinct_volunteers = true\n\
+             [inputs]\ndir = \"in\"\n\
+             [validator]\nkind = \"tolerance\"\nrel_epsilon = 1e-9\n",
+        )
+        .unwrap();
+        assert_eq!(spec.settings.quorum, 3);
+        assert_eq!(spec.settings.target_nresults(), 4);
+        assert_eq!(spec.settings.deadline_secs, 60);
+        assert!(spec.settings.distinct_volunteers);
+        assert_eq!(
+            spec.validator,
+            Validator::Tolerance {
+                abs_epsilon: 0.0,
+                rel_epsilon: 1e-9
+            }
+        );
+        let e = JobSpec::from_toml(
+            "name = \"x\"\nmodule = \"m.wasm\"\nquorum = 2\ntarget_nresults = 9\n[inputs]\ndir = \"in\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("target_nresults"), "{e}");
+        let e = JobSpec::from_toml(
+            "name = \"x\"\nmodule = \"m.wasm\"\n[inputs]\ndir = \"in\"\n[validator]\nkind = \"tolerance\"\nabs_epsilon = -1.0\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("validator"), "{e}");
+        let e = JobSpec::from_toml(
+            "name = \"x\"\nmodule = \"m.wasm\"\n[inputs]\ndir = \"in\"\n[validator]\nkind = \"fuzzy\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("fuzzy"), "{e}");
     }
 }

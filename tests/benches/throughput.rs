@@ -127,6 +127,7 @@ fn main() {
                 ..JobSettings::default()
             },
             units: unit_specs,
+            validator: Default::default(),
             signature: {
                 let r = coordinator.researcher().unwrap();
                 peergrid_proto::signing::sign_module(

@@ -61,6 +61,7 @@ fn add_job(store: &SqliteStore) -> (u64, String) {
                 module: Hash([9; 32]),
                 args: vec![],
                 settings: JobSettings::default(),
+                validator: Default::default(),
                 signature: ModuleSignature {
                     endorsement: Endorsement {
                         researcher_key: "00".repeat(32),
@@ -107,6 +108,7 @@ fn add_job(store: &SqliteStore) -> (u64, String) {
                 output: oh,
                 fuel: 2_000_000_000,
                 engine: "e".into(),
+                resumed: false,
             },
             elapsed_ms: 5,
             received_ms: now - 60_000,

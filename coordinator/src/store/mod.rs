@@ -8,7 +8,7 @@
 pub mod sqlite;
 
 use peergrid_proto::Hash;
-use peergrid_proto::spec::{JobSettings, JobSubmission};
+use peergrid_proto::spec::{JobSettings, JobSubmission, Validator};
 use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use serde::Serialize;
 
@@ -62,6 +62,18 @@ pub enum StoreOp {
         reason: String,
         at_ms: u64,
     },
+    /// The operator banned the host: its copy counts for nothing.
+    Void {
+        unit: UnitId,
+        host: HostId,
+        reason: String,
+    },
+    /// A host's trust streak or quota changed (see `trust.rs`).
+    Standing {
+        host: HostId,
+        consecutive_valid: u64,
+        quota: u32,
+    },
     /// A host exchanged at `at_ms`: keeps `hosts.last_seen_ms` fresh for
     /// the dashboard's "workers online". `Grid::exchange` sends at most one
     /// per host every [`SEEN_EVERY_MS`].
@@ -76,7 +88,7 @@ pub enum StoreOp {
 pub const SEEN_EVERY_MS: u64 = 10_000;
 
 /// What the scheduler needs of a job.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct JobInfo {
     pub id: JobId,
     pub name: String,
@@ -84,6 +96,33 @@ pub struct JobInfo {
     pub args: Vec<String>,
     pub settings: JobSettings,
     pub signature: peergrid_proto::signing::ModuleSignature,
+    pub validator: Validator,
+}
+
+/// What the store keeps of a host's standing (see `trust.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredStanding {
+    pub account: String,
+    pub cores: u32,
+    pub consecutive_valid: u64,
+    /// `None`: never lowered, the full quota.
+    pub quota: Option<u32>,
+}
+
+/// Who an operator's ban is aimed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BanTarget {
+    Host(HostId),
+    /// Every host of a volunteer account.
+    Account(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ban {
+    pub target: BanTarget,
+    pub reason: String,
+    pub at_ms: u64,
 }
 
 /// An unfinished unit as loaded into the scheduler's window, with every
@@ -243,6 +282,19 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<HostId, StoreError>;
     fn host_key(&self, id: HostId) -> Result<Option<[u8; 32]>, StoreError>;
+    /// The trust and quota kept for a host, with its account and cores.
+    fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError>;
+
+    /// Every ban in force, oldest first.
+    fn bans(&self) -> Result<Vec<Ban>, StoreError>;
+    /// Bans `target` with `reason`, or lifts its ban when `reason` is
+    /// `None`; returns whether anything changed.
+    fn set_ban(
+        &self,
+        target: &BanTarget,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Applies a batch of scheduler decisions and output blobs in one
     /// transaction: all of it is durable, or none.

@@ -16,8 +16,9 @@ use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Bucket, CopyVerdict, CreditGrant, DatasetRow, DatasetSize, FailedUnit, HostId, HostRecord,
-    HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp,
+    Ban, BanTarget, Bucket, CopyVerdict, CreditGrant, DatasetRow, DatasetSize, FailedUnit, HostId,
+    HostRecord, HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp,
+    StoredStanding,
 };
 use crate::quorum::{Copy, CopyState};
 
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     args_json TEXT NOT NULL,
     settings_json TEXT NOT NULL,
     signature_json TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    validator_json TEXT NOT NULL DEFAULT '{\"kind\":\"bitwise\"}'
 );
 CREATE TABLE IF NOT EXISTS units (
     id INTEGER PRIMARY KEY,
@@ -49,7 +51,7 @@ CREATE INDEX IF NOT EXISTS units_active ON units(state, id);
 CREATE TABLE IF NOT EXISTS results (
     unit_id INTEGER NOT NULL,
     host_id INTEGER NOT NULL,
-    -- 'in_progress', 'success', 'error' or 'timed_out'
+    -- 'in_progress', 'success', 'error', 'timed_out' or 'voided'
     state TEXT NOT NULL,
     sent_ms INTEGER NOT NULL,
     deadline_ms INTEGER NOT NULL,
@@ -59,6 +61,8 @@ CREATE TABLE IF NOT EXISTS results (
     fuel INTEGER,
     engine TEXT,
     error TEXT,
+    -- resumed from a checkpoint: fuel is an estimate
+    resumed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (unit_id, host_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dataset (
@@ -83,8 +87,19 @@ CREATE TABLE IF NOT EXISTS hosts (
     -- the volunteer account the host runs under ('' = anonymous)
     account TEXT NOT NULL DEFAULT '',
     first_seen_ms INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL
+    last_seen_ms INTEGER NOT NULL,
+    -- trust streak and daily quota (NULL: the full quota), see trust.rs
+    consecutive_valid INTEGER NOT NULL DEFAULT 0,
+    daily_quota INTEGER
 );
+-- The operator's bans: kind 'host' (name = host id) or 'account'.
+CREATE TABLE IF NOT EXISTS bans (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
 -- The dashboard's throughput charts read the last hour of results, and a
 -- host's page reads its copies: neither may scan every result. Copies not
 -- yet received stay out of the first index.
@@ -115,6 +130,7 @@ impl SqliteStore {
     pub fn open(path: &Path, full_sync: bool) -> Result<SqliteStore, StoreError> {
         let conn = open_conn(path, full_sync)?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer: Mutex::new(conn),
@@ -162,6 +178,33 @@ fn open_conn(path: &Path, full_sync: bool) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Columns added after the first release, for databases made before
+/// them (`CREATE TABLE IF NOT EXISTS` leaves an old table as it was).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    (
+        "jobs",
+        "validator_json",
+        "TEXT NOT NULL DEFAULT '{\"kind\":\"bitwise\"}'",
+    ),
+    ("results", "resumed", "INTEGER NOT NULL DEFAULT 0"),
+    ("hosts", "consecutive_valid", "INTEGER NOT NULL DEFAULT 0"),
+    ("hosts", "daily_quota", "INTEGER"),
+];
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    for (table, column, ddl) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ddl}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn hash_col(bytes: Vec<u8>) -> Result<Hash, StoreError> {
     let arr: [u8; 32] = bytes
         .try_into()
@@ -183,9 +226,11 @@ fn copy_from_row(r: &rusqlite::Row<'_>) -> Result<CopyState, StoreError> {
             output: hash_col(r.get::<_, Option<Vec<u8>>>(4)?.unwrap_or_default())?,
             fuel: r.get::<_, Option<u64>>(5)?.unwrap_or(0),
             engine: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+            resumed: r.get(8)?,
         },
         "error" => CopyState::Error(r.get::<_, Option<String>>(6)?.unwrap_or_default()),
         "timed_out" => CopyState::TimedOut,
+        "voided" => CopyState::Voided(r.get::<_, Option<String>>(6)?.unwrap_or_default()),
         other => return Err(StoreError::Corrupt(format!("unknown result state {other}"))),
     })
 }
@@ -298,12 +343,14 @@ impl Store for SqliteStore {
             serde_json::to_string(&job.settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let signature = serde_json::to_string(&job.signature)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let validator = serde_json::to_string(&job.validator)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO jobs (name, module_hash, args_json, settings_json, signature_json, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![job.name, &job.module.0[..], args, settings, signature, now_ms],
+                "INSERT INTO jobs (name, module_hash, args_json, settings_json, signature_json, created_ms, validator_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![job.name, &job.module.0[..], args, settings, signature, now_ms, validator],
             )?;
             let id = tx.last_insert_rowid() as JobId;
             {
@@ -323,7 +370,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let row = c
                 .query_row(
-                    "SELECT name, module_hash, args_json, settings_json, signature_json
+                    "SELECT name, module_hash, args_json, settings_json, signature_json, validator_json
                      FROM jobs WHERE id = ?1",
                     [id],
                     |r| {
@@ -333,11 +380,12 @@ impl Store for SqliteStore {
                             r.get::<_, String>(2)?,
                             r.get::<_, String>(3)?,
                             r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((name, module, args, settings, signature)) = row else {
+            let Some((name, module, args, settings, signature, validator)) = row else {
                 return Ok(None);
             };
             Ok(Some(JobInfo {
@@ -347,6 +395,7 @@ impl Store for SqliteStore {
                 args: json_col(&args)?,
                 settings: json_col::<JobSettings>(&settings)?,
                 signature: json_col(&signature)?,
+                validator: json_col(&validator)?,
             }))
         })
     }
@@ -389,6 +438,82 @@ impl Store for SqliteStore {
             Ok(c.query_row("SELECT id FROM hosts WHERE public_key = ?1", [&key[..]], |r| {
                 r.get(0)
             })?)
+        })
+    }
+
+    fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT account, cores, consecutive_valid, daily_quota FROM hosts WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(StoredStanding {
+                        account: r.get(0)?,
+                        cores: r.get(1)?,
+                        consecutive_valid: r.get(2)?,
+                        quota: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT kind, name, reason, at_ms FROM bans ORDER BY at_ms")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u64>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, name, reason, at_ms) = row?;
+                let target = match kind.as_str() {
+                    "host" => BanTarget::Host(
+                        name.parse()
+                            .map_err(|_| StoreError::Corrupt(format!("banned host id {name}")))?,
+                    ),
+                    "account" => BanTarget::Account(name),
+                    other => return Err(StoreError::Corrupt(format!("ban kind {other}"))),
+                };
+                out.push(Ban {
+                    target,
+                    reason,
+                    at_ms,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_ban(
+        &self,
+        target: &BanTarget,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (kind, name) = match target {
+            BanTarget::Host(id) => ("host", id.to_string()),
+            BanTarget::Account(a) => ("account", a.clone()),
+        };
+        self.write(|c| {
+            let changed = match reason {
+                Some(reason) => c.execute(
+                    "INSERT OR REPLACE INTO bans (kind, name, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![kind, name, reason, now_ms],
+                )?,
+                None => c.execute(
+                    "DELETE FROM bans WHERE kind = ?1 AND name = ?2",
+                    params![kind, name],
+                )?,
+            };
+            Ok(changed > 0)
         })
     }
 
@@ -450,7 +575,7 @@ impl Store for SqliteStore {
             };
             let (lo, hi) = (first.id, last.id);
             let mut stmt = c.prepare_cached(
-                "SELECT unit_id, host_id, state, deadline_ms, output_hash, fuel, error, engine
+                "SELECT unit_id, host_id, state, deadline_ms, output_hash, fuel, error, engine, resumed
                  FROM results WHERE unit_id BETWEEN ?1 AND ?2 ORDER BY unit_id, sent_ms",
             )?;
             let mut rows = stmt.query(params![lo, hi])?;
@@ -639,7 +764,7 @@ impl Store for SqliteStore {
                    ELSE 4 END
                  FROM results r JOIN hosts h ON h.id = r.host_id
                  LEFT JOIN dataset d ON d.unit_id = r.unit_id
-                 WHERE r.host_id = ?1 AND r.state != 'in_progress'
+                 WHERE r.host_id = ?1 AND r.state NOT IN ('in_progress', 'voided')
                  ORDER BY coalesce(r.received_ms, r.deadline_ms) DESC, r.unit_id DESC LIMIT ?2"
             );
             let mut stmt = c.prepare_cached(&sql)?;
@@ -873,6 +998,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
                     output,
                     fuel,
                     engine,
+                    ..
                 } => (
                     "success",
                     Some(output.0.to_vec()),
@@ -881,12 +1007,14 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
                     None,
                 ),
                 CopyState::Error(e) => ("error", None, None, None, Some(e.as_str())),
+                CopyState::Voided(e) => ("voided", None, None, None, Some(e.as_str())),
                 CopyState::TimedOut => ("timed_out", None, None, None, None),
                 CopyState::InProgress { .. } => ("in_progress", None, None, None, None),
             };
+            let resumed = matches!(state, CopyState::Success { resumed: true, .. });
             tx.prepare_cached(
                 "UPDATE results SET state = ?3, received_ms = ?4, elapsed_ms = ?5,
-                   output_hash = ?6, fuel = ?7, error = ?8, engine = ?9
+                   output_hash = ?6, fuel = ?7, error = ?8, engine = ?9, resumed = ?10
                  WHERE unit_id = ?1 AND host_id = ?2",
             )?
             .execute(params![
@@ -898,7 +1026,8 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
                 output,
                 fuel,
                 error,
-                engine
+                engine,
+                resumed
             ])?;
         }
         StoreOp::TimedOut { unit, host } => {
@@ -959,6 +1088,26 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             tx.prepare_cached("UPDATE units SET state = 'failed', reason = ?2 WHERE id = ?1")?
                 .execute(params![unit, reason])?;
         }
+        StoreOp::Void { unit, host, reason } => {
+            tx.prepare_cached(
+                "UPDATE results SET state = 'voided', error = ?3 WHERE unit_id = ?1 AND host_id = ?2",
+            )?
+            .execute(params![unit, host, reason])?;
+        }
+        StoreOp::Standing {
+            host,
+            consecutive_valid,
+            quota,
+        } => {
+            tx.prepare_cached(
+                "UPDATE hosts SET consecutive_valid = ?2, daily_quota = ?3 WHERE id = ?1",
+            )?
+            .execute(params![
+                host,
+                consecutive_valid.min(&(i64::MAX as u64)),
+                quota
+            ])?;
+        }
         StoreOp::Seen { host, at_ms } => {
             tx.prepare_cached(
                 "UPDATE hosts SET last_seen_ms = max(last_seen_ms, ?2) WHERE id = ?1",
@@ -1005,6 +1154,7 @@ mod tests {
             args: vec!["-x".into()],
             settings: JobSettings::default(),
             signature: test_signature(),
+            validator: Default::default(),
             units: vec![
                 UnitSpec {
                     name: "a".into(),
@@ -1044,6 +1194,7 @@ mod tests {
                             output: oh,
                             fuel: 7,
                             engine: "e".into(),
+                            resumed: false,
                         },
                         elapsed_ms: 1,
                         received_ms: 4,
@@ -1109,6 +1260,7 @@ mod dashboard_tests {
             output,
             fuel,
             engine: "e1".into(),
+            resumed: false,
         }
     }
 
@@ -1131,6 +1283,7 @@ mod dashboard_tests {
                     args: vec![],
                     settings: JobSettings::default(),
                     signature: signature(),
+                    validator: Default::default(),
                     units: ["u1", "u2", "u3"]
                         .iter()
                         .map(|n| UnitSpec {

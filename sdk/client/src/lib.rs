@@ -10,7 +10,7 @@ use ed25519_dalek::SigningKey;
 use peergrid_proto::Hash;
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::signing::{self, Endorsement};
-use peergrid_proto::spec::{JobSpec, JobSubmission, UnitSpec};
+use peergrid_proto::spec::{JobSpec, JobSubmission, UnitSpec, Validator};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -160,6 +160,23 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
         units.push(UnitSpec { name, input: hash });
         blobs.entry(hash).or_insert(bytes);
     }
+    let validator = match spec.validator {
+        Validator::Custom { module } => {
+            let path = base.join(&module);
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            if bytes.len() > MAX_MODULE {
+                return Err(ClientError::Spec(format!(
+                    "{}: the validator module is {} bytes; the limit is {MAX_MODULE}",
+                    path.display(),
+                    bytes.len()
+                )));
+            }
+            let hash = Hash::of(&bytes);
+            blobs.entry(hash).or_insert(bytes);
+            Validator::Custom { module: hash }
+        }
+        other => other.map_module(|_| Hash([0; 32])),
+    };
     let signature = signing::sign_module(
         &researcher.key,
         &researcher.endorsement,
@@ -172,6 +189,7 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
         args: spec.args,
         settings: spec.settings,
         units,
+        validator,
         signature,
     };
     submission

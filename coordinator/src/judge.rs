@@ -1,0 +1,263 @@
+//! Validators beyond bitwise equality: the [`Judge`] the grid gives its
+//! scheduler. Identical outputs never get here; this decides whether two
+//! *different* outputs of one unit agree, by numeric tolerance or by the
+//! researcher's own wasm module.
+//!
+//! Outputs of a non-bitwise job are kept in memory from the report until
+//! their unit finishes (after a restart they are read back from the store),
+//! and every pair's verdict is cached, so a unit's outputs are compared at
+//! most once per pair however often the scheduler re-decides it.
+//!
+//! A custom validator is a WASI command (see `docs/validation.md`): it
+//! reads `len(a) as u32 LE, a, len(b) as u32 LE, b` on stdin and prints
+//! `1` (agree) or `0`. It runs in the worker's sandbox, with the job's
+//! memory and fuel limits and at most a minute of wall time; one that
+//! fails or prints anything else counts as "disagree", so a broken
+//! validator can only stop units from validating, never let a wrong one in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use peergrid_proto::Hash;
+use peergrid_proto::limits::MAX_OUTPUT;
+use peergrid_proto::spec::Validator;
+use peergrid_proto::wire::TaskLimits;
+use peergrid_worker::sandbox::{RunOutcome, Sandbox};
+use serde_json::Value;
+
+use crate::scheduler::Judge;
+use crate::store::{JobInfo, Store};
+
+/// Wall-clock cap on one custom comparison.
+const VALIDATOR_WALL_MS: u64 = 60_000;
+/// Cached pair verdicts kept before the cache is cleared.
+const MAX_VERDICTS: usize = 1 << 20;
+
+/// Whether two JSON outputs agree within `abs` or `rel` (relative to the
+/// larger magnitude) on every number, and exactly on everything else.
+/// Outputs that are not JSON agree only if identical.
+pub fn within_tolerance(a: &[u8], b: &[u8], abs: f64, rel: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    match (
+        serde_json::from_slice::<Value>(a),
+        serde_json::from_slice::<Value>(b),
+    ) {
+        (Ok(x), Ok(y)) => values_agree(&x, &y, abs, rel),
+        _ => false,
+    }
+}
+
+fn values_agree(x: &Value, y: &Value, abs: f64, rel: f64) -> bool {
+    match (x, y) {
+        (Value::Number(p), Value::Number(q)) => match (p.as_f64(), q.as_f64()) {
+            (Some(p), Some(q)) => {
+                let diff = (p - q).abs();
+                diff <= abs || diff <= rel * p.abs().max(q.abs())
+            }
+            _ => p == q,
+        },
+        (Value::Array(p), Value::Array(q)) => {
+            p.len() == q.len() && p.iter().zip(q).all(|(p, q)| values_agree(p, q, abs, rel))
+        }
+        (Value::Object(p), Value::Object(q)) => {
+            p.len() == q.len()
+                && p.iter()
+                    .all(|(k, v)| q.get(k).is_some_and(|w| values_agree(v, w, abs, rel)))
+        }
+        _ => x == y,
+    }
+}
+
+/// The bytes a custom validator reads on stdin.
+pub fn validator_input(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut input = Vec::with_capacity(a.len() + b.len() + 8);
+    for side in [a, b] {
+        input.extend_from_slice(&(side.len() as u32).to_le_bytes());
+        input.extend_from_slice(side);
+    }
+    input
+}
+
+pub struct OutputJudge {
+    store: Arc<dyn Store>,
+    outputs: HashMap<Hash, Arc<[u8]>>,
+    verdicts: HashMap<(Hash, Hash), bool>,
+    /// Built on the first custom comparison: most coordinators never
+    /// need one.
+    sandbox: Option<Sandbox>,
+}
+
+impl OutputJudge {
+    pub fn new(store: Arc<dyn Store>) -> OutputJudge {
+        OutputJudge {
+            store,
+            outputs: HashMap::new(),
+            verdicts: HashMap::new(),
+            sandbox: None,
+        }
+    }
+
+    /// Keeps a reported output of a non-bitwise job for comparisons.
+    pub fn remember(&mut self, hash: Hash, output: Arc<[u8]>) {
+        self.outputs.insert(hash, output);
+    }
+
+    fn output(&mut self, hash: &Hash) -> Option<Arc<[u8]>> {
+        if let Some(o) = self.outputs.get(hash) {
+            return Some(o.clone());
+        }
+        match self.store.get_blob(hash) {
+            Ok(Some(bytes)) => {
+                let bytes: Arc<[u8]> = bytes.into();
+                self.outputs.insert(*hash, bytes.clone());
+                Some(bytes)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!("reading output {hash} for validation: {e}");
+                None
+            }
+        }
+    }
+
+    fn custom(&mut self, job: &JobInfo, module: &Hash, a: &[u8], b: &[u8]) -> bool {
+        let bytes = match self.store.get_blob(module) {
+            Ok(Some(bytes)) => bytes,
+            other => {
+                tracing::error!(
+                    job = job.id,
+                    "custom validator module {module} unavailable: {other:?}"
+                );
+                return false;
+            }
+        };
+        if self.sandbox.is_none() {
+            match Sandbox::new(None) {
+                Ok(s) => self.sandbox = Some(s),
+                Err(e) => {
+                    tracing::error!("cannot start the validators' sandbox: {e}");
+                    return false;
+                }
+            }
+        }
+        let Some(sandbox) = &self.sandbox else {
+            return false;
+        };
+        let limits = TaskLimits {
+            memory_bytes: job.settings.memory_mb * 1024 * 1024,
+            fuel: job.settings.fuel,
+            max_output_bytes: 64,
+            wall_ms: VALIDATOR_WALL_MS.min(job.settings.deadline_secs * 1000),
+        };
+        let report = sandbox.run(
+            module,
+            &bytes,
+            &validator_input(a, b),
+            &[],
+            0,
+            &limits,
+            true,
+        );
+        match report.outcome {
+            RunOutcome::Success(out) => match String::from_utf8_lossy(&out).trim() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                other => {
+                    tracing::warn!(
+                        job = job.id,
+                        "custom validator printed {other:?}, not 1 or 0"
+                    );
+                    false
+                }
+            },
+            RunOutcome::Error(e) => {
+                tracing::warn!(job = job.id, "custom validator failed: {e}");
+                false
+            }
+        }
+    }
+}
+
+impl Judge for OutputJudge {
+    fn agree(&mut self, job: &JobInfo, a: &Hash, b: &Hash) -> bool {
+        let key = if a < b { (*a, *b) } else { (*b, *a) };
+        if let Some(v) = self.verdicts.get(&key) {
+            return *v;
+        }
+        let (Some(x), Some(y)) = (self.output(&key.0), self.output(&key.1)) else {
+            return false;
+        };
+        if x.len() > MAX_OUTPUT || y.len() > MAX_OUTPUT {
+            return false;
+        }
+        let verdict = match &job.validator {
+            Validator::Bitwise => false,
+            Validator::Tolerance {
+                abs_epsilon,
+                rel_epsilon,
+            } => within_tolerance(&x, &y, *abs_epsilon, *rel_epsilon),
+            Validator::Custom { module } => self.custom(job, module, &x, &y),
+        };
+        if self.verdicts.len() >= MAX_VERDICTS {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(key, verdict);
+        verdict
+    }
+
+    fn forget(&mut self, outputs: &[Hash]) {
+        for h in outputs {
+            self.outputs.remove(h);
+        }
+    }
+}
+
+/// An [`OutputJudge`] shared by the grid (which feeds it outputs) and its
+/// scheduler (which asks it).
+#[derive(Clone)]
+pub struct SharedJudge(pub Arc<Mutex<OutputJudge>>);
+
+impl SharedJudge {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, OutputJudge> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Judge for SharedJudge {
+    fn agree(&mut self, job: &JobInfo, a: &Hash, b: &Hash) -> bool {
+        self.lock().agree(job, a, b)
+    }
+
+    fn forget(&mut self, outputs: &[Hash]) {
+        self.lock().forget(outputs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerance_compares_numbers_and_nothing_else_loosely() {
+        let ok = |a: &str, b: &str| within_tolerance(a.as_bytes(), b.as_bytes(), 1e-9, 1e-6);
+        assert!(ok("1.0", "1.0000000001"));
+        assert!(ok("[1000000, 2]", "[1000000.5, 2.0]"), "relative epsilon");
+        assert!(!ok("[1, 2]", "[1, 2.1]"));
+        assert!(!ok("[1, 2]", "[1, 2, 3]"));
+        assert!(ok("{\"x\": 1, \"s\": \"a\"}", "{\"s\": \"a\", \"x\": 1.0}"));
+        assert!(!ok("{\"s\": \"a\"}", "{\"s\": \"b\"}"));
+        assert!(!ok("not json", "not json!"));
+        assert!(ok("not json", "not json"), "identical bytes always agree");
+        assert!(!ok("1", "null"));
+    }
+
+    #[test]
+    fn validator_input_frames_both_outputs() {
+        assert_eq!(
+            validator_input(b"ab", b""),
+            vec![2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]
+        );
+    }
+}
