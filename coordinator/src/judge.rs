@@ -151,16 +151,17 @@ impl OutputJudge {
             max_output_bytes: 64,
             wall_ms: VALIDATOR_WALL_MS.min(job.settings.deadline_secs * 1000),
         };
-        let report = sandbox.run(
-            module,
-            &bytes,
-            &validator_input(a, b),
-            &[],
-            0,
-            &limits,
-            true,
-        );
-        match report.outcome {
+        let input = validator_input(a, b);
+        // On a thread of its own: the caller may be a tokio worker, where
+        // the sandbox's WASI layer must not block.
+        let outcome = std::thread::scope(|scope| {
+            scope
+                .spawn(|| sandbox.run(module, &bytes, &input, &[], 0, &limits, true))
+                .join()
+                .map(|r| r.outcome)
+                .unwrap_or_else(|_| RunOutcome::Error("the validator's thread panicked".into()))
+        });
+        match outcome {
             RunOutcome::Success(out) => match String::from_utf8_lossy(&out).trim() {
                 "1" | "true" => true,
                 "0" | "false" => false,

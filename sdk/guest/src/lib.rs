@@ -10,6 +10,8 @@
 //!   killed) and is now run again; `None` on a fresh start.
 //! - [`progress`] tells the worker how far the task is (0.0 to 1.0), for the
 //!   volunteer's status display.
+//! - [`validator::serve`] turns a `compare(a, b) -> bool` into a custom
+//!   validator module, which the coordinator runs to compare replicas.
 //!
 //! For a resumed task to give the output an uninterrupted run gives, the
 //! state must hold everything the rest of the run depends on, and the job
@@ -23,6 +25,8 @@
 //! and the coordinator's module check accepts them. Both read their names
 //! and types from `peergrid_proto::guest`, which this crate must match (it
 //! does not depend on `peergrid-proto` so that jobs stay small).
+
+pub mod validator;
 
 /// Offers the job's state to the worker as its checkpoint. The worker keeps
 /// it if the checkpoint interval has passed since the last one it kept.

@@ -1,0 +1,322 @@
+//! Validators and operator bans through a real coordinator process: hosts
+//! speak the wire protocol over QUIC and report outputs chosen by the
+//! test (standing in for machines whose outputs differ in their last
+//! digits), the coordinator compares them with a tolerance or with the
+//! researcher's own wasm module, and an operator bans hosts from the
+//! command line while the coordinator runs.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use peergrid_proto::JoinString;
+use peergrid_proto::wire::{
+    ErrorCode, Exchange, ExchangeReply, HostFacts, Outcome, Reply, Request, TaskReport,
+};
+use peergrid_tests::{Coordinator, bin, job_spec, probe_wasm, target_dir};
+use peergrid_worker::net::{self, NetError, Session};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn compare_wasm() -> PathBuf {
+    let path = target_dir().join("wasm32-wasip1/release/compare.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release -p peergrid-example-compare --target wasm32-wasip1` \
+         (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+async fn host(join: &JoinString, seed: u8, account: &str) -> Result<Session, NetError> {
+    let facts = HostFacts {
+        cores: 1,
+        account: account.into(),
+        ..HostFacts::default()
+    };
+    net::connect(join, &SigningKey::from_bytes(&[seed; 32]), facts).await
+}
+
+async fn exchange(s: &Session, reports: Vec<TaskReport>, want: u32) -> Reply {
+    net::request(
+        &s.connection,
+        &Request::Exchange(Exchange { reports, want }),
+    )
+    .await
+    .unwrap()
+}
+
+async fn fetch(s: &Session, want: u32) -> ExchangeReply {
+    match exchange(s, vec![], want).await {
+        Reply::Exchange(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn report(unit: u64, output: &str) -> TaskReport {
+    TaskReport {
+        unit,
+        outcome: Outcome::Success(output.as_bytes().to_vec()),
+        fuel_used: 1234,
+        elapsed_ms: 1,
+        engine: "test".into(),
+        resumed: false,
+    }
+}
+
+/// Reports and checks every report was stored.
+async fn deliver(s: &Session, reports: Vec<TaskReport>) {
+    let n = reports.len();
+    match exchange(s, reports, 0).await {
+        Reply::Exchange(r) => assert_eq!(r.accepted.len(), n, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn key_hex(seed: u8) -> String {
+    hex::encode(
+        SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+/// The dataset's agreeing hosts per unit, in unit order.
+fn agreeing_hosts(c: &Coordinator, job: u64) -> Vec<Vec<String>> {
+    c.dataset(job)
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h.as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn tolerance_and_custom_validators_accept_near_outputs_and_refuse_far_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path()).unwrap();
+    let join: JoinString = c.join.parse().unwrap();
+    let tolerant = c
+        .submit(
+            &job_spec(
+                dir.path(),
+                "tolerant",
+                &probe_wasm(),
+                2,
+                "[validator]\nkind = \"tolerance\"\nrel_epsilon = 1e-6",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let custom_spec = job_spec(
+        dir.path(),
+        "custom",
+        &probe_wasm(),
+        2,
+        &format!(
+            "[validator]\nkind = \"custom\"\nmodule = {:?}",
+            compare_wasm().to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let custom = c.submit(&custom_spec).unwrap();
+
+    let rt = runtime();
+    rt.block_on(async {
+        let (a, b, d) = (
+            host(&join, 1, "").await.unwrap(),
+            host(&join, 2, "").await.unwrap(),
+            host(&join, 3, "").await.unwrap(),
+        );
+        let ta = fetch(&a, 4).await.tasks;
+        let tb = fetch(&b, 4).await.tasks;
+        assert_eq!(ta.len(), 4, "two units of each job");
+        let units = |job: u64| -> Vec<u64> {
+            let mut u: Vec<u64> = ta.iter().filter(|t| t.job == job).map(|t| t.unit).collect();
+            u.sort();
+            u
+        };
+        assert_eq!(
+            tb.iter()
+                .map(|t| t.unit)
+                .collect::<std::collections::BTreeSet<_>>(),
+            ta.iter().map(|t| t.unit).collect()
+        );
+        let (t1, t2) = (units(tolerant)[0], units(tolerant)[1]);
+        let (k1, k2) = (units(custom)[0], units(custom)[1]);
+
+        deliver(
+            &a,
+            vec![
+                report(t1, "[1.0, 2.0]"),
+                report(t2, "[1.0]"),
+                report(k1, "1.0 2.0\n# took 3 s\n"),
+                report(k2, "1 2"),
+            ],
+        )
+        .await;
+        deliver(
+            &b,
+            vec![
+                // Within a relative 1e-6: agrees.
+                report(t1, "[1.0000001, 2]"),
+                // 50 % off: disagrees.
+                report(t2, "[1.5]"),
+                // The custom validator ignores comment lines and compares
+                // numbers to 1e-9.
+                report(k1, "1.0000000000001 2\n# took 9 s\n"),
+                report(k2, "1 3"),
+            ],
+        )
+        .await;
+        let status = c.status(tolerant).unwrap();
+        assert_eq!(status["validated"], 1, "{status}");
+        assert_eq!(c.status(custom).unwrap()["validated"], 1);
+
+        // A third host breaks both ties, siding with b on the tolerance
+        // job and with a on the custom one.
+        let td = fetch(&d, 4).await.tasks;
+        let mut got: Vec<u64> = td.iter().map(|t| t.unit).collect();
+        got.sort();
+        assert_eq!(got, vec![t2, k2]);
+        deliver(&d, vec![report(t2, "[1.50000001]"), report(k2, "1.0 2.0")]).await;
+    });
+    c.wait_finished(tolerant, Duration::from_secs(10)).unwrap();
+    c.wait_finished(custom, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        agreeing_hosts(&c, tolerant),
+        vec![vec![key_hex(1), key_hex(2)], vec![key_hex(2), key_hex(3)]]
+    );
+    assert_eq!(
+        agreeing_hosts(&c, custom),
+        vec![vec![key_hex(1), key_hex(2)], vec![key_hex(1), key_hex(3)]]
+    );
+
+    // A validator that is not wasm is refused at submission, by name.
+    let broken = job_spec(
+        dir.path(),
+        "broken-validator",
+        &probe_wasm(),
+        1,
+        &format!(
+            "[validator]\nkind = \"custom\"\nmodule = {:?}",
+            custom_spec.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let out = c.cli(&["job", "submit", &broken.to_string_lossy()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("custom validator"), "{err}");
+}
+
+fn coordinator_cli(c: &Coordinator, args: &[&str]) -> std::process::Output {
+    Command::new(bin("peergrid-coordinator"))
+        .args(args)
+        .arg("--data")
+        .arg(&c.data)
+        .output()
+        .unwrap()
+}
+
+fn refused_code(result: Result<Session, NetError>) -> (ErrorCode, String) {
+    match result {
+        Err(NetError::Refused(e)) => (e.code, e.message),
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("expected a refusal, got a session"),
+    }
+}
+
+#[test]
+fn operator_bans_stop_a_host_or_a_volunteer_and_void_their_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path()).unwrap();
+    let join: JoinString = c.join.parse().unwrap();
+    c.submit(&job_spec(dir.path(), "j", &probe_wasm(), 3, "").unwrap())
+        .unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let mallory = host(&join, 1, "mallory").await.unwrap();
+        let id = mallory.welcome.host_id.to_string();
+        let t = fetch(&mallory, 1).await.tasks;
+        deliver(&mallory, vec![report(t[0].unit, "wrong")]).await;
+
+        let out = coordinator_cli(&c, &["ban", "--host", &id, "--reason", "returns garbage"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The running coordinator applies it within seconds: the open
+        // connection is refused, and so is a new one, with the reason.
+        let started = std::time::Instant::now();
+        let code = loop {
+            match exchange(&mallory, vec![], 0).await {
+                Reply::Error(e) => break e.code,
+                other => assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the ban did not apply within 10 s: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(code, ErrorCode::Banned);
+        let (code, msg) = refused_code(host(&join, 1, "mallory").await);
+        assert_eq!(code, ErrorCode::Banned);
+        assert!(msg.contains("returns garbage"), "{msg}");
+
+        let listed = String::from_utf8(coordinator_cli(&c, &["bans"]).stdout).unwrap();
+        assert!(listed.contains(&format!("{{\"host\":{id}}}")), "{listed}");
+
+        let out = coordinator_cli(&c, &["unban", "--host", &key_hex(1)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        host(&join, 1, "mallory").await.unwrap();
+
+        // A volunteer ban covers every host of the account, including
+        // one that never connected before.
+        let out = coordinator_cli(&c, &["ban", "--account", "mallory"]);
+        assert!(out.status.success());
+        assert_eq!(
+            refused_code(host(&join, 1, "mallory").await).0,
+            ErrorCode::Banned
+        );
+        assert_eq!(
+            refused_code(host(&join, 4, "mallory").await).0,
+            ErrorCode::Banned
+        );
+        host(&join, 5, "alice").await.unwrap();
+
+        let out = coordinator_cli(&c, &["ban", "--host", "99999"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no host"));
+    });
+    // The banned host's result was thrown out, not counted.
+    let voided: i64 = c
+        .db()
+        .query_row(
+            "SELECT count(*) FROM results WHERE state = 'voided'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(voided, 1);
+}
