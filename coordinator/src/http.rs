@@ -264,6 +264,7 @@ async fn job_status(
     if let Some(info) = info {
         v["args"] = json!(info.args);
         v["signature"] = serde_json::to_value(&info.signature).map_err(internal)?;
+        v["validator"] = serde_json::to_value(&info.validator).map_err(internal)?;
     }
     Ok(Json(v))
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::store::{CopyVerdict, CreditGrant};
+use crate::store::CreditGrant;
 
 /// Half-life of the recent average: seven days.
 pub const HALF_LIFE_MS: f64 = 7.0 * DAY_MS;
@@ -65,21 +65,6 @@ impl Ledger {
     pub fn get(&self, host_hex: &str) -> Credit {
         self.by_host.get(host_hex).copied().unwrap_or_default()
     }
-}
-
-/// Trust: the host's current streak of valid results, most recent first.
-/// Copies still awaiting a verdict are skipped; an invalid result, an
-/// error or a timeout ends the streak.
-pub fn consecutive_valid(recent_first: &[CopyVerdict]) -> u64 {
-    let mut n = 0;
-    for v in recent_first {
-        match v {
-            CopyVerdict::Valid => n += 1,
-            CopyVerdict::Unvalidated => {}
-            CopyVerdict::Invalid | CopyVerdict::Error | CopyVerdict::TimedOut => break,
-        }
-    }
-    n
 }
 
 /// Fuel as Gfuel for display.
@@ -160,18 +145,6 @@ mod tests {
         c.grant(u64::MAX, 0, 0);
         c.grant(5, 0, 0);
         assert_eq!(c.total, u64::MAX);
-    }
-
-    #[test]
-    fn trust_counts_the_current_streak_of_valid_results() {
-        use CopyVerdict::*;
-        assert_eq!(consecutive_valid(&[]), 0);
-        assert_eq!(
-            consecutive_valid(&[Valid, Unvalidated, Valid, Invalid, Valid]),
-            2
-        );
-        assert_eq!(consecutive_valid(&[Error, Valid, Valid]), 0);
-        assert_eq!(consecutive_valid(&[Valid, TimedOut]), 1);
     }
 
     #[test]

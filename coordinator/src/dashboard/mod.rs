@@ -44,8 +44,6 @@ pub const ONLINE_MS: u64 = 120_000;
 pub const PAGE_ROWS: usize = 50;
 /// Dataset rows read per store call when summing credit.
 const CREDIT_PAGE: usize = 5000;
-/// Most recent verdicts read for a host's trust streak.
-const TRUST_WINDOW: usize = 10_000;
 /// Most bars on a job's progress chart.
 const JOB_CHART_BARS: u64 = 120;
 
@@ -286,9 +284,11 @@ pub struct HostView {
     #[serde(flatten)]
     pub entry: HostEntry,
     pub record: HostRecord,
-    /// Consecutive valid results, most recent first (see
-    /// [`credit::consecutive_valid`]); counts at most 10 000.
+    /// Consecutive valid results checked against a replica, as the
+    /// scheduler counts them for adaptive replication (`trust.rs`).
     pub trust: u64,
+    /// Tasks the host may be sent per day; `None`: the full quota.
+    pub daily_quota: Option<u32>,
 }
 
 /// Finds a host by numeric id or hex public key.
@@ -302,11 +302,12 @@ pub fn host_view(store: &dyn Store, id: &str, now: u64) -> Result<Option<HostVie
     };
     let ledger = ledger(store, Some(&host.public_key), now)?;
     let record = store.host_record(host.id)?;
-    let trust = credit::consecutive_valid(&store.host_recent_verdicts(host.id, TRUST_WINDOW)?);
+    let standing = store.host_standing(host.id)?;
     Ok(Some(HostView {
         entry: entry(host, &ledger, now),
         record,
-        trust,
+        trust: standing.as_ref().map_or(0, |s| s.consecutive_valid),
+        daily_quota: standing.and_then(|s| s.quota),
     }))
 }
 

@@ -284,10 +284,15 @@ pub fn job(v: &JobView) -> String {
             }
             h2 { "Validation settings" }
             dl #settings {
-                dt { "quorum (agreeing hosts)" } dd data-setting="quorum" { (settings.quorum) }
-                dt { "most copies per unit" } dd data-setting="max_total_results" { (settings.max_total_results()) }
-                dt { "most errors per unit" } dd data-setting="max_error_results" { (settings.max_error_results) }
-                dt { "deadline (s)" } dd data-setting="deadline_secs" { (settings.deadline_secs) }
+                dt { "quorum (agreeing hosts, min_quorum)" } dd data-setting="quorum" { (settings.quorum) }
+                dt { "copies issued at first (target_nresults)" } dd data-setting="target_nresults" { (settings.target_nresults()) }
+                dt { "most copies per unit (max_total_results)" } dd data-setting="max_total_results" { (settings.max_total_results()) }
+                dt { "most errors per unit (max_error_results)" } dd data-setting="max_error_results" { (settings.max_error_results) }
+                dt { "most disagreeing results (max_success_results)" } dd data-setting="max_success_results" { (settings.max_success_results()) }
+                dt { "deadline (s, delay_bound)" } dd data-setting="deadline_secs" { (settings.deadline_secs) }
+                dt { "grace after the deadline (s)" } dd data-setting="grace_secs" { (settings.grace_secs) }
+                dt { "copies to distinct volunteers" } dd data-setting="distinct_volunteers" { (settings.distinct_volunteers) }
+                dt { "adaptive replication" } dd data-setting="adaptive_replication" { (settings.adaptive_replication) }
                 dt { "memory (MiB)" } dd data-setting="memory_mb" { (settings.memory_mb) }
                 dt { "fuel per task" } dd data-setting="fuel" { (settings.fuel) }
             }
@@ -389,6 +394,9 @@ pub fn host(v: &HostView) -> String {
                 div.card { span.v #credit-total data-fuel=(v.entry.credit.total) { (gfuel(v.entry.credit.total as f64)) } span.k { "total credit (Gfuel)" } }
                 div.card { span.v #credit-recent data-fuel-per-day=(format!("{:.3}", v.entry.credit.recent)) { (gfuel(v.entry.credit.recent)) } span.k { "recent average (Gfuel/day)" } }
                 (card("trust", "trust: consecutive valid results", html! { (v.trust) }))
+                (card("daily-quota", "daily task quota", html! {
+                    @match v.daily_quota { Some(q) => (q), None => "full" }
+                }))
                 (card("valid-results", "valid results", html! { (r.valid) }))
                 (card("invalid-results", "invalid results", html! { (r.invalid) }))
                 (card("error-results", "errors", html! { (r.errors) }))

@@ -121,6 +121,14 @@ fn add_job(store: &SqliteStore) -> (u64, String) {
         hosts: hosts.clone(),
         at_ms: now - 60_000,
     });
+    for &h in &hosts {
+        // What the scheduler records of each agreeing host.
+        ops.push(StoreOp::Standing {
+            host: h,
+            consecutive_valid: 1,
+            quota: 500,
+        });
+    }
     store.apply(&ops, &[(oh, out)]).unwrap();
     (job, hex::encode([1u8; 32]))
 }
@@ -231,6 +239,7 @@ async fn every_page_renders_one_job_with_escaped_names() {
         let host = html(&f.app, &format!("/hosts/{id}")).await;
         assert!(host.contains(r#"id="valid-results">1<"#), "{host}");
         assert!(host.contains(r#"id="trust">1<"#));
+        assert!(host.contains(r#"id="daily-quota">500<"#), "{host}");
         assert!(host.contains(r#"id="credit-total" data-fuel="2000000000""#));
     }
 

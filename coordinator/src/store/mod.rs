@@ -208,17 +208,6 @@ pub struct HostRecord {
     pub in_progress: u64,
 }
 
-/// What became of one finished copy, for the trust streak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CopyVerdict {
-    Valid,
-    Invalid,
-    /// Successful, but its unit has no verdict yet (or failed).
-    Unvalidated,
-    Error,
-    TimedOut,
-}
-
 /// One time bucket of a series: how many things happened in
 /// `[start_ms, start_ms + width)` and the fuel they carried.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -328,13 +317,6 @@ pub trait Store: Send + Sync + 'static {
     fn host_by_key(&self, key_hex: &str) -> Result<Option<HostId>, StoreError>;
     /// Counts of a host's copies by outcome.
     fn host_record(&self, id: HostId) -> Result<HostRecord, StoreError>;
-    /// Verdicts of a host's finished copies, most recent first, at most
-    /// `limit`.
-    fn host_recent_verdicts(
-        &self,
-        id: HostId,
-        limit: usize,
-    ) -> Result<Vec<CopyVerdict>, StoreError>;
     /// Successful copies received at or after `since_ms`, grouped in
     /// buckets of `width_ms` aligned to multiples of it; empty buckets are
     /// left out.

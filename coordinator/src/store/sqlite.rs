@@ -16,9 +16,8 @@ use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Ban, BanTarget, Bucket, CopyVerdict, CreditGrant, DatasetRow, DatasetSize, FailedUnit, HostId,
-    HostRecord, HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp,
-    StoredStanding,
+    Ban, BanTarget, Bucket, CreditGrant, DatasetRow, DatasetSize, FailedUnit, HostId, HostRecord,
+    HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp, StoredStanding,
 };
 use crate::quorum::{Copy, CopyState};
 
@@ -749,38 +748,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn host_recent_verdicts(
-        &self,
-        id: HostId,
-        limit: usize,
-    ) -> Result<Vec<CopyVerdict>, StoreError> {
-        self.read(|c| {
-            let sql = format!(
-                "SELECT CASE
-                   WHEN r.state = 'error' THEN 1
-                   WHEN r.state = 'timed_out' THEN 2
-                   WHEN d.unit_id IS NULL THEN 3
-                   WHEN {HOST_AGREED} THEN 0
-                   ELSE 4 END
-                 FROM results r JOIN hosts h ON h.id = r.host_id
-                 LEFT JOIN dataset d ON d.unit_id = r.unit_id
-                 WHERE r.host_id = ?1 AND r.state NOT IN ('in_progress', 'voided')
-                 ORDER BY coalesce(r.received_ms, r.deadline_ms) DESC, r.unit_id DESC LIMIT ?2"
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![id, limit as i64], |r| {
-                Ok(match r.get::<_, u8>(0)? {
-                    0 => CopyVerdict::Valid,
-                    1 => CopyVerdict::Error,
-                    2 => CopyVerdict::TimedOut,
-                    3 => CopyVerdict::Unvalidated,
-                    _ => CopyVerdict::Invalid,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-    }
-
     fn result_buckets(&self, since_ms: u64, width_ms: u64) -> Result<Vec<Bucket>, StoreError> {
         let width = width_ms.max(1);
         self.read(|c| {
@@ -1358,14 +1325,6 @@ mod dashboard_tests {
         );
         let rc = store.host_record(c).unwrap();
         assert_eq!((rc.valid, rc.invalid, rc.errors, rc.timeouts), (0, 1, 0, 1));
-        assert_eq!(
-            store.host_recent_verdicts(a, 10).unwrap(),
-            vec![
-                CopyVerdict::Unvalidated,
-                CopyVerdict::Error,
-                CopyVerdict::Valid
-            ]
-        );
 
         // Per-minute buckets of successes received since 2 minutes in.
         let buckets = store.result_buckets(120_000, 60_000).unwrap();
