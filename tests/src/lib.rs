@@ -47,7 +47,8 @@ pub fn lyapunov_wasm() -> PathBuf {
     path
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+/// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -389,6 +390,68 @@ impl Worker {
         Ok(units)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM; returns the exit status and how long the worker took to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<(std::process::ExitStatus, Duration)> {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok((status, start.elapsed()));
+            }
+            if start.elapsed() > timeout {
+                bail!("the worker did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `peergrid-worker <args> --data DATA` (status, pause, resume).
+    pub fn control(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(bin("peergrid-worker"))
+            .args(args)
+            .arg("--data")
+            .arg(&self.data)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "peergrid-worker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// `peergrid-worker status --json`, once the control socket answers.
+    pub fn status(&self) -> Result<Value> {
+        let text = wait_for(
+            "the worker's control socket",
+            Duration::from_secs(20),
+            || self.control(&["status", "--json"]).ok(),
+        )?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Opens the worker's state database read-only.
+    pub fn db(&self) -> Result<rusqlite::Connection> {
+        Ok(rusqlite::Connection::open_with_flags(
+            self.data.join("worker.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?)
+    }
+
+    /// CPU time the process has used (all threads, user and system).
+    pub fn cpu_time(&self) -> Result<Duration> {
+        cpu_time(self.child.id())
+    }
+
     /// Whether the process is still alive.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -405,6 +468,74 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// CPU time process `pid` has used, all threads, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(100)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at state.
+    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(Duration::from_secs_f64(
+        (utime + stime) as f64 / ticks as f64,
+    ))
+}
+
+/// The guest-SDK example (`examples/checkpoint`) compiled to wasm32-wasip1.
+pub fn chain_wasm() -> PathBuf {
+    let path = target_dir().join("wasm32-wasip1/release/chain.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release -p peergrid-example-checkpoint --target wasm32-wasip1 --bin chain` \
+         (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The guest-SDK example run natively: the output every resumed or
+/// interrupted grid run must equal.
+pub fn chain_native(input: &[u8]) -> Result<Vec<u8>> {
+    let mut child = Command::new(bin("chain"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(input)?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "native chain failed");
+    Ok(out.stdout)
+}
+
+/// A job of the chain example under `dir/name/`, one unit per input
+/// (`"steps rounds seed"`), with `settings` as extra TOML lines.
+pub fn chain_job(dir: &Path, name: &str, inputs: &[String], settings: &str) -> Result<PathBuf> {
+    let root = dir.join(name);
+    let inputs_dir = root.join("inputs");
+    std::fs::create_dir_all(&inputs_dir)?;
+    for (i, input) in inputs.iter().enumerate() {
+        std::fs::write(inputs_dir.join(format!("unit-{i:04}")), input)?;
+    }
+    let spec = root.join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = {name:?}\nmodule = {:?}\nfuel = 1_000_000_000_000\nmemory_mb = 64\n{settings}\n\n[inputs]\ndir = \"inputs\"\n",
+            chain_wasm().to_string_lossy()
+        ),
+    )?;
+    Ok(spec)
 }
 
 /// Settings of a test job, written into its spec.

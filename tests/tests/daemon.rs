@@ -1,0 +1,518 @@
+//! The volunteer's daemon as a volunteer meets it: real coordinator and
+//! worker processes on loopback. Kill -9 and SIGTERM resume from a
+//! checkpoint with the output of an uninterrupted run; results computed
+//! while the coordinator is down are all delivered when it returns; the CPU
+//! time limit holds (measured from /proc); the worker suspends under a
+//! non-grid load and resumes after it; pause and resume over the control
+//! socket; install and uninstall write and remove a valid systemd unit.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use peergrid_tests::{Coordinator, Worker, bin, chain_job, chain_native, wait_for};
+use rusqlite::OptionalExtension;
+
+/// Rounds per step of the long-running chain jobs: a step takes a few
+/// milliseconds, so progress moves often.
+const ROUNDS: u64 = 1_000_000;
+/// Rounds per step of the interrupted job: about 70 ms a step, 400 steps.
+const SLOW_ROUNDS: u64 = 20_000_000;
+
+/// The step of the newest checkpoint the worker kept, if any.
+fn checkpoint_step(worker: &Worker) -> Option<u64> {
+    let db = worker.db().ok()?;
+    let state: Option<Vec<u8>> = db
+        .query_row(
+            "SELECT checkpoint FROM tasks WHERE checkpoint IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .ok()??;
+    let state = state?;
+    Some(u64::from_le_bytes(state.get(..8)?.try_into().ok()?))
+}
+
+fn log_of(worker: &Worker) -> String {
+    let mut text = String::new();
+    for e in std::fs::read_dir(&worker.data).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            text.push_str(&std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    text
+}
+
+/// A task interrupted by `kill -9` and later by SIGTERM resumes from its
+/// checkpoints each time and ends with the output of an uninterrupted
+/// (native) run; SIGTERM exits within a few seconds.
+#[test]
+fn kill_9_and_sigterm_resume_from_checkpoints_with_the_same_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let steps = 400;
+    let input = format!("{steps} {SLOW_ROUNDS} 42");
+    let spec = chain_job(
+        dir.path(),
+        "chain",
+        std::slice::from_ref(&input),
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let data = dir.path().join("w");
+    let args = ["--cores", "1", "--checkpoint-secs", "1"];
+    let mut worker = Worker::start(&coordinator.join, &data, &args).unwrap();
+
+    // Let it keep a checkpoint some way in, then kill -9.
+    let first = wait_for("a first checkpoint", Duration::from_secs(60), || {
+        checkpoint_step(&worker).filter(|s| *s >= 20)
+    })
+    .unwrap();
+    assert!(
+        first < steps,
+        "the task finished before the crash; make it longer"
+    );
+    worker.kill();
+    let kept = checkpoint_step(&worker).unwrap();
+
+    // Restarted: it resumes from there, not from the start.
+    let mut worker = Worker::start(&coordinator.join, &data, &args).unwrap();
+    wait_for("a later checkpoint", Duration::from_secs(60), || {
+        checkpoint_step(&worker).filter(|s| *s >= kept + 20)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_of(&worker)));
+    let status = worker.status().unwrap();
+    let running = &status["running"][0];
+    assert_eq!(running["resumed"], true, "{status}");
+    assert!(
+        running["progress"].as_f64().unwrap() >= kept as f64 / steps as f64,
+        "progress restarted from zero: {status}"
+    );
+
+    // SIGTERM: the task checkpoints and the worker exits within seconds.
+    let (exit, took) = worker.terminate(Duration::from_secs(10)).unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    let at_stop = checkpoint_step(&worker).unwrap();
+    assert!(at_stop > kept, "no checkpoint kept on SIGTERM");
+
+    let worker = Worker::start(&coordinator.join, &data, &args).unwrap();
+    coordinator
+        .wait_finished(job, Duration::from_secs(180))
+        .unwrap();
+    let rows = coordinator.dataset(job).unwrap();
+    assert_eq!(rows.len(), 1);
+    let expected = chain_native(input.as_bytes()).unwrap();
+    let out_hash = rows[0]["output_hash"].as_str().unwrap();
+    assert_eq!(
+        out_hash,
+        blake3::hash(&expected).to_hex().as_str(),
+        "resumed output differs from an uninterrupted run"
+    );
+    let log = log_of(&worker);
+    assert!(
+        log.matches("resuming a task from its checkpoint").count() >= 2,
+        "{log}"
+    );
+    assert!(log.contains("resumed=true"), "{log}");
+}
+
+/// With the coordinator down, the worker computes its buffered tasks; when
+/// it returns, every result is delivered.
+#[test]
+fn offline_work_is_delivered_when_the_coordinator_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinator = Coordinator::start(dir.path()).unwrap();
+    let units = 6;
+    // About a second of work each.
+    let inputs: Vec<String> = (0..units).map(|i| format!("300 {ROUNDS} {i}")).collect();
+    let spec = chain_job(
+        dir.path(),
+        "offline",
+        &inputs,
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let worker = Worker::start(
+        &coordinator.join,
+        &dir.path().join("w"),
+        &["--cores", "1", "--buffer-tasks", &units.to_string()],
+    )
+    .unwrap();
+    let held = |w: &Worker, table: &str| -> Option<i64> {
+        w.db()
+            .ok()?
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .ok()
+    };
+    // The buffer holds every unit (one slot runs, the rest wait).
+    wait_for(
+        "the worker to hold every unit",
+        Duration::from_secs(30),
+        || (held(&worker, "tasks")? + held(&worker, "reports")? >= units as i64).then_some(()),
+    )
+    .unwrap();
+    let quic = coordinator.quic.clone();
+    coordinator.kill();
+    let left = held(&worker, "tasks").unwrap();
+    assert!(
+        left >= 2,
+        "only {left} tasks left when the coordinator died; make them longer"
+    );
+
+    // Offline: the CPU keeps working through the whole buffer.
+    wait_for("offline computing", Duration::from_secs(120), || {
+        (held(&worker, "tasks")? == 0).then_some(())
+    })
+    .unwrap();
+    let pending = held(&worker, "reports").unwrap();
+    assert!(pending > 0, "nothing was computed offline");
+    // The worker notices and says so.
+    wait_for("status to say offline", Duration::from_secs(30), || {
+        let s = worker.status().ok()?;
+        s["connection"]
+            .as_str()?
+            .starts_with("offline")
+            .then_some(())
+    })
+    .unwrap();
+
+    coordinator.serve(&quic).unwrap();
+    let status = coordinator
+        .wait_finished(job, Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(status["validated"], units as u64, "{status}");
+    wait_for(
+        "the worker's uploads to drain",
+        Duration::from_secs(30),
+        || (held(&worker, "reports")? == 0).then_some(()),
+    )
+    .unwrap();
+}
+
+/// A worker limited to 50 % CPU time uses half a core (±10 points) on a
+/// CPU-bound task, measured from /proc.
+#[test]
+fn cpu_time_limit_holds_within_ten_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = chain_job(
+        dir.path(),
+        "busy",
+        &[format!("100000 {ROUNDS} 1")],
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    coordinator.submit(&spec).unwrap();
+    let worker = Worker::start(
+        &coordinator.join,
+        &dir.path().join("w"),
+        &["--cores", "1", "--cpu-time-percent", "50"],
+    )
+    .unwrap();
+    wait_running(&worker);
+    std::thread::sleep(Duration::from_secs(1));
+    let share = cpu_share(&worker, Duration::from_secs(8));
+    eprintln!("measured CPU share at a 50 % limit: {share:.1} %");
+    assert!(
+        (40.0..=60.0).contains(&share),
+        "CPU share {share:.1} % at a 50 % limit"
+    );
+}
+
+/// A non-grid process loading the machine suspends the worker within 5 s;
+/// it resumes after the load ends.
+#[test]
+fn suspends_under_load_and_resumes_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = chain_job(
+        dir.path(),
+        "busy",
+        &[format!("100000 {ROUNDS} 2")],
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    coordinator.submit(&spec).unwrap();
+    let worker = Worker::start(
+        &coordinator.join,
+        &dir.path().join("w"),
+        &["--cores", "1", "--suspend-cpu-percent", "25"],
+    )
+    .unwrap();
+    wait_running(&worker);
+    let unsuspended = |w: &Worker| w.status().ok().filter(|s| s["suspended"].is_null());
+    wait_for(
+        "the worker to compute unsuspended",
+        Duration::from_secs(30),
+        || unsuspended(&worker),
+    )
+    .unwrap();
+
+    // As many busy loops as cores: well above 25 % of the machine.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut hogs = Hogs((0..cores).map(|_| hog()).collect());
+    let start = Instant::now();
+    let status = wait_for("the worker to suspend", Duration::from_secs(5), || {
+        worker.status().ok().filter(|s| !s["suspended"].is_null())
+    })
+    .unwrap();
+    eprintln!(
+        "suspended after {:?}: {}",
+        start.elapsed(),
+        status["suspended"]
+    );
+    assert!(
+        status["suspended"]
+            .as_str()
+            .unwrap()
+            .contains("other programs"),
+        "{status}"
+    );
+    // Suspended means the task no longer runs.
+    std::thread::sleep(Duration::from_millis(500));
+    let share = cpu_share(&worker, Duration::from_secs(2));
+    assert!(share < 10.0, "a suspended worker used {share:.1} % CPU");
+
+    hogs.0.iter_mut().for_each(|h| {
+        let _ = h.kill();
+        let _ = h.wait();
+    });
+    let start = Instant::now();
+    wait_for("the worker to resume", Duration::from_secs(20), || {
+        unsuspended(&worker)
+    })
+    .unwrap();
+    eprintln!("resumed {:?} after the load ended", start.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    let share = cpu_share(&worker, Duration::from_secs(2));
+    assert!(share > 50.0, "a resumed worker used only {share:.1} % CPU");
+}
+
+/// `pause` and `resume` act on the running worker through its socket.
+#[test]
+fn pause_and_resume_over_the_control_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = chain_job(
+        dir.path(),
+        "busy",
+        &[format!("100000 {ROUNDS} 3")],
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    coordinator.submit(&spec).unwrap();
+    let worker =
+        Worker::start(&coordinator.join, &dir.path().join("w"), &["--cores", "1"]).unwrap();
+    wait_running(&worker);
+    let text = worker.control(&["status"]).unwrap();
+    assert!(
+        text.contains("running tasks:    1") && text.contains("connected"),
+        "{text}"
+    );
+
+    let out = worker.control(&["pause"]).unwrap();
+    assert!(out.contains("paused"), "{out}");
+    let status = worker.status().unwrap();
+    assert_eq!(status["paused_by_user"], true, "{status}");
+    assert!(
+        status["suspended"]
+            .as_str()
+            .unwrap()
+            .contains("paused by the volunteer")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let paused = cpu_share(&worker, Duration::from_secs(2));
+    assert!(paused < 10.0, "a paused worker used {paused:.1} % CPU");
+    // The step that was running when the pause came may finish; after
+    // that, nothing moves.
+    let progress = worker.status().unwrap()["running"][0]["progress"]
+        .as_f64()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let later = worker.status().unwrap()["running"][0]["progress"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(progress, later, "progress moved while paused");
+
+    let out = worker.control(&["resume"]).unwrap();
+    assert!(out.contains("resumed"), "{out}");
+    assert!(worker.status().unwrap()["suspended"].is_null());
+    let resumed = cpu_share(&worker, Duration::from_secs(2));
+    assert!(
+        resumed > 50.0,
+        "a resumed worker used only {resumed:.1} % CPU"
+    );
+
+    // A worker that is not running: a clear error, not a hang.
+    let out = Command::new(bin("peergrid-worker"))
+        .args(["status", "--data"])
+        .arg(dir.path().join("nobody"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no worker answers"));
+}
+
+/// `install` writes a systemd unit that `systemd-analyze verify` accepts;
+/// `uninstall` removes it. `config` shows the merged preferences.
+#[test]
+fn install_writes_a_valid_unit_and_uninstall_removes_it() {
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    assert!(
+        analyze.exists(),
+        "systemd-analyze is missing: run scripts/setup as root, or `apt-get install systemd`"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    let data = dir.path().join("data");
+    let join = format!(
+        "peergrid://127.0.0.1:4433#sha256:{}&project={}",
+        "ab".repeat(32),
+        "cd".repeat(32)
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("peergrid-worker"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let unit_dir = units.to_str().unwrap();
+    let data_dir = data.to_str().unwrap();
+    for user in [false, true] {
+        let mut args = vec![
+            "install",
+            "--join",
+            &join,
+            "--data",
+            data_dir,
+            "--unit-dir",
+            unit_dir,
+            "--no-enable",
+        ];
+        if user {
+            args.push("--user");
+        }
+        let path = run(&args);
+        let unit = units.join("peergrid-worker.service");
+        assert_eq!(Path::new(path.trim()), unit);
+        let text = std::fs::read_to_string(&unit).unwrap();
+        assert!(text.contains("Restart=on-failure"), "{text}");
+        assert!(text.contains(&format!("--join \"{join}\"")), "{text}");
+        let wanted = if user {
+            "default.target"
+        } else {
+            "multi-user.target"
+        };
+        assert!(text.contains(&format!("WantedBy={wanted}")), "{text}");
+        let mut verify = Command::new(analyze);
+        verify.arg("verify");
+        if user {
+            // A user manager needs a runtime folder, absent outside a login.
+            let runtime = dir.path().join("runtime");
+            std::fs::create_dir_all(&runtime).unwrap();
+            verify.arg("--user").env("XDG_RUNTIME_DIR", &runtime);
+        }
+        let out = verify.arg(&unit).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("peergrid-worker.service"),
+            "systemd-analyze verify refused the unit:\n{stderr}\n{text}"
+        );
+        let removed = run(&["uninstall", "--unit-dir", unit_dir, "--no-disable"]);
+        assert!(removed.contains("removed"), "{removed}");
+        assert!(!unit.exists());
+    }
+    let again = run(&["uninstall", "--unit-dir", unit_dir, "--no-disable"]);
+    assert!(again.contains("not installed"), "{again}");
+    // A bad join string is refused before anything is written.
+    let out = Command::new(bin("peergrid-worker"))
+        .args([
+            "install",
+            "--join",
+            "nonsense",
+            "--data",
+            data_dir,
+            "--unit-dir",
+            unit_dir,
+            "--no-enable",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!units.join("peergrid-worker.service").exists());
+
+    // `config`: the file, then flags.
+    let file = dir.path().join("worker.toml");
+    std::fs::write(
+        &file,
+        "cpu_time_percent = 70\ntime_windows = [\"22:00-06:00\"]\n",
+    )
+    .unwrap();
+    let shown = run(&[
+        "config",
+        "--config",
+        file.to_str().unwrap(),
+        "--suspend-cpu-percent",
+        "40",
+    ]);
+    assert!(shown.contains("cpu_time_percent = 70"), "{shown}");
+    assert!(shown.contains("suspend_cpu_percent = 40"), "{shown}");
+    assert!(shown.contains("checkpoint_secs = 60"), "{shown}");
+    assert!(shown.contains("22:00-06:00"), "{shown}");
+    std::fs::write(&file, "cpu_time_percent = 0\n").unwrap();
+    let out = Command::new(bin("peergrid-worker"))
+        .args(["config", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cpu_time_percent"));
+}
+
+/// Waits until the worker runs a task.
+fn wait_running(worker: &Worker) {
+    wait_for("the worker to run a task", Duration::from_secs(60), || {
+        let s = worker.status().ok()?;
+        (!s["running"].as_array()?.is_empty()).then_some(())
+    })
+    .unwrap();
+}
+
+/// The worker's CPU use over `window`, as % of one core.
+fn cpu_share(worker: &Worker, window: Duration) -> f64 {
+    let (c0, t0) = (worker.cpu_time().unwrap(), Instant::now());
+    std::thread::sleep(window);
+    let (c1, t1) = (worker.cpu_time().unwrap(), Instant::now());
+    (c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64() * 100.0
+}
+
+/// Busy-loop processes, killed when dropped.
+struct Hogs(Vec<Child>);
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for h in &mut self.0 {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+}
+
+fn hog() -> Child {
+    Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap()
+}
