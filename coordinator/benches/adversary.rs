@@ -43,8 +43,16 @@ fn main() {
             },
         ));
     }
+    rows.push((
+        "20 % colluders, quorum 3".into(),
+        SimConfig {
+            colluders: 0.20,
+            quorum: 3,
+            ..base
+        },
+    ));
     println!(
-        "{} hosts, {units} units, quorum 2, one task per host per simulated second\n",
+        "{} hosts, {units} units, quorum 2 unless noted, one task per host per simulated second\n",
         base.hosts
     );
     println!(

@@ -502,7 +502,16 @@ impl Scheduler {
             Verdict::NeedCopies(_) => {
                 if !unit.queued {
                     unit.queued = true;
-                    self.queue.push_back(id);
+                    // Reissues (a tie-breaker, a replacement for an error
+                    // or a timeout) go first: a unit already under way
+                    // should not wait behind every fresh unit, and a
+                    // disagreement's verdict (an invalid result, a reset
+                    // trust streak) must not lag behind the agreements.
+                    if unit.copies.is_empty() {
+                        self.queue.push_back(id);
+                    } else {
+                        self.queue.push_front(id);
+                    }
                 }
             }
             Verdict::Wait => {}
