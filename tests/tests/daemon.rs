@@ -15,6 +15,18 @@ use std::time::{Duration, Instant};
 use peergrid_tests::{Coordinator, Worker, bin, chain_job, chain_native, wait_for};
 use rusqlite::OptionalExtension;
 
+/// Held by every test here: they load the CPU or measure it, so within
+/// this binary they run one at a time (under `cargo test` as under
+/// nextest, whose `.config/nextest.toml` also runs the measuring ones
+/// apart from every other test).
+static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn machine() -> std::sync::MutexGuard<'static, ()> {
+    MACHINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Rounds per step of the long-running chain jobs: a step takes a few
 /// milliseconds, so progress moves often.
 const ROUNDS: u64 = 1_000_000;
@@ -52,6 +64,7 @@ fn log_of(worker: &Worker) -> String {
 /// (native) run; SIGTERM exits within a few seconds.
 #[test]
 fn kill_9_and_sigterm_resume_from_checkpoints_with_the_same_output() {
+    let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
     let steps = 400;
@@ -126,6 +139,7 @@ fn kill_9_and_sigterm_resume_from_checkpoints_with_the_same_output() {
 /// it returns, every result is delivered.
 #[test]
 fn offline_work_is_delivered_when_the_coordinator_returns() {
+    let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
     let mut coordinator = Coordinator::start(dir.path()).unwrap();
     let units = 6;
@@ -200,6 +214,7 @@ fn offline_work_is_delivered_when_the_coordinator_returns() {
 /// CPU-bound task, measured from /proc.
 #[test]
 fn cpu_time_limit_holds_within_ten_points() {
+    let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
     let spec = chain_job(
@@ -230,6 +245,7 @@ fn cpu_time_limit_holds_within_ten_points() {
 /// it resumes after the load ends.
 #[test]
 fn suspends_under_load_and_resumes_after() {
+    let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
     let spec = chain_job(
@@ -298,6 +314,7 @@ fn suspends_under_load_and_resumes_after() {
 /// `pause` and `resume` act on the running worker through its socket.
 #[test]
 fn pause_and_resume_over_the_control_socket() {
+    let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
     let spec = chain_job(
@@ -364,6 +381,7 @@ fn pause_and_resume_over_the_control_socket() {
 /// `uninstall` removes it. `config` shows the merged preferences.
 #[test]
 fn install_writes_a_valid_unit_and_uninstall_removes_it() {
+    let _machine = machine();
     let analyze = Path::new("/usr/bin/systemd-analyze");
     assert!(
         analyze.exists(),

@@ -233,6 +233,27 @@ fn broken_specs_wrong_tokens_and_non_wasm_modules_are_refused_clearly() {
     let msg = stderr(coordinator.cli(&["job", "submit", &bad.to_string_lossy()]));
     assert!(msg.contains("not WebAssembly"), "{msg}");
 
+    // The guest SDK's import module offers its functions only: another
+    // name, or an SDK function with another type, is refused by name.
+    for (import, expect) in [
+        (
+            r#"(import "peergrid" "launch" (func))"#,
+            "`peergrid.launch`",
+        ),
+        (
+            r#"(import "peergrid" "checkpoint" (func (param i64)))"#,
+            "another type",
+        ),
+    ] {
+        let module = wat::parse_str(format!(
+            r#"(module {import} (memory (export "memory") 1) (func (export "_start")))"#
+        ))
+        .unwrap();
+        std::fs::write(&fake, module).unwrap();
+        let msg = stderr(coordinator.cli(&["job", "submit", &bad.to_string_lossy()]));
+        assert!(msg.contains(expect), "{msg}");
+    }
+
     // Raw HTTP: a body that does not hash to its name, and malformed JSON.
     let agent = ureq_agent();
     let url = format!("{}/api/v1/blobs/{}", coordinator.http, "00".repeat(32));
