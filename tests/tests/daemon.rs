@@ -534,3 +534,58 @@ fn hog() -> Child {
         .spawn()
         .unwrap()
 }
+
+/// On a terminal `run` draws progress bars (a status line and one bar per
+/// task); without one it logs plain lines.
+#[test]
+fn progress_bars_on_a_terminal_plain_lines_otherwise() {
+    let _machine = machine();
+    let script = Path::new("/usr/bin/script");
+    assert!(
+        script.exists(),
+        "/usr/bin/script (util-linux) is missing: `apt-get install bsdutils`"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = chain_job(
+        dir.path(),
+        "busy",
+        &[format!("100000 {ROUNDS} 4")],
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    coordinator.submit(&spec).unwrap();
+    let data = dir.path().join("tty");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("test.toml"), "suspend_cpu_percent = 100\n").unwrap();
+    // `script` gives the worker a pseudo-terminal; `timeout` ends it with
+    // SIGTERM after a few seconds of drawing.
+    let command = format!(
+        "timeout -s TERM 5 {} run --cores 1 --config {} --data {} --join '{}'",
+        bin("peergrid-worker").display(),
+        data.join("test.toml").display(),
+        data.display(),
+        coordinator.join
+    );
+    let out = Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .env("COLUMNS", "160")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("computing"), "no status line:\n{screen}");
+    assert!(
+        screen.contains("unit ") && screen.contains('%') && screen.contains('['),
+        "no task bar:\n{screen}"
+    );
+    assert!(screen.contains("worker stopped"), "{screen}");
+
+    // The same worker without a terminal: plain log lines, no bars.
+    let worker = Worker::start(&coordinator.join, &data, &["--cores", "1"]).unwrap();
+    wait_running(&worker);
+    let log = log_of(&worker);
+    assert!(
+        log.contains("starting worker") && !log.contains("] "),
+        "{log}"
+    );
+}

@@ -78,8 +78,8 @@ pub struct WorkerConfig {
     /// Concurrent tasks (from the preferences and the host's cores).
     pub slots: usize,
     pub fault: Option<Fault>,
-    /// Draw live progress bars (a terminal is attached).
-    pub progress_bars: bool,
+    /// Draw live progress bars here (a terminal is attached).
+    pub progress_bars: Option<crate::display::MultiProgress>,
 }
 
 pub struct Worker {
@@ -282,7 +282,8 @@ impl Worker {
         let display = self
             .config
             .progress_bars
-            .then(|| crate::display::spawn(self.status_fn()));
+            .clone()
+            .map(|multi| crate::display::spawn(multi, self.status_fn()));
         let (drain_tx, drain_rx) = watch::channel(false);
         let uplink = Uplink {
             join: self.config.join.clone(),
@@ -694,7 +695,7 @@ impl Uplink {
         loop {
             let draining = *drain.borrow();
             let reports = self.reports_to_send()?;
-            let held = self.state.tasks()?.len();
+            let held = self.state.task_count()?;
             let want = if draining {
                 0
             } else {
@@ -756,13 +757,15 @@ impl Uplink {
                 self.shared.wake_core.notify_one();
                 self.trim_caches()?;
             }
-            if draining && sent == 0 {
+            // Nothing settled and nothing new (e.g. a restarted coordinator
+            // leaves reports on units it has not loaded yet unacknowledged):
+            // wait rather than ask again at once.
+            let progressed = got > 0 || !reply.accepted.is_empty() || !reply.rejected.is_empty();
+            if draining && (sent == 0 || !progressed) {
                 return Ok(());
             }
-            let more_reports = self.state.totals(u64::MAX)?.pending_reports > 0
-                && sent > 0
-                && !reply.accepted.is_empty();
-            if got == 0 && want > 0 && !more_reports {
+            let more_to_send = self.state.totals(u64::MAX)?.pending_reports > 0;
+            if !progressed || (got == 0 && want > 0 && !more_to_send) {
                 let wait = Duration::from_millis(reply.retry_after_ms as u64)
                     .max(Duration::from_millis(200));
                 self.idle(drain, wait).await;
@@ -986,4 +989,39 @@ fn local_midnight_ms() -> u64 {
         .and_hms_opt(0, 0, 0)
         .and_then(|m| m.and_local_timezone(chrono::Local).earliest());
     midnight.map_or(0, |m| m.timestamp_millis().max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_removes_the_oldest_files_but_never_a_held_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = dir.path().join("modules");
+        let compiled = dir.path().join("compiled/0123456789abcdef");
+        std::fs::create_dir_all(&modules).unwrap();
+        std::fs::create_dir_all(&compiled).unwrap();
+        let files = [
+            modules.join("aa.wasm"),
+            modules.join("bb.wasm"),
+            compiled.join("cc.cwasm"),
+            compiled.join("dd.cwasm"),
+        ];
+        let base = SystemTime::now() - Duration::from_secs(1000);
+        for (i, f) in files.iter().enumerate() {
+            std::fs::write(f, [0u8; 100]).unwrap();
+            let file = std::fs::File::options().write(true).open(f).unwrap();
+            file.set_modified(base + Duration::from_secs(i as u64 * 10))
+                .unwrap();
+        }
+        // 400 bytes, cap 250: the two oldest go, except the held "bb".
+        let keep: HashSet<String> = ["bb".to_string()].into();
+        trim_caches(dir.path(), 250, &keep);
+        let left: Vec<bool> = files.iter().map(|f| f.exists()).collect();
+        assert_eq!(left, [false, true, false, true]);
+        // Under the cap: nothing more goes.
+        trim_caches(dir.path(), 250, &HashSet::new());
+        assert!(files[3].exists());
+    }
 }

@@ -1,21 +1,50 @@
 //! Live progress bars for `run` in the foreground on a terminal: one line
 //! for the worker (connection, suspension, counts) and one bar per running
 //! task, refreshed twice a second from the same [`Status`] the control
-//! socket serves. Without a terminal the worker logs plain lines instead.
+//! socket serves. Log lines print above the bars ([`LogAboveBars`]).
+//! Without a terminal the worker logs plain lines instead.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+pub use indicatif::MultiProgress;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::control::Status;
 
-/// Draws the bars until the returned task is aborted.
-pub fn spawn(status: Arc<dyn Fn() -> Result<Status> + Send + Sync>) -> tokio::task::JoinHandle<()> {
+/// A `tracing` writer that prints each log line above the progress bars
+/// (hiding them while it writes), so lines and bars do not garble.
+#[derive(Clone)]
+pub struct LogAboveBars(pub MultiProgress);
+
+impl Write for LogAboveBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogAboveBars {
+    type Writer = LogAboveBars;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Draws the bars on `multi` until the returned task is aborted.
+pub fn spawn(
+    multi: MultiProgress,
+    status: Arc<dyn Fn() -> Result<Status> + Send + Sync>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let header = multi.add(ProgressBar::new_spinner());
         header.set_style(
             ProgressStyle::with_template("{spinner} {msg}")

@@ -8,9 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_proto::JoinString;
 use peergrid_worker::control::{self, ControlRequest};
 use peergrid_worker::daemon::{Fault, Worker, WorkerConfig};
+use peergrid_worker::display::{LogAboveBars, MultiProgress};
 use peergrid_worker::identity;
 use peergrid_worker::install::{self, Install};
 use peergrid_worker::prefs::{Overrides, Preferences};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
 #[command(
@@ -107,20 +109,33 @@ enum FaultArg {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // A foreground `run` on a terminal draws progress bars; log lines then
+    // print above them.
+    let bars = match &cli.command {
+        Command::Run { no_progress, .. } if !no_progress && std::io::stderr().is_terminal() => {
+            Some(MultiProgress::new())
+        }
+        _ => None,
+    };
+    let writer = match &bars {
+        Some(multi) => BoxMakeWriter::new(LogAboveBars(multi.clone())),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PEERGRID_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Run {
             data,
             join,
             prefs,
-            no_progress,
+            no_progress: _,
             simulate_fault,
         } => {
             let join: JoinString = join.parse().context("--join")?;
@@ -146,7 +161,7 @@ fn main() -> Result<()> {
                     FaultArg::WrongOutput => Fault::WrongOutput,
                     FaultArg::ForeignArch => Fault::ForeignArch,
                 }),
-                progress_bars: !no_progress && std::io::stderr().is_terminal(),
+                progress_bars: bars,
             };
             let worker = Worker::new(config, key)?;
             tokio::runtime::Builder::new_multi_thread()

@@ -155,6 +155,14 @@ impl LocalState {
         Ok(tasks)
     }
 
+    /// How many tasks are held.
+    pub fn task_count(&self) -> Result<usize> {
+        let n: i64 = self
+            .db()
+            .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))?;
+        Ok(n.max(0) as usize)
+    }
+
     /// Forgets a task that will not be run (past its deadline, refused).
     pub fn drop_task(&self, unit: UnitId) -> Result<()> {
         self.db()
@@ -333,6 +341,7 @@ mod tests {
         let state = LocalState::open(dir.path()).unwrap();
         let tasks = state.tasks().unwrap();
         assert_eq!(tasks.len(), 1);
+        assert_eq!(state.task_count().unwrap(), 1);
         assert_eq!(tasks[0].task, task(2));
         assert_eq!(tasks[0].checkpoint, Some(cp));
         assert_eq!(state.pending_reports(10).unwrap(), vec![report(1)]);
