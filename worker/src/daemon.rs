@@ -9,7 +9,7 @@
 //!   paces each task ([`TaskRun`]: duty cycle, suspension, checkpoints,
 //!   progress) and stores each finished task's report with the task's
 //!   removal in one transaction;
-//! - the **uplink** ([`Uplink`]) connects (with backoff), reports stored
+//! - the **uplink** (`Uplink`) connects (with backoff), reports stored
 //!   results until the coordinator acknowledges them, and fetches work
 //!   (and its modules) until `slots + work_buffer` tasks are held.
 //!
