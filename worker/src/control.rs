@@ -5,13 +5,13 @@
 //! One JSON line per request ([`ControlRequest`]) and one JSON line per
 //! reply ([`Status`], or `{"error": …}`).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+#[cfg(not(unix))]
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+#[cfg(not(unix))]
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// File name of the control socket in the data folder.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -113,85 +113,115 @@ pub fn socket_path(data: &Path) -> PathBuf {
     data.join(SOCKET_FILE)
 }
 
-/// Answers requests on `data/control.sock` until the task is dropped.
-/// `handle` runs each request against the daemon.
-pub async fn serve(
-    data: &Path,
-    handle: Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let path = socket_path(data);
-    // A socket left by a killed daemon: nobody answers on it any more.
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-        bail!(
-            "another worker is running on {} (its control socket answers); stop it first",
-            data.display()
-        );
-    }
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)
-        .with_context(|| format!("creating the control socket {}", path.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restricting {}", path.display()))?;
-    }
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
-                if reader.read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
-                    Ok(req) => match handle(req) {
-                        Ok(status) => serde_json::to_string(&status),
-                        Err(e) => {
-                            serde_json::to_string(&serde_json::json!({"error": format!("{e:#}")}))
-                        }
-                    },
-                    Err(e) => serde_json::to_string(
-                        &serde_json::json!({"error": format!("unknown request: {e}")}),
-                    ),
-                };
-                if let Ok(mut reply) = reply {
-                    reply.push('\n');
-                    let _ = write.write_all(reply.as_bytes()).await;
-                }
-            });
+#[cfg(unix)]
+pub use unix::{request, serve};
+
+#[cfg(unix)]
+mod unix {
+    use std::io::{BufRead, BufReader, Write};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use anyhow::{Context, Result, bail};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+    use super::{ControlRequest, MAX_REQUEST, Status, socket_path};
+
+    /// Answers requests on `data/control.sock` until the task is dropped.
+    /// `handle` runs each request against the daemon.
+    pub async fn serve(
+        data: &Path,
+        handle: Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync>,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let path = socket_path(data);
+        // A socket left by a killed daemon: nobody answers on it any more.
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            bail!(
+                "another worker is running on {} (its control socket answers); stop it first",
+                data.display()
+            );
         }
-    }))
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)
+            .with_context(|| format!("creating the control socket {}", path.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {}", path.display()))?;
+        }
+        Ok(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut line = String::new();
+                    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+                    if reader.read_line(&mut line).await.is_err() {
+                        return;
+                    }
+                    let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
+                        Ok(req) => match handle(req) {
+                            Ok(status) => serde_json::to_string(&status),
+                            Err(e) => serde_json::to_string(
+                                &serde_json::json!({"error": format!("{e:#}")}),
+                            ),
+                        },
+                        Err(e) => serde_json::to_string(
+                            &serde_json::json!({"error": format!("unknown request: {e}")}),
+                        ),
+                    };
+                    if let Ok(mut reply) = reply {
+                        reply.push('\n');
+                        let _ = write.write_all(reply.as_bytes()).await;
+                    }
+                });
+            }
+        }))
+    }
+
+    /// Sends `req` to the daemon running on data folder `data`.
+    pub fn request(data: &Path, req: ControlRequest) -> Result<Status> {
+        let path = socket_path(data);
+        let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+            format!(
+                "no worker answers on {}; is `peergrid-worker run --data {}` running?",
+                path.display(),
+                data.display()
+            )
+        })?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut line = serde_json::to_string(&req)?;
+        line.push('\n');
+        stream.write_all(line.as_bytes())?;
+        let mut reply = String::new();
+        BufReader::new(stream)
+            .read_line(&mut reply)
+            .context("reading the worker's reply")?;
+        let value: serde_json::Value =
+            serde_json::from_str(&reply).context("the worker's reply is not JSON")?;
+        if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
+            bail!("the worker refused: {e}");
+        }
+        serde_json::from_value(value).context("the worker's reply is not a status")
+    }
 }
 
-use tokio::io::AsyncReadExt as _;
+/// Without Unix sockets there is no control socket: the worker runs
+/// without one and the commands say so.
+#[cfg(not(unix))]
+pub async fn serve(
+    _data: &Path,
+    _handle: Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    Ok(tokio::spawn(async {}))
+}
 
-/// Sends `req` to the daemon running on data folder `data`.
-pub fn request(data: &Path, req: ControlRequest) -> Result<Status> {
-    let path = socket_path(data);
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
-        format!(
-            "no worker answers on {}; is `peergrid-worker run --data {}` running?",
-            path.display(),
-            data.display()
-        )
-    })?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let mut line = serde_json::to_string(&req)?;
-    line.push('\n');
-    stream.write_all(line.as_bytes())?;
-    let mut reply = String::new();
-    BufReader::new(stream)
-        .read_line(&mut reply)
-        .context("reading the worker's reply")?;
-    let value: serde_json::Value =
-        serde_json::from_str(&reply).context("the worker's reply is not JSON")?;
-    if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
-        bail!("the worker refused: {e}");
-    }
-    serde_json::from_value(value).context("the worker's reply is not a status")
+#[cfg(not(unix))]
+pub fn request(_data: &Path, _req: ControlRequest) -> Result<Status> {
+    anyhow::bail!(
+        "status, pause and resume need a Unix system (the control socket is a Unix socket)"
+    )
 }
