@@ -589,3 +589,47 @@ fn progress_bars_on_a_terminal_plain_lines_otherwise() {
         "{log}"
     );
 }
+
+/// A restarted worker runs the tasks it holds, except those whose
+/// deadline passed while it was down (the coordinator has reissued them).
+#[test]
+fn held_tasks_past_their_deadline_are_dropped_after_a_restart() {
+    let _machine = machine();
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let inputs: Vec<String> = (0..2).map(|i| format!("100000 {ROUNDS} {i}")).collect();
+    let spec = chain_job(dir.path(), "late", &inputs, "quorum = 1\ndeadline_secs = 2").unwrap();
+    coordinator.submit(&spec).unwrap();
+    let data = dir.path().join("w");
+    let args = ["--cores", "1", "--buffer-tasks", "1"];
+    let mut worker = Worker::start(&coordinator.join, &data, &args).unwrap();
+    let held = |w: &Worker| -> Option<i64> {
+        w.db()
+            .ok()?
+            .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+            .ok()
+    };
+    wait_for(
+        "the worker to hold both tasks",
+        Duration::from_secs(30),
+        || (held(&worker)? == 2).then_some(()),
+    )
+    .unwrap();
+    worker.kill();
+    std::thread::sleep(Duration::from_secs(3));
+
+    let worker = Worker::start(&coordinator.join, &data, &args).unwrap();
+    wait_for(
+        "the late tasks to be dropped",
+        Duration::from_secs(20),
+        || (held(&worker)? == 0).then_some(()),
+    )
+    .unwrap();
+    let log = log_of(&worker);
+    assert_eq!(
+        log.matches("dropping a task past its deadline").count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("task done"), "{log}");
+}
