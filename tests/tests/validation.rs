@@ -62,6 +62,26 @@ async fn fetch(s: &Session, want: u32) -> ExchangeReply {
     }
 }
 
+/// Fetches until `n` tasks arrived: a job's units reach the dispatch
+/// window shortly after the submission returns, not at once.
+async fn fetch_n(s: &Session, n: usize) -> Vec<peergrid_proto::wire::Task> {
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    while tasks.len() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "got {} of {n} tasks in 20 s",
+            tasks.len()
+        );
+        let got = fetch(s, (n - tasks.len()) as u32).await.tasks;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tasks.extend(got);
+    }
+    tasks
+}
+
 fn report(unit: u64, output: &str) -> TaskReport {
     TaskReport {
         unit,
@@ -143,8 +163,8 @@ fn tolerance_and_custom_validators_accept_near_outputs_and_refuse_far_ones() {
             host(&join, 2, "").await.unwrap(),
             host(&join, 3, "").await.unwrap(),
         );
-        let ta = fetch(&a, 4).await.tasks;
-        let tb = fetch(&b, 4).await.tasks;
+        let ta = fetch_n(&a, 4).await;
+        let tb = fetch_n(&b, 4).await;
         assert_eq!(ta.len(), 4, "two units of each job");
         let units = |job: u64| -> Vec<u64> {
             let mut u: Vec<u64> = ta.iter().filter(|t| t.job == job).map(|t| t.unit).collect();
@@ -190,10 +210,14 @@ fn tolerance_and_custom_validators_accept_near_outputs_and_refuse_far_ones() {
 
         // A third host breaks both ties, siding with b on the tolerance
         // job and with a on the custom one.
-        let td = fetch(&d, 4).await.tasks;
+        let td = fetch_n(&d, 2).await;
         let mut got: Vec<u64> = td.iter().map(|t| t.unit).collect();
         got.sort();
         assert_eq!(got, vec![t2, k2]);
+        assert!(
+            fetch(&d, 4).await.tasks.is_empty(),
+            "nothing else needs a copy"
+        );
         deliver(&d, vec![report(t2, "[1.50000001]"), report(k2, "1.0 2.0")]).await;
     });
     c.wait_finished(tolerant, Duration::from_secs(10)).unwrap();
@@ -253,7 +277,7 @@ fn operator_bans_stop_a_host_or_a_volunteer_and_void_their_results() {
     rt.block_on(async {
         let mallory = host(&join, 1, "mallory").await.unwrap();
         let id = mallory.welcome.host_id.to_string();
-        let t = fetch(&mallory, 1).await.tasks;
+        let t = fetch_n(&mallory, 1).await;
         deliver(&mallory, vec![report(t[0].unit, "wrong")]).await;
 
         let out = coordinator_cli(&c, &["ban", "--host", &id, "--reason", "returns garbage"]);
