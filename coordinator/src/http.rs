@@ -183,29 +183,12 @@ async fn submit_job(
                 format!("the job's signature was refused: {e}; workers would refuse it too"),
             )
         })?;
-    let store = api.grid.store.clone();
-    let module = job.module;
-    let module_bytes = blocking(move || store.get_blob(&module))
-        .await?
-        .ok_or_else(|| bad_request(format!("module {module} was not uploaded")))?;
-    let checked = tokio::task::spawn_blocking(move || check_module(&module_bytes))
-        .await
-        .map_err(internal)?;
-    checked.map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    check_uploaded_module(&api, job.module, "module", |e| e).await?;
     if let Validator::Custom { module } = job.validator {
-        let store = api.grid.store.clone();
-        let bytes = blocking(move || store.get_blob(&module))
-            .await?
-            .ok_or_else(|| bad_request(format!("validator module {module} was not uploaded")))?;
-        let checked = tokio::task::spawn_blocking(move || check_module(&bytes))
-            .await
-            .map_err(internal)?;
-        checked.map_err(|e| {
-            ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("custom validator: {e}"),
-            )
-        })?;
+        check_uploaded_module(&api, module, "validator module", |e| {
+            format!("custom validator: {e}")
+        })
+        .await?;
     }
     let inputs: Vec<Hash> = job
         .units
@@ -237,6 +220,24 @@ async fn submit_job(
     let id = api.grid.submit(job).await.map_err(internal)?;
     tracing::info!(job = id, units, "job submitted");
     Ok((StatusCode::CREATED, Json(json!({ "job_id": id }))))
+}
+
+/// Checks that an uploaded module (`what`: the job's, or its validator's)
+/// is one the sandbox can run; `describe` words the module check's refusal.
+async fn check_uploaded_module(
+    api: &Api,
+    hash: Hash,
+    what: &str,
+    describe: fn(String) -> String,
+) -> ApiResult<()> {
+    let store = api.grid.store.clone();
+    let bytes = blocking(move || store.get_blob(&hash))
+        .await?
+        .ok_or_else(|| bad_request(format!("{what} {hash} was not uploaded")))?;
+    let checked = tokio::task::spawn_blocking(move || check_module(&bytes))
+        .await
+        .map_err(internal)?;
+    checked.map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, describe(e)))
 }
 
 async fn list_jobs(State(api): State<Arc<Api>>) -> ApiResult<impl IntoResponse> {

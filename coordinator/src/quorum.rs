@@ -243,16 +243,20 @@ mod tests {
         decide(copies, &Rules::of(settings), &mut bitwise)
     }
 
-    fn ok(host: HostId, out: u8) -> Copy {
+    fn success(host: HostId, out: u8, fuel: u64, resumed: bool) -> Copy {
         Copy {
             host,
             state: CopyState::Success {
                 output: Hash([out; 32]),
-                fuel: 10,
+                fuel,
                 engine: "e".into(),
-                resumed: false,
+                resumed,
             },
         }
+    }
+
+    fn ok(host: HostId, out: u8) -> Copy {
+        success(host, out, 10, false)
     }
     fn running(host: HostId) -> Copy {
         Copy {
@@ -299,15 +303,7 @@ mod tests {
     #[test]
     fn a_replica_that_misreports_fuel_disagrees() {
         let s = JobSettings::default();
-        let inflated = Copy {
-            host: 2,
-            state: CopyState::Success {
-                output: Hash([7; 32]),
-                fuel: 11,
-                engine: "e".into(),
-                resumed: false,
-            },
-        };
+        let inflated = success(2, 7, 11, false);
         assert_eq!(d(&[ok(1, 7), inflated], &s), Verdict::NeedCopies(1));
     }
 
@@ -376,15 +372,7 @@ mod tests {
 
     #[test]
     fn a_resumed_replica_agrees_on_output_and_credit_comes_from_an_exact_one() {
-        let resumed = Copy {
-            host: 2,
-            state: CopyState::Success {
-                output: Hash([7; 32]),
-                fuel: 12,
-                engine: "e".into(),
-                resumed: true,
-            },
-        };
+        let resumed = success(2, 7, 12, true);
         assert_eq!(
             d(&[resumed.clone(), ok(1, 7)], &JobSettings::default()),
             Verdict::Validated {
@@ -393,15 +381,7 @@ mod tests {
                 hosts: vec![2, 1]
             }
         );
-        let wrong = Copy {
-            host: 3,
-            state: CopyState::Success {
-                output: Hash([8; 32]),
-                fuel: 10,
-                engine: "e".into(),
-                resumed: true,
-            },
-        };
+        let wrong = success(3, 8, 10, true);
         assert_eq!(
             d(&[wrong, ok(1, 7)], &JobSettings::default()),
             Verdict::NeedCopies(1)
@@ -416,15 +396,7 @@ mod tests {
             decide(&[ok(1, 7), ok(2, 8)], &rules, &mut lenient),
             Verdict::Validated { output, .. } if output == Hash([7; 32])
         ));
-        let other_fuel = Copy {
-            host: 2,
-            state: CopyState::Success {
-                output: Hash([8; 32]),
-                fuel: 99,
-                engine: "e".into(),
-                resumed: false,
-            },
-        };
+        let other_fuel = success(2, 8, 99, false);
         assert_eq!(
             decide(&[ok(1, 7), other_fuel], &rules, &mut lenient),
             Verdict::NeedCopies(1)

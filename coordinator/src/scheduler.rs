@@ -23,9 +23,9 @@ use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::wire::{JobId, Task, TaskLimits, UnitId};
 
-use crate::quorum::{Copy, CopyState, Rules, Verdict, decide, needs_canonical_nan};
+use crate::quorum::{Copy, CopyState, Rules, Verdict, bitwise, decide, needs_canonical_nan};
 use crate::store::{HostId, JobInfo, LoadedUnit, StoreOp};
-use crate::trust::{QuotaPolicy, Standing};
+use crate::trust::{QuotaPolicy, SplitMix64, Standing};
 
 /// How many queued units one `assign` call may look at before giving up:
 /// bounds the cost of a request from a host that already holds copies of
@@ -81,8 +81,8 @@ pub struct Scheduler {
     dirty: HashSet<HostId>,
     policy: QuotaPolicy,
     judge: Box<dyn Judge>,
-    /// splitmix64 state: adaptive replication's draws.
-    rng: u64,
+    /// Adaptive replication's draws.
+    rng: SplitMix64,
     ops: Vec<StoreOp>,
 }
 
@@ -122,7 +122,7 @@ impl Scheduler {
             dirty: HashSet::new(),
             policy,
             judge,
-            rng: seed,
+            rng: SplitMix64(seed),
             ops: Vec::new(),
         }
     }
@@ -176,7 +176,7 @@ impl Scheduler {
         }
         for id in hosts {
             if !self.hosts.contains_key(id) {
-                let mut s = Standing::new(String::new(), 1, &self.policy);
+                let mut s = Standing::anonymous(&self.policy);
                 s.banned = true;
                 self.hosts.insert(*id, s);
                 newly.push(*id);
@@ -249,17 +249,7 @@ impl Scheduler {
         let policy = self.policy;
         self.hosts
             .entry(host)
-            .or_insert_with(|| Standing::new(String::new(), 1, &policy))
-    }
-
-    /// A uniform draw in `[0, 1)` (splitmix64).
-    fn draw(&mut self) -> f64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+            .or_insert_with(|| Standing::anonymous(&policy))
     }
 
     /// Up to `want` tasks for `host` whose inputs add up to at most
@@ -296,14 +286,14 @@ impl Scheduler {
             let offer_single =
                 trusted && unit.copies.is_empty() && unit.job.settings.adaptive_replication;
             let single = offer_single && {
-                let draw = self.draw();
+                let draw = self.rng.unit();
                 self.hosts[&host].single_copy(draw)
             };
             let Some(unit) = self.units.get_mut(&id) else {
                 continue;
             };
             unit.queued = false;
-            let Verdict::NeedCopies(need) = decide(&unit.copies, &unit.rules(), &mut |_, _| false)
+            let Verdict::NeedCopies(need) = decide(&unit.copies, &unit.rules(), &mut bitwise)
             else {
                 continue;
             };
@@ -472,7 +462,7 @@ impl Scheduler {
                         let s = self
                             .hosts
                             .entry(c.host)
-                            .or_insert_with(|| Standing::new(String::new(), 1, &policy));
+                            .or_insert_with(|| Standing::anonymous(&policy));
                         if hosts.contains(&c.host) {
                             s.valid(replicated, &policy);
                         } else {
@@ -587,7 +577,11 @@ mod tests {
     }
 
     fn with_units(n: u64, settings: JobSettings) -> Scheduler {
-        let mut s = Scheduler::new();
+        with_units_in(Scheduler::new(), n, settings)
+    }
+
+    /// Adds a job of `n` fresh units to `s`.
+    fn with_units_in(mut s: Scheduler, n: u64, settings: JobSettings) -> Scheduler {
         s.add_job(job(settings));
         for id in 1..=n {
             s.load(
@@ -741,25 +735,14 @@ mod tests {
 
     #[test]
     fn failures_shrink_a_hosts_daily_quota_and_successes_restore_it() {
-        let mut s = Scheduler::with(
-            QuotaPolicy {
-                per_core_per_day: 8,
-            },
-            Box::new(BitwiseOnly),
-            1,
+        let policy = QuotaPolicy {
+            per_core_per_day: 8,
+        };
+        let mut s = with_units_in(
+            Scheduler::with(policy, Box::new(BitwiseOnly), 1),
+            40,
+            JobSettings::default(),
         );
-        s.add_job(job(JobSettings::default()));
-        for id in 1..=40 {
-            s.load(
-                LoadedUnit {
-                    id,
-                    job: 1,
-                    input: vec![],
-                    copies: vec![],
-                },
-                0,
-            );
-        }
         let got = s.assign(7, 100, usize::MAX, 0);
         assert_eq!(got.len(), 8, "the full quota");
         for t in &got[..3] {

@@ -17,7 +17,7 @@ use peergrid_proto::wire::UnitId;
 use crate::quorum::CopyState;
 use crate::scheduler::Scheduler;
 use crate::store::{HostId, JobInfo, LoadedUnit, StoreOp};
-use crate::trust::{QuotaPolicy, Standing};
+use crate::trust::{QuotaPolicy, SplitMix64, Standing};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SimConfig {
@@ -82,22 +82,6 @@ enum Kind {
     Flaky,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn truth(unit: UnitId) -> Hash {
     Hash::of(&unit.to_le_bytes())
 }
@@ -109,7 +93,7 @@ const MAX_SECONDS: u64 = 7 * 86_400;
 
 /// Runs one simulated population until every unit is validated or failed.
 pub fn run(config: &SimConfig) -> SimOutcome {
-    let mut rng = Rng(config.seed);
+    let mut rng = SplitMix64(config.seed);
     let settings = JobSettings {
         quorum: config.quorum,
         deadline_secs: DEADLINE_SECS,
@@ -172,7 +156,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
     while finished < config.units && now_ms < MAX_SECONDS * 1000 {
         // Fisher-Yates: a fresh random order of hosts every round.
         for i in (1..n).rev() {
-            let j = (rng.next() % (i as u64 + 1)) as usize;
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
         for &i in &order {

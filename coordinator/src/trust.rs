@@ -77,6 +77,11 @@ impl Standing {
         }
     }
 
+    /// A host the scheduler knows nothing of: anonymous, one core.
+    pub fn anonymous(policy: &QuotaPolicy) -> Standing {
+        Standing::new(String::new(), 1, policy)
+    }
+
     /// How many of `want` tasks the host may still be sent today.
     pub fn allowance(&mut self, want: u32, now_ms: u64) -> u32 {
         if self.banned {
@@ -123,6 +128,26 @@ impl Standing {
     }
 }
 
+/// splitmix64: the small seeded generator behind adaptive replication's
+/// draws (and the simulation's), so runs are reproducible from a seed.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +161,7 @@ mod tests {
     #[test]
     fn trust_comes_after_ten_checked_results_and_one_failure_takes_it() {
         let p = policy();
-        let mut h = Standing::new(String::new(), 1, &p);
+        let mut h = Standing::anonymous(&p);
         for _ in 0..9 {
             h.valid(true, &p);
         }

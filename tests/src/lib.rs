@@ -36,11 +36,22 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The Lyapunov example compiled to wasm32-wasip1.
 pub fn lyapunov_wasm() -> PathBuf {
-    let path = target_dir().join("wasm32-wasip1/release/lyapunov.wasm");
+    example_wasm("peergrid-example-lyapunov", "lyapunov")
+}
+
+/// The custom-validator example compiled to wasm32-wasip1.
+pub fn compare_wasm() -> PathBuf {
+    example_wasm("peergrid-example-compare", "compare")
+}
+
+/// `BIN.wasm` of a workspace example built for wasm32-wasip1; fails saying
+/// how to build it.
+fn example_wasm(package: &str, bin: &str) -> PathBuf {
+    let path = target_dir().join(format!("wasm32-wasip1/release/{bin}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run `rustup target add wasm32-wasip1` and \
-         `cargo build --release -p peergrid-example-lyapunov --target wasm32-wasip1 --bin lyapunov` \
+         `cargo build --release -p {package} --target wasm32-wasip1 --bin {bin}` \
          (scripts/test does both)",
         path.display()
     );
@@ -495,14 +506,7 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
 
 /// The guest-SDK example (`examples/checkpoint`) compiled to wasm32-wasip1.
 pub fn chain_wasm() -> PathBuf {
-    let path = target_dir().join("wasm32-wasip1/release/chain.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release -p peergrid-example-checkpoint --target wasm32-wasip1 --bin chain` \
-         (scripts/test does)",
-        path.display()
-    );
-    path
+    example_wasm("peergrid-example-checkpoint", "chain")
 }
 
 /// The guest-SDK example run natively: the output every resumed or
@@ -648,14 +652,7 @@ pub fn job_spec(
 
 /// The determinism probe compiled to wasm32-wasip1.
 pub fn probe_wasm() -> PathBuf {
-    let path = target_dir().join("wasm32-wasip1/release/probe.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release -p peergrid-example-probe --target wasm32-wasip1` \
-         (scripts/test does)",
-        path.display()
-    );
-    path
+    example_wasm("peergrid-example-probe", "probe")
 }
 
 /// The C example's module and its native build (`make -C examples/collatz-c wasm native`).
@@ -673,14 +670,7 @@ pub fn collatz_c() -> (PathBuf, PathBuf) {
 
 /// The SETI example compiled to wasm32-wasip1.
 pub fn seti_wasm() -> PathBuf {
-    let path = target_dir().join("wasm32-wasip1/release/seti.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release -p peergrid-example-seti --target wasm32-wasip1 --bin seti` \
-         (scripts/test does)",
-        path.display()
-    );
-    path
+    example_wasm("peergrid-example-seti", "seti")
 }
 
 /// Runs Debian's Chromium headless with a fresh profile and no background

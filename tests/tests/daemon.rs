@@ -216,15 +216,7 @@ fn offline_work_is_delivered_when_the_coordinator_returns() {
 fn cpu_time_limit_holds_within_ten_points() {
     let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = Coordinator::start(dir.path()).unwrap();
-    let spec = chain_job(
-        dir.path(),
-        "busy",
-        &[format!("100000 {ROUNDS} 1")],
-        "quorum = 1\ndeadline_secs = 600",
-    )
-    .unwrap();
-    coordinator.submit(&spec).unwrap();
+    let coordinator = busy_coordinator(dir.path(), 1);
     let worker = Worker::start(
         &coordinator.join,
         &dir.path().join("w"),
@@ -247,15 +239,7 @@ fn cpu_time_limit_holds_within_ten_points() {
 fn suspends_under_load_and_resumes_after() {
     let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = Coordinator::start(dir.path()).unwrap();
-    let spec = chain_job(
-        dir.path(),
-        "busy",
-        &[format!("100000 {ROUNDS} 2")],
-        "quorum = 1\ndeadline_secs = 600",
-    )
-    .unwrap();
-    coordinator.submit(&spec).unwrap();
+    let coordinator = busy_coordinator(dir.path(), 2);
     let worker = Worker::start(
         &coordinator.join,
         &dir.path().join("w"),
@@ -326,15 +310,7 @@ fn suspends_under_load_and_resumes_after() {
 fn pause_and_resume_over_the_control_socket() {
     let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = Coordinator::start(dir.path()).unwrap();
-    let spec = chain_job(
-        dir.path(),
-        "busy",
-        &[format!("100000 {ROUNDS} 3")],
-        "quorum = 1\ndeadline_secs = 600",
-    )
-    .unwrap();
-    coordinator.submit(&spec).unwrap();
+    let coordinator = busy_coordinator(dir.path(), 3);
     let worker =
         Worker::start(&coordinator.join, &dir.path().join("w"), &["--cores", "1"]).unwrap();
     wait_running(&worker);
@@ -510,6 +486,21 @@ fn install_writes_a_valid_unit_and_uninstall_removes_it() {
 }
 
 /// Waits until the worker runs a task.
+/// A coordinator with one long CPU-bound unit (the chain example, seeded
+/// with `seed`) for a single worker to chew on.
+fn busy_coordinator(dir: &Path, seed: u32) -> Coordinator {
+    let coordinator = Coordinator::start(dir).unwrap();
+    let spec = chain_job(
+        dir,
+        "busy",
+        &[format!("100000 {ROUNDS} {seed}")],
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    coordinator.submit(&spec).unwrap();
+    coordinator
+}
+
 fn wait_running(worker: &Worker) {
     wait_for("the worker to run a task", Duration::from_secs(60), || {
         let s = worker.status().ok()?;
@@ -556,15 +547,7 @@ fn progress_bars_on_a_terminal_plain_lines_otherwise() {
         "/usr/bin/script (util-linux) is missing: `apt-get install bsdutils`"
     );
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = Coordinator::start(dir.path()).unwrap();
-    let spec = chain_job(
-        dir.path(),
-        "busy",
-        &[format!("100000 {ROUNDS} 4")],
-        "quorum = 1\ndeadline_secs = 600",
-    )
-    .unwrap();
-    coordinator.submit(&spec).unwrap();
+    let coordinator = busy_coordinator(dir.path(), 4);
     let data = dir.path().join("tty");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("test.toml"), "suspend_cpu_percent = 100\n").unwrap();

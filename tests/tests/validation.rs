@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use peergrid_proto::JoinString;
 use peergrid_proto::wire::{
     ErrorCode, Exchange, ExchangeReply, HostFacts, Outcome, Reply, Request, TaskReport,
 };
-use peergrid_tests::{Coordinator, bin, job_spec, probe_wasm, target_dir};
+use peergrid_tests::{Coordinator, bin, compare_wasm, job_spec, probe_wasm};
 use peergrid_worker::net::{self, NetError, Session};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -24,17 +23,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn compare_wasm() -> PathBuf {
-    let path = target_dir().join("wasm32-wasip1/release/compare.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release -p peergrid-example-compare --target wasm32-wasip1` \
-         (scripts/test does)",
-        path.display()
-    );
-    path
 }
 
 async fn host(join: &JoinString, seed: u8, account: &str) -> Result<Session, NetError> {
