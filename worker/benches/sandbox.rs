@@ -6,7 +6,7 @@
 //! engine (fuel, epoch deadline and memory cap all on) in fast and in
 //! canonical NaN mode, and their ratios to native, then the geometric means;
 //! the cost of fuel (the same runs on a bench-only engine with the epoch
-//! alone); the per-task start time of a cached module; and what the disk
+//! alone) and of metering at all (a bench-only engine with neither); the per-task start time of a cached module; and what the disk
 //! cache saves a restarted worker. Every wasm output is checked against the
 //! native one, so a kernel that silently did less work cannot look fast.
 //!
@@ -139,12 +139,15 @@ struct Timing {
     fast: f64,
     canonical: f64,
     epoch_only: f64,
+    unmetered: f64,
 }
 
 fn main() -> Result<()> {
     let sandbox = Sandbox::new(None).context("building the production sandbox")?;
     let epoch_only =
         Sandbox::new_epoch_only_for_benchmarks(None).context("building the bench-only sandbox")?;
+    let unmetered =
+        Sandbox::new_unmetered_for_benchmarks(None).context("building the bench-only sandbox")?;
     println!(
         "peergrid sandbox benchmark on {} ({} logical CPUs), median of {REPETITIONS} runs",
         std::env::consts::ARCH,
@@ -156,7 +159,7 @@ fn main() -> Result<()> {
 
     let mut timings = Vec::new();
     for kernel in &KERNELS {
-        timings.push(time_kernel(kernel, &sandbox, &epoch_only)?);
+        timings.push(time_kernel(kernel, &sandbox, &epoch_only, &unmetered)?);
     }
     print_kernel_table(&timings);
     println!();
@@ -166,7 +169,12 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn time_kernel(kernel: &Kernel, sandbox: &Sandbox, epoch_only: &Sandbox) -> Result<Timing> {
+fn time_kernel(
+    kernel: &Kernel,
+    sandbox: &Sandbox,
+    epoch_only: &Sandbox,
+    unmetered: &Sandbox,
+) -> Result<Timing> {
     let wasm = read_wasm(kernel.wasm_file)?;
     let hash = Hash::of(&wasm);
     let input = (kernel.input)();
@@ -201,6 +209,7 @@ fn time_kernel(kernel: &Kernel, sandbox: &Sandbox, epoch_only: &Sandbox) -> Resu
         fast: wasm_time(sandbox, false)?,
         canonical: wasm_time(sandbox, true)?,
         epoch_only: wasm_time(epoch_only, false)?,
+        unmetered: wasm_time(unmetered, false)?,
     })
 }
 
@@ -248,12 +257,36 @@ fn print_kernel_table(timings: &[Timing]) {
         "fast and canon: production engine (fuel + epoch deadline + memory cap); \
          fuel cost: fast vs the same engine with the epoch deadline alone"
     );
+    println!();
+    println!(
+        "what metering costs (fast NaN mode; bench-only engines without fuel, without either):"
+    );
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "kernel", "unmet s", "epoch s", "both s", "unmet/nat", "epoch/nat", "both/nat"
+    );
     for (kernel, t) in KERNELS.iter().zip(timings) {
         println!(
-            "  {:<16} epoch only {:.3} s, fuel + epoch {:.3} s",
-            kernel.name, t.epoch_only, t.fast
+            "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>8.2}x {:>8.2}x {:>8.2}x",
+            kernel.name,
+            t.unmetered,
+            t.epoch_only,
+            t.fast,
+            t.unmetered / t.native,
+            t.epoch_only / t.native,
+            t.fast / t.native
         );
     }
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>8.2}x {:>8.2}x {:>8.2}x",
+        "geometric mean",
+        "",
+        "",
+        "",
+        geomean(|t| t.unmetered / t.native),
+        geomean(|t| t.epoch_only / t.native),
+        geomean(|t| t.fast / t.native)
+    );
 }
 
 /// Per-task start time with the module already cached: a fresh store and

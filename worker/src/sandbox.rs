@@ -204,6 +204,9 @@ enum Metering {
     FuelAndEpoch,
     /// Benchmarks only, to measure what fuel costs: the epoch alone.
     EpochOnly,
+    /// Benchmarks only, to measure what metering costs at all: neither fuel
+    /// nor epoch, so nothing bounds the run but the memory cap.
+    Unmetered,
 }
 
 /// What one run of a task produced.
@@ -342,6 +345,16 @@ impl Sandbox {
         cache_dir: Option<&Path>,
     ) -> Result<Sandbox, SandboxError> {
         Sandbox::with_metering(cache_dir, Metering::EpochOnly)
+    }
+
+    /// **Benchmarks only**: a sandbox with neither fuel nor the epoch
+    /// deadline, so a benchmark can measure the cost of metering itself.
+    /// Nothing stops a module that loops forever; results carry no fuel and
+    /// its engine ids say `unmetered-bench-only`; never use it to run real
+    /// tasks.
+    #[doc(hidden)]
+    pub fn new_unmetered_for_benchmarks(cache_dir: Option<&Path>) -> Result<Sandbox, SandboxError> {
+        Sandbox::with_metering(cache_dir, Metering::Unmetered)
     }
 
     fn with_metering(
@@ -633,6 +646,7 @@ impl TaskEngine {
         let id = match metering {
             Metering::FuelAndEpoch => id,
             Metering::EpochOnly => id.replacen("/fuel/", "/nofuel-bench-only/", 1),
+            Metering::Unmetered => id.replacen("/fuel/epoch-10ms/", "/unmetered-bench-only/", 1),
         };
         let compiled_dir = cache_dir.map(|dir| {
             let id_hash = blake3::hash(id.as_bytes()).to_hex();
@@ -780,7 +794,7 @@ fn engine_config(canonical_nan: bool, metering: Metering) -> Config {
     let mut config = Config::new();
     config
         .consume_fuel(metering == Metering::FuelAndEpoch)
-        .epoch_interruption(true)
+        .epoch_interruption(metering != Metering::Unmetered)
         // `Config::wasm_threads` only exists with wasmtime's `threads` feature,
         // which we leave off; say "no threads" explicitly all the same.
         .wasm_features(
