@@ -2,13 +2,14 @@
 //!
 //! For each kernel (n-body: floats; Lyapunov: floats with bit tricks; sieve:
 //! integers and memory; SETI: FFTs and a de-doppler search, the demo's job;
-//! Collatz: the C example, integers) it prints native time, wasm time on the production
-//! engine (fuel, epoch deadline and memory cap all on) in fast and in
-//! canonical NaN mode, and their ratios to native, then the geometric means;
-//! the cost of fuel (the same runs on a bench-only engine with the epoch
-//! alone) and of metering at all (a bench-only engine with neither); the per-task start time of a cached module; and what the disk
-//! cache saves a restarted worker. Every wasm output is checked against the
-//! native one, so a kernel that silently did less work cannot look fast.
+//! Collatz: the C example, integers) it prints native time, wasm time on the
+//! production engine (fuel, epoch deadline and memory cap all on) in fast
+//! and in canonical NaN mode, and their ratios to native, then the geometric
+//! means; the cost of fuel (the same runs on a bench-only engine with the
+//! epoch alone) and of metering at all (a bench-only engine with neither);
+//! the per-task start time of a cached module; and what the disk cache saves
+//! a restarted worker. Every wasm output is checked against the native one,
+//! so a kernel that silently did less work cannot look fast.
 //!
 //! It measures and prints; it asserts nothing about time. Figures and the
 //! command that produced them live in `docs/sandbox-performance.md`:
