@@ -23,6 +23,11 @@ use crate::store::{BanTarget, HostId, SEEN_EVERY_MS, Store, StoreOp};
 use crate::trust::{QuotaPolicy, Standing};
 use crate::writer::Writer;
 
+/// A report checked and hashed, waiting to go to the scheduler: the unit,
+/// its copy's new state, the run's milliseconds, and a success's output
+/// with its hash.
+type PendingReport = (UnitId, CopyState, u64, Option<(Hash, Vec<u8>)>);
+
 /// Units kept in memory; the feeder tops the window up when it falls
 /// below half.
 const WINDOW: usize = 100_000;
@@ -175,7 +180,7 @@ impl Grid {
         let now = now_ms();
         let mut reply = ExchangeReply::default();
         // Hash outputs before taking the lock.
-        let mut reports = Vec::with_capacity(ex.reports.len());
+        let mut reports: Vec<PendingReport> = Vec::with_capacity(ex.reports.len());
         for r in ex.reports.into_iter().take(MAX_TASKS_PER_EXCHANGE as usize) {
             match r.outcome {
                 Outcome::Success(out) if out.len() > MAX_OUTPUT => reply.rejected.push((
@@ -205,24 +210,14 @@ impl Grid {
                 }
             }
         }
+        self.compare_ahead(host, &mut reports).await?;
         let mut blobs = Vec::new();
         let (receipt, low) = {
             let mut w = self.window();
             if w.scheduler.standing(host).is_some_and(|s| s.banned) {
                 return Err(Banned("the operator banned it".into()).into());
             }
-            for (unit, state, elapsed, mut blob) in reports {
-                if let Some((hash, out)) = &mut blob
-                    && w.scheduler
-                        .job_of(unit)
-                        .is_some_and(|j| !j.validator.is_bitwise())
-                {
-                    // Kept for the validator, which compares before the
-                    // blob is in the store.
-                    let shared: Arc<[u8]> = std::mem::take(out).into();
-                    *out = shared.to_vec();
-                    self.judge.lock().remember(*hash, shared);
-                }
+            for (unit, state, elapsed, blob) in reports {
                 match w.scheduler.report(host, unit, state, elapsed, now) {
                     Ok(()) => {
                         reply.accepted.push(unit);
@@ -267,6 +262,45 @@ impl Grid {
             reply.retry_after_ms = IDLE_RETRY_MS;
         }
         Ok(reply)
+    }
+
+    /// For outputs of jobs with a tolerance or custom validator: hands each
+    /// to the judge and compares it with its unit's earlier outputs, on a
+    /// blocking thread and outside the scheduler's lock, so the quorum
+    /// decision that follows finds the verdicts cached. A slow validator
+    /// then delays only the host whose report it checks.
+    async fn compare_ahead(&self, host: HostId, reports: &mut [PendingReport]) -> Result<()> {
+        let mut work = Vec::new();
+        {
+            let w = self.window();
+            if w.scheduler.standing(host).is_some_and(|s| s.banned) {
+                // Refused by the caller; compare nothing for it.
+                return Ok(());
+            }
+            for (unit, _, _, blob) in reports.iter_mut() {
+                let Some((hash, out)) = blob else { continue };
+                let Some((job, others)) = w.scheduler.outputs_to_compare(*unit) else {
+                    continue;
+                };
+                // Kept for the validator, which compares before the blob is
+                // in the store.
+                let shared: Arc<[u8]> = std::mem::take(out).into();
+                *out = shared.to_vec();
+                work.push((job, *hash, shared, others));
+            }
+        }
+        if work.is_empty() {
+            return Ok(());
+        }
+        let judge = self.judge.clone();
+        tokio::task::spawn_blocking(move || {
+            for (job, hash, output, others) in work {
+                judge.lock().remember(hash, output);
+                judge.compare_ahead(&job, &hash, &others);
+            }
+        })
+        .await
+        .context("comparing outputs")
     }
 
     /// Stores a validated submission and wakes the feeder.

@@ -85,8 +85,18 @@ pub struct OutputJudge {
     outputs: HashMap<Hash, Arc<[u8]>>,
     verdicts: HashMap<(Hash, Hash), bool>,
     /// Built on the first custom comparison: most coordinators never
-    /// need one.
-    sandbox: Option<Sandbox>,
+    /// need one. Shared so comparisons can run without the judge's lock.
+    sandbox: Option<Arc<Sandbox>>,
+}
+
+/// What one comparison needs, taken from the judge so it can run with no
+/// lock held.
+struct Comparison {
+    key: (Hash, Hash),
+    a: Arc<[u8]>,
+    b: Arc<[u8]>,
+    /// For a custom validator: the sandbox to run it in.
+    sandbox: Option<Arc<Sandbox>>,
 }
 
 impl OutputJudge {
@@ -122,90 +132,134 @@ impl OutputJudge {
         }
     }
 
-    fn custom(&mut self, job: &JobInfo, module: &Hash, a: &[u8], b: &[u8]) -> bool {
-        let bytes = match self.store.get_blob(module) {
-            Ok(Some(bytes)) => bytes,
-            other => {
-                tracing::error!(
-                    job = job.id,
-                    "custom validator module {module} unavailable: {other:?}"
-                );
-                return false;
-            }
-        };
+    fn sandbox(&mut self) -> Option<Arc<Sandbox>> {
         if self.sandbox.is_none() {
             match Sandbox::new(None) {
-                Ok(s) => self.sandbox = Some(s),
-                Err(e) => {
-                    tracing::error!("cannot start the validators' sandbox: {e}");
-                    return false;
-                }
+                Ok(s) => self.sandbox = Some(Arc::new(s)),
+                Err(e) => tracing::error!("cannot start the validators' sandbox: {e}"),
             }
         }
-        let Some(sandbox) = &self.sandbox else {
-            return false;
+        self.sandbox.clone()
+    }
+
+    /// The verdict on `a` and `b` if it is known, else what comparing them
+    /// takes.
+    fn verdict_or_comparison(
+        &mut self,
+        job: &JobInfo,
+        a: &Hash,
+        b: &Hash,
+    ) -> Result<bool, Comparison> {
+        let key = if a < b { (*a, *b) } else { (*b, *a) };
+        if let Some(v) = self.verdicts.get(&key) {
+            return Ok(*v);
+        }
+        let (Some(a), Some(b)) = (self.output(&key.0), self.output(&key.1)) else {
+            return Ok(false);
         };
-        let limits = TaskLimits {
-            memory_bytes: job.settings.memory_mb * 1024 * 1024,
-            fuel: job.settings.fuel,
-            max_output_bytes: 64,
-            wall_ms: VALIDATOR_WALL_MS.min(job.settings.deadline_secs * 1000),
-        };
-        let input = validator_input(a, b);
-        // On a thread of its own: the caller may be a tokio worker, where
-        // the sandbox's WASI layer must not block.
-        let outcome = std::thread::scope(|scope| {
-            scope
-                .spawn(|| sandbox.run(module, &bytes, &input, &[], 0, &limits, true))
-                .join()
-                .map(|r| r.outcome)
-                .unwrap_or_else(|_| RunOutcome::Error("the validator's thread panicked".into()))
-        });
-        match outcome {
-            RunOutcome::Success(out) => match String::from_utf8_lossy(&out).trim() {
-                "1" | "true" => true,
-                "0" | "false" => false,
-                other => {
-                    tracing::warn!(
-                        job = job.id,
-                        "custom validator printed {other:?}, not 1 or 0"
-                    );
-                    false
-                }
+        let sandbox = match job.validator {
+            Validator::Custom { .. } => match self.sandbox() {
+                Some(sandbox) => Some(sandbox),
+                None => return Ok(false),
             },
-            RunOutcome::Error(e) => {
-                tracing::warn!(job = job.id, "custom validator failed: {e}");
+            _ => None,
+        };
+        Err(Comparison { key, a, b, sandbox })
+    }
+
+    fn record(&mut self, key: (Hash, Hash), verdict: bool) {
+        if self.verdicts.len() >= MAX_VERDICTS {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(key, verdict);
+    }
+}
+
+/// Compares two different outputs of one unit under the job's validator.
+fn compare(store: &dyn Store, job: &JobInfo, c: &Comparison) -> bool {
+    if c.a.len() > MAX_OUTPUT || c.b.len() > MAX_OUTPUT {
+        return false;
+    }
+    match (&job.validator, &c.sandbox) {
+        (Validator::Bitwise, _) => false,
+        (
+            Validator::Tolerance {
+                abs_epsilon,
+                rel_epsilon,
+            },
+            _,
+        ) => within_tolerance(&c.a, &c.b, *abs_epsilon, *rel_epsilon),
+        (Validator::Custom { module }, Some(sandbox)) => {
+            run_custom(store, sandbox, job, module, &c.a, &c.b)
+        }
+        (Validator::Custom { .. }, None) => false,
+    }
+}
+
+/// Runs the researcher's validator on `a` and `b`: true if it prints `1`.
+fn run_custom(
+    store: &dyn Store,
+    sandbox: &Sandbox,
+    job: &JobInfo,
+    module: &Hash,
+    a: &[u8],
+    b: &[u8],
+) -> bool {
+    let bytes = match store.get_blob(module) {
+        Ok(Some(bytes)) => bytes,
+        other => {
+            tracing::error!(
+                job = job.id,
+                "custom validator module {module} unavailable: {other:?}"
+            );
+            return false;
+        }
+    };
+    let limits = TaskLimits {
+        memory_bytes: job.settings.memory_mb * 1024 * 1024,
+        fuel: job.settings.fuel,
+        max_output_bytes: 64,
+        wall_ms: VALIDATOR_WALL_MS.min(job.settings.deadline_secs * 1000),
+    };
+    let input = validator_input(a, b);
+    // On a thread of its own: the caller may be a tokio worker, where
+    // the sandbox's WASI layer must not block.
+    let outcome = std::thread::scope(|scope| {
+        scope
+            .spawn(|| sandbox.run(module, &bytes, &input, &[], 0, &limits, true))
+            .join()
+            .map(|r| r.outcome)
+            .unwrap_or_else(|_| RunOutcome::Error("the validator's thread panicked".into()))
+    });
+    match outcome {
+        RunOutcome::Success(out) => match String::from_utf8_lossy(&out).trim() {
+            "1" | "true" => true,
+            "0" | "false" => false,
+            other => {
+                tracing::warn!(
+                    job = job.id,
+                    "custom validator printed {other:?}, not 1 or 0"
+                );
                 false
             }
+        },
+        RunOutcome::Error(e) => {
+            tracing::warn!(job = job.id, "custom validator failed: {e}");
+            false
         }
     }
 }
 
 impl Judge for OutputJudge {
     fn agree(&mut self, job: &JobInfo, a: &Hash, b: &Hash) -> bool {
-        let key = if a < b { (*a, *b) } else { (*b, *a) };
-        if let Some(v) = self.verdicts.get(&key) {
-            return *v;
+        match self.verdict_or_comparison(job, a, b) {
+            Ok(verdict) => verdict,
+            Err(comparison) => {
+                let verdict = compare(&*self.store, job, &comparison);
+                self.record(comparison.key, verdict);
+                verdict
+            }
         }
-        let (Some(x), Some(y)) = (self.output(&key.0), self.output(&key.1)) else {
-            return false;
-        };
-        if x.len() > MAX_OUTPUT || y.len() > MAX_OUTPUT {
-            return false;
-        }
-        let verdict = match &job.validator {
-            Validator::Bitwise => false,
-            Validator::Tolerance {
-                abs_epsilon,
-                rel_epsilon,
-            } => within_tolerance(&x, &y, *abs_epsilon, *rel_epsilon),
-            Validator::Custom { module } => self.custom(job, module, &x, &y),
-        };
-        if self.verdicts.len() >= MAX_VERDICTS {
-            self.verdicts.clear();
-        }
-        self.verdicts.insert(key, verdict);
-        verdict
     }
 
     fn forget(&mut self, outputs: &[Hash]) {
@@ -223,6 +277,24 @@ pub struct SharedJudge(pub Arc<Mutex<OutputJudge>>);
 impl SharedJudge {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, OutputJudge> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Compares `new` with each of `others` that differs from it and caches
+    /// the verdicts, holding no lock while a comparison runs (a custom
+    /// validator may take up to a minute). The grid calls this before it
+    /// reports `new` to the scheduler, whose quorum decision then finds
+    /// every verdict cached instead of running validators under the
+    /// scheduler's lock, which would stall every host's exchange.
+    pub fn compare_ahead(&self, job: &JobInfo, new: &Hash, others: &[Hash]) {
+        for other in others.iter().filter(|o| *o != new) {
+            let comparison = match self.lock().verdict_or_comparison(job, new, other) {
+                Ok(_) => continue,
+                Err(comparison) => comparison,
+            };
+            let store = self.lock().store.clone();
+            let verdict = compare(&*store, job, &comparison);
+            self.lock().record(comparison.key, verdict);
+        }
     }
 }
 

@@ -140,6 +140,25 @@ impl Scheduler {
         self.units.get(&unit).map(|u| &*u.job)
     }
 
+    /// For a unit of a job with a validator other than bitwise: the job and
+    /// the outputs its copies reported so far, so the grid can compare a new
+    /// output with them before it takes the scheduler's lock to report it.
+    pub fn outputs_to_compare(&self, unit: UnitId) -> Option<(Arc<JobInfo>, Vec<Hash>)> {
+        let unit = self.units.get(&unit)?;
+        if unit.job.validator.is_bitwise() {
+            return None;
+        }
+        let outputs = unit
+            .copies
+            .iter()
+            .filter_map(|c| match &c.state {
+                CopyState::Success { output, .. } => Some(*output),
+                _ => None,
+            })
+            .collect();
+        Some((unit.job.clone(), outputs))
+    }
+
     /// Unfinished units in the window.
     pub fn active_units(&self) -> usize {
         self.units.len()

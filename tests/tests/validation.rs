@@ -237,6 +237,77 @@ fn tolerance_and_custom_validators_accept_near_outputs_and_refuse_far_ones() {
     assert!(err.contains("custom validator"), "{err}");
 }
 
+#[test]
+fn a_slow_custom_validator_delays_only_the_report_it_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path()).unwrap();
+    let join: JoinString = c.join.parse().unwrap();
+    // A validator that never answers: the sandbox stops it at the job's
+    // deadline (5 s here), and a validator that fails counts as "disagree".
+    let spinner = dir.path().join("spinner.wasm");
+    std::fs::write(
+        &spinner,
+        wat::parse_str(
+            r#"(module (memory (export "memory") 1) (func (export "_start") (loop br 0)))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let job = c
+        .submit(
+            &job_spec(
+                dir.path(),
+                "slow-validator",
+                &probe_wasm(),
+                1,
+                &format!(
+                    "delay_bound = 5\n[validator]\nkind = \"custom\"\nmodule = {:?}",
+                    spinner.to_string_lossy()
+                ),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let (a, b, d) = (
+            host(&join, 1, "").await.unwrap(),
+            host(&join, 2, "").await.unwrap(),
+            host(&join, 3, "").await.unwrap(),
+        );
+        let unit = fetch_n(&a, 1).await[0].unit;
+        assert_eq!(fetch_n(&b, 1).await[0].unit, unit);
+        deliver(&a, vec![report(unit, "1")]).await;
+
+        // b's different output starts the validator, which runs for the
+        // job's 5 s deadline; meanwhile another host is served.
+        let slow = tokio::spawn(async move {
+            let reply = exchange(&b, vec![report(unit, "2")], 0).await;
+            (b, reply)
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let served = fetch(&d, 1).await;
+        assert!(
+            !slow.is_finished(),
+            "the validator should still be running when the other host is served"
+        );
+        assert!(served.tasks.is_empty(), "the unit has both its copies out");
+        let (_b, reply) = slow.await.unwrap();
+        match reply {
+            Reply::Exchange(r) => assert_eq!(r.accepted, vec![unit], "{r:?}"),
+            other => panic!("{other:?}"),
+        }
+        // The validator gave no answer, which counts as "disagree": the unit
+        // needs a third copy.
+        assert_eq!(fetch_n(&d, 1).await[0].unit, unit);
+    });
+    assert_eq!(
+        c.status(job).unwrap()["validated"],
+        0,
+        "no verdict, no quorum"
+    );
+}
+
 fn coordinator_cli(c: &Coordinator, args: &[&str]) -> std::process::Output {
     Command::new(bin("peergrid-coordinator"))
         .args(args)
