@@ -344,6 +344,27 @@ fn pause_and_resume_over_the_control_socket() {
         .unwrap();
     assert_eq!(progress, later, "progress moved while paused");
 
+    // The pause outlives a restart (a reboot, an upgrade) until `resume`.
+    let mut worker = worker;
+    worker.kill();
+    let worker =
+        Worker::start(&coordinator.join, &dir.path().join("w"), &["--cores", "1"]).unwrap();
+    let status = wait_for_status(&worker);
+    assert_eq!(status["paused_by_user"], true, "{status}");
+    std::thread::sleep(Duration::from_millis(500));
+    let restarted = cpu_share(&worker, Duration::from_secs(2));
+    assert!(
+        restarted < 10.0,
+        "a worker restarted while paused used {restarted:.1} % CPU"
+    );
+    assert!(
+        worker.status().unwrap()["running"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "a worker restarted while paused started a task"
+    );
+
     let out = worker.control(&["resume"]).unwrap();
     assert!(out.contains("resumed"), "{out}");
     assert!(worker.status().unwrap()["suspended"].is_null());
@@ -507,6 +528,16 @@ fn wait_running(worker: &Worker) {
         (!s["running"].as_array()?.is_empty()).then_some(())
     })
     .unwrap();
+}
+
+/// The worker's status, once its control socket answers.
+fn wait_for_status(worker: &Worker) -> serde_json::Value {
+    wait_for(
+        "the worker's control socket",
+        Duration::from_secs(30),
+        || worker.status().ok(),
+    )
+    .unwrap()
 }
 
 /// The worker's CPU use over `window`, as % of one core.

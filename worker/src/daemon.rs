@@ -132,6 +132,18 @@ impl Shared {
         }
     }
 
+    /// The volunteer's `pause` or `resume`, applied at once rather than at
+    /// the governor's next sample.
+    fn set_user_paused(&self, pause: bool) {
+        self.user_paused.store(pause, Ordering::Relaxed);
+        let mut s = lock(&self.suspension);
+        if pause {
+            *s = Some(Suspension::UserRequest);
+        } else if *s == Some(Suspension::UserRequest) {
+            *s = None;
+        }
+    }
+
     fn suspended(&self) -> bool {
         lock(&self.suspension).is_some()
     }
@@ -264,12 +276,18 @@ impl Worker {
                 .context("starting the wasm sandbox")?,
         );
         let state = Arc::new(LocalState::open(&config.data)?);
+        let shared = Shared::new();
+        if state.paused()? {
+            // The volunteer's pause outlives restarts, until `resume`.
+            tracing::info!("paused by the volunteer; `peergrid-worker resume` to compute again");
+            shared.set_user_paused(true);
+        }
         Ok(Worker {
             config,
             key,
             sandbox,
             state,
-            shared: Arc::new(Shared::new()),
+            shared: Arc::new(shared),
         })
     }
 
@@ -546,20 +564,16 @@ impl Worker {
     fn control_handler(&self) -> Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync> {
         let status = self.status_fn();
         let shared = self.shared.clone();
+        let state = self.state.clone();
         Arc::new(move |req| {
             match req {
                 ControlRequest::Status => {}
                 ControlRequest::Pause | ControlRequest::Resume => {
                     let pause = req == ControlRequest::Pause;
-                    shared.user_paused.store(pause, Ordering::Relaxed);
-                    // Apply at once rather than at the governor's next sample.
-                    let mut s = lock(&shared.suspension);
-                    if pause {
-                        *s = Some(Suspension::UserRequest);
-                    } else if *s == Some(Suspension::UserRequest) {
-                        *s = None;
-                    }
-                    drop(s);
+                    state
+                        .set_paused(pause)
+                        .context("recording the pause in the worker's state")?;
+                    shared.set_user_paused(pause);
                     tracing::info!(
                         "{} by the volunteer",
                         if pause { "paused" } else { "resumed" }

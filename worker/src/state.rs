@@ -50,7 +50,14 @@ CREATE TABLE IF NOT EXISTS history (
     acknowledged INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS history_finished ON history (finished_ms);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
+
+/// `settings` row that holds the volunteer's `pause` (`1`) across restarts.
+const PAUSED: &str = "paused";
 
 /// A task as kept locally, with the checkpoint to resume from.
 #[derive(Debug, Clone)]
@@ -243,6 +250,30 @@ impl LocalState {
         Ok(())
     }
 
+    /// Whether the volunteer paused computing (`peergrid-worker pause`) and
+    /// has not resumed it since, across restarts.
+    pub fn paused(&self) -> Result<bool> {
+        let value: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT value FROM settings WHERE name = ?1",
+                [PAUSED],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(value.as_deref() == Some("1"))
+    }
+
+    /// Records the volunteer's `pause` or `resume`.
+    pub fn set_paused(&self, paused: bool) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO settings (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [PAUSED, if paused { "1" } else { "0" }],
+        )?;
+        Ok(())
+    }
+
     /// Whether a task for `unit` is kept (not finished).
     pub fn has_task(&self, unit: UnitId) -> Result<bool> {
         Ok(self
@@ -323,6 +354,19 @@ mod tests {
             engine: "e".into(),
             resumed: false,
         }
+    }
+
+    #[test]
+    fn the_volunteers_pause_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = LocalState::open(dir.path()).unwrap();
+        assert!(!state.paused().unwrap(), "a new worker is not paused");
+        state.set_paused(true).unwrap();
+        drop(state);
+        let state = LocalState::open(dir.path()).unwrap();
+        assert!(state.paused().unwrap());
+        state.set_paused(false).unwrap();
+        assert!(!LocalState::open(dir.path()).unwrap().paused().unwrap());
     }
 
     #[test]
