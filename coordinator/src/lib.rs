@@ -2,9 +2,10 @@
 //! validates their redundant results and keeps the dataset.
 //!
 //! See `docs/ARCHITECTURE.md` for the map. The decision logic
-//! ([`quorum`], [`scheduler`], [`trust`]) is sans-IO; [`quic`], [`http`], [`grid`],
+//! ([`quorum`], [`scheduler`], [`trust`], [`credit`]) is sans-IO; [`quic`], [`http`], [`grid`],
 //! [`writer`], [`judge`] and [`store`] are the shells around it.
 
+pub mod credit;
 pub mod dashboard;
 pub mod datadir;
 pub mod grid;

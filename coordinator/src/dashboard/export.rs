@@ -156,9 +156,8 @@ pub async fn manifest(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> Api
 
 /// Writes one JSON line per host: its facts and its credit.
 pub fn write_hosts(store: &dyn Store, now: u64, out: &mut impl Write) -> anyhow::Result<()> {
-    let ledger = super::ledger(store, None, now)?;
     for h in store.hosts()? {
-        let c = ledger.get(&h.public_key);
+        let c = h.credit.at(now);
         let line = json!({
             "id": h.id, "public_key": h.public_key, "cores": h.cores,
             "memory_bytes": h.memory_bytes, "os": h.os, "arch": h.arch, "version": h.version,

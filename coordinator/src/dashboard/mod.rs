@@ -31,19 +31,17 @@ use axum::{Json, Router};
 use peergrid_proto::wire::JobId;
 use serde::{Deserialize, Serialize};
 
+use crate::credit::Credit;
 use crate::grid::now_ms;
 use crate::http::{Api, ApiError, ApiResult, blocking};
 use crate::store::{
     Bucket, DatasetRow, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, Store, StoreError,
 };
-use credit::{Credit, Ledger};
 
 /// A host counts as online when it exchanged within this long.
 pub const ONLINE_MS: u64 = 120_000;
 /// Dataset rows per browser page.
 pub const PAGE_ROWS: usize = 50;
-/// Dataset rows read per store call when summing credit.
-const CREDIT_PAGE: usize = 5000;
 /// Most bars on a job's progress chart.
 const JOB_CHART_BARS: u64 = 120;
 
@@ -183,38 +181,17 @@ pub struct HostEntry {
     pub credit: Credit,
 }
 
-/// Sums credit over the whole dataset (or one host's rows), page by page.
-pub fn ledger(store: &dyn Store, host: Option<&str>, now: u64) -> Result<Ledger, StoreError> {
-    let mut ledger = Ledger::default();
-    let mut after = 0;
-    loop {
-        let page = store.credit_page(host, after, CREDIT_PAGE)?;
-        let Some(last) = page.last() else {
-            return Ok(ledger);
-        };
-        after = last.unit;
-        for g in &page {
-            ledger.add(g, now);
-        }
-    }
-}
-
-fn entry(host: HostSummary, ledger: &Ledger, now: u64) -> HostEntry {
+fn entry(host: HostSummary, now: u64) -> HostEntry {
     HostEntry {
         online: host.last_seen_ms >= now.saturating_sub(ONLINE_MS),
-        credit: ledger.get(&host.public_key),
+        credit: host.credit.at(now),
         host,
     }
 }
 
 /// Every host, highest total credit first.
 pub fn leaderboard(store: &dyn Store, now: u64) -> Result<Vec<HostEntry>, StoreError> {
-    let ledger = ledger(store, None, now)?;
-    let mut out: Vec<HostEntry> = store
-        .hosts()?
-        .into_iter()
-        .map(|h| entry(h, &ledger, now))
-        .collect();
+    let mut out: Vec<HostEntry> = store.hosts()?.into_iter().map(|h| entry(h, now)).collect();
     out.sort_by(|a, b| {
         b.credit
             .total
@@ -264,8 +241,7 @@ pub fn volunteers(store: &dyn Store, now: u64) -> Result<Vec<VolunteerEntry>, St
             });
         v.hosts.push(e.host.public_key.clone());
         v.online |= e.online;
-        v.credit.total = v.credit.total.saturating_add(e.credit.total);
-        v.credit.recent += e.credit.recent;
+        v.credit.add(e.credit);
     }
     let mut out: Vec<VolunteerEntry> = by_name.into_values().collect();
     out.sort_by(|a, b| {
@@ -300,11 +276,10 @@ pub fn host_view(store: &dyn Store, id: &str, now: u64) -> Result<Option<HostVie
     let Some(host) = id.map(|id| store.host(id)).transpose()?.flatten() else {
         return Ok(None);
     };
-    let ledger = ledger(store, Some(&host.public_key), now)?;
     let record = store.host_record(host.id)?;
     let standing = store.host_standing(host.id)?;
     Ok(Some(HostView {
-        entry: entry(host, &ledger, now),
+        entry: entry(host, now),
         record,
         trust: standing.as_ref().map_or(0, |s| s.consecutive_valid),
         daily_quota: standing.and_then(|s| s.quota),

@@ -12,6 +12,7 @@ use peergrid_proto::spec::{JobSettings, JobSubmission, Validator};
 use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use serde::Serialize;
 
+use crate::credit::CreditTally;
 use crate::quorum::CopyState;
 
 pub use sqlite::SqliteStore;
@@ -176,7 +177,7 @@ pub struct DatasetRow {
 }
 
 /// A registered volunteer host, as the dashboard shows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct HostSummary {
     pub id: HostId,
     /// Hex of the host's Ed25519 public key: the name the dataset's
@@ -191,6 +192,9 @@ pub struct HostSummary {
     pub last_seen_ms: u64,
     /// The volunteer account it runs under ('' = anonymous).
     pub account: String,
+    /// Credit granted to it, kept up to date with every dataset row.
+    #[serde(skip)]
+    pub credit: CreditTally,
 }
 
 /// How a host's finished copies fared.

@@ -6,6 +6,7 @@
 //! only a power cut may lose the last few commits. `--full-sync` trades
 //! throughput for surviving that too.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -19,6 +20,7 @@ use super::{
     Ban, BanTarget, Bucket, CreditGrant, DatasetRow, DatasetSize, FailedUnit, HostId, HostRecord,
     HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp, StoredStanding,
 };
+use crate::credit::CreditTally;
 use crate::quorum::{Copy, CopyState};
 
 const SCHEMA: &str = "
@@ -89,7 +91,12 @@ CREATE TABLE IF NOT EXISTS hosts (
     last_seen_ms INTEGER NOT NULL,
     -- trust streak and daily quota (NULL: the full quota), see trust.rs
     consecutive_valid INTEGER NOT NULL DEFAULT 0,
-    daily_quota INTEGER
+    daily_quota INTEGER,
+    -- credit granted by dataset rows (credit.rs, CreditTally): the total,
+    -- and the recent average as of the newest grant
+    credit_total INTEGER NOT NULL DEFAULT 0,
+    credit_recent REAL NOT NULL DEFAULT 0,
+    credit_at_ms INTEGER NOT NULL DEFAULT 0
 );
 -- The operator's bans: kind 'host' (name = host id) or 'account'.
 CREATE TABLE IF NOT EXISTS bans (
@@ -188,9 +195,13 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("results", "resumed", "INTEGER NOT NULL DEFAULT 0"),
     ("hosts", "consecutive_valid", "INTEGER NOT NULL DEFAULT 0"),
     ("hosts", "daily_quota", "INTEGER"),
+    ("hosts", "credit_total", "INTEGER NOT NULL DEFAULT 0"),
+    ("hosts", "credit_recent", "REAL NOT NULL DEFAULT 0"),
+    ("hosts", "credit_at_ms", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let mut added = Vec::new();
     for (table, column, ddl) in ADDED_COLUMNS {
         let present: bool = conn.query_row(
             &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
@@ -199,9 +210,61 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         )?;
         if !present {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ddl}"))?;
+            added.push(*column);
         }
     }
+    if added.contains(&"credit_total") {
+        tally_credit(conn)?;
+    }
     Ok(())
+}
+
+/// Fills every host's credit tally from the dataset: once, when a database
+/// made before the tallies existed is opened.
+fn tally_credit(conn: &Connection) -> Result<(), StoreError> {
+    let mut tallies: HashMap<Vec<u8>, CreditTally> = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT fuel, hosts_json, validated_ms FROM dataset")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (fuel, at_ms): (u64, u64) = (r.get(0)?, r.get(2)?);
+            let hosts: Vec<String> = json_col(&r.get::<_, String>(1)?)?;
+            for key in hosts.iter().filter_map(|h| hex::decode(h).ok()) {
+                tallies.entry(key).or_default().grant(fuel, at_ms);
+            }
+        }
+    }
+    let mut update = conn.prepare(
+        "UPDATE hosts SET credit_total = ?2, credit_recent = ?3, credit_at_ms = ?4
+         WHERE public_key = ?1",
+    )?;
+    for (key, t) in tallies {
+        update.execute(params![key, clamp_i64(t.total), t.recent, t.at_ms])?;
+    }
+    Ok(())
+}
+
+/// A host's credit tally from three columns starting at `first`: total,
+/// recent average, time of the newest grant.
+fn tally_from(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<CreditTally> {
+    Ok(CreditTally {
+        total: r.get(first)?,
+        recent: r.get(first + 1)?,
+        at_ms: r.get(first + 2)?,
+    })
+}
+
+fn write_tally(c: &Connection, host: HostId, t: &CreditTally) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE hosts SET credit_total = ?2, credit_recent = ?3, credit_at_ms = ?4 WHERE id = ?1",
+    )?
+    .execute(params![host, clamp_i64(t.total), t.recent, t.at_ms])?;
+    Ok(())
+}
+
+/// A count as SQLite's `INTEGER` (an `i64`) holds it.
+fn clamp_i64(n: u64) -> u64 {
+    n.min(i64::MAX as u64)
 }
 
 fn hash_col(bytes: Vec<u8>) -> Result<Hash, StoreError> {
@@ -849,8 +912,8 @@ impl Store for SqliteStore {
     }
 }
 
-const HOST_COLUMNS: &str =
-    "id, public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms, account";
+const HOST_COLUMNS: &str = "id, public_key, cores, memory_bytes, os, arch, version, first_seen_ms, \
+     last_seen_ms, account, credit_total, credit_recent, credit_at_ms";
 
 fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSummary> {
     Ok(HostSummary {
@@ -864,6 +927,7 @@ fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSummary> {
         first_seen_ms: r.get(7)?,
         last_seen_ms: r.get(8)?,
         account: r.get(9)?,
+        credit: tally_from(r, 10)?,
     })
 }
 
@@ -1011,20 +1075,48 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             hosts,
             at_ms,
         } => {
+            // A verdict that replaces an earlier row takes its grants back.
+            let replaced: Option<(u64, String, u64)> = tx
+                .prepare_cached(
+                    "SELECT fuel, hosts_json, validated_ms FROM dataset WHERE unit_id = ?1",
+                )?
+                .query_row([unit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            if let Some((old_fuel, old_hosts, old_at)) = replaced {
+                let old_hosts: Vec<String> = json_col(&old_hosts)?;
+                for key in old_hosts.iter().filter_map(|h| hex::decode(h).ok()) {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT id, credit_total, credit_recent, credit_at_ms FROM hosts WHERE public_key = ?1",
+                    )?;
+                    let Some((id, mut tally)) = stmt
+                        .query_row([key], |r| Ok((r.get::<_, HostId>(0)?, tally_from(r, 1)?)))
+                        .optional()?
+                    else {
+                        continue;
+                    };
+                    tally.revoke(old_fuel, old_at);
+                    write_tally(tx, id, &tally)?;
+                }
+            }
             let mut keys = Vec::with_capacity(hosts.len());
             let mut engines: Vec<String> = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT h.public_key, coalesce(r.engine, '') FROM hosts h
+                    "SELECT h.public_key, coalesce(r.engine, ''),
+                            h.credit_total, h.credit_recent, h.credit_at_ms FROM hosts h
                      LEFT JOIN results r ON r.host_id = h.id AND r.unit_id = ?2 WHERE h.id = ?1",
                 )?;
                 for h in hosts {
-                    let (k, e): (Vec<u8>, String) =
-                        stmt.query_row(params![h, unit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    let (k, e, mut tally): (Vec<u8>, String, CreditTally) = stmt
+                        .query_row(params![h, unit], |r| {
+                            Ok((r.get(0)?, r.get(1)?, tally_from(r, 2)?))
+                        })?;
                     keys.push(hex::encode(k));
                     if !engines.contains(&e) {
                         engines.push(e);
                     }
+                    tally.grant(*fuel, *at_ms);
+                    write_tally(tx, *h, &tally)?;
                 }
             }
             let hosts_json =
@@ -1209,6 +1301,7 @@ mod tests {
 mod dashboard_tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::credit::Credit;
     use peergrid_proto::spec::UnitSpec;
 
     fn signature() -> ModuleSignature {
@@ -1234,15 +1327,13 @@ mod dashboard_tests {
     /// Three hosts on a three-unit job: unit 1 validated by hosts a and b
     /// with c disagreeing; unit 2 errored on a and timed out on c; unit 3
     /// has a success from a awaiting a verdict.
-    #[test]
-    fn dashboard_queries_classify_hosts_and_bucket_results() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap();
+    /// A job of units `u1`…`u<units>` (ids 1…) in `store`.
+    fn job_of_units(store: &SqliteStore, units: usize) -> JobId {
         let input = b"in".to_vec();
         let ih = Hash::of(&input);
         store.put_blob(&ih, &input).unwrap();
         store.put_blob(&Hash([9; 32]), b"module").unwrap();
-        let job = store
+        store
             .create_job(
                 &JobSubmission {
                     name: "j".into(),
@@ -1251,17 +1342,109 @@ mod dashboard_tests {
                     settings: JobSettings::default(),
                     signature: signature(),
                     validator: Default::default(),
-                    units: ["u1", "u2", "u3"]
-                        .iter()
+                    units: (1..=units)
                         .map(|n| UnitSpec {
-                            name: n.to_string(),
+                            name: format!("u{n}"),
                             input: ih,
                         })
                         .collect(),
                 },
                 1,
             )
+            .unwrap()
+    }
+
+    /// Each host's credit summed grant by grant over the dataset, seen at
+    /// `now`: the reference the stored tallies must equal.
+    fn credit_from_dataset(store: &SqliteStore, now: u64) -> HashMap<String, Credit> {
+        let mut by_host: HashMap<String, Credit> = HashMap::new();
+        for g in store.credit_page(None, 0, 1000).unwrap() {
+            for h in &g.hosts {
+                by_host
+                    .entry(h.clone())
+                    .or_default()
+                    .grant(g.fuel, g.validated_ms, now);
+            }
+        }
+        by_host
+    }
+
+    fn assert_tallies_match_the_dataset(store: &SqliteStore, now: u64) {
+        let expected = credit_from_dataset(store, now);
+        for h in store.hosts().unwrap() {
+            let want = expected.get(&h.public_key).copied().unwrap_or_default();
+            let got = h.credit.at(now);
+            assert_eq!(got.total, want.total, "host {}", h.id);
+            assert!(
+                (got.recent - want.recent).abs() <= 1e-9 * want.recent.max(1.0),
+                "host {}: {} vs {}",
+                h.id,
+                got.recent,
+                want.recent
+            );
+        }
+    }
+
+    #[test]
+    fn credit_tallies_follow_the_dataset_and_are_rebuilt_for_old_databases() {
+        const DAY: u64 = 86_400_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = SqliteStore::open(&path, false).unwrap();
+        job_of_units(&store, 4);
+        let host = |k: u8| {
+            store
+                .upsert_host(&[k; 32], &HostFacts::default(), "t", 1)
+                .unwrap()
+        };
+        let (a, b, c) = (host(1), host(2), host(3));
+        let validate = |unit, fuel, hosts: Vec<HostId>, at_ms| StoreOp::Validate {
+            unit,
+            output: Hash([unit as u8; 32]),
+            fuel,
+            hosts,
+            at_ms,
+        };
+        // Out of time order, and unit 1 validated twice: the second row
+        // replaces the first, whose grants are taken back.
+        store
+            .apply(
+                &[
+                    validate(2, 7_000_000_000, vec![b, c], 20 * DAY),
+                    validate(1, 5_000_000_000, vec![a, b], 3 * DAY),
+                    validate(3, 1_000, vec![a], 11 * DAY),
+                ],
+                &[],
+            )
             .unwrap();
+        store
+            .apply(&[validate(1, 9_000_000_000, vec![b, c], 12 * DAY)], &[])
+            .unwrap();
+        let now = 30 * DAY;
+        assert_tallies_match_the_dataset(&store, now);
+        let b_total = store.host(b).unwrap().unwrap().credit.total;
+        assert_eq!(b_total, 16_000_000_000, "units 1 (replaced) and 2");
+        assert_eq!(store.host(a).unwrap().unwrap().credit.total, 1_000);
+        drop(store);
+
+        // A database made before the tallies: its hosts have no credit
+        // columns until it is opened, which fills them from the dataset.
+        let conn = Connection::open(&path).unwrap();
+        for column in ["credit_total", "credit_recent", "credit_at_ms"] {
+            conn.execute_batch(&format!("ALTER TABLE hosts DROP COLUMN {column}"))
+                .unwrap();
+        }
+        drop(conn);
+        let store = SqliteStore::open(&path, false).unwrap();
+        assert_tallies_match_the_dataset(&store, now);
+        assert_eq!(store.host(b).unwrap().unwrap().credit.total, b_total);
+    }
+
+    #[test]
+    fn dashboard_queries_classify_hosts_and_bucket_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap();
+        let job = job_of_units(&store, 3);
         let host = |k: u8, at: u64| {
             store
                 .upsert_host(&[k; 32], &HostFacts::default(), "t", at)
