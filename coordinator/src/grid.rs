@@ -20,7 +20,7 @@ use crate::judge::{OutputJudge, SharedJudge};
 use crate::quorum::CopyState;
 use crate::scheduler::{ReportError, Scheduler};
 use crate::store::{BanTarget, HostId, SEEN_EVERY_MS, Store, StoreOp};
-use crate::trust::{QuotaPolicy, Standing};
+use crate::trust::{QuotaPolicy, Standing, day_start_ms};
 use crate::writer::Writer;
 
 /// A report checked and hashed, waiting to go to the scheduler: the unit,
@@ -119,8 +119,10 @@ impl Grid {
     /// refuses a banned host (or a host of a banned account).
     pub async fn join(&self, host: HostId) -> Result<()> {
         let store = self.store.clone();
-        let (stored, bans) = tokio::task::spawn_blocking(move || {
-            anyhow::Ok((store.host_standing(host)?, store.bans()?))
+        let now = now_ms();
+        let (stored, bans, sent_today) = tokio::task::spawn_blocking(move || {
+            let sent = store.tasks_sent_since(host, day_start_ms(now))?;
+            anyhow::Ok((store.host_standing(host)?, store.bans()?, sent))
         })
         .await
         .context("loading the host's standing")??;
@@ -141,10 +143,13 @@ impl Grid {
         if let Some(q) = stored.quota {
             standing.quota = q.clamp(1, standing.quota);
         }
-        // A host reconnecting keeps today's count.
+        // A host reconnecting keeps today's count; after a restart, the
+        // store's count of today's assignments stands in for it.
         if let Some(old) = w.scheduler.standing(host) {
             standing.day = old.day;
             standing.sent_today = old.sent_today;
+        } else {
+            standing.sent_today_from_store(sent_today, now);
         }
         w.scheduler.host_joined(host, standing);
         Ok(())

@@ -47,6 +47,11 @@ impl QuotaPolicy {
     }
 }
 
+/// When the quota's day (UTC) that `now_ms` falls in began.
+pub fn day_start_ms(now_ms: u64) -> u64 {
+    now_ms / DAY_MS * DAY_MS
+}
+
 /// One host as the scheduler sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Standing {
@@ -93,6 +98,14 @@ impl Standing {
             self.sent_today = 0;
         }
         want.min(self.quota.saturating_sub(self.sent_today))
+    }
+
+    /// Sets today's count, as the store counted the tasks sent since
+    /// [`day_start_ms`]`(now_ms)`: a restarted coordinator does not start
+    /// a host's day afresh.
+    pub fn sent_today_from_store(&mut self, sent: u32, now_ms: u64) {
+        self.day = now_ms / DAY_MS;
+        self.sent_today = sent;
     }
 
     pub fn sent(&mut self, n: u32) {
@@ -173,6 +186,16 @@ mod tests {
         assert!(h.single_copy(0.5) && !h.single_copy(0.95));
         h.failed();
         assert!(!h.trusted() && !h.single_copy(0.0));
+    }
+
+    #[test]
+    fn todays_count_from_the_store_holds_until_the_day_ends() {
+        let mut h = Standing::new(String::new(), 1, &policy());
+        assert_eq!(h.quota, 100);
+        h.sent_today_from_store(99, 3 * DAY_MS + 5);
+        assert_eq!(day_start_ms(3 * DAY_MS + 5), 3 * DAY_MS);
+        assert_eq!(h.allowance(5, 3 * DAY_MS + 10), 1);
+        assert_eq!(h.allowance(5, 4 * DAY_MS), 5, "a new day");
     }
 
     #[test]

@@ -148,6 +148,11 @@ impl Coordinator {
     /// Starts `serve` on `quic` (use the old address to come back where
     /// workers expect the coordinator).
     pub fn serve(&mut self, quic: &str) -> Result<()> {
+        self.serve_with(quic, &[])
+    }
+
+    /// [`Coordinator::serve`] with more `serve` flags.
+    pub fn serve_with(&mut self, quic: &str, flags: &[&str]) -> Result<()> {
         let info = self.data.join("serve.json");
         let _ = std::fs::remove_file(&info);
         let log = std::fs::File::create(self.data.join(format!("serve-{}.log", now_nanos())))?;
@@ -158,6 +163,7 @@ impl Coordinator {
             cmd.args(["--public-addr", quic]);
         }
         let child = cmd
+            .args(flags)
             .arg("--data")
             .arg(&self.data)
             .stdout(Stdio::null())

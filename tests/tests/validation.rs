@@ -308,6 +308,38 @@ fn a_slow_custom_validator_delays_only_the_report_it_checks() {
     );
 }
 
+#[test]
+fn a_hosts_daily_quota_survives_a_coordinator_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Coordinator::start(dir.path()).unwrap();
+    let quota = ["--daily-quota-per-core", "2"];
+    c.terminate().unwrap();
+    c.serve_with("127.0.0.1:0", &quota).unwrap();
+    c.submit(&job_spec(dir.path(), "j", &probe_wasm(), 6, "").unwrap())
+        .unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let join: JoinString = c.join.parse().unwrap();
+        let a = host(&join, 1, "").await.unwrap();
+        assert_eq!(fetch_n(&a, 2).await.len(), 2);
+        assert!(fetch(&a, 4).await.tasks.is_empty(), "a's quota is 2 a day");
+    });
+    c.terminate().unwrap();
+    c.serve_with("127.0.0.1:0", &quota).unwrap();
+    rt.block_on(async {
+        let join: JoinString = c.join.parse().unwrap();
+        // Another host gets work, so the units are back in the window...
+        let b = host(&join, 2, "").await.unwrap();
+        assert_eq!(fetch_n(&b, 1).await.len(), 1);
+        // ...but not the host that used up its day before the restart.
+        let a = host(&join, 1, "").await.unwrap();
+        assert!(
+            fetch(&a, 4).await.tasks.is_empty(),
+            "a restart gave a host a fresh daily quota"
+        );
+    });
+}
+
 fn coordinator_cli(c: &Coordinator, args: &[&str]) -> std::process::Output {
     Command::new(bin("peergrid-coordinator"))
         .args(args)

@@ -277,6 +277,8 @@ pub trait Store: Send + Sync + 'static {
     fn host_key(&self, id: HostId) -> Result<Option<[u8; 32]>, StoreError>;
     /// The trust and quota kept for a host, with its account and cores.
     fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError>;
+    /// Tasks sent to a host at or after `since_ms` (its quota's day so far).
+    fn tasks_sent_since(&self, host: HostId, since_ms: u64) -> Result<u32, StoreError>;
 
     /// Every ban in force, oldest first.
     fn bans(&self) -> Result<Vec<Ban>, StoreError>;

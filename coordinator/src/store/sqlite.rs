@@ -521,6 +521,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn tasks_sent_since(&self, host: HostId, since_ms: u64) -> Result<u32, StoreError> {
+        self.read(|c| {
+            let n: u64 = c
+                .prepare_cached(
+                    "SELECT count(*) FROM results WHERE host_id = ?1 AND sent_ms >= ?2",
+                )?
+                .query_row(params![host, since_ms], |r| r.get(0))?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+    }
+
     fn bans(&self) -> Result<Vec<Ban>, StoreError> {
         self.read(|c| {
             let mut stmt =
