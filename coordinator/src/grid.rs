@@ -278,13 +278,9 @@ impl Grid {
         let mut work = Vec::new();
         {
             let w = self.window();
-            if w.scheduler.standing(host).is_some_and(|s| s.banned) {
-                // Refused by the caller; compare nothing for it.
-                return Ok(());
-            }
             for (unit, _, _, blob) in reports.iter_mut() {
                 let Some((hash, out)) = blob else { continue };
-                let Some((job, others)) = w.scheduler.outputs_to_compare(*unit) else {
+                let Some((job, others)) = w.scheduler.outputs_to_compare(*unit, host) else {
                     continue;
                 };
                 // Kept for the validator, which compares before the blob is

@@ -140,12 +140,25 @@ impl Scheduler {
         self.units.get(&unit).map(|u| &*u.job)
     }
 
-    /// For a unit of a job with a validator other than bitwise: the job and
-    /// the outputs its copies reported so far, so the grid can compare a new
-    /// output with them before it takes the scheduler's lock to report it.
-    pub fn outputs_to_compare(&self, unit: UnitId) -> Option<(Arc<JobInfo>, Vec<Hash>)> {
+    /// For a unit of a job with a validator other than bitwise, whose copy
+    /// `host` may still report: the job and the outputs its copies reported
+    /// so far, so the grid can compare the host's output with them before it
+    /// takes the scheduler's lock to report it. `None` for a report
+    /// [`Scheduler::report`] would refuse, so a host cannot make the
+    /// coordinator run validators on units it was never sent.
+    pub fn outputs_to_compare(
+        &self,
+        unit: UnitId,
+        host: HostId,
+    ) -> Option<(Arc<JobInfo>, Vec<Hash>)> {
         let unit = self.units.get(&unit)?;
-        if unit.job.validator.is_bitwise() {
+        if unit.job.validator.is_bitwise() || self.hosts.get(&host).is_some_and(|s| s.banned) {
+            return None;
+        }
+        let may_report = unit.copies.iter().any(|c| {
+            c.host == host && matches!(c.state, CopyState::InProgress { .. } | CopyState::TimedOut)
+        });
+        if !may_report {
             return None;
         }
         let outputs = unit
@@ -640,6 +653,47 @@ mod tests {
         assert!(
             s.assign(12, 100, usize::MAX, 0).is_empty(),
             "quorum copies are all out"
+        );
+    }
+
+    #[test]
+    fn outputs_are_compared_ahead_only_for_reports_the_scheduler_takes() {
+        let mut s = Scheduler::new();
+        let mut tolerant = job(JobSettings::default());
+        tolerant.validator = peergrid_proto::spec::Validator::Tolerance {
+            abs_epsilon: 0.5,
+            rel_epsilon: 0.0,
+        };
+        s.add_job(tolerant);
+        s.load(
+            LoadedUnit {
+                id: 1,
+                job: 1,
+                input: vec![1],
+                copies: vec![],
+            },
+            0,
+        );
+        assert!(s.outputs_to_compare(1, 7).is_none(), "never sent to host 7");
+        s.assign(1, 1, usize::MAX, 0);
+        s.assign(2, 1, usize::MAX, 0);
+        let (_, outputs) = s.outputs_to_compare(1, 1).unwrap();
+        assert!(outputs.is_empty(), "nothing reported yet");
+        s.report(1, 1, ok(3), 1, 5).unwrap();
+        assert!(
+            s.outputs_to_compare(1, 1).is_none(),
+            "host 1 already reported"
+        );
+        let (job, outputs) = s.outputs_to_compare(1, 2).unwrap();
+        assert_eq!((job.id, outputs), (1, vec![Hash([3; 32])]));
+        s.set_bans(&HashSet::from([2]), &HashSet::new(), 6);
+        assert!(s.outputs_to_compare(1, 2).is_none(), "host 2 is banned");
+
+        let mut bitwise = with_units(1, JobSettings::default());
+        bitwise.assign(1, 1, usize::MAX, 0);
+        assert!(
+            bitwise.outputs_to_compare(1, 1).is_none(),
+            "bitwise needs no judge"
         );
     }
 
