@@ -267,9 +267,9 @@ impl Scheduler {
             UnitState {
                 job,
                 input: unit.input.into(),
-                // A single-copy unit reloaded after a restart is held to
-                // its job's quorum again: the draw is not stored.
-                single: false,
+                // The store keeps which copy was sent as a single one; if
+                // it failed, `evaluate` puts the unit back to the quorum.
+                single: unit.single,
                 copies: unit.copies,
                 queued: false,
             },
@@ -362,6 +362,7 @@ impl Scheduler {
                 host,
                 sent_ms: now_ms,
                 deadline_ms: expiry_ms,
+                single,
             });
             bytes += wire_size(unit);
             tasks.push(task_for(id, unit, deadline_ms, canonical_nan));
@@ -622,6 +623,7 @@ mod tests {
                     job: 1,
                     input: vec![id as u8],
                     copies: vec![],
+                    single: false,
                 },
                 0,
             );
@@ -671,6 +673,7 @@ mod tests {
                 job: 1,
                 input: vec![1],
                 copies: vec![],
+                single: false,
             },
             0,
         );
@@ -695,6 +698,59 @@ mod tests {
             bitwise.outputs_to_compare(1, 1).is_none(),
             "bitwise needs no judge"
         );
+    }
+
+    #[test]
+    fn a_single_copy_stays_single_after_a_restart() {
+        let settings = JobSettings {
+            adaptive_replication: true,
+            ..JobSettings::default()
+        };
+        let mut s = with_units(1, settings.clone());
+        let mut trusted = Standing::anonymous(s.policy());
+        trusted.consecutive_valid = 1_000_000;
+        s.host_joined(1, trusted);
+        assert_eq!(s.assign(1, 1, usize::MAX, 0).len(), 1);
+        let ops = s.take_ops();
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, StoreOp::Assign { single: true, .. })),
+            "a trusted host's fresh unit goes out as a single copy: {ops:?}"
+        );
+        assert!(s.assign(2, 1, usize::MAX, 0).is_empty());
+
+        // After a restart the store hands the unit back with its copy and
+        // the flag: still no second copy, and the one result validates it.
+        let reloaded = |single| {
+            let mut s = Scheduler::new();
+            s.add_job(job(settings.clone()));
+            s.load(
+                LoadedUnit {
+                    id: 1,
+                    job: 1,
+                    input: vec![1],
+                    copies: vec![Copy {
+                        host: 1,
+                        state: CopyState::InProgress {
+                            deadline_ms: 1_000_000,
+                        },
+                    }],
+                    single,
+                },
+                10,
+            );
+            s
+        };
+        let mut s = reloaded(true);
+        assert!(s.assign(2, 1, usize::MAX, 20).is_empty());
+        s.report(1, 1, ok(4), 1, 30).unwrap();
+        assert!(
+            s.take_ops()
+                .iter()
+                .any(|o| matches!(o, StoreOp::Validate { hosts, .. } if hosts == &vec![1]))
+        );
+        // Without the flag the unit is held to its quorum.
+        assert_eq!(reloaded(false).assign(2, 1, usize::MAX, 20).len(), 1);
     }
 
     #[test]

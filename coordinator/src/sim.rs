@@ -125,6 +125,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                 job: 1,
                 input: Vec::new(),
                 copies: Vec::new(),
+                single: false,
             },
             0,
         );

@@ -100,6 +100,7 @@ fn add_job(store: &SqliteStore) -> (u64, String) {
             host: h,
             sent_ms: now - 120_000,
             deadline_ms: now + 1_000_000,
+            single: false,
         });
         ops.push(StoreOp::Report {
             unit: 1,

@@ -36,6 +36,9 @@ pub enum StoreOp {
         host: HostId,
         sent_ms: u64,
         deadline_ms: u64,
+        /// Adaptive replication sent it as the unit's only copy, to a
+        /// trusted host.
+        single: bool,
     },
     /// A host reported; successful outputs reach the store as blobs in the
     /// same batch.
@@ -134,6 +137,8 @@ pub struct LoadedUnit {
     pub job: JobId,
     pub input: Vec<u8>,
     pub copies: Vec<crate::quorum::Copy>,
+    /// A copy was sent as the unit's single copy (adaptive replication).
+    pub single: bool,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS results (
     error TEXT,
     -- resumed from a checkpoint: fuel is an estimate
     resumed INTEGER NOT NULL DEFAULT 0,
+    -- sent as the unit's single copy (adaptive replication)
+    single INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (unit_id, host_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dataset (
@@ -193,6 +195,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "TEXT NOT NULL DEFAULT '{\"kind\":\"bitwise\"}'",
     ),
     ("results", "resumed", "INTEGER NOT NULL DEFAULT 0"),
+    ("results", "single", "INTEGER NOT NULL DEFAULT 0"),
     ("hosts", "consecutive_valid", "INTEGER NOT NULL DEFAULT 0"),
     ("hosts", "daily_quota", "INTEGER"),
     ("hosts", "credit_total", "INTEGER NOT NULL DEFAULT 0"),
@@ -640,6 +643,7 @@ impl Store for SqliteStore {
                         job: r.get(1)?,
                         input: r.get(2)?,
                         copies: Vec::new(),
+                        single: false,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -648,7 +652,8 @@ impl Store for SqliteStore {
             };
             let (lo, hi) = (first.id, last.id);
             let mut stmt = c.prepare_cached(
-                "SELECT unit_id, host_id, state, deadline_ms, output_hash, fuel, error, engine, resumed
+                "SELECT unit_id, host_id, state, deadline_ms, output_hash, fuel, error, engine, resumed,
+                        single
                  FROM results WHERE unit_id BETWEEN ?1 AND ?2 ORDER BY unit_id, sent_ms",
             )?;
             let mut rows = stmt.query(params![lo, hi])?;
@@ -665,6 +670,7 @@ impl Store for SqliteStore {
                     continue;
                 }
                 let state = copy_from_row(r)?;
+                units[i].single |= r.get::<_, bool>(9)?;
                 units[i].copies.push(Copy {
                     host: r.get(1)?,
                     state,
@@ -1021,12 +1027,13 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             host,
             sent_ms,
             deadline_ms,
+            single,
         } => {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO results (unit_id, host_id, state, sent_ms, deadline_ms)
-                 VALUES (?1, ?2, 'in_progress', ?3, ?4)",
+                "INSERT OR REPLACE INTO results (unit_id, host_id, state, sent_ms, deadline_ms, single)
+                 VALUES (?1, ?2, 'in_progress', ?3, ?4, ?5)",
             )?
-            .execute(params![unit, host, sent_ms, deadline_ms])?;
+            .execute(params![unit, host, sent_ms, deadline_ms, single])?;
         }
         StoreOp::Report {
             unit,
@@ -1250,12 +1257,14 @@ mod tests {
                         host,
                         sent_ms: 3,
                         deadline_ms: 99,
+                        single: false,
                     },
                     StoreOp::Assign {
                         unit: 2,
                         host,
                         sent_ms: 3,
                         deadline_ms: 99,
+                        single: true,
                     },
                     StoreOp::Report {
                         unit: 1,
@@ -1297,6 +1306,7 @@ mod tests {
                 state: CopyState::InProgress { deadline_ms: 99 }
             }]
         );
+        assert!(active[0].single, "sent as a single copy");
         let rows = store.dataset_page(job, 0, 10).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].output, out);
@@ -1472,6 +1482,7 @@ mod dashboard_tests {
                 host: h,
                 sent_ms: 100,
                 deadline_ms: 1000,
+                single: false,
             });
         }
         let report = |unit, host, state, at| StoreOp::Report {
