@@ -706,7 +706,7 @@ mod tests {
             adaptive_replication: true,
             ..JobSettings::default()
         };
-        let mut s = with_units(1, settings.clone());
+        let mut s = with_units(1, settings);
         let mut trusted = Standing::anonymous(s.policy());
         trusted.consecutive_valid = 1_000_000;
         s.host_joined(1, trusted);
@@ -723,7 +723,7 @@ mod tests {
         // the flag: still no second copy, and the one result validates it.
         let reloaded = |single| {
             let mut s = Scheduler::new();
-            s.add_job(job(settings.clone()));
+            s.add_job(job(settings));
             s.load(
                 LoadedUnit {
                     id: 1,
