@@ -1201,7 +1201,8 @@ mod tests {
     use super::*;
     use peergrid_proto::spec::UnitSpec;
 
-    fn test_signature() -> ModuleSignature {
+    /// A well-formed signature for jobs the store tests create.
+    pub(super) fn test_signature() -> ModuleSignature {
         ModuleSignature {
             endorsement: peergrid_proto::signing::Endorsement {
                 researcher_key: "00".repeat(32),
@@ -1321,20 +1322,10 @@ mod tests {
 #[cfg(test)]
 mod dashboard_tests {
     #![allow(clippy::unwrap_used)]
+    use super::tests::test_signature as signature;
     use super::*;
     use crate::credit::Credit;
     use peergrid_proto::spec::UnitSpec;
-
-    fn signature() -> ModuleSignature {
-        ModuleSignature {
-            endorsement: peergrid_proto::signing::Endorsement {
-                researcher_key: "00".repeat(32),
-                name: "Ada".into(),
-                project_signature: "00".repeat(64),
-            },
-            signature: "00".repeat(64),
-        }
-    }
 
     fn success(output: Hash, fuel: u64) -> CopyState {
         CopyState::Success {
