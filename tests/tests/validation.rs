@@ -34,6 +34,15 @@ async fn host(join: &JoinString, seed: u8, account: &str) -> Result<Session, Net
     net::connect(join, &SigningKey::from_bytes(&[seed; 32]), facts).await
 }
 
+/// Three anonymous hosts, keys from seeds 1, 2 and 3.
+async fn three_hosts(join: &JoinString) -> (Session, Session, Session) {
+    (
+        host(join, 1, "").await.unwrap(),
+        host(join, 2, "").await.unwrap(),
+        host(join, 3, "").await.unwrap(),
+    )
+}
+
 async fn exchange(s: &Session, reports: Vec<TaskReport>, want: u32) -> Reply {
     net::request(
         &s.connection,
@@ -146,11 +155,7 @@ fn tolerance_and_custom_validators_accept_near_outputs_and_refuse_far_ones() {
 
     let rt = runtime();
     rt.block_on(async {
-        let (a, b, d) = (
-            host(&join, 1, "").await.unwrap(),
-            host(&join, 2, "").await.unwrap(),
-            host(&join, 3, "").await.unwrap(),
-        );
+        let (a, b, d) = three_hosts(&join).await;
         let ta = fetch_n(&a, 4).await;
         let tb = fetch_n(&b, 4).await;
         assert_eq!(ta.len(), 4, "two units of each job");
@@ -270,11 +275,7 @@ fn a_slow_custom_validator_delays_only_the_report_it_checks() {
         .unwrap();
     let rt = runtime();
     rt.block_on(async {
-        let (a, b, d) = (
-            host(&join, 1, "").await.unwrap(),
-            host(&join, 2, "").await.unwrap(),
-            host(&join, 3, "").await.unwrap(),
-        );
+        let (a, b, d) = three_hosts(&join).await;
         let unit = fetch_n(&a, 1).await[0].unit;
         assert_eq!(fetch_n(&b, 1).await[0].unit, unit);
         deliver(&a, vec![report(unit, "1")]).await;
