@@ -203,7 +203,13 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("hosts", "credit_at_ms", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
+/// Brings a database made by an older version up to this schema, in one
+/// transaction: a crash halfway leaves it as it was, so the next start
+/// migrates it again (and fills the credit tallies, which are filled only
+/// when their columns are added).
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let conn: &Connection = &tx;
     let mut added = Vec::new();
     for (table, column, ddl) in ADDED_COLUMNS {
         let present: bool = conn.query_row(
@@ -219,6 +225,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if added.contains(&"credit_total") {
         tally_credit(conn)?;
     }
+    tx.commit()?;
     Ok(())
 }
 
