@@ -143,13 +143,16 @@ impl Grid {
         if let Some(q) = stored.quota {
             standing.quota = q.clamp(1, standing.quota);
         }
-        // A host reconnecting keeps today's count; after a restart, the
-        // store's count of today's assignments stands in for it.
-        if let Some(old) = w.scheduler.standing(host) {
-            standing.day = old.day;
-            standing.sent_today = old.sent_today;
-        } else {
-            standing.sent_today_from_store(sent_today, now);
+        // A host reconnecting keeps today's count. Otherwise (a restart; or
+        // a blank standing the scheduler made for the host when one of its
+        // copies expired or validated before it reconnected) the store's
+        // count of today's assignments stands in for it.
+        match w.scheduler.standing(host) {
+            Some(old) if old.counts_today(now) => {
+                standing.day = old.day;
+                standing.sent_today = old.sent_today;
+            }
+            _ => standing.sent_today_from_store(sent_today, now),
         }
         w.scheduler.host_joined(host, standing);
         Ok(())
@@ -215,14 +218,22 @@ impl Grid {
                 }
             }
         }
-        self.compare_ahead(host, &mut reports).await?;
+        let kept = self.compare_ahead(host, &mut reports).await?;
         let mut blobs = Vec::new();
         let (receipt, low) = {
             let mut w = self.window();
             if w.scheduler.standing(host).is_some_and(|s| s.banned) {
                 return Err(Banned("the operator banned it".into()).into());
             }
-            for (unit, state, elapsed, blob) in reports {
+            for ((unit, state, elapsed, blob), kept) in reports.into_iter().zip(kept) {
+                if let Some((hash, out)) = &blob
+                    && !kept
+                    && w.scheduler
+                        .job_of(unit)
+                        .is_some_and(|j| !j.validator.is_bitwise())
+                {
+                    self.judge.lock().remember(*hash, out.clone().into());
+                }
                 match w.scheduler.report(host, unit, state, elapsed, now) {
                     Ok(()) => {
                         reply.accepted.push(unit);
@@ -274,24 +285,33 @@ impl Grid {
     /// blocking thread and outside the scheduler's lock, so the quorum
     /// decision that follows finds the verdicts cached. A slow validator
     /// then delays only the host whose report it checks.
-    async fn compare_ahead(&self, host: HostId, reports: &mut [PendingReport]) -> Result<()> {
+    ///
+    /// Returns which reports' outputs it handed to the judge; the caller
+    /// hands over the others of non-bitwise jobs under the lock (a unit the
+    /// feeder loads in between), since the judge must find every output it
+    /// is asked about before its blob reaches the store.
+    async fn compare_ahead(
+        &self,
+        host: HostId,
+        reports: &mut [PendingReport],
+    ) -> Result<Vec<bool>> {
+        let mut kept = vec![false; reports.len()];
         let mut work = Vec::new();
         {
             let w = self.window();
-            for (unit, _, _, blob) in reports.iter_mut() {
+            for (i, (unit, _, _, blob)) in reports.iter_mut().enumerate() {
                 let Some((hash, out)) = blob else { continue };
                 let Some((job, others)) = w.scheduler.outputs_to_compare(*unit, host) else {
                     continue;
                 };
-                // Kept for the validator, which compares before the blob is
-                // in the store.
                 let shared: Arc<[u8]> = std::mem::take(out).into();
                 *out = shared.to_vec();
+                kept[i] = true;
                 work.push((job, *hash, shared, others));
             }
         }
         if work.is_empty() {
-            return Ok(());
+            return Ok(kept);
         }
         let judge = self.judge.clone();
         tokio::task::spawn_blocking(move || {
@@ -301,7 +321,8 @@ impl Grid {
             }
         })
         .await
-        .context("comparing outputs")
+        .context("comparing outputs")?;
+        Ok(kept)
     }
 
     /// Stores a validated submission and wakes the feeder.

@@ -469,12 +469,15 @@ impl Scheduler {
             return;
         };
         if unit.single
-            && unit
-                .copies
-                .iter()
-                .any(|c| matches!(c.state, CopyState::Error(_) | CopyState::TimedOut))
+            && unit.copies.iter().any(|c| {
+                matches!(
+                    c.state,
+                    CopyState::Error(_) | CopyState::TimedOut | CopyState::Voided(_)
+                )
+            })
         {
-            // The trusted host's single copy failed: back to the quorum.
+            // The trusted host's single copy failed (or was thrown out with
+            // its banned host): back to the quorum.
             unit.single = false;
         }
         let job = unit.job.clone();
@@ -751,6 +754,29 @@ mod tests {
         );
         // Without the flag the unit is held to its quorum.
         assert_eq!(reloaded(false).assign(2, 1, usize::MAX, 20).len(), 1);
+    }
+
+    #[test]
+    fn a_single_copy_thrown_out_with_its_banned_host_puts_the_unit_back_to_quorum() {
+        let settings = JobSettings {
+            adaptive_replication: true,
+            ..JobSettings::default()
+        };
+        let mut s = with_units(1, settings);
+        let mut trusted = Standing::anonymous(s.policy());
+        trusted.consecutive_valid = 1_000_000;
+        s.host_joined(1, trusted);
+        assert_eq!(s.assign(1, 1, usize::MAX, 0).len(), 1);
+        s.set_bans(&HashSet::from([1]), &HashSet::new(), 5);
+        assert_eq!(s.assign(2, 1, usize::MAX, 10).len(), 1);
+        s.report(2, 1, ok(4), 1, 20).unwrap();
+        assert!(
+            !s.take_ops()
+                .iter()
+                .any(|o| matches!(o, StoreOp::Validate { .. })),
+            "one untrusted result must not validate"
+        );
+        assert_eq!(s.assign(3, 1, usize::MAX, 30).len(), 1, "a second copy");
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl Standing {
         want.min(self.quota.saturating_sub(self.sent_today))
     }
 
+    /// Whether `sent_today` counts the day `now_ms` falls in.
+    pub fn counts_today(&self, now_ms: u64) -> bool {
+        self.day == now_ms / DAY_MS
+    }
+
     /// Sets today's count, as the store counted the tasks sent since
     /// [`day_start_ms`]`(now_ms)`: a restarted coordinator does not start
     /// a host's day afresh.
@@ -192,7 +197,12 @@ mod tests {
     fn todays_count_from_the_store_holds_until_the_day_ends() {
         let mut h = Standing::new(String::new(), 1, &policy());
         assert_eq!(h.quota, 100);
+        assert!(
+            !h.counts_today(3 * DAY_MS + 5),
+            "a blank standing counts no day"
+        );
         h.sent_today_from_store(99, 3 * DAY_MS + 5);
+        assert!(h.counts_today(3 * DAY_MS + 9) && !h.counts_today(4 * DAY_MS));
         assert_eq!(day_start_ms(3 * DAY_MS + 5), 3 * DAY_MS);
         assert_eq!(h.allowance(5, 3 * DAY_MS + 10), 1);
         assert_eq!(h.allowance(5, 4 * DAY_MS), 5, "a new day");

@@ -113,7 +113,10 @@ CREATE TABLE IF NOT EXISTS bans (
 -- yet received stay out of the first index.
 CREATE INDEX IF NOT EXISTS results_received ON results(received_ms)
     WHERE received_ms IS NOT NULL;
-CREATE INDEX IF NOT EXISTS results_host ON results(host_id);
+-- By host and time sent: a host's page, and the count of tasks sent to a
+-- host today that a restarted coordinator needs for its daily quota.
+DROP INDEX IF EXISTS results_host;
+CREATE INDEX IF NOT EXISTS results_host_sent ON results(host_id, sent_ms);
 ";
 
 /// SQL true when dataset row `d`'s agreeing hosts include host `h`
@@ -677,7 +680,9 @@ impl Store for SqliteStore {
                     continue;
                 }
                 let state = copy_from_row(r)?;
-                units[i].single |= r.get::<_, bool>(9)?;
+                // Rows come in the order sent: the flag of the latest
+                // assignment is the unit's, as in the scheduler's memory.
+                units[i].single = r.get::<_, bool>(9)?;
                 units[i].copies.push(Copy {
                     host: r.get(1)?,
                     state,
@@ -1315,6 +1320,27 @@ mod tests {
             }]
         );
         assert!(active[0].single, "sent as a single copy");
+        drop(store);
+
+        // A later copy sent to another host with the quorum's rules: the
+        // latest assignment decides.
+        let store = SqliteStore::open(&path, false).unwrap();
+        let other = store
+            .upsert_host(&[6; 32], &HostFacts::default(), "t", 2)
+            .unwrap();
+        store
+            .apply(
+                &[StoreOp::Assign {
+                    unit: 2,
+                    host: other,
+                    sent_ms: 50,
+                    deadline_ms: 99,
+                    single: false,
+                }],
+                &[],
+            )
+            .unwrap();
+        assert!(!store.load_active_units(0, 10).unwrap()[0].single);
         let rows = store.dataset_page(job, 0, 10).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].output, out);
