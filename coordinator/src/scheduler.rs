@@ -703,8 +703,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_single_copy_stays_single_after_a_restart() {
+    /// One unit of an adaptive job, sent to host 1, trusted far beyond the
+    /// threshold, so it went out as a single copy.
+    fn single_copy_to_a_trusted_host() -> (Scheduler, JobSettings) {
         let settings = JobSettings {
             adaptive_replication: true,
             ..JobSettings::default()
@@ -714,6 +715,12 @@ mod tests {
         trusted.consecutive_valid = 1_000_000;
         s.host_joined(1, trusted);
         assert_eq!(s.assign(1, 1, usize::MAX, 0).len(), 1);
+        (s, settings)
+    }
+
+    #[test]
+    fn a_single_copy_stays_single_after_a_restart() {
+        let (mut s, settings) = single_copy_to_a_trusted_host();
         let ops = s.take_ops();
         assert!(
             ops.iter()
@@ -758,15 +765,7 @@ mod tests {
 
     #[test]
     fn a_single_copy_thrown_out_with_its_banned_host_puts_the_unit_back_to_quorum() {
-        let settings = JobSettings {
-            adaptive_replication: true,
-            ..JobSettings::default()
-        };
-        let mut s = with_units(1, settings);
-        let mut trusted = Standing::anonymous(s.policy());
-        trusted.consecutive_valid = 1_000_000;
-        s.host_joined(1, trusted);
-        assert_eq!(s.assign(1, 1, usize::MAX, 0).len(), 1);
+        let (mut s, _) = single_copy_to_a_trusted_host();
         s.set_bans(&HashSet::from([1]), &HashSet::new(), 5);
         assert_eq!(s.assign(2, 1, usize::MAX, 10).len(), 1);
         s.report(2, 1, ok(4), 1, 20).unwrap();
