@@ -120,8 +120,18 @@ impl Grid {
     pub async fn join(&self, host: HostId) -> Result<()> {
         let store = self.store.clone();
         let now = now_ms();
+        // Today's count is read from the store only when the scheduler has
+        // none (see below): most reconnections skip the query.
+        let counted = self
+            .window()
+            .scheduler
+            .standing(host)
+            .is_some_and(|s| s.counts_today(now));
         let (stored, bans, sent_today) = tokio::task::spawn_blocking(move || {
-            let sent = store.tasks_sent_since(host, day_start_ms(now))?;
+            let sent = match counted {
+                true => 0,
+                false => store.tasks_sent_since(host, day_start_ms(now))?,
+            };
             anyhow::Ok((store.host_standing(host)?, store.bans()?, sent))
         })
         .await

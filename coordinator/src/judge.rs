@@ -286,12 +286,12 @@ impl SharedJudge {
     /// every verdict cached instead of running validators under the
     /// scheduler's lock, which would stall every host's exchange.
     pub fn compare_ahead(&self, job: &JobInfo, new: &Hash, others: &[Hash]) {
+        let store = self.lock().store.clone();
         for other in others.iter().filter(|o| *o != new) {
             let comparison = match self.lock().verdict_or_comparison(job, new, other) {
                 Ok(_) => continue,
                 Err(comparison) => comparison,
             };
-            let store = self.lock().store.clone();
             let verdict = compare(&*store, job, &comparison);
             self.lock().record(comparison.key, verdict);
         }

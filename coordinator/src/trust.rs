@@ -47,9 +47,14 @@ impl QuotaPolicy {
     }
 }
 
+/// The quota's day (UTC, days since the Unix epoch) `now_ms` falls in.
+fn day_of(now_ms: u64) -> u64 {
+    now_ms / DAY_MS
+}
+
 /// When the quota's day (UTC) that `now_ms` falls in began.
 pub fn day_start_ms(now_ms: u64) -> u64 {
-    now_ms / DAY_MS * DAY_MS
+    day_of(now_ms) * DAY_MS
 }
 
 /// One host as the scheduler sees it.
@@ -92,7 +97,7 @@ impl Standing {
         if self.banned {
             return 0;
         }
-        let day = now_ms / DAY_MS;
+        let day = day_of(now_ms);
         if day != self.day {
             self.day = day;
             self.sent_today = 0;
@@ -102,14 +107,14 @@ impl Standing {
 
     /// Whether `sent_today` counts the day `now_ms` falls in.
     pub fn counts_today(&self, now_ms: u64) -> bool {
-        self.day == now_ms / DAY_MS
+        self.day == day_of(now_ms)
     }
 
     /// Sets today's count, as the store counted the tasks sent since
     /// [`day_start_ms`]`(now_ms)`: a restarted coordinator does not start
     /// a host's day afresh.
     pub fn sent_today_from_store(&mut self, sent: u32, now_ms: u64) {
-        self.day = now_ms / DAY_MS;
+        self.day = day_of(now_ms);
         self.sent_today = sent;
     }
 

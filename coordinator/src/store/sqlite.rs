@@ -235,24 +235,31 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 /// Fills every host's credit tally from the dataset: once, when a database
 /// made before the tallies existed is opened.
 fn tally_credit(conn: &Connection) -> Result<(), StoreError> {
-    let mut tallies: HashMap<Vec<u8>, CreditTally> = HashMap::new();
+    // The dataset names hosts by hex key.
+    let mut tallies: HashMap<String, (HostId, CreditTally)> = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT id, public_key FROM hosts")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let key = hex::encode(r.get::<_, Vec<u8>>(1)?);
+            tallies.insert(key, (r.get(0)?, CreditTally::default()));
+        }
+    }
     {
         let mut stmt = conn.prepare("SELECT fuel, hosts_json, validated_ms FROM dataset")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let (fuel, at_ms): (u64, u64) = (r.get(0)?, r.get(2)?);
             let hosts: Vec<String> = json_col(&r.get::<_, String>(1)?)?;
-            for key in hosts.iter().filter_map(|h| hex::decode(h).ok()) {
-                tallies.entry(key).or_default().grant(fuel, at_ms);
+            for host in &hosts {
+                if let Some((_, tally)) = tallies.get_mut(&host.to_lowercase()) {
+                    tally.grant(fuel, at_ms);
+                }
             }
         }
     }
-    let mut update = conn.prepare(
-        "UPDATE hosts SET credit_total = ?2, credit_recent = ?3, credit_at_ms = ?4
-         WHERE public_key = ?1",
-    )?;
-    for (key, t) in tallies {
-        update.execute(params![key, clamp_i64(t.total), t.recent, t.at_ms])?;
+    for (host, tally) in tallies.values() {
+        write_tally(conn, *host, tally)?;
     }
     Ok(())
 }
@@ -1369,9 +1376,6 @@ mod dashboard_tests {
         }
     }
 
-    /// Three hosts on a three-unit job: unit 1 validated by hosts a and b
-    /// with c disagreeing; unit 2 errored on a and timed out on c; unit 3
-    /// has a success from a awaiting a verdict.
     /// A job of units `u1`…`u<units>` (ids 1…) in `store`.
     fn job_of_units(store: &SqliteStore, units: usize) -> JobId {
         let input = b"in".to_vec();
@@ -1485,6 +1489,9 @@ mod dashboard_tests {
         assert_eq!(store.host(b).unwrap().unwrap().credit.total, b_total);
     }
 
+    /// Three hosts on a three-unit job: unit 1 validated by hosts a and b
+    /// with c disagreeing; unit 2 errored on a and timed out on c; unit 3
+    /// has a success from a awaiting a verdict.
     #[test]
     fn dashboard_queries_classify_hosts_and_bucket_results() {
         let dir = tempfile::tempdir().unwrap();
