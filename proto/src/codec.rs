@@ -1,8 +1,11 @@
 //! The one place that knows how messages become bytes.
 //!
-//! Every QUIC request and reply is one bincode 2 document on its own
+//! Every QUIC request and reply is one postcard document on its own
 //! stream; the stream's end delimits it, so there is no length prefix to
-//! forge. Swapping the format means changing only this module.
+//! forge. Swapping the format means changing only this module (and the
+//! ALPN in `wire.rs`: `peergrid/1` was bincode 2, which is unmaintained,
+//! RUSTSEC-2025-0141; `peergrid/2` is postcard, a documented, stable
+//! format that wasmtime already brings into the tree).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,14 +24,9 @@ pub enum CodecError {
     Encode(String),
 }
 
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_FRAME>()
-}
-
 /// Encodes `msg` for the wire.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
-    let bytes = bincode::serde::encode_to_vec(msg, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let bytes = postcard::to_allocvec(msg).map_err(|e| CodecError::Encode(e.to_string()))?;
     if bytes.len() > MAX_FRAME {
         return Err(CodecError::TooLarge(bytes.len()));
     }
@@ -41,10 +39,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if bytes.len() > MAX_FRAME {
         return Err(CodecError::TooLarge(bytes.len()));
     }
-    let (msg, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if used != bytes.len() {
-        return Err(CodecError::Trailing(bytes.len() - used));
+    // Postcard reads lengths as it goes and never allocates ahead of the
+    // bytes it has (serde caps preallocation), so a forged length costs
+    // nothing; the frame limit above bounds the whole.
+    let (msg, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
     }
     Ok(msg)
 }
@@ -60,6 +61,7 @@ mod tests {
         let req = Request::Exchange(Exchange {
             reports: vec![],
             want: 3,
+            returned: vec![],
         });
         let mut bytes = encode(&req).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), req);

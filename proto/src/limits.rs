@@ -3,6 +3,12 @@
 
 /// Largest QUIC message (one request or one reply) either side accepts.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Largest first request (the Hello) of a connection: a stranger who has
+/// not yet proved a key gets only this much of the coordinator's memory.
+pub const MAX_HELLO: usize = 8 * 1024;
+/// Longest `os`, `arch` and `worker_version` a Hello may carry (printable
+/// ASCII): they are stored and shown on the host pages.
+pub const MAX_HOST_FACT: usize = 128;
 /// Largest wasm module a researcher may submit.
 pub const MAX_MODULE: usize = 32 * 1024 * 1024;
 /// Largest input of one work unit.
@@ -17,6 +23,10 @@ pub const MAX_UNITS_PER_JOB: usize = 1_000_000;
 pub const MAX_TASKS_PER_EXCHANGE: u32 = 256;
 /// Largest memory a job may ask for per task.
 pub const MAX_TASK_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
+/// Most fuel a job may give one task (about 12 days of wasm at 10⁹
+/// instructions a second); reported fuel above the task's own limit is
+/// refused, so credit sums stay far from overflowing.
+pub const MAX_TASK_FUEL: u64 = 1_000_000_000_000_000;
 /// Longest volunteer account name.
 pub const MAX_ACCOUNT: usize = 64;
 /// Longest engine id a worker may report.

@@ -30,7 +30,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Hash;
-use crate::limits::{MAX_ARG_LEN, MAX_ARGS, MAX_TASK_MEMORY, MAX_UNITS_PER_JOB};
+use crate::limits::{MAX_ARG_LEN, MAX_ARGS, MAX_TASK_FUEL, MAX_TASK_MEMORY, MAX_UNITS_PER_JOB};
 
 /// A job spec as written by a researcher.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,6 +165,14 @@ pub struct JobSettings {
     /// Fuel (roughly, wasm instructions) per task.
     #[serde(default = "defaults::fuel")]
     pub fuel: u64,
+    /// Copies of one unit go to hosts on distinct networks: addresses that
+    /// share this many leading bits (IPv4) are one network. 0 turns the
+    /// rule off for IPv4.
+    #[serde(default = "defaults::network_prefix_v4")]
+    pub network_prefix_v4: u8,
+    /// The same for IPv6 (default /48, a site).
+    #[serde(default = "defaults::network_prefix_v6")]
+    pub network_prefix_v6: u8,
 }
 
 mod defaults {
@@ -183,6 +191,12 @@ mod defaults {
     pub fn fuel() -> u64 {
         100_000_000_000
     }
+    pub fn network_prefix_v4() -> u8 {
+        24
+    }
+    pub fn network_prefix_v6() -> u8 {
+        48
+    }
 }
 
 impl Default for JobSettings {
@@ -199,6 +213,8 @@ impl Default for JobSettings {
             adaptive_replication: false,
             memory_mb: defaults::memory_mb(),
             fuel: defaults::fuel(),
+            network_prefix_v4: defaults::network_prefix_v4(),
+            network_prefix_v6: defaults::network_prefix_v6(),
         }
     }
 }
@@ -334,8 +350,17 @@ impl JobSettings {
                 format!("must be between 1 and {}", MAX_TASK_MEMORY / 1024 / 1024),
             ));
         }
-        if self.fuel == 0 {
-            return Err(invalid("fuel", "must be positive"));
+        if self.fuel == 0 || self.fuel > MAX_TASK_FUEL {
+            return Err(invalid(
+                "fuel",
+                format!("must be between 1 and {MAX_TASK_FUEL}"),
+            ));
+        }
+        if self.network_prefix_v4 > 32 {
+            return Err(invalid("network_prefix_v4", "must be between 0 and 32"));
+        }
+        if self.network_prefix_v6 > 128 {
+            return Err(invalid("network_prefix_v6", "must be between 0 and 128"));
         }
         Ok(())
     }

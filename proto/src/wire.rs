@@ -13,7 +13,8 @@ use crate::Hash;
 /// ALPN protocol name; it names the protocol version, so a worker and a
 /// coordinator that do not speak the same version fail the TLS handshake
 /// with a clear "no application protocol" error instead of garbling frames.
-pub const ALPN: &[u8] = b"peergrid/1";
+/// Version 2: postcard instead of bincode, the `Busy` error, returned tasks.
+pub const ALPN: &[u8] = b"peergrid/2";
 
 /// Work unit id, unique within a coordinator.
 pub type UnitId = u64;
@@ -87,6 +88,10 @@ pub struct Exchange {
     pub reports: Vec<TaskReport>,
     /// How many new tasks the worker can take now.
     pub want: u32,
+    /// Tasks the worker gives back unstarted (it could not start them
+    /// before their deadline left room for the run): they are reissued,
+    /// and the host is not charged for them.
+    pub returned: Vec<UnitId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +176,9 @@ pub enum ErrorCode {
     NotFound,
     TooLarge,
     Internal,
+    /// The coordinator refuses for now (too many new identities from one
+    /// address, storage reserve reached): try again later.
+    Busy,
 }
 
 impl std::fmt::Display for WireError {
