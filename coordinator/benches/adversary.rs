@@ -1,6 +1,8 @@
 //! Prints the adversarial simulation's table (docs/validation.md):
 //! wrong rows and replication overhead for populations with cheaters,
-//! colluders and flaky hosts, with and without adaptive replication.
+//! colluders (across networks, or Sybils on one /24 asking back to back),
+//! hoarders, fuel inflaters and flaky hosts, with and without adaptive
+//! replication, after audits and repairs have run.
 //!
 //!     cargo bench -p peergrid-coordinator --bench adversary
 //!     SIM_UNITS=100000 cargo bench -p peergrid-coordinator --bench adversary
@@ -44,6 +46,31 @@ fn main() {
         ));
     }
     rows.push((
+        "30 % Sybils on one /24, back to back".into(),
+        SimConfig {
+            colluders: 0.30,
+            colluders_one_network: true,
+            colluders_adjacent: true,
+            ..base
+        },
+    ));
+    rows.push((
+        "10 % colluders back to back".into(),
+        SimConfig {
+            colluders: 0.10,
+            colluders_adjacent: true,
+            ..base
+        },
+    ));
+    rows.push((
+        "5 % hoarders + 10 % fuel inflaters".into(),
+        SimConfig {
+            hoarders: 0.05,
+            inflaters: 0.10,
+            ..base
+        },
+    ));
+    rows.push((
         "20 % colluders, quorum 3".into(),
         SimConfig {
             colluders: 0.20,
@@ -56,14 +83,14 @@ fn main() {
         base.hosts
     );
     println!(
-        "| population | adaptive | validated | failed | wrong rows | wrong % | tasks per validated unit | single-copy units |"
+        "| population | adaptive | validated | failed | wrong rows | wrong % | tasks per validated unit | single-copy units | rows repaired | credit beyond limit | most held by a hoarder |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, config) in rows {
         for adaptive in [false, true] {
             let out = run(&SimConfig { adaptive, ..config });
             println!(
-                "| {name} | {} | {} | {} | {} | {:.3} | {:.3} | {} |",
+                "| {name} | {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} |",
                 if adaptive { "on" } else { "off" },
                 out.validated,
                 out.failed,
@@ -71,6 +98,9 @@ fn main() {
                 100.0 * out.wrong as f64 / out.validated.max(1) as f64,
                 out.tasks_per_unit(),
                 out.single,
+                out.reopened,
+                out.credit_beyond_limit,
+                out.hoarded,
             );
         }
     }

@@ -20,7 +20,7 @@ use crate::judge::{OutputJudge, SharedJudge};
 use crate::quorum::CopyState;
 use crate::scheduler::{ReportError, Scheduler};
 use crate::store::{BanTarget, HostId, SEEN_EVERY_MS, Store, StoreOp};
-use crate::trust::{QuotaPolicy, Standing, day_start_ms};
+use crate::trust::{HostPolicy, Standing, day_start_ms};
 use crate::writer::Writer;
 
 /// A report checked and hashed, waiting to go to the scheduler: the unit,
@@ -41,7 +41,16 @@ const MAX_ERROR_LEN: usize = 2000;
 /// How long a worker that got no task waits before asking again.
 const IDLE_RETRY_MS: u32 = 1000;
 
-/// Cuts a stranger's string to at most `max` bytes on a char boundary.
+/// Cuts a stranger's string to at most `max` bytes on a char boundary,
+/// after dropping its control characters (a terminal escape in an error
+/// message must not reach the operator's or researcher's terminal); line
+/// breaks and tabs stay when `lines` is set.
+fn clean(s: &mut String, max: usize, lines: bool) {
+    s.retain(|c| !c.is_control() || (lines && (c == '\n' || c == '\t')));
+    truncate(s, max);
+}
+
+/// Cuts a string to at most `max` bytes on a char boundary.
 fn truncate(s: &mut String, max: usize) {
     if s.len() > max {
         let mut cut = max;
@@ -66,6 +75,8 @@ struct Window {
     /// Highest unit id in the store as of the last refill: units between
     /// `loaded_upto` and this exist but are not in the window yet.
     stored_upto: UnitId,
+    /// The last reopened unit (by `units.reopened_seq`) the feeder loaded.
+    reopened_upto: u64,
     /// When each host's `last_seen_ms` was last sent to the store: a
     /// `StoreOp::Seen` rides on an exchange's batch at most once every
     /// `SEEN_EVERY_MS` per host, so the hosts table stays fresh for the
@@ -91,10 +102,10 @@ pub struct Grid {
 
 impl Grid {
     pub fn new(store: Arc<dyn Store>, writer: Writer) -> Arc<Grid> {
-        Grid::with_policy(store, writer, QuotaPolicy::default())
+        Grid::with_policy(store, writer, HostPolicy::default())
     }
 
-    pub fn with_policy(store: Arc<dyn Store>, writer: Writer, policy: QuotaPolicy) -> Arc<Grid> {
+    pub fn with_policy(store: Arc<dyn Store>, writer: Writer, policy: HostPolicy) -> Arc<Grid> {
         let judge = SharedJudge(Arc::new(Mutex::new(OutputJudge::new(store.clone()))));
         let seed = u64::from_le_bytes(*b"peergrid") ^ now_ms();
         Arc::new(Grid {
@@ -104,6 +115,7 @@ impl Grid {
                 scheduler: Scheduler::with(policy, Box::new(judge), seed),
                 loaded_upto: 0,
                 stored_upto: 0,
+                reopened_upto: 0,
                 seen_sent: HashMap::new(),
             }),
             writer,
@@ -117,7 +129,7 @@ impl Grid {
 
     /// Loads a host's trust and quota into the scheduler after its Hello;
     /// refuses a banned host (or a host of a banned account).
-    pub async fn join(&self, host: HostId) -> Result<()> {
+    pub async fn join(&self, host: HostId, addr: std::net::IpAddr) -> Result<()> {
         let store = self.store.clone();
         let now = now_ms();
         // Today's count is read from the store only when the scheduler has
@@ -150,8 +162,10 @@ impl Grid {
         let policy = *w.scheduler.policy();
         let mut standing = Standing::new(stored.account, stored.cores, &policy);
         standing.consecutive_valid = stored.consecutive_valid;
+        standing.first_seen_ms = stored.first_seen_ms;
+        standing.addr = Some(addr);
         if let Some(q) = stored.quota {
-            standing.quota = q.clamp(1, standing.quota);
+            standing.quota = q.clamp(1, policy.max_for(standing.cores));
         }
         // A host reconnecting keeps today's count. Otherwise (a restart; or
         // a blank standing the scheduler made for the host when one of its
@@ -166,6 +180,11 @@ impl Grid {
         }
         w.scheduler.host_joined(host, standing);
         Ok(())
+    }
+
+    /// Whether `host` holds copies it has not reported.
+    pub fn holds_work(&self, host: HostId) -> bool {
+        self.window().scheduler.in_flight(host) > 0
     }
 
     /// Applies the bans in the store to the scheduler: the operator's
@@ -211,7 +230,7 @@ impl Grid {
                 Outcome::Success(out) => {
                     let hash = Hash::of(&out);
                     let mut engine = r.engine;
-                    truncate(&mut engine, MAX_ENGINE_ID);
+                    clean(&mut engine, MAX_ENGINE_ID, false);
                     let state = CopyState::Success {
                         output: hash,
                         fuel: r.fuel_used.min(MAX_COUNT),
@@ -222,7 +241,7 @@ impl Grid {
                     reports.push((r.unit, state, elapsed, Some((hash, out))));
                 }
                 Outcome::Error(mut msg) => {
-                    truncate(&mut msg, MAX_ERROR_LEN);
+                    clean(&mut msg, MAX_ERROR_LEN, true);
                     let elapsed = r.elapsed_ms.min(MAX_COUNT);
                     reports.push((r.unit, CopyState::Error(msg), elapsed, None));
                 }
@@ -255,6 +274,11 @@ impl Grid {
                     Err(ReportError::UnknownUnit(_))
                         if unit > w.loaded_upto && unit <= w.stored_upto => {}
                     Err(e) => reply.rejected.push((unit, e.to_string())),
+                }
+            }
+            for unit in ex.returned.iter().take(MAX_TASKS_PER_EXCHANGE as usize) {
+                if let Err(e) = w.scheduler.give_back(host, *unit, now) {
+                    tracing::debug!(host, unit, "a task given back was not taken: {e}");
                 }
             }
             reply.tasks = w.scheduler.assign(
@@ -395,6 +419,49 @@ impl Grid {
         }
     }
 
+    /// Loads units that a repair or a dispute reopened (their dataset row
+    /// moved to the history) back into the window, for fresh copies.
+    pub async fn reload_reopened(&self) -> Result<()> {
+        loop {
+            let after = self.window().reopened_upto;
+            let store = self.store.clone();
+            let (units, jobs) = tokio::task::spawn_blocking(move || {
+                let units = store.load_reopened_units(after, 10_000)?;
+                let mut job_ids: Vec<JobId> = units.iter().map(|(_, u)| u.job).collect();
+                job_ids.sort_unstable();
+                job_ids.dedup();
+                let mut jobs = Vec::new();
+                for id in job_ids {
+                    jobs.extend(store.job_info(id)?);
+                }
+                anyhow::Ok((units, jobs))
+            })
+            .await
+            .context("feeder task")??;
+            if units.is_empty() {
+                return Ok(());
+            }
+            let now = now_ms();
+            let mut w = self.window();
+            for job in jobs {
+                if !w.scheduler.has_job(job.id) {
+                    w.scheduler.add_job(job);
+                }
+            }
+            for (seq, unit) in units {
+                w.reopened_upto = w.reopened_upto.max(seq);
+                // Units past `loaded_upto` come with the next refill.
+                if unit.id <= w.loaded_upto {
+                    w.scheduler.load(unit, now);
+                }
+            }
+            let ops = w.scheduler.take_ops();
+            if !ops.is_empty() {
+                self.writer.submit_detached(ops);
+            }
+        }
+    }
+
     /// Commits what is queued and stops the store writer: the last step
     /// of a graceful shutdown.
     pub fn stop_writer(&self) {
@@ -418,6 +485,9 @@ impl Grid {
             loop {
                 if let Err(e) = grid.refill().await {
                     tracing::error!("refilling the dispatch window failed: {e:#}");
+                }
+                if let Err(e) = grid.reload_reopened().await {
+                    tracing::error!("reloading reopened units failed: {e:#}");
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(2), grid.feed.notified()).await;
             }

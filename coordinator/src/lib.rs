@@ -12,6 +12,7 @@ pub mod grid;
 pub mod http;
 pub mod judge;
 pub mod modcheck;
+pub mod netgroup;
 pub mod quic;
 pub mod quorum;
 pub mod scheduler;

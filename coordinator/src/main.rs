@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand};
 use peergrid_coordinator::datadir::DataDir;
 use peergrid_coordinator::grid::{Grid, now_ms};
 use peergrid_coordinator::http::{self, Api};
-use peergrid_coordinator::quic::QuicServer;
+use peergrid_coordinator::quic::{DoorLimits, QuicServer};
 use peergrid_coordinator::store::{BanTarget, HostId, SqliteStore, Store};
-use peergrid_coordinator::trust::QuotaPolicy;
+use peergrid_coordinator::trust::HostPolicy;
 use peergrid_coordinator::{tls, writer::Writer};
 use peergrid_proto::signing;
 use serde_json::json;
@@ -78,8 +78,10 @@ enum Command {
         /// Most tasks one core of a host is sent per day. A host's quota
         /// halves on each failure and doubles on each valid result, up to
         /// this times its cores.
-        #[arg(long, default_value_t = QuotaPolicy::default().per_core_per_day)]
+        #[arg(long, default_value_t = HostPolicy::default().per_core_per_day)]
         daily_quota_per_core: u32,
+        #[command(flatten)]
+        strangers: StrangerArgs,
     },
     /// Ban a host or a volunteer account: no more work, and its results
     /// not yet validated count for nothing. Takes effect on a running
@@ -105,6 +107,58 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+}
+
+/// What a new identity may do, and the bounds of the workers' door
+/// (docs/security.md).
+#[derive(clap::Args)]
+struct StrangerArgs {
+    /// Tasks per core per day a new host starts with (its quota doubles
+    /// with every valid result).
+    #[arg(long, default_value_t = HostPolicy::default().young_per_core_per_day)]
+    new_host_quota_per_core: u32,
+    /// Most cores a host is counted with until it is established.
+    #[arg(long, default_value_t = HostPolicy::default().young_cores)]
+    new_host_cores: u32,
+    /// Copies a host may hold unreported, per counted core.
+    #[arg(long, default_value_t = HostPolicy::default().in_flight_per_core)]
+    in_flight_per_core: u32,
+    /// Hours since its first Hello before a trusted host is established
+    /// (runs single copies, completes new hosts' quorums).
+    #[arg(long, default_value_t = 24.0)]
+    established_after_hours: f64,
+    /// Worker connections from one IP address at once.
+    #[arg(long, default_value_t = DoorLimits::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
+    /// New host identities one IP address may register per hour.
+    #[arg(long, default_value_t = DoorLimits::default().new_hosts_per_ip_per_hour)]
+    new_hosts_per_ip_per_hour: u32,
+    /// Seconds after which a connection whose host holds no work and asks
+    /// for none is closed.
+    #[arg(long, default_value_t = DoorLimits::default().idle_timeout.as_secs())]
+    idle_secs: u64,
+}
+
+impl StrangerArgs {
+    fn policy(&self, per_core_per_day: u32) -> HostPolicy {
+        HostPolicy {
+            per_core_per_day: per_core_per_day.max(1),
+            young_per_core_per_day: self.new_host_quota_per_core.max(1),
+            young_cores: self.new_host_cores.max(1),
+            in_flight_per_core: self.in_flight_per_core.max(1),
+            established_age_ms: (self.established_after_hours.max(0.0) * 3.6e6) as u64,
+            ..HostPolicy::default()
+        }
+    }
+
+    fn door(&self) -> DoorLimits {
+        DoorLimits {
+            max_connections_per_ip: self.max_connections_per_ip.max(1),
+            new_hosts_per_ip_per_hour: self.new_hosts_per_ip_per_hour,
+            idle_timeout: std::time::Duration::from_secs(self.idle_secs.max(1)),
+            ..DoorLimits::default()
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -200,14 +254,22 @@ fn main() -> Result<()> {
             full_sync,
             public_addr,
             daily_quota_per_core,
+            strangers,
         } => {
-            let policy = QuotaPolicy {
-                per_core_per_day: daily_quota_per_core.max(1),
-            };
+            let policy = strangers.policy(daily_quota_per_core);
+            let door = strangers.door();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve(data, quic, http, full_sync, public_addr, policy))
+                .block_on(serve(
+                    data,
+                    quic,
+                    http,
+                    full_sync,
+                    public_addr,
+                    policy,
+                    door,
+                ))
         }
         Command::Ban {
             data,
@@ -255,7 +317,8 @@ async fn serve(
     http_addr: SocketAddr,
     full_sync: bool,
     public_addr: Option<String>,
-    policy: QuotaPolicy,
+    policy: HostPolicy,
+    door: DoorLimits,
 ) -> Result<()> {
     let dir = DataDir::new(&data);
     let settings = dir.settings()?;
@@ -277,6 +340,7 @@ async fn serve(
         tls::server_config(&cert, &key)?,
         grid.clone(),
         fingerprint,
+        door,
     )?);
     let quic_bound = quic.local_addr()?;
     // The join string names the public address, except when serving on an

@@ -5,27 +5,97 @@
 //! from a worker are never trusted: oversized or malformed requests get an
 //! error reply and the connection (and every other) keeps being served.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ed25519_dalek::{Signature, VerifyingKey};
 use peergrid_proto::codec;
-use peergrid_proto::limits::{MAX_ACCOUNT, MAX_FRAME};
+use peergrid_proto::limits::{MAX_ACCOUNT, MAX_FRAME, MAX_HELLO, MAX_HOST_FACT};
 use peergrid_proto::wire::{ErrorCode, Hello, Reply, Request, Welcome, WireError, hello_message};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::grid::{Banned, Grid, now_ms};
 use crate::store::HostId;
 
-/// Most worker connections served at once.
-const MAX_CONNECTIONS: usize = 10_000;
 /// A greeting older or newer than this is refused (clock skew allowance).
 const HELLO_SKEW_MS: u64 = 10 * 60 * 1000;
+
+/// The bounds of the workers' door. Every one is a resource a stranger
+/// could otherwise hold: connections, handshake time, buffered bytes,
+/// identities.
+#[derive(Clone, Copy, Debug)]
+pub struct DoorLimits {
+    /// Worker connections served at once.
+    pub max_connections: usize,
+    /// Connections from one IP address at once: one machine cannot fill
+    /// the door (10,000 idle connections from one process locked real
+    /// workers out before this existed).
+    pub max_connections_per_ip: usize,
+    /// New host identities one IP address may register per hour (a burst
+    /// of as many is allowed at once).
+    pub new_hosts_per_ip_per_hour: u32,
+    /// Time from the handshake to a complete Hello.
+    pub hello_timeout: Duration,
+    /// Time to receive one whole request once its stream opened.
+    pub request_timeout: Duration,
+    /// A connection whose host holds no work and that sent no request for
+    /// this long is closed: idle connections cannot pile up.
+    pub idle_timeout: Duration,
+    /// Request bytes being read or handled at once, over all connections.
+    pub bytes_in_flight: usize,
+}
+
+impl Default for DoorLimits {
+    fn default() -> Self {
+        DoorLimits {
+            max_connections: 10_000,
+            max_connections_per_ip: 64,
+            new_hosts_per_ip_per_hour: 60,
+            hello_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            bytes_in_flight: 512 << 20,
+        }
+    }
+}
 
 pub struct QuicServer {
     pub endpoint: quinn::Endpoint,
     grid: Arc<Grid>,
     cert_sha256: [u8; 32],
+    limits: DoorLimits,
+    /// Open connections per remote IP.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// New identities per remote IP: a token bucket each (tokens, when
+    /// last filled).
+    registrations: Mutex<HashMap<IpAddr, (f64, u64)>>,
+    /// Permits are bytes of requests being read or handled.
+    bytes: Arc<Semaphore>,
+}
+
+/// Holds one connection's place in the per-IP count until dropped.
+struct IpSlot<'a> {
+    server: &'a QuicServer,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(&self.server.per_ip);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl QuicServer {
@@ -34,6 +104,7 @@ impl QuicServer {
         config: quinn::ServerConfig,
         grid: Arc<Grid>,
         cert_sha256: [u8; 32],
+        limits: DoorLimits,
     ) -> Result<QuicServer> {
         let endpoint = quinn::Endpoint::server(config, addr)
             .with_context(|| format!("binding the QUIC endpoint on {addr}"))?;
@@ -41,6 +112,10 @@ impl QuicServer {
             endpoint,
             grid,
             cert_sha256,
+            limits,
+            per_ip: Mutex::new(HashMap::new()),
+            registrations: Mutex::new(HashMap::new()),
+            bytes: Arc::new(Semaphore::new(limits.bytes_in_flight)),
         })
     }
 
@@ -48,24 +123,67 @@ impl QuicServer {
         Ok(self.endpoint.local_addr()?)
     }
 
+    /// Takes a place for a connection from `ip`, or `None` when that
+    /// address already has its share.
+    fn ip_slot(&self, ip: IpAddr) -> Option<IpSlot<'_>> {
+        let mut map = lock(&self.per_ip);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.limits.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { server: self, ip })
+    }
+
+    /// Spends one of `ip`'s new-identity tokens; false when it has none.
+    fn may_register(&self, ip: IpAddr, now_ms: u64) -> bool {
+        let per_hour = self.limits.new_hosts_per_ip_per_hour as f64;
+        let mut map = lock(&self.registrations);
+        if map.len() > 100_000 {
+            // Forget addresses whose bucket has refilled: they lose nothing.
+            map.retain(|_, (tokens, at)| {
+                *tokens + now_ms.saturating_sub(*at) as f64 * per_hour / 3.6e6 < per_hour
+            });
+        }
+        let (tokens, at) = map.entry(ip).or_insert((per_hour, now_ms));
+        *tokens = (*tokens + now_ms.saturating_sub(*at) as f64 * per_hour / 3.6e6).min(per_hour);
+        *at = now_ms;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Accepts connections until the endpoint is closed.
     pub async fn run(self: Arc<Self>) {
         // Bounds the connections (and so the per-connection stream buffers)
         // a crowd of strangers can hold open at once.
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let max = self.limits.max_connections;
+        let slots = Arc::new(Semaphore::new(max));
         while let Some(incoming) = self.endpoint.accept().await {
+            let remote = incoming.remote_address();
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(
-                    remote = %incoming.remote_address(),
-                    "refusing a connection: {MAX_CONNECTIONS} are open"
-                );
+                tracing::warn!(%remote, "refusing a connection: {max} are open");
                 incoming.refuse();
                 continue;
             };
+            let ip = remote.ip().to_canonical();
+            if lock(&self.per_ip).get(&ip).copied().unwrap_or(0)
+                >= self.limits.max_connections_per_ip
+            {
+                tracing::debug!(%remote, "refusing a connection: its address has its share open");
+                incoming.refuse();
+                continue;
+            }
             let server = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let remote = incoming.remote_address();
+                let Some(_slot) = server.ip_slot(ip) else {
+                    incoming.refuse();
+                    return;
+                };
                 match incoming.await {
                     Ok(conn) => {
                         if let Err(e) = server.serve_connection(conn).await {
@@ -80,9 +198,24 @@ impl QuicServer {
     }
 
     async fn serve_connection(&self, conn: quinn::Connection) -> Result<()> {
-        let (mut send, mut recv) = conn.accept_bi().await?;
-        let host = match read_request(&mut recv).await {
-            Ok(Request::Hello(hello)) => match self.authenticate(&hello).await {
+        let remote = conn.remote_address().ip().to_canonical();
+        // The Hello must arrive, whole and small, within a deadline: a
+        // stranger who has not proved a key holds almost nothing.
+        let first = tokio::time::timeout(self.limits.hello_timeout, async {
+            let (send, mut recv) = conn.accept_bi().await?;
+            let req = read_frame(&mut recv, MAX_HELLO, None).await;
+            anyhow::Ok((send, req))
+        })
+        .await;
+        let (mut send, req) = match first {
+            Ok(r) => r?,
+            Err(_) => {
+                conn.close(2u32.into(), b"no Hello in time");
+                anyhow::bail!("no Hello within {:?}", self.limits.hello_timeout);
+            }
+        };
+        let host = match req.map(|(r, _)| r) {
+            Ok(Request::Hello(hello)) => match self.authenticate(&hello, remote).await {
                 Ok(host) => {
                     respond(&mut send, &Reply::Welcome(Welcome { host_id: host })).await?;
                     host
@@ -92,6 +225,8 @@ impl QuicServer {
                         ErrorCode::Internal
                     } else if e.is::<Banned>() {
                         ErrorCode::Banned
+                    } else if e.is::<TooManyIdentities>() {
+                        ErrorCode::Busy
                     } else {
                         ErrorCode::Unauthenticated
                     };
@@ -108,12 +243,30 @@ impl QuicServer {
         };
         tracing::debug!(host, remote = %conn.remote_address(), "worker connected");
         loop {
-            let (mut send, mut recv) = conn.accept_bi().await?;
+            let next = tokio::time::timeout(self.limits.idle_timeout, conn.accept_bi()).await;
+            let (mut send, mut recv) = match next {
+                Ok(stream) => stream?,
+                // Quiet for a while: keep the connection only while its
+                // host holds work it will report on.
+                Err(_) if self.grid.holds_work(host) => continue,
+                Err(_) => {
+                    conn.close(3u32.into(), b"idle");
+                    return Ok(());
+                }
+            };
             let grid = self.grid.clone();
+            let budget = self.bytes.clone();
+            let timeout = self.limits.request_timeout;
             tokio::spawn(async move {
-                let reply = match read_request(&mut recv).await {
-                    Ok(req) => handle(&grid, host, req).await,
-                    Err(reply) => reply,
+                let read =
+                    tokio::time::timeout(timeout, read_frame(&mut recv, MAX_FRAME, Some(budget)));
+                let reply = match read.await {
+                    Ok(Ok((req, _bytes_held))) => handle(&grid, host, req).await,
+                    Ok(Err(reply)) => reply,
+                    Err(_) => error(
+                        ErrorCode::Malformed,
+                        format!("the request did not arrive within {timeout:?}"),
+                    ),
                 };
                 if let Err(e) = respond(&mut send, &reply).await {
                     tracing::debug!(host, "reply not delivered: {e}");
@@ -122,7 +275,7 @@ impl QuicServer {
         }
     }
 
-    async fn authenticate(&self, hello: &Hello) -> Result<HostId> {
+    async fn authenticate(&self, hello: &Hello, addr: IpAddr) -> Result<HostId> {
         let now = now_ms();
         anyhow::ensure!(
             hello.timestamp_ms.abs_diff(now) <= HELLO_SKEW_MS,
@@ -133,23 +286,48 @@ impl QuicServer {
                 && !hello.facts.account.chars().any(char::is_control),
             "the account name must be at most {MAX_ACCOUNT} bytes without control characters"
         );
+        for (what, text) in [
+            ("os", &hello.facts.os),
+            ("arch", &hello.facts.arch),
+            ("worker_version", &hello.worker_version),
+        ] {
+            anyhow::ensure!(
+                text.len() <= MAX_HOST_FACT
+                    && text.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+                "the greeting's `{what}` must be at most {MAX_HOST_FACT} printable ASCII characters"
+            );
+        }
         let key = VerifyingKey::from_bytes(&hello.host_key).context("invalid host key")?;
         let sig = Signature::from_slice(&hello.signature).context("invalid signature encoding")?;
         key.verify_strict(&hello_message(&self.cert_sha256, hello.timestamp_ms), &sig)
             .context("the greeting's signature does not verify")?;
         let store = self.grid.store.clone();
+        let key_hex = hex::encode(hello.host_key);
+        let known = tokio::task::spawn_blocking(move || store.host_by_key(&key_hex))
+            .await?
+            .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))?;
+        if known.is_none() && !self.may_register(addr, now) {
+            return Err(TooManyIdentities(addr).into());
+        }
+        let store = self.grid.store.clone();
         let mut hello = hello.clone();
         // SQLite integers are i64; a stranger's u64 must fit.
         hello.facts.memory_bytes = hello.facts.memory_bytes.min(i64::MAX as u64);
+        hello.facts.cores = hello.facts.cores.min(crate::trust::MAX_CORES);
         let host = tokio::task::spawn_blocking(move || {
             store.upsert_host(&hello.host_key, &hello.facts, &hello.worker_version, now)
         })
         .await?
         .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))?;
-        self.grid.join(host).await?;
+        self.grid.join(host, addr).await?;
         Ok(host)
     }
 }
+
+/// Too many new identities from one address.
+#[derive(Debug, thiserror::Error)]
+#[error("too many new hosts from {0} in the last hour; try again later")]
+struct TooManyIdentities(IpAddr);
 
 /// A store error during Hello: the worker is not at fault and may retry.
 #[derive(Debug, thiserror::Error)]
@@ -196,19 +374,49 @@ async fn refuse(
     Ok(())
 }
 
-/// Reads one whole request; an oversized or malformed one becomes the
-/// error reply to send instead.
-async fn read_request(recv: &mut quinn::RecvStream) -> Result<Request, Reply> {
-    let bytes = recv.read_to_end(MAX_FRAME).await.map_err(|e| match e {
-        quinn::ReadToEndError::TooLong => error(
+/// Reads one whole request of at most `limit` bytes; an oversized or
+/// malformed one becomes the error reply to send instead. With a
+/// `budget`, every byte read holds a permit of it until the returned
+/// permit drops (after the request is handled): a crowd of large requests
+/// waits instead of filling memory.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+    budget: Option<Arc<Semaphore>>,
+) -> Result<(Request, Option<OwnedSemaphorePermit>), Reply> {
+    let too_long = || {
+        error(
             ErrorCode::TooLarge,
-            format!("request exceeds the {MAX_FRAME}-byte frame limit"),
-        ),
-        quinn::ReadToEndError::Read(e) => {
-            error(ErrorCode::Malformed, format!("stream failed: {e}"))
+            format!("request exceeds the {limit}-byte frame limit"),
+        )
+    };
+    let mut bytes = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    loop {
+        let chunk = recv
+            .read_chunk(64 * 1024, true)
+            .await
+            .map_err(|e| error(ErrorCode::Malformed, format!("stream failed: {e}")))?;
+        let Some(chunk) = chunk else { break };
+        if bytes.len() + chunk.bytes.len() > limit {
+            return Err(too_long());
         }
-    })?;
-    codec::decode(&bytes).map_err(|e| error(ErrorCode::Malformed, e.to_string()))
+        if let Some(budget) = &budget {
+            let n = u32::try_from(chunk.bytes.len()).map_err(|_| too_long())?;
+            let permit = budget
+                .clone()
+                .acquire_many_owned(n)
+                .await
+                .map_err(|_| error(ErrorCode::Internal, "the coordinator is shutting down"))?;
+            match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        bytes.extend_from_slice(&chunk.bytes);
+    }
+    let req = codec::decode(&bytes).map_err(|e| error(ErrorCode::Malformed, e.to_string()))?;
+    Ok((req, held))
 }
 
 async fn respond(send: &mut quinn::SendStream, reply: &Reply) -> Result<()> {

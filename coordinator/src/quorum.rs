@@ -87,6 +87,19 @@ impl Rules {
             ..self
         }
     }
+
+    /// An audit disagreed with the validated output: one more agreeing
+    /// result than the quorum decides between them, with room for the
+    /// copies that takes.
+    pub fn disputed(self) -> Rules {
+        Rules {
+            quorum: self.quorum + 1,
+            target: self.target.max(self.quorum + 1),
+            max_total: self.max_total + 2,
+            max_success: self.max_success + 2,
+            ..self
+        }
+    }
 }
 
 /// Whether two output hashes agree under the job's validator. Identical

@@ -23,14 +23,30 @@ use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::wire::{JobId, Task, TaskLimits, UnitId};
 
+use crate::netgroup;
 use crate::quorum::{Copy, CopyState, Rules, Verdict, bitwise, decide, needs_canonical_nan};
 use crate::store::{HostId, JobInfo, LoadedUnit, StoreOp};
-use crate::trust::{QuotaPolicy, SplitMix64, Standing};
+use crate::trust::{HostPolicy, SplitMix64, Standing};
+
+/// One fewer copy in flight for `host`.
+fn release(in_flight: &mut HashMap<HostId, u32>, host: HostId) {
+    if let Some(n) = in_flight.get_mut(&host) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            in_flight.remove(&host);
+        }
+    }
+}
 
 /// How many queued units one `assign` call may look at before giving up:
 /// bounds the cost of a request from a host that already holds copies of
 /// everything at the front of the queue.
 const MAX_SCAN: usize = 4096;
+/// Each copy is drawn at random among this many units at the front of the
+/// queue, so which units a request gets cannot be predicted from the
+/// request before it: two identities of one party asking back to back do
+/// not get the two copies of the same units.
+const DRAW_WINDOW: usize = 64;
 
 /// Compares outputs whose hashes differ, for jobs whose validator is not
 /// bitwise (identical hashes always agree and are never asked about).
@@ -58,12 +74,43 @@ struct UnitState {
     /// Adaptive replication sent it to a trusted host as a single copy;
     /// cleared (back to the job's quorum) if that copy fails.
     single: bool,
+    /// An audit disagreed with its validated output: one more agreeing
+    /// result than the quorum decides it.
+    disputed: bool,
+    /// Validated, and kept in the window for an audit copy.
+    audit: Option<Audit>,
 }
+
+/// A validated unit waiting for its audit: one more copy on an
+/// established host that must agree with the dataset row.
+#[derive(Clone, Debug)]
+struct Audit {
+    output: Hash,
+    /// The hosts whose agreement validated it: if one is caught before
+    /// the audit ends, the unit is reopened in the window too.
+    hosts: Vec<HostId>,
+    /// The established host running the audit copy.
+    auditor: Option<HostId>,
+    /// Audit copies that failed to report (error, timeout): after a few
+    /// the audit is given up.
+    attempts: u32,
+}
+
+/// Audit copies that may fail before an audit is given up.
+const AUDIT_ATTEMPTS: u32 = 3;
+/// Stands for "no host" in `Scheduler::deadlines`: when an audit waiting
+/// for an auditor is given up.
+const AUDIT_WAIT: HostId = HostId::MAX;
 
 impl UnitState {
     fn rules(&self) -> Rules {
         let rules = Rules::of(&self.job.settings);
-        if self.single { rules.single() } else { rules }
+        let rules = if self.single { rules.single() } else { rules };
+        if self.disputed {
+            rules.disputed()
+        } else {
+            rules
+        }
     }
 }
 
@@ -77,9 +124,21 @@ pub struct Scheduler {
     /// `(expiry_ms, unit, host)`.
     deadlines: BTreeSet<(u64, UnitId, HostId)>,
     hosts: HashMap<HostId, Standing>,
+    /// Copies each host holds unreported: bounded by
+    /// [`Standing::in_flight_cap`], so no host can hoard a job.
+    in_flight: HashMap<HostId, u32>,
+    /// When an established host last asked for work: while none has for
+    /// [`HostPolicy::established_idle_ms`], young hosts may complete each
+    /// other's quorums (a new grid has no established hosts).
+    established_seen_ms: Option<u64>,
+    /// Hosts caught since the last [`Scheduler::take_ops`] (an invalid
+    /// result, a ban): each gets one `StoreOp::Repair`.
+    caught: HashMap<HostId, (String, u64)>,
+    /// Validated units kept in the window for their audit.
+    auditing: HashSet<UnitId>,
     /// Hosts whose standing changed since the last [`Scheduler::take_ops`].
     dirty: HashSet<HostId>,
-    policy: QuotaPolicy,
+    policy: HostPolicy,
     judge: Box<dyn Judge>,
     /// Adaptive replication's draws.
     rng: SplitMix64,
@@ -103,22 +162,28 @@ pub enum ReportError {
     AlreadyReported(UnitId),
     #[error("this host is banned from the project")]
     Banned,
+    #[error("unit {unit}: reported fuel {fuel} exceeds the task's limit of {limit}")]
+    FuelAboveLimit { unit: UnitId, fuel: u64, limit: u64 },
 }
 
 impl Scheduler {
     pub fn new() -> Scheduler {
-        Scheduler::with(QuotaPolicy::default(), Box::new(BitwiseOnly), 0x5eed)
+        Scheduler::with(HostPolicy::default(), Box::new(BitwiseOnly), 0x5eed)
     }
 
     /// A scheduler with a quota policy, a judge for non-bitwise
     /// validators and a seed for adaptive replication's draws.
-    pub fn with(policy: QuotaPolicy, judge: Box<dyn Judge>, seed: u64) -> Scheduler {
+    pub fn with(policy: HostPolicy, judge: Box<dyn Judge>, seed: u64) -> Scheduler {
         Scheduler {
             jobs: HashMap::new(),
             units: HashMap::new(),
             queue: VecDeque::new(),
             deadlines: BTreeSet::new(),
             hosts: HashMap::new(),
+            in_flight: HashMap::new(),
+            established_seen_ms: None,
+            caught: HashMap::new(),
+            auditing: HashSet::new(),
             dirty: HashSet::new(),
             policy,
             judge,
@@ -177,7 +242,7 @@ impl Scheduler {
         self.units.len()
     }
 
-    pub fn policy(&self) -> &QuotaPolicy {
+    pub fn policy(&self) -> &HostPolicy {
         &self.policy
     }
 
@@ -217,6 +282,10 @@ impl Scheduler {
         if newly.is_empty() {
             return;
         }
+        for &host in &newly {
+            self.caught
+                .insert(host, ("the operator banned it".to_string(), now_ms));
+        }
         let newly: HashSet<HostId> = newly.into_iter().collect();
         let mut touched = Vec::new();
         for (&unit_id, unit) in &mut self.units {
@@ -227,6 +296,7 @@ impl Scheduler {
                 match c.state {
                     CopyState::InProgress { deadline_ms } => {
                         self.deadlines.remove(&(deadline_ms, unit_id, c.host));
+                        release(&mut self.in_flight, c.host);
                     }
                     CopyState::Success { .. } => {}
                     _ => continue,
@@ -260,6 +330,7 @@ impl Scheduler {
         for c in &unit.copies {
             if let CopyState::InProgress { deadline_ms } = c.state {
                 self.deadlines.insert((deadline_ms, unit.id, c.host));
+                *self.in_flight.entry(c.host).or_insert(0) += 1;
             }
         }
         self.units.insert(
@@ -270,6 +341,8 @@ impl Scheduler {
                 // The store keeps which copy was sent as a single one; if
                 // it failed, `evaluate` puts the unit back to the quorum.
                 single: unit.single,
+                disputed: unit.disputed,
+                audit: None,
                 copies: unit.copies,
                 queued: false,
             },
@@ -285,30 +358,43 @@ impl Scheduler {
     }
 
     /// Up to `want` tasks for `host` whose inputs add up to at most
-    /// `max_bytes` (one task always fits), within the host's daily quota,
-    /// never a second copy of a unit the host (or, when the job asks, its
-    /// volunteer) already has.
+    /// `max_bytes` (one task always fits), within the host's daily quota
+    /// and its cap on copies in flight, never a second copy of a unit the
+    /// host (or, when the job asks, its volunteer) already has, nor a later
+    /// copy of a unit an earlier copy of which went to the host's network.
+    /// Units are drawn at random among the front of the queue, and a young
+    /// host never completes a quorum of young hosts while established hosts
+    /// are about.
     pub fn assign(&mut self, host: HostId, want: u32, max_bytes: usize, now_ms: u64) -> Vec<Task> {
-        let want = self.standing_mut(host).allowance(want, now_ms);
-        let (account, trusted) = {
-            let s = &self.hosts[&host];
-            (s.account.clone(), s.trusted())
-        };
+        let policy = self.policy;
+        let held = self.in_flight.get(&host).copied().unwrap_or(0);
+        let me = self.standing_mut(host);
+        let cap = me.in_flight_cap(now_ms, &policy);
+        let want = me.allowance(want, now_ms).min(cap.saturating_sub(held));
+        let (account, addr) = (me.account.clone(), me.addr);
+        let established = me.established(now_ms, &policy);
+        if established {
+            self.established_seen_ms = Some(now_ms);
+        }
+        let young_may_complete = self
+            .established_seen_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) > policy.established_idle_ms);
         let mut tasks = Vec::new();
         let mut put_back = Vec::new();
         let mut scanned = 0;
         let mut bytes = 0;
-        while tasks.len() < want as usize && scanned < MAX_SCAN {
-            if let Some(&next) = self.queue.front()
-                && !tasks.is_empty()
+        while tasks.len() < want as usize && scanned < MAX_SCAN && !self.queue.is_empty() {
+            let window = self.queue.len().min(DRAW_WINDOW);
+            let k = (self.rng.next_u64() % window as u64) as usize;
+            if !tasks.is_empty()
                 && self
                     .units
-                    .get(&next)
+                    .get(&self.queue[k])
                     .is_some_and(|u| bytes + wire_size(u) > max_bytes)
             {
                 break;
             }
-            let Some(id) = self.queue.pop_front() else {
+            let Some(id) = self.queue.remove(k) else {
                 break;
             };
             scanned += 1;
@@ -316,7 +402,7 @@ impl Scheduler {
                 continue;
             };
             let offer_single =
-                trusted && unit.copies.is_empty() && unit.job.settings.adaptive_replication;
+                established && unit.copies.is_empty() && unit.job.settings.adaptive_replication;
             let single = offer_single && {
                 let draw = self.rng.unit();
                 self.hosts[&host].single_copy(draw)
@@ -325,23 +411,98 @@ impl Scheduler {
                 continue;
             };
             unit.queued = false;
-            let Verdict::NeedCopies(need) = decide(&unit.copies, &unit.rules(), &mut bitwise)
-            else {
+            if let Some(audit) = &unit.audit {
+                // An audit copy: one at a time, on an established host of
+                // another network than every copy so far.
+                if audit.auditor.is_some() {
+                    continue;
+                }
+                unit.queued = true;
+                put_back.push(id);
+                let hosts = &self.hosts;
+                let s = &unit.job.settings;
+                let clash = |c: &Copy| {
+                    c.host == host
+                        || netgroup::same_network(
+                            addr,
+                            hosts.get(&c.host).and_then(|o| o.addr),
+                            s.network_prefix_v4,
+                            s.network_prefix_v6,
+                        )
+                };
+                if !established || unit.copies.iter().any(clash) {
+                    continue;
+                }
+                unit.queued = false;
+                put_back.pop();
+                if let Some(a) = unit.audit.as_mut() {
+                    a.auditor = Some(host);
+                }
+                let deadline_ms = now_ms + s.deadline_secs * 1000;
+                let expiry_ms = deadline_ms + s.grace_secs * 1000;
+                let canonical_nan = needs_canonical_nan(&unit.copies);
+                unit.copies.push(Copy {
+                    host,
+                    state: CopyState::InProgress {
+                        deadline_ms: expiry_ms,
+                    },
+                });
+                self.deadlines.insert((expiry_ms, id, host));
+                *self.in_flight.entry(host).or_insert(0) += 1;
+                self.ops.push(StoreOp::Assign {
+                    unit: id,
+                    host,
+                    sent_ms: now_ms,
+                    deadline_ms: expiry_ms,
+                    single: false,
+                });
+                bytes += wire_size(unit);
+                tasks.push(task_for(id, unit, deadline_ms, canonical_nan));
+                continue;
+            }
+            let rules = unit.rules();
+            let Verdict::NeedCopies(need) = decide(&unit.copies, &rules, &mut bitwise) else {
                 continue;
             };
             unit.queued = true;
             put_back.push(id);
             let hosts = &self.hosts;
-            let same_volunteer = |c: &Copy| {
+            let s = &unit.job.settings;
+            let other = |c: &Copy| hosts.get(&c.host);
+            let same_party = |c: &Copy| {
                 c.host == host
-                    || (unit.job.settings.distinct_volunteers
+                    || (s.distinct_volunteers
                         && !account.is_empty()
-                        && hosts.get(&c.host).is_some_and(|s| s.account == account))
+                        && other(c).is_some_and(|o| o.account == account))
+                    || netgroup::same_network(
+                        addr,
+                        other(c).and_then(|o| o.addr),
+                        s.network_prefix_v4,
+                        s.network_prefix_v6,
+                    )
             };
-            if unit.copies.iter().any(same_volunteer) {
+            if unit.copies.iter().any(same_party) {
                 continue;
             }
-            let s = &unit.job.settings;
+            if !established && !young_may_complete && rules.quorum >= 2 {
+                let live: Vec<&Copy> = unit
+                    .copies
+                    .iter()
+                    .filter(|c| {
+                        matches!(
+                            c.state,
+                            CopyState::InProgress { .. } | CopyState::Success { .. }
+                        )
+                    })
+                    .collect();
+                let completes = live.len() + 1 >= rules.quorum as usize;
+                let all_young = live
+                    .iter()
+                    .all(|c| !other(c).is_some_and(|o| o.established(now_ms, &policy)));
+                if completes && all_young {
+                    continue;
+                }
+            }
             let deadline_ms = now_ms + s.deadline_secs * 1000;
             let expiry_ms = deadline_ms + s.grace_secs * 1000;
             let canonical_nan = needs_canonical_nan(&unit.copies);
@@ -357,6 +518,7 @@ impl Scheduler {
                 put_back.pop();
             }
             self.deadlines.insert((expiry_ms, id, host));
+            *self.in_flight.entry(host).or_insert(0) += 1;
             self.ops.push(StoreOp::Assign {
                 unit: id,
                 host,
@@ -372,6 +534,11 @@ impl Scheduler {
         }
         self.standing_mut(host).sent(tasks.len() as u32);
         tasks
+    }
+
+    /// Copies `host` holds unreported.
+    pub fn in_flight(&self, host: HostId) -> u32 {
+        self.in_flight.get(&host).copied().unwrap_or(0)
     }
 
     /// Records a host's report on a unit it was assigned (also after its
@@ -391,19 +558,35 @@ impl Scheduler {
             .units
             .get_mut(&unit_id)
             .ok_or(ReportError::UnknownUnit(unit_id))?;
+        let limit = unit.job.settings.fuel;
         let copy = unit
             .copies
             .iter_mut()
             .find(|c| c.host == host)
             .ok_or(ReportError::NotAssigned(unit_id))?;
-        match copy.state {
-            CopyState::InProgress { deadline_ms } => {
-                self.deadlines.remove(&(deadline_ms, unit_id, host));
+        if matches!(
+            copy.state,
+            CopyState::Success { .. } | CopyState::Error(_) | CopyState::Voided(_)
+        ) {
+            return Err(ReportError::AlreadyReported(unit_id));
+        }
+        // Fuel is bounded by the task's limit on every honest host: a
+        // report above it is a lie about the work (and about credit). The
+        // copy becomes an error, charged to the host.
+        let (state, refused) = match state {
+            CopyState::Success { fuel, .. } if fuel > limit => {
+                let e = ReportError::FuelAboveLimit {
+                    unit: unit_id,
+                    fuel,
+                    limit,
+                };
+                (CopyState::Error(e.to_string()), Some(e))
             }
-            CopyState::TimedOut => {}
-            CopyState::Success { .. } | CopyState::Error(_) | CopyState::Voided(_) => {
-                return Err(ReportError::AlreadyReported(unit_id));
-            }
+            state => (state, None),
+        };
+        if let CopyState::InProgress { deadline_ms } = copy.state {
+            self.deadlines.remove(&(deadline_ms, unit_id, host));
+            release(&mut self.in_flight, host);
         }
         copy.state = state.clone();
         if matches!(state, CopyState::Error(_)) {
@@ -415,6 +598,47 @@ impl Scheduler {
             state,
             elapsed_ms,
             received_ms: now_ms,
+        });
+        self.evaluate(unit_id, now_ms);
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The host gives back a copy it has not started (it could not start it
+    /// in time): the copy counts for nothing, neither for the quorum nor
+    /// against the host or the unit's caps, and the unit goes to another
+    /// host.
+    pub fn give_back(
+        &mut self,
+        host: HostId,
+        unit_id: UnitId,
+        now_ms: u64,
+    ) -> Result<(), ReportError> {
+        if self.hosts.get(&host).is_some_and(|s| s.banned) {
+            return Err(ReportError::Banned);
+        }
+        let unit = self
+            .units
+            .get_mut(&unit_id)
+            .ok_or(ReportError::UnknownUnit(unit_id))?;
+        let copy = unit
+            .copies
+            .iter_mut()
+            .find(|c| c.host == host)
+            .ok_or(ReportError::NotAssigned(unit_id))?;
+        let CopyState::InProgress { deadline_ms } = copy.state else {
+            return Err(ReportError::AlreadyReported(unit_id));
+        };
+        self.deadlines.remove(&(deadline_ms, unit_id, host));
+        release(&mut self.in_flight, host);
+        let reason = "given back unstarted by the host".to_string();
+        copy.state = CopyState::Voided(reason.clone());
+        self.ops.push(StoreOp::Void {
+            unit: unit_id,
+            host,
+            reason,
         });
         self.evaluate(unit_id, now_ms);
         Ok(())
@@ -430,8 +654,17 @@ impl Scheduler {
             let Some(unit) = self.units.get_mut(&unit_id) else {
                 continue;
             };
+            if host == AUDIT_WAIT {
+                // No established host took the audit in time (there may be
+                // none it could go to): give it up.
+                if unit.audit.as_ref().is_some_and(|a| a.auditor.is_none()) {
+                    self.finish(unit_id);
+                }
+                continue;
+            }
             if let Some(c) = unit.copies.iter_mut().find(|c| c.host == host) {
                 c.state = CopyState::TimedOut;
+                release(&mut self.in_flight, host);
             }
             self.ops.push(StoreOp::TimedOut {
                 unit: unit_id,
@@ -445,6 +678,45 @@ impl Scheduler {
     /// Store changes decided since the last call, in order; changed host
     /// standings come last, one per host.
     pub fn take_ops(&mut self) -> Vec<StoreOp> {
+        let mut caught: Vec<(HostId, (String, u64))> = self.caught.drain().collect();
+        caught.sort_unstable();
+        for (host, (reason, at_ms)) in caught {
+            let reason = format!("host {host} was caught: {reason}");
+            self.ops.push(StoreOp::Repair {
+                host,
+                reason: reason.clone(),
+                at_ms,
+            });
+            // Rows still in the window for their audit are reopened here
+            // as the store reopens them: the host's copy is void, and the
+            // unit needs copies again.
+            let mut hit: Vec<UnitId> = self
+                .auditing
+                .iter()
+                .copied()
+                .filter(|u| {
+                    self.units
+                        .get(u)
+                        .and_then(|s| s.audit.as_ref())
+                        .is_some_and(|a| a.hosts.contains(&host))
+                })
+                .collect();
+            hit.sort_unstable();
+            for id in hit {
+                self.auditing.remove(&id);
+                let Some(unit) = self.units.get_mut(&id) else {
+                    continue;
+                };
+                // An audit copy still out counts as an ordinary copy.
+                unit.audit = None;
+                for c in &mut unit.copies {
+                    if c.host == host {
+                        c.state = CopyState::Voided(reason.clone());
+                    }
+                }
+                self.evaluate(id, at_ms);
+            }
+        }
         let mut dirty: Vec<HostId> = self.dirty.drain().collect();
         dirty.sort_unstable();
         for host in dirty {
@@ -468,6 +740,10 @@ impl Scheduler {
         let Some(unit) = self.units.get_mut(&id) else {
             return;
         };
+        if unit.audit.is_some() {
+            self.evaluate_audit(id, now_ms);
+            return;
+        }
         if unit.single
             && unit.copies.iter().any(|c| {
                 matches!(
@@ -503,6 +779,11 @@ impl Scheduler {
                             s.valid(replicated, &policy);
                         } else {
                             s.failed();
+                            // Its result is invalid against a quorum: what
+                            // else it helped validate is suspect.
+                            self.caught.entry(c.host).or_insert_with(|| {
+                                (format!("its result for unit {id} was invalid"), now_ms)
+                            });
                         }
                         self.dirty.insert(c.host);
                     }
@@ -512,10 +793,24 @@ impl Scheduler {
                     unit: id,
                     output,
                     fuel,
-                    hosts,
+                    hosts: hosts.clone(),
                     at_ms: now_ms,
                 });
-                self.finish(id);
+                let audit = u64::from(policy.audit_ppm) > self.rng.next_u64() % 1_000_000;
+                match audit {
+                    true => {
+                        // Kept for one more copy on an established host.
+                        self.auditing.insert(id);
+                        unit.audit = Some(Audit {
+                            output,
+                            hosts,
+                            auditor: None,
+                            attempts: 0,
+                        });
+                        self.evaluate_audit(id, now_ms);
+                    }
+                    false => self.finish(id),
+                }
             }
             Verdict::Failed(reason) => {
                 self.ops.push(StoreOp::Fail {
@@ -544,13 +839,79 @@ impl Scheduler {
         }
     }
 
+    /// A validated unit under audit: wait for the auditor's copy, ask for
+    /// one, or judge it. Agreement ends the audit; disagreement disputes
+    /// the row, and the unit goes back to the quorum with one more
+    /// agreeing result needed, which catches whichever side lied.
+    fn evaluate_audit(&mut self, id: UnitId, now_ms: u64) {
+        let Some(unit) = self.units.get_mut(&id) else {
+            return;
+        };
+        let Some(audit) = unit.audit.as_mut() else {
+            return;
+        };
+        let state = audit
+            .auditor
+            .and_then(|a| unit.copies.iter().find(|c| c.host == a))
+            .map(|c| c.state.clone());
+        let s = &unit.job.settings;
+        let give_up_ms = now_ms + (2 * s.deadline_secs + s.grace_secs) * 1000;
+        match state {
+            None => {
+                if !unit.queued {
+                    unit.queued = true;
+                    self.queue.push_back(id);
+                }
+                self.deadlines.insert((give_up_ms, id, AUDIT_WAIT));
+            }
+            Some(CopyState::InProgress { .. }) => {}
+            Some(CopyState::Success { output, .. }) => {
+                let job = unit.job.clone();
+                let agrees = output == audit.output
+                    || (!job.validator.is_bitwise()
+                        && self.judge.agree(&job, &output, &audit.output));
+                let auditor = audit.auditor.unwrap_or_default();
+                if agrees {
+                    let policy = self.policy;
+                    self.standing_mut(auditor).valid(true, &policy);
+                    self.dirty.insert(auditor);
+                    self.finish(id);
+                } else {
+                    unit.audit = None;
+                    unit.disputed = true;
+                    self.auditing.remove(&id);
+                    self.ops.push(StoreOp::Dispute {
+                        unit: id,
+                        at_ms: now_ms,
+                    });
+                    self.evaluate(id, now_ms);
+                }
+            }
+            Some(_) => {
+                audit.attempts += 1;
+                audit.auditor = None;
+                if audit.attempts >= AUDIT_ATTEMPTS {
+                    self.finish(id);
+                } else {
+                    if !unit.queued {
+                        unit.queued = true;
+                        self.queue.push_back(id);
+                    }
+                    self.deadlines.insert((give_up_ms, id, AUDIT_WAIT));
+                }
+            }
+        }
+    }
+
     /// Drops a finished unit from the window; copies still out are
     /// forgotten, and their late reports are refused.
     fn finish(&mut self, id: UnitId) {
+        self.auditing.remove(&id);
         if let Some(unit) = self.units.remove(&id) {
             for c in unit.copies {
                 if let CopyState::InProgress { deadline_ms } = c.state {
                     self.deadlines.remove(&(deadline_ms, id, c.host));
+                    release(&mut self.in_flight, c.host);
                 }
             }
         }
@@ -612,8 +973,18 @@ mod tests {
         }
     }
 
+    /// A scheduler whose trusted hosts are established at once (their age
+    /// is not what most tests are about).
     fn with_units(n: u64, settings: JobSettings) -> Scheduler {
-        with_units_in(Scheduler::new(), n, settings)
+        let policy = HostPolicy {
+            established_age_ms: 0,
+            ..HostPolicy::default()
+        };
+        with_units_in(
+            Scheduler::with(policy, Box::new(BitwiseOnly), 0x5eed),
+            n,
+            settings,
+        )
     }
 
     /// Adds a job of `n` fresh units to `s`.
@@ -627,6 +998,7 @@ mod tests {
                     input: vec![id as u8],
                     copies: vec![],
                     single: false,
+                    disputed: false,
                 },
                 0,
             );
@@ -651,7 +1023,9 @@ mod tests {
     fn a_host_never_gets_two_copies_of_a_unit() {
         let mut s = with_units(3, JobSettings::default());
         let a = s.assign(10, 100, usize::MAX, 0);
-        assert_eq!(a.iter().map(|t| t.unit).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let mut got: Vec<_> = a.iter().map(|t| t.unit).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2, 3]);
         assert!(s.assign(10, 100, usize::MAX, 0).is_empty());
         let b = s.assign(11, 100, usize::MAX, 0);
         assert_eq!(b.len(), 3);
@@ -677,6 +1051,7 @@ mod tests {
                 input: vec![1],
                 copies: vec![],
                 single: false,
+                disputed: false,
             },
             0,
         );
@@ -701,6 +1076,280 @@ mod tests {
             bitwise.outputs_to_compare(1, 1).is_none(),
             "bitwise needs no judge"
         );
+    }
+
+    fn on_network(s: &mut Scheduler, host: HostId, addr: &str, cores: u32) {
+        let policy = *s.policy();
+        let mut standing = Standing::new(String::new(), cores, &policy);
+        standing.addr = Some(addr.parse().unwrap());
+        s.host_joined(host, standing);
+    }
+
+    fn units_of(tasks: &[Task]) -> HashSet<UnitId> {
+        tasks.iter().map(|t| t.unit).collect()
+    }
+
+    #[test]
+    fn two_identities_on_one_network_never_share_a_unit() {
+        let mut s = with_units(20, JobSettings::default());
+        on_network(&mut s, 1, "198.51.100.7", 1);
+        on_network(&mut s, 2, "198.51.100.8", 1);
+        on_network(&mut s, 3, "203.0.113.9", 4);
+        let mut first = HashSet::new();
+        let mut second = HashSet::new();
+        for _ in 0..5 {
+            first.extend(units_of(&s.assign(1, 4, usize::MAX, 0)));
+            second.extend(units_of(&s.assign(2, 4, usize::MAX, 0)));
+            for u in first.clone() {
+                s.report(1, u, ok(9), 1, 1).ok();
+            }
+            for u in second.clone() {
+                s.report(2, u, ok(9), 1, 1).ok();
+            }
+        }
+        assert!(!first.is_empty() && !second.is_empty());
+        assert!(first.is_disjoint(&second), "{first:?} {second:?}");
+        let ops = s.take_ops();
+        assert!(
+            !ops.iter().any(|o| matches!(o, StoreOp::Validate { .. })),
+            "one network cannot validate its own output"
+        );
+        // A host on another network may take copies of them.
+        let third = units_of(&s.assign(3, 16, usize::MAX, 2));
+        assert!(!third.is_disjoint(&first), "{first:?} {third:?}");
+    }
+
+    #[test]
+    fn back_to_back_requests_draw_different_units() {
+        let mut s = with_units(500, JobSettings::default());
+        on_network(&mut s, 1, "198.51.100.7", 4);
+        on_network(&mut s, 2, "203.0.113.9", 4);
+        let a = units_of(&s.assign(1, 16, usize::MAX, 0));
+        let b = units_of(&s.assign(2, 16, usize::MAX, 0));
+        assert_eq!((a.len(), b.len()), (16, 16));
+        // In queue order (the code before draws), b would equal a.
+        assert!(a.intersection(&b).count() < 8, "{a:?} {b:?}");
+    }
+
+    #[test]
+    fn a_quorum_of_young_hosts_is_completed_by_an_established_one() {
+        let mut s = with_units(4, JobSettings::default());
+        let day = 86_400_000;
+        on_network(&mut s, 1, "198.51.100.7", 1);
+        on_network(&mut s, 2, "203.0.113.9", 1);
+        let mut old = Standing::new(String::new(), 1, s.policy());
+        old.addr = Some("192.0.2.1".parse().unwrap());
+        old.consecutive_valid = 50;
+        s.host_joined(3, old);
+        let now = day + 1;
+        // The established host asked a moment ago (and took nothing).
+        assert!(s.assign(3, 0, usize::MAX, now).is_empty());
+        let young = units_of(&s.assign(1, 4, usize::MAX, now));
+        assert_eq!(young.len(), 4);
+        assert!(
+            s.assign(2, 4, usize::MAX, now).is_empty(),
+            "a second young host may not complete the first one's quorum"
+        );
+        assert_eq!(units_of(&s.assign(3, 4, usize::MAX, now)), young);
+        // With no established host about for a while, young hosts may
+        // complete each other's quorums (a new grid has none).
+        let mut fresh = with_units(4, JobSettings::default());
+        on_network(&mut fresh, 1, "198.51.100.7", 1);
+        on_network(&mut fresh, 2, "203.0.113.9", 1);
+        fresh.assign(1, 4, usize::MAX, 0);
+        assert_eq!(fresh.assign(2, 4, usize::MAX, 0).len(), 4);
+    }
+
+    #[test]
+    fn a_host_claiming_every_core_holds_only_a_young_hosts_share() {
+        let mut s = with_units(122, JobSettings::default());
+        on_network(&mut s, 1, "198.51.100.7", u32::MAX);
+        let policy = *s.policy();
+        let cap = policy.young_cores * policy.in_flight_per_core;
+        let got = s.assign(1, 256, usize::MAX, 0);
+        assert_eq!(got.len() as u32, cap);
+        assert_eq!(s.in_flight(1), cap);
+        assert!(s.assign(1, 256, usize::MAX, 0).is_empty(), "cap reached");
+        s.report(1, got[0].unit, ok(1), 1, 1).unwrap();
+        assert_eq!(
+            s.assign(1, 256, usize::MAX, 1).len(),
+            1,
+            "one reported, one more"
+        );
+        on_network(&mut s, 2, "203.0.113.9", 2);
+        assert_eq!(
+            s.assign(2, 256, usize::MAX, 1).len(),
+            8,
+            "others still get work"
+        );
+    }
+
+    #[test]
+    fn a_copy_given_back_is_reissued_without_charging_the_host() {
+        let mut s = with_units(1, JobSettings::default());
+        s.assign(1, 1, usize::MAX, 0);
+        let quota = s.standing(1).unwrap().quota;
+        s.give_back(1, 1, 5).unwrap();
+        assert_eq!(s.in_flight(1), 0);
+        assert_eq!(s.standing(1).unwrap().quota, quota, "not charged");
+        assert_eq!(s.give_back(1, 1, 6), Err(ReportError::AlreadyReported(1)));
+        assert!(
+            s.assign(1, 1, usize::MAX, 7).is_empty(),
+            "not back to the same host"
+        );
+        assert_eq!(s.assign(2, 1, usize::MAX, 7).len(), 1);
+        assert_eq!(
+            s.assign(3, 1, usize::MAX, 7).len(),
+            1,
+            "the quorum still needs two"
+        );
+        s.expire(u64::MAX);
+        assert_eq!(
+            s.standing(1).unwrap().quota,
+            quota,
+            "a voided copy never times out"
+        );
+    }
+
+    #[test]
+    fn a_host_outvoted_by_a_quorum_is_caught_for_repair() {
+        let mut s = with_units(1, JobSettings::default());
+        for h in 1..=3 {
+            on_network(&mut s, h, &format!("10.0.{h}.1"), 1);
+        }
+        s.assign(1, 1, usize::MAX, 0);
+        s.assign(2, 1, usize::MAX, 0);
+        s.report(1, 1, ok(1), 1, 1).unwrap();
+        s.report(2, 1, ok(2), 1, 1).unwrap();
+        s.assign(3, 1, usize::MAX, 2);
+        s.report(3, 1, ok(1), 1, 3).unwrap();
+        let ops = s.take_ops();
+        let repairs: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                StoreOp::Repair { host, at_ms, .. } => Some((*host, *at_ms)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(repairs, vec![(2, 3)], "{ops:?}");
+        // A ban catches too.
+        s.set_bans(&HashSet::from([3]), &HashSet::new(), 9);
+        assert!(
+            s.take_ops()
+                .iter()
+                .any(|o| matches!(o, StoreOp::Repair { host: 3, .. }))
+        );
+    }
+
+    /// Hosts 1 and 2 (colluders on two networks) validate a wrong output;
+    /// the audit sends one more copy to established host 3, whose output
+    /// disagrees: the row is disputed, two more honest results decide it,
+    /// and both colluders are caught.
+    #[test]
+    fn an_audit_that_disagrees_disputes_the_row_and_catches_the_liars() {
+        let policy = HostPolicy {
+            established_age_ms: 0,
+            audit_ppm: 1_000_000,
+            ..HostPolicy::default()
+        };
+        let mut s = with_units_in(
+            Scheduler::with(policy, Box::new(BitwiseOnly), 7),
+            1,
+            JobSettings::default(),
+        );
+        for h in 1..=5 {
+            on_network(&mut s, h, &format!("10.0.{h}.1"), 1);
+        }
+        for h in 3..=5 {
+            let mut old = s.standing(h).unwrap().clone();
+            old.consecutive_valid = 50;
+            s.host_joined(h, old);
+        }
+        s.assign(1, 1, usize::MAX, 0);
+        s.assign(2, 1, usize::MAX, 0);
+        s.report(1, 1, ok(66), 1, 1).unwrap();
+        s.report(2, 1, ok(66), 1, 1).unwrap();
+        let ops = s.take_ops();
+        assert!(ops.iter().any(|o| matches!(o, StoreOp::Validate { .. })));
+        assert_eq!(s.active_units(), 1, "kept for its audit");
+        assert!(
+            s.assign(2, 1, usize::MAX, 2).is_empty(),
+            "not on a young host"
+        );
+        assert_eq!(s.assign(3, 1, usize::MAX, 2).len(), 1, "the auditor");
+        assert!(
+            s.assign(4, 1, usize::MAX, 2).is_empty(),
+            "one audit copy at a time"
+        );
+        s.report(3, 1, ok(1), 1, 3).unwrap();
+        let ops = s.take_ops();
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, StoreOp::Dispute { unit: 1, .. })),
+            "{ops:?}"
+        );
+        // One more agreeing result than the quorum: three against two.
+        assert_eq!(s.assign(4, 1, usize::MAX, 4).len(), 1);
+        s.report(4, 1, ok(1), 1, 5).unwrap();
+        assert_eq!(s.assign(5, 1, usize::MAX, 6).len(), 1);
+        s.report(5, 1, ok(1), 1, 7).unwrap();
+        let ops = s.take_ops();
+        let validated: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                StoreOp::Validate { output, hosts, .. } => Some((*output, hosts.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(validated, vec![(Hash([1; 32]), vec![3, 4, 5])]);
+        let mut caught: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                StoreOp::Repair { host, .. } => Some(*host),
+                _ => None,
+            })
+            .collect();
+        caught.sort_unstable();
+        assert_eq!(caught, vec![1, 2]);
+    }
+
+    #[test]
+    fn fuel_above_the_tasks_limit_is_refused_and_never_credited() {
+        let settings = JobSettings {
+            fuel: 1000,
+            ..JobSettings::default()
+        };
+        let mut s = with_units(1, settings);
+        s.assign(1, 1, usize::MAX, 0);
+        s.assign(2, 1, usize::MAX, 0);
+        let inflated = CopyState::Success {
+            output: Hash([7; 32]),
+            fuel: 4_000_000_000_000_000_000,
+            engine: "x86_64".into(),
+            resumed: false,
+        };
+        assert!(matches!(
+            s.report(1, 1, inflated.clone(), 1, 1),
+            Err(ReportError::FuelAboveLimit {
+                fuel: 4_000_000_000_000_000_000,
+                limit: 1000,
+                ..
+            })
+        ));
+        assert_eq!(
+            s.report(2, 1, inflated, 1, 1),
+            Err(ReportError::FuelAboveLimit {
+                unit: 1,
+                fuel: 4_000_000_000_000_000_000,
+                limit: 1000,
+            })
+        );
+        let ops = s.take_ops();
+        assert!(
+            !ops.iter().any(|o| matches!(o, StoreOp::Validate { .. })),
+            "{ops:?}"
+        );
+        assert_eq!(s.standing(1).unwrap().consecutive_valid, 0);
     }
 
     /// One unit of an adaptive job, sent to host 1, trusted far beyond the
@@ -746,6 +1395,7 @@ mod tests {
                         },
                     }],
                     single,
+                    disputed: false,
                 },
                 10,
             );
@@ -775,7 +1425,10 @@ mod tests {
                 .any(|o| matches!(o, StoreOp::Validate { .. })),
             "one untrusted result must not validate"
         );
-        assert_eq!(s.assign(3, 1, usize::MAX, 30).len(), 1, "a second copy");
+        // Once the banned host's last request is 10 minutes old, young
+        // hosts may complete each other's quorum.
+        let later = s.policy().established_idle_ms + 31;
+        assert_eq!(s.assign(3, 1, usize::MAX, later).len(), 1, "a second copy");
     }
 
     #[test]
@@ -889,8 +1542,10 @@ mod tests {
 
     #[test]
     fn failures_shrink_a_hosts_daily_quota_and_successes_restore_it() {
-        let policy = QuotaPolicy {
+        let policy = HostPolicy {
             per_core_per_day: 8,
+            in_flight_per_core: 100,
+            ..HostPolicy::default()
         };
         let mut s = with_units_in(
             Scheduler::with(policy, Box::new(BitwiseOnly), 1),
@@ -1033,7 +1688,15 @@ mod tests {
             actions in proptest::collection::vec(action(), 1..200),
         ) {
             let units = 8u64;
-            let mut s = with_units(units, settings);
+            // A generous quota: these are the redundancy rules under any
+            // schedule; a young host's small quota has its own tests, and
+            // here it would starve the honest hosts meant to drain the queue.
+            let policy = HostPolicy {
+                established_age_ms: 0,
+                young_per_core_per_day: 1_000_000,
+                ..HostPolicy::default()
+            };
+            let mut s = with_units_in(Scheduler::with(policy, Box::new(BitwiseOnly), 0x5eed), units, settings);
             let policy = *s.policy();
             for (host, account) in ACCOUNTS.iter().enumerate() {
                 let mut standing = Standing::new(account.to_string(), 1, &policy);

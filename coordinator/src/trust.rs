@@ -16,34 +16,79 @@
 //! doubles on every valid result, up to the coordinator's maximum, like
 //! BOINC's `max_results_day`. A broken or cheating host is throttled to a
 //! trickle within a few failures and recovers as soon as it behaves.
+//!
+//! Identities are free, so a new one starts *young*: its claimed core count
+//! is clamped ([`HostPolicy::young_cores`]), its quota starts small
+//! ([`HostPolicy::young_per_core_per_day`]) and grows only with valid
+//! results. A host is *established* once it is old enough and trusted (see
+//! [`Standing::established`]): only established hosts run single copies,
+//! and a quorum of young hosts is completed by an established one.
 
 /// Valid results in a row before a host is trusted.
 pub const TRUST_THRESHOLD: u64 = 10;
 
 const DAY_MS: u64 = 86_400_000;
 
-/// The coordinator's quota policy.
+/// Most cores any host is taken to have, whatever it claims.
+pub const MAX_CORES: u32 = 1024;
+
+/// The coordinator's rules for hosts: quotas and what a new identity may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QuotaPolicy {
-    /// Most tasks one core may be sent per day; a host's quota starts at
-    /// (and never exceeds) this times its cores.
+pub struct HostPolicy {
+    /// Most tasks one core may be sent per day; a host's quota never
+    /// exceeds this times its cores.
     pub per_core_per_day: u32,
+    /// Tasks per core per day a new host starts with; its quota doubles
+    /// with every valid result up to `per_core_per_day`.
+    pub young_per_core_per_day: u32,
+    /// Most cores a young host is taken to have: claiming more gains it
+    /// nothing (the hoarding attack claimed `u32::MAX`).
+    pub young_cores: u32,
+    /// Copies a host may hold unreported, per (clamped) core.
+    pub in_flight_per_core: u32,
+    /// How old an identity must be (since its first Hello) before it can
+    /// be established.
+    pub established_age_ms: u64,
+    /// When no established host has asked for work for this long, young
+    /// hosts may complete each other's quorums (a new grid has no
+    /// established hosts at all); audits and repairs catch what slips in.
+    pub established_idle_ms: u64,
+    /// Validated units re-run on an established host, in parts per
+    /// million: a disagreement disputes the row and catches whoever lied.
+    pub audit_ppm: u32,
 }
 
-impl Default for QuotaPolicy {
+impl Default for HostPolicy {
     fn default() -> Self {
-        // Generous: tasks may take milliseconds, and an honest host should
-        // never meet the cap. What matters is how fast a failing host's
-        // quota falls (halving: 1 million to 1 in 20 failures).
-        QuotaPolicy {
+        HostPolicy {
+            // Generous: tasks may take milliseconds, and an honest host
+            // should never meet the cap. What matters is how fast a failing
+            // host's quota falls (halving: 1 million to 1 in 20 failures).
             per_core_per_day: 1_000_000,
+            // An honest new host reaches the full quota after about a dozen
+            // valid results; a fresh identity alone gets a few hundred tasks.
+            young_per_core_per_day: 64,
+            young_cores: 4,
+            // Enough for a worker's running slots and its work buffer.
+            in_flight_per_core: 4,
+            established_age_ms: DAY_MS,
+            established_idle_ms: 10 * 60 * 1000,
+            // 2 %: an honest population pays 0.02 tasks per unit.
+            audit_ppm: 20_000,
         }
     }
 }
 
-impl QuotaPolicy {
+impl HostPolicy {
     pub fn max_for(&self, cores: u32) -> u32 {
         self.per_core_per_day.saturating_mul(cores.max(1))
+    }
+
+    /// The quota a host new to this coordinator starts with.
+    pub fn start_for(&self, cores: u32) -> u32 {
+        self.young_per_core_per_day
+            .saturating_mul(cores.max(1))
+            .clamp(1, self.max_for(cores))
     }
 }
 
@@ -63,7 +108,14 @@ pub struct Standing {
     /// The volunteer account ('' = anonymous: the host is its own
     /// volunteer).
     pub account: String,
+    /// Cores the host claims, clamped to [`MAX_CORES`].
     pub cores: u32,
+    /// When the coordinator first heard of this identity (ms since the
+    /// Unix epoch); its age decides when it can be established.
+    pub first_seen_ms: u64,
+    /// The address of its latest connection: later copies of a unit go to
+    /// other networks than earlier copies' hosts (see `netgroup`).
+    pub addr: Option<std::net::IpAddr>,
     pub consecutive_valid: u64,
     /// Tasks the host may be sent per day.
     pub quota: u32,
@@ -74,13 +126,16 @@ pub struct Standing {
 }
 
 impl Standing {
-    /// A host never seen before: untrusted, full quota.
-    pub fn new(account: String, cores: u32, policy: &QuotaPolicy) -> Standing {
+    /// A host never seen before: untrusted, young, with a new host's quota.
+    pub fn new(account: String, cores: u32, policy: &HostPolicy) -> Standing {
+        let cores = cores.clamp(1, MAX_CORES);
         Standing {
             account,
             cores,
+            first_seen_ms: 0,
+            addr: None,
             consecutive_valid: 0,
-            quota: policy.max_for(cores),
+            quota: policy.start_for(cores.min(policy.young_cores)),
             day: 0,
             sent_today: 0,
             banned: false,
@@ -88,8 +143,30 @@ impl Standing {
     }
 
     /// A host the scheduler knows nothing of: anonymous, one core.
-    pub fn anonymous(policy: &QuotaPolicy) -> Standing {
+    pub fn anonymous(policy: &HostPolicy) -> Standing {
         Standing::new(String::new(), 1, policy)
+    }
+
+    /// Old enough and trusted: may run single copies and complete a quorum
+    /// of young hosts.
+    pub fn established(&self, now_ms: u64, policy: &HostPolicy) -> bool {
+        self.trusted() && now_ms.saturating_sub(self.first_seen_ms) >= policy.established_age_ms
+    }
+
+    /// The cores the scheduler counts: a young host's claim is clamped.
+    pub fn counted_cores(&self, now_ms: u64, policy: &HostPolicy) -> u32 {
+        match self.established(now_ms, policy) {
+            true => self.cores,
+            false => self.cores.min(policy.young_cores),
+        }
+    }
+
+    /// Most copies the host may hold unreported.
+    pub fn in_flight_cap(&self, now_ms: u64, policy: &HostPolicy) -> u32 {
+        policy
+            .in_flight_per_core
+            .saturating_mul(self.counted_cores(now_ms, policy))
+            .max(1)
     }
 
     /// How many of `want` tasks the host may still be sent today.
@@ -134,9 +211,9 @@ impl Standing {
 
     /// The host's result agreed with a validated unit's canonical output.
     /// `replicated`: other hosts' results agreed too (not a single copy).
-    pub fn valid(&mut self, replicated: bool, policy: &QuotaPolicy) {
+    pub fn valid(&mut self, replicated: bool, policy: &HostPolicy) {
         if replicated {
-            self.consecutive_valid += 1;
+            self.consecutive_valid = self.consecutive_valid.saturating_add(1);
         }
         self.quota = self
             .quota
@@ -175,9 +252,11 @@ impl SplitMix64 {
 mod tests {
     use super::*;
 
-    fn policy() -> QuotaPolicy {
-        QuotaPolicy {
+    fn policy() -> HostPolicy {
+        HostPolicy {
             per_core_per_day: 100,
+            young_per_core_per_day: 100,
+            ..HostPolicy::default()
         }
     }
 

@@ -72,6 +72,22 @@ pub enum StoreOp {
         host: HostId,
         reason: String,
     },
+    /// The host was caught (a result invalid against a quorum, or a ban):
+    /// every dataset row it helped validate is reopened (moved to the
+    /// dataset's history with `reason`, its unit active again, the host's
+    /// copy voided) and its units go out for fresh copies.
+    Repair {
+        host: HostId,
+        reason: String,
+        at_ms: u64,
+    },
+    /// An audit's result disagreed with the unit's dataset row: the row is
+    /// moved to the history and the unit needs one more agreeing result
+    /// than its quorum, so the losing side is caught either way.
+    Dispute {
+        unit: UnitId,
+        at_ms: u64,
+    },
     /// A host's trust streak or quota changed (see `trust.rs`).
     Standing {
         host: HostId,
@@ -108,6 +124,8 @@ pub struct JobInfo {
 pub struct StoredStanding {
     pub account: String,
     pub cores: u32,
+    /// The host's first Hello (ms since the Unix epoch).
+    pub first_seen_ms: u64,
     pub consecutive_valid: u64,
     /// `None`: never lowered, the full quota.
     pub quota: Option<u32>,
@@ -139,6 +157,9 @@ pub struct LoadedUnit {
     pub copies: Vec<crate::quorum::Copy>,
     /// A copy was sent as the unit's single copy (adaptive replication).
     pub single: bool,
+    /// An audit disagreed with the unit's validated output: it needs one
+    /// more agreeing result than its job's quorum.
+    pub disputed: bool,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -309,6 +330,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Validated rows of a job with unit id greater than `after`, in id
     /// order: callers page through a dataset without holding it whole.
+    /// Active units reopened (by a repair or a dispute) after `after_seq`,
+    /// in order, with their copies: `(reopened_seq, unit)`.
+    fn load_reopened_units(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LoadedUnit)>, StoreError>;
     fn dataset_page(
         &self,
         job: JobId,

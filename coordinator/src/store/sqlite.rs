@@ -45,7 +45,13 @@ CREATE TABLE IF NOT EXISTS units (
     input_hash BLOB NOT NULL,
     -- 'active' until validated or failed
     state TEXT NOT NULL DEFAULT 'active',
-    reason TEXT
+    reason TEXT,
+    -- when the unit was last reopened (a repair or a dispute moved its
+    -- dataset row to dataset_history), in order: the feeder reloads units
+    -- reopened after the last one it saw; 0 = never
+    reopened_seq INTEGER NOT NULL DEFAULT 0,
+    -- an audit disagreed with its row: one more agreeing result decides
+    disputed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS units_job_state ON units(job_id, state);
 CREATE INDEX IF NOT EXISTS units_active ON units(state, id);
@@ -79,6 +85,20 @@ CREATE TABLE IF NOT EXISTS dataset (
     validated_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dataset_job ON dataset(job_id, unit_id);
+-- Dataset rows replaced by a repair or a dispute, with when and why: the
+-- dataset's history stays visible.
+CREATE TABLE IF NOT EXISTS dataset_history (
+    unit_id INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    output_hash BLOB NOT NULL,
+    fuel INTEGER NOT NULL,
+    hosts_json TEXT NOT NULL,
+    engines_json TEXT NOT NULL,
+    validated_ms INTEGER NOT NULL,
+    replaced_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dataset_history_job ON dataset_history(job_id, unit_id);
 CREATE TABLE IF NOT EXISTS hosts (
     id INTEGER PRIMARY KEY,
     public_key BLOB NOT NULL UNIQUE,
@@ -204,6 +224,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("hosts", "credit_total", "INTEGER NOT NULL DEFAULT 0"),
     ("hosts", "credit_recent", "REAL NOT NULL DEFAULT 0"),
     ("hosts", "credit_at_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("units", "reopened_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("units", "disputed", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one
@@ -228,6 +250,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if added.contains(&"credit_total") {
         tally_credit(conn)?;
     }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS units_reopened ON units(reopened_seq) WHERE reopened_seq > 0",
+    )?;
     tx.commit()?;
     Ok(())
 }
@@ -526,7 +551,7 @@ impl Store for SqliteStore {
     fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
-                "SELECT account, cores, consecutive_valid, daily_quota FROM hosts WHERE id = ?1",
+                "SELECT account, cores, consecutive_valid, daily_quota, first_seen_ms FROM hosts WHERE id = ?1",
                 [id],
                 |r| {
                     Ok(StoredStanding {
@@ -534,6 +559,7 @@ impl Store for SqliteStore {
                         cores: r.get(1)?,
                         consecutive_valid: r.get(2)?,
                         quota: r.get(3)?,
+                        first_seen_ms: r.get(4)?,
                     })
                 },
             )
@@ -650,7 +676,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LoadedUnit>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT u.id, u.job_id, b.data FROM units u JOIN blobs b ON b.hash = u.input_hash
+                "SELECT u.id, u.job_id, b.data, u.disputed FROM units u JOIN blobs b ON b.hash = u.input_hash
                  WHERE u.state = 'active' AND u.id > ?1 ORDER BY u.id LIMIT ?2",
             )?;
             let mut units: Vec<LoadedUnit> = stmt
@@ -661,6 +687,7 @@ impl Store for SqliteStore {
                         input: r.get(2)?,
                         copies: Vec::new(),
                         single: false,
+                        disputed: r.get(3)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -694,6 +721,52 @@ impl Store for SqliteStore {
                     host: r.get(1)?,
                     state,
                 });
+            }
+            Ok(units)
+        })
+    }
+
+    fn load_reopened_units(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LoadedUnit)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT u.reopened_seq, u.id, u.job_id, b.data, u.disputed
+                 FROM units u JOIN blobs b ON b.hash = u.input_hash
+                 WHERE u.reopened_seq > ?1 AND u.state = 'active' ORDER BY u.reopened_seq LIMIT ?2",
+            )?;
+            let mut units: Vec<(u64, LoadedUnit)> = stmt
+                .query_map(params![after_seq, limit as i64], |r| {
+                    Ok((
+                        r.get(0)?,
+                        LoadedUnit {
+                            id: r.get(1)?,
+                            job: r.get(2)?,
+                            input: r.get(3)?,
+                            copies: Vec::new(),
+                            single: false,
+                            disputed: r.get(4)?,
+                        },
+                    ))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut stmt = c.prepare_cached(
+                "SELECT unit_id, host_id, state, deadline_ms, output_hash, fuel, error, engine, resumed,
+                        single
+                 FROM results WHERE unit_id = ?1 ORDER BY sent_ms",
+            )?;
+            for (_, unit) in &mut units {
+                let mut rows = stmt.query([unit.id])?;
+                while let Some(r) = rows.next()? {
+                    let state = copy_from_row(r)?;
+                    unit.single = r.get::<_, bool>(9)?;
+                    unit.copies.push(Copy {
+                        host: r.get(1)?,
+                        state,
+                    });
+                }
             }
             Ok(units)
         })
@@ -1184,6 +1257,43 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             tx.prepare_cached("UPDATE units SET state = 'failed', reason = ?2 WHERE id = ?1")?
                 .execute(params![unit, reason])?;
         }
+        StoreOp::Repair {
+            host,
+            reason,
+            at_ms,
+        } => {
+            let key: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT public_key FROM hosts WHERE id = ?1")?
+                .query_row([host], |r| r.get(0))
+                .optional()?;
+            let Some(key) = key else { return Ok(()) };
+            let quoted = format!("\"{}\"", hex::encode(key));
+            // Its successful copies of validated units whose row names it.
+            let units: Vec<(UnitId, u64)> = tx
+                .prepare_cached(
+                    "SELECT d.unit_id, d.fuel FROM results r JOIN dataset d ON d.unit_id = r.unit_id
+                     WHERE r.host_id = ?1 AND r.state = 'success' AND instr(d.hosts_json, ?2) > 0",
+                )?
+                .query_map(params![host, quoted], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut taken: u64 = 0;
+            for (unit, fuel) in units {
+                reopen(tx, unit, reason, *at_ms, false)?;
+                tx.prepare_cached(
+                    "UPDATE results SET state = 'voided', error = ?3 WHERE unit_id = ?1 AND host_id = ?2",
+                )?
+                .execute(params![unit, host, reason])?;
+                taken = taken.saturating_add(fuel);
+            }
+            // The caught host keeps no credit for rows it no longer stands in.
+            tx.prepare_cached(
+                "UPDATE hosts SET credit_total = max(0, credit_total - min(?2, credit_total)) WHERE id = ?1",
+            )?
+            .execute(params![host, taken.min(i64::MAX as u64)])?;
+        }
+        StoreOp::Dispute { unit, at_ms } => {
+            reopen(tx, *unit, "an audit disagreed with this row", *at_ms, true)?;
+        }
         StoreOp::Void { unit, host, reason } => {
             tx.prepare_cached(
                 "UPDATE results SET state = 'voided', error = ?3 WHERE unit_id = ?1 AND host_id = ?2",
@@ -1211,6 +1321,38 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             .execute(params![host, at_ms])?;
         }
     }
+    Ok(())
+}
+
+/// Moves a unit's dataset row to the history (replaced at `at_ms` for
+/// `reason`) and makes the unit active again, next in the feeder's order of
+/// reopened units.
+fn reopen(
+    tx: &rusqlite::Transaction<'_>,
+    unit: UnitId,
+    reason: &str,
+    at_ms: u64,
+    disputed: bool,
+) -> Result<(), StoreError> {
+    let moved = tx
+        .prepare_cached(
+            "INSERT INTO dataset_history (unit_id, job_id, output_hash, fuel, hosts_json, engines_json,
+                                          validated_ms, replaced_ms, reason)
+             SELECT unit_id, job_id, output_hash, fuel, hosts_json, engines_json, validated_ms, ?2, ?3
+             FROM dataset WHERE unit_id = ?1",
+        )?
+        .execute(params![unit, at_ms, reason])?;
+    if moved == 0 {
+        return Ok(());
+    }
+    tx.prepare_cached("DELETE FROM dataset WHERE unit_id = ?1")?
+        .execute([unit])?;
+    tx.prepare_cached(
+        "UPDATE units SET state = 'active', reason = NULL, disputed = ?2,
+           reopened_seq = (SELECT coalesce(max(reopened_seq), 0) + 1 FROM units)
+         WHERE id = ?1",
+    )?
+    .execute(params![unit, disputed])?;
     Ok(())
 }
 
