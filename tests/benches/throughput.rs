@@ -168,7 +168,7 @@ fn main() {
             let exchanges = exchanges.clone();
             rt.spawn(async move {
                 let key = SigningKey::from_bytes(&[w as u8 + 1; 32]);
-                let session = net::connect(&join, &key, HostFacts::default())
+                let session = net::connect(&join, &key, HostFacts::default(), None)
                     .await
                     .unwrap();
                 let mut reports = Vec::new();
@@ -176,6 +176,7 @@ fn main() {
                     let req = Request::Exchange(Exchange {
                         reports: std::mem::take(&mut reports),
                         want: batch,
+                        returned: vec![],
                     });
                     let reply = match net::request(&session.connection, &req).await.unwrap() {
                         Reply::Exchange(r) => r,

@@ -329,6 +329,15 @@ fn now_nanos() -> u128 {
         .unwrap_or(0)
 }
 
+/// A fresh loopback address on a /24 of its own (127.0.0.0/8 is all
+/// loopback on Linux, so any of them can connect to a server on 127.0.0.1):
+/// workers and test clients look like hosts on distinct networks.
+pub fn loopback_network() -> std::net::IpAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::net::IpAddr::from([127, 1 + (n / 250) as u8, (n % 250) as u8 + 1, 1])
+}
+
 /// A worker process with its own data folder (its own host identity).
 pub struct Worker {
     pub data: PathBuf,
@@ -351,6 +360,9 @@ impl Worker {
         let child = Command::new(bin("peergrid-worker"))
             .env("PEERGRID_LOG", "info,peergrid_worker::daemon=debug")
             .env("PEERGRID_CONFIG", &config)
+            // Each worker its own network, as volunteers are: the
+            // coordinator never gives two copies of a unit to one /24.
+            .env("PEERGRID_BIND", loopback_network().to_string())
             .args(["run", "--join", join, "--data"])
             .arg(data)
             .args(extra)

@@ -36,7 +36,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
     rt.block_on(async {
         // Garbage instead of Hello: an error naming the problem, then the
         // connection is closed.
-        let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN)
+        let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN, None)
             .await
             .unwrap();
         let reply = net::request_bytes(&conn, b"\xff\xff\xff\xffnot bincode")
@@ -47,12 +47,13 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
         assert!(msg.contains("malformed"), "{msg}");
 
         // A well-formed request that is not Hello first.
-        let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN)
+        let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN, None)
             .await
             .unwrap();
         let ex = Request::Exchange(Exchange {
             reports: vec![],
             want: 1,
+            returned: vec![],
         });
         let reply = net::request_bytes(&conn, &codec::encode(&ex).unwrap())
             .await
@@ -61,7 +62,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
 
         // A forged Hello: someone else's key, our signature.
         let key = SigningKey::from_bytes(&[7; 32]);
-        let session = net::connect(&join, &key, HostFacts::default())
+        let session = net::connect(&join, &key, HostFacts::default(), None)
             .await
             .unwrap();
         let hello = peergrid_proto::wire::Hello {
@@ -74,7 +75,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
             facts: HostFacts::default(),
             worker_version: "forger".into(),
         };
-        let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN)
+        let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN, None)
             .await
             .unwrap();
         let reply = net::request_bytes(&conn, &codec::encode(&Request::Hello(hello)).unwrap())
@@ -104,6 +105,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
                 resumed: false,
             }],
             want: 0,
+            returned: vec![],
         });
         match net::request(&session.connection, &ex).await.unwrap() {
             Reply::Exchange(r) => {
@@ -119,7 +121,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
         }
 
         // A wrong ALPN fails the handshake with a clear TLS error.
-        let err = net::connect_raw(&join, b"http/1.1")
+        let err = net::connect_raw(&join, b"http/1.1", None)
             .await
             .expect_err("wrong ALPN must fail");
         let text = err.to_string();
@@ -131,7 +133,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
         // A join string with the wrong fingerprint is refused by the worker side.
         let mut wrong = join.clone();
         wrong.cert_sha256[0] ^= 1;
-        let err = net::connect_raw(&wrong, peergrid_proto::wire::ALPN)
+        let err = net::connect_raw(&wrong, peergrid_proto::wire::ALPN, None)
             .await
             .expect_err("wrong pin must fail");
         assert!(

@@ -31,7 +31,13 @@ async fn host(join: &JoinString, seed: u8, account: &str) -> Result<Session, Net
         account: account.into(),
         ..HostFacts::default()
     };
-    net::connect(join, &SigningKey::from_bytes(&[seed; 32]), facts).await
+    net::connect(
+        join,
+        &SigningKey::from_bytes(&[seed; 32]),
+        facts,
+        Some(peergrid_tests::loopback_network()),
+    )
+    .await
 }
 
 /// Three anonymous hosts, keys from seeds 1, 2 and 3.
@@ -46,7 +52,11 @@ async fn three_hosts(join: &JoinString) -> (Session, Session, Session) {
 async fn exchange(s: &Session, reports: Vec<TaskReport>, want: u32) -> Reply {
     net::request(
         &s.connection,
-        &Request::Exchange(Exchange { reports, want }),
+        &Request::Exchange(Exchange {
+            reports,
+            want,
+            returned: Vec::new(),
+        }),
     )
     .await
     .unwrap()

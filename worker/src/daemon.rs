@@ -80,6 +80,8 @@ pub struct WorkerConfig {
     pub fault: Option<Fault>,
     /// Draw live progress bars here (a terminal is attached).
     pub progress_bars: Option<crate::display::MultiProgress>,
+    /// Local address to connect from (`--bind`).
+    pub bind: Option<std::net::IpAddr>,
 }
 
 pub struct Worker {
@@ -307,6 +309,7 @@ impl Worker {
             join: self.config.join.clone(),
             key: self.key.clone(),
             account: self.config.prefs.account.clone(),
+            bind: self.config.bind,
             data: self.config.data.clone(),
             state: self.state.clone(),
             shared: self.shared.clone(),
@@ -640,6 +643,7 @@ struct Uplink {
     join: JoinString,
     key: SigningKey,
     account: String,
+    bind: Option<std::net::IpAddr>,
     data: PathBuf,
     state: Arc<LocalState>,
     shared: Arc<Shared>,
@@ -664,8 +668,10 @@ impl Uplink {
                 account: self.account.clone(),
                 ..host_facts()
             };
-            let connect =
-                tokio::time::timeout(EXCHANGE_TIMEOUT, net::connect(&self.join, &self.key, facts));
+            let connect = tokio::time::timeout(
+                EXCHANGE_TIMEOUT,
+                net::connect(&self.join, &self.key, facts, self.bind),
+            );
             let session = tokio::select! {
                 _ = drain.changed() => return Ok(()),
                 s = connect => s,
@@ -725,7 +731,11 @@ impl Uplink {
                 continue;
             }
             let sent = reports.len();
-            let req = Request::Exchange(Exchange { reports, want });
+            let req = Request::Exchange(Exchange {
+                reports,
+                want,
+                returned: Vec::new(),
+            });
             let reply =
                 tokio::time::timeout(EXCHANGE_TIMEOUT, net::request(&session.connection, &req))
                     .await

@@ -44,6 +44,10 @@ enum Command {
         /// Testing aid: misbehave on purpose to exercise validation.
         #[arg(long, value_enum, hide = true)]
         simulate_fault: Option<FaultArg>,
+        /// Local IP address to connect from (default: the system's choice),
+        /// for a host with several networks.
+        #[arg(long, env = "PEERGRID_BIND")]
+        bind: Option<std::net::IpAddr>,
     },
     /// Print the preferences in effect (file, then flags), as TOML.
     Config {
@@ -137,6 +141,7 @@ fn main() -> Result<()> {
             prefs,
             no_progress: _,
             simulate_fault,
+            bind,
         } => {
             let join: JoinString = join.parse().context("--join")?;
             let (prefs, path) = Preferences::resolve(&prefs)?;
@@ -162,6 +167,7 @@ fn main() -> Result<()> {
                     FaultArg::ForeignArch => Fault::ForeignArch,
                 }),
                 progress_bars: bars,
+                bind,
             };
             let worker = Worker::new(config, key)?;
             tokio::runtime::Builder::new_multi_thread()

@@ -140,15 +140,17 @@ pub fn resolve(address: &str) -> Result<SocketAddr, NetError> {
 }
 
 /// Opens a QUIC connection with the given ALPN (tests pass wrong ones).
+/// `bind` is the local address to send from (port chosen by the system).
 pub async fn connect_raw(
     join: &JoinString,
     alpn: &[u8],
+    bind: Option<std::net::IpAddr>,
 ) -> Result<(quinn::Endpoint, quinn::Connection), NetError> {
     let addr = resolve(&join.address)?;
-    let bind: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().map_err(|_| NetError::Unexpected)?
-    } else {
-        "0.0.0.0:0".parse().map_err(|_| NetError::Unexpected)?
+    let bind = match bind {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if addr.is_ipv6() => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+        None => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
     };
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| NetError::Setup(e.to_string()))?;
     endpoint.set_default_client_config(client_config(join.cert_sha256, alpn)?);
@@ -164,8 +166,9 @@ pub async fn connect(
     join: &JoinString,
     key: &SigningKey,
     facts: HostFacts,
+    bind: Option<std::net::IpAddr>,
 ) -> Result<Session, NetError> {
-    let (endpoint, connection) = connect_raw(join, peergrid_proto::wire::ALPN).await?;
+    let (endpoint, connection) = connect_raw(join, peergrid_proto::wire::ALPN, bind).await?;
     let timestamp_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

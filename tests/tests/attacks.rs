@@ -1,0 +1,283 @@
+//! A determined stranger against a real coordinator process: hosts that
+//! speak the wire protocol over QUIC with hostile choices (several
+//! identities on one machine asking back to back and reporting one forged
+//! output, a host claiming every core, inflated fuel, oversized and slow
+//! greetings), while honest workers finish the job.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use peergrid_proto::JoinString;
+use peergrid_proto::wire::{
+    ErrorCode, Exchange, ExchangeReply, HostFacts, Outcome, Reply, Request, Task, TaskReport,
+};
+use peergrid_tests::{Coordinator, JobOptions, Worker, loopback_network, lyapunov_job};
+use peergrid_worker::net::{self, Session};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn identity(join: &JoinString, seed: u8, cores: u32, from: IpAddr) -> Session {
+    let facts = HostFacts {
+        cores,
+        ..HostFacts::default()
+    };
+    net::connect(
+        join,
+        &SigningKey::from_bytes(&[seed; 32]),
+        facts,
+        Some(from),
+    )
+    .await
+    .unwrap()
+}
+
+async fn exchange(s: &Session, reports: Vec<TaskReport>, want: u32) -> ExchangeReply {
+    let req = Request::Exchange(Exchange {
+        reports,
+        want,
+        returned: Vec::new(),
+    });
+    match net::request(&s.connection, &req).await.unwrap() {
+        Reply::Exchange(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn forged(task: &Task, fuel: u64) -> TaskReport {
+    TaskReport {
+        unit: task.unit,
+        outcome: Outcome::Success(b"forged".to_vec()),
+        fuel_used: fuel,
+        elapsed_ms: 1,
+        engine: "forged".into(),
+        resumed: false,
+    }
+}
+
+/// Two fresh keys on one machine ask back to back and report the same
+/// forged output for everything they get. Before copies were drawn at
+/// random and kept off a network that already holds one, they got both
+/// copies of the same units and every unit entered the dataset forged.
+/// Now an honest worker on another network must take part in every
+/// quorum, and the forgeries never agree with it.
+#[test]
+fn two_identities_of_one_machine_cannot_validate_their_forgery() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = lyapunov_job(
+        dir.path(),
+        &JobOptions {
+            units: 20,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let join: JoinString = coordinator.join.parse().unwrap();
+    let machine = loopback_network();
+    let mut second = machine.to_string();
+    second.replace_range(second.rfind('.').unwrap().., ".2");
+    let second: IpAddr = second.parse().unwrap();
+    let rt = runtime();
+    let forged_copies = rt.block_on(async {
+        let a = identity(&join, 71, 1, machine).await;
+        let b = identity(&join, 72, 1, second).await;
+        let mut reported = 0;
+        for _ in 0..40 {
+            let ta = exchange(&a, vec![], 4).await.tasks;
+            let tb = exchange(&b, vec![], 4).await.tasks;
+            reported += ta.len() + tb.len();
+            exchange(&a, ta.iter().map(|t| forged(t, 1000)).collect(), 0).await;
+            exchange(&b, tb.iter().map(|t| forged(t, 1000)).collect(), 0).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        reported
+    });
+    assert!(forged_copies > 0, "the attackers got work");
+    let _honest = coordinator.workers(dir.path(), "honest", 2).unwrap();
+    let status = coordinator
+        .wait_finished(job, Duration::from_secs(180))
+        .unwrap();
+    let rows = coordinator.dataset(job).unwrap();
+    let forged_rows = rows
+        .iter()
+        .filter(|r| r["output"].as_str() == Some("forged"))
+        .count();
+    assert_eq!(forged_rows, 0, "forged rows in the dataset: {status}");
+    assert_eq!(status["validated"], 20, "{status}");
+}
+
+/// A new host claiming `u32::MAX` cores once took all 122 copies of a
+/// 61-unit job in one exchange and never reported, stalling the job;
+/// now it holds a young host's share and an honest worker gets the rest.
+#[test]
+fn a_host_claiming_every_core_cannot_hoard_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = lyapunov_job(
+        dir.path(),
+        &JobOptions {
+            units: 61,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let join: JoinString = coordinator.join.parse().unwrap();
+    let rt = runtime();
+    let hoarded = rt.block_on(async {
+        let h = identity(&join, 81, u32::MAX, loopback_network()).await;
+        let mut got = 0;
+        let started = std::time::Instant::now();
+        // The units reach the dispatch window shortly after submission.
+        while got == 0 && started.elapsed() < Duration::from_secs(20) {
+            got += exchange(&h, vec![], 256).await.tasks.len();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        got += exchange(&h, vec![], 256).await.tasks.len();
+        got
+    });
+    // The default policy: 4 counted cores, 4 copies in flight per core.
+    assert!(hoarded > 0 && hoarded <= 16, "hoarded {hoarded} copies");
+    let _honest: Vec<Worker> = coordinator.workers(dir.path(), "honest", 2).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let status = coordinator.status(job).unwrap();
+        let validated = status["validated"].as_u64().unwrap();
+        // Units whose copy the hoarder holds wait for its deadline; all
+        // the others are validated by the honest workers meanwhile.
+        if validated + hoarded as u64 >= 61 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "honest workers were starved: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Reported fuel above the task's limit is refused, so a host cannot
+/// claim credit it did not compute.
+#[test]
+fn fuel_above_the_tasks_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = lyapunov_job(
+        dir.path(),
+        &JobOptions {
+            units: 2,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    coordinator.submit(&spec).unwrap();
+    let join: JoinString = coordinator.join.parse().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let h = identity(&join, 91, 1, loopback_network()).await;
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        while tasks.is_empty() && started.elapsed() < Duration::from_secs(20) {
+            tasks = exchange(&h, vec![], 1).await.tasks;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let task = tasks.first().expect("a task").clone();
+        let reply = exchange(&h, vec![forged(&task, 4_000_000_000_000_000_000)], 0).await;
+        assert!(reply.accepted.is_empty(), "{reply:?}");
+        assert_eq!(reply.rejected.len(), 1);
+        assert!(
+            reply.rejected[0].1.contains("exceeds the task's limit"),
+            "{reply:?}"
+        );
+    });
+    let db = coordinator.db();
+    let total: i64 = db
+        .query_row(
+            "SELECT coalesce(max(credit_total), 0) FROM hosts",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(total, 0);
+}
+
+/// A greeting larger than the Hello limit is refused at once; one that
+/// never arrives holds the connection only until the Hello deadline.
+#[test]
+fn oversized_and_silent_greetings_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let join: JoinString = coordinator.join.parse().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN, None)
+            .await
+            .unwrap();
+        // 50 MiB of `os` used to be read whole and stored.
+        let hello = Request::Hello(peergrid_proto::wire::Hello {
+            host_key: [1; 32],
+            timestamp_ms: 0,
+            signature: vec![0; 64],
+            facts: HostFacts {
+                os: "x".repeat(1 << 20),
+                ..HostFacts::default()
+            },
+            worker_version: String::new(),
+        });
+        let bytes = peergrid_proto::codec::encode(&hello).unwrap();
+        let reply = net::request_bytes(&conn, &bytes).await.unwrap();
+        match peergrid_proto::codec::decode::<Reply>(&reply).unwrap() {
+            Reply::Error(e) => assert_eq!(e.code, ErrorCode::TooLarge, "{e}"),
+            other => panic!("{other:?}"),
+        }
+
+        // A connection that never says Hello is closed after the deadline.
+        let (_ep, silent) = net::connect_raw(&join, peergrid_proto::wire::ALPN, None)
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(30), silent.closed()).await;
+        assert!(closed.is_ok(), "a silent connection stayed open for 30 s");
+    });
+}
+
+/// Hello strings the dashboard stores and shows are bounded and printable.
+#[test]
+fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let join: JoinString = coordinator.join.parse().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        for facts in [
+            HostFacts {
+                arch: "a".repeat(4000),
+                ..HostFacts::default()
+            },
+            HostFacts {
+                os: "Linux\u{1b}[2J".into(),
+                ..HostFacts::default()
+            },
+        ] {
+            let err = net::connect(&join, &SigningKey::from_bytes(&[5; 32]), facts, None)
+                .await
+                .err()
+                .expect("refused");
+            let text = err.to_string();
+            assert!(text.contains("printable ASCII"), "{text}");
+        }
+    });
+    let db = coordinator.db();
+    let hosts: i64 = db
+        .query_row("SELECT count(*) FROM hosts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(hosts, 0, "nothing stored");
+}
