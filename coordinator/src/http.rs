@@ -1,4 +1,5 @@
-//! The researchers' and the public's door: an HTTP API (axum).
+//! The researchers' and the public's door: an HTTP API (axum), and the
+//! server loop that keeps strangers from holding it shut.
 //!
 //! Reads are public; uploading blobs and submitting jobs need the
 //! researcher token as `Authorization: Bearer <token>`. Every body has a
@@ -6,12 +7,18 @@
 //! status code that says whose fault it is. The public dashboard's pages
 //! and read-only JSON routes live in [`crate::dashboard`] and are merged
 //! into the same router.
+//!
+//! [`serve`] accepts connections itself instead of `axum::serve`, which
+//! has no header-read timeout and no connection limit: a stranger who
+//! opens connections and never finishes a request would otherwise hold a
+//! file descriptor each until the process can accept no more.
 
-use std::collections::HashSet;
-use std::convert::Infallible;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -19,18 +26,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use base64::Engine as _;
 use peergrid_proto::Hash;
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::spec::{JobSubmission, Validator};
 use peergrid_proto::wire::JobId;
 use serde::Deserialize;
 use serde_json::json;
-use tokio_stream::wrappers::ReceiverStream;
 
+use crate::dashboard::export::{self, Exports};
 use crate::grid::Grid;
 use crate::modcheck::check_module;
-use crate::store::{DatasetRow, Store};
+use crate::store::Store;
 
 /// Largest job submission body (unit list included).
 const MAX_SUBMISSION: usize = 256 * 1024 * 1024;
@@ -44,13 +50,42 @@ pub struct Api {
     /// The project's public key: submissions must carry a signature
     /// chain to it, or no worker would run them.
     pub project_key: [u8; 32],
+    /// Bounds on the streamed downloads (exports, manifests, stats dumps)
+    /// and the manifests' cache.
+    pub exports: Exports,
 }
 
+impl Api {
+    pub fn new(
+        grid: Arc<Grid>,
+        token_hash: blake3::Hash,
+        join: String,
+        project_key: [u8; 32],
+    ) -> Api {
+        Api {
+            grid,
+            token_hash,
+            join,
+            project_key,
+            exports: Exports::new(export::MAX_CONCURRENT),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        // Every 503 is a busy server: say when to come back.
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(export::RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
@@ -286,66 +321,7 @@ struct ExportQuery {
     format: Option<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
-    Jsonl,
-    Csv,
-}
-
-/// CSV column order; JSONL rows carry the same fields by name.
-pub const CSV_HEADER: &str =
-    "job,unit,name,input_hash,module_hash,output_hash,hosts,engines,fuel,validated_ms,output\n";
-
-/// Renders one dataset row. Outputs that are UTF-8 appear as text; other
-/// outputs as base64 (`output_base64` in JSONL, a `base64:` prefix in CSV).
-pub fn render_row(row: &DatasetRow, format: ExportFormat) -> Vec<u8> {
-    let text = std::str::from_utf8(&row.output).ok();
-    match format {
-        ExportFormat::Jsonl => {
-            let mut v = serde_json::to_value(row).unwrap_or_default();
-            match text {
-                Some(t) => v["output"] = json!(t),
-                None => {
-                    v["output_base64"] =
-                        json!(base64::engine::general_purpose::STANDARD.encode(&row.output))
-                }
-            }
-            let mut line = v.to_string().into_bytes();
-            line.push(b'\n');
-            line
-        }
-        ExportFormat::Csv => {
-            let output = match text {
-                Some(t) => t.to_string(),
-                None => format!(
-                    "base64:{}",
-                    base64::engine::general_purpose::STANDARD.encode(&row.output)
-                ),
-            };
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(Vec::new());
-            let record = [
-                row.job.to_string(),
-                row.unit.to_string(),
-                row.name.clone(),
-                row.input_hash.to_hex(),
-                row.module_hash.to_hex(),
-                row.output_hash.to_hex(),
-                row.hosts.join(";"),
-                row.engines.join(";"),
-                row.fuel.to_string(),
-                row.validated_ms.to_string(),
-                output,
-            ];
-            let _ = w.write_record(&record);
-            w.into_inner().unwrap_or_default()
-        }
-    }
-}
-
-/// Streams a job's dataset page by page; the whole dataset is never in
-/// memory.
+/// Streams a job's dataset (see [`export::write_export`]).
 async fn export_results(
     State(api): State<Arc<Api>>,
     Path(id): Path<JobId>,
@@ -365,39 +341,137 @@ async fn export_results(
     if !exists {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(4);
-    let store: Arc<dyn Store> = api.grid.store.clone();
-    tokio::task::spawn_blocking(move || {
-        if format == ExportFormat::Csv && tx.blocking_send(Ok(Bytes::from(CSV_HEADER))).is_err() {
-            return;
-        }
-        let mut after = 0;
-        loop {
-            let page = match store.dataset_page(id, after, 500) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(job = id, "dataset export failed: {e}");
-                    return;
-                }
-            };
-            let Some(last) = page.last() else { return };
-            after = last.unit;
-            let mut chunk = Vec::new();
-            for row in &page {
-                chunk.extend(render_row(row, format));
-            }
-            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
-                return;
-            }
-        }
-    });
+    let permit = api.exports.permit()?;
     let content_type = match format {
         ExportFormat::Jsonl => "application/x-ndjson",
         ExportFormat::Csv => "text/csv; charset=utf-8",
     };
-    Ok((
-        [(header::CONTENT_TYPE, content_type)],
-        Body::from_stream(ReceiverStream::new(rx)),
-    )
-        .into_response())
+    let store: Arc<dyn Store> = api.grid.store.clone();
+    Ok(export::stream(content_type, None, permit, move |out| {
+        export::write_export(store.as_ref(), id, format, out)
+    }))
+}
+
+pub use crate::dashboard::export::{CSV_HEADER, ExportFormat, render_row};
+
+/// Bounds on the HTTP server itself, against clients that connect and
+/// never finish.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// How long a client has to send a request's headers, from the moment
+    /// it connects or its previous response was sent; then the connection
+    /// is closed.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more are closed as soon as accepted.
+    pub max_connections: usize,
+    /// Connections served at once from one IP address.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+        }
+    }
+}
+
+/// Connections open per IP address; an entry leaves the map with its last
+/// connection, so the map holds only addresses that are connected.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in [`PerIp`], given back when dropped.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(table: &Arc<PerIp>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        let mut map = table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets the
+/// requests in flight finish (callers bound that wait). HTTP/1 only.
+///
+/// Each connection holds a place in the total and in its IP address's
+/// count; a connection over either limit is closed as soon as it is
+/// accepted, so one address cannot take the whole server and nobody can
+/// make the process run out of file descriptors. A connection that has
+/// not sent a whole request head within `header_read_timeout` (counted
+/// from its start, and again after each response) is closed.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let total = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::default());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before
+                    // it was accepted: wait a little instead of spinning.
+                    tracing::warn!("accepting an HTTP connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(place) = total.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "HTTP connection limit reached; closing");
+            continue;
+        };
+        let Some(slot) = PerIp::take(&per_ip, peer.ip(), limits.max_connections_per_ip) else {
+            tracing::debug!(%peer, "per-address HTTP connection limit reached; closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "HTTP connection ended: {e}");
+            }
+            drop(slot);
+            drop(place);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }

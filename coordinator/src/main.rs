@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use peergrid_coordinator::datadir::DataDir;
 use peergrid_coordinator::grid::{Grid, now_ms};
-use peergrid_coordinator::http::{self, Api};
+use peergrid_coordinator::http::{self, Api, HttpLimits};
 use peergrid_coordinator::quic::{DoorLimits, QuicServer};
 use peergrid_coordinator::store::{BanTarget, HostId, SqliteStore, Store};
 use peergrid_coordinator::trust::HostPolicy;
@@ -82,6 +82,17 @@ enum Command {
         daily_quota_per_core: u32,
         #[command(flatten)]
         strangers: StrangerArgs,
+        /// Most HTTP connections served at once; more are closed as soon as
+        /// they are accepted.
+        #[arg(long, default_value_t = HttpLimits::default().max_connections)]
+        http_max_connections: usize,
+        /// Most HTTP connections served at once from one IP address.
+        #[arg(long, default_value_t = HttpLimits::default().max_connections_per_ip)]
+        http_max_connections_per_ip: usize,
+        /// Milliseconds a client has to send a request's headers before its
+        /// connection is closed (tests shorten it).
+        #[arg(long, hide = true, default_value_t = HttpLimits::default().header_read_timeout.as_millis() as u64)]
+        http_header_timeout_ms: u64,
     },
     /// Ban a host or a volunteer account: no more work, and its results
     /// not yet validated count for nothing. Takes effect on a running
@@ -255,9 +266,20 @@ fn main() -> Result<()> {
             public_addr,
             daily_quota_per_core,
             strangers,
+            http_max_connections,
+            http_max_connections_per_ip,
+            http_header_timeout_ms,
         } => {
             let policy = strangers.policy(daily_quota_per_core);
             let door = strangers.door();
+            let files = raise_open_file_limit();
+            let limits = HttpLimits {
+                header_read_timeout: std::time::Duration::from_millis(
+                    http_header_timeout_ms.max(1),
+                ),
+                max_connections: fit_connections(http_max_connections.max(1), files),
+                max_connections_per_ip: http_max_connections_per_ip.max(1),
+            };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
@@ -269,6 +291,7 @@ fn main() -> Result<()> {
                     public_addr,
                     policy,
                     door,
+                    limits,
                 ))
         }
         Command::Ban {
@@ -300,6 +323,40 @@ fn main() -> Result<()> {
     }
 }
 
+/// Raises the open-file soft limit to the hard limit (many systems start
+/// processes at 1024, which HTTP connections, QUIC and SQLite share);
+/// returns the soft limit in force, if known.
+fn raise_open_file_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(
+                "could not raise the open-file limit: {e}; HTTP connections may run out of file descriptors"
+            );
+            rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+        }
+    }
+}
+
+/// File descriptors kept for everything but HTTP connections (SQLite,
+/// QUIC, blocking threads' files).
+const FILES_KEPT: u64 = 256;
+
+/// `wanted` HTTP connections, lowered so they leave [`FILES_KEPT`] of an
+/// open-file limit of `files`.
+fn fit_connections(wanted: usize, files: Option<u64>) -> usize {
+    let Some(files) = files else { return wanted };
+    let room = usize::try_from(files.saturating_sub(FILES_KEPT))
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if wanted > room {
+        tracing::warn!(
+            "serving at most {room} HTTP connections, not {wanted}: the open-file limit is {files}"
+        );
+    }
+    wanted.min(room)
+}
+
 /// The store of a project made by `init` (never creates one).
 fn open_existing(data: &std::path::Path) -> Result<SqliteStore> {
     let db = DataDir::new(data).db();
@@ -319,6 +376,7 @@ async fn serve(
     public_addr: Option<String>,
     policy: HostPolicy,
     door: DoorLimits,
+    limits: HttpLimits,
 ) -> Result<()> {
     let dir = DataDir::new(&data);
     let settings = dir.settings()?;
@@ -356,12 +414,12 @@ async fn serve(
         .await
         .with_context(|| format!("binding HTTP on {http_addr}"))?;
     let http_bound = listener.local_addr()?;
-    let api = Arc::new(Api {
-        grid: grid.clone(),
+    let api = Arc::new(Api::new(
+        grid.clone(),
         token_hash,
-        join: join.clone(),
-        project_key: dir.project_public_key()?,
-    });
+        join.clone(),
+        dir.project_public_key()?,
+    ));
     let info = json!({ "quic": quic_bound.to_string(), "http": format!("http://{http_bound}"), "join": join });
     std::fs::write(dir.serve_info(), info.to_string()).context("writing serve.json")?;
     tracing::info!("workers: QUIC on {quic_bound}; join string: {join}");
@@ -369,11 +427,12 @@ async fn serve(
     println!("{info}");
 
     let quic_task = tokio::spawn(quic.clone().run());
-    let http_task = tokio::spawn(async move {
-        axum::serve(listener, http::router(api))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-    });
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        http::router(api),
+        limits,
+        shutdown_signal(),
+    ));
     shutdown_signal().await;
     tracing::info!("shutting down: refusing new work, finishing commits");
     quic.endpoint

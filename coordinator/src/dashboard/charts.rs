@@ -125,7 +125,7 @@ pub fn coarsen(buckets: &[Bucket], from_ms: u64, to_ms: u64, max: u64) -> (Vec<B
         }
         let i = ((b.start_ms - from_ms) / width) as usize;
         if let Some(o) = out.get_mut(i) {
-            o.count += b.count;
+            o.count = o.count.saturating_add(b.count);
             o.fuel = o.fuel.saturating_add(b.fuel);
         }
     }

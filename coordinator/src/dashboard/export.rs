@@ -1,38 +1,224 @@
-//! Streamed downloads: a job's checksum manifest and the gzipped stats
-//! dumps for third-party stats sites (like BOINC's `db_dump`).
+//! Streamed downloads: a job's dataset exports (CSV and JSONL), its
+//! checksum manifest and the gzipped stats dumps for third-party stats
+//! sites (like BOINC's `db_dump`).
 //!
 //! Each runs on a blocking thread that reads the store page by page and
-//! sends chunks through a small channel to the response body: memory stays
-//! bounded by one page whatever the dataset's size, and a client that
-//! hangs up stops the work at the next chunk.
+//! writes rows one at a time into a [`ChunkSender`], which hands 64 KiB
+//! chunks to the response body through a small channel. A page holds at
+//! most [`PAGE_ROWS`] rows and, past its first row, at most [`PAGE_BYTES`]
+//! of outputs, and a row is rendered straight into the chunks: memory stays
+//! bounded by one page whatever the sizes of the dataset and its outputs,
+//! and a client that hangs up stops the work at the next chunk.
+//!
+//! [`Exports`] bounds how many downloads run at once (more get `503` with
+//! `Retry-After`) and caches each job's export checksums for its manifest
+//! until the job's dataset changes.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::display::Base64Display;
+use base64::engine::general_purpose::STANDARD;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use peergrid_proto::wire::JobId;
+use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::grid::now_ms;
-use crate::http::{Api, ApiError, ApiResult, CSV_HEADER, ExportFormat, blocking, render_row};
-use crate::store::Store;
+use crate::http::{Api, ApiError, ApiResult, blocking};
+use crate::store::{DatasetRow, DatasetStamp, Store};
 
-/// Dataset rows read per store call (the same page as the exports).
-const PAGE: usize = 500;
+/// Most dataset rows read per store call.
+pub const PAGE_ROWS: usize = 500;
+/// Most output bytes read per store call, past a page's first row (which
+/// is read whatever its size, up to `MAX_OUTPUT`).
+pub const PAGE_BYTES: u64 = 8 * 1024 * 1024;
 /// Bytes gathered before a chunk goes to the client.
 const CHUNK: usize = 64 * 1024;
+/// Downloads streamed at once (exports, manifests, stats dumps).
+pub const MAX_CONCURRENT: usize = 4;
+/// What `Retry-After` says when every download slot is taken, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 10;
+/// Jobs whose export checksums are kept.
+const MANIFEST_CACHE: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+/// CSV column order; JSONL rows carry the same fields by name.
+pub const CSV_HEADER: &str =
+    "job,unit,name,input_hash,module_hash,output_hash,hosts,engines,fuel,validated_ms,output\n";
+
+/// One JSONL line. Fields in alphabetical order, as the export has always
+/// written them; the output is borrowed, never copied.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    engines: &'a [String],
+    fuel: u64,
+    hosts: &'a [String],
+    input_hash: peergrid_proto::Hash,
+    job: JobId,
+    module_hash: peergrid_proto::Hash,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_base64: Option<Base64<'a>>,
+    output_hash: peergrid_proto::Hash,
+    unit: u64,
+    validated_ms: u64,
+}
+
+/// Bytes serialized as standard base64, encoded as they are written.
+struct Base64<'a>(&'a [u8]);
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&Base64Display::new(self.0, &STANDARD))
+    }
+}
+
+/// A CSV cell that a spreadsheet would run as a formula (it starts with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`
+/// (OWASP's rule for CSV injection).
+pub fn neutralise(cell: &[u8]) -> Cow<'_, [u8]> {
+    match cell.first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => {
+            let mut v = Vec::with_capacity(cell.len() + 1);
+            v.push(b'\'');
+            v.extend_from_slice(cell);
+            Cow::Owned(v)
+        }
+        _ => Cow::Borrowed(cell),
+    }
+}
+
+/// Writes one dataset row. Outputs that are UTF-8 appear as text; other
+/// outputs as base64 (`output_base64` in JSONL, a `base64:` prefix in CSV).
+pub fn write_row(
+    row: &DatasetRow,
+    format: ExportFormat,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let text = std::str::from_utf8(&row.output).ok();
+    match format {
+        ExportFormat::Jsonl => {
+            let line = JsonRow {
+                engines: &row.engines,
+                fuel: row.fuel,
+                hosts: &row.hosts,
+                input_hash: row.input_hash,
+                job: row.job,
+                module_hash: row.module_hash,
+                name: &row.name,
+                output: text,
+                output_base64: text.is_none().then_some(Base64(&row.output)),
+                output_hash: row.output_hash,
+                unit: row.unit,
+                validated_ms: row.validated_ms,
+            };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")
+        }
+        ExportFormat::Csv => {
+            let output: Cow<'_, [u8]> = match text {
+                Some(_) => Cow::Borrowed(&row.output),
+                None => Cow::Owned(
+                    format!("base64:{}", Base64Display::new(&row.output, &STANDARD)).into_bytes(),
+                ),
+            };
+            let hosts = row.hosts.join(";");
+            let engines = row.engines.join(";");
+            let numbers = [
+                row.job.to_string(),
+                row.unit.to_string(),
+                row.fuel.to_string(),
+                row.validated_ms.to_string(),
+            ];
+            let (input, module, output_hash) = (
+                row.input_hash.to_hex(),
+                row.module_hash.to_hex(),
+                row.output_hash.to_hex(),
+            );
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(&mut *out);
+            w.write_record([
+                numbers[0].as_bytes(),
+                numbers[1].as_bytes(),
+                &neutralise(row.name.as_bytes()),
+                input.as_bytes(),
+                module.as_bytes(),
+                output_hash.as_bytes(),
+                &neutralise(hosts.as_bytes()),
+                &neutralise(engines.as_bytes()),
+                numbers[2].as_bytes(),
+                numbers[3].as_bytes(),
+                &neutralise(&output),
+            ])
+            .map_err(std::io::Error::other)?;
+            w.flush()
+        }
+    }
+}
+
+/// One row rendered in memory (tests and small callers).
+pub fn render_row(row: &DatasetRow, format: ExportFormat) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = write_row(row, format, &mut v);
+    v
+}
+
+/// Calls `each` on every row of a job's dataset, in unit order, reading
+/// the store in pages bounded by [`PAGE_ROWS`] and [`PAGE_BYTES`].
+fn for_each_row(
+    store: &dyn Store,
+    job: JobId,
+    mut each: impl FnMut(&DatasetRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut after = 0;
+    loop {
+        let page = store.dataset_page_within(job, after, PAGE_ROWS, PAGE_BYTES)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.unit;
+        for row in &page {
+            each(row)?;
+        }
+    }
+}
+
+/// Writes a job's whole export: the CSV header (for CSV), then its rows.
+pub fn write_export(
+    store: &dyn Store,
+    job: JobId,
+    format: ExportFormat,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if format == ExportFormat::Csv {
+        out.write_all(CSV_HEADER.as_bytes())?;
+    }
+    for_each_row(store, job, |row| Ok(write_row(row, format, out)?))
+}
 
 /// An `io::Write` that sends what it is given to the response body in
 /// chunks; fails once the client is gone.
-struct ChunkSender {
+pub struct ChunkSender {
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
     buf: Vec<u8>,
 }
@@ -58,11 +244,15 @@ impl ChunkSender {
 
 impl Write for ChunkSender {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
+        // Never more than a chunk at a time: a large write (a 4 MiB
+        // output) goes out in pieces instead of growing the buffer.
+        let room = CHUNK.saturating_sub(self.buf.len()).max(1);
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() >= CHUNK {
             self.send()?;
         }
-        Ok(data.len())
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -70,14 +260,17 @@ impl Write for ChunkSender {
     }
 }
 
-/// Runs `produce` on a blocking thread, streaming what it writes.
-fn stream(
+/// Runs `produce` on a blocking thread, streaming what it writes; the
+/// download slot `permit` is held until it is done.
+pub fn stream(
     content_type: &'static str,
     filename: Option<&'static str>,
+    permit: OwnedSemaphorePermit,
     produce: impl FnOnce(&mut ChunkSender) -> anyhow::Result<()> + Send + 'static,
 ) -> Response {
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut out = ChunkSender::new(tx);
         if let Err(e) = produce(&mut out).and_then(|()| Ok(out.flush()?)) {
             // The status line is gone; a truncated body is all we can do.
@@ -101,30 +294,93 @@ fn stream(
     }
 }
 
-/// Writes a job's manifest: the BLAKE3 of every output by unit, then the
-/// BLAKE3 and length of the whole CSV and JSONL exports (exactly the bytes
-/// `GET /api/v1/jobs/{id}/results` sends), computed in one pass.
-pub fn write_manifest(store: &dyn Store, job: JobId, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut csv = blake3::Hasher::new();
-    let mut jsonl = blake3::Hasher::new();
-    let (mut csv_len, mut jsonl_len) = (CSV_HEADER.len() as u64, 0u64);
-    csv.update(CSV_HEADER.as_bytes());
+/// BLAKE3 and length of a whole export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportDigest {
+    pub blake3: String,
+    pub bytes: u64,
+}
+
+/// What a job's manifest says about its exports, and how many rows they
+/// held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportDigests {
+    pub csv: ExportDigest,
+    pub jsonl: ExportDigest,
+    pub rows: u64,
+}
+
+/// Hashes what is written to it.
+struct Digesting {
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl Digesting {
+    fn new() -> Digesting {
+        Digesting {
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        }
+    }
+
+    fn finish(&self) -> ExportDigest {
+        ExportDigest {
+            blake3: self.hasher.finalize().to_hex().to_string(),
+            bytes: self.bytes,
+        }
+    }
+}
+
+impl Write for Digesting {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// BLAKE3 and length of both exports of a job (exactly the bytes
+/// `GET /api/v1/jobs/{id}/results` sends), in one pass over the dataset.
+pub fn export_digests(store: &dyn Store, job: JobId) -> anyhow::Result<ExportDigests> {
+    let (mut csv, mut jsonl) = (Digesting::new(), Digesting::new());
+    csv.write_all(CSV_HEADER.as_bytes())?;
+    let mut rows = 0u64;
+    for_each_row(store, job, |row| {
+        write_row(row, ExportFormat::Csv, &mut csv)?;
+        write_row(row, ExportFormat::Jsonl, &mut jsonl)?;
+        rows += 1;
+        Ok(())
+    })?;
+    Ok(ExportDigests {
+        csv: csv.finish(),
+        jsonl: jsonl.finish(),
+        rows,
+    })
+}
+
+/// Writes a job's manifest: the BLAKE3 of every output by unit (read
+/// without the outputs), then `digests` of the whole exports.
+pub fn write_manifest(
+    store: &dyn Store,
+    job: JobId,
+    digests: &ExportDigests,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     write!(
         out,
         "{{\"job\":{job},\"algorithm\":\"blake3\",\"outputs\":["
     )?;
     let (mut after, mut rows) = (0, 0u64);
     loop {
-        let page = store.dataset_page(job, after, PAGE)?;
+        let page = store.dataset_index(job, after, 5000)?;
         let Some(last) = page.last() else { break };
         after = last.unit;
         for row in &page {
-            let c = render_row(row, ExportFormat::Csv);
-            let j = render_row(row, ExportFormat::Jsonl);
-            csv.update(&c);
-            jsonl.update(&j);
-            csv_len += c.len() as u64;
-            jsonl_len += j.len() as u64;
             if rows > 0 {
                 out.write_all(b",")?;
             }
@@ -135,12 +391,86 @@ pub fn write_manifest(store: &dyn Store, job: JobId, out: &mut impl Write) -> an
     }
     let exports = json!({
         "csv": { "path": format!("/api/v1/jobs/{job}/results?format=csv"),
-                 "blake3": csv.finalize().to_hex().as_str(), "bytes": csv_len },
+                 "blake3": digests.csv.blake3, "bytes": digests.csv.bytes },
         "jsonl": { "path": format!("/api/v1/jobs/{job}/results?format=jsonl"),
-                   "blake3": jsonl.finalize().to_hex().as_str(), "bytes": jsonl_len },
+                   "blake3": digests.jsonl.blake3, "bytes": digests.jsonl.bytes },
     });
     writeln!(out, "\n],\"rows\":{rows},\"exports\":{exports}}}")?;
     Ok(())
+}
+
+/// The download slots and the manifests' cache, shared by every request.
+pub struct Exports {
+    /// One permit per download running; a request that finds none gets
+    /// `503` at once rather than queueing behind a slow reader.
+    permits: Arc<Semaphore>,
+    /// How many permits there are, for the refusal's message.
+    max_concurrent: usize,
+    /// Export checksums by job, with the dataset stamp they were computed
+    /// at: a manifest request re-renders the dataset only when the stamp
+    /// has moved (a row added or replaced).
+    manifests: Mutex<HashMap<JobId, (DatasetStamp, ExportDigests)>>,
+    /// Times export checksums were computed (tests read it).
+    pub digests_computed: AtomicU64,
+}
+
+impl Exports {
+    pub fn new(max_concurrent: usize) -> Exports {
+        Exports {
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            max_concurrent: max_concurrent.max(1),
+            manifests: Mutex::new(HashMap::new()),
+            digests_computed: AtomicU64::new(0),
+        }
+    }
+
+    /// A download slot, or `503` with `Retry-After` when all are taken.
+    pub fn permit(&self) -> ApiResult<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "all {} download slots are busy; retry in {RETRY_AFTER_SECS} s",
+                    self.max_concurrent
+                ),
+            )
+        })
+    }
+
+    fn cached(&self, job: JobId, stamp: &DatasetStamp) -> Option<ExportDigests> {
+        let map = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&job)
+            .filter(|(s, _)| s == stamp)
+            .map(|(_, d)| d.clone())
+    }
+
+    fn remember(&self, job: JobId, stamp: DatasetStamp, digests: ExportDigests) {
+        let mut map = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MANIFEST_CACHE && !map.contains_key(&job) {
+            // Forget the job least likely to be asked again: the oldest.
+            if let Some(oldest) = map.keys().min().copied() {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(job, (stamp, digests));
+    }
+
+    /// The export checksums of `job` at `stamp`, from the cache or
+    /// computed (and then cached).
+    pub fn digests(
+        &self,
+        store: &dyn Store,
+        job: JobId,
+        stamp: DatasetStamp,
+    ) -> anyhow::Result<ExportDigests> {
+        if let Some(d) = self.cached(job, &stamp) {
+            return Ok(d);
+        }
+        let d = export_digests(store, job)?;
+        self.digests_computed.fetch_add(1, Ordering::Relaxed);
+        self.remember(job, stamp, d.clone());
+        Ok(d)
+    }
 }
 
 pub async fn manifest(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> ApiResult<Response> {
@@ -148,25 +478,42 @@ pub async fn manifest(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> Api
     if blocking(move || store.job_info(id)).await?.is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
     }
+    let permit = api.exports.permit()?;
     let store = api.grid.store.clone();
-    Ok(stream("application/json", None, move |out| {
-        write_manifest(store.as_ref(), id, out)
+    // Read before the checksums: rows added meanwhile move the stamp, so
+    // the next request computes them again.
+    let stamp = blocking({
+        let store = store.clone();
+        move || store.dataset_stamp(id)
+    })
+    .await?;
+    Ok(stream("application/json", None, permit, move |out| {
+        let digests = api.exports.digests(store.as_ref(), id, stamp)?;
+        write_manifest(store.as_ref(), id, &digests, out)
     }))
 }
 
-/// Writes one JSON line per host: its facts and its credit.
+/// Writes one JSON line per host, by id, read a page at a time: its facts
+/// and its credit.
 pub fn write_hosts(store: &dyn Store, now: u64, out: &mut impl Write) -> anyhow::Result<()> {
-    for h in store.hosts()? {
-        let c = h.credit.at(now);
-        let line = json!({
-            "id": h.id, "public_key": h.public_key, "cores": h.cores,
-            "memory_bytes": h.memory_bytes, "os": h.os, "arch": h.arch, "version": h.version,
-            "first_seen_ms": h.first_seen_ms, "last_seen_ms": h.last_seen_ms,
-            "credit_total": c.total, "credit_recent_per_day": c.recent,
-        });
-        writeln!(out, "{line}")?;
+    let mut after = 0;
+    loop {
+        let page = store.hosts_after(after, 1000)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.id;
+        for h in page {
+            let c = h.credit.at(now);
+            let line = json!({
+                "id": h.id, "public_key": h.public_key, "cores": h.cores,
+                "memory_bytes": h.memory_bytes, "os": h.os, "arch": h.arch, "version": h.version,
+                "first_seen_ms": h.first_seen_ms, "last_seen_ms": h.last_seen_ms,
+                "credit_total": c.total, "credit_recent_per_day": c.recent,
+            });
+            writeln!(out, "{line}")?;
+        }
     }
-    Ok(())
 }
 
 /// Writes one JSON line per validated unit: the fuel it granted to each
@@ -190,28 +537,35 @@ pub fn write_credit(store: &dyn Store, out: &mut impl Write) -> anyhow::Result<(
 }
 
 fn gzipped(
-    store: Arc<dyn Store>,
+    api: &Api,
     filename: &'static str,
     write: impl FnOnce(&dyn Store, &mut GzEncoder<&mut ChunkSender>) -> anyhow::Result<()>
     + Send
     + 'static,
-) -> Response {
-    stream("application/gzip", Some(filename), move |out| {
-        let mut gz = GzEncoder::new(out, Compression::default());
-        write(store.as_ref(), &mut gz)?;
-        gz.finish()?;
-        Ok(())
-    })
+) -> ApiResult<Response> {
+    let permit = api.exports.permit()?;
+    let store = api.grid.store.clone();
+    Ok(stream(
+        "application/gzip",
+        Some(filename),
+        permit,
+        move |out| {
+            let mut gz = GzEncoder::new(out, Compression::default());
+            write(store.as_ref(), &mut gz)?;
+            gz.finish()?;
+            Ok(())
+        },
+    ))
 }
 
-pub async fn hosts_gz(State(api): State<Arc<Api>>) -> Response {
-    gzipped(api.grid.store.clone(), "hosts.jsonl.gz", |s, out| {
+pub async fn hosts_gz(State(api): State<Arc<Api>>) -> ApiResult<Response> {
+    gzipped(&api, "hosts.jsonl.gz", |s, out| {
         write_hosts(s, now_ms(), out)
     })
 }
 
-pub async fn volunteers_gz(State(api): State<Arc<Api>>) -> Response {
-    gzipped(api.grid.store.clone(), "volunteers.jsonl.gz", |s, out| {
+pub async fn volunteers_gz(State(api): State<Arc<Api>>) -> ApiResult<Response> {
+    gzipped(&api, "volunteers.jsonl.gz", |s, out| {
         for v in super::volunteers(s, now_ms())? {
             writeln!(out, "{}", serde_json::to_string(&v)?)?;
         }
@@ -219,8 +573,6 @@ pub async fn volunteers_gz(State(api): State<Arc<Api>>) -> Response {
     })
 }
 
-pub async fn credit_gz(State(api): State<Arc<Api>>) -> Response {
-    gzipped(api.grid.store.clone(), "credit.jsonl.gz", |s, out| {
-        write_credit(s, out)
-    })
+pub async fn credit_gz(State(api): State<Arc<Api>>) -> ApiResult<Response> {
+    gzipped(&api, "credit.jsonl.gz", |s, out| write_credit(s, out))
 }

@@ -24,7 +24,7 @@ pub mod pages;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -42,6 +42,8 @@ use crate::store::{
 pub const ONLINE_MS: u64 = 120_000;
 /// Dataset rows per browser page.
 pub const PAGE_ROWS: usize = 50;
+/// Hosts per leaderboard page (`/hosts` and `/api/v1/hosts`).
+pub const HOSTS_PER_PAGE: usize = 100;
 /// Most bars on a job's progress chart.
 const JOB_CHART_BARS: u64 = 120;
 
@@ -102,7 +104,7 @@ pub fn overview(store: &dyn Store, now: u64) -> Result<(Overview, Throughput), S
     let first_minute = (now / 60_000).saturating_sub(59) * 60_000;
     let raw = store.result_buckets(first_minute, 60_000)?;
     let buckets = charts::fill_minutes(&raw, first_minute, 60);
-    let results_last_hour: u64 = buckets.iter().map(|b| b.count).sum();
+    let results_last_hour = buckets.iter().fold(0u64, |a, b| a.saturating_add(b.count));
     let fuel_last_hour = buckets.iter().fold(0u64, |a, b| a.saturating_add(b.fuel));
     let secs = (now.saturating_sub(first_minute) as f64 / 1000.0).max(1.0);
     let jobs = store.jobs()?;
@@ -155,8 +157,7 @@ pub fn job_view(store: &dyn Store, id: JobId, now: u64) -> Result<Option<JobView
     let validated_last_hour = fine
         .iter()
         .filter(|b| b.start_ms >= hour_ago)
-        .map(|b| b.count)
-        .sum();
+        .fold(0u64, |a, b| a.saturating_add(b.count));
     let minutes = (to.saturating_sub(status.created_ms) as f64 / 60_000.0).max(1.0);
     Ok(Some(JobView {
         dataset: store.dataset_size(Some(id))?,
@@ -200,6 +201,38 @@ pub fn leaderboard(store: &dyn Store, now: u64) -> Result<Vec<HostEntry>, StoreE
             .then(a.host.id.cmp(&b.host.id))
     });
     Ok(out)
+}
+
+/// One page of the leaderboard.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostsPage {
+    /// 1-based, clamped to the pages there are.
+    pub page: u64,
+    pub pages: u64,
+    pub per_page: u64,
+    pub total: u64,
+    pub entries: Vec<HostEntry>,
+}
+
+/// Page `page` (1-based, clamped) of the hosts by total credit, highest
+/// first; ties by id.
+pub fn leaderboard_page(store: &dyn Store, now: u64, page: u64) -> Result<HostsPage, StoreError> {
+    let total = store.hosts_seen_since(0)?;
+    let per_page = HOSTS_PER_PAGE as u64;
+    let pages = total.div_ceil(per_page).max(1);
+    let page = page.clamp(1, pages);
+    let entries = store
+        .hosts_by_credit((page - 1) * per_page, HOSTS_PER_PAGE)?
+        .into_iter()
+        .map(|h| entry(h, now))
+        .collect();
+    Ok(HostsPage {
+        page,
+        pages,
+        per_page,
+        total,
+        entries,
+    })
 }
 
 /// A volunteer: every host that runs under one account name (a host with
@@ -383,8 +416,30 @@ async fn job_progress_json(
     Ok(Json(job_view_or_404(&api, id).await?))
 }
 
-async fn hosts_page(State(api): State<Arc<Api>>) -> PageResult {
-    Ok(Html(pages::hosts(&view(&api, leaderboard).await?)))
+/// `?page=N` of a paged list.
+#[derive(Deserialize)]
+pub struct PageQuery {
+    page: Option<String>,
+}
+
+impl PageQuery {
+    fn page(&self) -> ApiResult<u64> {
+        match self.page.as_deref().map(str::trim) {
+            None | Some("") => Ok(1),
+            Some(s) => s.parse().map_err(|_| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("`page` must be a whole number, not `{s}`"),
+                )
+            }),
+        }
+    }
+}
+
+async fn hosts_page(State(api): State<Arc<Api>>, Query(q): Query<PageQuery>) -> PageResult {
+    let page = q.page()?;
+    let v = view(&api, move |s, now| leaderboard_page(s, now, page)).await?;
+    Ok(Html(pages::hosts(&v)))
 }
 
 async fn volunteers_page(State(api): State<Arc<Api>>) -> PageResult {
@@ -395,8 +450,31 @@ async fn volunteers_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<Volu
     Ok(Json(view(&api, volunteers).await?))
 }
 
-async fn hosts_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<HostEntry>>> {
-    Ok(Json(view(&api, leaderboard).await?))
+/// One page of hosts as a JSON array (the shape this route always had);
+/// `X-Total-Count` says how many hosts there are and `Link` names the
+/// previous and next pages.
+async fn hosts_json(
+    State(api): State<Arc<Api>>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Response> {
+    let page = q.page()?;
+    let v = view(&api, move |s, now| leaderboard_page(s, now, page)).await?;
+    let mut links = Vec::new();
+    if v.page > 1 {
+        links.push(format!("</api/v1/hosts?page={}>; rel=\"prev\"", v.page - 1));
+    }
+    if v.page < v.pages {
+        links.push(format!("</api/v1/hosts?page={}>; rel=\"next\"", v.page + 1));
+    }
+    let mut response = Json(v.entries).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", header::HeaderValue::from(v.total));
+    if !links.is_empty()
+        && let Ok(link) = header::HeaderValue::from_str(&links.join(", "))
+    {
+        headers.insert(header::LINK, link);
+    }
+    Ok(response)
 }
 
 async fn host_view_or_404(api: &Api, id: String) -> ApiResult<HostView> {

@@ -12,7 +12,7 @@ use peergrid_proto::wire::JobId;
 
 use super::charts::{self, Bars};
 use super::credit::gfuel;
-use super::{DatasetView, HostEntry, HostView, JobView, Overview, Throughput};
+use super::{DatasetView, HostView, HostsPage, JobView, Overview, Throughput};
 use crate::store::JobStatus;
 
 const CSS: &str = "
@@ -308,7 +308,9 @@ pub fn job(v: &JobView) -> String {
     )
 }
 
-pub fn hosts(entries: &[HostEntry]) -> String {
+pub fn hosts(v: &HostsPage) -> String {
+    let entries = &v.entries;
+    let first_rank = (v.page - 1) * v.per_page;
     layout(
         "Hosts",
         html! {
@@ -316,6 +318,11 @@ pub fn hosts(entries: &[HostEntry]) -> String {
             p.small { "1 credit = 1 unit of wasmtime fuel ≈ one wasm instruction; shown in Gfuel (10⁹). "
                 "A validated unit grants its fuel to every host that agreed on it. "
                 "Recent average: credit per day, exponentially weighted with a 7-day half-life." }
+            p { span #hosts-total { (v.total) } " hosts · page " span #page { (v.page) } " of " span #pages { (v.pages) } }
+            nav.pager {
+                @if v.page > 1 { a #page-prev href={ "/hosts?page=" (v.page - 1) } { "← previous" } }
+                @if v.page < v.pages { a #page-next href={ "/hosts?page=" (v.page + 1) } { "next →" } }
+            }
             table #leaderboard {
                 thead { tr {
                     th.num { "#" } th { "host" } th { "volunteer" } th.num { "cores" } th { "platform" }
@@ -324,7 +331,7 @@ pub fn hosts(entries: &[HostEntry]) -> String {
                 tbody {
                     @for (i, e) in entries.iter().enumerate() {
                         tr data-host=(e.host.public_key) data-host-id=(e.host.id) {
-                            td.num.rank { (i + 1) }
+                            td.num.rank { (first_rank + i as u64 + 1) }
                             td { a href={ "/hosts/" (e.host.id) } { code { (short(&e.host.public_key)) } } }
                             td.account { (e.host.account) }
                             td.num { (e.host.cores) }

@@ -26,23 +26,32 @@ const EVIL: &str = "<script>alert('x')</script> & co";
 struct Fixture {
     _dir: tempfile::TempDir,
     app: axum::Router,
+    api: Arc<Api>,
     store: Arc<SqliteStore>,
 }
 
 fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
+
+/// A fixture whose [`Api`] `tune` adjusts before it serves.
+fn fixture_with(tune: impl FnOnce(&mut Api)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap());
     let (writer, _thread) = Writer::spawn(store.clone());
     let grid = Grid::new(store.clone(), writer);
-    let app = router(Arc::new(Api {
+    let mut api = Api::new(
         grid,
-        token_hash: blake3::hash(b"token"),
-        join: "peergrid://127.0.0.1:1#sha256:00&project=00".into(),
-        project_key: [0; 32],
-    }));
+        blake3::hash(b"token"),
+        "peergrid://127.0.0.1:1#sha256:00&project=00".into(),
+        [0; 32],
+    );
+    tune(&mut api);
+    let api = Arc::new(api);
     Fixture {
         _dir: dir,
-        app,
+        app: router(api.clone()),
+        api,
         store,
     }
 }
@@ -348,4 +357,247 @@ async fn public_pages_do_not_accept_writes() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// Validates unit `unit` with `output`, agreed by hosts 1 and 2.
+fn validate(store: &SqliteStore, unit: u64, output: &[u8]) {
+    let oh = Hash::of(output);
+    let now = now_ms();
+    let mut ops = Vec::new();
+    for h in [1, 2] {
+        ops.push(StoreOp::Assign {
+            unit,
+            host: h,
+            sent_ms: now - 2000,
+            deadline_ms: now + 1_000_000,
+            single: false,
+        });
+        ops.push(StoreOp::Report {
+            unit,
+            host: h,
+            state: CopyState::Success {
+                output: oh,
+                fuel: 7,
+                engine: "e".into(),
+                resumed: false,
+            },
+            elapsed_ms: 5,
+            received_ms: now - 1000,
+        });
+    }
+    ops.push(StoreOp::Validate {
+        unit,
+        output: oh,
+        fuel: 7,
+        hosts: vec![1, 2],
+        at_ms: now,
+    });
+    store.apply(&ops, &[(oh, output.to_vec())]).unwrap();
+}
+
+#[test]
+fn csv_cells_that_start_a_formula_are_neutralised() {
+    let row = crate::store::DatasetRow {
+        job: 1,
+        unit: 2,
+        name: "=HYPERLINK(\"http://x\")".into(),
+        input_hash: Hash([1; 32]),
+        module_hash: Hash([2; 32]),
+        output_hash: Hash([3; 32]),
+        hosts: vec!["@host".into()],
+        engines: vec!["\tengine".into()],
+        fuel: 5,
+        validated_ms: 6,
+        output: b"+1+cmd|' /C calc'!A0".to_vec(),
+    };
+    let line = crate::http::render_row(&row, crate::http::ExportFormat::Csv);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(&line[..]);
+    let record = reader.records().next().unwrap().unwrap();
+    assert_eq!(&record[2], "'=HYPERLINK(\"http://x\")");
+    assert_eq!(&record[6], "'@host");
+    assert_eq!(&record[7], "'\tengine");
+    assert_eq!(&record[10], "'+1+cmd|' /C calc'!A0");
+    // Hashes and numbers never start with those characters; a `-` or a
+    // carriage return at the start of an output is neutralised too.
+    for (first, cell) in [("-", "'-2"), ("\r", "'\r2")] {
+        let mut r = row.clone();
+        r.output = format!("{first}2").into_bytes();
+        let line = crate::http::render_row(&r, crate::http::ExportFormat::Csv);
+        let record = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(&line[..])
+            .records()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&record[10], cell);
+        assert_eq!(&record[0], "1");
+    }
+}
+
+#[tokio::test]
+async fn hosts_are_listed_a_page_at_a_time() {
+    let f = fixture();
+    for k in 0..150u8 {
+        f.store
+            .upsert_host(&[k; 32], &HostFacts::default(), "0.1", now_ms())
+            .unwrap();
+    }
+    let (status, _, body) = get(&f.app, "/api/v1/hosts").await;
+    assert_eq!(status, StatusCode::OK);
+    let first: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(first.as_array().unwrap().len(), super::HOSTS_PER_PAGE);
+    let resp = f
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/api/v1/hosts?page=2")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-total-count"], "150");
+    assert!(
+        resp.headers()[header::LINK]
+            .to_str()
+            .unwrap()
+            .contains("page=1>; rel=\"prev\"")
+    );
+    let body = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let second: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(second.as_array().unwrap().len(), 50);
+    let page = html(&f.app, "/hosts").await;
+    assert_eq!(page.matches("data-host-id=").count(), super::HOSTS_PER_PAGE);
+    assert!(page.contains(r#"id="page-next" href="/hosts?page=2""#));
+    let page = html(&f.app, "/hosts?page=2").await;
+    assert_eq!(page.matches("data-host-id=").count(), 50);
+    // Ranks go on from the first page.
+    assert!(page.contains(r#"<td class="num rank">101</td>"#), "{page}");
+    assert_eq!(
+        get(&f.app, "/hosts?page=x").await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn downloads_beyond_the_limit_get_503_with_retry_after() {
+    let f = fixture_with(|api| api.exports = super::export::Exports::new(1));
+    let (job, _) = add_job(&f.store);
+    let held = f.api.exports.permit().unwrap();
+    for uri in [
+        format!("/api/v1/jobs/{job}/results?format=csv"),
+        format!("/api/v1/jobs/{job}/manifest"),
+        "/stats/credit.gz".into(),
+    ] {
+        let resp = f
+            .app
+            .clone()
+            .oneshot(Request::get(&uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "10", "{uri}");
+    }
+    drop(held);
+    let (status, _, body) = get(&f.app, &format!("/api/v1/jobs/{job}/results?format=csv")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(String::from_utf8(body).unwrap().lines().count(), 2);
+}
+
+#[tokio::test]
+async fn the_manifest_is_computed_again_only_when_the_dataset_changes() {
+    let f = fixture();
+    let (job, _) = add_job(&f.store);
+    let computed = || {
+        f.api
+            .exports
+            .digests_computed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let uri = format!("/api/v1/jobs/{job}/manifest");
+    let first = json(&f.app, &uri).await;
+    assert_eq!(json(&f.app, &uri).await, first);
+    assert_eq!(computed(), 1);
+    validate(&f.store, 2, b"second output");
+    let second = json(&f.app, &uri).await;
+    assert_eq!(computed(), 2);
+    assert_eq!(second["rows"], 2);
+    let (_, _, csv) = get(&f.app, &format!("/api/v1/jobs/{job}/results?format=csv")).await;
+    assert_eq!(
+        second["exports"]["csv"]["blake3"],
+        blake3::hash(&csv).to_hex().as_str()
+    );
+    assert_ne!(
+        second["exports"]["csv"]["blake3"],
+        first["exports"]["csv"]["blake3"]
+    );
+}
+
+#[test]
+fn dataset_pages_stop_at_their_byte_budget() {
+    let f = fixture();
+    let (job, _) = add_job(&f.store);
+    validate(&f.store, 2, &[b'x'; 3000]);
+    // Unit 1's output is 10 bytes: both fit in 4000 bytes, not in 2000.
+    let page = f.store.dataset_page_within(job, 0, 500, 4000).unwrap();
+    assert_eq!(page.iter().map(|r| r.unit).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(page[1].output.len(), 3000);
+    let page = f.store.dataset_page_within(job, 0, 500, 2000).unwrap();
+    assert_eq!(page.iter().map(|r| r.unit).collect::<Vec<_>>(), [1]);
+    // A page's first row comes whatever its size.
+    let page = f.store.dataset_page_within(job, 1, 500, 10).unwrap();
+    assert_eq!(page.iter().map(|r| r.unit).collect::<Vec<_>>(), [2]);
+    let page = f.store.dataset_page_within(job, 0, 1, 1 << 20).unwrap();
+    assert_eq!(page.len(), 1);
+}
+
+#[test]
+fn fuel_sums_saturate_instead_of_failing() {
+    let f = fixture();
+    let (job, _) = add_job(&f.store);
+    let now = now_ms();
+    let mut ops = Vec::new();
+    for h in [1, 2] {
+        ops.push(StoreOp::Assign {
+            unit: 2,
+            host: h,
+            sent_ms: now - 2000,
+            deadline_ms: now + 1_000_000,
+            single: false,
+        });
+        ops.push(StoreOp::Report {
+            unit: 2,
+            host: h,
+            state: CopyState::Success {
+                output: Hash([5; 32]),
+                fuel: i64::MAX as u64,
+                engine: "e".into(),
+                resumed: false,
+            },
+            elapsed_ms: 5,
+            received_ms: now,
+        });
+    }
+    ops.push(StoreOp::Validate {
+        unit: 2,
+        output: Hash([5; 32]),
+        fuel: i64::MAX as u64,
+        hosts: vec![1, 2],
+        at_ms: now - 60_000,
+    });
+    f.store
+        .apply(&ops, &[(Hash([5; 32]), b"big".to_vec())])
+        .unwrap();
+    // One bucket for everything: two results of i64::MAX and two of 2e9
+    // pass u64::MAX; one dataset row of each passes i64::MAX only.
+    let wide = 1 << 50;
+    let results = f.store.result_buckets(0, wide).unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].fuel, u64::MAX);
+    let validated = f.store.validated_buckets(job, wide).unwrap();
+    assert_eq!(validated.len(), 1);
+    assert_eq!(validated[0].fuel, i64::MAX as u64 + 2_000_000_000);
 }

@@ -266,6 +266,16 @@ pub struct DatasetSize {
     pub bytes: u64,
 }
 
+/// What a job's dataset looks like from outside, cheaply: rows, the
+/// highest unit id and the latest validation. A row added or replaced
+/// moves it, so caches of things computed over the dataset key on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatasetStamp {
+    pub rows: u64,
+    pub last_unit: UnitId,
+    pub last_validated_ms: u64,
+}
+
 /// A unit that could not be validated, with the reason.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FailedUnit {
@@ -383,4 +393,31 @@ pub trait Store: Send + Sync + 'static {
         after: UnitId,
         limit: usize,
     ) -> Result<Vec<CreditGrant>, StoreError>;
+
+    // Read-only queries of the streamed downloads and paged lists.
+
+    /// Like [`Store::dataset_page`], but the page also stops before its
+    /// outputs pass `max_bytes` (its first row is always there, whatever
+    /// its size): exports read outputs of any size in bounded memory.
+    fn dataset_page_within(
+        &self,
+        job: JobId,
+        after: UnitId,
+        max_rows: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<DatasetRow>, StoreError>;
+    /// Validated rows of a job with unit id greater than `after`, in id
+    /// order, without their outputs (`output` left empty).
+    fn dataset_index(
+        &self,
+        job: JobId,
+        after: UnitId,
+        limit: usize,
+    ) -> Result<Vec<DatasetRow>, StoreError>;
+    /// The job's [`DatasetStamp`].
+    fn dataset_stamp(&self, job: JobId) -> Result<DatasetStamp, StoreError>;
+    /// Hosts with id greater than `after`, by id.
+    fn hosts_after(&self, after: HostId, limit: usize) -> Result<Vec<HostSummary>, StoreError>;
+    /// One page of the hosts by total credit, highest first (ties by id).
+    fn hosts_by_credit(&self, offset: u64, limit: usize) -> Result<Vec<HostSummary>, StoreError>;
 }

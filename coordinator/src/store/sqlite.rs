@@ -17,8 +17,9 @@ use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Ban, BanTarget, Bucket, CreditGrant, DatasetRow, DatasetSize, FailedUnit, HostId, HostRecord,
-    HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp, StoredStanding,
+    Ban, BanTarget, Bucket, CreditGrant, DatasetRow, DatasetSize, DatasetStamp, FailedUnit, HostId,
+    HostRecord, HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp,
+    StoredStanding,
 };
 use crate::credit::CreditTally;
 use crate::quorum::{Copy, CopyState};
@@ -137,6 +138,8 @@ CREATE INDEX IF NOT EXISTS results_received ON results(received_ms)
 -- host today that a restarted coordinator needs for its daily quota.
 DROP INDEX IF EXISTS results_host;
 CREATE INDEX IF NOT EXISTS results_host_sent ON results(host_id, sent_ms);
+-- The leaderboard pages through hosts by credit.
+CREATE INDEX IF NOT EXISTS hosts_credit ON hosts(credit_total DESC, id);
 ";
 
 /// SQL true when dataset row `d`'s agreeing hosts include host `h`
@@ -380,9 +383,9 @@ fn status_row(conn: &Connection, id: JobId) -> Result<Option<JobStatus>, StoreEr
         [id],
         |r| r.get(0),
     )?;
-    let units_total = counts.iter().sum();
+    let units_total = counts.iter().fold(0u64, |a, n| a.saturating_add(*n));
     Ok(Some(JobStatus {
-        finished: counts[1] + counts[2] == units_total,
+        finished: counts[1].saturating_add(counts[2]) == units_total,
         id,
         name,
         module: hash_col(module)?,
@@ -925,9 +928,12 @@ impl Store for SqliteStore {
         self.read(|c| {
             buckets(
                 c,
-                "SELECT (received_ms / ?2) * ?2 AS b, count(*), coalesce(sum(fuel), 0)
-                 FROM results WHERE received_ms >= ?1 AND state = 'success'
-                 GROUP BY b ORDER BY b",
+                &format!(
+                    "SELECT (received_ms / ?2) * ?2 AS b, count(*), {}
+                     FROM results WHERE received_ms >= ?1 AND state = 'success'
+                     GROUP BY b ORDER BY b",
+                    saturating_sum("fuel")
+                ),
                 params![since_ms, width],
             )
         })
@@ -938,8 +944,11 @@ impl Store for SqliteStore {
         self.read(|c| {
             buckets(
                 c,
-                "SELECT (validated_ms / ?2) * ?2 AS b, count(*), coalesce(sum(fuel), 0)
-                 FROM dataset WHERE job_id = ?1 GROUP BY b ORDER BY b",
+                &format!(
+                    "SELECT (validated_ms / ?2) * ?2 AS b, count(*), {}
+                     FROM dataset WHERE job_id = ?1 GROUP BY b ORDER BY b",
+                    saturating_sum("fuel")
+                ),
                 params![job, width],
             )
         })
@@ -947,17 +956,20 @@ impl Store for SqliteStore {
 
     fn dataset_size(&self, job: Option<JobId>) -> Result<DatasetSize, StoreError> {
         self.read(|c| {
-            let select = "SELECT count(*), coalesce(sum(length(b.data)), 0)
-                 FROM dataset d JOIN blobs b ON b.hash = d.output_hash";
+            let select = format!(
+                "SELECT count(*), {}
+                 FROM dataset d JOIN blobs b ON b.hash = d.output_hash",
+                saturating_sum("length(b.data)")
+            );
             let map = |r: &rusqlite::Row<'_>| {
                 Ok(DatasetSize {
                     rows: r.get(0)?,
-                    bytes: r.get(1)?,
+                    bytes: join_halves(r.get(1)?, r.get(2)?),
                 })
             };
             Ok(match job {
                 Some(job) => c.query_row(&format!("{select} WHERE d.job_id = ?1"), [job], map)?,
-                None => c.query_row(select, [], map)?,
+                None => c.query_row(&select, [], map)?,
             })
         })
     }
@@ -1019,6 +1031,85 @@ impl Store for SqliteStore {
                 .collect()
         })
     }
+    fn dataset_page_within(
+        &self,
+        job: JobId,
+        after: UnitId,
+        max_rows: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<DatasetRow>, StoreError> {
+        self.read(|c| {
+            // One snapshot for the rows and their outputs.
+            let tx = c.unchecked_transaction()?;
+            let mut page = Vec::new();
+            let mut bytes = 0u64;
+            for (mut row, len) in dataset_meta(&tx, job, after, max_rows)? {
+                bytes = bytes.saturating_add(len);
+                if !page.is_empty() && bytes > max_bytes {
+                    break;
+                }
+                row.output = tx
+                    .prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
+                    .query_row([&row.output_hash.0[..]], |r| r.get(0))?;
+                page.push(row);
+            }
+            tx.finish()?;
+            Ok(page)
+        })
+    }
+
+    fn dataset_index(
+        &self,
+        job: JobId,
+        after: UnitId,
+        limit: usize,
+    ) -> Result<Vec<DatasetRow>, StoreError> {
+        self.read(|c| {
+            Ok(dataset_meta(c, job, after, limit)?
+                .into_iter()
+                .map(|(row, _)| row)
+                .collect())
+        })
+    }
+
+    fn dataset_stamp(&self, job: JobId) -> Result<DatasetStamp, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*), coalesce(max(unit_id), 0), coalesce(max(validated_ms), 0)
+                 FROM dataset WHERE job_id = ?1",
+                [job],
+                |r| {
+                    Ok(DatasetStamp {
+                        rows: r.get(0)?,
+                        last_unit: r.get(1)?,
+                        last_validated_ms: r.get(2)?,
+                    })
+                },
+            )?)
+        })
+    }
+
+    fn hosts_after(&self, after: HostId, limit: usize) -> Result<Vec<HostSummary>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {HOST_COLUMNS} FROM hosts WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            Ok(stmt
+                .query_map(params![after, limit as i64], host_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn hosts_by_credit(&self, offset: u64, limit: usize) -> Result<Vec<HostSummary>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {HOST_COLUMNS} FROM hosts ORDER BY credit_total DESC, id LIMIT ?1 OFFSET ?2"
+            ))?;
+            Ok(stmt
+                .query_map(params![limit as i64, offset], host_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+    }
 }
 
 const HOST_COLUMNS: &str = "id, public_key, cores, memory_bytes, os, arch, version, first_seen_ms, \
@@ -1040,16 +1131,72 @@ fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSummary> {
     })
 }
 
+/// Two SQL columns whose values [`join_halves`] turns into the sum of the
+/// non-negative integer expression `expr`, saturating at `u64::MAX`.
+///
+/// SQLite's `sum()` fails the whole query with "integer overflow" once a
+/// sum passes `i64::MAX`, which forged fuel reaches with two rows, and
+/// `total()` loses exactness past 2^53. Summing the high and low 32 bits
+/// apart cannot overflow before 2^31 rows, and is exact.
+fn saturating_sum(expr: &str) -> String {
+    format!("coalesce(sum(max({expr}, 0) >> 32), 0), coalesce(sum(max({expr}, 0) & 4294967295), 0)")
+}
+
+/// The sum [`saturating_sum`]'s columns stand for.
+fn join_halves(high: u64, low: u64) -> u64 {
+    let sum = (u128::from(high) << 32) + u128::from(low);
+    u64::try_from(sum).unwrap_or(u64::MAX)
+}
+
 fn buckets(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Bucket>, StoreError> {
     let mut stmt = c.prepare_cached(sql)?;
     let rows = stmt.query_map(p, |r| {
         Ok(Bucket {
             start_ms: r.get(0)?,
             count: r.get(1)?,
-            fuel: r.get(2)?,
+            fuel: join_halves(r.get(2)?, r.get(3)?),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A dataset row's columns without its output, and the output's length
+/// (which SQLite reads without loading the blob).
+const DATASET_META: &str =
+    "SELECT d.unit_id, u.name, u.input_hash, j.module_hash, d.output_hash, d.hosts_json,
+            d.fuel, d.validated_ms, d.engines_json, length(b.data)
+     FROM dataset d JOIN units u ON u.id = d.unit_id JOIN jobs j ON j.id = d.job_id
+     JOIN blobs b ON b.hash = d.output_hash
+     WHERE d.job_id = ?1 AND d.unit_id > ?2 ORDER BY d.unit_id LIMIT ?3";
+
+/// Up to `limit` rows of a job's dataset after unit `after`, without
+/// outputs, each with its output's length.
+fn dataset_meta(
+    c: &Connection,
+    job: JobId,
+    after: UnitId,
+    limit: usize,
+) -> Result<Vec<(DatasetRow, u64)>, StoreError> {
+    let mut stmt = c.prepare_cached(DATASET_META)?;
+    let mut rows = stmt.query(params![job, after, limit as i64])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let row = DatasetRow {
+            job,
+            unit: r.get(0)?,
+            name: r.get(1)?,
+            input_hash: hash_col(r.get(2)?)?,
+            module_hash: hash_col(r.get(3)?)?,
+            output_hash: hash_col(r.get(4)?)?,
+            hosts: json_col(&r.get::<_, String>(5)?)?,
+            fuel: r.get(6)?,
+            validated_ms: r.get(7)?,
+            engines: json_col(&r.get::<_, String>(8)?)?,
+            output: Vec::new(),
+        };
+        out.push((row, r.get(9)?));
+    }
+    Ok(out)
 }
 
 /// Dashboard queries: read-only, on reader connections.

@@ -33,6 +33,47 @@ pub enum ClientError {
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+/// Text from the server (job and unit names, failure reasons a worker
+/// worded, error messages) made safe to print on a terminal: every
+/// control character, line breaks included, is written as an escape
+/// (`\u{1b}`, `\r`, `\n`), so the text cannot move the cursor, clear the
+/// screen, retitle the window or hide what follows it.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `value` as one line of JSON with every control character escaped:
+/// serde_json escapes those below U+0020 but writes DEL and the C1
+/// controls (U+0080–U+009F, which some terminals obey) as they are.
+pub fn printable_json(value: &Value) -> String {
+    let text = value.to_string();
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            // Only inside strings (JSON's own syntax has none), where
+            // `\uXXXX` is the same character.
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
     move |source| ClientError::Io {
         path: path.to_path_buf(),
@@ -486,5 +527,27 @@ impl Client {
                 error: Some(e),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_every_control_character() {
+        assert_eq!(printable("plain text, ünïcode"), "plain text, ünïcode");
+        assert_eq!(
+            printable("a\u{1b}]0;t\u{7}b\u{1b}[2J\r\n\u{9b}31m\u{7f}"),
+            "a\\u{1b}]0;t\\u{7}b\\u{1b}[2J\\r\\n\\u{9b}31m\\u{7f}"
+        );
+    }
+
+    #[test]
+    fn printable_json_is_the_same_json_without_raw_controls() {
+        let v = serde_json::json!({ "name": "evil\u{1b}[31m\u{7f}\u{9b}", "n": 1 });
+        let line = printable_json(&v);
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), v);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use peergrid_client::{Client, Researcher, new_key, prepare_job};
+use peergrid_client::{Client, Researcher, new_key, prepare_job, printable, printable_json};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -111,13 +111,15 @@ enum Format {
 
 fn main() {
     if let Err(e) = run(Cli::parse()) {
-        eprintln!("peergrid: {e:#}");
+        // Errors quote the server's words: print them escaped.
+        eprintln!("peergrid: {}", printable(&format!("{e:#}")));
         std::process::exit(1);
     }
 }
 
+/// One line about a job; the server's text in it is escaped.
 fn summary(s: &Value) -> String {
-    format!(
+    let line = format!(
         "job {} \"{}\": {} units, {} validated, {} in progress, {} pending, {} failed{}",
         s["id"],
         s["name"].as_str().unwrap_or(""),
@@ -131,7 +133,8 @@ fn summary(s: &Value) -> String {
         } else {
             ""
         }
-    )
+    );
+    printable(&line).into_owned()
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -193,17 +196,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Job(JobCommand::Status { id, wait, json }) => loop {
             let s = client.status(id)?;
             if json {
-                println!("{s}");
+                println!("{}", printable_json(&s));
             } else {
                 println!("{}", summary(&s));
                 if let Some(failed) = s["failed_units"].as_array() {
                     for f in failed.iter().take(20) {
-                        println!(
+                        let line = format!(
                             "  failed unit {} ({}): {}",
                             f["unit"],
                             f["name"].as_str().unwrap_or(""),
                             f["reason"].as_str().unwrap_or("")
                         );
+                        println!("{}", printable(&line));
                     }
                 }
             }
