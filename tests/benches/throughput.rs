@@ -96,7 +96,24 @@ fn main() {
     let quorum = env("BENCH_QUORUM", 2) as u32;
 
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let mut coordinator = Coordinator::start(dir.path()).unwrap();
+    // The simulated workers are fresh identities asking for big batches:
+    // lift the limits a real new host meets (docs/security.md), which the
+    // benchmark does not measure.
+    coordinator.terminate().unwrap();
+    coordinator
+        .serve_with(
+            "127.0.0.1:0",
+            &[
+                "--new-host-cores",
+                "1024",
+                "--in-flight-per-core",
+                "1024",
+                "--new-host-quota-per-core",
+                "1000000",
+            ],
+        )
+        .unwrap();
     let pid = coordinator.pid().unwrap();
     let client = Client::new(&coordinator.http, Some(coordinator.token.clone()));
 
@@ -168,7 +185,13 @@ fn main() {
             let exchanges = exchanges.clone();
             rt.spawn(async move {
                 let key = SigningKey::from_bytes(&[w as u8 + 1; 32]);
-                let session = net::connect(&join, &key, HostFacts::default(), None)
+                let facts = HostFacts {
+                    cores: 64,
+                    ..HostFacts::default()
+                };
+                // Each simulated worker on its own network, as volunteers are.
+                let from = peergrid_tests::loopback_network();
+                let session = net::connect(&join, &key, facts, Some(from))
                     .await
                     .unwrap();
                 let mut reports = Vec::new();

@@ -267,12 +267,32 @@ fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
                 ..HostFacts::default()
             },
         ] {
-            let err = net::connect(&join, &SigningKey::from_bytes(&[5; 32]), facts, None)
+            // Signed as a worker would, but sent as is (the worker's own
+            // client cleans its facts).
+            let key = SigningKey::from_bytes(&[5; 32]);
+            let timestamp_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let message = peergrid_proto::wire::hello_message(&join.cert_sha256, timestamp_ms);
+            use ed25519_dalek::Signer;
+            let hello = Request::Hello(peergrid_proto::wire::Hello {
+                host_key: key.verifying_key().to_bytes(),
+                timestamp_ms,
+                signature: key.sign(&message).to_bytes().to_vec(),
+                facts,
+                worker_version: "1".into(),
+            });
+            let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN, None)
                 .await
-                .err()
-                .expect("refused");
-            let text = err.to_string();
-            assert!(text.contains("printable ASCII"), "{text}");
+                .unwrap();
+            match net::request(&conn, &hello).await.unwrap() {
+                Reply::Error(e) => {
+                    assert_eq!(e.code, ErrorCode::Unauthenticated, "{e}");
+                    assert!(e.message.contains("printable ASCII"), "{e}");
+                }
+                other => panic!("{other:?}"),
+            }
         }
     });
     let db = coordinator.db();
