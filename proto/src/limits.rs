@@ -17,6 +17,16 @@ pub const MAX_UNITS_PER_JOB: usize = 1_000_000;
 pub const MAX_TASKS_PER_EXCHANGE: u32 = 256;
 /// Largest memory a job may ask for per task.
 pub const MAX_TASK_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
+/// Most elements one table of a task may hold, initially or after
+/// `table.grow` (function pointers of large programs fit comfortably; a
+/// hostile `table.grow` does not). Workers cannot instantiate a module
+/// declaring more, so the coordinator refuses it at submission.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Most tables a task's module may define; more is refused at submission.
+pub const MAX_TABLES_PER_TASK: u32 = 4;
+/// Most linear memories a task's module may define; more is refused at
+/// submission.
+pub const MAX_MEMORIES_PER_TASK: u32 = 1;
 /// Longest volunteer account name.
 pub const MAX_ACCOUNT: usize = 64;
 /// Longest engine id a worker may report.

@@ -66,7 +66,10 @@ use std::time::{Duration, Instant};
 
 use peergrid_proto::Hash;
 use peergrid_proto::guest;
-use peergrid_proto::limits::{MAX_CHECKPOINT, MAX_STDERR, MAX_TASK_MEMORY};
+use peergrid_proto::limits::{
+    MAX_CHECKPOINT, MAX_MEMORIES_PER_TASK, MAX_STDERR, MAX_TABLE_ELEMENTS, MAX_TABLES_PER_TASK,
+    MAX_TASK_MEMORY,
+};
 use peergrid_proto::wire::TaskLimits;
 use wasmtime::{
     Caller, Config, Engine, Extern, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
@@ -98,9 +101,6 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// overflows at the same point on every worker of one architecture (native
 /// frame sizes differ between architectures, so the exact depth does too).
 const MAX_WASM_STACK: usize = 1 << 20;
-/// Most table elements one task may have (function pointers of large programs
-/// fit comfortably; a hostile `table.grow` does not).
-const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Instances, memories and tables the pooling allocator keeps slots for, per
 /// engine. A worker runs about one task per core, so this bounds concurrency
 /// well above any real machine while keeping the reserved address space (one
@@ -482,8 +482,8 @@ impl Sandbox {
             .memory_size(usize_or_max(limits.memory_bytes))
             .table_elements(MAX_TABLE_ELEMENTS)
             .instances(1)
-            .memories(1)
-            .tables(4)
+            .memories(MAX_MEMORIES_PER_TASK as usize)
+            .tables(MAX_TABLES_PER_TASK as usize)
             .build();
         let restored = hooks.resume_from();
         let resumed = restored.is_some();
@@ -813,8 +813,8 @@ fn engine_config(canonical_nan: bool, metering: Metering) -> Config {
         .total_memories(POOL_SLOTS)
         .total_tables(POOL_SLOTS)
         .total_stacks(POOL_SLOTS)
-        .max_memories_per_module(1)
-        .max_tables_per_module(4)
+        .max_memories_per_module(MAX_MEMORIES_PER_TASK)
+        .max_tables_per_module(MAX_TABLES_PER_TASK)
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_core_instance_size(8 << 20)
         .max_memory_size(usize_or_max(MAX_TASK_MEMORY));
