@@ -218,9 +218,12 @@ async fn submit_job(
                 format!("the job's signature was refused: {e}; workers would refuse it too"),
             )
         })?;
-    check_uploaded_module(&api, job.module, "module", |e| e).await?;
+    // Workers run the job's module, and the judge its validator, with the
+    // job's memory setting.
+    let memory_bytes = job.settings.memory_mb.saturating_mul(1024 * 1024);
+    check_uploaded_module(&api, job.module, memory_bytes, "module", |e| e).await?;
     if let Validator::Custom { module } = job.validator {
-        check_uploaded_module(&api, module, "validator module", |e| {
+        check_uploaded_module(&api, module, memory_bytes, "validator module", |e| {
             format!("custom validator: {e}")
         })
         .await?;
@@ -258,10 +261,12 @@ async fn submit_job(
 }
 
 /// Checks that an uploaded module (`what`: the job's, or its validator's)
-/// is one the sandbox can run; `describe` words the module check's refusal.
+/// is one the sandbox can run with `memory_bytes`; `describe` words the
+/// module check's refusal.
 async fn check_uploaded_module(
     api: &Api,
     hash: Hash,
+    memory_bytes: u64,
     what: &str,
     describe: fn(String) -> String,
 ) -> ApiResult<()> {
@@ -269,7 +274,7 @@ async fn check_uploaded_module(
     let bytes = blocking(move || store.get_blob(&hash))
         .await?
         .ok_or_else(|| bad_request(format!("{what} {hash} was not uploaded")))?;
-    let checked = tokio::task::spawn_blocking(move || check_module(&bytes))
+    let checked = tokio::task::spawn_blocking(move || check_module(&bytes, memory_bytes))
         .await
         .map_err(internal)?;
     checked.map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, describe(e)))

@@ -1,11 +1,14 @@
 //! Refuses a module at submission that no worker could run: not wasm, a
-//! component instead of a core module, no `_start`, or an import outside
+//! component instead of a core module, no `_start`, an import outside
 //! WASI preview 1 and the guest SDK's host functions
-//! (`peergrid_proto::guest`). A researcher learns it in seconds, not after
-//! every volunteer has failed the job.
+//! (`peergrid_proto::guest`), or tables and memories the workers' fixed
+//! limits (`peergrid_proto::limits`) or the job's `memory_mb` cannot hold.
+//! A researcher learns it in seconds, not after every volunteer has failed
+//! the job.
 
 use peergrid_proto::guest;
-use wasmparser::{FuncType, Parser, Payload, TypeRef, Validator};
+use peergrid_proto::limits::{MAX_MEMORIES_PER_TASK, MAX_TABLE_ELEMENTS, MAX_TABLES_PER_TASK};
+use wasmparser::{FuncType, MemoryType, Parser, Payload, TableType, TypeRef, Validator};
 
 /// Every function WASI preview 1 defines; workers link exactly these.
 const WASI_P1: &[&str] = &[
@@ -57,8 +60,15 @@ const WASI_P1: &[&str] = &[
     "sock_shutdown",
 ];
 
-/// Checks `bytes` is a WASI preview 1 command module workers can run.
-pub fn check_module(bytes: &[u8]) -> Result<(), String> {
+/// Checks `bytes` is a WASI preview 1 command module workers can run with
+/// `memory_bytes` of memory (the job's `memory_mb`).
+///
+/// Only what fails on every worker is refused: a table or memory whose
+/// *initial* size is too large cannot be instantiated anywhere. A declared
+/// *maximum* above a limit is accepted: it only bounds growth, and growth
+/// past a limit makes `memory.grow`/`table.grow` return −1, which the module
+/// may handle.
+pub fn check_module(bytes: &[u8], memory_bytes: u64) -> Result<(), String> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err("the module is not WebAssembly (no `\\0asm` header); submit a .wasm file built for wasm32-wasip1".into());
     }
@@ -72,6 +82,8 @@ pub fn check_module(bytes: &[u8]) -> Result<(), String> {
         .validate_all(bytes)
         .map_err(|e| format!("the module is not valid WebAssembly: {e}"))?;
     let mut has_start = false;
+    let mut tables = 0u32;
+    let mut memories = 0u32;
     // Function types by index (the type section precedes the imports).
     let mut types: Vec<Option<FuncType>> = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
@@ -107,6 +119,20 @@ pub fn check_module(bytes: &[u8]) -> Result<(), String> {
                     }
                 }
             }
+            Payload::TableSection(reader) => {
+                for table in reader {
+                    let table = table.map_err(|e| format!("unreadable table: {e}"))?;
+                    check_table(tables, &table.ty)?;
+                    tables += 1;
+                }
+            }
+            Payload::MemorySection(reader) => {
+                for memory in reader {
+                    let memory = memory.map_err(|e| format!("unreadable memory: {e}"))?;
+                    check_memory(&memory, memory_bytes)?;
+                    memories += 1;
+                }
+            }
             Payload::ExportSection(exports) => {
                 for export in exports {
                     let export = export.map_err(|e| format!("unreadable export: {e}"))?;
@@ -118,8 +144,47 @@ pub fn check_module(bytes: &[u8]) -> Result<(), String> {
             _ => {}
         }
     }
+    if tables > MAX_TABLES_PER_TASK {
+        return Err(format!(
+            "the module defines {tables} tables; workers allow at most {MAX_TABLES_PER_TASK}"
+        ));
+    }
+    if memories > MAX_MEMORIES_PER_TASK {
+        return Err(format!(
+            "the module defines {memories} memories; workers allow at most {MAX_MEMORIES_PER_TASK}"
+        ));
+    }
     if !has_start {
         return Err("the module exports no `_start` function; build a command (a binary with `main`), not a library".into());
+    }
+    Ok(())
+}
+
+/// Checks table `index` starts within the workers' element limit.
+fn check_table(index: u32, table: &TableType) -> Result<(), String> {
+    if table.initial > MAX_TABLE_ELEMENTS as u64 {
+        return Err(format!(
+            "the module's table {index} starts with {} elements; workers allow at most \
+             {MAX_TABLE_ELEMENTS} elements per table (MAX_TABLE_ELEMENTS), so no worker \
+             could run it; declare a smaller table",
+            table.initial
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a memory's initial size fits the job's memory setting.
+fn check_memory(memory: &MemoryType, memory_bytes: u64) -> Result<(), String> {
+    let page_bytes = 1u64 << memory.page_size_log2.unwrap_or(16);
+    let initial = memory.initial.saturating_mul(page_bytes);
+    if initial > memory_bytes {
+        return Err(format!(
+            "the module's memory starts at {} MiB, more than the job's memory_mb = {}, so no \
+             worker could run it; raise memory_mb (at most {}) or shrink the module's initial memory",
+            initial.div_ceil(1 << 20),
+            memory_bytes >> 20,
+            peergrid_proto::limits::MAX_TASK_MEMORY >> 20,
+        ));
     }
     Ok(())
 }
@@ -173,15 +238,22 @@ fn same_types(actual: &[wasmparser::ValType], expected: &[guest::ValType]) -> bo
 mod tests {
     use super::*;
 
+    /// The default `memory_mb` of a job, in bytes.
+    const MEMORY: u64 = 256 << 20;
+
+    fn check(bytes: &[u8]) -> Result<(), String> {
+        check_module(bytes, MEMORY)
+    }
+
     #[test]
     fn names_the_problem() {
         assert!(
-            check_module(b"#!/bin/sh\necho hi")
+            check(b"#!/bin/sh\necho hi")
                 .unwrap_err()
                 .contains("not WebAssembly")
         );
         let lib = b"\0asm\x01\0\0\0";
-        assert!(check_module(lib).unwrap_err().contains("_start"));
+        assert!(check(lib).unwrap_err().contains("_start"));
     }
 
     fn importing(import: &str) -> Vec<u8> {
@@ -198,14 +270,47 @@ mod tests {
             (import "peergrid" "restore_len" (func (result i64)))
             (import "peergrid" "restore" (func (param i32 i32) (result i32)))
             (import "peergrid" "progress" (func (param f64)))"#;
-        assert_eq!(check_module(&importing(all)), Ok(()));
-        let unknown = check_module(&importing(r#"(import "peergrid" "launch" (func))"#));
+        assert_eq!(check(&importing(all)), Ok(()));
+        let unknown = check(&importing(r#"(import "peergrid" "launch" (func))"#));
         assert!(unknown.unwrap_err().contains("`peergrid.launch`"));
-        let wrong = check_module(&importing(
+        let wrong = check(&importing(
             r#"(import "peergrid" "progress" (func (param f32)))"#,
         ));
         assert!(wrong.unwrap_err().contains("another type"));
-        let global = check_module(&importing(r#"(import "peergrid" "progress" (global i32))"#));
+        let global = check(&importing(r#"(import "peergrid" "progress" (global i32))"#));
         assert!(global.unwrap_err().contains("another type"));
+    }
+
+    #[test]
+    fn refuses_a_table_larger_than_workers_allow() {
+        let table = |decl: &str| {
+            wat::parse_str(format!(r#"(module {decl} (func (export "_start")))"#)).unwrap()
+        };
+        let refusal = check(&table("(table 50000000 funcref)")).unwrap_err();
+        assert!(refusal.contains("100000"), "{refusal}");
+        let one_over = format!("(table {} funcref)", MAX_TABLE_ELEMENTS + 1);
+        assert!(check(&table(&one_over)).is_err());
+        let at_limit = format!("(table {MAX_TABLE_ELEMENTS} funcref)");
+        assert_eq!(check(&table(&at_limit)), Ok(()));
+        // A large maximum only bounds growth, which fails softly.
+        assert_eq!(check(&table("(table 1 50000000 funcref)")), Ok(()));
+        assert_eq!(check(&table("(table 1 funcref)")), Ok(()));
+        let five = "(table 1 funcref) ".repeat(5);
+        assert!(check(&table(&five)).unwrap_err().contains("at most 4"));
+    }
+
+    #[test]
+    fn refuses_an_initial_memory_larger_than_the_job_allows() {
+        let memory = |pages: u32| {
+            wat::parse_str(format!(
+                r#"(module (memory {pages}) (func (export "_start")))"#
+            ))
+            .unwrap()
+        };
+        // 4096 pages of 64 KiB are the job's 256 MiB exactly.
+        assert_eq!(check(&memory(4096)), Ok(()));
+        let refusal = check(&memory(4097)).unwrap_err();
+        assert!(refusal.contains("memory_mb = 256"), "{refusal}");
+        assert_eq!(check_module(&memory(4097), 512 << 20), Ok(()));
     }
 }

@@ -27,6 +27,16 @@ pub const MAX_TASK_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
 /// instructions a second); reported fuel above the task's own limit is
 /// refused, so credit sums stay far from overflowing.
 pub const MAX_TASK_FUEL: u64 = 1_000_000_000_000_000;
+/// Most elements one table of a task may hold, initially or after
+/// `table.grow` (function pointers of large programs fit comfortably; a
+/// hostile `table.grow` does not). Workers cannot instantiate a module
+/// declaring more, so the coordinator refuses it at submission.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Most tables a task's module may define; more is refused at submission.
+pub const MAX_TABLES_PER_TASK: u32 = 4;
+/// Most linear memories a task's module may define; more is refused at
+/// submission.
+pub const MAX_MEMORIES_PER_TASK: u32 = 1;
 /// Longest volunteer account name.
 pub const MAX_ACCOUNT: usize = 64;
 /// Longest engine id a worker may report.

@@ -10,7 +10,7 @@ use ed25519_dalek::SigningKey;
 use peergrid_proto::JoinString;
 use peergrid_proto::codec;
 use peergrid_proto::wire::{ErrorCode, Exchange, HostFacts, Reply, Request};
-use peergrid_tests::{Coordinator, JobOptions, Worker, lyapunov_job};
+use peergrid_tests::{Coordinator, JobOptions, Worker, job_spec, lyapunov_job};
 use peergrid_worker::net;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -276,6 +276,43 @@ fn broken_specs_wrong_tokens_and_non_wasm_modules_are_refused_clearly() {
     // Nothing stored was lost and the server still takes good work.
     let job = coordinator.submit(&spec).unwrap();
     assert_eq!(coordinator.status(job).unwrap()["units_total"], 2);
+}
+
+/// A module no worker could instantiate (a table larger than the workers'
+/// fixed limit, or an initial memory larger than the job's `memory_mb`) is
+/// refused by a real `peergrid job submit`, naming the limit, instead of
+/// failing on every volunteer.
+#[test]
+fn modules_over_the_workers_limits_are_refused_at_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let cases = [
+        (
+            "table",
+            r#"(module (table 200000 funcref) (func (export "_start")))"#,
+            "memory_mb = 64",
+            "100000",
+        ),
+        (
+            "memory",
+            r#"(module (memory 2000) (func (export "_start")))"#,
+            "memory_mb = 64",
+            "memory_mb = 64",
+        ),
+    ];
+    for (name, wat, settings, limit) in cases {
+        let module = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&module, wat::parse_str(wat).unwrap()).unwrap();
+        let spec = job_spec(dir.path(), name, &module, 1, settings).unwrap();
+        let out = coordinator.cli(&["job", "submit", &spec.to_string_lossy()]);
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: submission was accepted");
+        assert!(msg.contains("422") && msg.contains(limit), "{name}: {msg}");
+    }
+    // The same memory fits a job that asks for enough.
+    let module = dir.path().join("memory.wasm");
+    let spec = job_spec(dir.path(), "roomy", &module, 1, "memory_mb = 128").unwrap();
+    coordinator.submit(&spec).unwrap();
 }
 
 fn ureq_agent() -> ureq::Agent {

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use peergrid_tests::{Coordinator, JobOptions, Worker, job_spec, lyapunov_job, probe_wasm};
 
-/// Hostile modules in WAT; each is valid wasm importing only WASI, so it
-/// passes submission and reaches a worker.
+/// Hostile modules in WAT; each is valid wasm importing only WASI, within
+/// the workers' fixed limits, so it passes submission and reaches a worker.
+/// The loops on growth and host calls spend most of their time in host
+/// code, which fuel charges for, so they end on fuel too, well within the
+/// deadline.
 const HOSTILE: &[(&str, &str, &str)] = &[
     (
         "infinite-loop",
@@ -49,9 +52,25 @@ const HOSTILE: &[(&str, &str, &str)] = &[
         "output exceeds",
     ),
     (
-        "huge-table",
-        r#"(module (table 50000000 funcref) (func (export "_start")))"#,
-        "table",
+        "table-grow-loop",
+        r#"(module (table 1 funcref)
+             (func (export "_start")
+               (loop (drop (table.grow (ref.null func) (i32.const 1000000))) (br 0))))"#,
+        "fuel",
+    ),
+    (
+        "failing-grow-loop",
+        r#"(module (memory 1) (func (export "_start") (loop (drop (memory.grow (i32.const 1024))) (br 0))))"#,
+        "fuel",
+    ),
+    (
+        "clock-loop",
+        r#"(module
+             (import "wasi_snapshot_preview1" "clock_time_get" (func $now (param i32 i64 i32) (result i32)))
+             (memory (export "memory") 1)
+             (func (export "_start")
+               (loop (drop (call $now (i32.const 1) (i64.const 1) (i32.const 8))) (br 0))))"#,
+        "fuel",
     ),
     (
         "trapping-start",

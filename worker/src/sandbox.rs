@@ -12,8 +12,31 @@
 //!   every worker, no threads, deterministic relaxed SIMD, virtual clocks
 //!   that advance a fixed step per read, randomness seeded from the work
 //!   unit, no environment, filesystem or network. Fuel is counted by the
-//!   engine per wasm instruction, so every replica of a task reports the same
+//!   engine per wasm instruction, plus fixed charges for work the host does
+//!   for the module (see below), so every replica of a task reports the same
 //!   `fuel_used`, in either NaN mode.
+//!
+//! # Host charges
+//!
+//! Instructions alone do not bound CPU time: a loop on a failing
+//! `memory.grow` or a cheap WASI call spends most of its time in host code
+//! at a few fuel per iteration. So every WASI and guest SDK call costs
+//! [`HOST_CALL_FUEL`], every attempt to grow a memory or a table
+//! [`GROW_ATTEMPT_FUEL`], every 64 KiB page a memory is given (its initial
+//! pages too) [`GROW_PAGE_FUEL`], every [`OUTPUT_BYTES_PER_FUEL`] bytes
+//! written to stdout or stderr one, and every random draw
+//! [`RANDOM_DRAW_FUEL`]. These [`HostCharges`] are counted
+//! beside the engine's fuel, not subtracted from it: compiled code keeps its
+//! fuel in a register across `memory.grow` and the epoch check, so a
+//! `set_fuel` there would be lost. A run has exhausted its fuel when the
+//! charges exceed what the engine has left; that is checked exactly in the
+//! guest SDK's calls and at the end of the run, soundly (against the
+//! engine's last saved count, which is never below the true one) at every
+//! epoch tick, and against the whole budget at every growth attempt. Where
+//! the check fires first varies with timing, but the outcome and
+//! `fuel_used` do not: a run whose charges and instructions together exceed
+//! its budget ends `fuel limit of N exhausted` on every host, and any other
+//! run reports the same total everywhere.
 //!
 //! # NaN modes
 //!
@@ -66,12 +89,15 @@ use std::time::{Duration, Instant};
 
 use peergrid_proto::Hash;
 use peergrid_proto::guest;
-use peergrid_proto::limits::{MAX_CHECKPOINT, MAX_STDERR, MAX_TASK_MEMORY};
+use peergrid_proto::limits::{
+    MAX_CHECKPOINT, MAX_MEMORIES_PER_TASK, MAX_STDERR, MAX_TABLE_ELEMENTS, MAX_TABLES_PER_TASK,
+    MAX_TASK_MEMORY,
+};
 use peergrid_proto::wire::TaskLimits;
 use wasmtime::{
     Caller, Config, Engine, Extern, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
-    Module, OptLevel, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
-    UpdateDeadline, WasmFeatures,
+    Module, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, UpdateDeadline, WasmFeatures,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -81,15 +107,15 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit, WasiCtxBuilder};
 
 /// Names the fast engine configuration (NaN canonicalization off); results
 /// record it with the CPU architecture appended, because NaN bits may differ
-/// between architectures. Change it whenever the configuration changes: it
-/// also names the folder of the on-disk compiled-module cache.
-pub const ENGINE_ID: &str =
-    "wasmtime-48/cranelift-speed/fuel/epoch-10ms/nocanon/relaxed-simd-det/nothreads/stack-1MiB";
+/// between architectures. Change it whenever the configuration or the fuel
+/// accounting changes (`fuel-host1`: instructions plus the [`HostCharges`]
+/// of this version): it also names the folder of the on-disk
+/// compiled-module cache.
+pub const ENGINE_ID: &str = "wasmtime-48/cranelift-speed/fuel-host1/epoch-10ms/nocanon/relaxed-simd-det/nothreads/stack-1MiB";
 /// Names the canonical-NaN engine configuration, otherwise identical to
 /// [`ENGINE_ID`]. No architecture is appended: its results are comparable
 /// across architectures.
-pub const CANONICAL_ENGINE_ID: &str =
-    "wasmtime-48/cranelift-speed/fuel/epoch-10ms/nancanon/relaxed-simd-det/nothreads/stack-1MiB";
+pub const CANONICAL_ENGINE_ID: &str = "wasmtime-48/cranelift-speed/fuel-host1/epoch-10ms/nancanon/relaxed-simd-det/nothreads/stack-1MiB";
 
 /// How often the ticker thread advances the engine epoch; the wall-clock
 /// budget is counted in these ticks.
@@ -98,9 +124,26 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// overflows at the same point on every worker of one architecture (native
 /// frame sizes differ between architectures, so the exact depth does too).
 const MAX_WASM_STACK: usize = 1 << 20;
-/// Most table elements one task may have (function pointers of large programs
-/// fit comfortably; a hostile `table.grow` does not).
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Fuel charged for every call of a WASI or guest SDK function, on top of
+/// the call instruction itself: about what such a call costs in host time
+/// (see `docs/sandbox.md`, "Fuel").
+const HOST_CALL_FUEL: u64 = 1_000;
+/// Fuel charged for every attempt to grow a memory or a table, granted or
+/// not: about what a refused `memory.grow` costs in host time.
+const GROW_ATTEMPT_FUEL: u64 = 500;
+/// Fuel charged for every 64 KiB page a memory is given, at instantiation
+/// or by `memory.grow`: about what the kernel spends mapping and zeroing it
+/// when the module first touches it, and clearing it when the task ends.
+const GROW_PAGE_FUEL: u64 = 10_000;
+/// Bytes in a wasm page (what [`GROW_PAGE_FUEL`] is charged per).
+const WASM_PAGE_BYTES: usize = 64 * 1024;
+/// Bytes the host may copy from a module's stdout and stderr per unit of
+/// fuel: about what a copy costs against an instruction.
+const OUTPUT_BYTES_PER_FUEL: u64 = 4;
+/// Fuel charged for every draw from a module's random generator:
+/// wasmtime-wasi's `random_get` draws once per byte, through a trait
+/// object, and spends about as long on it as wasm does on 16 instructions.
+const RANDOM_DRAW_FUEL: u64 = 16;
 /// Instances, memories and tables the pooling allocator keeps slots for, per
 /// engine. A worker runs about one task per core, so this bounds concurrency
 /// well above any real machine while keeping the reserved address space (one
@@ -301,7 +344,11 @@ pub enum RunOutcome {
 /// What a task's `Store` holds.
 struct TaskState {
     wasi: WasiP1Ctx,
-    limits: StoreLimits,
+    /// The memory and table caps, which also charge growth.
+    limiter: TaskLimiter,
+    /// Fuel charged for host work, shared with the limiter, the output
+    /// streams and the random generators that do it.
+    charges: HostCharges,
     hooks: Arc<dyn TaskHooks>,
     /// The checkpoint this run resumes from, handed to `restore`.
     restored: Option<Checkpoint>,
@@ -318,12 +365,141 @@ struct TaskState {
 impl TaskState {
     /// Fuel the task has used, counting from its very first start: what
     /// earlier runs used up to the checkpoint, plus what this run used
-    /// since it read the checkpoint.
+    /// since it read the checkpoint. `remaining` is the engine's count;
+    /// host charges are added, and this run's share never exceeds its
+    /// budget (a run that passed it reports the budget, whenever the
+    /// passing was noticed).
     fn fuel_used(&self, remaining: u64) -> u64 {
-        let this_run = self.fuel_budget.saturating_sub(remaining);
+        let this_run = self
+            .fuel_budget
+            .saturating_sub(remaining)
+            .saturating_add(self.charges.total())
+            .min(self.fuel_budget);
         self.fuel_before
             .saturating_add(this_run.saturating_sub(self.fuel_at_restore.unwrap_or(0)))
     }
+
+    /// Whether instructions and host charges together have passed this
+    /// run's budget, given the engine's `remaining` fuel.
+    fn out_of_fuel(&self, remaining: u64) -> bool {
+        self.charges.total() > remaining
+    }
+}
+
+/// Fuel charged for work the host does on a module's behalf (calls,
+/// growth, bytes moved), counted beside the engine's fuel (see the module
+/// documentation). Clones share one count: the WASI context's streams and
+/// random generators hold one.
+#[derive(Clone, Default)]
+struct HostCharges(Arc<AtomicU64>);
+
+impl HostCharges {
+    fn charge(&self, fuel: u64) {
+        // One thread runs a task; the atomic only makes the count shareable
+        // with the WASI context's `Send` parts.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                Some(total.saturating_add(fuel))
+            });
+    }
+
+    fn total(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The memory and table caps of one task, charging every growth attempt.
+struct TaskLimiter {
+    limits: StoreLimits,
+    charges: HostCharges,
+    /// This run's fuel budget: once the charges alone pass it, the run is
+    /// out of fuel whatever the engine has left, and growth traps at once.
+    /// `u64::MAX` when the sandbox meters no fuel.
+    fuel_budget: u64,
+}
+
+impl TaskLimiter {
+    /// Charges one growth attempt (and `pages` granted pages); traps when
+    /// the charges alone have passed the budget.
+    fn charge_growth(&mut self, pages: u64) -> wasmtime::Result<()> {
+        self.charges
+            .charge(GROW_ATTEMPT_FUEL.saturating_add(pages.saturating_mul(GROW_PAGE_FUEL)));
+        if self.charges.total() > self.fuel_budget {
+            return Err(Trap::OutOfFuel.into());
+        }
+        Ok(())
+    }
+}
+
+impl ResourceLimiter for TaskLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let granted = self.limits.memory_growing(current, desired, maximum)?
+            && maximum.is_none_or(|max| desired <= max);
+        let pages = if granted {
+            desired.saturating_sub(current).div_ceil(WASM_PAGE_BYTES) as u64
+        } else {
+            0
+        };
+        self.charge_growth(pages)?;
+        Ok(granted)
+    }
+
+    /// Also called, without `memory_growing`, for growth past what the
+    /// memory's type can address (a 32-bit memory past 4 GiB).
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.charge_growth(0)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.charge_growth(0)?;
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.charge_growth(0)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Charges a WASI or guest SDK call, and ends the run if the task is out
+/// of fuel: in a host function the engine's count is exact.
+fn charge_host_call(caller: &mut Caller<'_, TaskState>) -> wasmtime::Result<()> {
+    caller.data().charges.charge(HOST_CALL_FUEL);
+    check_fuel(caller)
+}
+
+/// Ends the run if instructions and host charges have passed the budget.
+fn check_fuel(caller: &mut Caller<'_, TaskState>) -> wasmtime::Result<()> {
+    // `get_fuel` fails only on a sandbox without fuel, where there is no
+    // budget to exhaust.
+    if let Ok(remaining) = caller.get_fuel()
+        && caller.data().out_of_fuel(remaining)
+    {
+        return Err(Trap::OutOfFuel.into());
+    }
+    Ok(())
 }
 
 impl Sandbox {
@@ -464,16 +640,22 @@ impl Sandbox {
             Err(e) => return failed(e.to_string()),
         };
 
-        let stdout = CappedOutput::new(usize_or_max(limits.max_output_bytes), WhenFull::Fail);
-        let stderr = CappedOutput::new(MAX_STDERR, WhenFull::Drop);
+        let fueled = self.metering == Metering::FuelAndEpoch;
+        let charges = HostCharges::default();
+        let stdout = CappedOutput::new(
+            usize_or_max(limits.max_output_bytes),
+            WhenFull::Fail,
+            charges.clone(),
+        );
+        let stderr = CappedOutput::new(MAX_STDERR, WhenFull::Drop, charges.clone());
         let wasi = WasiCtxBuilder::new()
             .stdin(MemoryInputPipe::new(input.to_vec()))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .arg(PROGRAM_NAME)
             .args(args)
-            .secure_random(SeededRng::new(seed, 0))
-            .insecure_random(SeededRng::new(seed, 1))
+            .secure_random(SeededRng::new(seed, 0).charging(charges.clone()))
+            .insecure_random(SeededRng::new(seed, 1).charging(charges.clone()))
             .insecure_random_seed(SeededRng::new(seed, 2).next_u128())
             .wall_clock(VirtualWallClock::default())
             .monotonic_clock(VirtualMonotonicClock::default())
@@ -482,8 +664,8 @@ impl Sandbox {
             .memory_size(usize_or_max(limits.memory_bytes))
             .table_elements(MAX_TABLE_ELEMENTS)
             .instances(1)
-            .memories(1)
-            .tables(4)
+            .memories(MAX_MEMORIES_PER_TASK as usize)
+            .tables(MAX_TABLES_PER_TASK as usize)
             .build();
         let restored = hooks.resume_from();
         let resumed = restored.is_some();
@@ -494,7 +676,12 @@ impl Sandbox {
             &self.engine(canonical_nan).engine,
             TaskState {
                 wasi,
-                limits: store_limits,
+                limiter: TaskLimiter {
+                    limits: store_limits,
+                    charges: charges.clone(),
+                    fuel_budget: if fueled { fuel_budget } else { u64::MAX },
+                },
+                charges,
                 hooks: hooks.clone(),
                 restored,
                 fuel_before,
@@ -502,8 +689,7 @@ impl Sandbox {
                 fuel_budget,
             },
         );
-        store.limiter(|state| &mut state.limits);
-        let fueled = self.metering == Metering::FuelAndEpoch;
+        store.limiter(|state| &mut state.limiter);
         if fueled && let Err(e) = store.set_fuel(fuel_budget) {
             return failed(format!("cannot set the fuel budget: {e:#}"));
         }
@@ -522,26 +708,49 @@ impl Sandbox {
             if let Pace::Stop(why) = pace {
                 return Err(Stopped(why).into());
             }
+            // Compiled code saved its fuel at its last call, so the engine's
+            // count here is at least the true one: passing it means the
+            // budget is gone. (It cannot be lowered here: the running code
+            // would overwrite it from its register.)
+            if fueled
+                && let Ok(remaining) = ctx.get_fuel()
+                && ctx.data().out_of_fuel(remaining)
+            {
+                return Err(Trap::OutOfFuel.into());
+            }
             if run_started.elapsed().saturating_sub(paused) > wall {
                 return Ok(UpdateDeadline::Interrupt);
             }
             Ok(UpdateDeadline::Continue(1))
         });
 
+        let mut stopped = false;
         let failure = match pre.instantiate(&mut store) {
             Err(e) => Some(format!("module cannot be instantiated: {e:#}")),
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                 Err(_) => Some(SandboxError::NoStart.to_string()),
                 Ok(start) => match start.call(&mut store, ()) {
                     Ok(()) => None,
-                    Err(e) => describe_failure(&e, limits, &stdout),
+                    Err(e) => {
+                        stopped = e.downcast_ref::<Stopped>().is_some();
+                        describe_failure(&e, limits, &stdout)
+                    }
                 },
             },
         };
-        let fuel_used = if fueled {
-            store.data().fuel_used(store.get_fuel().unwrap_or(0))
+        let (fuel_used, failure) = if fueled {
+            let remaining = store.get_fuel().unwrap_or(0);
+            // Host charges may pass the budget between two checks; whatever
+            // ended the run then, on another host a check came first, so
+            // the outcome is the fuel limit everywhere.
+            let failure = if !stopped && store.data().out_of_fuel(remaining) {
+                Some(fuel_exhausted(limits))
+            } else {
+                failure
+            };
+            (store.data().fuel_used(remaining), failure)
         } else {
-            0
+            (0, failure)
         };
         drop(store);
 
@@ -645,8 +854,10 @@ impl TaskEngine {
         };
         let id = match metering {
             Metering::FuelAndEpoch => id,
-            Metering::EpochOnly => id.replacen("/fuel/", "/nofuel-bench-only/", 1),
-            Metering::Unmetered => id.replacen("/fuel/epoch-10ms/", "/unmetered-bench-only/", 1),
+            Metering::EpochOnly => id.replacen("/fuel-host1/", "/nofuel-bench-only/", 1),
+            Metering::Unmetered => {
+                id.replacen("/fuel-host1/epoch-10ms/", "/unmetered-bench-only/", 1)
+            }
         };
         let compiled_dir = cache_dir.map(|dir| {
             let id_hash = blake3::hash(id.as_bytes()).to_hex();
@@ -813,8 +1024,8 @@ fn engine_config(canonical_nan: bool, metering: Metering) -> Config {
         .total_memories(POOL_SLOTS)
         .total_tables(POOL_SLOTS)
         .total_stacks(POOL_SLOTS)
-        .max_memories_per_module(1)
-        .max_tables_per_module(4)
+        .max_memories_per_module(MAX_MEMORIES_PER_TASK)
+        .max_tables_per_module(MAX_TABLES_PER_TASK)
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_core_instance_size(8 << 20)
         .max_memory_size(usize_or_max(MAX_TASK_MEMORY));
@@ -828,14 +1039,28 @@ fn engine_config(canonical_nan: bool, metering: Metering) -> Config {
 fn wasi_linker(engine: &Engine) -> Result<Linker<TaskState>, SandboxError> {
     let engine_error = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut TaskState| &mut state.wasi)
-        .map_err(engine_error)?;
+    // wasmtime-wasi asks for the context once per WASI call: that is where
+    // the call is charged. The charge is checked at the next SDK call,
+    // epoch tick or the end of the run (see the module documentation).
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut TaskState| {
+        state.charges.charge(HOST_CALL_FUEL);
+        &mut state.wasi
+    })
+    .map_err(engine_error)?;
     linker.allow_shadowing(true);
     linker
         .func_wrap(
             "wasi_snapshot_preview1",
             "poll_oneoff",
-            |_subscriptions: i32, _events: i32, _count: i32, _events_written: i32| ERRNO_NOTSUP,
+            |mut caller: Caller<'_, TaskState>,
+             _subscriptions: i32,
+             _events: i32,
+             _count: i32,
+             _events_written: i32|
+             -> wasmtime::Result<i32> {
+                charge_host_call(&mut caller)?;
+                Ok(ERRNO_NOTSUP)
+            },
         )
         .map_err(engine_error)?;
     linker.allow_shadowing(false);
@@ -851,6 +1076,7 @@ fn add_guest_sdk(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
         module,
         guest::CHECKPOINT.name,
         |mut caller: Caller<'_, TaskState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            charge_host_call(&mut caller)?;
             if !caller.data().hooks.wants_checkpoint() {
                 return Ok(());
             }
@@ -875,19 +1101,21 @@ fn add_guest_sdk(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         module,
         guest::RESTORE_LEN.name,
-        |mut caller: Caller<'_, TaskState>| -> i64 {
+        |mut caller: Caller<'_, TaskState>| -> wasmtime::Result<i64> {
+            charge_host_call(&mut caller)?;
             mark_restore(&mut caller);
-            caller
+            Ok(caller
                 .data()
                 .restored
                 .as_ref()
-                .map_or(-1, |c| c.state.len() as i64)
+                .map_or(-1, |c| c.state.len() as i64))
         },
     )?;
     linker.func_wrap(
         module,
         guest::RESTORE.name,
         |mut caller: Caller<'_, TaskState>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            charge_host_call(&mut caller)?;
             mark_restore(&mut caller);
             let Some(state) = caller.data_mut().restored.take() else {
                 return Ok(0);
@@ -903,13 +1131,15 @@ fn add_guest_sdk(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         module,
         guest::PROGRESS.name,
-        |caller: Caller<'_, TaskState>, fraction: f64| {
+        |mut caller: Caller<'_, TaskState>, fraction: f64| -> wasmtime::Result<()> {
+            charge_host_call(&mut caller)?;
             let fraction = if fraction.is_nan() {
                 0.0
             } else {
                 fraction.clamp(0.0, 1.0)
             };
             caller.data().hooks.progress(fraction);
+            Ok(())
         },
     )?;
     Ok(())
@@ -919,8 +1149,12 @@ fn add_guest_sdk(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
 fn mark_restore(caller: &mut Caller<'_, TaskState>) {
     if caller.data().restored.is_some() && caller.data().fuel_at_restore.is_none() {
         let remaining = caller.get_fuel().unwrap_or(0);
-        let budget = caller.data().fuel_budget;
-        caller.data_mut().fuel_at_restore = Some(budget.saturating_sub(remaining));
+        let used = caller
+            .data()
+            .fuel_budget
+            .saturating_sub(remaining)
+            .saturating_add(caller.data().charges.total());
+        caller.data_mut().fuel_at_restore = Some(used);
     }
 }
 
@@ -949,12 +1183,17 @@ fn describe_failure(
         return Some(stopped.to_string());
     }
     Some(match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => format!("fuel limit of {} exhausted", limits.fuel),
+        Some(Trap::OutOfFuel) => fuel_exhausted(limits),
         Some(Trap::Interrupt) => format!("wall-clock limit of {} ms exceeded", limits.wall_ms),
         Some(Trap::StackOverflow) => "stack overflow".to_string(),
         Some(trap) => format!("module trapped: {trap}"),
         None => format!("module failed: {error:#}"),
     })
+}
+
+/// The researcher's message for a run that used up its fuel.
+fn fuel_exhausted(limits: &TaskLimits) -> String {
+    format!("fuel limit of {} exhausted", limits.fuel)
 }
 
 /// `value` as a `usize`, saturating on 32-bit hosts.
@@ -983,6 +1222,8 @@ struct CappedOutput {
     captured: Arc<Mutex<Captured>>,
     cap: usize,
     when_full: WhenFull,
+    /// Every byte offered is charged, kept or not: the host copied it.
+    charges: HostCharges,
 }
 
 #[derive(Default)]
@@ -992,11 +1233,12 @@ struct Captured {
 }
 
 impl CappedOutput {
-    fn new(cap: usize, when_full: WhenFull) -> CappedOutput {
+    fn new(cap: usize, when_full: WhenFull, charges: HostCharges) -> CappedOutput {
         CappedOutput {
             captured: Arc::default(),
             cap,
             when_full,
+            charges,
         }
     }
 
@@ -1006,6 +1248,8 @@ impl CappedOutput {
 
     /// Appends what fits; false when bytes had to be refused.
     fn append(&self, bytes: &[u8]) -> bool {
+        self.charges
+            .charge((bytes.len() as u64).div_ceil(OUTPUT_BYTES_PER_FUEL));
         let mut captured = self.lock();
         let room = self.cap.saturating_sub(captured.bytes.len());
         if bytes.len() <= room {
@@ -1140,6 +1384,9 @@ impl HostMonotonicClock for VirtualMonotonicClock {
 /// reproducible by every replica.
 struct SeededRng {
     state: [u64; 4],
+    /// Charged for every draw, when this is one of the module's generators
+    /// (see [`SeededRng::charging`]).
+    charges: Option<HostCharges>,
 }
 
 impl SeededRng {
@@ -1150,10 +1397,24 @@ impl SeededRng {
         for word in &mut state {
             *word = splitmix64(&mut mix);
         }
-        SeededRng { state }
+        SeededRng {
+            state,
+            charges: None,
+        }
+    }
+
+    /// This generator, charging `charges` for every draw.
+    fn charging(self, charges: HostCharges) -> SeededRng {
+        SeededRng {
+            charges: Some(charges),
+            ..self
+        }
     }
 
     fn next(&mut self) -> u64 {
+        if let Some(charges) = &self.charges {
+            charges.charge(RANDOM_DRAW_FUEL);
+        }
         let s = &mut self.state;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = s[1] << 17;
@@ -1515,6 +1776,126 @@ mod tests {
             started.elapsed()
         );
         assert!(report.elapsed >= Duration::from_millis(200));
+    }
+
+    /// A modest fuel budget, and a wall-clock limit far beyond the time
+    /// that budget takes when fuel bounds CPU time: only fuel should stop
+    /// these loops.
+    fn modest_fuel() -> TaskLimits {
+        TaskLimits {
+            fuel: 2_000_000_000,
+            wall_ms: 30_000,
+            ..limits()
+        }
+    }
+
+    /// A loop whose body is `body`, forever.
+    fn forever(imports: &str, body: &str) -> String {
+        module_with(
+            imports,
+            &format!(r#"(func (export "_start") (loop $again {body} (br $again)))"#),
+        )
+    }
+
+    const CLOCK: &str = r#"(import "wasi_snapshot_preview1" "clock_time_get" (func $now (param i32 i64 i32) (result i32)))"#;
+    const RANDOM: &str = r#"(import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))"#;
+
+    #[test]
+    fn a_loop_of_failing_memory_grow_runs_out_of_fuel() {
+        // 1024 pages is past the 16 MiB cap; 65536 more is past what a
+        // 32-bit memory can address at all.
+        for pages in [1024, 65536] {
+            let grow = forever("", &format!("(drop (memory.grow (i32.const {pages})))"));
+            let first = run_with(&grow, b"", &[], 7, &modest_fuel());
+            assert_eq!(error(&first), "fuel limit of 2000000000 exhausted");
+            let second = run_with(&grow, b"", &[], 7, &modest_fuel());
+            assert_eq!(
+                first,
+                RunReport {
+                    elapsed: first.elapsed,
+                    ..second
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_loop_of_cheap_wasi_calls_runs_out_of_fuel() {
+        for (import, call) in [
+            (
+                CLOCK,
+                "(drop (call $now (i32.const 1) (i64.const 1) (i32.const 104)))",
+            ),
+            (
+                RANDOM,
+                "(drop (call $random_get (i32.const 100) (i32.const 8)))",
+            ),
+        ] {
+            let calls = forever(import, call);
+            let first = run_with(&calls, b"", &[], 7, &modest_fuel());
+            assert_eq!(error(&first), "fuel limit of 2000000000 exhausted");
+            let second = run_with(&calls, b"", &[], 7, &modest_fuel());
+            assert_eq!(
+                first,
+                RunReport {
+                    elapsed: first.elapsed,
+                    ..second
+                }
+            );
+        }
+    }
+
+    /// Host calls and growth attempts are charged, the same on every run
+    /// and in both NaN modes, so a successful run's fuel still agrees
+    /// between replicas.
+    #[test]
+    fn host_calls_and_growth_are_charged_deterministically() {
+        let thousand = |body: &str| {
+            module_with(
+                &format!("{CLOCK} {RANDOM}"),
+                &format!(
+                    r#"(func (export "_start") (local $i i32)
+                         (loop $again {body}
+                           (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                           (br_if $again (i32.lt_u (local.get $i) (i32.const 1000)))))"#
+                ),
+            )
+        };
+        let plain = thousand("(nop)");
+        let fuel = |wat: &str, canonical_nan: bool| {
+            let bytes = wasm(wat);
+            let report = sandbox().run(
+                &Hash::of(&bytes),
+                &bytes,
+                b"",
+                &[],
+                7,
+                &limits(),
+                canonical_nan,
+            );
+            assert!(
+                matches!(report.outcome, RunOutcome::Success(_)),
+                "{report:?}"
+            );
+            report.fuel_used
+        };
+        let baseline = fuel(&plain, false);
+        for body in [
+            "(drop (memory.grow (i32.const 1024)))",
+            "(drop (call $now (i32.const 1) (i64.const 1) (i32.const 104)))",
+            "(drop (call $random_get (i32.const 100) (i32.const 8)))",
+        ] {
+            let wat = thousand(body);
+            let used = fuel(&wat, false);
+            let least = 1000 * GROW_ATTEMPT_FUEL.min(HOST_CALL_FUEL);
+            assert!(
+                used - baseline >= least,
+                "{body}: {} more than the plain loop",
+                used - baseline
+            );
+            assert_eq!(used, fuel(&wat, false), "{body}: a second run");
+            assert_eq!(used, fuel(&wat, true), "{body}: canonical NaN mode");
+        }
     }
 
     #[test]
