@@ -37,13 +37,24 @@ pub enum JoinError {
     BadProjectKey,
     #[error("the join string has no `host:port` address")]
     MissingAddress,
+    #[error(
+        "the join string contains whitespace or control characters (a line break?); paste it as one line, exactly as `peergrid-coordinator init` printed it"
+    )]
+    Whitespace,
 }
 
 impl FromStr for JoinString {
     type Err = JoinError;
 
+    /// Whitespace around the string (a pasted line break) is ignored;
+    /// inside it, whitespace and control characters are refused: the
+    /// string ends up in unit files and command lines, where a line break
+    /// would add lines of the attacker's choosing.
     fn from_str(s: &str) -> Result<Self, JoinError> {
         let s = s.trim();
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(JoinError::Whitespace);
+        }
         let rest = s
             .strip_prefix("peergrid://")
             .ok_or_else(|| JoinError::Scheme(s.chars().take(40).collect()))?;
@@ -118,5 +129,25 @@ mod tests {
             format!("peergrid://#sha256:{}&project=", "0".repeat(64)).parse::<JoinString>(),
             Err(JoinError::MissingAddress)
         );
+    }
+
+    #[test]
+    fn whitespace_and_control_characters_inside_are_refused() {
+        let fragment = format!("#sha256:{}&project={}", "ab".repeat(32), "cd".repeat(32));
+        let good = format!("peergrid://h:1{fragment}");
+        assert!(format!("  {good}\n").parse::<JoinString>().is_ok());
+        for evil in [
+            format!("peergrid://h:1\n[Service]\nExecStartPre=/bin/sh -c id\n{fragment}"),
+            format!("peergrid://h:1\r{fragment}"),
+            format!("peergrid://h :1{fragment}"),
+            format!("peergrid://h:1\u{1b}[2J{fragment}"),
+            format!("peergrid://h:1\u{85}{fragment}"),
+        ] {
+            assert_eq!(
+                evil.parse::<JoinString>(),
+                Err(JoinError::Whitespace),
+                "{evil:?}"
+            );
+        }
     }
 }

@@ -257,7 +257,7 @@ fn suspends_under_load_and_resumes_after() {
 
     // As many busy loops as cores: well above 25 % of the machine.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut hogs = Hogs((0..cores).map(|_| hog()).collect());
+    let mut hogs = KillOnDrop((0..cores).map(|_| hog()).collect());
     let start = Instant::now();
     let status = wait_for("the worker to suspend", Duration::from_secs(5), || {
         worker.status().ok().filter(|s| !s["suspended"].is_null())
@@ -385,7 +385,12 @@ fn pause_and_resume_over_the_control_socket() {
 }
 
 /// `install` writes a systemd unit that `systemd-analyze verify` accepts;
-/// `uninstall` removes it. `config` shows the merged preferences.
+/// `uninstall` removes it. The system unit runs the worker as a dynamic
+/// unprivileged user with its data in systemd's state folder, hardened, and
+/// with the memory cap of the volunteer's preferences; the worker started
+/// from the unit's `ExecStart=` with the folder systemd gives it
+/// (`STATE_DIRECTORY`) keeps its data there, unprivileged when the test
+/// runs as root. `config` shows the merged preferences.
 #[test]
 fn install_writes_a_valid_unit_and_uninstall_removes_it() {
     let _machine = machine();
@@ -397,6 +402,12 @@ fn install_writes_a_valid_unit_and_uninstall_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     let units = dir.path().join("units");
     let data = dir.path().join("data");
+    let prefs = dir.path().join("worker.toml");
+    std::fs::write(
+        &prefs,
+        "memory_in_use_percent = 40\nmemory_idle_percent = 70\n",
+    )
+    .unwrap();
     let join = format!(
         "peergrid://127.0.0.1:4433#sha256:{}&project={}",
         "ab".repeat(32),
@@ -421,14 +432,17 @@ fn install_writes_a_valid_unit_and_uninstall_removes_it() {
             "install",
             "--join",
             &join,
-            "--data",
-            data_dir,
             "--unit-dir",
             unit_dir,
+            "--config",
+            prefs.to_str().unwrap(),
             "--no-enable",
         ];
         if user {
-            args.push("--user");
+            args.extend(["--user", "--data", data_dir]);
+        } else {
+            // Never created by install: systemd makes it for its user.
+            args.extend(["--system", "--data", "/var/lib/peergrid-worker-test"]);
         }
         let path = run(&args);
         let unit = units.join("peergrid-worker.service");
@@ -442,6 +456,30 @@ fn install_writes_a_valid_unit_and_uninstall_removes_it() {
             "multi-user.target"
         };
         assert!(text.contains(&format!("WantedBy={wanted}")), "{text}");
+        assert!(text.contains("\nMemoryMax=70%\n"), "{text}");
+        let hardening = [
+            "DynamicUser=yes",
+            "StateDirectory=peergrid-worker-test",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "PrivateDevices=yes",
+            "ProtectKernelTunables=yes",
+            "ProtectKernelModules=yes",
+            "ProtectControlGroups=yes",
+            "RestrictSUIDSGID=yes",
+            "LockPersonality=yes",
+            "CapabilityBoundingSet=\n",
+        ];
+        for line in hardening {
+            assert_eq!(
+                text.contains(&format!("\n{line}")),
+                !user,
+                "{line} in the {} unit:\n{text}",
+                if user { "user" } else { "system" }
+            );
+        }
         let mut verify = Command::new(analyze);
         verify.arg("verify");
         if user {
@@ -456,6 +494,9 @@ fn install_writes_a_valid_unit_and_uninstall_removes_it() {
             out.status.success() && !stderr.contains("peergrid-worker.service"),
             "systemd-analyze verify refused the unit:\n{stderr}\n{text}"
         );
+        if !user {
+            starts_where_the_system_unit_says(&text, dir.path());
+        }
         let removed = run(&["uninstall", "--unit-dir", unit_dir, "--no-disable"]);
         assert!(removed.contains("removed"), "{removed}");
         assert!(!unit.exists());
@@ -506,7 +547,107 @@ fn install_writes_a_valid_unit_and_uninstall_removes_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cpu_time_percent"));
 }
 
-/// Waits until the worker runs a task.
+/// Runs the system unit's `ExecStart=` as systemd would: with the state
+/// folder in `STATE_DIRECTORY` and, when the test runs as root, as an
+/// unprivileged user with `no_new_privs` (what `DynamicUser=yes` and
+/// `NoNewPrivileges=yes` give it). The worker must keep its key and state in
+/// that folder and answer `status` there.
+fn starts_where_the_system_unit_says(unit: &str, dir: &Path) {
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("the unit has an ExecStart= line");
+    let argv = unit_words(exec);
+    assert!(
+        !argv.iter().any(|a| a == "--data"),
+        "the system unit names its data folder only through StateDirectory=: {exec}"
+    );
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let root = peergrid_worker::install::is_root();
+    let mut cmd = if root {
+        // As systemd's dynamic user would: not root, no new privileges.
+        let status = Command::new("chown")
+            .args(["65534:65534"])
+            .arg(&state)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--no-new-privs",
+        ]);
+        c.args(&argv);
+        c
+    } else {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
+    let log = std::fs::File::create(dir.join("unit-worker.log")).unwrap();
+    let child = cmd
+        .env("STATE_DIRECTORY", &state)
+        .env_remove("PEERGRID_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(vec![child]);
+    let answered = wait_for(
+        "the unit's worker to answer status",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new(bin("peergrid-worker"))
+                .args(["status", "--json", "--data"])
+                .arg(&state)
+                .output()
+                .ok()?;
+            out.status.success().then_some(out.stdout)
+        },
+    );
+    let log = std::fs::read_to_string(dir.join("unit-worker.log")).unwrap_or_default();
+    let answered = answered.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(String::from_utf8_lossy(&answered).contains("127.0.0.1:4433"));
+    for kept in ["worker.sqlite", "project.pub", "modules"] {
+        assert!(
+            state.join(kept).exists(),
+            "{kept} not in the state folder\n{log}"
+        );
+    }
+}
+
+/// The words of an `ExecStart=` line as `peergrid-worker install` quotes
+/// them (double quotes; `\\`, `\"`, `%%` and `$$` escaped).
+fn unit_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => word.extend(chars.next()),
+            '%' | '$' if chars.peek() == Some(&c) => {
+                chars.next();
+                word.push(c);
+            }
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
 /// A coordinator with one long CPU-bound unit (the chain example, seeded
 /// with `seed`) for a single worker to chew on.
 fn busy_coordinator(dir: &Path, seed: u32) -> Coordinator {
@@ -522,10 +663,12 @@ fn busy_coordinator(dir: &Path, seed: u32) -> Coordinator {
     coordinator
 }
 
+/// Waits until the worker runs a task that has reported progress (so it is
+/// past compiling its module, which takes a while on a loaded machine).
 fn wait_running(worker: &Worker) {
     wait_for("the worker to run a task", Duration::from_secs(60), || {
         let s = worker.status().ok()?;
-        (!s["running"].as_array()?.is_empty()).then_some(())
+        s["running"][0]["progress"].as_f64().map(|_| ())
     })
     .unwrap();
 }
@@ -548,10 +691,10 @@ fn cpu_share(worker: &Worker, window: Duration) -> f64 {
     (c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64() * 100.0
 }
 
-/// Busy-loop processes, killed when dropped.
-struct Hogs(Vec<Child>);
+/// Child processes (busy loops, a worker), killed when dropped.
+struct KillOnDrop(Vec<Child>);
 
-impl Drop for Hogs {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         for h in &mut self.0 {
             let _ = h.kill();
@@ -656,4 +799,39 @@ fn held_tasks_past_their_deadline_are_dropped_after_a_restart() {
         "{log}"
     );
     assert!(!log.contains("task done"), "{log}");
+}
+
+/// A join string with line breaks would add lines (a section, an
+/// `ExecStartPre=` run as root) to the generated unit: `install` refuses
+/// it and writes nothing.
+#[test]
+fn install_refuses_a_join_string_that_would_inject_unit_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    let data = dir.path().join("data");
+    let evil = format!(
+        "peergrid://127.0.0.1:4433\n[Service]\nExecStartPre=/bin/sh -c 'touch /tmp/pwned'\n#sha256:{}&project={}",
+        "ab".repeat(32),
+        "cd".repeat(32)
+    );
+    for user in [false, true] {
+        let mut cmd = Command::new(bin("peergrid-worker"));
+        cmd.args(["install", "--join", &evil, "--no-enable", "--data"])
+            .arg(&data)
+            .arg("--unit-dir")
+            .arg(&units);
+        if user {
+            cmd.arg("--user");
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let unit = units.join("peergrid-worker.service");
+        assert!(
+            !out.status.success(),
+            "install accepted a join string with line breaks; it wrote:\n{}",
+            std::fs::read_to_string(&unit).unwrap_or_default()
+        );
+        assert!(stderr.contains("whitespace or control"), "{stderr}");
+        assert!(!unit.exists() && !data.exists(), "install wrote something");
+    }
 }

@@ -165,3 +165,57 @@ fn workers_refuse_what_a_compromised_coordinator_signs() {
         .unwrap();
     assert_eq!(fuel, 0);
 }
+
+/// A compromised coordinator host re-signs a job of a module nobody
+/// endorsed: workers check the signature before asking for the module, so
+/// its bytes never reach a volunteer's disk.
+#[test]
+fn workers_never_fetch_a_module_they_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = peergrid_tests::chain_job(
+        dir.path(),
+        "evil",
+        &["3 10 1".to_string()],
+        "quorum = 1\nmax_error_results = 1",
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let quic = coordinator.quic.clone();
+    coordinator.kill();
+
+    let db = rusqlite::Connection::open(coordinator.data.join("coordinator.sqlite")).unwrap();
+    let (module, real): (Vec<u8>, String) = db
+        .query_row(
+            "SELECT module_hash, signature_json FROM jobs WHERE id = ?1",
+            [job],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let module = Hash(module.try_into().unwrap());
+    let real: ModuleSignature = serde_json::from_str(&real).unwrap();
+    let stranger = SigningKey::from_bytes(&[5; 32]);
+    let sig = signing::sign_module(&stranger, &real.endorsement, &module, &[]);
+    db.execute(
+        "UPDATE jobs SET signature_json = ?1 WHERE id = ?2",
+        rusqlite::params![serde_json::to_string(&sig).unwrap(), job],
+    )
+    .unwrap();
+    drop(db);
+
+    coordinator.serve(&quic).unwrap();
+    let worker =
+        Worker::start(&coordinator.join, &dir.path().join("w"), &["--cores", "1"]).unwrap();
+    let s = coordinator
+        .wait_finished(job, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(s["failed"], 1, "{s}");
+    let reason = s["failed_units"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("refused by the worker"), "{reason}");
+    let cached = worker.data.join("modules").join(format!("{module}.wasm"));
+    assert!(
+        !cached.exists(),
+        "the worker fetched and cached the module of a task it refused: {}",
+        cached.display()
+    );
+}

@@ -58,6 +58,11 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// On shutdown, how long the uplink may try to deliver held results.
 const FAREWELL: Duration = Duration::from_secs(3);
+/// Unsettled reports allowed per task the worker holds (slots plus work
+/// buffer): past `UNSETTLED_PER_HELD × target` the worker asks for no new
+/// work until the coordinator settles some, so a coordinator that never
+/// acknowledges cannot make results pile up without bound.
+const UNSETTLED_PER_HELD: usize = 2;
 
 /// Simulated misbehaviour, for tests of the coordinator's validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,8 +155,9 @@ impl Shared {
         lock(&self.suspension).is_some()
     }
 
-    fn set_connection(&self, text: impl Into<String>) {
-        *lock(&self.connection) = text.into();
+    /// What `status` shows; the text may quote the coordinator.
+    fn set_connection(&self, text: impl AsRef<str>) {
+        *lock(&self.connection) = printable(text.as_ref());
     }
 }
 
@@ -435,22 +441,10 @@ impl Worker {
         task.limits.max_output_bytes = task.limits.max_output_bytes.min(MAX_OUTPUT as u64);
         task.limits.wall_ms = task.limits.wall_ms.min(MAX_WALL_MS);
         // Nothing runs unless the project key this host pinned endorsed the
-        // researcher who signed this module and these arguments.
-        if let Err(e) = signing::verify(
-            &self.config.join.project_key,
-            &task.signature,
-            &task.module,
-            &task.args,
-        ) {
-            tracing::warn!(unit = task.unit, "refusing a task: {e}");
-            let report = TaskReport {
-                unit: task.unit,
-                outcome: Outcome::Error(format!("refused by the worker: {e}")),
-                fuel_used: 0,
-                elapsed_ms: 0,
-                engine: String::new(),
-                resumed: false,
-            };
+        // researcher who signed this module and these arguments. The uplink
+        // checked this before fetching the module; checked again here for
+        // tasks held by an older worker.
+        if let Some(report) = refusal(&self.config.join.project_key, &task) {
             self.state.finish(&report, now_ms())?;
             self.shared.wake_uplink.notify_one();
             return Ok(());
@@ -523,7 +517,9 @@ impl Worker {
                 resumed = report.resumed,
                 "task done"
             ),
-            Outcome::Error(e) => tracing::info!(unit = report.unit, "task failed: {e}"),
+            Outcome::Error(e) => {
+                tracing::info!(unit = report.unit, "task failed: {}", printable(e))
+            }
         }
         self.state.finish(&report, now_ms())?;
         self.shared.wake_uplink.notify_one();
@@ -694,6 +690,7 @@ impl Uplink {
                     if let net::NetError::Refused(w) = &e
                         && matches!(w.code, ErrorCode::Unauthenticated | ErrorCode::Banned)
                     {
+                        let e = printable(&e.to_string());
                         self.shared.set_connection(format!("refused: {e}"));
                         bail!("{e}");
                     }
@@ -701,6 +698,8 @@ impl Uplink {
                 }
                 Err(_) => "connecting timed out".to_string(),
             };
+            // The error may quote the coordinator.
+            let error = printable(&error);
             tracing::warn!("{error}; retrying in {backoff:?} (computing goes on)");
             self.shared.set_connection(format!("offline: {error}"));
             tokio::select! {
@@ -716,13 +715,14 @@ impl Uplink {
             let draining = *drain.borrow();
             let reports = self.reports_to_send()?;
             let held = self.state.task_count()?;
-            let want = if draining {
-                0
-            } else {
-                self.target
-                    .saturating_sub(held)
-                    .min(MAX_TASKS_PER_EXCHANGE as usize) as u32
-            };
+            let unsettled = self.state.totals(u64::MAX)?.pending_reports;
+            let want = work_wanted(self.target, held, unsettled, draining);
+            if want == 0 && !draining && held < self.target {
+                tracing::debug!(
+                    unsettled,
+                    "asking for no work until the coordinator settles results"
+                );
+            }
             if reports.is_empty() && want == 0 {
                 if draining {
                     return Ok(());
@@ -742,14 +742,14 @@ impl Uplink {
                     .context("the coordinator did not answer in time")??;
             let reply = match reply {
                 Reply::Exchange(reply) => reply,
-                Reply::Error(e) => bail!("coordinator error: {e}"),
+                Reply::Error(e) => bail!("coordinator error: {}", printable(&e.to_string())),
                 _ => bail!("unexpected reply to an exchange"),
             };
             if !reply.accepted.is_empty() {
                 tracing::debug!(units = ?reply.accepted, "results acknowledged");
             }
             for (unit, why) in &reply.rejected {
-                tracing::warn!(unit, "coordinator refused a result: {why}");
+                tracing::warn!(unit, "coordinator refused a result: {}", printable(why));
             }
             let rejected: Vec<UnitId> = reply.rejected.iter().map(|(u, _)| *u).collect();
             self.state.settle(&reply.accepted, &rejected)?;
@@ -765,6 +765,12 @@ impl Uplink {
             let got = tasks.len();
             let mut ready = Vec::with_capacity(got);
             for task in tasks {
+                // The signature first: a module no endorsed researcher
+                // signed is never downloaded, let alone kept or run.
+                if let Some(report) = refusal(&self.join.project_key, &task) {
+                    self.state.finish(&report, now_ms())?;
+                    continue;
+                }
                 match self.fetch_module(session, &task.module).await {
                     Ok(()) => ready.push(task),
                     // Not the module's fault: no error result; the copy
@@ -837,7 +843,7 @@ impl Uplink {
         }
         let bytes = match net::request(&session.connection, &Request::GetBlob(*hash)).await? {
             Reply::Blob(b) => b,
-            Reply::Error(e) => bail!("{e}"),
+            Reply::Error(e) => bail!("{}", printable(&e.to_string())),
             _ => bail!("unexpected reply to a module fetch"),
         };
         if bytes.len() > MAX_MODULE || Hash::of(&bytes) != *hash {
@@ -900,6 +906,44 @@ pub fn trim_caches(data: &Path, cap: u64, keep: &HashSet<String>) {
             total = total.saturating_sub(len);
         }
     }
+}
+
+/// How many tasks to ask for: enough to hold `target` (slots plus work
+/// buffer), at most [`MAX_TASKS_PER_EXCHANGE`]; none while draining, or
+/// while `unsettled` reports (finished, not yet acknowledged or rejected)
+/// reach `UNSETTLED_PER_HELD × target`. Reports are still sent then.
+pub fn work_wanted(target: usize, held: usize, unsettled: u64, draining: bool) -> u32 {
+    let cap = target.saturating_mul(UNSETTLED_PER_HELD) as u64;
+    if draining || unsettled >= cap {
+        return 0;
+    }
+    target
+        .saturating_sub(held)
+        .min(MAX_TASKS_PER_EXCHANGE as usize) as u32
+}
+
+/// The error report for a task whose signature chain fails under the
+/// pinned project key, or `None` if the task may run.
+fn refusal(project_key: &[u8; 32], task: &Task) -> Option<TaskReport> {
+    let e = signing::verify(project_key, &task.signature, &task.module, &task.args).err()?;
+    let why = printable(&e.to_string());
+    tracing::warn!(unit = task.unit, "refusing a task: {why}");
+    Some(TaskReport {
+        unit: task.unit,
+        outcome: Outcome::Error(format!("refused by the worker: {why}")),
+        fuel_used: 0,
+        elapsed_ms: 0,
+        engine: String::new(),
+        resumed: false,
+    })
+}
+
+/// `text` without control characters (line breaks, escape sequences,
+/// bells): text from the coordinator or a task is printed to the
+/// volunteer's terminal and logs, where those would forge lines or drive
+/// the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
 }
 
 fn module_path(data: &Path, hash: &Hash) -> PathBuf {
@@ -1018,6 +1062,29 @@ fn local_midnight_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_new_work_while_unsettled_reports_reach_twice_the_target() {
+        // 2 slots + 2 buffered: target 4, cap 8 unsettled reports.
+        assert_eq!(work_wanted(4, 1, 0, false), 3);
+        assert_eq!(work_wanted(4, 1, 7, false), 3);
+        // A coordinator that never acknowledges: reports pile up to the
+        // cap, then the worker stops asking (and keeps reporting).
+        assert_eq!(work_wanted(4, 0, 8, false), 0);
+        assert_eq!(work_wanted(4, 0, 5000, false), 0);
+        assert_eq!(work_wanted(4, 4, 0, false), 0);
+        assert_eq!(work_wanted(4, 0, 0, true), 0);
+        assert_eq!(work_wanted(10_000, 0, 0, false), MAX_TASKS_PER_EXCHANGE);
+    }
+
+    #[test]
+    fn printable_strips_control_characters() {
+        assert_eq!(
+            printable("bad key\n2026-01-01 INFO forged\u{1b}]0;title\u{7}\u{1b}[2J\r\t!\u{9b}"),
+            "bad key2026-01-01 INFO forged]0;title[2J!"
+        );
+        assert_eq!(printable("plain ünïcode"), "plain ünïcode");
+    }
 
     #[test]
     fn trimming_removes_the_oldest_files_but_never_a_held_module() {

@@ -30,8 +30,9 @@ enum Command {
     /// Join a project and compute in the foreground until interrupted
     /// (SIGTERM or Ctrl-C checkpoint the running tasks and exit).
     Run {
-        /// Folder for this host's key, state and caches (one folder per host).
-        #[arg(long)]
+        /// Folder for this host's key, state and caches (one folder per host);
+        /// under systemd, the unit's state folder (`STATE_DIRECTORY`).
+        #[arg(long, env = "STATE_DIRECTORY")]
         data: PathBuf,
         /// The project's join string: peergrid://HOST:PORT#sha256:...
         #[arg(long, env = "PEERGRID_JOIN")]
@@ -78,15 +79,25 @@ enum Command {
         #[arg(long, env = "PEERGRID_JOIN")]
         join: String,
         /// Data folder (default: /var/lib/peergrid-worker as root,
-        /// ~/.local/share/peergrid-worker otherwise).
+        /// ~/.local/share/peergrid-worker otherwise); a system unit's must
+        /// be under /var/lib.
         #[arg(long)]
         data: Option<PathBuf>,
         /// Folder for the unit file (default: systemd's).
         #[arg(long)]
         unit_dir: Option<PathBuf>,
-        /// Install a user unit even as root.
+        /// Preferences file the service reads (default:
+        /// /etc/peergrid/worker.toml for a system unit, the usual one for a
+        /// user unit); its memory preference sets the unit's MemoryMax=.
         #[arg(long)]
+        config: Option<PathBuf>,
+        /// Install a user unit even as root.
+        #[arg(long, conflicts_with = "system")]
         user: bool,
+        /// Write a system unit even when not root (e.g. to package it);
+        /// give --unit-dir.
+        #[arg(long)]
+        system: bool,
         /// Only write the unit file; do not enable or start it.
         #[arg(long)]
         no_enable: bool,
@@ -216,11 +227,16 @@ fn main() -> Result<()> {
             join,
             data,
             unit_dir,
+            config,
             user,
+            system,
             no_enable,
             account,
         } => {
-            let user = user || !install::is_root();
+            let join: JoinString = join
+                .parse()
+                .context("--join is not a valid join string; nothing was written")?;
+            let user = user || (!system && !install::is_root());
             let data = match data {
                 Some(d) => std::path::absolute(&d)?,
                 None => install::default_data_dir(user)?,
@@ -229,10 +245,22 @@ fn main() -> Result<()> {
                 Some(d) => std::path::absolute(&d)?,
                 None => install::default_unit_dir(user)?,
             };
+            let config = config.map(|c| std::path::absolute(&c)).transpose()?;
+            let prefs_path = match &config {
+                Some(c) => Some(c.clone()),
+                None if user => peergrid_worker::prefs::default_config_path(),
+                None => Some(PathBuf::from(install::SYSTEM_CONFIG)),
+            };
+            let prefs = match &prefs_path {
+                Some(p) => Preferences::load(p)?,
+                None => Preferences::default(),
+            };
             let exe = std::env::current_exe().context("finding this binary")?;
             let path = Install {
                 join,
                 data,
+                config,
+                memory_max_percent: prefs.memory_in_use_percent.max(prefs.memory_idle_percent),
                 unit_dir,
                 user,
                 exe,
