@@ -780,10 +780,15 @@ impl Scheduler {
                         } else {
                             s.failed();
                             // Its result is invalid against a quorum: what
-                            // else it helped validate is suspect.
-                            self.caught.entry(c.host).or_insert_with(|| {
-                                (format!("its result for unit {id} was invalid"), now_ms)
-                            });
+                            // else it helped validate is suspect. Only under
+                            // a bitwise validator is that proof of a wrong
+                            // result; a tolerance or a researcher's
+                            // comparison may part honest hosts.
+                            if job.validator.is_bitwise() {
+                                self.caught.entry(c.host).or_insert_with(|| {
+                                    (format!("its result for unit {id} was invalid"), now_ms)
+                                });
+                            }
                         }
                         self.dirty.insert(c.host);
                     }
