@@ -191,9 +191,7 @@ fn main() {
                 };
                 // Each simulated worker on its own network, as volunteers are.
                 let from = peergrid_tests::loopback_network();
-                let session = net::connect(&join, &key, facts, Some(from))
-                    .await
-                    .unwrap();
+                let session = net::connect(&join, &key, facts, Some(from)).await.unwrap();
                 let mut reports = Vec::new();
                 while !done.load(Ordering::Relaxed) {
                     let req = Request::Exchange(Exchange {

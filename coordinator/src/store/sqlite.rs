@@ -138,8 +138,6 @@ CREATE INDEX IF NOT EXISTS results_received ON results(received_ms)
 -- host today that a restarted coordinator needs for its daily quota.
 DROP INDEX IF EXISTS results_host;
 CREATE INDEX IF NOT EXISTS results_host_sent ON results(host_id, sent_ms);
--- The leaderboard pages through hosts by credit.
-CREATE INDEX IF NOT EXISTS hosts_credit ON hosts(credit_total DESC, id);
 ";
 
 /// SQL true when dataset row `d`'s agreeing hosts include host `h`
@@ -253,8 +251,11 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if added.contains(&"credit_total") {
         tally_credit(conn)?;
     }
+    // Indexes on columns an older database gains above: made after them.
+    // The leaderboard pages hosts by credit.
     conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS units_reopened ON units(reopened_seq) WHERE reopened_seq > 0",
+        "CREATE INDEX IF NOT EXISTS units_reopened ON units(reopened_seq) WHERE reopened_seq > 0;
+         CREATE INDEX IF NOT EXISTS hosts_credit ON hosts(credit_total DESC, id);",
     )?;
     tx.commit()?;
     Ok(())
@@ -1521,6 +1522,134 @@ mod tests {
         }
     }
 
+    /// A caught host's validated rows move to the history, its copies are
+    /// voided and the units come back, in order, for the feeder.
+    #[test]
+    fn repair_reopens_the_rows_a_caught_host_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap();
+        let input = b"in".to_vec();
+        let ih = Hash::of(&input);
+        store.put_blob(&ih, &input).unwrap();
+        store.put_blob(&Hash([9; 32]), b"module").unwrap();
+        let unit = |name: &str| UnitSpec {
+            name: name.into(),
+            input: ih,
+        };
+        let sub = JobSubmission {
+            name: "j".into(),
+            module: Hash([9; 32]),
+            args: vec![],
+            settings: JobSettings::default(),
+            signature: test_signature(),
+            validator: Default::default(),
+            units: vec![unit("a"), unit("b"), unit("c")],
+        };
+        store.create_job(&sub, 1).unwrap();
+        let liar = store
+            .upsert_host(&[5; 32], &HostFacts::default(), "t", 2)
+            .unwrap();
+        let other = store
+            .upsert_host(&[6; 32], &HostFacts::default(), "t", 2)
+            .unwrap();
+        let out = b"forged".to_vec();
+        let oh = Hash::of(&out);
+        let mut ops = Vec::new();
+        for u in 1..=3 {
+            for host in [liar, other] {
+                ops.push(StoreOp::Assign {
+                    unit: u,
+                    host,
+                    sent_ms: 3,
+                    deadline_ms: 99,
+                    single: false,
+                });
+                ops.push(StoreOp::Report {
+                    unit: u,
+                    host,
+                    state: CopyState::Success {
+                        output: oh,
+                        fuel: 7,
+                        engine: "e".into(),
+                        resumed: false,
+                    },
+                    elapsed_ms: 1,
+                    received_ms: 4,
+                });
+            }
+            let hosts = if u == 3 {
+                vec![other]
+            } else {
+                vec![liar, other]
+            };
+            ops.push(StoreOp::Validate {
+                unit: u,
+                output: oh,
+                fuel: 7,
+                hosts,
+                at_ms: 5,
+            });
+        }
+        store.apply(&ops, &[(oh, out)]).unwrap();
+        assert_eq!(store.dataset_page(1, 0, 10).unwrap().len(), 3);
+        let reason = "host 1 was caught: its result for unit 9 was invalid".to_string();
+        store
+            .apply(
+                &[StoreOp::Repair {
+                    host: liar,
+                    reason: reason.clone(),
+                    at_ms: 50,
+                }],
+                &[],
+            )
+            .unwrap();
+        let rows = store.dataset_page(1, 0, 10).unwrap();
+        assert_eq!(rows.len(), 1, "only the row the liar did not stand in");
+        let reopened = store.load_reopened_units(0, 10).unwrap();
+        assert_eq!(
+            reopened.iter().map(|(_, u)| u.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(reopened[0].0 < reopened[1].0, "in order");
+        for (_, u) in &reopened {
+            assert!(
+                u.copies
+                    .iter()
+                    .any(|c| c.host == liar && c.state == CopyState::Voided(reason.clone()))
+            );
+            assert!(
+                u.copies
+                    .iter()
+                    .any(|c| c.host == other && matches!(c.state, CopyState::Success { .. }))
+            );
+        }
+        assert!(
+            store
+                .load_reopened_units(reopened[1].0, 10)
+                .unwrap()
+                .is_empty()
+        );
+        store
+            .read(|c| {
+                let (n, why): (i64, String) = c.query_row(
+                    "SELECT count(*), max(reason) FROM dataset_history WHERE replaced_ms = 50",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                assert_eq!((n, why), (2, reason.clone()));
+                Ok(())
+            })
+            .unwrap();
+        // A dispute reopens one row and marks the unit.
+        store
+            .apply(&[StoreOp::Dispute { unit: 3, at_ms: 60 }], &[])
+            .unwrap();
+        let disputed = store.load_reopened_units(reopened[1].0, 10).unwrap();
+        assert_eq!(disputed.len(), 1);
+        assert!(disputed[0].1.disputed && disputed[0].1.id == 3);
+        assert!(store.dataset_page(1, 0, 10).unwrap().is_empty());
+    }
+
     #[test]
     fn job_round_trip_and_restart_recovers_copies() {
         let dir = tempfile::tempdir().unwrap();
@@ -1768,6 +1897,7 @@ mod dashboard_tests {
         // A database made before the tallies: its hosts have no credit
         // columns until it is opened, which fills them from the dataset.
         let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP INDEX hosts_credit").unwrap();
         for column in ["credit_total", "credit_recent", "credit_at_ms"] {
             conn.execute_batch(&format!("ALTER TABLE hosts DROP COLUMN {column}"))
                 .unwrap();
