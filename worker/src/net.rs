@@ -206,7 +206,13 @@ pub async fn connect(
 /// become `?`), at most `MAX_HOST_FACT` bytes.
 fn printable_fact(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(peergrid_proto::limits::MAX_HOST_FACT)
         .collect()
 }
