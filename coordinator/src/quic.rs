@@ -169,7 +169,7 @@ impl QuicServer {
                 incoming.refuse();
                 continue;
             };
-            let ip = remote.ip().to_canonical();
+            let ip = door_key(remote.ip());
             if lock(&self.per_ip).get(&ip).copied().unwrap_or(0)
                 >= self.limits.max_connections_per_ip
             {
@@ -306,7 +306,7 @@ impl QuicServer {
         let known = tokio::task::spawn_blocking(move || store.host_by_key(&key_hex))
             .await?
             .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))?;
-        if known.is_none() && !self.may_register(addr, now) {
+        if known.is_none() && !self.may_register(door_key(addr), now) {
             return Err(TooManyIdentities(addr).into());
         }
         let store = self.grid.store.clone();
@@ -321,6 +321,15 @@ impl QuicServer {
         .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))?;
         self.grid.join(host, addr).await?;
         Ok(host)
+    }
+}
+
+/// What the per-address limits count by: an IPv4 address, or an IPv6 /64
+/// (one host's or one site's share of addresses costs nothing to vary).
+fn door_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
     }
 }
 
@@ -403,11 +412,14 @@ async fn read_frame(
         }
         if let Some(budget) = &budget {
             let n = u32::try_from(chunk.bytes.len()).map_err(|_| too_long())?;
-            let permit = budget
-                .clone()
-                .acquire_many_owned(n)
-                .await
-                .map_err(|_| error(ErrorCode::Internal, "the coordinator is shutting down"))?;
+            // Never wait for room while holding some: a crowd of stalled
+            // large requests must not make everyone else queue behind it.
+            let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| {
+                error(
+                    ErrorCode::Busy,
+                    "the coordinator is reading too many requests; try again shortly",
+                )
+            })?;
             match &mut held {
                 Some(h) => h.merge(permit),
                 None => held = Some(permit),

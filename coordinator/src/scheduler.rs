@@ -373,9 +373,6 @@ impl Scheduler {
         let want = me.allowance(want, now_ms).min(cap.saturating_sub(held));
         let (account, addr) = (me.account.clone(), me.addr);
         let established = me.established(now_ms, &policy);
-        if established {
-            self.established_seen_ms = Some(now_ms);
-        }
         let young_may_complete = self
             .established_seen_ms
             .is_none_or(|t| now_ms.saturating_sub(t) > policy.established_idle_ms);
@@ -532,6 +529,11 @@ impl Scheduler {
         for id in put_back.into_iter().rev() {
             self.queue.push_front(id);
         }
+        // An established host counts as about only when it takes work: one
+        // that merely asks cannot keep young hosts from completing quorums.
+        if established && !tasks.is_empty() {
+            self.established_seen_ms = Some(now_ms);
+        }
         self.standing_mut(host).sent(tasks.len() as u32);
         tasks
     }
@@ -687,34 +689,43 @@ impl Scheduler {
                 reason: reason.clone(),
                 at_ms,
             });
-            // Rows still in the window for their audit are reopened here
-            // as the store reopens them: the host's copy is void, and the
-            // unit needs copies again.
+            // Whatever the host reported that still counts in the window
+            // is void, as the store voids it: a caught host's results never
+            // validate anything again. A unit under audit whose row it
+            // helped validate is reopened here as the store reopens it.
             let mut hit: Vec<UnitId> = self
-                .auditing
+                .units
                 .iter()
-                .copied()
-                .filter(|u| {
-                    self.units
-                        .get(u)
-                        .and_then(|s| s.audit.as_ref())
-                        .is_some_and(|a| a.hosts.contains(&host))
+                .filter(|(_, u)| {
+                    u.copies
+                        .iter()
+                        .any(|c| c.host == host && matches!(c.state, CopyState::Success { .. }))
                 })
+                .map(|(id, _)| *id)
                 .collect();
             hit.sort_unstable();
             for id in hit {
-                self.auditing.remove(&id);
                 let Some(unit) = self.units.get_mut(&id) else {
                     continue;
                 };
-                // An audit copy still out counts as an ordinary copy.
-                unit.audit = None;
                 for c in &mut unit.copies {
-                    if c.host == host {
+                    if c.host == host && matches!(c.state, CopyState::Success { .. }) {
                         c.state = CopyState::Voided(reason.clone());
                     }
                 }
-                self.evaluate(id, at_ms);
+                match &unit.audit {
+                    // Validated without the host: the row stands, the audit
+                    // goes on.
+                    Some(a) if !a.hosts.contains(&host) => {}
+                    // Its row is reopened: an audit copy still out counts
+                    // as an ordinary copy.
+                    Some(_) => {
+                        unit.audit = None;
+                        self.auditing.remove(&id);
+                        self.evaluate(id, at_ms);
+                    }
+                    None => self.evaluate(id, at_ms),
+                }
             }
         }
         let mut dirty: Vec<HostId> = self.dirty.drain().collect();
@@ -1147,15 +1158,38 @@ mod tests {
         old.consecutive_valid = 50;
         s.host_joined(3, old);
         let now = day + 1;
-        // The established host asked a moment ago (and took nothing).
+        // The established host took work a moment ago (asking alone would
+        // not count: anyone can ask).
         assert!(s.assign(3, 0, usize::MAX, now).is_empty());
+        assert_eq!(
+            s.assign(2, 4, usize::MAX, now).len(),
+            4,
+            "no established host about yet"
+        );
+        let mut s = with_units(5, JobSettings::default());
+        on_network(&mut s, 1, "198.51.100.7", 1);
+        on_network(&mut s, 2, "203.0.113.9", 1);
+        let mut old = Standing::new(String::new(), 1, s.policy());
+        old.addr = Some("192.0.2.1".parse().unwrap());
+        old.consecutive_valid = 50;
+        s.host_joined(3, old);
+        let first = units_of(&s.assign(3, 1, usize::MAX, now));
         let young = units_of(&s.assign(1, 4, usize::MAX, now));
         assert_eq!(young.len(), 4);
+        // Units whose only copy is host 1's: a second young host may not
+        // complete their quorum (it may take a fresh unit's first copy).
+        let young_only: HashSet<UnitId> = young.difference(&first).copied().collect();
+        assert!(!young_only.is_empty());
+        let second = units_of(&s.assign(2, 4, usize::MAX, now));
         assert!(
-            s.assign(2, 4, usize::MAX, now).is_empty(),
-            "a second young host may not complete the first one's quorum"
+            second.is_disjoint(&young_only),
+            "a second young host may not complete the first one's quorum: {second:?} {young_only:?}"
         );
-        assert_eq!(units_of(&s.assign(3, 4, usize::MAX, now)), young);
+        let completed = units_of(&s.assign(3, 8, usize::MAX, now));
+        assert!(
+            young_only.is_subset(&completed),
+            "{young_only:?} {completed:?}"
+        );
         // With no established host about for a while, young hosts may
         // complete each other's quorums (a new grid has none).
         let mut fresh = with_units(4, JobSettings::default());

@@ -301,3 +301,42 @@ fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
         .unwrap();
     assert_eq!(hosts, 0, "nothing stored");
 }
+
+/// One machine cannot fill the door: past its share of connections, its
+/// attempts are refused while a worker on another address is served; and
+/// a connection whose host holds no work and asks for none is closed.
+#[test]
+fn one_address_cannot_fill_the_door_and_idle_connections_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinator = Coordinator::start(dir.path()).unwrap();
+    coordinator.terminate().unwrap();
+    coordinator
+        .serve_with(
+            "127.0.0.1:0",
+            &["--max-connections-per-ip", "8", "--idle-secs", "2"],
+        )
+        .unwrap();
+    let join: JoinString = coordinator.join.parse().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let flood = loopback_network();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(
+                net::connect_raw(&join, peergrid_proto::wire::ALPN, Some(flood))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let refused = net::connect_raw(&join, peergrid_proto::wire::ALPN, Some(flood)).await;
+        assert!(refused.is_err(), "a ninth connection from one address");
+        // A worker elsewhere is served, and its idle connection is closed
+        // after the idle time (it holds no work and asks for none).
+        let honest = identity(&join, 61, 1, loopback_network()).await;
+        assert!(exchange(&honest, vec![], 0).await.tasks.is_empty());
+        let closed =
+            tokio::time::timeout(Duration::from_secs(20), honest.connection.closed()).await;
+        assert!(closed.is_ok(), "an idle connection stayed open for 20 s");
+        drop(held);
+    });
+}

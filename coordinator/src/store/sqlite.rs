@@ -739,7 +739,8 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT u.reopened_seq, u.id, u.job_id, b.data, u.disputed
                  FROM units u JOIN blobs b ON b.hash = u.input_hash
-                 WHERE u.reopened_seq > ?1 AND u.state = 'active' ORDER BY u.reopened_seq LIMIT ?2",
+                 WHERE u.reopened_seq > 0 AND u.reopened_seq > ?1 AND u.state = 'active'
+                 ORDER BY u.reopened_seq LIMIT ?2",
             )?;
             let mut units: Vec<(u64, LoadedUnit)> = stmt
                 .query_map(params![after_seq, limit as i64], |r| {
@@ -1433,6 +1434,11 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
                 .execute(params![unit, host, reason])?;
                 taken = taken.saturating_add(fuel);
             }
+            // Its other results count for nothing either.
+            tx.prepare_cached(
+                "UPDATE results SET state = 'voided', error = ?2 WHERE host_id = ?1 AND state = 'success'",
+            )?
+            .execute(params![host, reason])?;
             // The caught host keeps no credit for rows it no longer stands in.
             tx.prepare_cached(
                 "UPDATE hosts SET credit_total = max(0, credit_total - min(?2, credit_total)) WHERE id = ?1",
@@ -1495,12 +1501,20 @@ fn reopen(
     }
     tx.prepare_cached("DELETE FROM dataset WHERE unit_id = ?1")?
         .execute([unit])?;
+    // The next in the feeder's order (the partial index finds the last).
     tx.prepare_cached(
-        "UPDATE units SET state = 'active', reason = NULL, disputed = ?2,
-           reopened_seq = (SELECT coalesce(max(reopened_seq), 0) + 1 FROM units)
+        "UPDATE units SET state = 'active', reason = NULL, disputed = max(disputed, ?2),
+           reopened_seq = (SELECT coalesce(max(reopened_seq), 0) + 1 FROM units WHERE reopened_seq > 0)
          WHERE id = ?1",
     )?
     .execute(params![unit, disputed])?;
+    // Copies still out when the unit finished were forgotten by the
+    // scheduler: they must not come back as running copies.
+    tx.prepare_cached(
+        "UPDATE results SET state = 'voided', error = 'the unit finished before this copy reported'
+         WHERE unit_id = ?1 AND state = 'in_progress'",
+    )?
+    .execute([unit])?;
     Ok(())
 }
 
