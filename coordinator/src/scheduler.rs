@@ -777,6 +777,7 @@ impl Scheduler {
                 hosts,
             } => {
                 let replicated = hosts.len() >= 2;
+                let cross_engine = needs_canonical_nan(&unit.copies);
                 let policy = self.policy;
                 let mut outputs = Vec::new();
                 for c in &unit.copies {
@@ -795,7 +796,10 @@ impl Scheduler {
                             // a bitwise validator is that proof of a wrong
                             // result; a tolerance or a researcher's
                             // comparison may part honest hosts.
-                            if job.validator.is_bitwise() {
+                            // Nor when replicas on different engines
+                            // disagreed: that is an honest host of another
+                            // architecture until canonical NaNs settle it.
+                            if job.validator.is_bitwise() && !cross_engine {
                                 self.caught.entry(c.host).or_insert_with(|| {
                                     (format!("its result for unit {id} was invalid"), now_ms)
                                 });
