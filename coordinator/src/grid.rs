@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
-use peergrid_proto::Hash;
 use peergrid_proto::limits::{MAX_ENGINE_ID, MAX_FRAME, MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE};
 use peergrid_proto::spec::JobSubmission;
 use peergrid_proto::wire::{Exchange, ExchangeReply, JobId, Outcome, UnitId};
+use peergrid_proto::{Hash, text};
 use tokio::sync::Notify;
 
 use crate::judge::{OutputJudge, SharedJudge};
@@ -41,24 +41,11 @@ const MAX_ERROR_LEN: usize = 2000;
 /// How long a worker that got no task waits before asking again.
 const IDLE_RETRY_MS: u32 = 1000;
 
-/// Cuts a stranger's string to at most `max` bytes on a char boundary,
-/// after dropping its control characters (a terminal escape in an error
-/// message must not reach the operator's or researcher's terminal); line
-/// breaks and tabs stay when `lines` is set.
+/// A stranger's string, without control characters (but with line breaks
+/// when `lines`), cut to at most `max` bytes.
 fn clean(s: &mut String, max: usize, lines: bool) {
-    s.retain(|c| !c.is_control() || (lines && (c == '\n' || c == '\t')));
-    truncate(s, max);
-}
-
-/// Cuts a string to at most `max` bytes on a char boundary.
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
+    text::strip_controls(s, lines);
+    text::truncate(s, max);
 }
 
 pub fn now_ms() -> u64 {

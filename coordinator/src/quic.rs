@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use ed25519_dalek::{Signature, VerifyingKey};
 use peergrid_proto::codec;
 use peergrid_proto::limits::{MAX_ACCOUNT, MAX_FRAME, MAX_HELLO, MAX_HOST_FACT};
+use peergrid_proto::text::is_host_fact_char;
 use peergrid_proto::wire::{ErrorCode, Hello, Reply, Request, Welcome, WireError, hello_message};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -292,8 +293,7 @@ impl QuicServer {
             ("worker_version", &hello.worker_version),
         ] {
             anyhow::ensure!(
-                text.len() <= MAX_HOST_FACT
-                    && text.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+                text.len() <= MAX_HOST_FACT && text.chars().all(is_host_fact_char),
                 "the greeting's `{what}` must be at most {MAX_HOST_FACT} printable ASCII characters"
             );
         }

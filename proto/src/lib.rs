@@ -12,6 +12,7 @@ pub mod join;
 pub mod limits;
 pub mod signing;
 pub mod spec;
+pub mod text;
 pub mod wire;
 
 pub use hash::Hash;

@@ -96,24 +96,21 @@ fn main() {
     let quorum = env("BENCH_QUORUM", 2) as u32;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut coordinator = Coordinator::start(dir.path()).unwrap();
     // The simulated workers are fresh identities asking for big batches:
     // lift the limits a real new host meets (docs/security.md), which the
     // benchmark does not measure.
-    coordinator.terminate().unwrap();
-    coordinator
-        .serve_with(
-            "127.0.0.1:0",
-            &[
-                "--new-host-cores",
-                "1024",
-                "--in-flight-per-core",
-                "1024",
-                "--new-host-quota-per-core",
-                "1000000",
-            ],
-        )
-        .unwrap();
+    let coordinator = Coordinator::start_with(
+        dir.path(),
+        &[
+            "--new-host-cores",
+            "1024",
+            "--in-flight-per-core",
+            "1024",
+            "--new-host-quota-per-core",
+            "1000000",
+        ],
+    )
+    .unwrap();
     let pid = coordinator.pid().unwrap();
     let client = Client::new(&coordinator.http, Some(coordinator.token.clone()));
 

@@ -88,6 +88,11 @@ pub struct Coordinator {
 impl Coordinator {
     /// `init`s a project in `dir/coordinator` and serves it on ephemeral ports.
     pub fn start(dir: &Path) -> Result<Coordinator> {
+        Coordinator::start_with(dir, &[])
+    }
+
+    /// [`Coordinator::start`] with more `serve` flags.
+    pub fn start_with(dir: &Path, flags: &[&str]) -> Result<Coordinator> {
         let data = dir.join("coordinator");
         let out = Command::new(bin("peergrid-coordinator"))
             .args(["init", "--json", "--data"])
@@ -141,7 +146,7 @@ impl Coordinator {
             quic: String::new(),
             child: None,
         };
-        c.serve("127.0.0.1:0")?;
+        c.serve_with("127.0.0.1:0", flags)?;
         Ok(c)
     }
 

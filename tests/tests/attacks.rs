@@ -51,6 +51,36 @@ async fn exchange(s: &Session, reports: Vec<TaskReport>, want: u32) -> ExchangeR
     }
 }
 
+/// A coordinator serving a Lyapunov job of `units` units: it, the job's
+/// id and its join string.
+fn with_job(dir: &std::path::Path, units: usize) -> (Coordinator, u64, JoinString) {
+    let coordinator = Coordinator::start(dir).unwrap();
+    let spec = lyapunov_job(
+        dir,
+        &JobOptions {
+            units,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let join = coordinator.join.parse().unwrap();
+    (coordinator, job, join)
+}
+
+/// The first tasks a host gets, asking for `want`: a job's units reach the
+/// dispatch window shortly after its submission, not at once.
+async fn first_tasks(s: &Session, want: u32) -> Vec<Task> {
+    let started = std::time::Instant::now();
+    loop {
+        let tasks = exchange(s, vec![], want).await.tasks;
+        if !tasks.is_empty() || started.elapsed() > Duration::from_secs(20) {
+            return tasks;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn forged(task: &Task, fuel: u64) -> TaskReport {
     TaskReport {
         unit: task.unit,
@@ -71,17 +101,7 @@ fn forged(task: &Task, fuel: u64) -> TaskReport {
 #[test]
 fn two_identities_of_one_machine_cannot_validate_their_forgery() {
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = Coordinator::start(dir.path()).unwrap();
-    let spec = lyapunov_job(
-        dir.path(),
-        &JobOptions {
-            units: 20,
-            ..JobOptions::default()
-        },
-    )
-    .unwrap();
-    let job = coordinator.submit(&spec).unwrap();
-    let join: JoinString = coordinator.join.parse().unwrap();
+    let (coordinator, job, join) = with_job(dir.path(), 20);
     let machine = loopback_network();
     let mut second = machine.to_string();
     second.replace_range(second.rfind('.').unwrap().., ".2");
@@ -121,29 +141,12 @@ fn two_identities_of_one_machine_cannot_validate_their_forgery() {
 #[test]
 fn a_host_claiming_every_core_cannot_hoard_a_job() {
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = Coordinator::start(dir.path()).unwrap();
-    let spec = lyapunov_job(
-        dir.path(),
-        &JobOptions {
-            units: 61,
-            ..JobOptions::default()
-        },
-    )
-    .unwrap();
-    let job = coordinator.submit(&spec).unwrap();
-    let join: JoinString = coordinator.join.parse().unwrap();
+    let (coordinator, job, join) = with_job(dir.path(), 61);
     let rt = runtime();
     let hoarded = rt.block_on(async {
         let h = identity(&join, 81, u32::MAX, loopback_network()).await;
-        let mut got = 0;
-        let started = std::time::Instant::now();
-        // The units reach the dispatch window shortly after submission.
-        while got == 0 && started.elapsed() < Duration::from_secs(20) {
-            got += exchange(&h, vec![], 256).await.tasks.len();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        got += exchange(&h, vec![], 256).await.tasks.len();
-        got
+        let got = first_tasks(&h, 256).await.len();
+        got + exchange(&h, vec![], 256).await.tasks.len()
     });
     // The default policy: 4 counted cores, 4 copies in flight per core.
     assert!(hoarded > 0 && hoarded <= 16, "hoarded {hoarded} copies");
@@ -170,27 +173,11 @@ fn a_host_claiming_every_core_cannot_hoard_a_job() {
 #[test]
 fn fuel_above_the_tasks_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = Coordinator::start(dir.path()).unwrap();
-    let spec = lyapunov_job(
-        dir.path(),
-        &JobOptions {
-            units: 2,
-            ..JobOptions::default()
-        },
-    )
-    .unwrap();
-    coordinator.submit(&spec).unwrap();
-    let join: JoinString = coordinator.join.parse().unwrap();
+    let (coordinator, _job, join) = with_job(dir.path(), 2);
     let rt = runtime();
     rt.block_on(async {
         let h = identity(&join, 91, 1, loopback_network()).await;
-        let started = std::time::Instant::now();
-        let mut tasks = Vec::new();
-        while tasks.is_empty() && started.elapsed() < Duration::from_secs(20) {
-            tasks = exchange(&h, vec![], 1).await.tasks;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let task = tasks.first().expect("a task").clone();
+        let task = first_tasks(&h, 1).await.first().expect("a task").clone();
         let reply = exchange(&h, vec![forged(&task, 4_000_000_000_000_000_000)], 0).await;
         assert!(reply.accepted.is_empty(), "{reply:?}");
         assert_eq!(reply.rejected.len(), 1);
@@ -308,14 +295,11 @@ fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
 #[test]
 fn one_address_cannot_fill_the_door_and_idle_connections_close() {
     let dir = tempfile::tempdir().unwrap();
-    let mut coordinator = Coordinator::start(dir.path()).unwrap();
-    coordinator.terminate().unwrap();
-    coordinator
-        .serve_with(
-            "127.0.0.1:0",
-            &["--max-connections-per-ip", "8", "--idle-secs", "2"],
-        )
-        .unwrap();
+    let coordinator = Coordinator::start_with(
+        dir.path(),
+        &["--max-connections-per-ip", "8", "--idle-secs", "2"],
+    )
+    .unwrap();
     let join: JoinString = coordinator.join.parse().unwrap();
     let rt = runtime();
     rt.block_on(async {

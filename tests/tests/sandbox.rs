@@ -82,14 +82,11 @@ const HOSTILE: &[(&str, &str, &str)] = &[
 #[test]
 fn hostile_modules_are_contained_and_the_worker_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
-    let mut coordinator = Coordinator::start(dir.path()).unwrap();
     // Every hostile unit fails on this one new host, and a new host's small
     // daily quota halves with each failure (docs/security.md): this test is
     // about containment, so it starts the host with a large quota.
-    coordinator.terminate().unwrap();
-    coordinator
-        .serve_with("127.0.0.1:0", &["--new-host-quota-per-core", "1000000"])
-        .unwrap();
+    let coordinator =
+        Coordinator::start_with(dir.path(), &["--new-host-quota-per-core", "1000000"]).unwrap();
     let mut worker =
         Worker::start(&coordinator.join, &dir.path().join("w"), &["--cores", "1"]).unwrap();
     // One try per unit, one host: a hostile unit fails on its first error.

@@ -943,7 +943,9 @@ fn refusal(project_key: &[u8; 32], task: &Task) -> Option<TaskReport> {
 /// volunteer's terminal and logs, where those would forge lines or drive
 /// the terminal.
 pub fn printable(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).collect()
+    let mut text = text.to_string();
+    peergrid_proto::text::strip_controls(&mut text, false);
+    text
 }
 
 fn module_path(data: &Path, hash: &Hash) -> PathBuf {

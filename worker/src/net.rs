@@ -180,8 +180,8 @@ pub async fn connect(
     // The coordinator refuses facts that are not short printable ASCII
     // (they are stored and shown): send what the system reports, cleaned.
     let facts = HostFacts {
-        os: printable_fact(&facts.os),
-        arch: printable_fact(&facts.arch),
+        os: peergrid_proto::text::host_fact(&facts.os),
+        arch: peergrid_proto::text::host_fact(&facts.arch),
         ..facts
     };
     let hello = Request::Hello(Hello {
@@ -189,7 +189,7 @@ pub async fn connect(
         timestamp_ms,
         signature,
         facts,
-        worker_version: printable_fact(env!("CARGO_PKG_VERSION")),
+        worker_version: peergrid_proto::text::host_fact(env!("CARGO_PKG_VERSION")),
     });
     match request(&connection, &hello).await? {
         Reply::Welcome(welcome) => Ok(Session {
@@ -200,21 +200,6 @@ pub async fn connect(
         Reply::Error(e) => Err(NetError::Refused(e)),
         _ => Err(NetError::Unexpected),
     }
-}
-
-/// `text` as the coordinator accepts a host fact: printable ASCII (others
-/// become `?`), at most `MAX_HOST_FACT` bytes.
-fn printable_fact(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(peergrid_proto::limits::MAX_HOST_FACT)
-        .collect()
 }
 
 /// Sends raw bytes as one request and returns the raw reply.
