@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
-use peergrid_proto::limits::{MAX_ENGINE_ID, MAX_FRAME, MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE};
+use peergrid_proto::limits::{
+    MAX_ENGINE_ID, MAX_FRAME, MAX_HELD, MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE,
+};
 use peergrid_proto::spec::JobSubmission;
 use peergrid_proto::wire::{Exchange, ExchangeReply, JobId, Outcome, UnitId};
 use peergrid_proto::{Hash, text};
@@ -169,6 +171,12 @@ impl Grid {
         Ok(())
     }
 
+    /// Why `job`'s unfinished units are not going out, if the scheduler
+    /// knows (shown with the job's status).
+    pub fn waiting(&self, job: JobId) -> Option<&'static str> {
+        self.window().scheduler.waiting(job).map(|w| w.describe())
+    }
+
     /// Whether `host` holds copies it has not reported.
     pub fn holds_work(&self, host: HostId) -> bool {
         self.window().scheduler.in_flight(host) > 0
@@ -266,6 +274,13 @@ impl Grid {
             for unit in ex.returned.iter().take(MAX_TASKS_PER_EXCHANGE as usize) {
                 if let Err(e) = w.scheduler.give_back(host, *unit, now) {
                     tracing::debug!(host, unit, "a task given back was not taken: {e}");
+                }
+            }
+            if let Some(held) = ex.held.as_ref().filter(|h| h.len() <= MAX_HELD) {
+                let held: HashSet<UnitId> = held.iter().copied().collect();
+                let lost = w.scheduler.reconcile(host, &held, now);
+                if lost > 0 {
+                    tracing::info!(host, lost, "copies lost on the way to a host reissued");
                 }
             }
             reply.tasks = w.scheduler.assign(

@@ -301,6 +301,11 @@ async fn job_status(
     let status = status.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))?;
     let mut v = serde_json::to_value(&status).map_err(internal)?;
     v["failed_units"] = serde_json::to_value(failed).map_err(internal)?;
+    if !status.finished
+        && let Some(why) = api.grid.waiting(id)
+    {
+        v["waiting"] = json!(why);
+    }
     // What anyone needs to re-run a unit: the arguments and the signature.
     if let Some(info) = info {
         v["args"] = json!(info.args);

@@ -19,9 +19,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
+use peergrid_proto::spec::JobSettings;
 use peergrid_proto::wire::{JobId, Task, TaskLimits, UnitId};
+use peergrid_proto::{Hash, deadline};
 
 use crate::netgroup;
 use crate::quorum::{Copy, CopyState, Rules, Verdict, bitwise, decide, needs_canonical_nan};
@@ -114,6 +115,31 @@ impl UnitState {
     }
 }
 
+/// Why the last host that asked got no copy of a job's unfinished units,
+/// shown with the job's status until one of its copies goes out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// The units' next copies need a host of another network (or another
+    /// volunteer, with `distinct_volunteers`) than their earlier copies.
+    OtherNetwork,
+    /// A quorum of young hosts must be completed by an established host,
+    /// and none has taken work lately.
+    EstablishedHost,
+}
+
+impl Waiting {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Waiting::OtherNetwork => {
+                "waiting for a host on another network than the hosts of its units' earlier copies"
+            }
+            Waiting::EstablishedHost => {
+                "waiting for an established host to complete quorums of new hosts"
+            }
+        }
+    }
+}
+
 pub struct Scheduler {
     jobs: HashMap<JobId, Arc<JobInfo>>,
     units: HashMap<UnitId, UnitState>,
@@ -136,6 +162,8 @@ pub struct Scheduler {
     caught: HashMap<HostId, (String, u64)>,
     /// Validated units kept in the window for their audit.
     auditing: HashSet<UnitId>,
+    /// Jobs whose units the last asking host could not take, and why.
+    waiting: HashMap<JobId, Waiting>,
     /// Hosts whose standing changed since the last [`Scheduler::take_ops`].
     dirty: HashSet<HostId>,
     policy: HostPolicy,
@@ -184,6 +212,7 @@ impl Scheduler {
             established_seen_ms: None,
             caught: HashMap::new(),
             auditing: HashSet::new(),
+            waiting: HashMap::new(),
             dirty: HashSet::new(),
             policy,
             judge,
@@ -435,26 +464,10 @@ impl Scheduler {
                 if let Some(a) = unit.audit.as_mut() {
                     a.auditor = Some(host);
                 }
-                let deadline_ms = now_ms + s.deadline_secs * 1000;
-                let expiry_ms = deadline_ms + s.grace_secs * 1000;
-                let canonical_nan = needs_canonical_nan(&unit.copies);
-                unit.copies.push(Copy {
-                    host,
-                    state: CopyState::InProgress {
-                        deadline_ms: expiry_ms,
-                    },
-                });
-                self.deadlines.insert((expiry_ms, id, host));
-                *self.in_flight.entry(host).or_insert(0) += 1;
-                self.ops.push(StoreOp::Assign {
-                    unit: id,
-                    host,
-                    sent_ms: now_ms,
-                    deadline_ms: expiry_ms,
-                    single: false,
-                });
-                bytes += wire_size(unit);
-                tasks.push(task_for(id, unit, deadline_ms, canonical_nan));
+                if let Some((task, size)) = self.issue(id, host, false, now_ms) {
+                    bytes += size;
+                    tasks.push(task);
+                }
                 continue;
             }
             let rules = unit.rules();
@@ -479,6 +492,9 @@ impl Scheduler {
                     )
             };
             if unit.copies.iter().any(same_party) {
+                if unit.copies.iter().any(|c| c.host != host) {
+                    self.waiting.insert(unit.job.id, Waiting::OtherNetwork);
+                }
                 continue;
             }
             if !established && !young_may_complete && rules.quorum >= 2 {
@@ -497,34 +513,19 @@ impl Scheduler {
                     .iter()
                     .all(|c| !other(c).is_some_and(|o| o.established(now_ms, &policy)));
                 if completes && all_young {
+                    self.waiting.insert(unit.job.id, Waiting::EstablishedHost);
                     continue;
                 }
             }
-            let deadline_ms = now_ms + s.deadline_secs * 1000;
-            let expiry_ms = deadline_ms + s.grace_secs * 1000;
-            let canonical_nan = needs_canonical_nan(&unit.copies);
             unit.single = single;
-            unit.copies.push(Copy {
-                host,
-                state: CopyState::InProgress {
-                    deadline_ms: expiry_ms,
-                },
-            });
             if need == 1 || single {
                 unit.queued = false;
                 put_back.pop();
             }
-            self.deadlines.insert((expiry_ms, id, host));
-            *self.in_flight.entry(host).or_insert(0) += 1;
-            self.ops.push(StoreOp::Assign {
-                unit: id,
-                host,
-                sent_ms: now_ms,
-                deadline_ms: expiry_ms,
-                single,
-            });
-            bytes += wire_size(unit);
-            tasks.push(task_for(id, unit, deadline_ms, canonical_nan));
+            if let Some((task, size)) = self.issue(id, host, single, now_ms) {
+                bytes += size;
+                tasks.push(task);
+            }
         }
         for id in put_back.into_iter().rev() {
             self.queue.push_front(id);
@@ -536,6 +537,49 @@ impl Scheduler {
         }
         self.standing_mut(host).sent(tasks.len() as u32);
         tasks
+    }
+
+    /// Hands `host` a copy of unit `id` and returns its task and wire size.
+    /// The copy is due one wall-clock limit of waiting plus one of running
+    /// after now (`peergrid_proto::deadline`), and expires after the grace.
+    fn issue(
+        &mut self,
+        id: UnitId,
+        host: HostId,
+        single: bool,
+        now_ms: u64,
+    ) -> Option<(Task, usize)> {
+        let unit = self.units.get_mut(&id)?;
+        let s = &unit.job.settings;
+        let deadline_ms = deadline::copy_deadline_ms(now_ms, wall_ms(s));
+        let expiry_ms = deadline_ms.saturating_add(s.grace_secs * 1000);
+        let canonical_nan = needs_canonical_nan(&unit.copies);
+        self.waiting.remove(&unit.job.id);
+        unit.copies.push(Copy {
+            host,
+            state: CopyState::InProgress {
+                deadline_ms: expiry_ms,
+            },
+        });
+        self.deadlines.insert((expiry_ms, id, host));
+        *self.in_flight.entry(host).or_insert(0) += 1;
+        self.ops.push(StoreOp::Assign {
+            unit: id,
+            host,
+            sent_ms: now_ms,
+            deadline_ms: expiry_ms,
+            single,
+        });
+        Some((
+            task_for(id, unit, deadline_ms, canonical_nan),
+            wire_size(unit),
+        ))
+    }
+
+    /// Why the last host that asked could take none of `job`'s units, if
+    /// no copy of the job has gone out since.
+    pub fn waiting(&self, job: JobId) -> Option<Waiting> {
+        self.waiting.get(&job).copied()
     }
 
     /// Copies `host` holds unreported.
@@ -618,6 +662,52 @@ impl Scheduler {
         unit_id: UnitId,
         now_ms: u64,
     ) -> Result<(), ReportError> {
+        self.void_unstarted(host, unit_id, "given back unstarted by the host", now_ms)
+    }
+
+    /// Voids, without charge, the copies `host` has in progress but does
+    /// not hold (`held`: every unit it holds unfinished): the reply that
+    /// assigned them was lost on the way, so they are reissued now rather
+    /// than at their deadline. Returns how many.
+    pub fn reconcile(&mut self, host: HostId, held: &HashSet<UnitId>, now_ms: u64) -> usize {
+        let holding = held
+            .iter()
+            .filter(|u| {
+                self.units.get(u).is_some_and(|unit| {
+                    unit.copies
+                        .iter()
+                        .any(|c| c.host == host && matches!(c.state, CopyState::InProgress { .. }))
+                })
+            })
+            .count();
+        if self.in_flight(host) as usize <= holding {
+            return 0;
+        }
+        let lost: Vec<UnitId> = self
+            .deadlines
+            .iter()
+            .filter(|(_, unit, h)| *h == host && !held.contains(unit))
+            .map(|(_, unit, _)| *unit)
+            .collect();
+        for unit in &lost {
+            // Ok or nothing to void: either way the copy is no longer out.
+            let _ = self.void_unstarted(
+                host,
+                *unit,
+                "lost on the way: the host never held it",
+                now_ms,
+            );
+        }
+        lost.len()
+    }
+
+    fn void_unstarted(
+        &mut self,
+        host: HostId,
+        unit_id: UnitId,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<(), ReportError> {
         if self.hosts.get(&host).is_some_and(|s| s.banned) {
             return Err(ReportError::Banned);
         }
@@ -635,7 +725,7 @@ impl Scheduler {
         };
         self.deadlines.remove(&(deadline_ms, unit_id, host));
         release(&mut self.in_flight, host);
-        let reason = "given back unstarted by the host".to_string();
+        let reason = reason.to_string();
         copy.state = CopyState::Voided(reason.clone());
         self.ops.push(StoreOp::Void {
             unit: unit_id,
@@ -944,6 +1034,11 @@ fn wire_size(unit: &UnitState) -> usize {
     unit.input.len() + unit.job.args.iter().map(|a| a.len() + 8).sum::<usize>() + 1024
 }
 
+/// The wall-clock limit a task of a job with `settings` runs with.
+fn wall_ms(settings: &JobSettings) -> u64 {
+    settings.deadline_secs.saturating_mul(1000)
+}
+
 fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool) -> Task {
     let s = &unit.job.settings;
     Task {
@@ -956,7 +1051,7 @@ fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool)
             memory_bytes: s.memory_mb * 1024 * 1024,
             fuel: s.fuel,
             max_output_bytes: MAX_OUTPUT as u64,
-            wall_ms: s.deadline_secs * 1000,
+            wall_ms: wall_ms(s),
         },
         deadline_ms,
         signature: unit.job.signature.clone(),
@@ -970,7 +1065,6 @@ mod tests {
     use super::*;
     use crate::trust::Standing;
     use peergrid_proto::Hash;
-    use peergrid_proto::spec::JobSettings;
     use proptest::prelude::*;
     use std::collections::HashSet;
 
@@ -1137,6 +1231,46 @@ mod tests {
         // A host on another network may take copies of them.
         let third = units_of(&s.assign(3, 16, usize::MAX, 2));
         assert!(!third.is_disjoint(&first), "{first:?} {third:?}");
+    }
+
+    #[test]
+    fn a_job_says_why_its_units_wait_until_a_copy_goes_out() {
+        let mut s = with_units(1, JobSettings::default());
+        on_network(&mut s, 1, "198.51.100.7", 1);
+        on_network(&mut s, 2, "198.51.100.8", 1);
+        on_network(&mut s, 3, "203.0.113.9", 1);
+        assert_eq!(s.assign(1, 1, usize::MAX, 0).len(), 1);
+        assert_eq!(s.waiting(1), None);
+        assert!(s.assign(2, 1, usize::MAX, 1).is_empty());
+        assert_eq!(s.waiting(1), Some(Waiting::OtherNetwork));
+        assert_eq!(s.assign(3, 1, usize::MAX, 2).len(), 1);
+        assert_eq!(s.waiting(1), None, "a copy went out");
+    }
+
+    #[test]
+    fn copies_a_host_never_got_are_reissued_at_its_next_exchange() {
+        let mut s = with_units(2, JobSettings::default());
+        on_network(&mut s, 1, "198.51.100.7", 1);
+        on_network(&mut s, 2, "203.0.113.9", 1);
+        let t = s.assign(1, 2, usize::MAX, 0);
+        assert_eq!(t.len(), 2);
+        s.take_ops();
+        // The reply was cut after the first task: the host holds only it.
+        let held: HashSet<UnitId> = [t[0].unit].into();
+        assert_eq!(s.reconcile(1, &held, 5), 1);
+        assert_eq!(s.in_flight(1), 1);
+        let ops = s.take_ops();
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, StoreOp::Void { unit, host: 1, .. } if *unit == t[1].unit)),
+            "{ops:?}"
+        );
+        assert!(!ops.iter().any(|o| matches!(o, StoreOp::TimedOut { .. })));
+        // Another host takes the lost copy's unit at once, not after the
+        // deadline; telling all it holds voids nothing more.
+        assert!(units_of(&s.assign(2, 2, usize::MAX, 6)).contains(&t[1].unit));
+        assert_eq!(s.reconcile(1, &held, 7), 0);
+        assert_eq!(s.in_flight(1), 1);
     }
 
     #[test]
@@ -1513,15 +1647,19 @@ mod tests {
         s.assign(2, 1, usize::MAX, 0);
         s.report(1, 1, ok(9), 1, 1_000).unwrap();
         assert!(s.assign(3, 1, usize::MAX, 5_000).is_empty());
-        s.expire(10_001);
+        // Due after two runs of 10 s and two margins.
+        let due = deadline::copy_deadline_ms(0, 10_000);
+        s.expire(due - 1);
+        assert!(s.assign(3, 1, usize::MAX, due - 1).is_empty());
+        s.expire(due + 1);
         assert!(
             s.take_ops()
                 .iter()
                 .any(|o| matches!(o, StoreOp::TimedOut { host: 2, .. }))
         );
-        assert_eq!(s.assign(3, 1, usize::MAX, 10_002).len(), 1);
+        assert_eq!(s.assign(3, 1, usize::MAX, due + 2).len(), 1);
         // The timed-out host reports late and completes the quorum.
-        s.report(2, 1, ok(9), 1, 10_003).unwrap();
+        s.report(2, 1, ok(9), 1, due + 3).unwrap();
         assert_eq!(s.active_units(), 0);
     }
 
@@ -1657,14 +1795,16 @@ mod tests {
         };
         let mut s = with_units(1, settings);
         let t = s.assign(1, 1, usize::MAX, 0);
-        assert_eq!(t[0].deadline_ms, 10_000, "the host is told the deadline");
-        s.expire(14_000);
+        let due = deadline::copy_deadline_ms(0, 10_000);
+        assert_eq!(t[0].deadline_ms, due, "the host is told the deadline");
+        assert_eq!(t[0].limits.wall_ms, 10_000);
+        s.expire(due + 4_000);
         assert!(
             s.take_ops()
                 .iter()
                 .all(|o| !matches!(o, StoreOp::TimedOut { .. }))
         );
-        s.expire(15_000);
+        s.expire(due + 5_000);
         assert!(
             s.take_ops()
                 .iter()

@@ -62,6 +62,7 @@ mod tests {
             reports: vec![],
             want: 3,
             returned: vec![],
+            held: Some(vec![7]),
         });
         let mut bytes = encode(&req).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), req);

@@ -6,6 +6,7 @@
 //! (coordinator, worker, CLI, tests) agrees on one definition of each type.
 
 pub mod codec;
+pub mod deadline;
 pub mod guest;
 pub mod hash;
 pub mod join;

@@ -21,6 +21,8 @@ pub const MAX_STDERR: usize = 64 * 1024;
 pub const MAX_UNITS_PER_JOB: usize = 1_000_000;
 /// Most tasks a worker may ask for, or report, in one exchange.
 pub const MAX_TASKS_PER_EXCHANGE: u32 = 256;
+/// Most held units a worker tells in one exchange (`Exchange::held`).
+pub const MAX_HELD: usize = 4096;
 /// Largest memory a job may ask for per task.
 pub const MAX_TASK_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
 /// Most fuel a job may give one task (about 12 days of wasm at 10⁹

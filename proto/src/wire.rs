@@ -92,6 +92,11 @@ pub struct Exchange {
     /// before their deadline left room for the run): they are reissued,
     /// and the host is not charged for them.
     pub returned: Vec<UnitId>,
+    /// Every unit the worker holds unfinished (running or waiting), at
+    /// most [`MAX_HELD`](crate::limits::MAX_HELD), or `None` if it does
+    /// not say: a copy in progress that the worker does not hold was lost
+    /// with a reply on the way, and is reissued at once without charge.
+    pub held: Option<Vec<UnitId>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

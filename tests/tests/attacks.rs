@@ -44,6 +44,7 @@ async fn exchange(s: &Session, reports: Vec<TaskReport>, want: u32) -> ExchangeR
         reports,
         want,
         returned: Vec::new(),
+        held: None,
     });
     match net::request(&s.connection, &req).await.unwrap() {
         Reply::Exchange(r) => r,
@@ -122,6 +123,14 @@ fn two_identities_of_one_machine_cannot_validate_their_forgery() {
         reported
     });
     assert!(forged_copies > 0, "the attackers got work");
+    // The job says why its units are not going out.
+    let waiting = coordinator.status(job).unwrap()["waiting"].clone();
+    assert!(
+        waiting
+            .as_str()
+            .is_some_and(|w| w.contains("another network")),
+        "{waiting}"
+    );
     let _honest = coordinator.workers(dir.path(), "honest", 2).unwrap();
     let status = coordinator
         .wait_finished(job, Duration::from_secs(180))

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use peergrid_tests::{Coordinator, Worker, bin, chain_job, chain_native, wait_for};
+use peergrid_tests::{Coordinator, Worker, bin, chain_job, chain_native, job_spec, wait_for};
 use rusqlite::OptionalExtension;
 
 /// Held by every test here: they load the CPU or measure it, so within
@@ -757,10 +757,10 @@ fn progress_bars_on_a_terminal_plain_lines_otherwise() {
     );
 }
 
-/// A restarted worker runs the tasks it holds, except those whose
-/// deadline passed while it was down (the coordinator has reissued them).
+/// A restarted worker runs the tasks it holds, except those it can no
+/// longer finish in time after being down: it gives them back.
 #[test]
-fn held_tasks_past_their_deadline_are_dropped_after_a_restart() {
+fn held_tasks_too_late_to_start_are_given_back_after_a_restart() {
     let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
@@ -783,22 +783,82 @@ fn held_tasks_past_their_deadline_are_dropped_after_a_restart() {
     )
     .unwrap();
     worker.kill();
-    std::thread::sleep(Duration::from_secs(3));
+    // Due 2 × 2 s + 10 s after they were sent: after 8 s down, a task's
+    // 2 s run and 5 s report margin no longer fit.
+    std::thread::sleep(Duration::from_secs(8));
 
     let worker = Worker::start(&coordinator.join, &data, &args).unwrap();
     wait_for(
-        "the late tasks to be dropped",
+        "the late tasks to be given back",
         Duration::from_secs(20),
         || (held(&worker)? == 0).then_some(()),
     )
     .unwrap();
     let log = log_of(&worker);
     assert_eq!(
-        log.matches("dropping a task past its deadline").count(),
+        log.matches("giving back a task that can no longer start in time")
+            .count(),
         2,
         "{log}"
     );
     assert!(!log.contains("task done"), "{log}");
+}
+
+/// A task held behind one that runs to its wall-clock limit still starts
+/// and reports in time, and a task that cannot start in time is given
+/// back: the host is never charged a timeout for the grid's own
+/// scheduling, and the unit it gave back goes to another host.
+#[test]
+fn tasks_waiting_behind_a_full_run_start_in_time_or_are_given_back() {
+    let _machine = machine();
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let module = dir.path().join("spin.wasm");
+    let spin = wat::parse_str(r#"(module (func (export "_start") (loop (br 0))))"#).unwrap();
+    std::fs::write(&module, spin).unwrap();
+    let settings = "quorum = 1\nmax_error_results = 1\nfuel = 1_000_000_000_000\ndeadline_secs = 3";
+    let spec = job_spec(dir.path(), "spin", &module, 4, settings).unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    // One slot, three tasks waiting, every task runs to its 3 s limit: a
+    // copy is due after two runs and two 5 s margins (16 s), so the
+    // waiting tasks that start after 3 and 6 s are in time, the one that
+    // could start only after 9 s is not: it is given back.
+    let args = ["--cores", "1", "--buffer-tasks", "3"];
+    let first = Worker::start(&coordinator.join, &dir.path().join("a"), &args).unwrap();
+    let first_key = first.host_key().unwrap();
+    wait_for(
+        "the first worker to give a task back",
+        Duration::from_secs(60),
+        || (coordinator.results_of(&first_key, "voided").ok()? == 1).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", log_of(&first)));
+    // The unit it gave back goes to a host of another network.
+    let second = Worker::start(&coordinator.join, &dir.path().join("b"), &args).unwrap();
+    let s = coordinator
+        .wait_finished(job, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(s["failed"], 4, "{s}");
+    for f in s["failed_units"].as_array().unwrap() {
+        let reason = f["reason"].as_str().unwrap();
+        assert!(reason.contains("wall-clock limit"), "{reason}");
+    }
+    for (worker, key, ran) in [
+        (&first, &first_key, 3),
+        (&second, &second.host_key().unwrap(), 1),
+    ] {
+        assert_eq!(
+            coordinator.results_of(key, "timed_out").unwrap(),
+            0,
+            "{}",
+            log_of(worker)
+        );
+        assert_eq!(
+            coordinator.results_of(key, "error").unwrap(),
+            ran,
+            "{}",
+            log_of(worker)
+        );
+    }
 }
 
 /// A join string with line breaks would add lines (a section, an

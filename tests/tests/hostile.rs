@@ -54,6 +54,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
             reports: vec![],
             want: 1,
             returned: vec![],
+            held: None,
         });
         let reply = net::request_bytes(&conn, &codec::encode(&ex).unwrap())
             .await
@@ -106,6 +107,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
             }],
             want: 0,
             returned: vec![],
+            held: None,
         });
         match net::request(&session.connection, &ex).await.unwrap() {
             Reply::Exchange(r) => {

@@ -56,6 +56,7 @@ async fn exchange(s: &Session, reports: Vec<TaskReport>, want: u32) -> Reply {
             reports,
             want,
             returned: Vec::new(),
+            held: None,
         }),
     )
     .await
@@ -326,8 +327,9 @@ fn a_hosts_daily_quota_survives_a_coordinator_restart() {
     let quota = ["--daily-quota-per-core", "2"];
     c.terminate().unwrap();
     c.serve_with("127.0.0.1:0", &quota).unwrap();
-    // a's copies expire a second after they are sent, so the restarted
-    // coordinator times them out (and so hears of a) before a reconnects.
+    // a's copies are due 2 × 1 s + 10 s after they are sent
+    // (`peergrid_proto::deadline`), so the restarted coordinator times
+    // them out (and so hears of a) before a reconnects.
     c.submit(&job_spec(dir.path(), "j", &probe_wasm(), 6, "delay_bound = 1").unwrap())
         .unwrap();
     let rt = runtime();
@@ -339,7 +341,7 @@ fn a_hosts_daily_quota_survives_a_coordinator_restart() {
     });
     c.terminate().unwrap();
     c.serve_with("127.0.0.1:0", &quota).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(13));
     rt.block_on(async {
         let join: JoinString = c.join.parse().unwrap();
         // Another host gets work, so the units are back in the window...

@@ -27,12 +27,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 use peergrid_proto::limits::{
-    MAX_FRAME, MAX_MODULE, MAX_OUTPUT, MAX_TASK_MEMORY, MAX_TASKS_PER_EXCHANGE,
+    MAX_FRAME, MAX_HELD, MAX_MODULE, MAX_OUTPUT, MAX_TASK_MEMORY, MAX_TASKS_PER_EXCHANGE,
 };
 use peergrid_proto::wire::{
     ErrorCode, Exchange, HostFacts, Outcome, Reply, Request, Task, TaskReport, UnitId,
 };
-use peergrid_proto::{Hash, JoinString, signing};
+use peergrid_proto::{Hash, JoinString, deadline, signing};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -376,9 +376,34 @@ impl Worker {
     fn start_tasks(&self, running: &mut JoinSet<(UnitId, Option<TaskReport>)>) -> Result<()> {
         let held = self.state.tasks()?;
         let busy: HashSet<UnitId> = lock(&self.shared.running).keys().copied().collect();
+        let now = now_ms();
+        // A task that can no longer start and report in time is given back
+        // (the coordinator voids its copy without charging this host and
+        // hands the unit to another), whether slots are free or not.
+        let mut given_back = false;
+        let mut startable = Vec::with_capacity(held.len());
+        for stored in held {
+            let task = &stored.task;
+            let wall_ms = task.limits.wall_ms.min(MAX_WALL_MS);
+            if busy.contains(&task.unit) || deadline::can_start(now, task.deadline_ms, wall_ms) {
+                startable.push(stored);
+                continue;
+            }
+            tracing::warn!(
+                unit = task.unit,
+                "giving back a task that can no longer start in time (due in {} s, may run {} s)",
+                task.deadline_ms.saturating_sub(now) / 1000,
+                wall_ms / 1000
+            );
+            self.state.give_back(task.unit, now)?;
+            given_back = true;
+        }
+        if given_back {
+            self.shared.wake_uplink.notify_one();
+        }
+        let held = startable;
         let mut waiting = held.len().saturating_sub(busy.len());
         if !self.shared.suspended() && !self.shared.stopping.load(Ordering::Relaxed) {
-            let now = now_ms();
             for stored in held {
                 if running.len() >= self.config.slots {
                     break;
@@ -387,14 +412,6 @@ impl Worker {
                     continue;
                 }
                 waiting = waiting.saturating_sub(1);
-                if stored.task.deadline_ms < now {
-                    tracing::warn!(
-                        unit = stored.task.unit,
-                        "dropping a task past its deadline (the coordinator has reissued it)"
-                    );
-                    self.state.drop_task(stored.task.unit)?;
-                    continue;
-                }
                 if !self.memory_allows(&stored.task) {
                     waiting += 1;
                     break;
@@ -450,14 +467,15 @@ impl Worker {
             return Ok(());
         }
         let Some(module) = read_module(&self.config.data, &task.module) else {
-            // Not the module's fault: no error result; the copy times out
-            // and is reissued.
+            // Not the module's fault: no error result; the task is given
+            // back and reissued.
             tracing::warn!(
                 unit = task.unit,
-                "module {} is missing from the cache; dropping the task",
+                "module {} is missing from the cache; giving the task back",
                 task.module
             );
-            self.state.drop_task(task.unit)?;
+            self.state.give_back(task.unit, now_ms())?;
+            self.shared.wake_uplink.notify_one();
             return Ok(());
         };
         if checkpoint.is_some() {
@@ -713,17 +731,24 @@ impl Uplink {
     async fn serve(&self, session: &Session, drain: &mut watch::Receiver<bool>) -> Result<()> {
         loop {
             let draining = *drain.borrow();
+            // Held tasks first: a task that finishes or is given back
+            // meanwhile is then in `held` and in the reports or returns
+            // too, never in neither (which would read as lost on the way).
+            let held_units = self.state.held_units(MAX_HELD)?;
             let reports = self.reports_to_send()?;
             let held = self.state.task_count()?;
             let unsettled = self.state.totals(u64::MAX)?.pending_reports;
             let want = work_wanted(self.target, held, unsettled, draining);
+            let returned = self
+                .state
+                .pending_returns(MAX_TASKS_PER_EXCHANGE as usize)?;
             if want == 0 && !draining && held < self.target {
                 tracing::debug!(
                     unsettled,
                     "asking for no work until the coordinator settles results"
                 );
             }
-            if reports.is_empty() && want == 0 {
+            if reports.is_empty() && returned.is_empty() && want == 0 {
                 if draining {
                     return Ok(());
                 }
@@ -734,7 +759,8 @@ impl Uplink {
             let req = Request::Exchange(Exchange {
                 reports,
                 want,
-                returned: Vec::new(),
+                returned: returned.clone(),
+                held: held_units,
             });
             let reply =
                 tokio::time::timeout(EXCHANGE_TIMEOUT, net::request(&session.connection, &req))
@@ -753,6 +779,7 @@ impl Uplink {
             }
             let rejected: Vec<UnitId> = reply.rejected.iter().map(|(u, _)| *u).collect();
             self.state.settle(&reply.accepted, &rejected)?;
+            self.state.returns_told(&returned)?;
             let mut tasks = reply.tasks;
             if tasks.len() > want as usize {
                 // More than asked: never hold past the volunteer's buffer.
@@ -773,13 +800,16 @@ impl Uplink {
                 }
                 match self.fetch_module(session, &task.module).await {
                     Ok(()) => ready.push(task),
-                    // Not the module's fault: no error result; the copy
-                    // times out and is reissued.
-                    Err(e) => tracing::warn!(
-                        unit = task.unit,
-                        "cannot fetch module {}: {e:#}",
-                        task.module
-                    ),
+                    // Not the module's fault: no error result; the task is
+                    // given back and reissued.
+                    Err(e) => {
+                        tracing::warn!(
+                            unit = task.unit,
+                            "cannot fetch module {}, giving the task back: {e:#}",
+                            task.module
+                        );
+                        self.state.give_back(task.unit, now_ms())?;
+                    }
                 }
             }
             if !ready.is_empty() {

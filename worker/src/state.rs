@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS history (
     acknowledged INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS history_finished ON history (finished_ms);
+CREATE TABLE IF NOT EXISTS returns (
+    unit INTEGER PRIMARY KEY,
+    returned_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -162,6 +166,17 @@ impl LocalState {
         Ok(tasks)
     }
 
+    /// The units of every held task, at most `max` (`None` beyond).
+    pub fn held_units(&self, max: usize) -> Result<Option<Vec<UnitId>>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT unit FROM tasks ORDER BY unit LIMIT ?1")?;
+        let units = stmt
+            .query_map([max as i64 + 1], |r| r.get::<_, i64>(0))?
+            .map(|u| u.map(|u| u as UnitId))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((units.len() <= max).then_some(units))
+    }
+
     /// How many tasks are held.
     pub fn task_count(&self) -> Result<usize> {
         let n: i64 = self
@@ -170,10 +185,42 @@ impl LocalState {
         Ok(n.max(0) as usize)
     }
 
-    /// Forgets a task that will not be run (past its deadline, refused).
-    pub fn drop_task(&self, unit: UnitId) -> Result<()> {
-        self.db()
-            .execute("DELETE FROM tasks WHERE unit = ?1", [unit as i64])?;
+    /// Gives a task back unstarted (it can no longer start in time, or its
+    /// module cannot be had): forgets it and keeps its unit to tell the
+    /// coordinator, which voids the copy without charging this host.
+    pub fn give_back(&self, unit: UnitId, now_ms: u64) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM tasks WHERE unit = ?1", [unit as i64])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO returns (unit, returned_ms) VALUES (?1, ?2)",
+            params![unit as i64, clamp(now_ms)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Units given back and not yet told to the coordinator, oldest first,
+    /// at most `max`.
+    pub fn pending_returns(&self, max: usize) -> Result<Vec<UnitId>> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare("SELECT unit FROM returns ORDER BY returned_ms, unit LIMIT ?1")?;
+        let units = stmt
+            .query_map([max as i64], |r| r.get::<_, i64>(0))?
+            .map(|u| u.map(|u| u as UnitId))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(units)
+    }
+
+    /// The coordinator heard of these given-back units: forget them.
+    pub fn returns_told(&self, units: &[UnitId]) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        for unit in units {
+            tx.execute("DELETE FROM returns WHERE unit = ?1", [*unit as i64])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -396,7 +443,26 @@ mod tests {
         let totals = state.totals(0).unwrap();
         assert_eq!((totals.finished_since, totals.claimed_fuel), (1, 7));
         assert_eq!(state.totals(13).unwrap().finished_since, 0);
-        state.drop_task(2).unwrap();
+        state.give_back(2, 14).unwrap();
         assert!(!state.has_task(2).unwrap());
+    }
+
+    #[test]
+    fn a_task_given_back_is_told_once_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = LocalState::open(dir.path()).unwrap();
+        state.add_tasks(&[task(1), task(2), task(3)], 10).unwrap();
+        state.give_back(3, 20).unwrap();
+        state.give_back(1, 21).unwrap();
+        drop(state);
+
+        let state = LocalState::open(dir.path()).unwrap();
+        assert_eq!(state.task_count().unwrap(), 1, "given back: no longer held");
+        assert_eq!(state.held_units(1).unwrap(), Some(vec![2]));
+        assert_eq!(state.held_units(0).unwrap(), None, "more than told");
+        assert_eq!(state.pending_returns(10).unwrap(), vec![3, 1]);
+        assert_eq!(state.pending_returns(1).unwrap(), vec![3]);
+        state.returns_told(&[3]).unwrap();
+        assert_eq!(state.pending_returns(10).unwrap(), vec![1]);
     }
 }

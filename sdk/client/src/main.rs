@@ -120,7 +120,7 @@ fn main() {
 /// One line about a job; the server's text in it is escaped.
 fn summary(s: &Value) -> String {
     let line = format!(
-        "job {} \"{}\": {} units, {} validated, {} in progress, {} pending, {} failed{}",
+        "job {} \"{}\": {} units, {} validated, {} in progress, {} pending, {} failed{}{}",
         s["id"],
         s["name"].as_str().unwrap_or(""),
         s["units_total"],
@@ -132,6 +132,10 @@ fn summary(s: &Value) -> String {
             " (finished)"
         } else {
             ""
+        },
+        match s["waiting"].as_str() {
+            Some(why) => format!("; {why}"),
+            None => String::new(),
         }
     );
     printable(&line).into_owned()
