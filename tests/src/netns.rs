@@ -477,37 +477,25 @@ const NLM_F_ACK: u16 = 4;
 const AF_INET: u16 = 2;
 
 impl DelayLine {
-    /// Starts the thread and waits until it listens on `queue` in `ns`.
+    /// Binds `queue` in `ns` and starts the thread.
     fn start(ns: &str, queue: u16, imp: &Impairment) -> Result<DelayLine> {
         let delay = Duration::from_millis(imp.delay_ms.into());
         let loss = imp.loss_percent;
+        // The socket belongs to the namespace it was opened in.
+        let sock = Star::in_namespace(ns, || nfqueue_socket(queue))??;
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready, listening) = std::sync::mpsc::channel();
-        let path = format!("/run/netns/{ns}");
         let flag = stop.clone();
+        let ns = ns.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("delay line {ns}"))
             .spawn(move || {
-                let sock = match nfqueue_socket(&path, queue) {
-                    Ok(sock) => {
-                        let _ = ready.send(Ok(()));
-                        sock
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        return;
-                    }
-                };
                 if let Err(e) = delay_packets(&sock, queue, delay, loss, &flag) {
                     // Packets now wait forever in the queue: the test
                     // sees a dead network and says why in its output.
-                    eprintln!("the delay line in {path} stopped: {e:#}");
+                    eprintln!("the delay line in {ns} stopped: {e:#}");
                 }
             })
             .context("starting the delay line thread")?;
-        listening
-            .recv()
-            .context("the delay line thread ended before it listened")??;
         Ok(DelayLine {
             stop,
             thread: Some(thread),
@@ -559,16 +547,10 @@ fn netlink_messages(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
-/// Enters `netns_path` (this thread only), opens a netfilter netlink
-/// socket and binds it to `queue`, copying packet metadata only.
-fn nfqueue_socket(netns_path: &str, queue: u16) -> Result<rustix::fd::OwnedFd> {
+/// Opens a netfilter netlink socket in the calling thread's network
+/// namespace and binds it to `queue`, copying packet metadata only.
+fn nfqueue_socket(queue: u16) -> Result<rustix::fd::OwnedFd> {
     use rustix::net::{AddressFamily, SocketType, netlink};
-    let ns = std::fs::File::open(netns_path).with_context(|| format!("opening {netns_path}"))?;
-    rustix::thread::move_into_link_name_space(
-        ns.as_fd(),
-        Some(rustix::thread::LinkNameSpaceType::Network),
-    )
-    .with_context(|| format!("entering the network namespace {netns_path}"))?;
     let sock = rustix::net::socket(
         AddressFamily::NETLINK,
         SocketType::RAW,

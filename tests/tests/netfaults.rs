@@ -86,7 +86,8 @@ fn mixer_native(input: &[u8]) -> String {
 /// cuts whatever is in flight) leaves those copies issued to a worker that
 /// never heard of them until their deadline, and a host never gets a
 /// second copy of a unit, so a unit whose two copies were lost that way
-/// needs two more hosts.
+/// needs two more hosts. Each run here loses one or two copies that way;
+/// with three workers, one run in five never finished.
 const WORKERS: usize = 4;
 
 /// Longer than the partition (copies held through it are not timed out),
