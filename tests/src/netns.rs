@@ -124,7 +124,7 @@ fn sweep() -> Result<()> {
 /// With `sch_netem` this is one `netem loss L% delay D rate R` qdisc on
 /// each end of the link. A kernel without it (such as this project's
 /// build machines') gets `tbf` for the rate on each end, and for loss and
-/// delay a [`DelayLine`] at the hub fed by iptables' NFQUEUE target.
+/// delay a delay line at the hub fed by iptables' NFQUEUE target.
 #[derive(Clone, Copy, Debug)]
 pub struct Impairment {
     pub loss_percent: u32,
@@ -701,5 +701,57 @@ impl XorShift {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         (self.0 % 100) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_message_has_the_layout_nfnetlink_expects() {
+        let m = nfnl_message(
+            NFQNL_MSG_VERDICT,
+            NLM_F_REQUEST,
+            0,
+            7,
+            &[(NFQA_VERDICT_HDR, &[0, 0, 0, 1, 0, 0, 0, 42])],
+        );
+        // nlmsghdr (16) + nfgenmsg (4) + one attribute (4 + 8).
+        assert_eq!(m.len(), 32);
+        assert_eq!(u32::from_ne_bytes([m[0], m[1], m[2], m[3]]), 32);
+        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), (3 << 8) | 1);
+        assert_eq!(&m[18..20], &7u16.to_be_bytes());
+        assert_eq!(u16::from_ne_bytes([m[20], m[21]]), 12);
+        assert_eq!(u16::from_ne_bytes([m[22], m[23]]), NFQA_VERDICT_HDR);
+        let parsed = netlink_messages(&m);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].0, (3 << 8) | 1);
+        assert_eq!(parsed[0].1.len(), 16);
+    }
+
+    #[test]
+    fn attributes_are_padded_to_four_bytes() {
+        let m = nfnl_message(
+            NFQNL_MSG_CONFIG,
+            NLM_F_REQUEST,
+            0,
+            0,
+            &[(NFQA_CFG_PARAMS, &[0; 5])],
+        );
+        assert_eq!(m.len(), 16 + 4 + 12);
+    }
+
+    #[test]
+    fn truncated_or_lying_netlink_lengths_end_the_parse() {
+        let m = nfnl_message(NFQNL_MSG_PACKET, 0, 0, 0, &[]);
+        for cut in 0..m.len() {
+            assert!(netlink_messages(&m[..cut]).is_empty(), "cut at {cut}");
+        }
+        let mut lying = m.clone();
+        lying[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(netlink_messages(&lying).is_empty());
+        lying[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        assert!(netlink_messages(&lying).is_empty());
     }
 }
