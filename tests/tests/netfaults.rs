@@ -1,4 +1,4 @@
-//! Real network faults: the coordinator and three workers in network
+//! Real network faults: the coordinator and four workers in network
 //! namespaces of their own, joined by veth pairs that lose 10 % of the
 //! packets each way, delay them 150 ms each way (300 ms round trip) and
 //! carry 1 Mbit/s, then cut for 30 s and healed. Needs root (CI runs as
