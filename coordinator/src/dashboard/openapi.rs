@@ -227,6 +227,33 @@ pub fn document() -> Value {
         list("HostEntry"),
         hosts_params(),
     );
+    // Links name the ids a response hands out, so a client (and
+    // schemathesis's stateful phase) can follow them to existing data.
+    hosts_json["responses"]["200"]["links"] = json!({
+        "host": { "operationRef": "#/paths/~1api~1v1~1hosts~1{id}/get",
+                  "parameters": { "id": "$response.body#/0/public_key" } },
+        "hostPage": { "operationRef": "#/paths/~1hosts~1{id}/get",
+                      "parameters": { "id": "$response.body#/0/id" } }
+    });
+    let mut dataset_json = api(
+        "One page of the dataset with provenance",
+        json!({
+        "type": "object", "required": ["page", "per_page", "total_rows", "pages", "rows"],
+        "properties": { "page": { "type": "integer", "minimum": 1 }, "per_page": { "type": "integer" },
+                        "total_rows": { "type": "integer" }, "pages": { "type": "integer", "minimum": 1 },
+                        "rows": { "type": "array", "items": { "type": "object" } } } }),
+        dataset_params(),
+    );
+    dataset_json["responses"]["200"]["links"] = json!({
+        "output": { "operationRef": "#/paths/~1api~1v1~1blob~1{hash}/get",
+                    "parameters": { "hash": "$response.body#/rows/0/output_hash" } },
+        "input": { "operationRef": "#/paths/~1api~1v1~1blob~1{hash}/get",
+                   "parameters": { "hash": "$response.body#/rows/0/input_hash" } },
+        "job": { "operationRef": "#/paths/~1api~1v1~1jobs~1{id}/get",
+                 "parameters": { "id": "$response.body#/rows/0/job" } },
+        "manifest": { "operationRef": "#/paths/~1api~1v1~1jobs~1{id}~1manifest/get",
+                      "parameters": { "id": "$response.body#/rows/0/job" } }
+    });
     hosts_json["responses"]["200"]["headers"] = json!({
         "X-Total-Count": { "description": "how many hosts there are", "schema": { "type": "integer", "minimum": 0 } },
         "Link": { "description": "the previous and next pages", "schema": { "type": "string" } }
@@ -286,11 +313,7 @@ pub fn document() -> Value {
             "/api/v1/hosts/{id}": { "get": api("One host: facts, credit, result record, trust", json!({
                 "allOf": [obj("HostEntry"), { "type": "object", "required": ["record", "trust"],
                     "properties": { "record": { "type": "object" }, "trust": { "type": "integer", "minimum": 0 } } }] }), host_id()) },
-            "/api/v1/dataset": { "get": api("One page of the dataset with provenance", json!({
-                "type": "object", "required": ["page", "per_page", "total_rows", "pages", "rows"],
-                "properties": { "page": { "type": "integer", "minimum": 1 }, "per_page": { "type": "integer" },
-                                "total_rows": { "type": "integer" }, "pages": { "type": "integer", "minimum": 1 },
-                                "rows": { "type": "array", "items": { "type": "object" } } } }), dataset_params()) },
+            "/api/v1/dataset": { "get": dataset_json },
             "/api/v1/blobs/missing": { "post": missing },
             "/api/v1/blobs/{hash}": { "put": put_blob },
             "/api/v1/openapi.json": { "get": api("This document", json!({ "type": "object", "required": ["openapi", "paths"] }), json!([])) },
