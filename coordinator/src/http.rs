@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -101,6 +102,53 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
         ApiError(r.status(), r.body_text())
+    }
+}
+
+// axum's own rejections answer in plain text; every route of this API
+// answers `{"error": ...}`, so handlers take `Result<Extractor, Rejection>`
+// and turn the rejection into an [`ApiError`] with the same status.
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> ApiError {
+        ApiError(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> ApiError {
+        ApiError(r.status(), r.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> ApiError {
+        ApiError(r.status(), r.body_text())
+    }
+}
+
+/// The largest job or host id there can be: ids are SQLite rowids, which
+/// are signed 64-bit. A larger number names nothing, and the store could
+/// not even look it up.
+pub const MAX_ROW_ID: u64 = i64::MAX as u64;
+
+/// A job id from the path (`/api/v1/jobs/{id}`, `/jobs/{id}`, …): `400`
+/// when it is not a whole number, `404` when it is above [`MAX_ROW_ID`].
+pub struct JobIdPath(pub JobId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<JobIdPath> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
+        let id: JobId = raw.trim().parse().map_err(|_| {
+            bad_request(
+                "the job id in the path must be a whole number, as `peergrid job list` shows",
+            )
+        })?;
+        if id > MAX_ROW_ID {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
+        }
+        Ok(JobIdPath(id))
     }
 }
 
@@ -190,9 +238,10 @@ async fn missing_blobs(
 
 async fn put_blob(
     State(api): State<Arc<Api>>,
-    Path(hash): Path<String>,
-    body: Bytes,
+    hash: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
+    let (Path(hash), body) = (hash?, body?);
     let hash: Hash = hash.parse().map_err(|e| bad_request(format!("{e}")))?;
     if Hash::of(&body) != hash {
         return Err(bad_request(
@@ -287,7 +336,7 @@ async fn list_jobs(State(api): State<Arc<Api>>) -> ApiResult<impl IntoResponse> 
 
 async fn job_status(
     State(api): State<Arc<Api>>,
-    Path(id): Path<JobId>,
+    JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<serde_json::Value>> {
     let store = api.grid.store.clone();
     let (status, failed, info) = blocking(move || {
@@ -317,7 +366,11 @@ async fn job_status(
 
 /// Any stored blob (module, input or output) by its hash: the dataset is
 /// public, and so is everything needed to re-check it.
-async fn get_blob(State(api): State<Arc<Api>>, Path(hash): Path<String>) -> ApiResult<Response> {
+async fn get_blob(
+    State(api): State<Arc<Api>>,
+    hash: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let Path(hash) = hash?;
     let hash: Hash = hash.parse().map_err(|e| bad_request(format!("{e}")))?;
     let store = api.grid.store.clone();
     let bytes = blocking(move || store.get_blob(&hash))
@@ -334,9 +387,10 @@ struct ExportQuery {
 /// Streams a job's dataset (see [`export::write_export`]).
 async fn export_results(
     State(api): State<Arc<Api>>,
-    Path(id): Path<JobId>,
-    Query(q): Query<ExportQuery>,
+    JobIdPath(id): JobIdPath,
+    q: Result<Query<ExportQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let Query(q) = q?;
     let format = match q.format.as_deref().unwrap_or("jsonl") {
         "jsonl" => ExportFormat::Jsonl,
         "csv" => ExportFormat::Csv,

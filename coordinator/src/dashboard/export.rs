@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::display::Base64Display;
@@ -36,7 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::grid::now_ms;
-use crate::http::{Api, ApiError, ApiResult, blocking};
+use crate::http::{Api, ApiError, ApiResult, JobIdPath, blocking};
 use crate::store::{DatasetRow, DatasetStamp, Store};
 
 /// Most dataset rows read per store call.
@@ -473,7 +473,10 @@ impl Exports {
     }
 }
 
-pub async fn manifest(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> ApiResult<Response> {
+pub async fn manifest(
+    State(api): State<Arc<Api>>,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Response> {
     let store = api.grid.store.clone();
     if blocking(move || store.job_info(id)).await?.is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));

@@ -23,6 +23,7 @@ pub mod pages;
 
 use std::sync::Arc;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::credit::Credit;
 use crate::grid::now_ms;
-use crate::http::{Api, ApiError, ApiResult, blocking};
+use crate::http::{Api, ApiError, ApiResult, JobIdPath, MAX_ROW_ID, blocking};
 use crate::store::{
     Bucket, DatasetRow, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, Store, StoreError,
 };
@@ -303,6 +304,9 @@ pub struct HostView {
 /// Finds a host by numeric id or hex public key.
 pub fn host_view(store: &dyn Store, id: &str, now: u64) -> Result<Option<HostView>, StoreError> {
     let id: Option<HostId> = match id.parse() {
+        // Above every rowid: no such host (and the store could not look
+        // it up).
+        Ok(n) if n > MAX_ROW_ID => None,
         Ok(n) => Some(n),
         Err(_) => store.host_by_key(id)?,
     };
@@ -405,13 +409,14 @@ async fn job_view_or_404(api: &Api, id: JobId) -> ApiResult<JobView> {
         .ok_or_else(|| not_found(format!("no job {id}")))
 }
 
-async fn job_page(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> PageResult {
+async fn job_page(State(api): State<Arc<Api>>, id: Result<JobIdPath, ApiError>) -> PageResult {
+    let JobIdPath(id) = id?;
     Ok(Html(pages::job(&job_view_or_404(&api, id).await?)))
 }
 
 async fn job_progress_json(
     State(api): State<Arc<Api>>,
-    Path(id): Path<JobId>,
+    JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<JobView>> {
     Ok(Json(job_view_or_404(&api, id).await?))
 }
@@ -436,7 +441,11 @@ impl PageQuery {
     }
 }
 
-async fn hosts_page(State(api): State<Arc<Api>>, Query(q): Query<PageQuery>) -> PageResult {
+async fn hosts_page(
+    State(api): State<Arc<Api>>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> PageResult {
+    let Query(q) = q.map_err(ApiError::from)?;
     let page = q.page()?;
     let v = view(&api, move |s, now| leaderboard_page(s, now, page)).await?;
     Ok(Html(pages::hosts(&v)))
@@ -455,8 +464,9 @@ async fn volunteers_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<Volu
 /// previous and next pages.
 async fn hosts_json(
     State(api): State<Arc<Api>>,
-    Query(q): Query<PageQuery>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let Query(q) = q?;
     let page = q.page()?;
     let v = view(&api, move |s, now| leaderboard_page(s, now, page)).await?;
     let mut links = Vec::new();
@@ -484,14 +494,19 @@ async fn host_view_or_404(api: &Api, id: String) -> ApiResult<HostView> {
         .ok_or_else(|| not_found(format!("no host {shown}")))
 }
 
-async fn host_page(State(api): State<Arc<Api>>, Path(id): Path<String>) -> PageResult {
+async fn host_page(
+    State(api): State<Arc<Api>>,
+    id: Result<Path<String>, PathRejection>,
+) -> PageResult {
+    let Path(id) = id.map_err(ApiError::from)?;
     Ok(Html(pages::host(&host_view_or_404(&api, id).await?)))
 }
 
 async fn host_json(
     State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<HostView>> {
+    let Path(id) = id?;
     Ok(Json(host_view_or_404(&api, id).await?))
 }
 
@@ -515,14 +530,22 @@ impl DatasetQuery {
                 }),
             }
         };
-        Ok((
-            num("job", &self.job)?,
-            num("page", &self.page)?.unwrap_or(1),
-        ))
+        let job = num("job", &self.job)?;
+        if let Some(job) = job.filter(|&j| j > MAX_ROW_ID) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("`job` {job} is above every job id ({MAX_ROW_ID} at most)"),
+            ));
+        }
+        Ok((job, num("page", &self.page)?.unwrap_or(1)))
     }
 }
 
-async fn dataset_page(State(api): State<Arc<Api>>, Query(q): Query<DatasetQuery>) -> PageResult {
+async fn dataset_page(
+    State(api): State<Arc<Api>>,
+    q: Result<Query<DatasetQuery>, QueryRejection>,
+) -> PageResult {
+    let Query(q) = q.map_err(ApiError::from)?;
     let (job, page) = q.parse()?;
     let v = view(&api, move |s, _| dataset_view(s, job, page)).await?;
     Ok(Html(pages::dataset(&v)))
@@ -530,8 +553,9 @@ async fn dataset_page(State(api): State<Arc<Api>>, Query(q): Query<DatasetQuery>
 
 async fn dataset_json(
     State(api): State<Arc<Api>>,
-    Query(q): Query<DatasetQuery>,
+    q: Result<Query<DatasetQuery>, QueryRejection>,
 ) -> ApiResult<Json<DatasetView>> {
+    let Query(q) = q?;
     let (job, page) = q.parse()?;
     Ok(Json(
         view(&api, move |s, _| dataset_view(s, job, page)).await?,

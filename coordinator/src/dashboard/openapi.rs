@@ -6,54 +6,259 @@
 use axum::Json;
 use serde_json::{Value, json};
 
-fn op(summary: &str, content: &str, params: Value) -> Value {
+/// The largest job id, as a JSON number.
+const MAX_ID: u64 = crate::http::MAX_ROW_ID;
+
+/// An operation answering `200` with `content` (`schema` its body's
+/// schema, or `{}`), and `4XX` with an error in `errors` (`application/json`
+/// for the API, `text/html` for the pages).
+fn op(summary: &str, content: &str, schema: Value, errors: &str, params: Value) -> Value {
+    let error_body = if errors == "text/html" {
+        json!({ errors: {} })
+    } else {
+        json!({ errors: { "schema": { "$ref": "#/components/schemas/Error" } } })
+    };
     json!({
         "summary": summary,
         "parameters": params,
         "responses": {
-            "200": { "description": "OK", "content": { content: {} } },
-            "4XX": { "description": "`{\"error\": ...}` saying what was wrong",
-                     "content": { "application/json": {} } }
+            "200": { "description": "OK", "content": { content: { "schema": schema } } },
+            "4XX": { "description": "what was wrong with the request", "content": error_body }
         }
     })
 }
 
-fn path_id(name: &str, desc: &str) -> Value {
-    json!({ "name": name, "in": "path", "required": true, "description": desc,
-            "schema": { "type": "string" } })
+/// A JSON route: `200` with `schema`, errors as `{"error": ...}`.
+fn api(summary: &str, schema: Value, params: Value) -> Value {
+    op(
+        summary,
+        "application/json",
+        schema,
+        "application/json",
+        params,
+    )
 }
 
-fn query(name: &str, desc: &str) -> Value {
+/// An HTML page: errors are HTML pages too.
+fn page(summary: &str, params: Value) -> Value {
+    op(summary, "text/html", json!({}), "text/html", params)
+}
+
+/// A download streamed or built on request: `503` with `Retry-After`
+/// when too many are running.
+fn download(summary: &str, content: &str, params: Value) -> Value {
+    let mut o = op(summary, content, json!({}), "application/json", params);
+    o["responses"]["503"] = busy();
+    o
+}
+
+fn busy() -> Value {
+    json!({
+        "description": "too many downloads at once: `{\"error\": ...}`; come back after `Retry-After` seconds",
+        "headers": { "Retry-After": { "schema": { "type": "integer", "minimum": 0 } } },
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    })
+}
+
+fn error(description: &str) -> Value {
+    json!({ "description": description,
+            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn job_id() -> Value {
+    json!([{ "name": "id", "in": "path", "required": true, "description": "job id",
+             "schema": { "type": "integer", "minimum": 0, "maximum": MAX_ID } }])
+}
+
+fn host_id() -> Value {
+    json!([{ "name": "id", "in": "path", "required": true,
+             "description": "host id or hex public key", "schema": { "type": "string" } }])
+}
+
+fn hash_param(desc: &str) -> Value {
+    json!([{ "name": "hash", "in": "path", "required": true, "description": desc,
+             "schema": { "$ref": "#/components/schemas/Hash" } }])
+}
+
+/// A whole number, or empty (what an HTML form sends for "any").
+fn number_or_empty(name: &str, desc: &str, maximum: u64) -> Value {
     json!({ "name": name, "in": "query", "required": false, "description": desc,
-            "schema": { "type": "string" } })
+            "schema": { "anyOf": [
+                { "type": "integer", "minimum": 0, "maximum": maximum },
+                { "type": "string", "maxLength": 0 }
+            ] } })
+}
+
+/// The reusable schemas: the error body, a hash, and the rows the API
+/// answers with. Objects allow more properties than listed, so adding a
+/// field is not a breaking change.
+fn schemas() -> Value {
+    let count = json!({ "type": "integer", "minimum": 0 });
+    json!({
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": { "error": { "type": "string", "description": "what went wrong and what to do" } }
+        },
+        "Hash": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "BLAKE3, 64 hex digits" },
+        "JobStatus": {
+            "type": "object",
+            "required": ["id", "name", "module", "researcher", "created_ms", "settings",
+                         "units_total", "validated", "failed", "in_progress", "pending", "finished"],
+            "properties": {
+                "id": count, "name": { "type": "string" },
+                "module": { "$ref": "#/components/schemas/Hash" },
+                "researcher": { "type": "string" }, "created_ms": count,
+                "settings": { "type": "object" },
+                "units_total": count, "validated": count, "failed": count,
+                "in_progress": count, "pending": count, "finished": { "type": "boolean" }
+            }
+        },
+        "DatasetSize": {
+            "type": "object", "required": ["rows"],
+            "properties": { "rows": count }
+        },
+        "Throughput": {
+            "type": "object", "required": ["from_ms", "bucket_ms", "buckets"],
+            "properties": {
+                "from_ms": count, "bucket_ms": count,
+                "buckets": { "type": "array", "items": { "type": "object" } }
+            }
+        },
+        "Credit": {
+            "type": "object", "required": ["total", "recent"],
+            "properties": { "total": count, "recent": { "type": "number" } }
+        },
+        "HostEntry": {
+            "type": "object", "required": ["id", "public_key", "online", "credit"],
+            "properties": {
+                "id": count, "public_key": { "type": "string" }, "online": { "type": "boolean" },
+                "credit": { "$ref": "#/components/schemas/Credit" }
+            }
+        }
+    })
 }
 
 /// The document.
 pub fn document() -> Value {
     let json_ = "application/json";
-    let html = "text/html";
-    let job = || json!([path_id("id", "job id")]);
-    let host = || json!([path_id("id", "host id or hex public key")]);
+    let obj = |r: &str| json!({ "$ref": format!("#/components/schemas/{r}") });
+    let list = |r: &str| json!({ "type": "array", "items": obj(r) });
     let token = json!([{ "bearer": [] }]);
-    let mut submit = op("Submit a job (researcher token)", json_, json!([]));
+    let unauthorized = error("missing or wrong researcher token");
+
+    let mut submit = api("Submit a job (researcher token)", json!({}), json!([]));
     submit["security"] = token.clone();
-    submit["responses"]["201"] = json!({ "description": "Created: `{\"job_id\": N}`" });
-    let mut missing = op(
+    submit["requestBody"] = json!({ "required": true, "content": { json_: { "schema": {
+        "type": "object",
+        "required": ["name", "module", "args", "settings", "units", "validator", "signature"],
+        "properties": {
+            "name": { "type": "string" },
+            "module": obj("Hash"),
+            "args": { "type": "array", "items": { "type": "string" } },
+            "settings": { "type": "object" },
+            "units": { "type": "array", "items": { "type": "object", "required": ["name", "input"],
+                "properties": { "name": { "type": "string" }, "input": obj("Hash") } } },
+            "validator": { "type": "object", "required": ["kind"],
+                "properties": { "kind": { "type": "string", "enum": ["bitwise", "tolerance", "custom"] } } },
+            "signature": { "type": "object", "required": ["endorsement", "signature"] }
+        }
+    } } } });
+    let responses = &mut submit["responses"];
+    responses.as_object_mut().map(|r| r.remove("200"));
+    responses["201"] = json!({ "description": "Created", "content": { json_: { "schema": {
+        "type": "object", "required": ["job_id"], "properties": { "job_id": { "type": "integer", "minimum": 0 } }
+    } } } });
+    responses["401"] = unauthorized.clone();
+    responses["403"] = error("the job's signature does not verify under the project key");
+
+    let mut missing = api(
         "Which of these blob hashes are missing (researcher token)",
-        json_,
+        list("Hash"),
         json!([]),
     );
     missing["security"] = token.clone();
-    let mut put_blob = op(
+    missing["requestBody"] =
+        json!({ "required": true, "content": { json_: { "schema": list("Hash") } } });
+    missing["responses"]["401"] = unauthorized.clone();
+
+    let mut put_blob = api(
         "Upload a blob named by its BLAKE3 (researcher token)",
-        json_,
-        json!([path_id("hash", "hex BLAKE3 of the body")]),
+        json!({}),
+        hash_param("BLAKE3 of the body"),
     );
     put_blob["security"] = token;
-    let dataset_params = json!([
-        query("job", "job id; empty or absent for every job"),
-        query("page", "1-based page of 50 rows")
-    ]);
+    put_blob["requestBody"] = json!({ "required": true, "content": { "application/octet-stream": {
+        "schema": { "type": "string", "format": "binary" } } } });
+    let responses = &mut put_blob["responses"];
+    responses.as_object_mut().map(|r| r.remove("200"));
+    responses["201"] = json!({ "description": "Stored" });
+    responses["401"] = unauthorized;
+
+    let mut results = download(
+        "Stream a job's dataset",
+        "application/x-ndjson",
+        json!([
+            job_id()[0],
+            { "name": "format", "in": "query", "required": false,
+              "schema": { "type": "string", "enum": ["jsonl", "csv"], "default": "jsonl" } }
+        ]),
+    );
+    results["responses"]["200"]["content"]["text/csv"] = json!({});
+
+    let dataset_params = || {
+        json!([
+            number_or_empty("job", "job id; empty or absent for every job", MAX_ID),
+            number_or_empty(
+                "page",
+                "1-based page of 50 rows (clamped to the pages there are)",
+                u64::MAX
+            )
+        ])
+    };
+    let hosts_params = || {
+        json!([number_or_empty(
+            "page",
+            "1-based page of 100 hosts (clamped to the pages there are)",
+            u64::MAX
+        )])
+    };
+    let mut hosts_json = api(
+        "One page of hosts with credit (total and recent average per day), highest first",
+        list("HostEntry"),
+        hosts_params(),
+    );
+    // Links name the ids a response hands out, so a client (and
+    // schemathesis's stateful phase) can follow them to existing data.
+    hosts_json["responses"]["200"]["links"] = json!({
+        "host": { "operationRef": "#/paths/~1api~1v1~1hosts~1{id}/get",
+                  "parameters": { "id": "$response.body#/0/public_key" } },
+        "hostPage": { "operationRef": "#/paths/~1hosts~1{id}/get",
+                      "parameters": { "id": "$response.body#/0/id" } }
+    });
+    let mut dataset_json = api(
+        "One page of the dataset with provenance",
+        json!({
+        "type": "object", "required": ["page", "per_page", "total_rows", "pages", "rows"],
+        "properties": { "page": { "type": "integer", "minimum": 1 }, "per_page": { "type": "integer" },
+                        "total_rows": { "type": "integer" }, "pages": { "type": "integer", "minimum": 1 },
+                        "rows": { "type": "array", "items": { "type": "object" } } } }),
+        dataset_params(),
+    );
+    dataset_json["responses"]["200"]["links"] = json!({
+        "output": { "operationRef": "#/paths/~1api~1v1~1blob~1{hash}/get",
+                    "parameters": { "hash": "$response.body#/rows/0/output_hash" } },
+        "input": { "operationRef": "#/paths/~1api~1v1~1blob~1{hash}/get",
+                   "parameters": { "hash": "$response.body#/rows/0/input_hash" } },
+        "job": { "operationRef": "#/paths/~1api~1v1~1jobs~1{id}/get",
+                 "parameters": { "id": "$response.body#/rows/0/job" } },
+        "manifest": { "operationRef": "#/paths/~1api~1v1~1jobs~1{id}~1manifest/get",
+                      "parameters": { "id": "$response.body#/rows/0/job" } }
+    });
+    hosts_json["responses"]["200"]["headers"] = json!({
+        "X-Total-Count": { "description": "how many hosts there are", "schema": { "type": "integer", "minimum": 0 } },
+        "Link": { "description": "the previous and next pages", "schema": { "type": "string" } }
+    });
+
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -62,43 +267,58 @@ pub fn document() -> Value {
             "description": "Public read-only dashboard and API of a peergrid volunteer computing grid. \
                 Credit is in wasmtime fuel (1 credit = 1 fuel ≈ one wasm instruction). Times are Unix milliseconds."
         },
-        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer",
-            "description": "the researcher token printed by `peergrid-coordinator init`" } } },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer",
+                "description": "the researcher token printed by `peergrid-coordinator init`" } },
+            "schemas": schemas()
+        },
         "paths": {
-            "/": { "get": op("Overview page", html, json!([])) },
-            "/jobs/{id}": { "get": op("Job page", html, job()) },
-            "/hosts": { "get": op("Host leaderboard by credit", html, json!([])) },
-            "/hosts/{id}": { "get": op("Host page", html, host()) },
-            "/dataset": { "get": op("Dataset browser", html, dataset_params.clone()) },
-            "/api/v1/health": { "get": op("Liveness: `{\"ok\": true}`", json_, json!([])) },
-            "/api/v1/overview": { "get": op("Workers online, last hour's throughput, dataset size, jobs in progress", json_, json!([])) },
-            "/api/v1/throughput": { "get": op("Successful results and fuel per minute over the last hour", json_, json!([])) },
+            "/": { "get": page("Overview page", json!([])) },
+            "/jobs/{id}": { "get": page("Job page", job_id()) },
+            "/hosts": { "get": page("Host leaderboard by credit", hosts_params()) },
+            "/hosts/{id}": { "get": page("Host page", host_id()) },
+            "/dataset": { "get": page("Dataset browser", dataset_params()) },
+            "/api/v1/health": { "get": api("Liveness: `{\"ok\": true}`", json!({
+                "type": "object", "required": ["ok"], "properties": { "ok": { "type": "boolean" } } }), json!([])) },
+            "/api/v1/overview": { "get": api("Workers online, last hour's throughput, dataset size, jobs in progress", json!({
+                "type": "object",
+                "required": ["now_ms", "workers_online", "hosts_total", "dataset", "jobs_total", "jobs_in_progress"],
+                "properties": {
+                    "now_ms": { "type": "integer" }, "workers_online": { "type": "integer" },
+                    "hosts_total": { "type": "integer" }, "dataset": obj("DatasetSize"),
+                    "jobs_total": { "type": "integer" }, "jobs_in_progress": list("JobStatus")
+                } }), json!([])) },
+            "/api/v1/throughput": { "get": api("Successful results and fuel per minute over the last hour", obj("Throughput"), json!([])) },
             "/api/v1/jobs": {
-                "get": op("Every job's status", json_, json!([])),
+                "get": api("Every job's status", list("JobStatus"), json!([])),
                 "post": submit
             },
-            "/api/v1/jobs/{id}": { "get": op("A job's status and failed units", json_, job()) },
-            "/api/v1/jobs/{id}/progress": { "get": op("A job's page data: status, dataset size, validated units over time", json_, job()) },
-            "/api/v1/jobs/{id}/results": { "get": op("Stream a job's dataset", "application/x-ndjson", json!([
-                path_id("id", "job id"),
-                { "name": "format", "in": "query", "required": false,
-                  "schema": { "type": "string", "enum": ["jsonl", "csv"], "default": "jsonl" } }
-            ])) },
-            "/api/v1/blob/{hash}": { "get": op("Any stored blob (module, input, output) by BLAKE3 hash", "application/octet-stream", json!([
-                { "name": "hash", "in": "path", "required": true, "schema": { "type": "string" }, "description": "64 hex digits" }
-            ])) },
-            "/api/v1/jobs/{id}/manifest": { "get": op("BLAKE3 of every output by unit and of each whole export", json_, job()) },
-            "/api/v1/volunteers": { "get": op("Every volunteer (account) with the summed credit of its hosts, highest first", json_, json!([])) },
-            "/volunteers": { "get": op("Leaderboard of volunteers (HTML)", "text/html", json!([])) },
-            "/stats/volunteers.gz": { "get": op("Gzipped JSON lines: every volunteer with hosts and credit", "application/gzip", json!([])) },
-            "/api/v1/hosts": { "get": op("Every host with credit (total and recent average per day), highest first", json_, json!([])) },
-            "/api/v1/hosts/{id}": { "get": op("One host: facts, credit, result record, trust", json_, host()) },
-            "/api/v1/dataset": { "get": op("One page of the dataset with provenance", json_, dataset_params) },
+            "/api/v1/jobs/{id}": { "get": api("A job's status and failed units", json!({
+                "allOf": [obj("JobStatus"), { "type": "object", "required": ["failed_units"],
+                    "properties": { "failed_units": { "type": "array" } } }] }), job_id()) },
+            "/api/v1/jobs/{id}/progress": { "get": api("A job's page data: status, dataset size, validated units over time", json!({
+                "type": "object", "required": ["status", "dataset", "progress"],
+                "properties": { "status": obj("JobStatus"), "dataset": obj("DatasetSize"), "progress": obj("Throughput") } }), job_id()) },
+            "/api/v1/jobs/{id}/results": { "get": results },
+            "/api/v1/blob/{hash}": { "get": op("Any stored blob (module, input, output) by BLAKE3 hash",
+                "application/octet-stream", json!({}), json_, hash_param("64 hex digits")) },
+            "/api/v1/jobs/{id}/manifest": { "get": download("BLAKE3 of every output by unit and of each whole export", json_, job_id()) },
+            "/api/v1/volunteers": { "get": api("Every volunteer (account) with the summed credit of its hosts, highest first", json!({
+                "type": "array", "items": { "type": "object", "required": ["name", "hosts", "credit"],
+                    "properties": { "name": { "type": "string" }, "hosts": { "type": "array", "items": { "type": "string" } },
+                                    "credit": obj("Credit") } } }), json!([])) },
+            "/volunteers": { "get": page("Leaderboard of volunteers (HTML)", json!([])) },
+            "/stats/volunteers.gz": { "get": download("Gzipped JSON lines: every volunteer with hosts and credit", "application/gzip", json!([])) },
+            "/api/v1/hosts": { "get": hosts_json },
+            "/api/v1/hosts/{id}": { "get": api("One host: facts, credit, result record, trust", json!({
+                "allOf": [obj("HostEntry"), { "type": "object", "required": ["record", "trust"],
+                    "properties": { "record": { "type": "object" }, "trust": { "type": "integer", "minimum": 0 } } }] }), host_id()) },
+            "/api/v1/dataset": { "get": dataset_json },
             "/api/v1/blobs/missing": { "post": missing },
             "/api/v1/blobs/{hash}": { "put": put_blob },
-            "/api/v1/openapi.json": { "get": op("This document", json_, json!([])) },
-            "/stats/hosts.gz": { "get": op("Gzipped JSON lines: one host per line with credit", "application/gzip", json!([])) },
-            "/stats/credit.gz": { "get": op("Gzipped JSON lines: one validated unit per line with the fuel it granted and the agreeing hosts", "application/gzip", json!([])) }
+            "/api/v1/openapi.json": { "get": api("This document", json!({ "type": "object", "required": ["openapi", "paths"] }), json!([])) },
+            "/stats/hosts.gz": { "get": download("Gzipped JSON lines: one host per line with credit", "application/gzip", json!([])) },
+            "/stats/credit.gz": { "get": download("Gzipped JSON lines: one validated unit per line with the fuel it granted and the agreeing hosts", "application/gzip", json!([])) }
         }
     })
 }

@@ -601,3 +601,96 @@ fn fuel_sums_saturate_instead_of_failing() {
     assert_eq!(validated.len(), 1);
     assert_eq!(validated[0].fuel, i64::MAX as u64 + 2_000_000_000);
 }
+
+/// Ids above every SQLite rowid used to reach the store and come back as
+/// a 500 ("out of range integral type conversion attempted").
+#[tokio::test]
+async fn ids_above_every_rowid_are_not_found_instead_of_a_server_error() {
+    let f = fixture();
+    add_job(&f.store);
+    let huge = "9223372036854775808";
+    for uri in [
+        format!("/api/v1/jobs/{huge}"),
+        format!("/api/v1/jobs/{huge}/progress"),
+        format!("/api/v1/jobs/{huge}/manifest"),
+        format!("/api/v1/jobs/{huge}/results"),
+        format!("/api/v1/hosts/{huge}"),
+        format!("/jobs/{huge}"),
+        format!("/hosts/{huge}"),
+    ] {
+        let (status, _, body) = get(&f.app, &uri).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+    }
+    for uri in [
+        format!("/api/v1/dataset?job={huge}"),
+        format!("/dataset?job={huge}"),
+    ] {
+        let (status, _, body) = get(&f.app, &uri).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+    }
+    assert_eq!(
+        get(&f.app, "/api/v1/jobs/9223372036854775807").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// axum's own rejections (a path that is no number, a repeated query
+/// field) used to answer in plain text; the API answers JSON errors and
+/// the pages HTML ones.
+#[tokio::test]
+async fn malformed_paths_and_queries_get_json_errors_on_the_api_and_html_on_pages() {
+    let f = fixture();
+    add_job(&f.store);
+    for uri in [
+        "/api/v1/jobs/x",
+        "/api/v1/jobs/x/progress",
+        "/api/v1/jobs/x/manifest",
+        "/api/v1/jobs/1/results?format=csv&format=csv",
+        "/api/v1/dataset?job=1&job=1",
+        "/api/v1/hosts?page=1&page=2",
+        "/api/v1/blob/%FF",
+    ] {
+        let (status, ct, body) = get(&f.app, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(ct.starts_with("application/json"), "{uri}: {ct}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].is_string(), "{uri}: {v}");
+    }
+    for uri in [
+        "/jobs/x",
+        "/dataset?page=1&page=2",
+        "/hosts?page=1&page=1",
+        "/hosts/%FF",
+    ] {
+        let (status, ct, _) = get(&f.app, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(ct.starts_with("text/html"), "{uri}: {ct}");
+    }
+}
+
+/// An upload over the size limit is refused with a JSON error (axum's
+/// rejection was plain text).
+#[tokio::test]
+async fn an_oversized_upload_gets_a_json_413() {
+    let f = fixture();
+    let body = vec![0u8; peergrid_proto::limits::MAX_MODULE + 1];
+    let resp = f
+        .app
+        .clone()
+        .oneshot(
+            Request::put(format!("/api/v1/blobs/{}", Hash::of(&body)))
+                .header(header::AUTHORIZATION, "Bearer token")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let ct = resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ct.starts_with("application/json"), "{ct}");
+}
