@@ -295,7 +295,8 @@ pub fn document() -> Value {
             },
             "/api/v1/jobs/{id}": { "get": api("A job's status and failed units", json!({
                 "allOf": [obj("JobStatus"), { "type": "object", "required": ["failed_units"],
-                    "properties": { "failed_units": { "type": "array" } } }] }), job_id()) },
+                    "properties": { "failed_units": { "type": "array" },
+                        "waiting": { "type": "string", "description": "why the unfinished units are not going out, when the scheduler knows" } } }] }), job_id()) },
             "/api/v1/jobs/{id}/progress": { "get": api("A job's page data: status, dataset size, validated units over time", json!({
                 "type": "object", "required": ["status", "dataset", "progress"],
                 "properties": { "status": obj("JobStatus"), "dataset": obj("DatasetSize"), "progress": obj("Throughput") } }), job_id()) },
