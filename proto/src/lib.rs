@@ -11,6 +11,7 @@ pub mod guest;
 pub mod hash;
 pub mod join;
 pub mod limits;
+pub mod modcheck;
 pub mod signing;
 pub mod spec;
 pub mod text;
