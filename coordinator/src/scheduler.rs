@@ -406,6 +406,7 @@ impl Scheduler {
             .established_seen_ms
             .is_none_or(|t| now_ms.saturating_sub(t) > policy.established_idle_ms);
         let mut tasks = Vec::new();
+        let mut issued_jobs = Vec::new();
         let mut put_back = Vec::new();
         let mut scanned = 0;
         let mut bytes = 0;
@@ -492,8 +493,12 @@ impl Scheduler {
                     )
             };
             if unit.copies.iter().any(same_party) {
-                if unit.copies.iter().any(|c| c.host != host) {
-                    self.waiting.insert(unit.job.id, Waiting::OtherNetwork);
+                // Only another host's copy stands for every host of this
+                // network; this host's own copy keeps out only this host.
+                if unit.copies.iter().any(|c| c.host != host && same_party(c)) {
+                    self.waiting
+                        .entry(unit.job.id)
+                        .or_insert(Waiting::OtherNetwork);
                 }
                 continue;
             }
@@ -513,7 +518,9 @@ impl Scheduler {
                     .iter()
                     .all(|c| !other(c).is_some_and(|o| o.established(now_ms, &policy)));
                 if completes && all_young {
-                    self.waiting.insert(unit.job.id, Waiting::EstablishedHost);
+                    self.waiting
+                        .entry(unit.job.id)
+                        .or_insert(Waiting::EstablishedHost);
                     continue;
                 }
             }
@@ -524,8 +531,14 @@ impl Scheduler {
             }
             if let Some((task, size)) = self.issue(id, host, single, now_ms) {
                 bytes += size;
+                issued_jobs.push(task.job);
                 tasks.push(task);
             }
+        }
+        // A copy of a job's units went out: it is not waiting, whatever
+        // else this host could not take.
+        for job in issued_jobs {
+            self.waiting.remove(&job);
         }
         for id in put_back.into_iter().rev() {
             self.queue.push_front(id);
@@ -554,7 +567,6 @@ impl Scheduler {
         let deadline_ms = deadline::copy_deadline_ms(now_ms, wall_ms(s));
         let expiry_ms = deadline_ms.saturating_add(s.grace_secs * 1000);
         let canonical_nan = needs_canonical_nan(&unit.copies);
-        self.waiting.remove(&unit.job.id);
         unit.copies.push(Copy {
             host,
             state: CopyState::InProgress {

@@ -4,7 +4,7 @@
 //! stream; the stream's end delimits it, so there is no length prefix to
 //! forge. Swapping the format means changing only this module (and the
 //! ALPN in `wire.rs`: `peergrid/1` was bincode 2, which is unmaintained,
-//! RUSTSEC-2025-0141; `peergrid/2` is postcard, a documented, stable
+//! RUSTSEC-2025-0141; `peergrid/2` and later are postcard, a documented, stable
 //! format that wasmtime already brings into the tree).
 
 use serde::Serialize;

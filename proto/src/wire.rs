@@ -13,8 +13,9 @@ use crate::Hash;
 /// ALPN protocol name; it names the protocol version, so a worker and a
 /// coordinator that do not speak the same version fail the TLS handshake
 /// with a clear "no application protocol" error instead of garbling frames.
-/// Version 2: postcard instead of bincode, the `Busy` error, returned tasks.
-pub const ALPN: &[u8] = b"peergrid/2";
+/// Version 2: postcard instead of bincode, the `Busy` error, returned tasks;
+/// version 3: `Exchange::held`.
+pub const ALPN: &[u8] = b"peergrid/3";
 
 /// Work unit id, unique within a coordinator.
 pub type UnitId = u64;

@@ -385,14 +385,14 @@ impl Worker {
         for stored in held {
             let task = &stored.task;
             let wall_ms = task.limits.wall_ms.min(MAX_WALL_MS);
-            if busy.contains(&task.unit) || deadline::can_start(now, task.deadline_ms, wall_ms) {
+            if busy.contains(&task.unit) || deadline::can_start(now, stored.due_ms, wall_ms) {
                 startable.push(stored);
                 continue;
             }
             tracing::warn!(
                 unit = task.unit,
                 "giving back a task that can no longer start in time (due in {} s, may run {} s)",
-                task.deadline_ms.saturating_sub(now) / 1000,
+                stored.due_ms.saturating_sub(now) / 1000,
                 wall_ms / 1000
             );
             self.state.give_back(task.unit, now)?;
@@ -452,6 +452,7 @@ impl Worker {
         let StoredTask {
             mut task,
             checkpoint,
+            ..
         } = stored;
         // The coordinator's limits are trusted only within protocol bounds.
         task.limits.memory_bytes = self.task_memory(&task);
@@ -766,6 +767,8 @@ impl Uplink {
                 tokio::time::timeout(EXCHANGE_TIMEOUT, net::request(&session.connection, &req))
                     .await
                     .context("the coordinator did not answer in time")??;
+            // Tasks are due by this machine's clock from now on.
+            let received_ms = now_ms();
             let reply = match reply {
                 Reply::Exchange(reply) => reply,
                 Reply::Error(e) => bail!("coordinator error: {}", printable(&e.to_string())),
@@ -813,7 +816,7 @@ impl Uplink {
                 }
             }
             if !ready.is_empty() {
-                self.state.add_tasks(&ready, now_ms())?;
+                self.state.add_tasks(&ready, received_ms)?;
                 self.shared.wake_core.notify_one();
                 self.trim_caches()?;
             }

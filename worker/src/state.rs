@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context, Result};
-use peergrid_proto::codec;
 use peergrid_proto::wire::{Outcome, Task, TaskReport, UnitId};
+use peergrid_proto::{codec, deadline};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::sandbox::Checkpoint;
@@ -67,6 +67,8 @@ const PAUSED: &str = "paused";
 #[derive(Debug, Clone)]
 pub struct StoredTask {
     pub task: Task,
+    /// When it is due, by this machine's clock.
+    pub due_ms: u64,
     pub checkpoint: Option<Checkpoint>,
 }
 
@@ -110,15 +112,20 @@ impl LocalState {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps tasks the coordinator just assigned (a unit already held is
-    /// left as it is).
+    /// Keeps tasks the coordinator just assigned, received at `now_ms` (a
+    /// unit already held is left as it is). Each is due by this machine's
+    /// clock as the coordinator's rule makes it due by its own
+    /// ([`deadline::copy_deadline_ms`] from the time of receipt), so a
+    /// skewed clock never makes the worker start tasks late or give them
+    /// back early.
     pub fn add_tasks(&self, tasks: &[Task], now_ms: u64) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
         for task in tasks {
+            let due_ms = deadline::copy_deadline_ms(now_ms, task.limits.wall_ms);
             tx.execute(
                 "INSERT OR IGNORE INTO tasks (unit, task, deadline_ms, received_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![task.unit as i64, codec::encode(task)?, clamp(task.deadline_ms), clamp(now_ms)],
+                params![task.unit as i64, codec::encode(task)?, clamp(due_ms), clamp(now_ms)],
             )?;
         }
         tx.commit()?;
@@ -131,7 +138,7 @@ impl LocalState {
     pub fn tasks(&self) -> Result<Vec<StoredTask>> {
         let db = self.db();
         let mut stmt = db.prepare(
-            "SELECT unit, task, checkpoint, checkpoint_fuel FROM tasks ORDER BY received_ms, unit",
+            "SELECT unit, task, checkpoint, checkpoint_fuel, deadline_ms FROM tasks ORDER BY received_ms, unit",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -139,15 +146,17 @@ impl LocalState {
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, Option<Vec<u8>>>(2)?,
                 r.get::<_, Option<i64>>(3)?,
+                r.get::<_, i64>(4)?,
             ))
         })?;
         let mut tasks = Vec::new();
         let mut broken = Vec::new();
         for row in rows {
-            let (unit, bytes, checkpoint, fuel) = row?;
+            let (unit, bytes, checkpoint, fuel, due_ms) = row?;
             match codec::decode::<Task>(&bytes) {
                 Ok(task) => tasks.push(StoredTask {
                     task,
+                    due_ms: due_ms.max(0) as u64,
                     checkpoint: checkpoint.map(|state| Checkpoint {
                         state,
                         fuel_used: fuel.unwrap_or(0).max(0) as u64,
@@ -166,10 +175,15 @@ impl LocalState {
         Ok(tasks)
     }
 
-    /// The units of every held task, at most `max` (`None` beyond).
+    /// Every unit not settled with the coordinator: held tasks, reports
+    /// not yet acknowledged and tasks given back but not yet told; at most
+    /// `max` (`None` beyond).
     pub fn held_units(&self, max: usize) -> Result<Option<Vec<UnitId>>> {
         let db = self.db();
-        let mut stmt = db.prepare("SELECT unit FROM tasks ORDER BY unit LIMIT ?1")?;
+        let mut stmt = db.prepare(
+            "SELECT unit FROM tasks UNION SELECT unit FROM reports UNION SELECT unit FROM returns
+             ORDER BY unit LIMIT ?1",
+        )?;
         let units = stmt
             .query_map([max as i64 + 1], |r| r.get::<_, i64>(0))?
             .map(|u| u.map(|u| u as UnitId))
@@ -458,8 +472,8 @@ mod tests {
 
         let state = LocalState::open(dir.path()).unwrap();
         assert_eq!(state.task_count().unwrap(), 1, "given back: no longer held");
-        assert_eq!(state.held_units(1).unwrap(), Some(vec![2]));
-        assert_eq!(state.held_units(0).unwrap(), None, "more than told");
+        assert_eq!(state.held_units(3).unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(state.held_units(2).unwrap(), None, "more than told");
         assert_eq!(state.pending_returns(10).unwrap(), vec![3, 1]);
         assert_eq!(state.pending_returns(1).unwrap(), vec![3]);
         state.returns_told(&[3]).unwrap();
