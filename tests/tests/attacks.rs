@@ -333,3 +333,38 @@ fn one_address_cannot_fill_the_door_and_idle_connections_close() {
         drop(held);
     });
 }
+
+/// Fresh keys are free, so one address may register only a few new hosts
+/// an hour: past that it gets `Busy`, while a host it already registered
+/// and a new host from another address still get in.
+#[test]
+fn one_address_cannot_register_new_hosts_without_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator =
+        Coordinator::start_with(dir.path(), &["--new-hosts-per-ip-per-hour", "3"]).unwrap();
+    let join: JoinString = coordinator.join.parse().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let from = loopback_network();
+        for seed in 81..=83 {
+            identity(&join, seed, 1, from).await;
+        }
+        let facts = HostFacts {
+            cores: 1,
+            ..HostFacts::default()
+        };
+        let fourth =
+            net::connect(&join, &SigningKey::from_bytes(&[84; 32]), facts, Some(from)).await;
+        match fourth {
+            Err(net::NetError::Refused(e)) => {
+                assert_eq!(e.code, ErrorCode::Busy, "{}", e.message)
+            }
+            Err(e) => panic!("expected Busy, got {e}"),
+            Ok(_) => panic!("a fourth new host from one address got in"),
+        }
+        // A host this address already registered comes back.
+        identity(&join, 81, 1, from).await;
+        // A new host from another address is welcome.
+        identity(&join, 85, 1, loopback_network()).await;
+    });
+}

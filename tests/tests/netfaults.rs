@@ -1,4 +1,4 @@
-//! Real network faults: the coordinator and three workers in network
+//! Real network faults: the coordinator and four workers in network
 //! namespaces of their own, joined by veth pairs that lose 10 % of the
 //! packets each way, delay them 150 ms each way (300 ms round trip) and
 //! carry 1 Mbit/s, then cut for 30 s and healed. Needs root (CI runs as
@@ -81,13 +81,15 @@ fn mixer_native(input: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-/// Three workers, each on its own /24, for quorum 2. A reply that assigns
-/// tasks and is lost with its connection (the partition cuts whatever is
-/// in flight) leaves copies issued to a worker that never got them; the
-/// worker's next exchange says what it holds and those copies are
-/// reissued at once (`Exchange::held`). Before that they waited for
-/// their deadline, and with three workers one run in five never finished.
-const WORKERS: usize = 3;
+/// Four workers, each on its own /24, though quorum 2 needs two. A reply
+/// that assigns tasks and is lost with its connection (the partition cuts
+/// whatever is in flight) leaves copies issued to a worker that never got
+/// them; the worker's next exchange says what it holds and those copies
+/// are reissued at once (`Exchange::held`), but never to that host again
+/// (a host holds at most one copy of a unit), so a unit whose copies were
+/// lost on two hosts needs two more. With three workers that stalled a
+/// unit about one run in five.
+const WORKERS: usize = 4;
 
 /// A task's wall-clock limit; its copy is due after twice this plus 10 s,
 /// longer than the partition, so copies held through it never time out.
@@ -314,7 +316,7 @@ fn job_completes_through_loss_delay_and_a_partition() {
 
     let last = wait_for(
         &format!("job {job} to finish"),
-        Duration::from_secs(150),
+        Duration::from_secs(240),
         || {
             let s = status(&star, &c, job);
             (s["finished"] == Value::Bool(true)).then_some(s)
