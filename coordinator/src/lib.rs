@@ -2,7 +2,7 @@
 //! validates their redundant results and keeps the dataset.
 //!
 //! See `docs/ARCHITECTURE.md` for the map. The decision logic
-//! ([`quorum`], [`scheduler`], [`trust`], [`credit`]) is sans-IO; [`quic`], [`http`], [`grid`],
+//! ([`quorum`], [`scheduler`], [`trust`], [`credit`], [`seats`]) is sans-IO; [`quic`], [`http`], [`grid`],
 //! [`writer`], [`judge`] and [`store`] are the shells around it.
 
 pub mod credit;
@@ -16,6 +16,7 @@ pub mod netgroup;
 pub mod quic;
 pub mod quorum;
 pub mod scheduler;
+pub mod seats;
 pub mod sim;
 pub mod store;
 pub mod tls;

@@ -138,6 +138,14 @@ struct StrangerArgs {
     /// (runs single copies, completes new hosts' quorums).
     #[arg(long, default_value_t = 24.0)]
     established_after_hours: f64,
+    /// Authenticated worker connections at once; when all are taken, the
+    /// quietest one whose host holds no work gives way to a newcomer.
+    #[arg(long, default_value_t = DoorLimits::default().max_connections)]
+    max_connections: usize,
+    /// Connections before their Hello at once; when all are taken, the
+    /// oldest gives way.
+    #[arg(long, default_value_t = DoorLimits::default().max_unauthenticated)]
+    max_unauthenticated: usize,
     /// Worker connections from one IP address at once.
     #[arg(long, default_value_t = DoorLimits::default().max_connections_per_ip)]
     max_connections_per_ip: usize,
@@ -164,6 +172,8 @@ impl StrangerArgs {
 
     fn door(&self) -> DoorLimits {
         DoorLimits {
+            max_connections: self.max_connections.max(1),
+            max_unauthenticated: self.max_unauthenticated.max(1),
             max_connections_per_ip: self.max_connections_per_ip.max(1),
             new_hosts_per_ip_per_hour: self.new_hosts_per_ip_per_hour,
             idle_timeout: std::time::Duration::from_secs(self.idle_secs.max(1)),

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,9 +17,10 @@ use peergrid_proto::codec;
 use peergrid_proto::limits::{MAX_ACCOUNT, MAX_FRAME, MAX_HELLO, MAX_HOST_FACT};
 use peergrid_proto::text::is_host_fact_char;
 use peergrid_proto::wire::{ErrorCode, Hello, Reply, Request, Welcome, WireError, hello_message};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::grid::{Banned, Grid, now_ms};
+use crate::seats::{Admission, SeatId, Seats};
 use crate::store::HostId;
 
 /// A greeting older or newer than this is refused (clock skew allowance).
@@ -29,8 +31,15 @@ const HELLO_SKEW_MS: u64 = 10 * 60 * 1000;
 /// identities.
 #[derive(Clone, Copy, Debug)]
 pub struct DoorLimits {
-    /// Worker connections served at once.
+    /// Authenticated worker connections served at once. When all are
+    /// taken, a newcomer takes the seat of the connection quiet longest
+    /// whose host holds no work (`seats.rs`): a crowd of idle connections
+    /// cannot shut real workers out.
     pub max_connections: usize,
+    /// Connections in their handshake or before their Hello, at once (a
+    /// separate, smaller room: they have proved nothing yet). When all
+    /// are taken, the oldest is closed for the newcomer.
+    pub max_unauthenticated: usize,
     /// Connections from one IP address at once: one machine cannot fill
     /// the door (10,000 idle connections from one process locked real
     /// workers out before this existed).
@@ -53,6 +62,7 @@ impl Default for DoorLimits {
     fn default() -> Self {
         DoorLimits {
             max_connections: 10_000,
+            max_unauthenticated: 1024,
             max_connections_per_ip: 64,
             new_hosts_per_ip_per_hour: 60,
             hello_timeout: Duration::from_secs(10),
@@ -75,6 +85,44 @@ pub struct QuicServer {
     registrations: Mutex<HashMap<IpAddr, (f64, u64)>>,
     /// Permits are bytes of requests being read or handled.
     bytes: Arc<Semaphore>,
+    /// Connections that have not said Hello yet; each key wakes its
+    /// connection's task when it loses its seat.
+    strangers: Mutex<Seats<Arc<Notify>>>,
+    /// Authenticated connections, by host.
+    hosts: Mutex<Seats<(HostId, Arc<Notify>)>>,
+}
+
+/// Which room a seat is in.
+#[derive(Clone, Copy)]
+enum Room {
+    Strangers,
+    Hosts,
+}
+
+/// One connection's seat in a room, freed when dropped; `evicted` wakes
+/// when a newcomer took it.
+struct Seat {
+    server: Arc<QuicServer>,
+    room: Room,
+    id: SeatId,
+    evicted: Arc<Notify>,
+}
+
+impl Seat {
+    fn touch(&self, now_ms: u64) {
+        if let Room::Hosts = self.room {
+            lock(&self.server.hosts).touch(self.id, now_ms);
+        }
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        match self.room {
+            Room::Strangers => drop(lock(&self.server.strangers).leave(self.id)),
+            Room::Hosts => drop(lock(&self.server.hosts).leave(self.id)),
+        }
+    }
 }
 
 /// Holds one connection's place in the per-IP count until dropped.
@@ -117,6 +165,8 @@ impl QuicServer {
             per_ip: Mutex::new(HashMap::new()),
             registrations: Mutex::new(HashMap::new()),
             bytes: Arc::new(Semaphore::new(limits.bytes_in_flight)),
+            strangers: Mutex::new(Seats::new(limits.max_unauthenticated)),
+            hosts: Mutex::new(Seats::new(limits.max_connections)),
         })
     }
 
@@ -134,6 +184,53 @@ impl QuicServer {
         }
         *n += 1;
         Some(IpSlot { server: self, ip })
+    }
+
+    /// A seat for a connection that has not said Hello; the oldest such
+    /// connection gives way when all are taken.
+    fn stranger_seat(self: &Arc<Self>) -> Seat {
+        let evicted = Arc::new(Notify::new());
+        let admission = lock(&self.strangers).admit(evicted.clone(), now_ms(), |_| true);
+        let id = match admission {
+            Admission::Seated(id) => id,
+            Admission::Replaced { seat, evicted: (_, wake) } => {
+                wake.notify_one();
+                seat
+            }
+            // Unreachable with a predicate that accepts every seat.
+            Admission::Full => SeatId::MAX,
+        };
+        Seat {
+            server: self.clone(),
+            room: Room::Strangers,
+            id,
+            evicted,
+        }
+    }
+
+    /// A seat for `host`'s authenticated connection, or `None` when every
+    /// seat is taken by a host that holds work (or was quiet less long
+    /// than the ones searched).
+    fn host_seat(self: &Arc<Self>, host: HostId) -> Option<Seat> {
+        let evicted = Arc::new(Notify::new());
+        let admission = lock(&self.hosts).admit((host, evicted.clone()), now_ms(), |(h, _)| {
+            !self.grid.holds_work(*h)
+        });
+        let id = match admission {
+            Admission::Seated(id) => id,
+            Admission::Replaced { seat, evicted: (_, (old, wake)) } => {
+                tracing::debug!(host, evicted = old, "every seat taken: the quietest idle host gives way");
+                wake.notify_one();
+                seat
+            }
+            Admission::Full => return None,
+        };
+        Some(Seat {
+            server: self.clone(),
+            room: Room::Hosts,
+            id,
+            evicted,
+        })
     }
 
     /// Spends one of `ip`'s new-identity tokens; false when it has none.
@@ -159,17 +256,10 @@ impl QuicServer {
 
     /// Accepts connections until the endpoint is closed.
     pub async fn run(self: Arc<Self>) {
-        // Bounds the connections (and so the per-connection stream buffers)
-        // a crowd of strangers can hold open at once.
-        let max = self.limits.max_connections;
-        let slots = Arc::new(Semaphore::new(max));
+        // The rooms bound the connections (and so the per-connection
+        // stream buffers) a crowd of strangers can hold open at once.
         while let Some(incoming) = self.endpoint.accept().await {
             let remote = incoming.remote_address();
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, "refusing a connection: {max} are open");
-                incoming.refuse();
-                continue;
-            };
             let ip = door_key(remote.ip());
             if lock(&self.per_ip).get(&ip).copied().unwrap_or(0)
                 >= self.limits.max_connections_per_ip
@@ -180,14 +270,19 @@ impl QuicServer {
             }
             let server = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
                 let Some(_slot) = server.ip_slot(ip) else {
                     incoming.refuse();
                     return;
                 };
-                match incoming.await {
+                let seat = server.stranger_seat();
+                let connecting = tokio::select! {
+                    c = async { incoming.await } => c,
+                    // Dropping the handshake closes it.
+                    _ = seat.evicted.notified() => return,
+                };
+                match connecting {
                     Ok(conn) => {
-                        if let Err(e) = server.serve_connection(conn).await {
+                        if let Err(e) = server.serve_connection(conn, seat).await {
                             tracing::debug!(%remote, "connection ended: {e:#}");
                         }
                     }
@@ -198,16 +293,26 @@ impl QuicServer {
         }
     }
 
-    async fn serve_connection(&self, conn: quinn::Connection) -> Result<()> {
+    async fn serve_connection(
+        self: &Arc<Self>,
+        conn: quinn::Connection,
+        stranger: Seat,
+    ) -> Result<()> {
         let remote = conn.remote_address().ip().to_canonical();
         // The Hello must arrive, whole and small, within a deadline: a
         // stranger who has not proved a key holds almost nothing.
-        let first = tokio::time::timeout(self.limits.hello_timeout, async {
+        let hello = tokio::time::timeout(self.limits.hello_timeout, async {
             let (send, mut recv) = conn.accept_bi().await?;
             let req = read_frame(&mut recv, MAX_HELLO, None).await;
             anyhow::Ok((send, req))
-        })
-        .await;
+        });
+        let first = tokio::select! {
+            first = hello => first,
+            _ = stranger.evicted.notified() => {
+                conn.close(4u32.into(), b"the door is full");
+                anyhow::bail!("closed before its Hello: newer strangers needed the seat");
+            }
+        };
         let (mut send, req) = match first {
             Ok(r) => r?,
             Err(_) => {
@@ -218,8 +323,13 @@ impl QuicServer {
         let host = match req.map(|(r, _)| r) {
             Ok(Request::Hello(hello)) => match self.authenticate(&hello, remote).await {
                 Ok(host) => {
+                    drop(stranger);
+                    let Some(seat) = self.host_seat(host) else {
+                        let msg = "every connection the coordinator serves belongs to a host holding work; try again later";
+                        return refuse(&conn, &mut send, &error(ErrorCode::Busy, msg)).await;
+                    };
                     respond(&mut send, &Reply::Welcome(Welcome { host_id: host })).await?;
-                    host
+                    (host, seat)
                 }
                 Err(e) => {
                     let code = if e.is::<StoreFailure>() {
@@ -242,15 +352,36 @@ impl QuicServer {
             }
             Err(reply) => return refuse(&conn, &mut send, &reply).await,
         };
+        let (host, seat) = host;
+        let seat = Arc::new(seat);
         tracing::debug!(host, remote = %conn.remote_address(), "worker connected");
+        // When the connection last asked for work, reported, or fetched a
+        // module: requests that do none of these do not keep it open.
+        let useful = Arc::new(AtomicU64::new(now_ms()));
+        let idle = self.limits.idle_timeout;
         loop {
-            let next = tokio::time::timeout(self.limits.idle_timeout, conn.accept_bi()).await;
+            let quiet = Duration::from_millis(now_ms().saturating_sub(useful.load(Ordering::Relaxed)));
+            let wait = idle.saturating_sub(quiet).max(Duration::from_millis(100));
+            let next = tokio::select! {
+                next = tokio::time::timeout(wait, conn.accept_bi()) => next,
+                _ = seat.evicted.notified() => {
+                    conn.close(4u32.into(), b"the door is full and this connection was idle");
+                    return Ok(());
+                }
+            };
             let (mut send, mut recv) = match next {
                 Ok(stream) => stream?,
-                // Quiet for a while: keep the connection only while its
-                // host holds work it will report on.
-                Err(_) if self.grid.holds_work(host) => continue,
                 Err(_) => {
+                    let quiet = now_ms().saturating_sub(useful.load(Ordering::Relaxed));
+                    if quiet < idle.as_millis() as u64 {
+                        continue;
+                    }
+                    // Quiet for a while: keep the connection only while its
+                    // host holds work it will report on.
+                    if self.grid.holds_work(host) {
+                        useful.store(now_ms(), Ordering::Relaxed);
+                        continue;
+                    }
                     conn.close(3u32.into(), b"idle");
                     return Ok(());
                 }
@@ -258,11 +389,20 @@ impl QuicServer {
             let grid = self.grid.clone();
             let budget = self.bytes.clone();
             let timeout = self.limits.request_timeout;
+            let useful = useful.clone();
+            let seat = seat.clone();
             tokio::spawn(async move {
                 let read =
                     tokio::time::timeout(timeout, read_frame(&mut recv, MAX_FRAME, Some(budget)));
                 let reply = match read.await {
-                    Ok(Ok((req, _bytes_held))) => handle(&grid, host, req).await,
+                    Ok(Ok((req, _bytes_held))) => {
+                        if is_useful(&req) {
+                            let now = now_ms();
+                            useful.store(now, Ordering::Relaxed);
+                            seat.touch(now);
+                        }
+                        handle(&grid, host, req).await
+                    }
                     Ok(Err(reply)) => reply,
                     Err(_) => error(
                         ErrorCode::Malformed,
@@ -321,6 +461,17 @@ impl QuicServer {
         .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))?;
         self.grid.join(host, addr).await?;
         Ok(host)
+    }
+}
+
+/// Whether a request shows a connection in use: it asks for work, reports,
+/// gives work back or fetches a module. A connection sending only empty
+/// exchanges is idle all the same.
+fn is_useful(req: &Request) -> bool {
+    match req {
+        Request::Exchange(ex) => ex.want > 0 || !ex.reports.is_empty() || !ex.returned.is_empty(),
+        Request::GetBlob(_) => true,
+        Request::Hello(_) => false,
     }
 }
 

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod flood;
 pub mod netns;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -399,27 +400,33 @@ impl Worker {
         ))
     }
 
+    /// Every line of this worker's logs (of every start on its folder).
+    pub fn log_lines(&self) -> Result<Vec<String>> {
+        let mut lines = Vec::new();
+        for e in std::fs::read_dir(&self.data)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "log") {
+                lines.extend(std::fs::read_to_string(&p)?.lines().map(str::to_string));
+            }
+        }
+        Ok(lines)
+    }
+
     /// Units whose results the coordinator acknowledged to this worker,
     /// read from its log.
     pub fn acknowledged(&self) -> Result<Vec<u64>> {
         let mut units = Vec::new();
-        for e in std::fs::read_dir(&self.data)? {
-            let p = e?.path();
-            if p.extension().is_none_or(|x| x != "log") {
+        for line in self.log_lines()? {
+            if !line.contains("results acknowledged") {
                 continue;
             }
-            for line in std::fs::read_to_string(&p)?.lines() {
-                if !line.contains("results acknowledged") {
-                    continue;
-                }
-                let list = line
-                    .split_once("units=[")
-                    .and_then(|(_, rest)| rest.split_once(']'))
-                    .map(|(list, _)| list)
-                    .context("an acknowledgement line without units")?;
-                for u in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-                    units.push(u.parse()?);
-                }
+            let list = line
+                .split_once("units=[")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(list, _)| list)
+                .context("an acknowledgement line without units")?;
+            for u in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                units.push(u.parse()?);
             }
         }
         Ok(units)
@@ -746,4 +753,28 @@ pub fn screenshot(url: &str, path: &Path) -> Result<()> {
     ])?;
     anyhow::ensure!(path.exists(), "no screenshot written to {}", path.display());
     Ok(())
+}
+
+/// The machine's CPU model (from /proc/cpuinfo) and how many CPUs it has,
+/// printed beside every benchmark figure: machines of one kind differ.
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cpus} CPUs")
+}
+
+/// The resident memory of a process now (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

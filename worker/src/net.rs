@@ -169,6 +169,21 @@ pub async fn connect(
     bind: Option<std::net::IpAddr>,
 ) -> Result<Session, NetError> {
     let (endpoint, connection) = connect_raw(join, peergrid_proto::wire::ALPN, bind).await?;
+    let welcome = greet(&connection, join, key, facts).await?;
+    Ok(Session {
+        connection,
+        welcome,
+        _endpoint: endpoint,
+    })
+}
+
+/// Says Hello on an open connection as the holder of `key`.
+pub async fn greet(
+    connection: &quinn::Connection,
+    join: &JoinString,
+    key: &SigningKey,
+    facts: HostFacts,
+) -> Result<Welcome, NetError> {
     let timestamp_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -191,12 +206,8 @@ pub async fn connect(
         facts,
         worker_version: peergrid_proto::text::host_fact(env!("CARGO_PKG_VERSION")),
     });
-    match request(&connection, &hello).await? {
-        Reply::Welcome(welcome) => Ok(Session {
-            connection,
-            welcome,
-            _endpoint: endpoint,
-        }),
+    match request(connection, &hello).await? {
+        Reply::Welcome(welcome) => Ok(welcome),
         Reply::Error(e) => Err(NetError::Refused(e)),
         _ => Err(NetError::Unexpected),
     }
