@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use crate::judge::{OutputJudge, SharedJudge};
 use crate::quorum::CopyState;
 use crate::scheduler::{ReportError, Scheduler};
+use crate::storage::Storage;
 use crate::store::{BanTarget, HostId, SEEN_EVERY_MS, Store, StoreOp};
 use crate::trust::{HostPolicy, Standing, day_start_ms};
 use crate::writer::Writer;
@@ -42,6 +43,9 @@ const MAX_COUNT: u64 = i64::MAX as u64;
 const MAX_ERROR_LEN: usize = 2000;
 /// How long a worker that got no task waits before asking again.
 const IDLE_RETRY_MS: u32 = 1000;
+/// How long a worker waits before its next exchange while the coordinator
+/// is short of disk space.
+const SHORT_OF_SPACE_RETRY_MS: u32 = 10_000;
 
 /// A stranger's string, without control characters (but with line breaks
 /// when `lines`), cut to at most `max` bytes.
@@ -85,6 +89,8 @@ pub struct Grid {
     /// scheduler holds the other handle.
     judge: SharedJudge,
     writer: Writer,
+    /// The free-space reserve: below it, reports are left for later.
+    pub storage: Storage,
     /// Wakes the feeder early (a job was submitted, the window ran low).
     feed: Notify,
 }
@@ -108,6 +114,7 @@ impl Grid {
                 seen_sent: HashMap::new(),
             }),
             writer,
+            storage: Storage::default(),
             feed: Notify::new(),
         })
     }
@@ -208,9 +215,17 @@ impl Grid {
 
     /// Handles one worker exchange: records its reports, assigns new
     /// tasks, and returns only once every change is durable.
-    pub async fn exchange(&self, host: HostId, ex: Exchange) -> Result<ExchangeReply> {
+    pub async fn exchange(&self, host: HostId, mut ex: Exchange) -> Result<ExchangeReply> {
         let now = now_ms();
         let mut reply = ExchangeReply::default();
+        // Short of disk space: take no results (the worker keeps them and
+        // sends them again) and send no work whose results could not be
+        // stored; the rest of the exchange (returns, held copies) goes on.
+        let short_of_space = self.storage.may_grow().is_err();
+        if short_of_space {
+            ex.reports.clear();
+            ex.want = 0;
+        }
         // Hash outputs before taking the lock.
         let mut reports: Vec<PendingReport> = Vec::with_capacity(ex.reports.len());
         for r in ex.reports.into_iter().take(MAX_TASKS_PER_EXCHANGE as usize) {
@@ -310,7 +325,9 @@ impl Grid {
                 .map_err(|_| anyhow!("the store writer stopped"))?
                 .map_err(|e| anyhow!("storing results failed: {e}"))?;
         }
-        if reply.tasks.is_empty() {
+        if short_of_space {
+            reply.retry_after_ms = SHORT_OF_SPACE_RETRY_MS;
+        } else if reply.tasks.is_empty() {
             reply.retry_after_ms = IDLE_RETRY_MS;
         }
         Ok(reply)
@@ -472,6 +489,7 @@ impl Grid {
 
     /// Expires copies past their deadline.
     pub fn tick(&self) {
+        self.storage.check();
         let mut w = self.window();
         w.scheduler.expire(now_ms());
         let ops = w.scheduler.take_ops();

@@ -90,6 +90,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// 507 while the coordinator is short of disk space.
+fn may_grow(api: &Api) -> ApiResult<()> {
+    api.grid
+        .storage
+        .may_grow()
+        .map_err(|e| ApiError(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))
+}
+
 fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
@@ -243,6 +251,7 @@ async fn put_blob(
 ) -> ApiResult<StatusCode> {
     let (Path(hash), body) = (hash?, body?);
     let hash: Hash = hash.parse().map_err(|e| bad_request(format!("{e}")))?;
+    may_grow(&api)?;
     if Hash::of(&body) != hash {
         return Err(bad_request(
             "the uploaded bytes do not hash to the blob's name; the upload was corrupted",
@@ -258,6 +267,7 @@ async fn submit_job(
     body: Result<Json<JobSubmission>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let Json(job) = body?;
+    may_grow(&api)?;
     job.validate()
         .map_err(|e| bad_request(format!("job: {e}")))?;
     peergrid_proto::signing::verify(&api.project_key, &job.signature, &job.module, &job.args)

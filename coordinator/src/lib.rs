@@ -18,6 +18,7 @@ pub mod quorum;
 pub mod scheduler;
 pub mod seats;
 pub mod sim;
+pub mod storage;
 pub mod store;
 pub mod tls;
 pub mod trust;

@@ -93,6 +93,11 @@ enum Command {
         /// connection is closed (tests shorten it).
         #[arg(long, hide = true, default_value_t = HttpLimits::default().header_read_timeout.as_millis() as u64)]
         http_header_timeout_ms: u64,
+        /// Free disk space (MiB) kept in reserve: below it, new hosts,
+        /// uploads and results are refused while everything else is
+        /// served.
+        #[arg(long, default_value_t = 1024)]
+        storage_reserve_mb: u64,
     },
     /// Ban a host or a volunteer account: no more work, and its results
     /// not yet validated count for nothing. Takes effect on a running
@@ -279,6 +284,7 @@ fn main() -> Result<()> {
             http_max_connections,
             http_max_connections_per_ip,
             http_header_timeout_ms,
+            storage_reserve_mb,
         } => {
             let policy = strangers.policy(daily_quota_per_core);
             let door = strangers.door();
@@ -293,16 +299,17 @@ fn main() -> Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve(
+                .block_on(serve(Serving {
                     data,
-                    quic,
-                    http,
+                    quic_addr: quic,
+                    http_addr: http,
                     full_sync,
                     public_addr,
                     policy,
                     door,
                     limits,
-                ))
+                    storage_reserve_bytes: storage_reserve_mb.saturating_mul(1 << 20),
+                }))
         }
         Command::Ban {
             data,
@@ -378,7 +385,8 @@ fn open_existing(data: &std::path::Path) -> Result<SqliteStore> {
     SqliteStore::open(&db, false).with_context(|| format!("opening {}", db.display()))
 }
 
-async fn serve(
+/// What `serve` was asked for.
+struct Serving {
     data: PathBuf,
     quic_addr: SocketAddr,
     http_addr: SocketAddr,
@@ -387,7 +395,21 @@ async fn serve(
     policy: HostPolicy,
     door: DoorLimits,
     limits: HttpLimits,
-) -> Result<()> {
+    storage_reserve_bytes: u64,
+}
+
+async fn serve(serving: Serving) -> Result<()> {
+    let Serving {
+        data,
+        quic_addr,
+        http_addr,
+        full_sync,
+        public_addr,
+        policy,
+        door,
+        limits,
+        storage_reserve_bytes,
+    } = serving;
     let dir = DataDir::new(&data);
     let settings = dir.settings()?;
     let token_hash = blake3::Hash::from_hex(&settings.researcher_token_blake3)
@@ -399,6 +421,7 @@ async fn serve(
     );
     let (writer, writer_thread) = Writer::spawn(store.clone());
     let grid = Grid::with_policy(store, writer, policy);
+    grid.storage.watch(data.clone(), storage_reserve_bytes);
     grid.refill().await.context("loading unfinished work")?;
     grid.spawn_background();
 

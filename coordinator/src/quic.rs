@@ -21,6 +21,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::grid::{Banned, Grid, now_ms};
 use crate::seats::{Admission, SeatId, Seats};
+use crate::storage::StorageLow;
 use crate::store::HostId;
 
 /// A greeting older or newer than this is refused (clock skew allowance).
@@ -336,7 +337,7 @@ impl QuicServer {
                         ErrorCode::Internal
                     } else if e.is::<Banned>() {
                         ErrorCode::Banned
-                    } else if e.is::<TooManyIdentities>() {
+                    } else if e.is::<TooManyIdentities>() || e.is::<StorageLow>() {
                         ErrorCode::Busy
                     } else {
                         ErrorCode::Unauthenticated
@@ -446,8 +447,11 @@ impl QuicServer {
         let known = tokio::task::spawn_blocking(move || store.host_by_key(&key_hex))
             .await?
             .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))?;
-        if known.is_none() && !self.may_register(door_key(addr), now) {
-            return Err(TooManyIdentities(addr).into());
+        if known.is_none() {
+            self.grid.storage.may_grow()?;
+            if !self.may_register(door_key(addr), now) {
+                return Err(TooManyIdentities(addr).into());
+            }
         }
         let store = self.grid.store.clone();
         let mut hello = hello.clone();

@@ -60,6 +60,11 @@ fn busy() -> Value {
     })
 }
 
+/// The coordinator's disk is below its free-space reserve.
+fn short_of_space() -> Value {
+    error("the coordinator is short of disk space and takes no uploads or jobs until its operator frees space")
+}
+
 fn error(description: &str) -> Value {
     json!({ "description": description,
             "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
@@ -170,6 +175,7 @@ pub fn document() -> Value {
     } } } });
     responses["401"] = unauthorized.clone();
     responses["403"] = error("the job's signature does not verify under the project key");
+    responses["507"] = short_of_space();
 
     let mut missing = api(
         "Which of these blob hashes are missing (researcher token)",
@@ -193,6 +199,7 @@ pub fn document() -> Value {
     responses.as_object_mut().map(|r| r.remove("200"));
     responses["201"] = json!({ "description": "Stored" });
     responses["401"] = unauthorized;
+    responses["507"] = short_of_space();
 
     let mut results = download(
         "Stream a job's dataset",
