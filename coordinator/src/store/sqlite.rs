@@ -138,7 +138,49 @@ CREATE INDEX IF NOT EXISTS results_received ON results(received_ms)
 -- host today that a restarted coordinator needs for its daily quota.
 DROP INDEX IF EXISTS results_host;
 CREATE INDEX IF NOT EXISTS results_host_sent ON results(host_id, sent_ms);
+-- Which results and units name a blob: an output that lost its quorum is
+-- deleted only when nothing else names its bytes.
+-- (By the hash's first 8 bytes: a quarter of the index a whole hash
+-- would make, on the hot path of every report.)
+CREATE INDEX IF NOT EXISTS results_output ON results(substr(output_hash, 1, 8))
+    WHERE output_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS units_input ON units(input_hash);
 ";
+
+/// Deletes the bytes of every output of `unit`'s results other than its
+/// validated `kept` one (results invalid against the quorum, and an
+/// earlier row's output the unit no longer validates to), unless another
+/// unit's result, any unit's input or any job's module or validator names
+/// the same bytes. The results keep their output hashes: the record of
+/// what each host claimed stays, its bytes do not.
+fn delete_losing_outputs(
+    tx: &rusqlite::Transaction<'_>,
+    unit: UnitId,
+    kept: &Hash,
+) -> Result<(), StoreError> {
+    // Usually none: every copy agreed. (One `DELETE … IN (SELECT …)`
+    // scanned the whole blobs table per validated unit.)
+    let losers: Vec<Vec<u8>> = tx
+        .prepare_cached(
+            "SELECT DISTINCT output_hash FROM results
+             WHERE unit_id = ?1 AND output_hash IS NOT NULL AND output_hash != ?2",
+        )?
+        .query_map(params![unit, &kept.0[..]], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for hash in losers {
+        tx.prepare_cached(
+            "DELETE FROM blobs WHERE hash = ?2
+               AND NOT EXISTS (SELECT 1 FROM results WHERE output_hash IS NOT NULL
+                               AND substr(output_hash, 1, 8) = substr(?2, 1, 8)
+                               AND output_hash = ?2 AND unit_id != ?1)
+               AND NOT EXISTS (SELECT 1 FROM units WHERE input_hash = ?2)
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE module_hash = ?2
+                               OR instr(validator_json, lower(hex(?2))) > 0)",
+        )?
+        .execute(params![unit, hash])?;
+    }
+    Ok(())
+}
 
 /// SQL true when dataset row `d`'s agreeing hosts include host `h`
 /// (`hosts_json` holds quoted lower-case hex keys).
@@ -1397,6 +1439,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             ])?;
             tx.prepare_cached("UPDATE units SET state = 'validated' WHERE id = ?1")?
                 .execute([unit])?;
+            delete_losing_outputs(tx, *unit, output)?;
         }
         StoreOp::Fail {
             unit,
@@ -1538,6 +1581,106 @@ mod tests {
 
     /// A caught host's validated rows move to the history, its copies are
     /// voided and the units come back, in order, for the feeder.
+    #[test]
+    fn outputs_that_lost_their_quorum_are_deleted_unless_named_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap();
+        let blob = |bytes: &[u8]| {
+            let h = Hash::of(bytes);
+            store.put_blob(&h, bytes).unwrap();
+            h
+        };
+        let input = blob(b"in");
+        let module = blob(b"module");
+        let sub = JobSubmission {
+            name: "j".into(),
+            module,
+            args: vec![],
+            settings: JobSettings::default(),
+            signature: test_signature(),
+            validator: Default::default(),
+            units: ["a", "b"]
+                .map(|n| UnitSpec {
+                    name: n.into(),
+                    input,
+                })
+                .to_vec(),
+        };
+        store.create_job(&sub, 1).unwrap();
+        let hosts: Vec<HostId> = (1..=4u8)
+            .map(|k| {
+                store
+                    .upsert_host(&[k; 32], &HostFacts::default(), "t", 2)
+                    .unwrap()
+            })
+            .collect();
+        let good = blob(b"good");
+        let forged = blob(b"forged");
+        let shared = blob(b"forged too, but another unit's host claimed it as well");
+        let same_as_input = input;
+        let report = |unit, host, output| {
+            [
+                StoreOp::Assign {
+                    unit,
+                    host,
+                    sent_ms: 3,
+                    deadline_ms: 99,
+                    single: false,
+                },
+                StoreOp::Report {
+                    unit,
+                    host,
+                    state: CopyState::Success {
+                        output,
+                        fuel: 7,
+                        engine: "e".into(),
+                        resumed: false,
+                    },
+                    elapsed_ms: 1,
+                    received_ms: 4,
+                },
+            ]
+        };
+        let mut ops = Vec::new();
+        ops.extend(report(1, hosts[0], good));
+        ops.extend(report(1, hosts[1], good));
+        ops.extend(report(1, hosts[2], forged));
+        ops.extend(report(1, hosts[3], shared));
+        // Unit 2 is still open, and one of its hosts claimed `shared`.
+        ops.extend(report(2, hosts[3], shared));
+        ops.extend(report(2, hosts[2], same_as_input));
+        store.apply(&ops, &[]).unwrap();
+        store
+            .apply(
+                &[StoreOp::Validate {
+                    unit: 1,
+                    output: good,
+                    fuel: 7,
+                    hosts: vec![hosts[0], hosts[1]],
+                    at_ms: 5,
+                }],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(store.get_blob(&forged).unwrap(), None, "the loser's output is gone");
+        assert!(store.get_blob(&good).unwrap().is_some(), "the dataset's output stays");
+        assert!(store.get_blob(&shared).unwrap().is_some(), "another unit names it");
+        assert!(store.get_blob(&input).unwrap().is_some());
+        assert!(store.get_blob(&module).unwrap().is_some());
+        // The record of what the loser claimed stays.
+        let claimed: Vec<u8> = store
+            .writer
+            .lock()
+            .unwrap()
+            .query_row(
+                "SELECT output_hash FROM results WHERE unit_id = 1 AND host_id = ?1",
+                [hosts[2]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(claimed, forged.0.to_vec());
+    }
+
     #[test]
     fn repair_reopens_the_rows_a_caught_host_validated() {
         let dir = tempfile::tempdir().unwrap();
