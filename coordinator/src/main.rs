@@ -193,7 +193,7 @@ struct BanArgs {
     /// A host, by id (as on the dashboard) or public key (hex).
     #[arg(long)]
     host: Option<String>,
-    /// A volunteer account name: every host running under it.
+    /// A volunteer account, by its key (hex): every host attached to it.
     #[arg(long)]
     account: Option<String>,
 }
@@ -210,8 +210,17 @@ impl BanArgs {
                 };
                 Ok(BanTarget::Host(id))
             }
-            (None, Some(a)) if !a.is_empty() => Ok(BanTarget::Account(a)),
-            _ => anyhow::bail!("name a --host or a non-empty --account"),
+            (None, Some(a)) => {
+                let key = a.trim().to_ascii_lowercase();
+                anyhow::ensure!(
+                    key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "an account is named by its key (64 hex digits, shown on the volunteers page \
+                     and in `peergrid-coordinator` host lists), not by its display name, \
+                     which anyone may choose"
+                );
+                Ok(BanTarget::Account(key))
+            }
+            _ => anyhow::bail!("name a --host or an --account"),
         }
     }
 }

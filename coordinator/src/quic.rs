@@ -16,13 +16,15 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use peergrid_proto::codec;
 use peergrid_proto::limits::{MAX_ACCOUNT, MAX_FRAME, MAX_HELLO, MAX_HOST_FACT};
 use peergrid_proto::text::is_host_fact_char;
-use peergrid_proto::wire::{ErrorCode, Hello, Reply, Request, Welcome, WireError, hello_message};
+use peergrid_proto::wire::{
+    ErrorCode, Hello, Reply, Request, Welcome, WireError, attachment_message, hello_message,
+};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::grid::{Banned, Grid, now_ms};
 use crate::seats::{Admission, SeatId, Seats};
 use crate::storage::StorageLow;
-use crate::store::HostId;
+use crate::store::{Account, HostId};
 
 /// A greeting older or newer than this is refused (clock skew allowance).
 const HELLO_SKEW_MS: u64 = 10 * 60 * 1000;
@@ -194,7 +196,10 @@ impl QuicServer {
         let admission = lock(&self.strangers).admit(evicted.clone(), now_ms(), |_| true);
         let id = match admission {
             Admission::Seated(id) => id,
-            Admission::Replaced { seat, evicted: (_, wake) } => {
+            Admission::Replaced {
+                seat,
+                evicted: (_, wake),
+            } => {
                 wake.notify_one();
                 seat
             }
@@ -219,8 +224,15 @@ impl QuicServer {
         });
         let id = match admission {
             Admission::Seated(id) => id,
-            Admission::Replaced { seat, evicted: (_, (old, wake)) } => {
-                tracing::debug!(host, evicted = old, "every seat taken: the quietest idle host gives way");
+            Admission::Replaced {
+                seat,
+                evicted: (_, (old, wake)),
+            } => {
+                tracing::debug!(
+                    host,
+                    evicted = old,
+                    "every seat taken: the quietest idle host gives way"
+                );
                 wake.notify_one();
                 seat
             }
@@ -361,7 +373,8 @@ impl QuicServer {
         let useful = Arc::new(AtomicU64::new(now_ms()));
         let idle = self.limits.idle_timeout;
         loop {
-            let quiet = Duration::from_millis(now_ms().saturating_sub(useful.load(Ordering::Relaxed)));
+            let quiet =
+                Duration::from_millis(now_ms().saturating_sub(useful.load(Ordering::Relaxed)));
             let wait = idle.saturating_sub(quiet).max(Duration::from_millis(100));
             let next = tokio::select! {
                 next = tokio::time::timeout(wait, conn.accept_bi()) => next,
@@ -423,11 +436,25 @@ impl QuicServer {
             hello.timestamp_ms.abs_diff(now) <= HELLO_SKEW_MS,
             "the greeting's clock is more than 10 minutes off the coordinator's; fix the host's clock"
         );
-        anyhow::ensure!(
-            hello.facts.account.len() <= MAX_ACCOUNT
-                && !hello.facts.account.chars().any(char::is_control),
-            "the account name must be at most {MAX_ACCOUNT} bytes without control characters"
-        );
+        let account = match &hello.account {
+            None => Account::default(),
+            Some(a) => {
+                anyhow::ensure!(
+                    a.name.len() <= MAX_ACCOUNT && !a.name.chars().any(char::is_control),
+                    "the account name must be at most {MAX_ACCOUNT} bytes without control characters"
+                );
+                let key =
+                    VerifyingKey::from_bytes(&a.account_key).context("invalid account key")?;
+                let sig = Signature::from_slice(&a.signature)
+                    .context("invalid account signature encoding")?;
+                key.verify_strict(&attachment_message(&hello.host_key, &a.name), &sig)
+                    .context("the account's signature on this host does not verify: only the holder of an account's key can attach hosts to it")?;
+                Account {
+                    id: hex::encode(a.account_key),
+                    name: a.name.clone(),
+                }
+            }
+        };
         for (what, text) in [
             ("os", &hello.facts.os),
             ("arch", &hello.facts.arch),
@@ -459,7 +486,13 @@ impl QuicServer {
         hello.facts.memory_bytes = hello.facts.memory_bytes.min(i64::MAX as u64);
         hello.facts.cores = hello.facts.cores.min(crate::trust::MAX_CORES);
         let host = tokio::task::spawn_blocking(move || {
-            store.upsert_host(&hello.host_key, &hello.facts, &hello.worker_version, now)
+            store.upsert_host_in(
+                &hello.host_key,
+                &hello.facts,
+                &hello.worker_version,
+                &account,
+                now,
+            )
         })
         .await?
         .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))?;

@@ -124,12 +124,20 @@ mod tests {
     #[test]
     fn a_full_room_evicts_the_quietest_closable_seat() {
         let mut room = Seats::new(3);
-        let Admission::Seated(a) = room.admit("busy", 0, |_| true) else { panic!() };
-        let Admission::Seated(b) = room.admit("idle", 1, |_| true) else { panic!() };
-        let Admission::Seated(c) = room.admit("idle", 2, |_| true) else { panic!() };
+        let Admission::Seated(a) = room.admit("busy", 0, |_| true) else {
+            panic!()
+        };
+        let Admission::Seated(b) = room.admit("idle", 1, |_| true) else {
+            panic!()
+        };
+        let Admission::Seated(c) = room.admit("idle", 2, |_| true) else {
+            panic!()
+        };
         // `a` is the quietest but may not be closed; `b` is next.
         let got = room.admit("new", 3, |k| *k != "busy");
-        let Admission::Replaced { seat: d, evicted } = got else { panic!("{got:?}") };
+        let Admission::Replaced { seat: d, evicted } = got else {
+            panic!("{got:?}")
+        };
         assert_eq!(evicted, (b, "idle"));
         assert!(room.contains(a) && room.contains(c) && room.contains(d));
         assert!(!room.contains(b));
@@ -139,20 +147,38 @@ mod tests {
     #[test]
     fn activity_moves_a_seat_to_the_back_of_the_order() {
         let mut room = Seats::new(2);
-        let Admission::Seated(a) = room.admit((), 0, |_| true) else { panic!() };
-        let Admission::Seated(b) = room.admit((), 1, |_| true) else { panic!() };
+        let Admission::Seated(a) = room.admit((), 0, |_| true) else {
+            panic!()
+        };
+        let Admission::Seated(b) = room.admit((), 1, |_| true) else {
+            panic!()
+        };
         room.touch(a, 5);
-        assert_eq!(room.admit((), 6, |_| true), Admission::Replaced { seat: 2, evicted: (b, ()) });
+        assert_eq!(
+            room.admit((), 6, |_| true),
+            Admission::Replaced {
+                seat: 2,
+                evicted: (b, ())
+            }
+        );
         // An older touch never moves a seat back in time: seat 2 (active
         // at 6) stays behind `a` (active at 5).
         room.touch(2, 4);
-        assert_eq!(room.admit((), 7, |_| true), Admission::Replaced { seat: 3, evicted: (a, ()) });
+        assert_eq!(
+            room.admit((), 7, |_| true),
+            Admission::Replaced {
+                seat: 3,
+                evicted: (a, ())
+            }
+        );
     }
 
     #[test]
     fn a_room_of_seats_none_may_lose_refuses_and_frees_on_leave() {
         let mut room = Seats::new(2);
-        let Admission::Seated(a) = room.admit((), 0, |_| true) else { panic!() };
+        let Admission::Seated(a) = room.admit((), 0, |_| true) else {
+            panic!()
+        };
         room.admit((), 0, |_| true);
         assert_eq!(room.admit((), 1, |_| false), Admission::Full);
         room.leave(a);

@@ -64,7 +64,10 @@ impl Storage {
                 "disk space below the reserve: refusing new hosts, uploads and results until space is freed"
             );
         } else if was && !low {
-            tracing::warn!(free_mib = free >> 20, "disk space above the reserve again: growth resumes");
+            tracing::warn!(
+                free_mib = free >> 20,
+                "disk space above the reserve again: growth resumes"
+            );
         }
     }
 

@@ -15,7 +15,7 @@ use peergrid_proto::signing::{self, ModuleSignature};
 use peergrid_proto::spec::{JobSettings, JobSubmission, UnitSpec, Validator};
 use peergrid_proto::wire::{
     ErrorCode, Exchange, ExchangeReply, Hello, HostFacts, Outcome, Reply, Request, Task,
-    TaskLimits, TaskReport, Welcome, WireError, hello_message,
+    TaskLimits, TaskReport, Welcome, WireError, hello_message, Attachment, attachment_message,
 };
 use peergrid_proto::{Hash, JoinString};
 use serde::Serialize;
@@ -84,9 +84,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             memory_bytes: 16 << 30,
             os: "linux".into(),
             arch: "x86_64".into(),
-            account: "ada".into(),
         },
         worker_version: "0.1.0".into(),
+        account: Some({
+            let account = SigningKey::from_bytes(&[6; 32]);
+            let host_key = host.verifying_key().to_bytes();
+            Attachment {
+                account_key: account.verifying_key().to_bytes(),
+                name: "ada".into(),
+                signature: account
+                    .sign(&attachment_message(&host_key, "ada"))
+                    .to_bytes()
+                    .to_vec(),
+            }
+        }),
     };
     let exchange_reply = ExchangeReply {
         accepted: vec![41],
@@ -108,6 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             reports: vec![report_ok.clone(), report_err.clone()],
             want: 4,
             returned: vec![45],
+            held: Some(vec![43, 44, 46]),
         }))?,
     );
     add(

@@ -14,8 +14,9 @@ use crate::Hash;
 /// coordinator that do not speak the same version fail the TLS handshake
 /// with a clear "no application protocol" error instead of garbling frames.
 /// Version 2: postcard instead of bincode, the `Busy` error, returned tasks;
-/// version 3: `Exchange::held`.
-pub const ALPN: &[u8] = b"peergrid/3";
+/// version 3: `Exchange::held`; version 4: `Hello::account`, an
+/// account key's signed attachment instead of a self-chosen name.
+pub const ALPN: &[u8] = b"peergrid/4";
 
 /// Work unit id, unique within a coordinator.
 pub type UnitId = u64;
@@ -53,6 +54,34 @@ pub struct Hello {
     pub facts: HostFacts,
     /// The worker's version, for the operator's host list.
     pub worker_version: String,
+    /// The volunteer account this host belongs to, proved by the account
+    /// key's signature; `None`: the host is its own anonymous volunteer.
+    pub account: Option<Attachment>,
+}
+
+/// A volunteer account's signature attaching one host to it. An account
+/// *is* its key: nobody without the key can attach a host to it, so
+/// `distinct_volunteers` and a ban by account mean something. The name is
+/// for display only; two accounts may choose the same one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The account's Ed25519 public key: its identity.
+    pub account_key: [u8; 32],
+    /// The name the volunteer shows on the leaderboard (at most
+    /// [`MAX_ACCOUNT`](crate::limits::MAX_ACCOUNT) bytes, no control
+    /// characters).
+    pub name: String,
+    /// Ed25519 signature by the account key over [`attachment_message`].
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// The bytes an account key signs to attach `host_key` under `name`.
+pub fn attachment_message(host_key: &[u8; 32], name: &str) -> Vec<u8> {
+    let mut m = b"peergrid-attach-v1".to_vec();
+    m.extend_from_slice(host_key);
+    m.extend_from_slice(name.as_bytes());
+    m
 }
 
 /// What a host says of itself (read with sysinfo).
@@ -62,10 +91,6 @@ pub struct HostFacts {
     pub memory_bytes: u64,
     pub os: String,
     pub arch: String,
-    /// The volunteer's account name, chosen by the volunteer
-    /// (`peergrid-worker run --account`); several hosts may share one.
-    /// Empty: the host is its own anonymous volunteer.
-    pub account: String,
 }
 
 /// The bytes a worker signs in [`Hello`]: bound to the coordinator's

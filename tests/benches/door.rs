@@ -33,7 +33,11 @@ fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<f64> = stat
         .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect())
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0.0))
+                .collect()
+        })
         .unwrap_or_default();
     // After the command: state is field 0, utime 11, stime 12 (in ticks).
     (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / 100.0
@@ -53,7 +57,10 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing to filter.
     let connections = env("BENCH_CONNECTIONS", 10_000);
     let runs = env("BENCH_RUNS", 3).max(1);
-    println!("door: {connections} idle authenticated connections, {runs} runs, on {}", cpu_model());
+    println!(
+        "door: {connections} idle authenticated connections, {runs} runs, on {}",
+        cpu_model()
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (mut rates, mut cpu_rates, mut per_conn) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
@@ -78,7 +85,10 @@ fn main() {
              coordinator CPU {cpu:.1} s = {per_cpu_second:.0} per CPU second; \
              coordinator RSS {} MiB -> {} MiB = {kib:.1} KiB per idle connection",
             flood.hosts_opened_in.as_secs_f64(),
-            flood.counts.retries.load(std::sync::atomic::Ordering::Relaxed),
+            flood
+                .counts
+                .retries
+                .load(std::sync::atomic::Ordering::Relaxed),
             before / 1024,
             after / 1024,
         );
@@ -87,10 +97,16 @@ fn main() {
         per_conn.push(kib);
         rt.block_on(flood.stop());
     }
-    println!("handshakes+Hello per second, min / median / max: {}", min_median_max(rates));
+    println!(
+        "handshakes+Hello per second, min / median / max: {}",
+        min_median_max(rates)
+    );
     println!(
         "handshakes+Hello per coordinator CPU second, min / median / max: {}",
         min_median_max(cpu_rates)
     );
-    println!("KiB per idle connection, min / median / max: {}", min_median_max(per_conn));
+    println!(
+        "KiB per idle connection, min / median / max: {}",
+        min_median_max(per_conn)
+    );
 }

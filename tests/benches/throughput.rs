@@ -248,7 +248,10 @@ fn main() {
     let self1 = self_cpu();
     let s = client.status(job).unwrap();
     let validated = s["validated"].as_u64().unwrap();
-    println!("workers: {workers} simulated over QUIC, batch {batch}, quorum {quorum}, on {}", peergrid_tests::cpu_model());
+    println!(
+        "workers: {workers} simulated over QUIC, batch {batch}, quorum {quorum}, on {}",
+        peergrid_tests::cpu_model()
+    );
     println!(
         "validated: {validated} units in {elapsed:.2} s = {:.0} validated units/s",
         validated as f64 / elapsed

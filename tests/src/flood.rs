@@ -120,7 +120,7 @@ impl Flood {
                             cores: 1,
                             ..HostFacts::default()
                         };
-                        net::greet(&conn, &join, &key, facts).await?;
+                        net::greet(&conn, &join, &key, facts, None).await?;
                         anyhow::Ok(conn)
                     };
                     let conn = tokio::time::timeout(Duration::from_secs(30), opened).await;
@@ -156,7 +156,9 @@ impl Flood {
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let permit = gate.clone().acquire_owned().await;
-                    let conn = async { anyhow::Ok(endpoint.connect(server, "peergrid-coordinator")?.await?) };
+                    let conn = async {
+                        anyhow::Ok(endpoint.connect(server, "peergrid-coordinator")?.await?)
+                    };
                     let conn = tokio::time::timeout(Duration::from_secs(30), conn).await;
                     drop(permit);
                     match conn {

@@ -9,12 +9,14 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signer, SigningKey};
 use peergrid_proto::JoinString;
 use peergrid_proto::wire::{
-    ErrorCode, Exchange, ExchangeReply, HostFacts, Outcome, Reply, Request, Task, TaskReport,
+    Attachment, ErrorCode, Exchange, ExchangeReply, HostFacts, Outcome, Reply, Request, Task,
+    TaskReport, attachment_message,
 };
 use peergrid_tests::{Coordinator, JobOptions, Worker, loopback_network, lyapunov_job};
+use peergrid_worker::identity::attach;
 use peergrid_worker::net::{self, Session};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -228,6 +230,7 @@ fn oversized_and_silent_greetings_are_cut_off() {
                 ..HostFacts::default()
             },
             worker_version: String::new(),
+            account: None,
         });
         let bytes = peergrid_proto::codec::encode(&hello).unwrap();
         let reply = net::request_bytes(&conn, &bytes).await.unwrap();
@@ -278,6 +281,7 @@ fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
                 signature: key.sign(&message).to_bytes().to_vec(),
                 facts,
                 worker_version: "1".into(),
+                account: None,
             });
             let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN, None)
                 .await
@@ -367,4 +371,76 @@ fn one_address_cannot_register_new_hosts_without_end() {
         // A new host from another address is welcome.
         identity(&join, 85, 1, loopback_network()).await;
     });
+}
+
+/// An account is a key: nobody attaches a host to an account without the
+/// account's key, and an attachment signed for one host does not carry
+/// over to another. (Account names were self-chosen: anyone could run
+/// hosts as "alice", and get her banned.)
+#[test]
+fn nobody_attaches_a_host_to_an_account_without_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let join: JoinString = coordinator.join.parse().unwrap();
+    let alice = SigningKey::from_bytes(&[70; 32]);
+    let alice_host = SigningKey::from_bytes(&[72; 32]);
+    let mallory_host = SigningKey::from_bytes(&[71; 32]);
+    let facts = || HostFacts {
+        cores: 1,
+        ..HostFacts::default()
+    };
+    let refused = |r: Result<Session, net::NetError>| match r {
+        Err(net::NetError::Refused(e)) => e,
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("a host got into an account it has no key for"),
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        // Mallory names Alice's account key but can only sign with her own.
+        let forged = Attachment {
+            account_key: alice.verifying_key().to_bytes(),
+            name: "alice".into(),
+            signature: mallory_host
+                .sign(&attachment_message(
+                    &mallory_host.verifying_key().to_bytes(),
+                    "alice",
+                ))
+                .to_bytes()
+                .to_vec(),
+        };
+        let from = Some(loopback_network());
+        let e = refused(
+            net::connect_attached(&join, &mallory_host, facts(), Some(&forged), from).await,
+        );
+        assert_eq!(e.code, ErrorCode::Unauthenticated, "{}", e.message);
+        assert!(e.message.contains("account"), "{}", e.message);
+        // Alice's real attachment of her own host, replayed by Mallory.
+        let real = attach(&alice, &alice_host, "alice");
+        let e =
+            refused(net::connect_attached(&join, &mallory_host, facts(), Some(&real), from).await);
+        assert_eq!(e.code, ErrorCode::Unauthenticated, "{}", e.message);
+        // Alice's host with it gets in, recorded under her key.
+        net::connect_attached(&join, &alice_host, facts(), Some(&real), from)
+            .await
+            .unwrap();
+    });
+    let (account, name): (String, String) = coordinator
+        .db()
+        .query_row(
+            "SELECT account, account_name FROM hosts WHERE public_key = ?1",
+            [alice_host.verifying_key().to_bytes().to_vec()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(account, hex::encode(alice.verifying_key().to_bytes()));
+    assert_eq!(name, "alice");
+    let mallory_rows: i64 = coordinator
+        .db()
+        .query_row(
+            "SELECT count(*) FROM hosts WHERE public_key = ?1",
+            [mallory_host.verifying_key().to_bytes().to_vec()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(mallory_rows, 0, "a refused host was registered");
 }

@@ -66,13 +66,23 @@ fn attr(doc: &Html, selector: &str, name: &str) -> Vec<String> {
 fn pages_in_a_real_browser_match_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
-    // Two hosts of one volunteer account.
+    // Two hosts of one volunteer account: the account key file copied to
+    // both machines.
+    let account_key = dir.path().join("ada.account");
+    std::fs::write(&account_key, hex::encode([42u8; 32])).unwrap();
     let _workers: Vec<Worker> = (0..2)
         .map(|i| {
             Worker::start(
                 &coordinator.join,
                 &dir.path().join(format!("w{i}")),
-                &["--cores", "1", "--account", "Ada <Lovelace>"],
+                &[
+                    "--cores",
+                    "1",
+                    "--account",
+                    "Ada <Lovelace>",
+                    "--account-key",
+                    account_key.to_str().unwrap(),
+                ],
             )
             .unwrap()
         })
@@ -192,6 +202,16 @@ fn pages_in_a_real_browser_match_the_api() {
     );
     assert_eq!(names, vec!["Ada <Lovelace>".to_string()]);
     assert_eq!(volunteers[0]["name"], "Ada <Lovelace>");
+    let ada = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[42u8; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+    assert_eq!(
+        volunteers[0]["account"],
+        ada.as_str(),
+        "the account is its key"
+    );
     assert_eq!(
         attr(&doc, "table#volunteers td.host-count", "data-count"),
         vec!["2".to_string()]

@@ -6,6 +6,8 @@
 //!
 //! Needs root (to mount the tmpfs); CI runs as root.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,15 +66,20 @@ async fn hello(join: &JoinString, seed: u8, from: IpAddr) -> Result<net::Session
         cores: 1,
         ..HostFacts::default()
     };
-    net::connect(join, &SigningKey::from_bytes(&[seed; 32]), facts, Some(from)).await
+    net::connect(
+        join,
+        &SigningKey::from_bytes(&[seed; 32]),
+        facts,
+        Some(from),
+    )
+    .await
 }
 
 #[test]
 fn below_the_reserve_growth_is_refused_service_goes_on_and_nothing_is_lost() {
     let work = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(&work.path().join("disk"), 64);
-    let coordinator =
-        Coordinator::start_with(&disk.0, &["--storage-reserve-mb", "16"]).unwrap();
+    let coordinator = Coordinator::start_with(&disk.0, &["--storage-reserve-mb", "16"]).unwrap();
     let join: JoinString = coordinator.join.parse().unwrap();
     let units = 8;
     let spec = lyapunov_job(
@@ -143,7 +150,11 @@ fn below_the_reserve_growth_is_refused_service_goes_on_and_nothing_is_lost() {
     // The workers keep computing, but no result is taken while low.
     std::thread::sleep(Duration::from_secs(8).saturating_sub(low_since.elapsed()));
     let status = coordinator.status(job).unwrap();
-    assert_eq!(status["validated"].as_u64().unwrap(), validated_low, "{status}");
+    assert_eq!(
+        status["validated"].as_u64().unwrap(),
+        validated_low,
+        "{status}"
+    );
 
     // Space comes back: the job finishes, every unit once and correct.
     std::fs::remove_file(&filler).unwrap();
@@ -168,7 +179,10 @@ fn below_the_reserve_growth_is_refused_service_goes_on_and_nothing_is_lost() {
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .collect::<String>();
     assert!(log.contains("disk space below the reserve"), "{log}");
-    assert!(!log.contains("storing results failed"), "a commit failed:\n{log}");
+    assert!(
+        !log.contains("storing results failed"),
+        "a commit failed:\n{log}"
+    );
     drop(workers);
     drop(coordinator);
 }

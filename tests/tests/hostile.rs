@@ -75,6 +75,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
             signature: vec![0; 64],
             facts: HostFacts::default(),
             worker_version: "forger".into(),
+            account: None,
         };
         let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN, None)
             .await

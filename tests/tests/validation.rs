@@ -25,16 +25,26 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The key of the volunteer account named `name` in these tests.
+fn account_key(name: &str) -> SigningKey {
+    SigningKey::from_bytes(blake3::hash(name.as_bytes()).as_bytes())
+}
+
+/// Host `seed`, attached to the account named `account` (its key made
+/// from the name) unless that is empty.
 async fn host(join: &JoinString, seed: u8, account: &str) -> Result<Session, NetError> {
     let facts = HostFacts {
         cores: 1,
-        account: account.into(),
         ..HostFacts::default()
     };
-    net::connect(
+    let key = SigningKey::from_bytes(&[seed; 32]);
+    let attachment = (!account.is_empty())
+        .then(|| peergrid_worker::identity::attach(&account_key(account), &key, account));
+    net::connect_attached(
         join,
-        &SigningKey::from_bytes(&[seed; 32]),
+        &key,
         facts,
+        attachment.as_ref(),
         Some(peergrid_tests::loopback_network()),
     )
     .await
@@ -424,7 +434,13 @@ fn operator_bans_stop_a_host_or_a_volunteer_and_void_their_results() {
 
         // A volunteer ban covers every host of the account, including
         // one that never connected before.
+        // An account is banned by its key, never by a name anyone can take.
         let out = coordinator_cli(&c, &["ban", "--account", "mallory"]);
+        assert!(!out.status.success(), "a ban by display name");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("named by its key"), "{stderr}");
+        let mallory_key = hex::encode(account_key("mallory").verifying_key().to_bytes());
+        let out = coordinator_cli(&c, &["ban", "--account", &mallory_key]);
         assert!(out.status.success());
         assert_eq!(
             refused_code(host(&join, 1, "mallory").await).0,
@@ -435,6 +451,24 @@ fn operator_bans_stop_a_host_or_a_volunteer_and_void_their_results() {
             ErrorCode::Banned
         );
         host(&join, 5, "alice").await.unwrap();
+        // Someone else who calls their account "mallory" is not banned:
+        // the name is not the account.
+        let facts = HostFacts {
+            cores: 1,
+            ..HostFacts::default()
+        };
+        let other = SigningKey::from_bytes(&[6; 32]);
+        let namesake =
+            peergrid_worker::identity::attach(&account_key("not mallory"), &other, "mallory");
+        net::connect_attached(
+            &join,
+            &other,
+            facts,
+            Some(&namesake),
+            Some(peergrid_tests::loopback_network()),
+        )
+        .await
+        .unwrap();
 
         let out = coordinator_cli(&c, &["ban", "--host", "99999"]);
         assert!(!out.status.success());

@@ -30,7 +30,7 @@ use peergrid_proto::limits::{
     MAX_FRAME, MAX_HELD, MAX_MODULE, MAX_OUTPUT, MAX_TASK_MEMORY, MAX_TASKS_PER_EXCHANGE,
 };
 use peergrid_proto::wire::{
-    ErrorCode, Exchange, HostFacts, Outcome, Reply, Request, Task, TaskReport, UnitId,
+    Attachment, ErrorCode, Exchange, Outcome, Reply, Request, Task, TaskReport, UnitId,
 };
 use peergrid_proto::{Hash, JoinString, deadline, signing};
 use tokio::sync::{Notify, watch};
@@ -314,7 +314,11 @@ impl Worker {
         let uplink = Uplink {
             join: self.config.join.clone(),
             key: self.key.clone(),
-            account: self.config.prefs.account.clone(),
+            account: crate::identity::account_attachment(
+                &self.config.data,
+                &self.config.prefs,
+                &self.key,
+            )?,
             bind: self.config.bind,
             data: self.config.data.clone(),
             state: self.state.clone(),
@@ -657,7 +661,8 @@ async fn govern(prefs: Preferences, shared: Arc<Shared>) {
 struct Uplink {
     join: JoinString,
     key: SigningKey,
-    account: String,
+    /// The host's attachment to the volunteer's account, if any.
+    account: Option<Attachment>,
     bind: Option<std::net::IpAddr>,
     data: PathBuf,
     state: Arc<LocalState>,
@@ -679,13 +684,15 @@ impl Uplink {
                 return Ok(());
             }
             self.shared.set_connection("connecting");
-            let facts = HostFacts {
-                account: self.account.clone(),
-                ..host_facts()
-            };
             let connect = tokio::time::timeout(
                 EXCHANGE_TIMEOUT,
-                net::connect(&self.join, &self.key, facts, self.bind),
+                net::connect_attached(
+                    &self.join,
+                    &self.key,
+                    host_facts(),
+                    self.account.as_ref(),
+                    self.bind,
+                ),
             );
             let session = tokio::select! {
                 _ = drain.changed() => return Ok(()),

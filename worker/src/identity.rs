@@ -8,32 +8,76 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ed25519_dalek::SigningKey;
-use peergrid_proto::wire::HostFacts;
+use ed25519_dalek::{Signer, SigningKey};
+use peergrid_proto::wire::{Attachment, HostFacts, attachment_message};
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
 const KEY_FILE: &str = "host.key";
 
+/// The account key file in the data folder when `--account` names an
+/// account and no `--account-key` is given.
+pub const ACCOUNT_KEY_FILE: &str = "account.key";
+
 /// Loads the host key from `dir`, creating it (mode 0600) on first start.
 pub fn load_or_create_key(dir: &Path) -> Result<SigningKey> {
-    let path = dir.join(KEY_FILE);
-    match fs::read_to_string(&path) {
+    load_or_create_key_file(&dir.join(KEY_FILE), "delete it to become a new host")
+}
+
+/// The attachment of `host` to the account of `account_key` under `name`.
+pub fn attach(account_key: &SigningKey, host: &SigningKey, name: &str) -> Attachment {
+    let host_key = host.verifying_key().to_bytes();
+    Attachment {
+        account_key: account_key.verifying_key().to_bytes(),
+        name: name.to_string(),
+        signature: account_key
+            .sign(&attachment_message(&host_key, name))
+            .to_bytes()
+            .to_vec(),
+    }
+}
+
+/// The attachment of `host` to the volunteer's account, when the
+/// preferences name one (an account name, a key file, or both): the key
+/// is loaded from `account_key`, else `DATA/account.key`, and made if
+/// missing.
+pub fn account_attachment(
+    data: &Path,
+    prefs: &crate::prefs::Preferences,
+    host: &SigningKey,
+) -> Result<Option<Attachment>> {
+    if prefs.account.is_empty() && prefs.account_key.is_none() {
+        return Ok(None);
+    }
+    let path = prefs
+        .account_key
+        .clone()
+        .unwrap_or_else(|| data.join(ACCOUNT_KEY_FILE));
+    let key = load_or_create_key_file(
+        &path,
+        "restore it from one of your other machines, or delete it to start a new account",
+    )?;
+    Ok(Some(attach(&key, host, &prefs.account)))
+}
+
+/// Loads an Ed25519 key kept as a hex seed in `path`, creating it (mode
+/// 0600, folders included) if missing; `if_corrupt` says what to do when
+/// the file is not a key.
+pub fn load_or_create_key_file(path: &Path, if_corrupt: &str) -> Result<SigningKey> {
+    match fs::read_to_string(path) {
         Ok(text) => {
             let mut bytes = [0u8; 32];
-            hex::decode_to_slice(text.trim(), &mut bytes).with_context(|| {
-                format!(
-                    "{} is corrupt; delete it to become a new host",
-                    path.display()
-                )
-            })?;
+            hex::decode_to_slice(text.trim(), &mut bytes)
+                .with_context(|| format!("{} is corrupt; {if_corrupt}", path.display()))?;
             Ok(SigningKey::from_bytes(&bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
             let key = SigningKey::from_bytes(&seed);
-            write_private(&path, hex::encode(key.to_bytes()).as_bytes())?;
+            write_private(path, hex::encode(key.to_bytes()).as_bytes())?;
             Ok(key)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -75,7 +119,6 @@ pub fn host_facts() -> HostFacts {
         memory_bytes,
         os: System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.to_string()),
         arch: System::cpu_arch(),
-        account: String::new(),
     }
 }
 

@@ -10,7 +10,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use peergrid_proto::JoinString;
 use peergrid_proto::codec;
 use peergrid_proto::limits::MAX_FRAME;
-use peergrid_proto::wire::{Hello, HostFacts, Reply, Request, Welcome, hello_message};
+use peergrid_proto::wire::{Attachment, Hello, HostFacts, Reply, Request, Welcome, hello_message};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -161,15 +161,27 @@ pub async fn connect_raw(
     Ok((endpoint, connection))
 }
 
-/// Connects and authenticates as the holder of `key`.
+/// Connects and authenticates as the holder of `key`, anonymously.
 pub async fn connect(
     join: &JoinString,
     key: &SigningKey,
     facts: HostFacts,
     bind: Option<std::net::IpAddr>,
 ) -> Result<Session, NetError> {
+    connect_attached(join, key, facts, None, bind).await
+}
+
+/// Connects and authenticates as the holder of `key`, attached to a
+/// volunteer's account if `account` is given.
+pub async fn connect_attached(
+    join: &JoinString,
+    key: &SigningKey,
+    facts: HostFacts,
+    account: Option<&Attachment>,
+    bind: Option<std::net::IpAddr>,
+) -> Result<Session, NetError> {
     let (endpoint, connection) = connect_raw(join, peergrid_proto::wire::ALPN, bind).await?;
-    let welcome = greet(&connection, join, key, facts).await?;
+    let welcome = greet(&connection, join, key, facts, account).await?;
     Ok(Session {
         connection,
         welcome,
@@ -183,6 +195,7 @@ pub async fn greet(
     join: &JoinString,
     key: &SigningKey,
     facts: HostFacts,
+    account: Option<&Attachment>,
 ) -> Result<Welcome, NetError> {
     let timestamp_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -205,6 +218,7 @@ pub async fn greet(
         signature,
         facts,
         worker_version: peergrid_proto::text::host_fact(env!("CARGO_PKG_VERSION")),
+        account: account.cloned(),
     });
     match request(connection, &hello).await? {
         Reply::Welcome(welcome) => Ok(welcome),

@@ -49,8 +49,13 @@ pub struct Preferences {
     /// Tasks kept queued beyond the running ones, so a short outage of the
     /// coordinator does not idle the CPU; unset: one per task slot.
     pub work_buffer: Option<usize>,
-    /// The volunteer's account name (empty: anonymous).
+    /// The volunteer's account name (empty: anonymous unless
+    /// `account_key` is set).
     pub account: String,
+    /// The account's key file (hex Ed25519 seed, made if missing); copy it
+    /// to each of your machines to add their credit up under one account.
+    /// Unset with an account name: `DATA/account.key`.
+    pub account_key: Option<PathBuf>,
     /// Most memory one task may use, in MiB.
     pub max_task_memory_mb: Option<u64>,
 }
@@ -70,6 +75,7 @@ impl Default for Preferences {
             checkpoint_secs: 60,
             work_buffer: None,
             account: String::new(),
+            account_key: None,
             max_task_memory_mb: None,
         }
     }
@@ -119,6 +125,12 @@ pub struct Overrides {
     /// it on the project's leaderboard (default: anonymous).
     #[arg(long, env = "PEERGRID_ACCOUNT")]
     pub account: Option<String>,
+    /// Your account's key file (made if missing; default with --account:
+    /// DATA/account.key). The account *is* this key: copy the file to
+    /// your other machines so their credit adds up under it, and keep it
+    /// private, since whoever has it can attach hosts to your account.
+    #[arg(long, env = "PEERGRID_ACCOUNT_KEY", value_name = "FILE")]
+    pub account_key: Option<PathBuf>,
     /// Most memory one task may use, in MiB (a job asking for more gets
     /// this much; its module may then fail).
     #[arg(long, value_name = "MIB")]
@@ -187,6 +199,9 @@ impl Preferences {
             self.work_buffer = o.work_buffer;
         }
         set(&mut self.account, &o.account);
+        if o.account_key.is_some() {
+            self.account_key = o.account_key.clone();
+        }
         if o.max_task_memory_mb.is_some() {
             self.max_task_memory_mb = o.max_task_memory_mb;
         }
@@ -195,6 +210,11 @@ impl Preferences {
 
     /// Checks every value is in range; the message names the preference.
     pub fn validate(&self) -> Result<()> {
+        let max = peergrid_proto::limits::MAX_ACCOUNT;
+        anyhow::ensure!(
+            self.account.len() <= max && !self.account.chars().any(char::is_control),
+            "account: at most {max} bytes without control characters"
+        );
         for (name, v) in [
             ("max_cores_percent", self.max_cores_percent),
             ("cpu_time_percent", self.cpu_time_percent),

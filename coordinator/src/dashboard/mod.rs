@@ -241,6 +241,9 @@ pub fn leaderboard_page(store: &dyn Store, now: u64, page: u64) -> Result<HostsP
 #[derive(Clone, Debug, Serialize)]
 pub struct VolunteerEntry {
     pub name: String,
+    /// The account key (hex) the volunteer is known by; empty for an
+    /// anonymous host. Names are chosen freely; this is the identity.
+    pub account: String,
     /// Whether `name` is an account the volunteer chose (false: an
     /// anonymous host, named by its key).
     pub has_account: bool,
@@ -253,31 +256,42 @@ pub struct VolunteerEntry {
 
 /// Every volunteer, highest total credit first.
 pub fn volunteers(store: &dyn Store, now: u64) -> Result<Vec<VolunteerEntry>, StoreError> {
-    let mut by_name: std::collections::BTreeMap<String, VolunteerEntry> = Default::default();
+    // By account key (or, anonymous, host key): two accounts may share a
+    // name and are still two volunteers.
+    let mut by_id: std::collections::BTreeMap<String, VolunteerEntry> = Default::default();
     for e in leaderboard(store, now)? {
         let has_account = !e.host.account.is_empty();
-        let name = if has_account {
-            e.host.account.clone()
+        let short = |key: &str| key[..12.min(key.len())].to_string();
+        let (id, name) = if has_account {
+            let name = if e.host.account_name.is_empty() {
+                format!("account {}", short(&e.host.account))
+            } else {
+                e.host.account_name.clone()
+            };
+            (e.host.account.clone(), name)
         } else {
-            format!(
-                "host {}",
-                &e.host.public_key[..12.min(e.host.public_key.len())]
+            (
+                e.host.public_key.clone(),
+                format!("host {}", short(&e.host.public_key)),
             )
         };
-        let v = by_name
-            .entry(name.clone())
-            .or_insert_with(|| VolunteerEntry {
-                name,
-                has_account,
-                hosts: Vec::new(),
-                online: false,
-                credit: Credit::default(),
-            });
+        let v = by_id.entry(id).or_insert_with(|| VolunteerEntry {
+            name,
+            account: if has_account {
+                e.host.account.clone()
+            } else {
+                String::new()
+            },
+            has_account,
+            hosts: Vec::new(),
+            online: false,
+            credit: Credit::default(),
+        });
         v.hosts.push(e.host.public_key.clone());
         v.online |= e.online;
         v.credit.add(e.credit);
     }
-    let mut out: Vec<VolunteerEntry> = by_name.into_values().collect();
+    let mut out: Vec<VolunteerEntry> = by_id.into_values().collect();
     out.sort_by(|a, b| {
         b.credit
             .total

@@ -62,7 +62,9 @@ fn busy() -> Value {
 
 /// The coordinator's disk is below its free-space reserve.
 fn short_of_space() -> Value {
-    error("the coordinator is short of disk space and takes no uploads or jobs until its operator frees space")
+    error(
+        "the coordinator is short of disk space and takes no uploads or jobs until its operator frees space",
+    )
 }
 
 fn error(description: &str) -> Value {
@@ -313,7 +315,7 @@ pub fn document() -> Value {
             "/api/v1/jobs/{id}/manifest": { "get": download("BLAKE3 of every output by unit and of each whole export", json_, job_id()) },
             "/api/v1/volunteers": { "get": api("Every volunteer (account) with the summed credit of its hosts, highest first", json!({
                 "type": "array", "items": { "type": "object", "required": ["name", "hosts", "credit"],
-                    "properties": { "name": { "type": "string" }, "hosts": { "type": "array", "items": { "type": "string" } },
+                    "properties": { "name": { "type": "string" }, "account": { "type": "string", "description": "the account key (hex); empty for an anonymous host" }, "hosts": { "type": "array", "items": { "type": "string" } },
                                     "credit": obj("Credit") } } }), json!([])) },
             "/volunteers": { "get": page("Leaderboard of volunteers (HTML)", json!([])) },
             "/stats/volunteers.gz": { "get": download("Gzipped JSON lines: every volunteer with hosts and credit", "application/gzip", json!([])) },

@@ -333,7 +333,7 @@ pub fn hosts(v: &HostsPage) -> String {
                         tr data-host=(e.host.public_key) data-host-id=(e.host.id) {
                             td.num.rank { (first_rank + i as u64 + 1) }
                             td { a href={ "/hosts/" (e.host.id) } { code { (short(&e.host.public_key)) } } }
-                            td.account { (e.host.account) }
+                            td.account data-account=(e.host.account) { (e.host.account_name) }
                             td.num { (e.host.cores) }
                             td { (e.host.os) " / " (e.host.arch) }
                             td.num.credit-total data-fuel=(e.credit.total) { (gfuel(e.credit.total as f64)) }
@@ -356,8 +356,9 @@ pub fn volunteers(entries: &[super::VolunteerEntry]) -> String {
         "Volunteers",
         html! {
             h1 { "Volunteers by credit" }
-            p.small { "A volunteer is an account name given to " code { "peergrid-worker run --account" }
-                "; its credit is the sum over its hosts. A host without an account counts on its own. "
+            p.small { "A volunteer is an account: a key that signs the attachment of each of its hosts ("
+                code { "peergrid-worker run --account NAME --account-key FILE" }
+                "), so nobody else can add hosts to it; its credit is the sum over its hosts. Names are chosen freely; the key after each tells accounts apart. A host without an account counts on its own. "
                 "1 credit = 1 unit of wasmtime fuel; shown in Gfuel (10⁹)." }
             table #volunteers {
                 thead { tr {
@@ -366,9 +367,12 @@ pub fn volunteers(entries: &[super::VolunteerEntry]) -> String {
                 } }
                 tbody {
                     @for (i, v) in entries.iter().enumerate() {
-                        tr data-volunteer=(v.name) {
+                        tr data-volunteer=(v.name) data-account=(v.account) {
                             td.num.rank { (i + 1) }
-                            td.name { (v.name) }
+                            td.name {
+                                (v.name)
+                                @if v.has_account { " " code.account-key title=(v.account) { (short(&v.account)) } }
+                            }
                             td.num.host-count data-count=(v.hosts.len()) {
                                 @for (j, h) in v.hosts.iter().enumerate() {
                                     @if j > 0 { " " }

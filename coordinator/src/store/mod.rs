@@ -119,6 +119,17 @@ pub struct JobInfo {
     pub validator: Validator,
 }
 
+/// A volunteer account as the coordinator knows it: an account is its
+/// key, proved by the signature attaching each host (`wire::Attachment`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    /// The account key in lower-case hex ('' = anonymous): what bans,
+    /// `distinct_volunteers` and the leaderboard count by.
+    pub id: String,
+    /// The name it shows (chosen by the volunteer; not unique).
+    pub name: String,
+}
+
 /// What the store keeps of a host's standing (see `trust.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredStanding {
@@ -216,8 +227,11 @@ pub struct HostSummary {
     pub version: String,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
-    /// The volunteer account it runs under ('' = anonymous).
+    /// The volunteer account it runs under: the account key in hex
+    /// ('' = anonymous).
     pub account: String,
+    /// The account's display name.
+    pub account_name: String,
     /// Credit granted to it, kept up to date with every dataset row.
     #[serde(skip)]
     pub credit: CreditTally,
@@ -302,14 +316,26 @@ pub trait Store: Send + Sync + 'static {
     fn job_status(&self, id: JobId) -> Result<Option<JobStatus>, StoreError>;
     fn jobs(&self) -> Result<Vec<JobStatus>, StoreError>;
 
-    /// Registers a host or refreshes its facts; returns its id.
+    /// Registers a host (attached to `account`) or refreshes its facts
+    /// and account; returns its id.
+    fn upsert_host_in(
+        &self,
+        key: &[u8; 32],
+        facts: &HostFacts,
+        version: &str,
+        account: &Account,
+        now_ms: u64,
+    ) -> Result<HostId, StoreError>;
+    /// [`Store::upsert_host_in`] for an anonymous host.
     fn upsert_host(
         &self,
         key: &[u8; 32],
         facts: &HostFacts,
         version: &str,
         now_ms: u64,
-    ) -> Result<HostId, StoreError>;
+    ) -> Result<HostId, StoreError> {
+        self.upsert_host_in(key, facts, version, &Account::default(), now_ms)
+    }
     fn host_key(&self, id: HostId) -> Result<Option<[u8; 32]>, StoreError>;
     /// The trust and quota kept for a host, with its account and cores.
     fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError>;

@@ -17,9 +17,9 @@ use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Ban, BanTarget, Bucket, CreditGrant, DatasetRow, DatasetSize, DatasetStamp, FailedUnit, HostId,
-    HostRecord, HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError, StoreOp,
-    StoredStanding,
+    Account, Ban, BanTarget, Bucket, CreditGrant, DatasetRow, DatasetSize, DatasetStamp,
+    FailedUnit, HostId, HostRecord, HostSummary, JobInfo, JobStatus, LoadedUnit, Store, StoreError,
+    StoreOp, StoredStanding,
 };
 use crate::credit::CreditTally;
 use crate::quorum::{Copy, CopyState};
@@ -108,8 +108,11 @@ CREATE TABLE IF NOT EXISTS hosts (
     os TEXT NOT NULL,
     arch TEXT NOT NULL,
     version TEXT NOT NULL,
-    -- the volunteer account the host runs under ('' = anonymous)
+    -- the volunteer account the host runs under: the account key in hex,
+    -- proved by its signature on the host's attachment ('' = anonymous)
     account TEXT NOT NULL DEFAULT '',
+    -- the account's display name, chosen by the volunteer
+    account_name TEXT NOT NULL DEFAULT '',
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL,
     -- trust streak and daily quota (NULL: the full quota), see trust.rs
@@ -268,6 +271,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("hosts", "credit_recent", "REAL NOT NULL DEFAULT 0"),
     ("hosts", "credit_at_ms", "INTEGER NOT NULL DEFAULT 0"),
     ("units", "reopened_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("hosts", "account_name", "TEXT NOT NULL DEFAULT ''"),
     ("units", "disputed", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
@@ -292,6 +296,11 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     if added.contains(&"credit_total") {
         tally_credit(conn)?;
+    }
+    if added.contains(&"account_name") {
+        // Accounts were self-chosen names, proved by nothing: keep them as
+        // names only, the hosts anonymous until they attach with a key.
+        conn.execute_batch("UPDATE hosts SET account_name = account, account = ''")?;
     }
     // Indexes on columns an older database gains above: made after them.
     // The leaderboard pages hosts by credit.
@@ -573,20 +582,21 @@ impl Store for SqliteStore {
         })
     }
 
-    fn upsert_host(
+    fn upsert_host_in(
         &self,
         key: &[u8; 32],
         facts: &HostFacts,
         version: &str,
+        account: &Account,
         now_ms: u64,
     ) -> Result<HostId, StoreError> {
         self.write(|c| {
             c.execute(
-                "INSERT INTO hosts (public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms, account)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+                "INSERT INTO hosts (public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms, account, account_name)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
                  ON CONFLICT(public_key) DO UPDATE SET cores = ?2, memory_bytes = ?3, os = ?4,
-                   arch = ?5, version = ?6, last_seen_ms = ?7, account = ?8",
-                params![&key[..], facts.cores, facts.memory_bytes, facts.os, facts.arch, version, now_ms, facts.account],
+                   arch = ?5, version = ?6, last_seen_ms = ?7, account = ?8, account_name = ?9",
+                params![&key[..], facts.cores, facts.memory_bytes, facts.os, facts.arch, version, now_ms, account.id, account.name],
             )?;
             Ok(c.query_row("SELECT id FROM hosts WHERE public_key = ?1", [&key[..]], |r| {
                 r.get(0)
@@ -1157,7 +1167,7 @@ impl Store for SqliteStore {
 }
 
 const HOST_COLUMNS: &str = "id, public_key, cores, memory_bytes, os, arch, version, first_seen_ms, \
-     last_seen_ms, account, credit_total, credit_recent, credit_at_ms";
+     last_seen_ms, account, credit_total, credit_recent, credit_at_ms, account_name";
 
 fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSummary> {
     Ok(HostSummary {
@@ -1172,6 +1182,7 @@ fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSummary> {
         last_seen_ms: r.get(8)?,
         account: r.get(9)?,
         credit: tally_from(r, 10)?,
+        account_name: r.get(13)?,
     })
 }
 
@@ -1662,9 +1673,19 @@ mod tests {
                 &[],
             )
             .unwrap();
-        assert_eq!(store.get_blob(&forged).unwrap(), None, "the loser's output is gone");
-        assert!(store.get_blob(&good).unwrap().is_some(), "the dataset's output stays");
-        assert!(store.get_blob(&shared).unwrap().is_some(), "another unit names it");
+        assert_eq!(
+            store.get_blob(&forged).unwrap(),
+            None,
+            "the loser's output is gone"
+        );
+        assert!(
+            store.get_blob(&good).unwrap().is_some(),
+            "the dataset's output stays"
+        );
+        assert!(
+            store.get_blob(&shared).unwrap().is_some(),
+            "another unit names it"
+        );
         assert!(store.get_blob(&input).unwrap().is_some());
         assert!(store.get_blob(&module).unwrap().is_some());
         // The record of what the loser claimed stays.
