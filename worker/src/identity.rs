@@ -77,8 +77,22 @@ pub fn load_or_create_key_file(path: &Path, if_corrupt: &str) -> Result<SigningK
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
             let key = SigningKey::from_bytes(&seed);
-            write_private(path, hex::encode(key.to_bytes()).as_bytes())?;
-            Ok(key)
+            // Written whole beside it, then linked into place (which never
+            // replaces): two workers starting at once on one shared account
+            // file both end up with the one key that got there first.
+            let mut tag = [0u8; 8];
+            getrandom::fill(&mut tag).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+            let tmp = path.with_extension(format!("tmp-{}", hex::encode(tag)));
+            write_private(&tmp, hex::encode(key.to_bytes()).as_bytes())?;
+            let linked = fs::hard_link(&tmp, path);
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(key),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    load_or_create_key_file(path, if_corrupt)
+                }
+                Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+            }
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -143,5 +157,40 @@ mod tests {
         std::fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
         let e = load_or_create_key(dir.path()).unwrap_err();
         assert!(format!("{e:#}").contains("corrupt"), "{e:#}");
+    }
+
+    #[test]
+    fn workers_starting_at_once_on_one_account_file_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared").join("ada.account");
+        let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create_key_file(&path, "x").unwrap().to_bytes()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            keys.windows(2).all(|w| w[0] == w[1]),
+            "two keys for one file"
+        );
+        let host = SigningKey::from_bytes(&[1; 32]);
+        let prefs = crate::prefs::Preferences {
+            account: "ada".into(),
+            account_key: Some(path.clone()),
+            ..Default::default()
+        };
+        let a = account_attachment(dir.path(), &prefs, &host)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            a.account_key,
+            SigningKey::from_bytes(&keys[0]).verifying_key().to_bytes()
+        );
+        let anonymous = crate::prefs::Preferences::default();
+        assert!(
+            account_attachment(dir.path(), &anonymous, &host)
+                .unwrap()
+                .is_none()
+        );
     }
 }
