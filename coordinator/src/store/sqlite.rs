@@ -2030,6 +2030,42 @@ mod dashboard_tests {
         }
     }
 
+    /// Account names were self-chosen and proved nothing: an older
+    /// database's names are kept as display names, the hosts anonymous
+    /// until they attach with a key.
+    #[test]
+    fn old_account_names_become_display_names_of_anonymous_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = SqliteStore::open(&path, false).unwrap();
+        let id = store
+            .upsert_host(&[5; 32], &HostFacts::default(), "t", 2)
+            .unwrap();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE hosts DROP COLUMN account_name; UPDATE hosts SET account = 'alice'",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path, false).unwrap();
+        let host = store.host(id).unwrap().unwrap();
+        assert_eq!(
+            (host.account.as_str(), host.account_name.as_str()),
+            ("", "alice")
+        );
+        // A host that attaches with a key is recorded under it.
+        let ada = Account {
+            id: "ab".repeat(32),
+            name: "Ada".into(),
+        };
+        store
+            .upsert_host_in(&[5; 32], &HostFacts::default(), "t", &ada, 3)
+            .unwrap();
+        let host = store.host(id).unwrap().unwrap();
+        assert_eq!((host.account, host.account_name), (ada.id, ada.name));
+    }
+
     #[test]
     fn credit_tallies_follow_the_dataset_and_are_rebuilt_for_old_databases() {
         const DAY: u64 = 86_400_000;
