@@ -156,17 +156,24 @@ CREATE INDEX IF NOT EXISTS units_input ON units(input_hash);
 /// unit's result, any unit's input or any job's module or validator names
 /// the same bytes. The results keep their output hashes: the record of
 /// what each host claimed stays, its bytes do not.
+///
+/// Only for bitwise jobs: there every agreeing copy has `kept`'s bytes,
+/// and audits and disputes compare hashes. A tolerance or custom
+/// validator compares bytes, and its agreeing outputs differ.
 fn delete_losing_outputs(
     tx: &rusqlite::Transaction<'_>,
     unit: UnitId,
     kept: &Hash,
 ) -> Result<(), StoreError> {
     // Usually none: every copy agreed. (One `DELETE … IN (SELECT …)`
-    // scanned the whole blobs table per validated unit.)
+    // scanned the whole blobs table per validated unit; `+unit_id` keeps
+    // the planner on the primary key rather than the output index.)
     let losers: Vec<Vec<u8>> = tx
         .prepare_cached(
-            "SELECT DISTINCT output_hash FROM results
-             WHERE unit_id = ?1 AND output_hash IS NOT NULL AND output_hash != ?2",
+            "SELECT DISTINCT r.output_hash FROM results r
+             JOIN units u ON u.id = r.unit_id JOIN jobs j ON j.id = u.job_id
+             WHERE r.unit_id = ?1 AND +r.output_hash IS NOT NULL AND r.output_hash != ?2
+               AND j.validator_json LIKE '%\"bitwise\"%'",
         )?
         .query_map(params![unit, &kept.0[..]], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -299,8 +306,16 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     if added.contains(&"account_name") {
         // Accounts were self-chosen names, proved by nothing: keep them as
-        // names only, the hosts anonymous until they attach with a key.
-        conn.execute_batch("UPDATE hosts SET account_name = account, account = ''")?;
+        // names only, the hosts anonymous until they attach with a key. A
+        // ban of such a name becomes a ban of each host that ran under it.
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO bans (kind, name, reason, at_ms)
+               SELECT 'host', CAST(h.id AS TEXT), b.reason, b.at_ms
+               FROM bans b JOIN hosts h ON h.account = b.name AND h.account != ''
+               WHERE b.kind = 'account';
+             DELETE FROM bans WHERE kind = 'account';
+             UPDATE hosts SET account_name = account, account = '';",
+        )?;
     }
     // Indexes on columns an older database gains above: made after them.
     // The leaderboard pages hosts by credit.
@@ -595,7 +610,11 @@ impl Store for SqliteStore {
                 "INSERT INTO hosts (public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms, account, account_name)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
                  ON CONFLICT(public_key) DO UPDATE SET cores = ?2, memory_bytes = ?3, os = ?4,
-                   arch = ?5, version = ?6, last_seen_ms = ?7, account = ?8, account_name = ?9",
+                   arch = ?5, version = ?6, last_seen_ms = ?7,
+                   -- a Hello without an attachment does not detach a host
+                   -- from its account (nor from a ban on it)
+                   account = CASE WHEN ?8 = '' THEN account ELSE ?8 END,
+                   account_name = CASE WHEN ?8 = '' THEN account_name ELSE ?9 END",
                 params![&key[..], facts.cores, facts.memory_bytes, facts.os, facts.arch, version, now_ms, account.id, account.name],
             )?;
             Ok(c.query_row("SELECT id FROM hosts WHERE public_key = ?1", [&key[..]], |r| {
@@ -715,6 +734,13 @@ impl Store for SqliteStore {
             }
             for op in ops {
                 apply_op(&tx, op)?;
+            }
+            // After every op of the batch: a later report in the same
+            // transaction may name the bytes a validation would delete.
+            for op in ops {
+                if let StoreOp::Validate { unit, output, .. } = op {
+                    delete_losing_outputs(&tx, *unit, output)?;
+                }
             }
             tx.commit()?;
             Ok(())
@@ -1450,7 +1476,6 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             ])?;
             tx.prepare_cached("UPDATE units SET state = 'validated' WHERE id = ?1")?
                 .execute([unit])?;
-            delete_losing_outputs(tx, *unit, output)?;
         }
         StoreOp::Fail {
             unit,
@@ -1590,8 +1615,8 @@ mod tests {
         }
     }
 
-    /// A caught host's validated rows move to the history, its copies are
-    /// voided and the units come back, in order, for the feeder.
+    /// When a unit validates, the bytes of the outputs that lost go, and
+    /// only those nothing else names.
     #[test]
     fn outputs_that_lost_their_quorum_are_deleted_unless_named_elsewhere() {
         let dir = tempfile::tempdir().unwrap();
@@ -1618,7 +1643,7 @@ mod tests {
                 .to_vec(),
         };
         store.create_job(&sub, 1).unwrap();
-        let hosts: Vec<HostId> = (1..=4u8)
+        let hosts: Vec<HostId> = (1..=5u8)
             .map(|k| {
                 store
                     .upsert_host(&[k; 32], &HostFacts::default(), "t", 2)
@@ -1629,6 +1654,7 @@ mod tests {
         let forged = blob(b"forged");
         let shared = blob(b"forged too, but another unit's host claimed it as well");
         let same_as_input = input;
+        let late = blob(b"claimed again in the validation's own batch");
         let report = |unit, host, output| {
             [
                 StoreOp::Assign {
@@ -1657,22 +1683,27 @@ mod tests {
         ops.extend(report(1, hosts[1], good));
         ops.extend(report(1, hosts[2], forged));
         ops.extend(report(1, hosts[3], shared));
+        ops.extend(report(1, hosts[4], late));
         // Unit 2 is still open, and one of its hosts claimed `shared`.
         ops.extend(report(2, hosts[3], shared));
         ops.extend(report(2, hosts[2], same_as_input));
         store.apply(&ops, &[]).unwrap();
-        store
-            .apply(
-                &[StoreOp::Validate {
-                    unit: 1,
-                    output: good,
-                    fuel: 7,
-                    hosts: vec![hosts[0], hosts[1]],
-                    at_ms: 5,
-                }],
-                &[],
-            )
-            .unwrap();
+        // The group-commit writer merges batches: a report naming `late`
+        // may follow the validation in one transaction, its blob insert
+        // (a no-op, the bytes are there) before both.
+        let mut batch = vec![StoreOp::Validate {
+            unit: 1,
+            output: good,
+            fuel: 7,
+            hosts: vec![hosts[0], hosts[1]],
+            at_ms: 5,
+        }];
+        batch.extend(report(2, hosts[4], late));
+        store.apply(&batch, &[]).unwrap();
+        assert!(
+            store.get_blob(&late).unwrap().is_some(),
+            "a report in the same batch names it"
+        );
         assert_eq!(
             store.get_blob(&forged).unwrap(),
             None,
@@ -1702,6 +1733,8 @@ mod tests {
         assert_eq!(claimed, forged.0.to_vec());
     }
 
+    /// A caught host's validated rows move to the history, its copies are
+    /// voided and the units come back, in order, for the feeder.
     #[test]
     fn repair_reopens_the_rows_a_caught_host_validated() {
         let dir = tempfile::tempdir().unwrap();
@@ -2044,7 +2077,8 @@ mod dashboard_tests {
         drop(store);
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
-            "ALTER TABLE hosts DROP COLUMN account_name; UPDATE hosts SET account = 'alice'",
+            "ALTER TABLE hosts DROP COLUMN account_name; UPDATE hosts SET account = 'alice';
+             INSERT INTO bans (kind, name, reason, at_ms) VALUES ('account', 'alice', 'spam', 1);",
         )
         .unwrap();
         drop(conn);
@@ -2054,6 +2088,14 @@ mod dashboard_tests {
             (host.account.as_str(), host.account_name.as_str()),
             ("", "alice")
         );
+        // The ban of the name now holds each host that ran under it.
+        let bans: Vec<BanTarget> = store
+            .bans()
+            .unwrap()
+            .into_iter()
+            .map(|b| b.target)
+            .collect();
+        assert_eq!(bans, vec![BanTarget::Host(id)]);
         // A host that attaches with a key is recorded under it.
         let ada = Account {
             id: "ab".repeat(32),
@@ -2061,6 +2103,15 @@ mod dashboard_tests {
         };
         store
             .upsert_host_in(&[5; 32], &HostFacts::default(), "t", &ada, 3)
+            .unwrap();
+        let host = store.host(id).unwrap().unwrap();
+        assert_eq!(
+            (host.account.as_str(), host.account_name.as_str()),
+            (ada.id.as_str(), "Ada")
+        );
+        // A Hello without an attachment does not detach it.
+        store
+            .upsert_host(&[5; 32], &HostFacts::default(), "t", 4)
             .unwrap();
         let host = store.host(id).unwrap().unwrap();
         assert_eq!((host.account, host.account_name), (ada.id, ada.name));
