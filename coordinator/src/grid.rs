@@ -189,6 +189,19 @@ impl Grid {
         self.window().scheduler.in_flight(host) > 0
     }
 
+    /// Those of `hosts` that hold no copy, under one lock.
+    pub fn without_work(&self, hosts: &[HostId]) -> HashSet<HostId> {
+        if hosts.is_empty() {
+            return HashSet::new();
+        }
+        let w = self.window();
+        hosts
+            .iter()
+            .copied()
+            .filter(|h| w.scheduler.in_flight(*h) == 0)
+            .collect()
+    }
+
     /// Applies the bans in the store to the scheduler: the operator's
     /// `peergrid-coordinator ban` writes them from another process.
     pub async fn apply_bans(&self) -> Result<()> {

@@ -1,4 +1,4 @@
-//! The workers' door: a QUIC endpoint speaking the `peergrid/1` protocol.
+//! The workers' door: a QUIC endpoint speaking the peergrid protocol (ALPN `wire::ALPN`).
 //!
 //! One connection is one host. Its first stream must carry a signed
 //! [`Hello`]; every later stream carries one request and its reply. Bytes
@@ -22,7 +22,7 @@ use peergrid_proto::wire::{
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::grid::{Banned, Grid, now_ms};
-use crate::seats::{Admission, SeatId, Seats};
+use crate::seats::{Admission, EVICTION_SCAN, SeatId, Seats};
 use crate::storage::StorageLow;
 use crate::store::{Account, HostId};
 
@@ -91,8 +91,28 @@ pub struct QuicServer {
     /// Connections that have not said Hello yet; each key wakes its
     /// connection's task when it loses its seat.
     strangers: Mutex<Seats<Arc<Notify>>>,
-    /// Authenticated connections, by host.
-    hosts: Mutex<Seats<(HostId, Arc<Notify>)>>,
+    /// Authenticated connections, at most one per host.
+    hosts: Mutex<HostRoom>,
+    /// A backstop over both rooms and every connection between them (one
+    /// being refused, or moving from one room to the other).
+    connections: Arc<Semaphore>,
+}
+
+/// The room of authenticated connections: one seat per host, so one key
+/// cannot hold many seats that its work in flight protects.
+struct HostRoom {
+    seats: Seats<(HostId, Arc<Notify>)>,
+    by_host: HashMap<HostId, SeatId>,
+}
+
+impl HostRoom {
+    fn leave(&mut self, seat: SeatId) {
+        if let Some((host, _)) = self.seats.leave(seat)
+            && self.by_host.get(&host) == Some(&seat)
+        {
+            self.by_host.remove(&host);
+        }
+    }
 }
 
 /// Which room a seat is in.
@@ -114,7 +134,7 @@ struct Seat {
 impl Seat {
     fn touch(&self, now_ms: u64) {
         if let Room::Hosts = self.room {
-            lock(&self.server.hosts).touch(self.id, now_ms);
+            lock(&self.server.hosts).seats.touch(self.id, now_ms);
         }
     }
 }
@@ -123,7 +143,7 @@ impl Drop for Seat {
     fn drop(&mut self) {
         match self.room {
             Room::Strangers => drop(lock(&self.server.strangers).leave(self.id)),
-            Room::Hosts => drop(lock(&self.server.hosts).leave(self.id)),
+            Room::Hosts => lock(&self.server.hosts).leave(self.id),
         }
     }
 }
@@ -169,7 +189,13 @@ impl QuicServer {
             registrations: Mutex::new(HashMap::new()),
             bytes: Arc::new(Semaphore::new(limits.bytes_in_flight)),
             strangers: Mutex::new(Seats::new(limits.max_unauthenticated)),
-            hosts: Mutex::new(Seats::new(limits.max_connections)),
+            hosts: Mutex::new(HostRoom {
+                seats: Seats::new(limits.max_connections),
+                by_host: HashMap::new(),
+            }),
+            connections: Arc::new(Semaphore::new(
+                limits.max_connections + 2 * limits.max_unauthenticated,
+            )),
         })
     }
 
@@ -219,25 +245,52 @@ impl QuicServer {
     /// than the ones searched).
     fn host_seat(self: &Arc<Self>, host: HostId) -> Option<Seat> {
         let evicted = Arc::new(Notify::new());
-        let admission = lock(&self.hosts).admit((host, evicted.clone()), now_ms(), |(h, _)| {
-            !self.grid.holds_work(*h)
-        });
+        // The host's own older connection (a reconnect, or a second one)
+        // gives way first.
+        let candidates: Vec<HostId> = {
+            let mut room = lock(&self.hosts);
+            if let Some(old) = room.by_host.remove(&host)
+                && let Some((_, wake)) = room.seats.leave(old)
+            {
+                wake.notify_one();
+            }
+            if room.seats.len() < self.limits.max_connections {
+                Vec::new()
+            } else {
+                room.seats
+                    .quietest(EVICTION_SCAN)
+                    .map(|(h, _)| *h)
+                    .collect()
+            }
+        };
+        // Which of the quietest hold no work, asked of the scheduler with
+        // the room's lock released.
+        let idle = self.grid.without_work(&candidates);
+        let mut room = lock(&self.hosts);
+        let admission = room
+            .seats
+            .admit((host, evicted.clone()), now_ms(), |(h, _)| idle.contains(h));
         let id = match admission {
             Admission::Seated(id) => id,
             Admission::Replaced {
                 seat,
-                evicted: (_, (old, wake)),
+                evicted: (old_seat, (old, wake)),
             } => {
                 tracing::debug!(
                     host,
                     evicted = old,
                     "every seat taken: the quietest idle host gives way"
                 );
+                if room.by_host.get(&old) == Some(&old_seat) {
+                    room.by_host.remove(&old);
+                }
                 wake.notify_one();
                 seat
             }
             Admission::Full => return None,
         };
+        room.by_host.insert(host, id);
+        drop(room);
         Some(Seat {
             server: self.clone(),
             room: Room::Hosts,
@@ -281,8 +334,14 @@ impl QuicServer {
                 incoming.refuse();
                 continue;
             }
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "refusing a connection: the door's backstop is full");
+                incoming.refuse();
+                continue;
+            };
             let server = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let Some(_slot) = server.ip_slot(ip) else {
                     incoming.refuse();
                     return;
@@ -313,59 +372,76 @@ impl QuicServer {
     ) -> Result<()> {
         let remote = conn.remote_address().ip().to_canonical();
         // The Hello must arrive, whole and small, within a deadline: a
-        // stranger who has not proved a key holds almost nothing.
-        let hello = tokio::time::timeout(self.limits.hello_timeout, async {
-            let (send, mut recv) = conn.accept_bi().await?;
-            let req = read_frame(&mut recv, MAX_HELLO, None).await;
-            anyhow::Ok((send, req))
-        });
-        let first = tokio::select! {
-            first = hello => first,
+        // stranger who has not proved a key holds almost nothing. Until it
+        // has a host's seat (or is refused), the connection keeps its
+        // stranger's seat and may lose it to a newer stranger; the whole
+        // greeting, refusals included, has a deadline too.
+        let hello_timeout = self.limits.hello_timeout;
+        let greeting = async {
+            let first = tokio::time::timeout(hello_timeout, async {
+                let (send, mut recv) = conn.accept_bi().await?;
+                let req = read_frame(&mut recv, MAX_HELLO, None).await;
+                anyhow::Ok((send, req))
+            })
+            .await;
+            let (mut send, req) = match first {
+                Ok(r) => r?,
+                Err(_) => {
+                    conn.close(2u32.into(), b"no Hello in time");
+                    anyhow::bail!("no Hello within {hello_timeout:?}");
+                }
+            };
+            let reply = match req.map(|(r, _)| r) {
+                Ok(Request::Hello(hello)) => match self.authenticate(&hello, remote).await {
+                    Ok(host) => match self.host_seat(host) {
+                        Some(seat) => {
+                            respond(&mut send, &Reply::Welcome(Welcome { host_id: host })).await?;
+                            return Ok(Some((host, seat)));
+                        }
+                        None => error(
+                            ErrorCode::Busy,
+                            "every connection the coordinator serves belongs to a host holding work; try again later",
+                        ),
+                    },
+                    Err(e) => {
+                        let code = if e.is::<StoreFailure>() {
+                            ErrorCode::Internal
+                        } else if e.is::<Banned>() {
+                            ErrorCode::Banned
+                        } else if e.is::<TooManyIdentities>() || e.is::<StorageLow>() {
+                            ErrorCode::Busy
+                        } else {
+                            ErrorCode::Unauthenticated
+                        };
+                        error(code, format!("{e:#}"))
+                    }
+                },
+                Ok(_) => error(
+                    ErrorCode::Unauthenticated,
+                    "the first request on a connection must be Hello",
+                ),
+                Err(reply) => reply,
+            };
+            refuse(&conn, &mut send, &reply).await?;
+            Ok(None)
+        };
+        let greeted = tokio::select! {
+            g = tokio::time::timeout(2 * hello_timeout + Duration::from_secs(5), greeting) => g,
             _ = stranger.evicted.notified() => {
                 conn.close(4u32.into(), b"the door is full");
-                anyhow::bail!("closed before its Hello: newer strangers needed the seat");
+                anyhow::bail!("closed before its Hello was answered: newer strangers needed the seat");
             }
         };
-        let (mut send, req) = match first {
-            Ok(r) => r?,
+        drop(stranger);
+        let (host, seat) = match greeted {
+            Ok(Ok(Some(greeted))) => greeted,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
             Err(_) => {
-                conn.close(2u32.into(), b"no Hello in time");
-                anyhow::bail!("no Hello within {:?}", self.limits.hello_timeout);
+                conn.close(2u32.into(), b"greeting took too long");
+                anyhow::bail!("the greeting did not finish in time");
             }
         };
-        let host = match req.map(|(r, _)| r) {
-            Ok(Request::Hello(hello)) => match self.authenticate(&hello, remote).await {
-                Ok(host) => {
-                    drop(stranger);
-                    let Some(seat) = self.host_seat(host) else {
-                        let msg = "every connection the coordinator serves belongs to a host holding work; try again later";
-                        return refuse(&conn, &mut send, &error(ErrorCode::Busy, msg)).await;
-                    };
-                    respond(&mut send, &Reply::Welcome(Welcome { host_id: host })).await?;
-                    (host, seat)
-                }
-                Err(e) => {
-                    let code = if e.is::<StoreFailure>() {
-                        ErrorCode::Internal
-                    } else if e.is::<Banned>() {
-                        ErrorCode::Banned
-                    } else if e.is::<TooManyIdentities>() || e.is::<StorageLow>() {
-                        ErrorCode::Busy
-                    } else {
-                        ErrorCode::Unauthenticated
-                    };
-                    let reply = error(code, format!("{e:#}"));
-                    return refuse(&conn, &mut send, &reply).await;
-                }
-            },
-            Ok(_) => {
-                let msg = "the first request on a connection must be Hello";
-                let reply = error(ErrorCode::Unauthenticated, msg);
-                return refuse(&conn, &mut send, &reply).await;
-            }
-            Err(reply) => return refuse(&conn, &mut send, &reply).await,
-        };
-        let (host, seat) = host;
         let seat = Arc::new(seat);
         tracing::debug!(host, remote = %conn.remote_address(), "worker connected");
         // When the connection last asked for work, reported, or fetched a

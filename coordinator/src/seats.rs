@@ -112,6 +112,14 @@ impl<K> Seats<K> {
         Some(key)
     }
 
+    /// The keys of the `n` quietest seats, quietest first.
+    pub fn quietest(&self, n: usize) -> impl Iterator<Item = &K> {
+        self.by_quiet
+            .iter()
+            .take(n)
+            .filter_map(|(_, id)| self.seated.get(id).map(|(k, _)| k))
+    }
+
     pub fn contains(&self, seat: SeatId) -> bool {
         self.seated.contains_key(&seat)
     }

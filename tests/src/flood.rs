@@ -2,7 +2,7 @@
 //! loopback addresses, for the load test and the connection benchmark.
 //!
 //! Two kinds of stranger: *hosts* complete the handshake, say a signed
-//! Hello (one key per address) and then sit idle; *strangers* complete the
+//! Hello (a key of their own each) and then sit idle; *strangers* complete the
 //! handshake, never say Hello, and connect again whenever the coordinator
 //! closes them. Addresses are in 127.201.0.0/16 and up, apart from the
 //! ones `loopback_network` hands out.
@@ -22,6 +22,9 @@ use tokio::sync::Semaphore;
 /// Connections per address: within the coordinator's per-address cap (64).
 pub const PER_ADDRESS: usize = 50;
 
+/// The close code of a connection that gave its seat to a newcomer.
+const EVICTED: u32 = 4;
+
 /// Tries a host connection gets.
 const TRIES: usize = 5;
 
@@ -35,6 +38,8 @@ pub struct Counts {
     pub hosts_open: AtomicUsize,
     /// Authenticated connections the coordinator closed.
     pub hosts_closed: AtomicUsize,
+    /// Of those, the ones closed to seat a newcomer (close code 4).
+    pub hosts_evicted: AtomicUsize,
     /// Host connections that failed every try.
     pub failed: AtomicUsize,
     /// Tries that failed (refused, busy, cut off, timed out), strangers'
@@ -106,7 +111,9 @@ impl Flood {
         for i in 0..hosts {
             let a = i / PER_ADDRESS;
             let endpoint = endpoints[a].clone();
-            let key = SigningKey::from_bytes(blake3::hash(&(a as u64).to_le_bytes()).as_bytes());
+            // One key per connection: the coordinator seats one connection
+            // per host (a second one of a host replaces its first).
+            let key = SigningKey::from_bytes(blake3::hash(&(i as u64).to_le_bytes()).as_bytes());
             let (join, counts, gate) = (join.clone(), counts.clone(), gate.clone());
             opening.push(tokio::spawn(async move {
                 // A few tries, as any client would: under a burst of
@@ -128,9 +135,14 @@ impl Flood {
                     match conn {
                         Ok(Ok(conn)) => {
                             counts.hosts_open.fetch_add(1, Ordering::Relaxed);
-                            conn.closed().await;
+                            let why = conn.closed().await;
                             counts.hosts_open.fetch_sub(1, Ordering::Relaxed);
                             counts.hosts_closed.fetch_add(1, Ordering::Relaxed);
+                            if matches!(&why, quinn::ConnectionError::ApplicationClosed(c)
+                                if c.error_code == EVICTED.into())
+                            {
+                                counts.hosts_evicted.fetch_add(1, Ordering::Relaxed);
+                            }
                             return;
                         }
                         Ok(Err(e)) => counts.retried(format!("{e:#}")),

@@ -48,6 +48,17 @@ pub fn account_attachment(
     if prefs.account.is_empty() && prefs.account_key.is_none() {
         return Ok(None);
     }
+    // A key file named explicitly must exist: a mistyped path would
+    // otherwise start a new account without a word.
+    if let Some(path) = &prefs.account_key {
+        anyhow::ensure!(
+            path.exists(),
+            "the account key file {} does not exist: copy your account's key there (the first \
+             machine keeps it in its data folder as {ACCOUNT_KEY_FILE}), or leave out \
+             --account-key to make a new account",
+            path.display()
+        );
+    }
     let path = prefs
         .account_key
         .clone()
@@ -163,6 +174,13 @@ mod tests {
     fn workers_starting_at_once_on_one_account_file_share_one_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shared").join("ada.account");
+        let missing = crate::prefs::Preferences {
+            account_key: Some(path.clone()),
+            ..Default::default()
+        };
+        let host = SigningKey::from_bytes(&[1; 32]);
+        let e = account_attachment(dir.path(), &missing, &host).unwrap_err();
+        assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
         let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
                 .map(|_| s.spawn(|| load_or_create_key_file(&path, "x").unwrap().to_bytes()))

@@ -125,10 +125,11 @@ pub struct Overrides {
     /// it on the project's leaderboard (default: anonymous).
     #[arg(long, env = "PEERGRID_ACCOUNT")]
     pub account: Option<String>,
-    /// Your account's key file (made if missing; default with --account:
-    /// DATA/account.key). The account *is* this key: copy the file to
-    /// your other machines so their credit adds up under it, and keep it
-    /// private, since whoever has it can attach hosts to your account.
+    /// Your account's key file (default with --account: DATA/account.key,
+    /// made on first start). The account *is* this key: copy that file to
+    /// your other machines and name it here so their credit adds up under
+    /// one account; keep it private, since whoever has it can attach
+    /// hosts to your account.
     #[arg(long, env = "PEERGRID_ACCOUNT_KEY", value_name = "FILE")]
     pub account_key: Option<PathBuf>,
     /// Most memory one task may use, in MiB (a job asking for more gets
