@@ -81,12 +81,12 @@ fn below_the_reserve_growth_is_refused_service_goes_on_and_nothing_is_lost() {
     let disk = Tmpfs::mount(&work.path().join("disk"), 64);
     let coordinator = Coordinator::start_with(&disk.0, &["--storage-reserve-mb", "16"]).unwrap();
     let join: JoinString = coordinator.join.parse().unwrap();
-    let units = 8;
+    let units = 24;
     let spec = lyapunov_job(
         work.path(),
         &JobOptions {
             units,
-            iterations: 200_000,
+            iterations: 400_000,
             ..JobOptions::default()
         },
     )
@@ -147,7 +147,25 @@ fn below_the_reserve_growth_is_refused_service_goes_on_and_nothing_is_lost() {
     let status = coordinator.status(job).unwrap();
     let validated_low = status["validated"].as_u64().unwrap();
     assert!(validated_low < units as u64, "{status}");
-    // The workers keep computing, but no result is taken while low.
+    // The workers keep computing, but no result is taken while low: they
+    // hold finished reports the coordinator has not acknowledged.
+    let unsettled = || -> i64 {
+        workers
+            .iter()
+            .map(|w| {
+                w.db()
+                    .unwrap()
+                    .query_row("SELECT count(*) FROM reports", [], |r| r.get::<_, i64>(0))
+                    .unwrap()
+            })
+            .sum()
+    };
+    peergrid_tests::wait_for(
+        "a report held back by a worker",
+        Duration::from_secs(60),
+        || (unsettled() > 0).then_some(()),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_secs(8).saturating_sub(low_since.elapsed()));
     let status = coordinator.status(job).unwrap();
     assert_eq!(
@@ -156,6 +174,7 @@ fn below_the_reserve_growth_is_refused_service_goes_on_and_nothing_is_lost() {
         "{status}"
     );
 
+    assert!(unsettled() > 0, "held-back reports went missing while low");
     // Space comes back: the job finishes, every unit once and correct.
     std::fs::remove_file(&filler).unwrap();
     let status = coordinator
