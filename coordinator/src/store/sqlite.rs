@@ -814,10 +814,14 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<(u64, LoadedUnit)>, StoreError> {
         self.read(|c| {
+            // `+u.state`: through the partial index of reopened units.
+            // With `u.state` SQLite chose the (state, id) index and read
+            // every active unit with its input on each feeder wake (a
+            // third of the grid's throughput).
             let mut stmt = c.prepare_cached(
                 "SELECT u.reopened_seq, u.id, u.job_id, b.data, u.disputed
                  FROM units u JOIN blobs b ON b.hash = u.input_hash
-                 WHERE u.reopened_seq > 0 AND u.reopened_seq > ?1 AND u.state = 'active'
+                 WHERE u.reopened_seq > 0 AND u.reopened_seq > ?1 AND +u.state = 'active'
                  ORDER BY u.reopened_seq LIMIT ?2",
             )?;
             let mut units: Vec<(u64, LoadedUnit)> = stmt
