@@ -19,28 +19,13 @@ use std::time::Duration;
 
 use peergrid_proto::JoinString;
 use peergrid_tests::flood::Flood;
-use peergrid_tests::{Coordinator, cpu_model, rss_kib};
+use peergrid_tests::{Coordinator, cpu_model, cpu_time, rss_kib};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// CPU seconds (user + system) a process has used.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .map(|f| f.parse().unwrap_or(0.0))
-                .collect()
-        })
-        .unwrap_or_default();
-    // After the command: state is field 0, utime 11, stime 12 (in ticks).
-    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / 100.0
 }
 
 fn min_median_max(mut v: Vec<f64>) -> String {
@@ -70,10 +55,10 @@ fn main() {
         let join: JoinString = coordinator.join.parse().unwrap();
         std::thread::sleep(Duration::from_secs(1));
         let before = rss_kib(pid);
-        let cpu_before = cpu_secs(pid);
+        let cpu_before = cpu_time(pid).unwrap().as_secs_f64();
         let flood = rt.block_on(Flood::start(&join, connections, 0)).unwrap();
         let open = flood.hosts_open();
-        let cpu = cpu_secs(pid) - cpu_before;
+        let cpu = cpu_time(pid).unwrap().as_secs_f64() - cpu_before;
         // Let the handshakes' transient buffers go.
         std::thread::sleep(Duration::from_secs(3));
         let after = rss_kib(pid);

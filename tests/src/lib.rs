@@ -778,3 +778,19 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Connects as host `seed` (its key `[seed; 32]`) with `cores` cores,
+/// anonymously, from `from`: a test's stand-in for a worker.
+pub async fn connect_host(
+    join: &peergrid_proto::JoinString,
+    seed: u8,
+    cores: u32,
+    from: std::net::IpAddr,
+) -> Result<peergrid_worker::net::Session, peergrid_worker::net::NetError> {
+    let facts = peergrid_proto::wire::HostFacts {
+        cores,
+        ..Default::default()
+    };
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    peergrid_worker::net::connect(join, &key, facts, Some(from)).await
+}

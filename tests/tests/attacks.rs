@@ -27,18 +27,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn identity(join: &JoinString, seed: u8, cores: u32, from: IpAddr) -> Session {
-    let facts = HostFacts {
-        cores,
-        ..HostFacts::default()
-    };
-    net::connect(
-        join,
-        &SigningKey::from_bytes(&[seed; 32]),
-        facts,
-        Some(from),
-    )
-    .await
-    .unwrap()
+    peergrid_tests::connect_host(join, seed, cores, from)
+        .await
+        .unwrap()
 }
 
 async fn exchange(s: &Session, reports: Vec<TaskReport>, want: u32) -> ExchangeReply {

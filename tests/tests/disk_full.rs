@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
 use peergrid_proto::JoinString;
-use peergrid_proto::wire::{ErrorCode, Exchange, HostFacts, Reply, Request};
+use peergrid_proto::wire::{ErrorCode, Exchange, Reply, Request};
 use peergrid_tests::{Coordinator, JobOptions, loopback_network, lyapunov_job, lyapunov_native};
 use peergrid_worker::net;
 
@@ -62,17 +61,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn hello(join: &JoinString, seed: u8, from: IpAddr) -> Result<net::Session, net::NetError> {
-    let facts = HostFacts {
-        cores: 1,
-        ..HostFacts::default()
-    };
-    net::connect(
-        join,
-        &SigningKey::from_bytes(&[seed; 32]),
-        facts,
-        Some(from),
-    )
-    .await
+    peergrid_tests::connect_host(join, seed, 1, from).await
 }
 
 #[test]
