@@ -159,6 +159,9 @@ impl Grid {
         let mut standing = Standing::new(stored.account, stored.cores, &policy);
         standing.consecutive_valid = stored.consecutive_valid;
         standing.first_seen_ms = stored.first_seen_ms;
+        // (Or the scheduler's, ahead of the store by a batch.)
+        standing.pending_credit = stored.pending_credit
+            || w.scheduler.standing(host).is_some_and(|o| o.pending_credit);
         standing.addr = Some(addr);
         if let Some(q) = stored.quota {
             standing.quota = q.clamp(1, policy.max_for(standing.cores));

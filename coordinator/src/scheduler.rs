@@ -879,9 +879,12 @@ impl Scheduler {
                 hosts,
             } => {
                 let replicated = hosts.len() >= 2;
+                // A single copy checked by no one: its credit waits.
+                let pending_credit = unit.single && !replicated;
                 let cross_engine = needs_canonical_nan(&unit.copies);
                 let policy = self.policy;
                 let mut outputs = Vec::new();
+                let mut checked = Vec::new();
                 for c in &unit.copies {
                     if let CopyState::Success { output, .. } = &c.state {
                         outputs.push(*output);
@@ -891,6 +894,13 @@ impl Scheduler {
                             .or_insert_with(|| Standing::anonymous(&policy));
                         if hosts.contains(&c.host) {
                             s.valid(replicated, &policy);
+                            if pending_credit {
+                                s.pending_credit = true;
+                            } else if replicated && s.pending_credit {
+                                // A spot check passed.
+                                s.pending_credit = false;
+                                checked.push(c.host);
+                            }
                         } else {
                             s.failed();
                             // Its result is invalid against a quorum: what
@@ -917,7 +927,10 @@ impl Scheduler {
                     fuel,
                     hosts: hosts.clone(),
                     at_ms: now_ms,
+                    pending_credit,
                 });
+                self.ops
+                    .extend(checked.into_iter().map(|host| StoreOp::GrantCredit { host }));
                 let audit = u64::from(policy.audit_ppm) > self.rng.next_u64() % 1_000_000;
                 match audit {
                     true => {
@@ -995,8 +1008,18 @@ impl Scheduler {
                 let auditor = audit.auditor.unwrap_or_default();
                 if agrees {
                     let policy = self.policy;
+                    let validated_by = audit.hosts.clone();
                     self.standing_mut(auditor).valid(true, &policy);
                     self.dirty.insert(auditor);
+                    // The audit checked the row's hosts, and the auditor's
+                    // result agreed with another host's: both are checks.
+                    for host in std::iter::once(auditor).chain(validated_by) {
+                        let s = self.standing_mut(host);
+                        if s.pending_credit {
+                            s.pending_credit = false;
+                            self.ops.push(StoreOp::GrantCredit { host });
+                        }
+                    }
                     self.finish(id);
                 } else {
                     unit.audit = None;
@@ -1600,6 +1623,95 @@ mod tests {
         );
         // Without the flag the unit is held to its quorum.
         assert_eq!(reloaded(false).assign(2, 1, usize::MAX, 20).len(), 1);
+    }
+
+    /// Credit for a copy no other host checked waits for the host's next
+    /// spot check (a replicated result that agrees) or an audit.
+    #[test]
+    fn a_single_copys_credit_waits_for_a_check_of_its_host() {
+        let (mut s, _) = single_copy_to_a_trusted_host();
+        s.report(1, 1, ok(4), 1, 10).unwrap();
+        let ops = s.take_ops();
+        assert!(
+            ops.iter().any(|o| matches!(o,
+                StoreOp::Validate { hosts, pending_credit: true, .. } if hosts == &vec![1])),
+            "{ops:?}"
+        );
+        assert!(!ops.iter().any(|o| matches!(o, StoreOp::GrantCredit { .. })));
+        assert!(s.standing(1).is_some_and(|h| h.pending_credit));
+
+        // A unit host 2 already ran: host 1's copy is a spot check.
+        s.load(
+            LoadedUnit {
+                id: 2,
+                job: 1,
+                input: vec![2],
+                copies: vec![Copy {
+                    host: 2,
+                    state: ok(7),
+                }],
+                single: false,
+                disputed: false,
+            },
+            20,
+        );
+        assert_eq!(s.assign(1, 1, usize::MAX, 30).len(), 1);
+        s.report(1, 2, ok(8), 1, 40).unwrap();
+        let ops = s.take_ops();
+        assert!(
+            !ops.iter().any(|o| matches!(o, StoreOp::GrantCredit { .. })),
+            "a disagreement is no check passed: {ops:?}"
+        );
+        assert!(s.standing(1).is_some_and(|h| h.pending_credit));
+        let s3 = s.assign(3, 1, usize::MAX, 50);
+        assert_eq!(s3.len(), 1, "a tie-breaker");
+        s.report(3, 2, ok(8), 1, 60).unwrap();
+        let ops = s.take_ops();
+        let validate = ops
+            .iter()
+            .position(|o| matches!(o, StoreOp::Validate { unit: 2, pending_credit: false, .. }));
+        let grant = ops
+            .iter()
+            .position(|o| matches!(o, StoreOp::GrantCredit { host: 1 }));
+        assert!(
+            validate.is_some() && grant.is_some(),
+            "host 1 agreed with host 3: {ops:?}"
+        );
+        assert!(s.standing(1).is_some_and(|h| !h.pending_credit));
+    }
+
+    /// An audit that agrees with a single copy's row checks its host.
+    #[test]
+    fn an_audit_that_agrees_grants_a_single_copys_credit() {
+        let settings = JobSettings {
+            adaptive_replication: true,
+            ..JobSettings::default()
+        };
+        let policy = HostPolicy {
+            established_age_ms: 0,
+            audit_ppm: 1_000_000,
+            ..HostPolicy::default()
+        };
+        let mut s = with_units_in(Scheduler::with(policy, Box::new(BitwiseOnly), 7), 1, settings);
+        for host in [1, 2] {
+            let mut trusted = Standing::anonymous(s.policy());
+            trusted.consecutive_valid = 1_000_000;
+            s.host_joined(host, trusted);
+        }
+        assert_eq!(s.assign(1, 1, usize::MAX, 0).len(), 1);
+        s.report(1, 1, ok(4), 1, 10).unwrap();
+        let ops = s.take_ops();
+        assert!(
+            ops.iter().any(|o| matches!(o, StoreOp::Validate { pending_credit: true, .. })),
+            "{ops:?}"
+        );
+        assert_eq!(s.assign(2, 1, usize::MAX, 20).len(), 1, "the audit copy");
+        s.report(2, 1, ok(4), 1, 30).unwrap();
+        let ops = s.take_ops();
+        assert!(
+            ops.iter().any(|o| matches!(o, StoreOp::GrantCredit { host: 1 })),
+            "{ops:?}"
+        );
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub struct Standing {
     pub day: u64,
     pub sent_today: u32,
     pub banned: bool,
+    /// Some of its single copies' credit waits for a spot check or an
+    /// audit of the host to pass.
+    pub pending_credit: bool,
 }
 
 impl Standing {
@@ -139,6 +142,7 @@ impl Standing {
             day: 0,
             sent_today: 0,
             banned: false,
+            pending_credit: false,
         }
     }
 

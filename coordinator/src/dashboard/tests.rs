@@ -125,6 +125,7 @@ fn add_job(store: &SqliteStore) -> (u64, String) {
         });
     }
     ops.push(StoreOp::Validate {
+        pending_credit: false,
         unit: 1,
         output: oh,
         fuel: 2_000_000_000,
@@ -386,6 +387,7 @@ fn validate(store: &SqliteStore, unit: u64, output: &[u8]) {
         });
     }
     ops.push(StoreOp::Validate {
+        pending_credit: false,
         unit,
         output: oh,
         fuel: 7,
@@ -582,6 +584,7 @@ fn fuel_sums_saturate_instead_of_failing() {
         });
     }
     ops.push(StoreOp::Validate {
+        pending_credit: false,
         unit: 2,
         output: Hash([5; 32]),
         fuel: i64::MAX as u64,

@@ -60,6 +60,15 @@ pub enum StoreOp {
         fuel: u64,
         hosts: Vec<HostId>,
         at_ms: u64,
+        /// An adaptive single copy, checked by no other host: its credit
+        /// waits for the host's next spot check or an audit to pass
+        /// ([`StoreOp::GrantCredit`]).
+        pending_credit: bool,
+    },
+    /// A spot check or an audit of the host passed: the credit of its
+    /// single copies that waited for one is granted.
+    GrantCredit {
+        host: HostId,
     },
     Fail {
         unit: UnitId,
@@ -140,6 +149,9 @@ pub struct StoredStanding {
     pub consecutive_valid: u64,
     /// `None`: never lowered, the full quota.
     pub quota: Option<u32>,
+    /// Dataset rows of its single copies wait for a check before their
+    /// credit is granted.
+    pub pending_credit: bool,
 }
 
 /// Who an operator's ban is aimed at.

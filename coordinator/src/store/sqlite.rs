@@ -83,7 +83,9 @@ CREATE TABLE IF NOT EXISTS dataset (
     hosts_json TEXT NOT NULL,
     -- engine configurations of the agreeing results, deduplicated
     engines_json TEXT NOT NULL,
-    validated_ms INTEGER NOT NULL
+    validated_ms INTEGER NOT NULL,
+    -- 1: an adaptive single copy's row, its credit not yet granted
+    credit_pending INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS dataset_job ON dataset(job_id, unit_id);
 -- Dataset rows replaced by a repair or a dispute, with when and why: the
@@ -285,6 +287,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("units", "reopened_seq", "INTEGER NOT NULL DEFAULT 0"),
     ("hosts", "account_name", "TEXT NOT NULL DEFAULT ''"),
     ("units", "disputed", "INTEGER NOT NULL DEFAULT 0"),
+    ("dataset", "credit_pending", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one
@@ -326,7 +329,8 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     // The leaderboard pages hosts by credit.
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS units_reopened ON units(reopened_seq) WHERE reopened_seq > 0;
-         CREATE INDEX IF NOT EXISTS hosts_credit ON hosts(credit_total DESC, id);",
+         CREATE INDEX IF NOT EXISTS hosts_credit ON hosts(credit_total DESC, id);
+         CREATE INDEX IF NOT EXISTS dataset_pending ON dataset(hosts_json) WHERE credit_pending = 1;",
     )?;
     tx.commit()?;
     Ok(())
@@ -346,7 +350,9 @@ fn tally_credit(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     {
-        let mut stmt = conn.prepare("SELECT fuel, hosts_json, validated_ms FROM dataset")?;
+        let mut stmt = conn.prepare(
+            "SELECT fuel, hosts_json, validated_ms FROM dataset WHERE credit_pending = 0",
+        )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let (fuel, at_ms): (u64, u64) = (r.get(0)?, r.get(2)?);
@@ -372,6 +378,34 @@ fn tally_from(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<CreditTal
         recent: r.get(first + 1)?,
         at_ms: r.get(first + 2)?,
     })
+}
+
+/// The credit tallies a batch changes, read once and written once at its
+/// end: a batch validates hundreds of units for a handful of hosts.
+#[derive(Default)]
+struct Tallies(HashMap<HostId, CreditTally>);
+
+impl Tallies {
+    fn get(&mut self, c: &Connection, host: HostId) -> Result<&mut CreditTally, StoreError> {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.0.entry(host) {
+            let tally = c
+                .prepare_cached(
+                    "SELECT credit_total, credit_recent, credit_at_ms FROM hosts WHERE id = ?1",
+                )?
+                .query_row([host], |r| tally_from(r, 0))
+                .optional()?
+                .unwrap_or_default();
+            e.insert(tally);
+        }
+        Ok(self.0.entry(host).or_default())
+    }
+
+    fn write(self, c: &Connection) -> Result<(), StoreError> {
+        for (host, tally) in &self.0 {
+            write_tally(c, *host, tally)?;
+        }
+        Ok(())
+    }
 }
 
 fn write_tally(c: &Connection, host: HostId, t: &CreditTally) -> Result<(), StoreError> {
@@ -631,7 +665,10 @@ impl Store for SqliteStore {
     fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
-                "SELECT account, cores, consecutive_valid, daily_quota, first_seen_ms FROM hosts WHERE id = ?1",
+                "SELECT account, cores, consecutive_valid, daily_quota, first_seen_ms,
+                        EXISTS (SELECT 1 FROM dataset WHERE credit_pending = 1
+                                AND hosts_json = '[\"' || lower(hex(public_key)) || '\"]')
+                 FROM hosts WHERE id = ?1",
                 [id],
                 |r| {
                     Ok(StoredStanding {
@@ -640,6 +677,7 @@ impl Store for SqliteStore {
                         consecutive_valid: r.get(2)?,
                         quota: r.get(3)?,
                         first_seen_ms: r.get(4)?,
+                        pending_credit: r.get(5)?,
                     })
                 },
             )
@@ -737,9 +775,11 @@ impl Store for SqliteStore {
                     put_blob.execute(params![&h.0[..], data])?;
                 }
             }
+            let mut tallies = Tallies::default();
             for op in ops {
-                apply_op(&tx, op)?;
+                apply_op(&tx, op, &mut tallies)?;
             }
+            tallies.write(&tx)?;
             // After every op of the batch: a later report in the same
             // transaction may name the bytes a validation would delete.
             for op in ops {
@@ -1093,7 +1133,7 @@ impl Store for SqliteStore {
                 Some(key) => c
                     .prepare_cached(&format!(
                         "{select} WHERE unit_id > ?1 AND instr(hosts_json, ?3) > 0
-                         ORDER BY unit_id LIMIT ?2"
+                           AND credit_pending = 0 ORDER BY unit_id LIMIT ?2"
                     ))?
                     .query_map(
                         params![after, limit as i64, format!("\"{}\"", key.to_lowercase())],
@@ -1102,7 +1142,8 @@ impl Store for SqliteStore {
                     .collect::<Result<_, _>>()?,
                 None => c
                     .prepare_cached(&format!(
-                        "{select} WHERE unit_id > ?1 ORDER BY unit_id LIMIT ?2"
+                        "{select} WHERE unit_id > ?1 AND credit_pending = 0
+                         ORDER BY unit_id LIMIT ?2"
                     ))?
                     .query_map(params![after, limit as i64], map)?
                     .collect::<Result<_, _>>()?,
@@ -1349,7 +1390,11 @@ impl SqliteStore {
     }
 }
 
-fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
+fn apply_op(
+    tx: &rusqlite::Transaction<'_>,
+    op: &StoreOp,
+    tallies: &mut Tallies,
+) -> Result<(), StoreError> {
     match op {
         StoreOp::Assign {
             unit,
@@ -1421,49 +1466,44 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             fuel,
             hosts,
             at_ms,
+            pending_credit,
         } => {
             // A verdict that replaces an earlier row takes its grants back.
-            let replaced: Option<(u64, String, u64)> = tx
+            let replaced: Option<(u64, String, u64, bool)> = tx
                 .prepare_cached(
-                    "SELECT fuel, hosts_json, validated_ms FROM dataset WHERE unit_id = ?1",
+                    "SELECT fuel, hosts_json, validated_ms, credit_pending FROM dataset WHERE unit_id = ?1",
                 )?
-                .query_row([unit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_row([unit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
-            if let Some((old_fuel, old_hosts, old_at)) = replaced {
+            if let Some((old_fuel, old_hosts, old_at, false)) = replaced {
                 let old_hosts: Vec<String> = json_col(&old_hosts)?;
                 for key in old_hosts.iter().filter_map(|h| hex::decode(h).ok()) {
-                    let mut stmt = tx.prepare_cached(
-                        "SELECT id, credit_total, credit_recent, credit_at_ms FROM hosts WHERE public_key = ?1",
-                    )?;
-                    let Some((id, mut tally)) = stmt
-                        .query_row([key], |r| Ok((r.get::<_, HostId>(0)?, tally_from(r, 1)?)))
-                        .optional()?
-                    else {
-                        continue;
-                    };
-                    tally.revoke(old_fuel, old_at);
-                    write_tally(tx, id, &tally)?;
+                    let id: Option<HostId> = tx
+                        .prepare_cached("SELECT id FROM hosts WHERE public_key = ?1")?
+                        .query_row([key], |r| r.get(0))
+                        .optional()?;
+                    if let Some(id) = id {
+                        tallies.get(tx, id)?.revoke(old_fuel, old_at);
+                    }
                 }
             }
             let mut keys = Vec::with_capacity(hosts.len());
             let mut engines: Vec<String> = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT h.public_key, coalesce(r.engine, ''),
-                            h.credit_total, h.credit_recent, h.credit_at_ms FROM hosts h
+                    "SELECT h.public_key, coalesce(r.engine, '') FROM hosts h
                      LEFT JOIN results r ON r.host_id = h.id AND r.unit_id = ?2 WHERE h.id = ?1",
                 )?;
                 for h in hosts {
-                    let (k, e, mut tally): (Vec<u8>, String, CreditTally) = stmt
-                        .query_row(params![h, unit], |r| {
-                            Ok((r.get(0)?, r.get(1)?, tally_from(r, 2)?))
-                        })?;
+                    let (k, e): (Vec<u8>, String) =
+                        stmt.query_row(params![h, unit], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     keys.push(hex::encode(k));
                     if !engines.contains(&e) {
                         engines.push(e);
                     }
-                    tally.grant(*fuel, *at_ms);
-                    write_tally(tx, *h, &tally)?;
+                    if !pending_credit {
+                        tallies.get(tx, *h)?.grant(*fuel, *at_ms);
+                    }
                 }
             }
             let hosts_json =
@@ -1472,8 +1512,9 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
                 serde_json::to_string(&engines).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO dataset
-                   (unit_id, job_id, output_hash, fuel, hosts_json, engines_json, validated_ms)
-                 SELECT id, job_id, ?2, ?3, ?4, ?6, ?5 FROM units WHERE id = ?1",
+                   (unit_id, job_id, output_hash, fuel, hosts_json, engines_json, validated_ms,
+                    credit_pending)
+                 SELECT id, job_id, ?2, ?3, ?4, ?6, ?5, ?7 FROM units WHERE id = ?1",
             )?
             .execute(params![
                 unit,
@@ -1481,10 +1522,36 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
                 fuel,
                 hosts_json,
                 at_ms,
-                engines_json
+                engines_json,
+                pending_credit
             ])?;
             tx.prepare_cached("UPDATE units SET state = 'validated' WHERE id = ?1")?
                 .execute([unit])?;
+        }
+        StoreOp::GrantCredit { host } => {
+            let key: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT public_key FROM hosts WHERE id = ?1")?
+                .query_row([host], |r| r.get(0))
+                .optional()?;
+            let Some(key) = key else { return Ok(()) };
+            let hosts_json = serde_json::to_string(&[hex::encode(key)])
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let rows: Vec<(UnitId, u64, u64)> = tx
+                .prepare_cached(
+                    "SELECT unit_id, fuel, validated_ms FROM dataset
+                     WHERE credit_pending = 1 AND hosts_json = ?1",
+                )?
+                .query_map([&hosts_json], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let tally = tallies.get(tx, *host)?;
+            for (_, fuel, at_ms) in &rows {
+                tally.grant(*fuel, *at_ms);
+            }
+            let mut clear =
+                tx.prepare_cached("UPDATE dataset SET credit_pending = 0 WHERE unit_id = ?1")?;
+            for (unit, _, _) in &rows {
+                clear.execute([unit])?;
+            }
         }
         StoreOp::Fail {
             unit,
@@ -1505,10 +1572,12 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
                 .optional()?;
             let Some(key) = key else { return Ok(()) };
             let quoted = format!("\"{}\"", hex::encode(key));
-            // Its successful copies of validated units whose row names it.
+            // Its successful copies of validated units whose row names it
+            // (and the credit it was granted for them: none while pending).
             let units: Vec<(UnitId, u64)> = tx
                 .prepare_cached(
-                    "SELECT d.unit_id, d.fuel FROM results r JOIN dataset d ON d.unit_id = r.unit_id
+                    "SELECT d.unit_id, CASE d.credit_pending WHEN 0 THEN d.fuel ELSE 0 END
+                     FROM results r JOIN dataset d ON d.unit_id = r.unit_id
                      WHERE r.host_id = ?1 AND r.state = 'success' AND instr(d.hosts_json, ?2) > 0",
                 )?
                 .query_map(params![host, quoted], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -1528,10 +1597,8 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> Result<(), StoreErr
             )?
             .execute(params![host, reason])?;
             // The caught host keeps no credit for rows it no longer stands in.
-            tx.prepare_cached(
-                "UPDATE hosts SET credit_total = max(0, credit_total - min(?2, credit_total)) WHERE id = ?1",
-            )?
-            .execute(params![host, taken.min(i64::MAX as u64)])?;
+            let tally = tallies.get(tx, *host)?;
+            tally.total = tally.total.saturating_sub(taken);
         }
         StoreOp::Dispute { unit, at_ms } => {
             reopen(tx, *unit, "an audit disagreed with this row", *at_ms, true)?;
@@ -1701,6 +1768,7 @@ mod tests {
         // may follow the validation in one transaction, its blob insert
         // (a no-op, the bytes are there) before both.
         let mut batch = vec![StoreOp::Validate {
+            pending_credit: false,
             unit: 1,
             output: good,
             fuel: 7,
@@ -1803,6 +1871,7 @@ mod tests {
                 vec![liar, other]
             };
             ops.push(StoreOp::Validate {
+                pending_credit: false,
                 unit: u,
                 output: oh,
                 fuel: 7,
@@ -1937,6 +2006,7 @@ mod tests {
                         received_ms: 4,
                     },
                     StoreOp::Validate {
+                        pending_credit: false,
                         unit: 1,
                         output: oh,
                         fuel: 7,
@@ -2140,6 +2210,7 @@ mod dashboard_tests {
         };
         let (a, b, c) = (host(1), host(2), host(3));
         let validate = |unit, fuel, hosts: Vec<HostId>, at_ms| StoreOp::Validate {
+            pending_credit: false,
             unit,
             output: Hash([unit as u8; 32]),
             fuel,
@@ -2180,6 +2251,92 @@ mod dashboard_tests {
         let store = SqliteStore::open(&path, false).unwrap();
         assert_tallies_match_the_dataset(&store, now);
         assert_eq!(store.host(b).unwrap().unwrap().credit.total, b_total);
+    }
+
+    /// A single copy's row grants nothing until its host passes a check;
+    /// a repair takes back only what was granted, and a pending row
+    /// replaced by a later verdict is not taken back either.
+    #[test]
+    fn a_single_copys_credit_is_granted_only_once_its_host_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap();
+        job_of_units(&store, 4);
+        let host = |k: u8| {
+            store
+                .upsert_host(&[k; 32], &HostFacts::default(), "t", 1)
+                .unwrap()
+        };
+        let (a, b) = (host(1), host(2));
+        let validate = |unit, fuel, hosts: Vec<HostId>, pending_credit| StoreOp::Validate {
+            unit,
+            output: Hash([unit as u8; 32]),
+            fuel,
+            hosts,
+            at_ms: 10 + unit,
+            pending_credit,
+        };
+        let total = |h| store.host(h).unwrap().unwrap().credit.total;
+        let pending = |h| store.host_standing(h).unwrap().unwrap().pending_credit;
+        store
+            .apply(&[validate(1, 100, vec![a], true), validate(2, 20, vec![a], true)], &[])
+            .unwrap();
+        assert_eq!(total(a), 0);
+        assert!(pending(a) && !pending(b));
+        assert!(store.credit_page(None, 0, 10).unwrap().is_empty());
+        // A later verdict replacing a pending row takes nothing back.
+        store
+            .apply(&[validate(2, 30, vec![a, b], false)], &[])
+            .unwrap();
+        assert_eq!((total(a), total(b)), (30, 30));
+        store.apply(&[StoreOp::GrantCredit { host: a }], &[]).unwrap();
+        assert_eq!(total(a), 130);
+        assert!(!pending(a));
+        assert_tallies_match_the_dataset(&store, 1000);
+        // Granted once only.
+        store.apply(&[StoreOp::GrantCredit { host: a }], &[]).unwrap();
+        assert_eq!(total(a), 130);
+
+        // Caught with a pending row: only the granted credit goes.
+        store
+            .apply(
+                &[
+                    StoreOp::Assign {
+                        unit: 3,
+                        host: a,
+                        sent_ms: 40,
+                        deadline_ms: 100,
+                        single: true,
+                    },
+                    StoreOp::Report {
+                        unit: 3,
+                        host: a,
+                        state: CopyState::Success {
+                            output: Hash([3; 32]),
+                            fuel: 7,
+                            engine: "x".into(),
+                            resumed: false,
+                        },
+                        elapsed_ms: 1,
+                        received_ms: 41,
+                    },
+                    validate(3, 7, vec![a], true),
+                ],
+                &[],
+            )
+            .unwrap();
+        assert!(pending(a));
+        store
+            .apply(
+                &[StoreOp::Repair {
+                    host: a,
+                    reason: "caught".into(),
+                    at_ms: 50,
+                }],
+                &[],
+            )
+            .unwrap();
+        assert!(!pending(a), "the pending row went to the history");
+        assert_tallies_match_the_dataset(&store, 1000);
     }
 
     /// Three hosts on a three-unit job: unit 1 validated by hosts a and b
@@ -2223,6 +2380,7 @@ mod dashboard_tests {
         ops.push(StoreOp::TimedOut { unit: 2, host: c });
         ops.push(report(3, a, success(gh, 70), 200_000));
         ops.push(StoreOp::Validate {
+            pending_credit: false,
             unit: 1,
             output: gh,
             fuel: 500,
