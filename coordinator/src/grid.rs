@@ -292,6 +292,9 @@ impl Grid {
                 match w.scheduler.report(host, unit, state, elapsed, now) {
                     Ok(()) => {
                         reply.accepted.push(unit);
+                        if let Some((_, out)) = &blob {
+                            w.scheduler.stored(host, unit, out.len() as u64);
+                        }
                         blobs.extend(blob);
                     }
                     // After a restart the window may not hold every

@@ -143,6 +143,10 @@ struct StrangerArgs {
     /// (runs single copies, completes new hosts' quorums).
     #[arg(long, default_value_t = 24.0)]
     established_after_hours: f64,
+    /// MiB of output one host may have stored awaiting verdicts; past it,
+    /// it is sent no work until some of its units are decided.
+    #[arg(long, default_value_t = HostPolicy::default().max_stored_bytes >> 20)]
+    host_storage_mb: u64,
     /// Authenticated worker connections at once; when all are taken, the
     /// quietest one whose host holds no work gives way to a newcomer.
     #[arg(long, default_value_t = DoorLimits::default().max_connections)]
@@ -171,6 +175,7 @@ impl StrangerArgs {
             young_cores: self.new_host_cores.max(1),
             in_flight_per_core: self.in_flight_per_core.max(1),
             established_age_ms: (self.established_after_hours.max(0.0) * 3.6e6) as u64,
+            max_stored_bytes: self.host_storage_mb.max(1).saturating_mul(1 << 20),
             ..HostPolicy::default()
         }
     }

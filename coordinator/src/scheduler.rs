@@ -80,6 +80,9 @@ struct UnitState {
     disputed: bool,
     /// Validated, and kept in the window for an audit copy.
     audit: Option<Audit>,
+    /// Output bytes each host's successful copy stored, counted against
+    /// the host until the unit leaves the window.
+    stored: Vec<(HostId, u64)>,
 }
 
 /// A validated unit waiting for its audit: one more copy on an
@@ -153,6 +156,9 @@ pub struct Scheduler {
     /// Copies each host holds unreported: bounded by
     /// [`Standing::in_flight_cap`], so no host can hoard a job.
     in_flight: HashMap<HostId, u32>,
+    /// Output bytes each host has stored for units still undecided:
+    /// bounded by [`HostPolicy::max_stored_bytes`].
+    stored: HashMap<HostId, u64>,
     /// When an established host last asked for work: while none has for
     /// [`HostPolicy::established_idle_ms`], young hosts may complete each
     /// other's quorums (a new grid has no established hosts).
@@ -209,6 +215,7 @@ impl Scheduler {
             deadlines: BTreeSet::new(),
             hosts: HashMap::new(),
             in_flight: HashMap::new(),
+            stored: HashMap::new(),
             established_seen_ms: None,
             caught: HashMap::new(),
             auditing: HashSet::new(),
@@ -372,6 +379,7 @@ impl Scheduler {
                 single: unit.single,
                 disputed: unit.disputed,
                 audit: None,
+                stored: Vec::new(),
                 copies: unit.copies,
                 queued: false,
             },
@@ -397,9 +405,14 @@ impl Scheduler {
     pub fn assign(&mut self, host: HostId, want: u32, max_bytes: usize, now_ms: u64) -> Vec<Task> {
         let policy = self.policy;
         let held = self.in_flight.get(&host).copied().unwrap_or(0);
+        let stored = self.stored.get(&host).copied().unwrap_or(0);
         let me = self.standing_mut(host);
         let cap = me.in_flight_cap(now_ms, &policy);
-        let want = me.allowance(want, now_ms).min(cap.saturating_sub(held));
+        let want = match stored >= policy.max_stored_bytes {
+            // Its outputs fill its share of the disk until verdicts come.
+            true => 0,
+            false => me.allowance(want, now_ms).min(cap.saturating_sub(held)),
+        };
         let (account, addr) = (me.account.clone(), me.addr);
         let established = me.established(now_ms, &policy);
         let young_may_complete = self
@@ -661,6 +674,16 @@ impl Scheduler {
         match refused {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Counts `bytes` of output stored for `host`'s accepted report on
+    /// `unit` against its storage cap, until the unit is decided.
+    pub fn stored(&mut self, host: HostId, unit: UnitId, bytes: u64) {
+        if let Some(u) = self.units.get_mut(&unit) {
+            u.stored.push((host, bytes));
+            let total = self.stored.entry(host).or_default();
+            *total = total.saturating_add(bytes);
         }
     }
 
@@ -1053,6 +1076,14 @@ impl Scheduler {
     fn finish(&mut self, id: UnitId) {
         self.auditing.remove(&id);
         if let Some(unit) = self.units.remove(&id) {
+            for (host, bytes) in unit.stored {
+                if let Some(total) = self.stored.get_mut(&host) {
+                    *total = total.saturating_sub(bytes);
+                    if *total == 0 {
+                        self.stored.remove(&host);
+                    }
+                }
+            }
             for c in unit.copies {
                 if let CopyState::InProgress { deadline_ms } = c.state {
                     self.deadlines.remove(&(deadline_ms, id, c.host));
@@ -1623,6 +1654,60 @@ mod tests {
         );
         // Without the flag the unit is held to its quorum.
         assert_eq!(reloaded(false).assign(2, 1, usize::MAX, 20).len(), 1);
+    }
+
+    /// A host whose outputs awaiting verdicts fill its share of the disk
+    /// gets no work until some of its units are decided.
+    #[test]
+    fn a_host_past_its_storage_cap_waits_for_verdicts() {
+        let policy = HostPolicy {
+            established_age_ms: 0,
+            max_stored_bytes: 1000,
+            ..HostPolicy::default()
+        };
+        let mut s = with_units_in(
+            Scheduler::with(policy, Box::new(BitwiseOnly), 1),
+            3,
+            JobSettings::default(),
+        );
+        let first = s.assign(1, 1, usize::MAX, 0);
+        assert_eq!(first.len(), 1);
+        let unit = first[0].unit;
+        s.report(1, unit, ok(4), 1, 10).unwrap();
+        s.stored(1, unit, 600);
+        assert_eq!(s.assign(1, 1, usize::MAX, 20).len(), 1, "under the cap");
+        // Its second output takes it past the cap.
+        let held: Vec<UnitId> = (1..=3).filter(|u| *u != unit).collect();
+        let mut past = false;
+        for u in held {
+            if s.report(1, u, ok(4), 1, 30).is_ok() {
+                s.stored(1, u, 600);
+                past = true;
+                break;
+            }
+        }
+        assert!(past);
+        assert!(s.assign(1, 5, usize::MAX, 40).is_empty(), "past the cap");
+        assert_eq!(s.assign(2, 5, usize::MAX, 40).len(), 3, "others are not");
+        // Host 2 agrees on host 1's first unit: decided, its bytes freed.
+        s.report(2, unit, ok(4), 1, 50).unwrap();
+        assert!(
+            s.take_ops()
+                .iter()
+                .any(|o| matches!(o, StoreOp::Validate { unit: u, .. } if *u == unit))
+        );
+        s.load(
+            LoadedUnit {
+                id: 9,
+                job: 1,
+                input: vec![9],
+                copies: vec![],
+                single: false,
+                disputed: false,
+            },
+            60,
+        );
+        assert!(!s.assign(1, 5, usize::MAX, 70).is_empty(), "under the cap again");
     }
 
     /// Credit for a copy no other host checked waits for the host's next

@@ -56,6 +56,9 @@ pub struct HostPolicy {
     /// Validated units re-run on an established host, in parts per
     /// million: a disagreement disputes the row and catches whoever lied.
     pub audit_ppm: u32,
+    /// Bytes of output a host may have stored awaiting verdicts: past it,
+    /// it is sent no work until some of its units are decided.
+    pub max_stored_bytes: u64,
 }
 
 impl Default for HostPolicy {
@@ -75,6 +78,8 @@ impl Default for HostPolicy {
             established_idle_ms: 10 * 60 * 1000,
             // 2 %: an honest population pays 0.02 tasks per unit.
             audit_ppm: 20_000,
+            // A thousand of the largest outputs a job allows by default.
+            max_stored_bytes: 1 << 30,
         }
     }
 }
