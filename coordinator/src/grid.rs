@@ -162,6 +162,7 @@ impl Grid {
         // (Or the scheduler's, ahead of the store by a batch.)
         standing.pending_credit = stored.pending_credit
             || w.scheduler.standing(host).is_some_and(|o| o.pending_credit);
+        standing.loaded = true;
         standing.addr = Some(addr);
         if let Some(q) = stored.quota {
             standing.quota = q.clamp(1, policy.max_for(standing.cores));

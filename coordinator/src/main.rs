@@ -143,8 +143,9 @@ struct StrangerArgs {
     /// (runs single copies, completes new hosts' quorums).
     #[arg(long, default_value_t = 24.0)]
     established_after_hours: f64,
-    /// MiB of output one host may have stored awaiting verdicts; past it,
-    /// it is sent no work until some of its units are decided.
+    /// MiB of output one host may have stored for units not yet validated,
+    /// counting the largest output (4 MiB) for each copy it holds; past
+    /// it, it gets no fresh units, only copies that decide units.
     #[arg(long, default_value_t = HostPolicy::default().max_stored_bytes >> 20)]
     host_storage_mb: u64,
     /// Authenticated worker connections at once; when all are taken, the

@@ -405,14 +405,19 @@ impl Scheduler {
     pub fn assign(&mut self, host: HostId, want: u32, max_bytes: usize, now_ms: u64) -> Vec<Task> {
         let policy = self.policy;
         let held = self.in_flight.get(&host).copied().unwrap_or(0);
+        // Fresh units only while the host's share of the disk has room for
+        // what it stored for undecided units and the largest output of
+        // every copy it holds. Copies that complete a quorum or audit one
+        // still go out: they decide units, which frees their bytes.
         let stored = self.stored.get(&host).copied().unwrap_or(0);
+        let mut fresh_room = policy
+            .max_stored_bytes
+            .saturating_sub(stored)
+            .saturating_sub(u64::from(held).saturating_mul(MAX_OUTPUT as u64))
+            / MAX_OUTPUT as u64;
         let me = self.standing_mut(host);
         let cap = me.in_flight_cap(now_ms, &policy);
-        let want = match stored >= policy.max_stored_bytes {
-            // Its outputs fill its share of the disk until verdicts come.
-            true => 0,
-            false => me.allowance(want, now_ms).min(cap.saturating_sub(held)),
-        };
+        let want = me.allowance(want, now_ms).min(cap.saturating_sub(held));
         let (account, addr) = (me.account.clone(), me.addr);
         let established = me.established(now_ms, &policy);
         let young_may_complete = self
@@ -536,6 +541,12 @@ impl Scheduler {
                         .or_insert(Waiting::EstablishedHost);
                     continue;
                 }
+            }
+            if unit.copies.is_empty() {
+                if fresh_room == 0 {
+                    continue;
+                }
+                fresh_room -= 1;
             }
             unit.single = single;
             if need == 1 || single {
@@ -919,8 +930,10 @@ impl Scheduler {
                             s.valid(replicated, &policy);
                             if pending_credit {
                                 s.pending_credit = true;
-                            } else if replicated && s.pending_credit {
-                                // A spot check passed.
+                            } else if replicated && (s.pending_credit || !s.loaded) {
+                                // A spot check passed (of a host whose
+                                // waiting credit the scheduler may not know
+                                // of, too: granting finds nothing or some).
                                 s.pending_credit = false;
                                 checked.push(c.host);
                             }
@@ -944,6 +957,9 @@ impl Scheduler {
                     }
                 }
                 self.judge.forget(&outputs);
+                // Decided: its outputs no longer count against their hosts.
+                let freed = std::mem::take(&mut unit.stored);
+                release_stored(&mut self.stored, freed);
                 self.ops.push(StoreOp::Validate {
                     unit: id,
                     output,
@@ -1076,19 +1092,24 @@ impl Scheduler {
     fn finish(&mut self, id: UnitId) {
         self.auditing.remove(&id);
         if let Some(unit) = self.units.remove(&id) {
-            for (host, bytes) in unit.stored {
-                if let Some(total) = self.stored.get_mut(&host) {
-                    *total = total.saturating_sub(bytes);
-                    if *total == 0 {
-                        self.stored.remove(&host);
-                    }
-                }
-            }
+            release_stored(&mut self.stored, unit.stored);
             for c in unit.copies {
                 if let CopyState::InProgress { deadline_ms } = c.state {
                     self.deadlines.remove(&(deadline_ms, id, c.host));
                     release(&mut self.in_flight, c.host);
                 }
+            }
+        }
+    }
+}
+
+/// Takes a decided unit's stored outputs off their hosts' totals.
+fn release_stored(totals: &mut HashMap<HostId, u64>, freed: Vec<(HostId, u64)>) {
+    for (host, bytes) in freed {
+        if let Some(total) = totals.get_mut(&host) {
+            *total = total.saturating_sub(bytes);
+            if *total == 0 {
+                totals.remove(&host);
             }
         }
     }
@@ -1656,58 +1677,69 @@ mod tests {
         assert_eq!(reloaded(false).assign(2, 1, usize::MAX, 20).len(), 1);
     }
 
-    /// A host whose outputs awaiting verdicts fill its share of the disk
-    /// gets no work until some of its units are decided.
+    /// A host's share of the disk holds what it stored for undecided units
+    /// and the largest output of each copy it holds: past it, the host gets
+    /// no fresh unit, only copies that decide units (which frees them).
     #[test]
-    fn a_host_past_its_storage_cap_waits_for_verdicts() {
+    fn a_host_past_its_storage_cap_gets_only_copies_that_decide_units() {
+        const M: u64 = MAX_OUTPUT as u64;
         let policy = HostPolicy {
             established_age_ms: 0,
-            max_stored_bytes: 1000,
+            audit_ppm: 0,
+            max_stored_bytes: 3 * M,
             ..HostPolicy::default()
         };
         let mut s = with_units_in(
             Scheduler::with(policy, Box::new(BitwiseOnly), 1),
-            3,
+            8,
             JobSettings::default(),
         );
-        let first = s.assign(1, 1, usize::MAX, 0);
-        assert_eq!(first.len(), 1);
-        let unit = first[0].unit;
-        s.report(1, unit, ok(4), 1, 10).unwrap();
-        s.stored(1, unit, 600);
-        assert_eq!(s.assign(1, 1, usize::MAX, 20).len(), 1, "under the cap");
-        // Its second output takes it past the cap.
-        let held: Vec<UnitId> = (1..=3).filter(|u| *u != unit).collect();
-        let mut past = false;
-        for u in held {
-            if s.report(1, u, ok(4), 1, 30).is_ok() {
-                s.stored(1, u, 600);
-                past = true;
-                break;
-            }
+        s.host_joined(2, Standing::new(String::new(), 4, &policy));
+        let first = s.assign(1, 16, usize::MAX, 0);
+        assert_eq!(first.len(), 3, "room for three outputs of the largest size");
+        assert!(s.assign(1, 16, usize::MAX, 5).is_empty());
+        for t in &first {
+            s.report(1, t.unit, ok(4), 1, 10).unwrap();
+            s.stored(1, t.unit, M);
         }
-        assert!(past);
-        assert!(s.assign(1, 5, usize::MAX, 40).is_empty(), "past the cap");
-        assert_eq!(s.assign(2, 5, usize::MAX, 40).len(), 3, "others are not");
-        // Host 2 agrees on host 1's first unit: decided, its bytes freed.
-        s.report(2, unit, ok(4), 1, 50).unwrap();
         assert!(
-            s.take_ops()
-                .iter()
-                .any(|o| matches!(o, StoreOp::Validate { unit: u, .. } if *u == unit))
+            s.assign(1, 16, usize::MAX, 20).is_empty(),
+            "its outputs fill its share"
         );
-        s.load(
-            LoadedUnit {
-                id: 9,
-                job: 1,
-                input: vec![9],
-                copies: vec![],
-                single: false,
-                disputed: false,
-            },
-            60,
-        );
-        assert!(!s.assign(1, 5, usize::MAX, 70).is_empty(), "under the cap again");
+        // Another host takes three fresh units and host 1's second copies,
+        // and reports the fresh ones first.
+        let second = s.assign(2, 16, usize::MAX, 30);
+        assert_eq!(second.len(), 6, "{second:?}");
+        let (seconds, fresh): (Vec<UnitId>, Vec<UnitId>) = second
+            .iter()
+            .map(|t| t.unit)
+            .partition(|u| first.iter().any(|f| f.unit == *u));
+        for u in &fresh {
+            s.report(2, *u, ok(4), 1, 40).unwrap();
+        }
+        // Host 1, still at its cap: the copies that decide host 2's units,
+        // none of the two units nobody has run.
+        let third: Vec<UnitId> = s.assign(1, 16, usize::MAX, 50).iter().map(|t| t.unit).collect();
+        let mut sorted = third.clone();
+        sorted.sort_unstable();
+        let mut want = fresh.clone();
+        want.sort_unstable();
+        assert_eq!(sorted, want, "only copies that decide units");
+        // Host 2's copies decide host 1's first units: their bytes are freed
+        // and host 1 may take a fresh unit again.
+        for u in &seconds {
+            s.report(2, *u, ok(4), 1, 60).unwrap();
+        }
+        for u in &third {
+            s.report(1, *u, ok(4), 1, 60).unwrap();
+        }
+        let validated = s
+            .take_ops()
+            .iter()
+            .filter(|o| matches!(o, StoreOp::Validate { .. }))
+            .count();
+        assert_eq!(validated, 6);
+        assert_eq!(s.assign(1, 16, usize::MAX, 70).len(), 2, "the last two units");
     }
 
     /// Credit for a copy no other host checked waits for the host's next

@@ -83,13 +83,9 @@ pub struct SimOutcome {
     pub single: u64,
     /// Simulated seconds until every unit finished.
     pub seconds: u64,
-    /// Credit granted beyond the task's fuel limit (per grant, summed).
+    /// Credit granted beyond the task's fuel limit (per grant, summed;
+    /// a single copy's counted when it validates, before its check).
     pub credit_beyond_limit: u64,
-    /// Credit standing at the end for wrong rows (fuel, per host
-    /// credited): granted at validation, or for a single copy once its
-    /// host passed a spot check or an audit; taken back when a row is
-    /// reopened.
-    pub forged_credit: u64,
     /// Most copies one hoarder held at once.
     pub hoarded: u64,
     /// Dataset rows reopened by repairs and disputes (counted again when
@@ -237,9 +233,6 @@ pub fn run(config: &SimConfig) -> SimOutcome {
     let mut rows: HashMap<UnitId, Vec<HostId>> = HashMap::new();
     let mut by_host: HashMap<HostId, Vec<UnitId>> = HashMap::new();
     let mut outputs: HashMap<UnitId, Hash> = HashMap::new();
-    // Credit the store grants, by row; single copies' waiting by host.
-    let mut credited: HashMap<UnitId, u64> = HashMap::new();
-    let mut pending: HashMap<HostId, Vec<(UnitId, u64)>> = HashMap::new();
     // Until every unit is finished and every audit has run.
     while (finished < config.units || s.active_units() > 0) && now_ms < MAX_SECONDS * 1000 {
         // Fisher-Yates: a fresh random order of hosts every round.
@@ -318,20 +311,12 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                     output,
                     hosts,
                     fuel,
-                    pending_credit,
                     ..
                 } => {
-                    match pending_credit {
-                        true => pending.entry(hosts[0]).or_default().push((unit, fuel)),
-                        false => {
-                            let granted = fuel.saturating_mul(hosts.len() as u64);
-                            let beyond = fuel.saturating_sub(FUEL_LIMIT);
-                            out.credit_beyond_limit = out
-                                .credit_beyond_limit
-                                .saturating_add(beyond.saturating_mul(hosts.len() as u64));
-                            credited.insert(unit, granted);
-                        }
-                    }
+                    let beyond = fuel.saturating_sub(FUEL_LIMIT);
+                    out.credit_beyond_limit = out
+                        .credit_beyond_limit
+                        .saturating_add(beyond.saturating_mul(hosts.len() as u64));
                     out.validated += 1;
                     finished += 1;
                     if output != truth(unit) {
@@ -346,17 +331,6 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                     rows.insert(unit, hosts);
                     outputs.insert(unit, output);
                 }
-                StoreOp::GrantCredit { host } => {
-                    for (unit, fuel) in pending.remove(&host).unwrap_or_default() {
-                        // Rows reopened meanwhile are gone, and their credit.
-                        if rows.get(&unit).is_some_and(|h| h == &[host]) {
-                            let beyond = fuel.saturating_sub(FUEL_LIMIT);
-                            out.credit_beyond_limit =
-                                out.credit_beyond_limit.saturating_add(beyond);
-                            credited.insert(unit, fuel);
-                        }
-                    }
-                }
                 StoreOp::Fail { .. } => {
                     out.failed += 1;
                     finished += 1;
@@ -367,7 +341,6 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                             continue;
                         }
                         unvalidate(&mut out, &mut rows, &mut outputs, unit);
-                        credited.remove(&unit);
                         finished -= 1;
                         out.reopened += 1;
                         set_copy(&mut copies, unit, host, CopyState::Voided(reason.clone()));
@@ -388,7 +361,6 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                 StoreOp::Dispute { unit, .. } => {
                     // The unit is still in the scheduler's window.
                     unvalidate(&mut out, &mut rows, &mut outputs, unit);
-                    credited.remove(&unit);
                     finished -= 1;
                     out.reopened += 1;
                 }
@@ -396,11 +368,6 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             }
         }
     }
-    out.forged_credit = credited
-        .iter()
-        .filter(|(unit, _)| outputs.get(unit).is_some_and(|o| *o != truth(**unit)))
-        .map(|(_, fuel)| *fuel)
-        .fold(0u64, u64::saturating_add);
     out.unfinished = config.units - finished;
     out.seconds = now_ms / 1000;
     out

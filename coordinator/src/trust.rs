@@ -56,8 +56,9 @@ pub struct HostPolicy {
     /// Validated units re-run on an established host, in parts per
     /// million: a disagreement disputes the row and catches whoever lied.
     pub audit_ppm: u32,
-    /// Bytes of output a host may have stored awaiting verdicts: past it,
-    /// it is sent no work until some of its units are decided.
+    /// Bytes of output a host may have stored for units not yet validated,
+    /// with the largest output reserved for each copy it holds: past it,
+    /// it gets no fresh units (see `Scheduler::assign`).
     pub max_stored_bytes: u64,
 }
 
@@ -78,7 +79,7 @@ impl Default for HostPolicy {
             established_idle_ms: 10 * 60 * 1000,
             // 2 %: an honest population pays 0.02 tasks per unit.
             audit_ppm: 20_000,
-            // A thousand of the largest outputs a job allows by default.
+            // 256 of the largest outputs a task may return (4 MiB).
             max_stored_bytes: 1 << 30,
         }
     }
@@ -131,6 +132,10 @@ pub struct Standing {
     /// Some of its single copies' credit waits for a spot check or an
     /// audit of the host to pass.
     pub pending_credit: bool,
+    /// Read from the store when the host connected; `false` for the blank
+    /// standing the scheduler makes for a host it meets in a unit first
+    /// (after a restart), which may hide waiting credit.
+    pub loaded: bool,
 }
 
 impl Standing {
@@ -148,6 +153,7 @@ impl Standing {
             sent_today: 0,
             banned: false,
             pending_credit: false,
+            loaded: false,
         }
     }
 

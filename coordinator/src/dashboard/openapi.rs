@@ -328,7 +328,7 @@ pub fn document() -> Value {
             "/api/v1/blobs/{hash}": { "put": put_blob },
             "/api/v1/openapi.json": { "get": api("This document", json!({ "type": "object", "required": ["openapi", "paths"] }), json!([])) },
             "/stats/hosts.gz": { "get": download("Gzipped JSON lines: one host per line with credit", "application/gzip", json!([])) },
-            "/stats/credit.gz": { "get": download("Gzipped JSON lines: one validated unit per line with the fuel it granted and the agreeing hosts", "application/gzip", json!([])) }
+            "/stats/credit.gz": { "get": download("Gzipped JSON lines: one validated unit per line with the fuel it granted and the agreeing hosts (units whose credit is granted)", "application/gzip", json!([])) }
         }
     })
 }

@@ -99,7 +99,9 @@ CREATE TABLE IF NOT EXISTS dataset_history (
     engines_json TEXT NOT NULL,
     validated_ms INTEGER NOT NULL,
     replaced_ms INTEGER NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    -- 1: the row's credit had not been granted (a single copy unchecked)
+    credit_pending INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS dataset_history_job ON dataset_history(job_id, unit_id);
 CREATE TABLE IF NOT EXISTS hosts (
@@ -288,6 +290,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("hosts", "account_name", "TEXT NOT NULL DEFAULT ''"),
     ("units", "disputed", "INTEGER NOT NULL DEFAULT 0"),
     ("dataset", "credit_pending", "INTEGER NOT NULL DEFAULT 0"),
+    ("dataset_history", "credit_pending", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one
@@ -1469,24 +1472,7 @@ fn apply_op(
             pending_credit,
         } => {
             // A verdict that replaces an earlier row takes its grants back.
-            let replaced: Option<(u64, String, u64, bool)> = tx
-                .prepare_cached(
-                    "SELECT fuel, hosts_json, validated_ms, credit_pending FROM dataset WHERE unit_id = ?1",
-                )?
-                .query_row([unit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .optional()?;
-            if let Some((old_fuel, old_hosts, old_at, false)) = replaced {
-                let old_hosts: Vec<String> = json_col(&old_hosts)?;
-                for key in old_hosts.iter().filter_map(|h| hex::decode(h).ok()) {
-                    let id: Option<HostId> = tx
-                        .prepare_cached("SELECT id FROM hosts WHERE public_key = ?1")?
-                        .query_row([key], |r| r.get(0))
-                        .optional()?;
-                    if let Some(id) = id {
-                        tallies.get(tx, id)?.revoke(old_fuel, old_at);
-                    }
-                }
-            }
+            revoke_row(tx, tallies, *unit)?;
             let mut keys = Vec::with_capacity(hosts.len());
             let mut engines: Vec<String> = Vec::new();
             {
@@ -1572,36 +1558,36 @@ fn apply_op(
                 .optional()?;
             let Some(key) = key else { return Ok(()) };
             let quoted = format!("\"{}\"", hex::encode(key));
-            // Its successful copies of validated units whose row names it
-            // (and the credit it was granted for them: none while pending).
-            let units: Vec<(UnitId, u64)> = tx
+            // Its successful copies of validated units whose row names it.
+            let units: Vec<UnitId> = tx
                 .prepare_cached(
-                    "SELECT d.unit_id, CASE d.credit_pending WHEN 0 THEN d.fuel ELSE 0 END
-                     FROM results r JOIN dataset d ON d.unit_id = r.unit_id
+                    "SELECT d.unit_id FROM results r JOIN dataset d ON d.unit_id = r.unit_id
                      WHERE r.host_id = ?1 AND r.state = 'success' AND instr(d.hosts_json, ?2) > 0",
                 )?
-                .query_map(params![host, quoted], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(params![host, quoted], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
-            let mut taken: u64 = 0;
-            for (unit, fuel) in units {
-                reopen(tx, unit, reason, *at_ms, false)?;
+            for unit in units {
+                reopen(tx, tallies, unit, reason, *at_ms, false)?;
                 tx.prepare_cached(
                     "UPDATE results SET state = 'voided', error = ?3 WHERE unit_id = ?1 AND host_id = ?2",
                 )?
                 .execute(params![unit, host, reason])?;
-                taken = taken.saturating_add(fuel);
             }
             // Its other results count for nothing either.
             tx.prepare_cached(
                 "UPDATE results SET state = 'voided', error = ?2 WHERE host_id = ?1 AND state = 'success'",
             )?
             .execute(params![host, reason])?;
-            // The caught host keeps no credit for rows it no longer stands in.
-            let tally = tallies.get(tx, *host)?;
-            tally.total = tally.total.saturating_sub(taken);
         }
         StoreOp::Dispute { unit, at_ms } => {
-            reopen(tx, *unit, "an audit disagreed with this row", *at_ms, true)?;
+            reopen(
+                tx,
+                tallies,
+                *unit,
+                "an audit disagreed with this row",
+                *at_ms,
+                true,
+            )?;
         }
         StoreOp::Void { unit, host, reason } => {
             tx.prepare_cached(
@@ -1636,18 +1622,54 @@ fn apply_op(
 /// Moves a unit's dataset row to the history (replaced at `at_ms` for
 /// `reason`) and makes the unit active again, next in the feeder's order of
 /// reopened units.
+/// Takes back the credit a unit's dataset row granted (none while it
+/// waits for a check), from every host it names: the row is replaced or
+/// reopened.
+fn revoke_row(
+    tx: &rusqlite::Transaction<'_>,
+    tallies: &mut Tallies,
+    unit: UnitId,
+) -> Result<(), StoreError> {
+    let row: Option<(u64, String, u64, bool)> = tx
+        .prepare_cached(
+            "SELECT fuel, hosts_json, validated_ms, credit_pending FROM dataset WHERE unit_id = ?1",
+        )?
+        .query_row([unit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some((fuel, hosts, at_ms, false)) = row else {
+        return Ok(());
+    };
+    let hosts: Vec<String> = json_col(&hosts)?;
+    for key in hosts.iter().filter_map(|h| hex::decode(h).ok()) {
+        let id: Option<HostId> = tx
+            .prepare_cached("SELECT id FROM hosts WHERE public_key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = id {
+            tallies.get(tx, id)?.revoke(fuel, at_ms);
+        }
+    }
+    Ok(())
+}
+
+/// Moves a unit's dataset row to the history and makes the unit active
+/// again; the credit the row granted is taken back from all its hosts
+/// (honest ones are credited again when the unit validates anew).
 fn reopen(
     tx: &rusqlite::Transaction<'_>,
+    tallies: &mut Tallies,
     unit: UnitId,
     reason: &str,
     at_ms: u64,
     disputed: bool,
 ) -> Result<(), StoreError> {
+    revoke_row(tx, tallies, unit)?;
     let moved = tx
         .prepare_cached(
             "INSERT INTO dataset_history (unit_id, job_id, output_hash, fuel, hosts_json, engines_json,
-                                          validated_ms, replaced_ms, reason)
-             SELECT unit_id, job_id, output_hash, fuel, hosts_json, engines_json, validated_ms, ?2, ?3
+                                          validated_ms, replaced_ms, reason, credit_pending)
+             SELECT unit_id, job_id, output_hash, fuel, hosts_json, engines_json, validated_ms, ?2, ?3,
+                    credit_pending
              FROM dataset WHERE unit_id = ?1",
         )?
         .execute(params![unit, at_ms, reason])?;
@@ -2254,8 +2276,9 @@ mod dashboard_tests {
     }
 
     /// A single copy's row grants nothing until its host passes a check;
-    /// a repair takes back only what was granted, and a pending row
-    /// replaced by a later verdict is not taken back either.
+    /// a dispute or a repair takes back what the row granted, from every
+    /// host it names, and a pending row replaced by a later verdict takes
+    /// nothing back.
     #[test]
     fn a_single_copys_credit_is_granted_only_once_its_host_is_checked() {
         let dir = tempfile::tempdir().unwrap();
@@ -2295,6 +2318,12 @@ mod dashboard_tests {
         // Granted once only.
         store.apply(&[StoreOp::GrantCredit { host: a }], &[]).unwrap();
         assert_eq!(total(a), 130);
+        // An audit disagrees with the granted row: its credit goes back.
+        store
+            .apply(&[StoreOp::Dispute { unit: 1, at_ms: 45 }], &[])
+            .unwrap();
+        assert_eq!((total(a), total(b)), (30, 30));
+        assert_tallies_match_the_dataset(&store, 1000);
 
         // Caught with a pending row: only the granted credit goes.
         store
