@@ -160,8 +160,8 @@ impl Grid {
         standing.consecutive_valid = stored.consecutive_valid;
         standing.first_seen_ms = stored.first_seen_ms;
         // (Or the scheduler's, ahead of the store by a batch.)
-        standing.pending_credit = stored.pending_credit
-            || w.scheduler.standing(host).is_some_and(|o| o.pending_credit);
+        standing.pending_credit =
+            stored.pending_credit || w.scheduler.standing(host).is_some_and(|o| o.pending_credit);
         standing.loaded = true;
         standing.addr = Some(addr);
         if let Some(q) = stored.quota {

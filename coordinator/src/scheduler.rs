@@ -968,8 +968,11 @@ impl Scheduler {
                     at_ms: now_ms,
                     pending_credit,
                 });
-                self.ops
-                    .extend(checked.into_iter().map(|host| StoreOp::GrantCredit { host }));
+                self.ops.extend(
+                    checked
+                        .into_iter()
+                        .map(|host| StoreOp::GrantCredit { host }),
+                );
                 let audit = u64::from(policy.audit_ppm) > self.rng.next_u64() % 1_000_000;
                 match audit {
                     true => {
@@ -1719,7 +1722,11 @@ mod tests {
         }
         // Host 1, still at its cap: the copies that decide host 2's units,
         // none of the two units nobody has run.
-        let third: Vec<UnitId> = s.assign(1, 16, usize::MAX, 50).iter().map(|t| t.unit).collect();
+        let third: Vec<UnitId> = s
+            .assign(1, 16, usize::MAX, 50)
+            .iter()
+            .map(|t| t.unit)
+            .collect();
         let mut sorted = third.clone();
         sorted.sort_unstable();
         let mut want = fresh.clone();
@@ -1739,7 +1746,11 @@ mod tests {
             .filter(|o| matches!(o, StoreOp::Validate { .. }))
             .count();
         assert_eq!(validated, 6);
-        assert_eq!(s.assign(1, 16, usize::MAX, 70).len(), 2, "the last two units");
+        assert_eq!(
+            s.assign(1, 16, usize::MAX, 70).len(),
+            2,
+            "the last two units"
+        );
     }
 
     /// Credit for a copy no other host checked waits for the host's next
@@ -1784,9 +1795,16 @@ mod tests {
         assert_eq!(s3.len(), 1, "a tie-breaker");
         s.report(3, 2, ok(8), 1, 60).unwrap();
         let ops = s.take_ops();
-        let validate = ops
-            .iter()
-            .position(|o| matches!(o, StoreOp::Validate { unit: 2, pending_credit: false, .. }));
+        let validate = ops.iter().position(|o| {
+            matches!(
+                o,
+                StoreOp::Validate {
+                    unit: 2,
+                    pending_credit: false,
+                    ..
+                }
+            )
+        });
         let grant = ops
             .iter()
             .position(|o| matches!(o, StoreOp::GrantCredit { host: 1 }));
@@ -1809,7 +1827,11 @@ mod tests {
             audit_ppm: 1_000_000,
             ..HostPolicy::default()
         };
-        let mut s = with_units_in(Scheduler::with(policy, Box::new(BitwiseOnly), 7), 1, settings);
+        let mut s = with_units_in(
+            Scheduler::with(policy, Box::new(BitwiseOnly), 7),
+            1,
+            settings,
+        );
         for host in [1, 2] {
             let mut trusted = Standing::anonymous(s.policy());
             trusted.consecutive_valid = 1_000_000;
@@ -1819,14 +1841,21 @@ mod tests {
         s.report(1, 1, ok(4), 1, 10).unwrap();
         let ops = s.take_ops();
         assert!(
-            ops.iter().any(|o| matches!(o, StoreOp::Validate { pending_credit: true, .. })),
+            ops.iter().any(|o| matches!(
+                o,
+                StoreOp::Validate {
+                    pending_credit: true,
+                    ..
+                }
+            )),
             "{ops:?}"
         );
         assert_eq!(s.assign(2, 1, usize::MAX, 20).len(), 1, "the audit copy");
         s.report(2, 1, ok(4), 1, 30).unwrap();
         let ops = s.take_ops();
         assert!(
-            ops.iter().any(|o| matches!(o, StoreOp::GrantCredit { host: 1 })),
+            ops.iter()
+                .any(|o| matches!(o, StoreOp::GrantCredit { host: 1 })),
             "{ops:?}"
         );
     }

@@ -290,7 +290,11 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("hosts", "account_name", "TEXT NOT NULL DEFAULT ''"),
     ("units", "disputed", "INTEGER NOT NULL DEFAULT 0"),
     ("dataset", "credit_pending", "INTEGER NOT NULL DEFAULT 0"),
-    ("dataset_history", "credit_pending", "INTEGER NOT NULL DEFAULT 0"),
+    (
+        "dataset_history",
+        "credit_pending",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 /// Brings a database made by an older version up to this schema, in one
@@ -2301,7 +2305,13 @@ mod dashboard_tests {
         let total = |h| store.host(h).unwrap().unwrap().credit.total;
         let pending = |h| store.host_standing(h).unwrap().unwrap().pending_credit;
         store
-            .apply(&[validate(1, 100, vec![a], true), validate(2, 20, vec![a], true)], &[])
+            .apply(
+                &[
+                    validate(1, 100, vec![a], true),
+                    validate(2, 20, vec![a], true),
+                ],
+                &[],
+            )
             .unwrap();
         assert_eq!(total(a), 0);
         assert!(pending(a) && !pending(b));
@@ -2311,12 +2321,16 @@ mod dashboard_tests {
             .apply(&[validate(2, 30, vec![a, b], false)], &[])
             .unwrap();
         assert_eq!((total(a), total(b)), (30, 30));
-        store.apply(&[StoreOp::GrantCredit { host: a }], &[]).unwrap();
+        store
+            .apply(&[StoreOp::GrantCredit { host: a }], &[])
+            .unwrap();
         assert_eq!(total(a), 130);
         assert!(!pending(a));
         assert_tallies_match_the_dataset(&store, 1000);
         // Granted once only.
-        store.apply(&[StoreOp::GrantCredit { host: a }], &[]).unwrap();
+        store
+            .apply(&[StoreOp::GrantCredit { host: a }], &[])
+            .unwrap();
         assert_eq!(total(a), 130);
         // An audit disagrees with the granted row: its credit goes back.
         store
