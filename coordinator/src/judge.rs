@@ -22,7 +22,7 @@ use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::spec::Validator;
 use peergrid_proto::wire::TaskLimits;
-use peergrid_worker::sandbox::{RunOutcome, Sandbox};
+use peergrid_sandbox::{RunOutcome, Sandbox};
 use serde_json::Value;
 
 use crate::scheduler::Judge;

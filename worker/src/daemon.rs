@@ -41,7 +41,7 @@ use crate::governor::{DutyCycle, Monitor, ResourceGovernor, Sample, Suspension};
 use crate::identity::host_facts;
 use crate::net::{self, Session};
 use crate::prefs::Preferences;
-use crate::sandbox::{Checkpoint, Pace, RunOutcome, Sandbox, TaskHooks};
+use crate::sandbox::{Checkpoint, Pace, RunOutcome, Sandbox, TaskHooks, unit_seed};
 use crate::state::{LocalState, StoredTask};
 
 /// Longest wall-clock budget a worker grants one task (the spec's longest
@@ -1028,18 +1028,6 @@ fn pin_project_key(data: &Path, key: &[u8; 32]) -> Result<()> {
 /// Seeds a unit's randomness from (job, unit): the same bytes on every host.
 pub fn task_seed(task: &Task) -> u64 {
     unit_seed(task.job, task.unit)
-}
-
-/// The randomness seed of unit `unit` of job `job`.
-pub fn unit_seed(job: u64, unit: u64) -> u64 {
-    let mut h = blake3::Hasher::new();
-    h.update(b"peergrid-seed-v1");
-    h.update(&job.to_le_bytes());
-    h.update(&unit.to_le_bytes());
-    let out = h.finalize();
-    let mut seed = [0u8; 8];
-    seed.copy_from_slice(&out.as_bytes()[..8]);
-    u64::from_le_bytes(seed)
 }
 
 fn run_task(

@@ -6,7 +6,8 @@
 //! through a local socket ([`control`]) and installed as a service
 //! ([`install`]).
 //!
-//! **Architecture Invariant:** wasmtime types never leave [`sandbox`].
+//! **Architecture Invariant:** the worker does not name wasmtime: it runs
+//! tasks through [`sandbox`] (the `peergrid-sandbox` crate) only.
 
 pub mod control;
 pub mod daemon;
@@ -16,5 +17,7 @@ pub mod identity;
 pub mod install;
 pub mod net;
 pub mod prefs;
-pub mod sandbox;
+/// The wasmtime sandbox, its own crate so the coordinator and the
+/// researcher's CLI use it without the daemon.
+pub use peergrid_sandbox as sandbox;
 pub mod state;

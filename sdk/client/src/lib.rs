@@ -460,7 +460,7 @@ impl Client {
     /// Re-runs unit `unit` of job `job` in the same sandbox workers use and
     /// compares the output hash and fuel with the dataset row.
     pub fn verify(&self, job: u64, unit: u64) -> Result<Verification> {
-        use peergrid_worker::sandbox::{RunOutcome, Sandbox};
+        use peergrid_sandbox::{RunOutcome, Sandbox};
         let status = self.status(job)?;
         let row = self.dataset_row(job, unit)?.ok_or_else(|| {
             ClientError::Spec(format!("job {job} has no validated row for unit {unit}"))
@@ -492,7 +492,7 @@ impl Client {
             max_output_bytes: peergrid_proto::limits::MAX_OUTPUT as u64,
             wall_ms: settings.deadline_secs * 1000,
         };
-        let seed = peergrid_worker::daemon::unit_seed(job, unit);
+        let seed = peergrid_sandbox::unit_seed(job, unit);
         let report = sandbox.run(
             &module_hash,
             &module,

@@ -71,9 +71,11 @@
 //! which may sleep on the task's thread (the duty cycle, a suspension) or
 //! stop the task. Time spent paused does not count against `wall_ms`.
 //!
-//! **Architecture Invariant:** wasmtime types stay inside this module; callers
-//! see [`Sandbox`], [`RunReport`], [`RunOutcome`], [`SandboxError`],
-//! [`TaskHooks`], [`Pace`] and [`Checkpoint`] only.
+//! **Architecture Invariant:** wasmtime types stay inside this crate; callers
+//! (the worker's daemon, the coordinator's custom validators, the
+//! researcher's `peergrid verify`) see [`Sandbox`], [`RunReport`],
+//! [`RunOutcome`], [`SandboxError`], [`TaskHooks`], [`Pace`] and
+//! [`Checkpoint`] only.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -1458,6 +1460,19 @@ impl rand_core::TryRng for SeededRng {
         }
         Ok(())
     }
+}
+
+/// The randomness seed of unit `unit` of job `job`: every replica of a
+/// unit draws the same random numbers.
+pub fn unit_seed(job: u64, unit: u64) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"peergrid-seed-v1");
+    h.update(&job.to_le_bytes());
+    h.update(&unit.to_le_bytes());
+    let out = h.finalize();
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&out.as_bytes()[..8]);
+    u64::from_le_bytes(seed)
 }
 
 #[cfg(test)]
