@@ -24,9 +24,9 @@ use peergrid_proto::spec::JobSettings;
 use peergrid_proto::wire::{JobId, Task, TaskLimits, UnitId};
 use peergrid_proto::{Hash, deadline};
 
+use crate::model::{HostId, JobInfo, LoadedUnit, StoreOp};
 use crate::netgroup;
 use crate::quorum::{Copy, CopyState, Rules, Verdict, bitwise, decide, needs_canonical_nan};
-use crate::store::{HostId, JobInfo, LoadedUnit, StoreOp};
 use crate::trust::{HostPolicy, SplitMix64, Standing};
 
 /// One fewer copy in flight for `host`.

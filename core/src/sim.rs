@@ -23,9 +23,9 @@ use peergrid_proto::wire::UnitId;
 
 use std::collections::HashMap;
 
+use crate::model::{HostId, JobInfo, LoadedUnit, StoreOp};
 use crate::quorum::{Copy, CopyState};
 use crate::scheduler::Scheduler;
-use crate::store::{HostId, JobInfo, LoadedUnit, StoreOp};
 use crate::trust::{HostPolicy, SplitMix64, Standing};
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -5,39 +5,7 @@
 use peergrid_proto::Hash;
 use peergrid_proto::spec::JobSettings;
 
-use crate::store::HostId;
-
-/// The state of one copy of a work unit, as far as validation cares.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CopyState {
-    /// Sent to the host, which may still report until `deadline_ms` (the
-    /// deadline the host was given plus the job's grace period).
-    InProgress {
-        deadline_ms: u64,
-    },
-    Success {
-        output: Hash,
-        fuel: u64,
-        /// The engine configuration it ran under (names the architecture
-        /// unless NaNs were canonicalized).
-        engine: String,
-        /// Resumed from a checkpoint: `fuel` is an estimate, not held to
-        /// the replicas' figure.
-        resumed: bool,
-    },
-    Error(String),
-    /// The deadline passed with no report.
-    TimedOut,
-    /// Thrown out by the operator (the host was banned): counts for
-    /// nothing, neither towards a quorum nor against the unit's caps.
-    Voided(String),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Copy {
-    pub host: HostId,
-    pub state: CopyState,
-}
+pub use crate::model::{Copy, CopyState, HostId};
 
 /// What to do with a unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
