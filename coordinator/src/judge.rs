@@ -215,11 +215,12 @@ fn run_custom(
             return false;
         }
     };
+    // A task's limits, but a verdict is a few bytes and waits for no one.
+    let task = TaskLimits::for_job(&job.settings);
     let limits = TaskLimits {
-        memory_bytes: job.settings.memory_mb * 1024 * 1024,
-        fuel: job.settings.fuel,
         max_output_bytes: 64,
-        wall_ms: VALIDATOR_WALL_MS.min(job.settings.deadline_secs * 1000),
+        wall_ms: VALIDATOR_WALL_MS.min(task.wall_ms),
+        ..task
     };
     let input = validator_input(a, b);
     // On a thread of its own: the caller may be a tokio worker, where

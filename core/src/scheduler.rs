@@ -20,7 +20,6 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use peergrid_proto::limits::MAX_OUTPUT;
-use peergrid_proto::spec::JobSettings;
 use peergrid_proto::wire::{JobId, Task, TaskLimits, UnitId};
 use peergrid_proto::{Hash, deadline};
 
@@ -588,7 +587,7 @@ impl Scheduler {
     ) -> Option<(Task, usize)> {
         let unit = self.units.get_mut(&id)?;
         let s = &unit.job.settings;
-        let deadline_ms = deadline::copy_deadline_ms(now_ms, wall_ms(s));
+        let deadline_ms = deadline::copy_deadline_ms(now_ms, TaskLimits::for_job(s).wall_ms);
         let expiry_ms = deadline_ms.saturating_add(s.grace_secs * 1000);
         let canonical_nan = needs_canonical_nan(&unit.copies);
         unit.copies.push(Copy {
@@ -1124,11 +1123,6 @@ fn wire_size(unit: &UnitState) -> usize {
     unit.input.len() + unit.job.args.iter().map(|a| a.len() + 8).sum::<usize>() + 1024
 }
 
-/// The wall-clock limit a task of a job with `settings` runs with.
-fn wall_ms(settings: &JobSettings) -> u64 {
-    settings.deadline_secs.saturating_mul(1000)
-}
-
 fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool) -> Task {
     let s = &unit.job.settings;
     Task {
@@ -1137,12 +1131,7 @@ fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool)
         module: unit.job.module,
         input: unit.input.to_vec(),
         args: unit.job.args.clone(),
-        limits: TaskLimits {
-            memory_bytes: s.memory_mb * 1024 * 1024,
-            fuel: s.fuel,
-            max_output_bytes: MAX_OUTPUT as u64,
-            wall_ms: wall_ms(s),
-        },
+        limits: TaskLimits::for_job(s),
         deadline_ms,
         signature: unit.job.signature.clone(),
         canonical_nan,

@@ -193,6 +193,19 @@ pub struct TaskLimits {
     pub wall_ms: u64,
 }
 
+impl TaskLimits {
+    /// The limits every task of a job with `settings` runs under: on a
+    /// worker, and when `peergrid verify` re-runs one.
+    pub fn for_job(settings: &crate::spec::JobSettings) -> TaskLimits {
+        TaskLimits {
+            memory_bytes: settings.memory_mb.saturating_mul(1024 * 1024),
+            fuel: settings.fuel,
+            max_output_bytes: crate::limits::MAX_OUTPUT as u64,
+            wall_ms: settings.deadline_secs.saturating_mul(1000),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireError {
     pub code: ErrorCode,

@@ -2,6 +2,7 @@
 use super::*;
 use crate::trust::Standing;
 use peergrid_proto::Hash;
+use peergrid_proto::spec::JobSettings;
 use proptest::prelude::*;
 use std::collections::HashSet;
 

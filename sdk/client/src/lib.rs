@@ -486,12 +486,7 @@ impl Client {
         let input = self.blob(&input_hash)?;
         let sandbox = Sandbox::new(None)
             .map_err(|e| ClientError::Spec(format!("cannot start the sandbox: {e}")))?;
-        let limits = peergrid_proto::wire::TaskLimits {
-            memory_bytes: settings.memory_mb * 1024 * 1024,
-            fuel: settings.fuel,
-            max_output_bytes: peergrid_proto::limits::MAX_OUTPUT as u64,
-            wall_ms: settings.deadline_secs * 1000,
-        };
+        let limits = peergrid_proto::wire::TaskLimits::for_job(&settings);
         let seed = peergrid_sandbox::unit_seed(job, unit);
         let report = sandbox.run(
             &module_hash,
