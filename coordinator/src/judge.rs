@@ -22,7 +22,7 @@ use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::spec::Validator;
 use peergrid_proto::wire::TaskLimits;
-use peergrid_sandbox::{RunOutcome, Sandbox};
+use peergrid_sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
 use serde_json::Value;
 
 use crate::scheduler::Judge;
@@ -227,7 +227,18 @@ fn run_custom(
     // the sandbox's WASI layer must not block.
     let outcome = std::thread::scope(|scope| {
         scope
-            .spawn(|| sandbox.run(module, &bytes, &input, &[], 0, &limits, true))
+            .spawn(|| {
+                sandbox.run(&SandboxTask {
+                    module,
+                    module_bytes: &bytes,
+                    input: &input,
+                    args: &[],
+                    seed: 0,
+                    limits: &limits,
+                    // Comparable on every architecture.
+                    nan: NanMode::Canonical,
+                })
+            })
             .join()
             .map(|r| r.outcome)
             .unwrap_or_else(|_| RunOutcome::Error("the validator's thread panicked".into()))

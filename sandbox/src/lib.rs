@@ -201,6 +201,44 @@ pub enum SandboxError {
     NoStart,
 }
 
+/// How a run's float arithmetic makes NaNs (see "NaN modes" above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NanMode {
+    /// Whatever the CPU makes: replicas agree bitwise on one architecture.
+    /// The default.
+    Fast,
+    /// Every arithmetic NaN canonical: comparable on every architecture.
+    Canonical,
+}
+
+impl NanMode {
+    /// The mode a task asks for (`Task::canonical_nan` on the wire).
+    pub fn from_canonical(canonical_nan: bool) -> NanMode {
+        match canonical_nan {
+            true => NanMode::Canonical,
+            false => NanMode::Fast,
+        }
+    }
+}
+
+/// One task for [`Sandbox::run`].
+#[derive(Clone, Copy, Debug)]
+pub struct SandboxTask<'a> {
+    /// The module's hash: the compiled-module caches' key.
+    pub module: &'a Hash,
+    /// Read only on a cache miss, and then must hash to `module`.
+    pub module_bytes: &'a [u8],
+    /// The work unit, on stdin.
+    pub input: &'a [u8],
+    /// Follow the program name `task`.
+    pub args: &'a [String],
+    /// Seeds every source of randomness the module can reach.
+    pub seed: u64,
+    pub limits: &'a TaskLimits,
+    /// Picks the engine (see "NaN modes" above).
+    pub nan: NanMode,
+}
+
 /// Engine settings every worker uses identically, so results are comparable.
 ///
 /// Build one per process and share it: it owns the compilers, the instance
@@ -217,7 +255,7 @@ pub struct Sandbox {
     /// Compiled, already linked modules by (module hash, canonical NaN), so
     /// repeated work units of a job skip compilation. Only modules that
     /// compiled and linked enter.
-    cache: Mutex<HashMap<(Hash, bool), InstancePre<TaskState>>>,
+    cache: Mutex<HashMap<(Hash, NanMode), InstancePre<TaskState>>>,
     /// Modules compiled from wasm since this sandbox was built (not loaded
     /// from memory or disk): what the disk cache exists to keep at zero
     /// after a restart, so tests count it.
@@ -539,8 +577,8 @@ impl Sandbox {
         cache_dir: Option<&Path>,
         metering: Metering,
     ) -> Result<Sandbox, SandboxError> {
-        let fast = TaskEngine::new(false, metering, cache_dir)?;
-        let canonical = TaskEngine::new(true, metering, cache_dir)?;
+        let fast = TaskEngine::new(NanMode::Fast, metering, cache_dir)?;
+        let canonical = TaskEngine::new(NanMode::Canonical, metering, cache_dir)?;
         let (stop_ticker, stopped) = mpsc::channel::<()>();
         let ticking = [fast.engine.clone(), canonical.engine.clone()];
         let ticker = std::thread::Builder::new()
@@ -566,8 +604,8 @@ impl Sandbox {
     /// A short string naming the engine configuration of a NaN mode, for
     /// results to record: [`ENGINE_ID`] plus the CPU architecture, or
     /// [`CANONICAL_ENGINE_ID`] alone.
-    pub fn engine_id(&self, canonical_nan: bool) -> &str {
-        &self.engine(canonical_nan).id
+    pub fn engine_id(&self, nan: NanMode) -> &str {
+        &self.engine(nan).id
     }
 
     /// Checks a module compiles, imports only what the host provides (WASI
@@ -579,56 +617,24 @@ impl Sandbox {
     }
 
     /// Compiles (or takes from the in-memory or disk cache, keyed by module
-    /// hash and NaN mode) and runs one task.
-    ///
-    /// `module_bytes` are only read on a cache miss, and then must hash to
-    /// `module`. `args` follow the program name `task`; `seed` seeds every
-    /// source of randomness the module can reach; `canonical_nan` picks the
-    /// engine (see the module documentation). Never panics on hostile input:
+    /// hash and NaN mode) and runs one task. Never panics on hostile input:
     /// every failure becomes [`RunOutcome::Error`].
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one argument per part of a task; a task-parameters struct is the next step if more come"
-    )]
-    pub fn run(
-        &self,
-        module: &Hash,
-        module_bytes: &[u8],
-        input: &[u8],
-        args: &[String],
-        seed: u64,
-        limits: &TaskLimits,
-        canonical_nan: bool,
-    ) -> RunReport {
-        self.run_with_hooks(
+    pub fn run(&self, task: &SandboxTask<'_>) -> RunReport {
+        self.run_with_hooks(task, Arc::new(NoHooks))
+    }
+
+    /// [`Sandbox::run`] with the caller's [`TaskHooks`]: checkpoints,
+    /// progress, resuming, pausing and stopping.
+    pub fn run_with_hooks(&self, task: &SandboxTask<'_>, hooks: Arc<dyn TaskHooks>) -> RunReport {
+        let SandboxTask {
             module,
             module_bytes,
             input,
             args,
             seed,
             limits,
-            canonical_nan,
-            Arc::new(NoHooks),
-        )
-    }
-
-    /// [`Sandbox::run`] with the caller's [`TaskHooks`]: checkpoints,
-    /// progress, resuming, pausing and stopping.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one argument per part of a task; a task-parameters struct is the next step if more come"
-    )]
-    pub fn run_with_hooks(
-        &self,
-        module: &Hash,
-        module_bytes: &[u8],
-        input: &[u8],
-        args: &[String],
-        seed: u64,
-        limits: &TaskLimits,
-        canonical_nan: bool,
-        hooks: Arc<dyn TaskHooks>,
-    ) -> RunReport {
+            nan,
+        } = *task;
         let started = Instant::now();
         let failed = |message: String| RunReport {
             outcome: RunOutcome::Error(message),
@@ -637,7 +643,7 @@ impl Sandbox {
             elapsed: started.elapsed(),
             resumed: false,
         };
-        let pre = match self.cached_or_compile(module, module_bytes, canonical_nan) {
+        let pre = match self.cached_or_compile(module, module_bytes, nan) {
             Ok(pre) => pre,
             Err(e) => return failed(e.to_string()),
         };
@@ -675,7 +681,7 @@ impl Sandbox {
         // A resumed run may use what the earlier runs left of the budget.
         let fuel_budget = limits.fuel.saturating_sub(fuel_before);
         let mut store = Store::new(
-            &self.engine(canonical_nan).engine,
+            &self.engine(nan).engine,
             TaskState {
                 wasi,
                 limiter: TaskLimiter {
@@ -769,11 +775,10 @@ impl Sandbox {
         }
     }
 
-    fn engine(&self, canonical_nan: bool) -> &TaskEngine {
-        if canonical_nan {
-            &self.canonical
-        } else {
-            &self.fast
+    fn engine(&self, nan: NanMode) -> &TaskEngine {
+        match nan {
+            NanMode::Canonical => &self.canonical,
+            NanMode::Fast => &self.fast,
         }
     }
 
@@ -784,13 +789,13 @@ impl Sandbox {
         &self,
         module: &Hash,
         module_bytes: &[u8],
-        canonical_nan: bool,
+        nan: NanMode,
     ) -> Result<InstancePre<TaskState>, SandboxError> {
-        let key = (*module, canonical_nan);
+        let key = (*module, nan);
         if let Some(pre) = self.lock_cache().get(&key) {
             return Ok(pre.clone());
         }
-        let engine = self.engine(canonical_nan);
+        let engine = self.engine(nan);
         // Compile outside the lock so other tasks keep running meanwhile; two
         // tasks missing on the same module at once both compile (and both
         // write the same file atomically), which is harmless.
@@ -823,7 +828,7 @@ impl Sandbox {
 
     /// The module cache, even if a thread panicked while holding it: the map
     /// is never left half-updated.
-    fn lock_cache(&self) -> MutexGuard<'_, HashMap<(Hash, bool), InstancePre<TaskState>>> {
+    fn lock_cache(&self) -> MutexGuard<'_, HashMap<(Hash, NanMode), InstancePre<TaskState>>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -842,17 +847,16 @@ impl Drop for Sandbox {
 impl TaskEngine {
     /// The engine of one NaN mode, its linker, id and compiled-module folder.
     fn new(
-        canonical_nan: bool,
+        nan: NanMode,
         metering: Metering,
         cache_dir: Option<&Path>,
     ) -> Result<TaskEngine, SandboxError> {
-        let engine = Engine::new(&engine_config(canonical_nan, metering))
+        let engine = Engine::new(&engine_config(nan, metering))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let linker = wasi_linker(&engine)?;
-        let id = if canonical_nan {
-            CANONICAL_ENGINE_ID.to_string()
-        } else {
-            format!("{ENGINE_ID}/{}", std::env::consts::ARCH)
+        let id = match nan {
+            NanMode::Canonical => CANONICAL_ENGINE_ID.to_string(),
+            NanMode::Fast => format!("{ENGINE_ID}/{}", std::env::consts::ARCH),
         };
         let id = match metering {
             Metering::FuelAndEpoch => id,
@@ -1003,7 +1007,7 @@ fn compiled_checksum(engine_id: &str, module: &Hash, serialized: &[u8]) -> blake
 }
 
 /// The engine configuration every worker uses for one NaN mode.
-fn engine_config(canonical_nan: bool, metering: Metering) -> Config {
+fn engine_config(nan: NanMode, metering: Metering) -> Config {
     let mut config = Config::new();
     config
         .consume_fuel(metering == Metering::FuelAndEpoch)
@@ -1020,7 +1024,7 @@ fn engine_config(canonical_nan: bool, metering: Metering) -> Config {
         // The one difference between the two engines (see the module
         // documentation): canonicalization makes NaN bits the same on every
         // architecture, at a cost to float-heavy code.
-        .cranelift_nan_canonicalization(canonical_nan);
+        .cranelift_nan_canonicalization(nan == NanMode::Canonical);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(POOL_SLOTS)
         .total_memories(POOL_SLOTS)

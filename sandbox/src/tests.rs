@@ -1,6 +1,28 @@
 use super::*;
 use std::sync::OnceLock;
 
+/// A task of `module` (hashing to `hash`) in the NaN mode `canonical_nan`
+/// picks.
+fn task<'a>(
+    hash: &'a Hash,
+    module: &'a [u8],
+    input: &'a [u8],
+    args: &'a [String],
+    seed: u64,
+    limits: &'a TaskLimits,
+    canonical_nan: bool,
+) -> SandboxTask<'a> {
+    SandboxTask {
+        module: hash,
+        module_bytes: module,
+        input,
+        args,
+        seed,
+        limits,
+        nan: NanMode::from_canonical(canonical_nan),
+    }
+}
+
 /// One sandbox for all tests, as in the daemon (each reserves address
 /// space for its instance pool).
 fn sandbox() -> &'static Sandbox {
@@ -23,7 +45,15 @@ fn wasm(wat: &str) -> Vec<u8> {
 
 fn run_with(wat: &str, input: &[u8], args: &[String], seed: u64, limits: &TaskLimits) -> RunReport {
     let bytes = wasm(wat);
-    sandbox().run(&Hash::of(&bytes), &bytes, input, args, seed, limits, false)
+    sandbox().run(&task(
+        &Hash::of(&bytes),
+        &bytes,
+        input,
+        args,
+        seed,
+        limits,
+        false,
+    ))
 }
 
 fn run(wat: &str, input: &[u8]) -> RunReport {
@@ -149,7 +179,10 @@ fn run_hooked(wat: &str, hooks: Arc<Recorder>) -> RunReport {
 
 fn run_hooked_with(wat: &str, hooks: Arc<Recorder>, limits: &TaskLimits) -> RunReport {
     let bytes = wasm(wat);
-    sandbox().run_with_hooks(&Hash::of(&bytes), &bytes, b"", &[], 7, limits, false, hooks)
+    sandbox().run_with_hooks(
+        &task(&Hash::of(&bytes), &bytes, b"", &[], 7, limits, false),
+        hooks,
+    )
 }
 
 #[test]
@@ -394,7 +427,7 @@ fn host_calls_and_growth_are_charged_deterministically() {
     let plain = thousand("(nop)");
     let fuel = |wat: &str, canonical_nan: bool| {
         let bytes = wasm(wat);
-        let report = sandbox().run(
+        let report = sandbox().run(&task(
             &Hash::of(&bytes),
             &bytes,
             b"",
@@ -402,7 +435,7 @@ fn host_calls_and_growth_are_charged_deterministically() {
             7,
             &limits(),
             canonical_nan,
-        );
+        ));
         assert!(
             matches!(report.outcome, RunOutcome::Success(_)),
             "{report:?}"
@@ -492,7 +525,15 @@ fn stderr_over_the_cap_is_truncated_not_an_error() {
 #[test]
 fn bytes_that_are_not_wasm_are_an_error() {
     let bytes = b"definitely not wasm";
-    let report = sandbox().run(&Hash::of(bytes), bytes, b"", &[], 7, &limits(), false);
+    let report = sandbox().run(&task(
+        &Hash::of(bytes),
+        bytes,
+        b"",
+        &[],
+        7,
+        &limits(),
+        false,
+    ));
     assert!(
         error(&report).starts_with("module is not valid WebAssembly"),
         "{report:?}"
@@ -533,16 +574,17 @@ fn bytes_must_match_the_hash_and_are_not_read_on_a_hit() {
     let bytes = wasm(&write_n(1, 3));
     let wrong = Hash::of(b"something else");
     assert!(
-        error(&sandbox().run(&wrong, &bytes, b"", &[], 7, &limits(), false)).contains("corrupt")
+        error(&sandbox().run(&task(&wrong, &bytes, b"", &[], 7, &limits(), false)))
+            .contains("corrupt")
     );
     let hash = Hash::of(&bytes);
     assert!(matches!(
         sandbox()
-            .run(&hash, &bytes, b"", &[], 7, &limits(), false)
+            .run(&task(&hash, &bytes, b"", &[], 7, &limits(), false))
             .outcome,
         RunOutcome::Success(_)
     ));
-    let hit = sandbox().run(&hash, b"", b"", &[], 7, &limits(), false);
+    let hit = sandbox().run(&task(&hash, b"", b"", &[], 7, &limits(), false));
     assert_eq!(stdout(&hit).len(), 3);
 }
 
@@ -598,8 +640,8 @@ fn sleeping_is_refused_instead_of_blocking() {
 
 #[test]
 fn engine_id_names_the_configuration() {
-    let fast = sandbox().engine_id(false);
-    let canonical = sandbox().engine_id(true);
+    let fast = sandbox().engine_id(NanMode::from_canonical(false));
+    let canonical = sandbox().engine_id(NanMode::from_canonical(true));
     assert!(fast.starts_with("wasmtime-48/"));
     assert!(fast.contains("/nocanon/"));
     assert!(fast.ends_with(std::env::consts::ARCH));
@@ -644,7 +686,7 @@ fn probe_limits() -> TaskLimits {
 /// arguments.
 fn run_probe(sandbox: &Sandbox, wasm: &[u8], seed: u64, canonical_nan: bool) -> (Vec<u8>, u64) {
     let args = vec!["--flag".to_string(), "two words".to_string()];
-    let report = sandbox.run(
+    let report = sandbox.run(&task(
         &Hash::of(wasm),
         wasm,
         b"tag-1\n",
@@ -652,7 +694,7 @@ fn run_probe(sandbox: &Sandbox, wasm: &[u8], seed: u64, canonical_nan: bool) -> 
         seed,
         &probe_limits(),
         canonical_nan,
-    );
+    ));
     (stdout(&report).to_vec(), report.fuel_used)
 }
 
@@ -779,7 +821,7 @@ fn damaged_or_foreign_compiled_files_are_recompiled_and_rewritten() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let run_fresh = |canonical_nan: bool| {
         let sandbox = Sandbox::new(Some(dir.path())).expect("sandbox builds");
-        let report = sandbox.run(&hash, &bytes, b"", &[], 7, &limits(), canonical_nan);
+        let report = sandbox.run(&task(&hash, &bytes, b"", &[], 7, &limits(), canonical_nan));
         assert_eq!(stdout(&report).len(), 5);
         compiles(&sandbox)
     };
@@ -841,7 +883,10 @@ fn wasmtime_refuses_code_compiled_for_another_configuration() {
     let fueled = Sandbox::new(Some(dir.path())).expect("sandbox builds");
     let unfueled =
         Sandbox::new_epoch_only_for_benchmarks(Some(dir.path())).expect("sandbox builds");
-    assert_ne!(fueled.engine_id(false), unfueled.engine_id(false));
+    assert_ne!(
+        fueled.engine_id(NanMode::from_canonical(false)),
+        unfueled.engine_id(NanMode::from_canonical(false))
+    );
     let serialized = unfueled
         .fast
         .compile(&bytes)
@@ -859,7 +904,7 @@ fn wasmtime_refuses_code_compiled_for_another_configuration() {
         .deserialize_verified(&hash, &forged)
         .expect_err("wasmtime checks the engine configuration");
     assert!(refusal.contains("fuel"), "{refusal}");
-    let report = fueled.run(&hash, &bytes, b"", &[], 7, &limits(), false);
+    let report = fueled.run(&task(&hash, &bytes, b"", &[], 7, &limits(), false));
     assert_eq!(stdout(&report).len(), 5);
     assert_eq!(compiles(&fueled), 1, "the refused file is a miss");
 }

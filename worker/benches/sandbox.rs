@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use peergrid_proto::Hash;
 use peergrid_proto::wire::TaskLimits;
-use peergrid_worker::sandbox::{RunOutcome, RunReport, Sandbox};
+use peergrid_worker::sandbox::{NanMode, RunOutcome, RunReport, Sandbox, SandboxTask};
 
 /// Timed repetitions of every kernel measurement; the median is reported.
 const REPETITIONS: usize = 5;
@@ -36,6 +36,28 @@ const REPETITIONS: usize = 5;
 const START_RUNS: u32 = 2000;
 /// Runs of the probe (a real Rust program that does almost nothing).
 const PROBE_RUNS: u32 = 200;
+
+/// A task of `module` (hashing to `hash`) in the NaN mode `canonical_nan`
+/// picks.
+fn task<'a>(
+    hash: &'a Hash,
+    module: &'a [u8],
+    input: &'a [u8],
+    args: &'a [String],
+    seed: u64,
+    limits: &'a TaskLimits,
+    canonical_nan: bool,
+) -> SandboxTask<'a> {
+    SandboxTask {
+        module: hash,
+        module_bytes: module,
+        input,
+        args,
+        seed,
+        limits,
+        nan: NanMode::from_canonical(canonical_nan),
+    }
+}
 
 /// Every limit on, generous enough that none is reached.
 const LIMITS: TaskLimits = TaskLimits {
@@ -154,8 +176,14 @@ fn main() -> Result<()> {
         std::env::consts::ARCH,
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    println!("fast engine:      {}", sandbox.engine_id(false));
-    println!("canonical engine: {}", sandbox.engine_id(true));
+    println!(
+        "fast engine:      {}",
+        sandbox.engine_id(NanMode::from_canonical(false))
+    );
+    println!(
+        "canonical engine: {}",
+        sandbox.engine_id(NanMode::from_canonical(true))
+    );
     println!();
 
     let mut timings = Vec::new();
@@ -193,14 +221,14 @@ fn time_kernel(
     let wasm_time = |sandbox: &Sandbox, canonical_nan: bool| -> Result<f64> {
         // The first run compiles and checks the output; the timed ones hit
         // the module cache, as every unit but a job's first does.
-        let first = sandbox.run(&hash, &wasm, input, &[], 1, &LIMITS, canonical_nan);
+        let first = sandbox.run(&task(&hash, &wasm, input, &[], 1, &LIMITS, canonical_nan));
         ensure!(
             success(&first)? == expected,
             "{} printed something else in wasm (canonical_nan {canonical_nan})",
             kernel.name
         );
         median(|| {
-            let report = sandbox.run(&hash, &wasm, input, &[], 1, &LIMITS, canonical_nan);
+            let report = sandbox.run(&task(&hash, &wasm, input, &[], 1, &LIMITS, canonical_nan));
             success(&report)?;
             Ok(report.elapsed)
         })
@@ -312,11 +340,11 @@ fn time_start(sandbox: &Sandbox) -> Result<()> {
         for canonical_nan in [false, true] {
             // Warm up: compile, then touch the pool slots and caches.
             for seed in 0..u64::from(runs / 10) {
-                success(&sandbox.run(&hash, &wasm, b"", &[], seed, &LIMITS, canonical_nan))?;
+                success(&sandbox.run(&task(&hash, &wasm, b"", &[], seed, &LIMITS, canonical_nan)))?;
             }
             let started = Instant::now();
             for seed in 0..u64::from(runs) {
-                success(&sandbox.run(&hash, &wasm, b"", &[], seed, &LIMITS, canonical_nan))?;
+                success(&sandbox.run(&task(&hash, &wasm, b"", &[], seed, &LIMITS, canonical_nan)))?;
             }
             let mean = started.elapsed() / runs;
             println!(
@@ -348,9 +376,9 @@ fn time_disk_cache() -> Result<()> {
         let first_run = |label: &str| -> Result<RunReport> {
             let sandbox = Sandbox::new(Some(dir.path()))
                 .with_context(|| format!("building a sandbox ({label})"))?;
-            let cold = sandbox.run(&hash, &wasm, input, &[], 1, &LIMITS, false);
+            let cold = sandbox.run(&task(&hash, &wasm, input, &[], 1, &LIMITS, false));
             success(&cold)?;
-            let warm = sandbox.run(&hash, &wasm, input, &[], 1, &LIMITS, false);
+            let warm = sandbox.run(&task(&hash, &wasm, input, &[], 1, &LIMITS, false));
             success(&warm)?;
             println!(
                 "{name} ({} KiB), {label}: first run {:.1} ms, next run {:.2} ms",

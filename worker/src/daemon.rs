@@ -41,7 +41,9 @@ use crate::governor::{DutyCycle, Monitor, ResourceGovernor, Sample, Suspension};
 use crate::identity::host_facts;
 use crate::net::{self, Session};
 use crate::prefs::Preferences;
-use crate::sandbox::{Checkpoint, Pace, RunOutcome, Sandbox, TaskHooks, unit_seed};
+use crate::sandbox::{
+    Checkpoint, NanMode, Pace, RunOutcome, Sandbox, SandboxTask, TaskHooks, unit_seed,
+};
 use crate::state::{LocalState, StoredTask};
 
 /// Longest wall-clock budget a worker grants one task (the spec's longest
@@ -1037,17 +1039,18 @@ fn run_task(
     fault: Option<Fault>,
     hooks: Arc<TaskRun>,
 ) -> TaskReport {
-    let report = sandbox.run_with_hooks(
-        &task.module,
-        module,
-        &task.input,
-        &task.args,
-        task_seed(task),
-        &task.limits,
-        task.canonical_nan,
-        hooks,
-    );
-    let mut engine = sandbox.engine_id(task.canonical_nan).to_string();
+    let nan = NanMode::from_canonical(task.canonical_nan);
+    let run = SandboxTask {
+        module: &task.module,
+        module_bytes: module,
+        input: &task.input,
+        args: &task.args,
+        seed: task_seed(task),
+        limits: &task.limits,
+        nan,
+    };
+    let report = sandbox.run_with_hooks(&run, hooks);
+    let mut engine = sandbox.engine_id(nan).to_string();
     let outcome = match report.outcome {
         RunOutcome::Success(mut out) => {
             match fault {

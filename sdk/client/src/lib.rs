@@ -460,7 +460,7 @@ impl Client {
     /// Re-runs unit `unit` of job `job` in the same sandbox workers use and
     /// compares the output hash and fuel with the dataset row.
     pub fn verify(&self, job: u64, unit: u64) -> Result<Verification> {
-        use peergrid_sandbox::{RunOutcome, Sandbox};
+        use peergrid_sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
         let status = self.status(job)?;
         let row = self.dataset_row(job, unit)?.ok_or_else(|| {
             ClientError::Spec(format!("job {job} has no validated row for unit {unit}"))
@@ -488,17 +488,18 @@ impl Client {
             .map_err(|e| ClientError::Spec(format!("cannot start the sandbox: {e}")))?;
         let limits = peergrid_proto::wire::TaskLimits::for_job(&settings);
         let seed = peergrid_sandbox::unit_seed(job, unit);
-        let report = sandbox.run(
-            &module_hash,
-            &module,
-            &input,
-            &args,
+        let nan = NanMode::from_canonical(canonical_nan);
+        let report = sandbox.run(&SandboxTask {
+            module: &module_hash,
+            module_bytes: &module,
+            input: &input,
+            args: &args,
             seed,
-            &limits,
-            canonical_nan,
-        );
+            limits: &limits,
+            nan,
+        });
         let expected_fuel = row["fuel"].as_u64().unwrap_or(0);
-        let engine = sandbox.engine_id(canonical_nan).to_string();
+        let engine = sandbox.engine_id(nan).to_string();
         Ok(match report.outcome {
             RunOutcome::Success(out) => {
                 let got = Hash::of(&out);
