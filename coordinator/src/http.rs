@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,137 +29,19 @@ use axum::{Json, Router};
 use peergrid_proto::Hash;
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::spec::{JobSubmission, Validator};
-use peergrid_proto::wire::JobId;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::dashboard::export::{self, Exports};
-use crate::grid::Grid;
+use crate::api::{internal, may_grow};
 use crate::modcheck::check_module;
 use crate::store::Store;
 
+pub use crate::api::{Api, ApiError, JobIdPath, MAX_ROW_ID};
+use crate::api::{ApiResult, bad_request, blocking};
+use crate::dashboard::export;
+
 /// Largest job submission body (unit list included).
 const MAX_SUBMISSION: usize = 256 * 1024 * 1024;
-
-pub struct Api {
-    pub grid: Arc<Grid>,
-    /// BLAKE3 of the researcher token; the token itself is not kept.
-    pub token_hash: blake3::Hash,
-    /// Shown on the dashboard's front page so volunteers can join.
-    pub join: String,
-    /// The project's public key: submissions must carry a signature
-    /// chain to it, or no worker would run them.
-    pub project_key: [u8; 32],
-    /// Bounds on the streamed downloads (exports, manifests, stats dumps)
-    /// and the manifests' cache.
-    pub exports: Exports,
-}
-
-impl Api {
-    pub fn new(
-        grid: Arc<Grid>,
-        token_hash: blake3::Hash,
-        join: String,
-        project_key: [u8; 32],
-    ) -> Api {
-        Api {
-            grid,
-            token_hash,
-            join,
-            project_key,
-            exports: Exports::new(export::MAX_CONCURRENT),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.0, Json(json!({ "error": self.1 }))).into_response();
-        // Every 503 is a busy server: say when to come back.
-        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from(export::RETRY_AFTER_SECS),
-            );
-        }
-        response
-    }
-}
-
-/// 507 while the coordinator is short of disk space.
-fn may_grow(api: &Api) -> ApiResult<()> {
-    api.grid
-        .storage
-        .may_grow()
-        .map_err(|e| ApiError(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))
-}
-
-fn bad_request(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!("internal error: {e}");
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> ApiError {
-        ApiError(r.status(), r.body_text())
-    }
-}
-
-// axum's own rejections answer in plain text; every route of this API
-// answers `{"error": ...}`, so handlers take `Result<Extractor, Rejection>`
-// and turn the rejection into an [`ApiError`] with the same status.
-impl From<PathRejection> for ApiError {
-    fn from(r: PathRejection) -> ApiError {
-        ApiError(r.status(), r.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> ApiError {
-        ApiError(r.status(), r.body_text())
-    }
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(r: BytesRejection) -> ApiError {
-        ApiError(r.status(), r.body_text())
-    }
-}
-
-/// The largest job or host id there can be: ids are SQLite rowids, which
-/// are signed 64-bit. A larger number names nothing, and the store could
-/// not even look it up.
-pub const MAX_ROW_ID: u64 = i64::MAX as u64;
-
-/// A job id from the path (`/api/v1/jobs/{id}`, `/jobs/{id}`, …): `400`
-/// when it is not a whole number, `404` when it is above [`MAX_ROW_ID`].
-pub struct JobIdPath(pub JobId);
-
-impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<JobIdPath> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
-        let id: JobId = raw.trim().parse().map_err(|_| {
-            bad_request(
-                "the job id in the path must be a whole number, as `peergrid job list` shows",
-            )
-        })?;
-        if id > MAX_ROW_ID {
-            return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
-        }
-        Ok(JobIdPath(id))
-    }
-}
-
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(api: Arc<Api>) -> Router {
     let researcher = Router::new()
@@ -224,15 +105,6 @@ fn authorize(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
         ));
     }
     Ok(())
-}
-
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(internal)?
-        .map_err(internal)
 }
 
 async fn missing_blobs(

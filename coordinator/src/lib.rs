@@ -8,6 +8,7 @@
 
 pub use peergrid_core::{credit, netgroup, quorum, scheduler, seats, sim, trust};
 
+pub mod api;
 pub mod dashboard;
 pub mod datadir;
 pub mod grid;

@@ -15,11 +15,9 @@
 //! until the job's dataset changes.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -32,12 +30,13 @@ use flate2::write::GzEncoder;
 use peergrid_proto::wire::JobId;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::api::{Api, ApiError, ApiResult, JobIdPath, blocking};
+pub use crate::api::{ExportDigest, ExportDigests, Exports, MAX_CONCURRENT, RETRY_AFTER_SECS};
 use crate::grid::now_ms;
-use crate::http::{Api, ApiError, ApiResult, JobIdPath, blocking};
-use crate::store::{DatasetRow, DatasetStamp, Store};
+use crate::store::{DatasetRow, Store};
 
 /// Most dataset rows read per store call.
 pub const PAGE_ROWS: usize = 500;
@@ -46,13 +45,6 @@ pub const PAGE_ROWS: usize = 500;
 pub const PAGE_BYTES: u64 = 8 * 1024 * 1024;
 /// Bytes gathered before a chunk goes to the client.
 const CHUNK: usize = 64 * 1024;
-/// Downloads streamed at once (exports, manifests, stats dumps).
-pub const MAX_CONCURRENT: usize = 4;
-/// What `Retry-After` says when every download slot is taken, in seconds.
-pub const RETRY_AFTER_SECS: u64 = 10;
-/// Jobs whose export checksums are kept.
-const MANIFEST_CACHE: usize = 256;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
     Jsonl,
@@ -294,22 +286,6 @@ pub fn stream(
     }
 }
 
-/// BLAKE3 and length of a whole export.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExportDigest {
-    pub blake3: String,
-    pub bytes: u64,
-}
-
-/// What a job's manifest says about its exports, and how many rows they
-/// held.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExportDigests {
-    pub csv: ExportDigest,
-    pub jsonl: ExportDigest,
-    pub rows: u64,
-}
-
 /// Hashes what is written to it.
 struct Digesting {
     hasher: blake3::Hasher,
@@ -399,80 +375,6 @@ pub fn write_manifest(
     Ok(())
 }
 
-/// The download slots and the manifests' cache, shared by every request.
-pub struct Exports {
-    /// One permit per download running; a request that finds none gets
-    /// `503` at once rather than queueing behind a slow reader.
-    permits: Arc<Semaphore>,
-    /// How many permits there are, for the refusal's message.
-    max_concurrent: usize,
-    /// Export checksums by job, with the dataset stamp they were computed
-    /// at: a manifest request re-renders the dataset only when the stamp
-    /// has moved (a row added or replaced).
-    manifests: Mutex<HashMap<JobId, (DatasetStamp, ExportDigests)>>,
-    /// Times export checksums were computed (tests read it).
-    pub digests_computed: AtomicU64,
-}
-
-impl Exports {
-    pub fn new(max_concurrent: usize) -> Exports {
-        Exports {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            max_concurrent: max_concurrent.max(1),
-            manifests: Mutex::new(HashMap::new()),
-            digests_computed: AtomicU64::new(0),
-        }
-    }
-
-    /// A download slot, or `503` with `Retry-After` when all are taken.
-    pub fn permit(&self) -> ApiResult<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().map_err(|_| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "all {} download slots are busy; retry in {RETRY_AFTER_SECS} s",
-                    self.max_concurrent
-                ),
-            )
-        })
-    }
-
-    fn cached(&self, job: JobId, stamp: &DatasetStamp) -> Option<ExportDigests> {
-        let map = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&job)
-            .filter(|(s, _)| s == stamp)
-            .map(|(_, d)| d.clone())
-    }
-
-    fn remember(&self, job: JobId, stamp: DatasetStamp, digests: ExportDigests) {
-        let mut map = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MANIFEST_CACHE && !map.contains_key(&job) {
-            // Forget the job least likely to be asked again: the oldest.
-            if let Some(oldest) = map.keys().min().copied() {
-                map.remove(&oldest);
-            }
-        }
-        map.insert(job, (stamp, digests));
-    }
-
-    /// The export checksums of `job` at `stamp`, from the cache or
-    /// computed (and then cached).
-    pub fn digests(
-        &self,
-        store: &dyn Store,
-        job: JobId,
-        stamp: DatasetStamp,
-    ) -> anyhow::Result<ExportDigests> {
-        if let Some(d) = self.cached(job, &stamp) {
-            return Ok(d);
-        }
-        let d = export_digests(store, job)?;
-        self.digests_computed.fetch_add(1, Ordering::Relaxed);
-        self.remember(job, stamp, d.clone());
-        Ok(d)
-    }
-}
-
 pub async fn manifest(
     State(api): State<Arc<Api>>,
     JobIdPath(id): JobIdPath,
@@ -491,7 +393,9 @@ pub async fn manifest(
     })
     .await?;
     Ok(stream("application/json", None, permit, move |out| {
-        let digests = api.exports.digests(store.as_ref(), id, stamp)?;
+        let digests = api
+            .exports
+            .digests(id, stamp, || export_digests(store.as_ref(), id))?;
         write_manifest(store.as_ref(), id, &digests, out)
     }))
 }

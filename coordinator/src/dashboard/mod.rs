@@ -32,9 +32,9 @@ use axum::{Json, Router};
 use peergrid_proto::wire::JobId;
 use serde::{Deserialize, Serialize};
 
+use crate::api::{Api, ApiError, ApiResult, JobIdPath, MAX_ROW_ID, blocking};
 use crate::credit::Credit;
 use crate::grid::now_ms;
-use crate::http::{Api, ApiError, ApiResult, JobIdPath, MAX_ROW_ID, blocking};
 use crate::store::{
     Bucket, DatasetRow, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, Store, StoreError,
 };

@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// The largest job id, as a JSON number.
-const MAX_ID: u64 = crate::http::MAX_ROW_ID;
+const MAX_ID: u64 = crate::api::MAX_ROW_ID;
 
 /// An operation answering `200` with `content` (`schema` its body's
 /// schema, or `{}`), and `4XX` with an error in `errors` (`application/json`
