@@ -95,7 +95,7 @@ impl ResourceGovernor {
         ResourceGovernor {
             suspend_cpu_percent: prefs.suspend_cpu_percent as f32,
             run_on_battery: prefs.run_on_battery,
-            windows: prefs.windows().unwrap_or_default(),
+            windows: prefs.time_windows.clone(),
             memory_in_use_percent: prefs.memory_in_use_percent,
             memory_idle_percent: prefs.memory_idle_percent,
             busy_since: None,
@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn pause_battery_and_windows_suspend_at_once() {
         let prefs = Preferences {
-            time_windows: vec!["22:00-06:00".into()],
+            time_windows: vec!["22:00-06:00".parse().unwrap()],
             ..Preferences::default()
         };
         let mut g = ResourceGovernor::new(&prefs);

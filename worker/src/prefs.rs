@@ -42,8 +42,9 @@ pub struct Preferences {
     /// Compute while the machine runs on battery.
     pub run_on_battery: bool,
     /// Daily windows of local time when computing is allowed, as
-    /// `"HH:MM-HH:MM"` (a window may pass midnight). Empty: any time.
-    pub time_windows: Vec<String>,
+    /// `"HH:MM-HH:MM"` (a window may pass midnight), parsed when the file
+    /// is read. Empty: any time.
+    pub time_windows: Vec<TimeWindow>,
     /// Keep a task's checkpoint at most this often, in seconds.
     pub checkpoint_secs: u64,
     /// Tasks kept queued beyond the running ones, so a short outage of the
@@ -114,7 +115,7 @@ pub struct Overrides {
     pub run_on_battery: Option<bool>,
     /// Allowed daily window of local time, HH:MM-HH:MM (repeatable).
     #[arg(long = "time-window", value_name = "HH:MM-HH:MM")]
-    pub time_windows: Vec<String>,
+    pub time_windows: Vec<TimeWindow>,
     /// Keep a task's checkpoint at most every this many seconds.
     #[arg(long, value_name = "SECS")]
     pub checkpoint_secs: Option<u64>,
@@ -233,13 +234,7 @@ impl Preferences {
         if self.checkpoint_secs == 0 {
             bail!("checkpoint_secs must be at least 1");
         }
-        self.windows()?;
         Ok(())
-    }
-
-    /// The daily time windows, parsed.
-    pub fn windows(&self) -> Result<Vec<TimeWindow>> {
-        self.time_windows.iter().map(|w| w.parse()).collect()
     }
 
     /// Task slots on a machine with `cores` cores.
@@ -279,7 +274,8 @@ impl Preferences {
 
 /// A daily window of local time, `start` inclusive, `end` exclusive;
 /// `start > end` passes midnight, `start == end` is the whole day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TimeWindow {
     pub start: NaiveTime,
     pub end: NaiveTime,
@@ -296,6 +292,31 @@ impl std::str::FromStr for TimeWindow {
             start: parse(a)?,
             end: parse(b)?,
         })
+    }
+}
+
+impl TryFrom<String> for TimeWindow {
+    type Error = anyhow::Error;
+
+    fn try_from(s: String) -> Result<TimeWindow> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for TimeWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}-{}",
+            self.start.format("%H:%M"),
+            self.end.format("%H:%M")
+        )
+    }
+}
+
+impl From<TimeWindow> for String {
+    fn from(w: TimeWindow) -> String {
+        w.to_string()
     }
 }
 
@@ -361,7 +382,10 @@ mod tests {
         assert_eq!(merged.cpu_time_percent, 50);
         assert_eq!(merged.suspend_cpu_percent, 40, "not overridden");
         assert_eq!(merged.checkpoint_secs, 2);
-        assert_eq!(merged.time_windows, vec!["22:00-06:00".to_string()]);
+        assert_eq!(
+            merged.time_windows,
+            vec!["22:00-06:00".parse::<TimeWindow>().unwrap()]
+        );
         // What `config` prints reads back as the same preferences.
         assert_eq!(Preferences::parse(&merged.to_toml()).unwrap(), merged);
     }
