@@ -1,7 +1,9 @@
 //! peergrid-core: the coordinator's decisions, sans-IO. Times come in as
-//! arguments, changes go out as [`model::StoreOp`]s, and nothing here can
-//! reach a clock, a socket or a database: the crate depends on neither
-//! tokio nor rusqlite, so the compiler keeps it that way. The coordinator
+//! arguments, changes go out as [`model::StoreOp`]s, and nothing here
+//! reaches a clock, a socket, a file or a database. The crate depends on no
+//! async runtime, database or network crate (`scripts/test` checks), and
+//! `core/clippy.toml` makes reading a clock, sleeping, spawning a thread or
+//! opening a file or socket a lint error. The coordinator
 //! (`peergrid-coordinator`) is the shell around it.
 //!
 //! - [`model`]: hosts, copies, jobs as the scheduler sees them, store ops.

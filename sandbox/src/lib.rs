@@ -252,7 +252,7 @@ pub struct Sandbox {
     canonical: TaskEngine,
     /// Fuel and epoch in production; epoch alone only in benchmarks.
     metering: Metering,
-    /// Compiled, already linked modules by (module hash, canonical NaN), so
+    /// Compiled, already linked modules by (module hash, NaN mode), so
     /// repeated work units of a job skip compilation. Only modules that
     /// compiled and linked enter.
     cache: Mutex<HashMap<(Hash, NanMode), InstancePre<TaskState>>>,
