@@ -37,29 +37,26 @@ const START_RUNS: u32 = 2000;
 /// Runs of the probe (a real Rust program that does almost nothing).
 const PROBE_RUNS: u32 = 200;
 
-/// A task of `module` (hashing to `hash`) in the NaN mode `canonical_nan`
-/// picks.
+/// A task of `module` (hashing to `hash`) with no arguments and [`LIMITS`],
+/// in the NaN mode `canonical_nan` picks.
 fn task<'a>(
     hash: &'a Hash,
     module: &'a [u8],
     input: &'a [u8],
-    args: &'a [String],
     seed: u64,
-    limits: &'a TaskLimits,
     canonical_nan: bool,
 ) -> SandboxTask<'a> {
     SandboxTask {
         module: hash,
         module_bytes: module,
         input,
-        args,
+        args: &[],
         seed,
-        limits,
+        limits: &LIMITS,
         nan: NanMode::from_canonical(canonical_nan),
     }
 }
 
-/// Every limit on, generous enough that none is reached.
 const LIMITS: TaskLimits = TaskLimits {
     memory_bytes: 256 << 20,
     fuel: 1 << 50,
@@ -221,14 +218,14 @@ fn time_kernel(
     let wasm_time = |sandbox: &Sandbox, canonical_nan: bool| -> Result<f64> {
         // The first run compiles and checks the output; the timed ones hit
         // the module cache, as every unit but a job's first does.
-        let first = sandbox.run(&task(&hash, &wasm, input, &[], 1, &LIMITS, canonical_nan));
+        let first = sandbox.run(&task(&hash, &wasm, input, 1, canonical_nan));
         ensure!(
             success(&first)? == expected,
             "{} printed something else in wasm (canonical_nan {canonical_nan})",
             kernel.name
         );
         median(|| {
-            let report = sandbox.run(&task(&hash, &wasm, input, &[], 1, &LIMITS, canonical_nan));
+            let report = sandbox.run(&task(&hash, &wasm, input, 1, canonical_nan));
             success(&report)?;
             Ok(report.elapsed)
         })
@@ -340,11 +337,11 @@ fn time_start(sandbox: &Sandbox) -> Result<()> {
         for canonical_nan in [false, true] {
             // Warm up: compile, then touch the pool slots and caches.
             for seed in 0..u64::from(runs / 10) {
-                success(&sandbox.run(&task(&hash, &wasm, b"", &[], seed, &LIMITS, canonical_nan)))?;
+                success(&sandbox.run(&task(&hash, &wasm, b"", seed, canonical_nan)))?;
             }
             let started = Instant::now();
             for seed in 0..u64::from(runs) {
-                success(&sandbox.run(&task(&hash, &wasm, b"", &[], seed, &LIMITS, canonical_nan)))?;
+                success(&sandbox.run(&task(&hash, &wasm, b"", seed, canonical_nan)))?;
             }
             let mean = started.elapsed() / runs;
             println!(
@@ -376,9 +373,9 @@ fn time_disk_cache() -> Result<()> {
         let first_run = |label: &str| -> Result<RunReport> {
             let sandbox = Sandbox::new(Some(dir.path()))
                 .with_context(|| format!("building a sandbox ({label})"))?;
-            let cold = sandbox.run(&task(&hash, &wasm, input, &[], 1, &LIMITS, false));
+            let cold = sandbox.run(&task(&hash, &wasm, input, 1, false));
             success(&cold)?;
-            let warm = sandbox.run(&task(&hash, &wasm, input, &[], 1, &LIMITS, false));
+            let warm = sandbox.run(&task(&hash, &wasm, input, 1, false));
             success(&warm)?;
             println!(
                 "{name} ({} KiB), {label}: first run {:.1} ms, next run {:.2} ms",

@@ -394,17 +394,20 @@ struct Tallies(HashMap<HostId, CreditTally>);
 
 impl Tallies {
     fn get(&mut self, c: &Connection, host: HostId) -> Result<&mut CreditTally, StoreError> {
-        if let std::collections::hash_map::Entry::Vacant(e) = self.0.entry(host) {
-            let tally = c
-                .prepare_cached(
-                    "SELECT credit_total, credit_recent, credit_at_ms FROM hosts WHERE id = ?1",
-                )?
-                .query_row([host], |r| tally_from(r, 0))
-                .optional()?
-                .unwrap_or_default();
-            e.insert(tally);
+        use std::collections::hash_map::Entry;
+        match self.0.entry(host) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let tally = c
+                    .prepare_cached(
+                        "SELECT credit_total, credit_recent, credit_at_ms FROM hosts WHERE id = ?1",
+                    )?
+                    .query_row([host], |r| tally_from(r, 0))
+                    .optional()?
+                    .unwrap_or_default();
+                Ok(e.insert(tally))
+            }
         }
-        Ok(self.0.entry(host).or_default())
     }
 
     fn write(self, c: &Connection) -> Result<(), StoreError> {
