@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
+use peergrid_core::model::Comparison;
 use peergrid_proto::limits::{
     MAX_ENGINE_ID, MAX_FRAME, MAX_HELD, MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE,
 };
@@ -18,7 +19,7 @@ use peergrid_proto::wire::{Exchange, ExchangeReply, JobId, Outcome, UnitId};
 use peergrid_proto::{Hash, text};
 use tokio::sync::Notify;
 
-use crate::judge::{OutputJudge, SharedJudge};
+use crate::judge::Judge;
 use crate::quorum::CopyState;
 use crate::scheduler::{ReportError, Scheduler};
 use crate::storage::Storage;
@@ -85,9 +86,9 @@ pub struct Banned(pub String);
 pub struct Grid {
     pub store: Arc<dyn Store>,
     window: Mutex<Window>,
-    /// Compares outputs of jobs with a non-bitwise validator; the
-    /// scheduler holds the other handle.
-    judge: SharedJudge,
+    /// Makes the comparisons the scheduler asks for (outputs of jobs with
+    /// a non-bitwise validator).
+    judge: Judge,
     writer: Writer,
     /// The free-space reserve: below it, reports are left for later.
     pub storage: Storage,
@@ -101,13 +102,12 @@ impl Grid {
     }
 
     pub fn with_policy(store: Arc<dyn Store>, writer: Writer, policy: HostPolicy) -> Arc<Grid> {
-        let judge = SharedJudge(Arc::new(Mutex::new(OutputJudge::new(store.clone()))));
         let seed = u64::from_le_bytes(*b"peergrid") ^ now_ms();
         Arc::new(Grid {
+            judge: Judge::new(store.clone()),
             store,
-            judge: judge.clone(),
             window: Mutex::new(Window {
-                scheduler: Scheduler::with(policy, Box::new(judge), seed),
+                scheduler: Scheduler::with(policy, seed),
                 loaded_upto: 0,
                 stored_upto: 0,
                 reopened_upto: 0,
@@ -274,21 +274,21 @@ impl Grid {
                 }
             }
         }
-        let kept = self.compare_ahead(host, &mut reports).await?;
         let mut blobs = Vec::new();
-        let (receipt, low) = {
+        // Outputs of non-bitwise jobs, for the comparisons they may need.
+        let mut fresh = HashMap::new();
+        let (receipt, low, comparisons) = {
             let mut w = self.window();
             if w.scheduler.standing(host).is_some_and(|s| s.banned) {
                 return Err(Banned("the operator banned it".into()).into());
             }
-            for ((unit, state, elapsed, blob), kept) in reports.into_iter().zip(kept) {
+            for (unit, state, elapsed, blob) in reports {
                 if let Some((hash, out)) = &blob
-                    && !kept
                     && w.scheduler
                         .job_of(unit)
                         .is_some_and(|j| !j.validator.is_bitwise())
                 {
-                    self.judge.lock().remember(*hash, out.clone().into());
+                    fresh.insert(*hash, Arc::<[u8]>::from(out.as_slice()));
                 }
                 match w.scheduler.report(host, unit, state, elapsed, now) {
                     Ok(()) => {
@@ -330,11 +330,18 @@ impl Grid {
                 w.seen_sent.insert(host, now);
                 ops.push(StoreOp::Seen { host, at_ms: now });
             }
+            // Taken with this batch: every output they name was written in
+            // it or in a batch before, so once it is durable they can be read.
+            let comparisons = w.scheduler.take_comparisons(now);
             // Queued under the lock, so the writer applies batches in the
             // order the scheduler decided them.
-            let receipt =
-                (!ops.is_empty() || !blobs.is_empty()).then(|| self.writer.submit(ops, blobs));
-            (receipt, w.scheduler.active_units() < WINDOW / 2)
+            let receipt = (!ops.is_empty() || !blobs.is_empty() || !comparisons.is_empty())
+                .then(|| self.writer.submit(ops, blobs));
+            (
+                receipt,
+                w.scheduler.active_units() < WINDOW / 2,
+                comparisons,
+            )
         };
         if low {
             self.feed.notify_one();
@@ -345,6 +352,9 @@ impl Grid {
                 .map_err(|_| anyhow!("the store writer stopped"))?
                 .map_err(|e| anyhow!("storing results failed: {e}"))?;
         }
+        // The reporting host waits for its own reports' verdicts, as it
+        // waits for their storage; a slow validator delays only it.
+        self.settle(comparisons, fresh).await?;
         if short_of_space {
             reply.retry_after_ms = SHORT_OF_SPACE_RETRY_MS;
         } else if reply.tasks.is_empty() {
@@ -353,49 +363,74 @@ impl Grid {
         Ok(reply)
     }
 
-    /// For outputs of jobs with a tolerance or custom validator: hands each
-    /// to the judge and compares it with its unit's earlier outputs, on a
-    /// blocking thread and outside the scheduler's lock, so the quorum
-    /// decision that follows finds the verdicts cached. A slow validator
-    /// then delays only the host whose report it checks.
-    ///
-    /// Returns which reports' outputs it handed to the judge; the caller
-    /// hands over the others of non-bitwise jobs under the lock (a unit the
-    /// feeder loads in between), since the judge must find every output it
-    /// is asked about before its blob reaches the store.
-    async fn compare_ahead(
+    /// Makes the comparisons the scheduler asked for (taken with a batch
+    /// already durable, so their outputs are in the store or in `fresh`),
+    /// on a blocking thread and off the scheduler's lock, and feeds the
+    /// verdicts back; then does the same for any asked meanwhile. A
+    /// comparison that could not be made goes back to the scheduler, which
+    /// hands it out again later.
+    async fn settle(
         &self,
-        host: HostId,
-        reports: &mut [PendingReport],
-    ) -> Result<Vec<bool>> {
-        let mut kept = vec![false; reports.len()];
-        let mut work = Vec::new();
-        {
-            let w = self.window();
-            for (i, (unit, _, _, blob)) in reports.iter_mut().enumerate() {
-                let Some((hash, out)) = blob else { continue };
-                let Some((job, others)) = w.scheduler.outputs_to_compare(*unit, host) else {
-                    continue;
-                };
-                let shared: Arc<[u8]> = std::mem::take(out).into();
-                *out = shared.to_vec();
-                kept[i] = true;
-                work.push((job, *hash, shared, others));
+        mut comparisons: Vec<Comparison>,
+        fresh: HashMap<Hash, Arc<[u8]>>,
+    ) -> Result<()> {
+        let fresh = Arc::new(fresh);
+        while !comparisons.is_empty() {
+            let judge = self.judge.clone();
+            let outputs = fresh.clone();
+            let verdicts = tokio::task::spawn_blocking(move || {
+                comparisons
+                    .into_iter()
+                    .map(|c| {
+                        let verdict = judge.compare(&c, &outputs);
+                        (c, verdict)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .context("comparing outputs")?;
+            let receipt = {
+                let mut w = self.window();
+                let now = now_ms();
+                for (c, verdict) in verdicts {
+                    match verdict {
+                        Some(agree) => w.scheduler.record_agreement(c.unit, c.a, c.b, agree, now),
+                        None => w.scheduler.comparison_failed(c, now),
+                    }
+                }
+                let ops = w.scheduler.take_ops();
+                comparisons = w.scheduler.take_comparisons(now);
+                (!ops.is_empty() || !comparisons.is_empty())
+                    .then(|| self.writer.submit(ops, Vec::new()))
+            };
+            if let Some(receipt) = receipt {
+                receipt
+                    .await
+                    .map_err(|_| anyhow!("the store writer stopped"))?
+                    .map_err(|e| anyhow!("storing verdicts failed: {e}"))?;
             }
         }
-        if work.is_empty() {
-            return Ok(kept);
-        }
-        let judge = self.judge.clone();
-        tokio::task::spawn_blocking(move || {
-            for (job, hash, output, others) in work {
-                judge.lock().remember(hash, output);
-                judge.compare_ahead(&job, &hash, &others);
+        Ok(())
+    }
+
+    /// Makes the comparisons asked outside an exchange (a unit loaded into
+    /// the window, a copy expired, a retry due). The ticker calls it.
+    pub async fn compare_pending(&self) -> Result<()> {
+        let (comparisons, durable) = {
+            let mut w = self.window();
+            let comparisons = w.scheduler.take_comparisons(now_ms());
+            if comparisons.is_empty() {
+                return Ok(());
             }
-        })
-        .await
-        .context("comparing outputs")?;
-        Ok(kept)
+            // Queued after every batch decided before: once it is done,
+            // every output the comparisons name is in the store.
+            (comparisons, self.writer.submit(Vec::new(), Vec::new()))
+        };
+        durable
+            .await
+            .map_err(|_| anyhow!("the store writer stopped"))?
+            .map_err(|e| anyhow!("storing results failed: {e}"))?;
+        self.settle(comparisons, HashMap::new()).await
     }
 
     /// Stores a validated submission and wakes the feeder.
@@ -539,6 +574,9 @@ impl Grid {
             loop {
                 every.tick().await;
                 grid.tick();
+                if let Err(e) = grid.compare_pending().await {
+                    tracing::error!("comparing outputs failed: {e:#}");
+                }
                 ticks += 1;
                 if ticks.is_multiple_of(4)
                     && let Err(e) = grid.apply_bans().await

@@ -1,12 +1,14 @@
-//! Validators beyond bitwise equality: the [`Judge`] the grid gives its
-//! scheduler. Identical outputs never get here; this decides whether two
-//! *different* outputs of one unit agree, by numeric tolerance or by the
-//! researcher's own wasm module.
+//! Validators beyond bitwise equality: the grid makes the comparisons its
+//! scheduler asks for ([`peergrid_core::model::Comparison`]) with a
+//! [`Judge`], off the scheduler's lock, and feeds the verdicts back.
+//! Identical outputs never get here; this decides whether two *different*
+//! outputs of one unit agree, by numeric tolerance or by the researcher's
+//! own wasm module. The scheduler keeps each verdict with its unit, so a
+//! pair is compared once however often the unit is re-decided.
 //!
-//! Outputs of a non-bitwise job are kept in memory from the report until
-//! their unit finishes (after a restart they are read back from the store),
-//! and every pair's verdict is cached, so a unit's outputs are compared at
-//! most once per pair however often the scheduler re-decides it.
+//! A comparison whose outputs cannot be read (a store error) has no
+//! verdict: the scheduler hands it out again later. It never counts as a
+//! disagreement.
 //!
 //! A custom validator is a WASI command (see `docs/validation.md`): it
 //! reads `len(a) as u32 LE, a, len(b) as u32 LE, b` on stdin and prints
@@ -16,8 +18,9 @@
 //! validator can only stop units from validating, never let a wrong one in.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
+use peergrid_core::model::Comparison;
 use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::spec::Validator;
@@ -25,13 +28,10 @@ use peergrid_proto::wire::TaskLimits;
 use peergrid_sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
 use serde_json::Value;
 
-use crate::scheduler::Judge;
 use crate::store::{JobInfo, Store};
 
 /// Wall-clock cap on one custom comparison.
 const VALIDATOR_WALL_MS: u64 = 60_000;
-/// Cached pair verdicts kept before the cache is cleared.
-const MAX_VERDICTS: usize = 1 << 20;
 
 /// Whether two JSON outputs agree within `abs` or `rel` (relative to the
 /// larger magnitude) on every number, and exactly on everything else.
@@ -80,141 +80,104 @@ pub fn validator_input(a: &[u8], b: &[u8]) -> Vec<u8> {
     input
 }
 
-pub struct OutputJudge {
+/// Makes comparisons: reads the outputs (from the reporting exchange or
+/// the store) and runs the job's validator. Cheap to clone and share.
+#[derive(Clone)]
+pub struct Judge {
     store: Arc<dyn Store>,
-    outputs: HashMap<Hash, Arc<[u8]>>,
-    verdicts: HashMap<(Hash, Hash), bool>,
     /// Built on the first custom comparison: most coordinators never
-    /// need one. Shared so comparisons can run without the judge's lock.
-    sandbox: Option<Arc<Sandbox>>,
+    /// need one. `None` inside if it could not be built.
+    sandbox: Arc<OnceLock<Option<Sandbox>>>,
 }
 
-/// What one comparison needs, taken from the judge so it can run with no
-/// lock held.
-struct Comparison {
-    key: (Hash, Hash),
-    a: Arc<[u8]>,
-    b: Arc<[u8]>,
-    /// For a custom validator: the sandbox to run it in.
-    sandbox: Option<Arc<Sandbox>>,
-}
-
-impl OutputJudge {
-    pub fn new(store: Arc<dyn Store>) -> OutputJudge {
-        OutputJudge {
+impl Judge {
+    pub fn new(store: Arc<dyn Store>) -> Judge {
+        Judge {
             store,
-            outputs: HashMap::new(),
-            verdicts: HashMap::new(),
-            sandbox: None,
+            sandbox: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Keeps a reported output of a non-bitwise job for comparisons.
-    pub fn remember(&mut self, hash: Hash, output: Arc<[u8]>) {
-        self.outputs.insert(hash, output);
-    }
-
-    fn output(&mut self, hash: &Hash) -> Option<Arc<[u8]>> {
-        if let Some(o) = self.outputs.get(hash) {
-            return Some(o.clone());
-        }
-        match self.store.get_blob(hash) {
-            Ok(Some(bytes)) => {
-                let bytes: Arc<[u8]> = bytes.into();
-                self.outputs.insert(*hash, bytes.clone());
-                Some(bytes)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!("reading output {hash} for validation: {e}");
-                None
-            }
-        }
-    }
-
-    fn sandbox(&mut self) -> Option<Arc<Sandbox>> {
-        if self.sandbox.is_none() {
-            match Sandbox::new(None) {
-                Ok(s) => self.sandbox = Some(Arc::new(s)),
-                Err(e) => tracing::error!("cannot start the validators' sandbox: {e}"),
-            }
-        }
-        self.sandbox.clone()
-    }
-
-    /// The verdict on `a` and `b` if it is known, else what comparing them
-    /// takes.
-    fn verdict_or_comparison(
-        &mut self,
-        job: &JobInfo,
-        a: &Hash,
-        b: &Hash,
-    ) -> Result<bool, Comparison> {
-        let key = if a < b { (*a, *b) } else { (*b, *a) };
-        if let Some(v) = self.verdicts.get(&key) {
-            return Ok(*v);
-        }
-        let (Some(a), Some(b)) = (self.output(&key.0), self.output(&key.1)) else {
-            return Ok(false);
+    /// Whether the two outputs of `c` agree, or `None` when they could not
+    /// be compared (an output or the validator's module could not be
+    /// read): the caller retries later. `fresh` holds outputs just
+    /// reported, which need no store read. Blocks: a custom validator runs
+    /// for up to a minute.
+    pub fn compare(&self, c: &Comparison, fresh: &HashMap<Hash, Arc<[u8]>>) -> Option<bool> {
+        let (Some(a), Some(b)) = (self.output(&c.a, fresh)?, self.output(&c.b, fresh)?) else {
+            // Written before its comparison was asked for: lost.
+            return Some(false);
         };
-        let sandbox = match job.validator {
-            Validator::Custom { .. } => match self.sandbox() {
-                Some(sandbox) => Some(sandbox),
-                None => return Ok(false),
-            },
-            _ => None,
-        };
-        Err(Comparison { key, a, b, sandbox })
-    }
-
-    fn record(&mut self, key: (Hash, Hash), verdict: bool) {
-        if self.verdicts.len() >= MAX_VERDICTS {
-            self.verdicts.clear();
+        let job = &*c.job;
+        if a.len() > MAX_OUTPUT || b.len() > MAX_OUTPUT {
+            return Some(false);
         }
-        self.verdicts.insert(key, verdict);
-    }
-}
-
-/// Compares two different outputs of one unit under the job's validator.
-fn compare(store: &dyn Store, job: &JobInfo, c: &Comparison) -> bool {
-    if c.a.len() > MAX_OUTPUT || c.b.len() > MAX_OUTPUT {
-        return false;
-    }
-    match (&job.validator, &c.sandbox) {
-        (Validator::Bitwise, _) => false,
-        (
+        match &job.validator {
+            Validator::Bitwise => Some(a == b),
             Validator::Tolerance {
                 abs_epsilon,
                 rel_epsilon,
-            },
-            _,
-        ) => within_tolerance(&c.a, &c.b, *abs_epsilon, *rel_epsilon),
-        (Validator::Custom { module }, Some(sandbox)) => {
-            run_custom(store, sandbox, job, module, &c.a, &c.b)
+            } => Some(within_tolerance(&a, &b, *abs_epsilon, *rel_epsilon)),
+            Validator::Custom { module } => {
+                let bytes = match self.store.get_blob(module) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => {
+                        tracing::error!(
+                            job = job.id,
+                            "custom validator module {module} is missing"
+                        );
+                        return Some(false);
+                    }
+                    Err(e) => {
+                        tracing::error!(job = job.id, "reading custom validator {module}: {e}");
+                        return None;
+                    }
+                };
+                let sandbox = self.sandbox.get_or_init(|| {
+                    Sandbox::new(None)
+                        .inspect_err(|e| {
+                            tracing::error!("cannot start the validators' sandbox: {e}")
+                        })
+                        .ok()
+                });
+                Some(match sandbox {
+                    Some(sandbox) => run_custom(sandbox, job, module, &bytes, &a, &b),
+                    None => false,
+                })
+            }
         }
-        (Validator::Custom { .. }, None) => false,
+    }
+
+    /// An output to compare: `None` when the store could not be read (a
+    /// retry), `Some(None)` when it does not hold the output.
+    fn output(&self, hash: &Hash, fresh: &HashMap<Hash, Arc<[u8]>>) -> Option<Option<Arc<[u8]>>> {
+        if let Some(o) = fresh.get(hash) {
+            return Some(Some(o.clone()));
+        }
+        match self.store.get_blob(hash) {
+            Ok(bytes) => {
+                if bytes.is_none() {
+                    tracing::error!("output {hash} to compare is not in the store");
+                }
+                Some(bytes.map(Into::into))
+            }
+            Err(e) => {
+                tracing::warn!("reading output {hash} to compare (will retry): {e}");
+                None
+            }
+        }
     }
 }
 
 /// Runs the researcher's validator on `a` and `b`: true if it prints `1`.
 fn run_custom(
-    store: &dyn Store,
     sandbox: &Sandbox,
     job: &JobInfo,
     module: &Hash,
+    bytes: &[u8],
     a: &[u8],
     b: &[u8],
 ) -> bool {
-    let bytes = match store.get_blob(module) {
-        Ok(Some(bytes)) => bytes,
-        other => {
-            tracing::error!(
-                job = job.id,
-                "custom validator module {module} unavailable: {other:?}"
-            );
-            return false;
-        }
-    };
     // A task's limits, but a verdict is a few bytes and waits for no one.
     let task = TaskLimits::for_job(&job.settings);
     let limits = TaskLimits {
@@ -230,7 +193,7 @@ fn run_custom(
             .spawn(|| {
                 sandbox.run(&SandboxTask {
                     module,
-                    module_bytes: &bytes,
+                    module_bytes: bytes,
                     input: &input,
                     args: &[],
                     seed: 0,
@@ -259,64 +222,6 @@ fn run_custom(
             tracing::warn!(job = job.id, "custom validator failed: {e}");
             false
         }
-    }
-}
-
-impl Judge for OutputJudge {
-    fn agree(&mut self, job: &JobInfo, a: &Hash, b: &Hash) -> bool {
-        match self.verdict_or_comparison(job, a, b) {
-            Ok(verdict) => verdict,
-            Err(comparison) => {
-                let verdict = compare(&*self.store, job, &comparison);
-                self.record(comparison.key, verdict);
-                verdict
-            }
-        }
-    }
-
-    fn forget(&mut self, outputs: &[Hash]) {
-        for h in outputs {
-            self.outputs.remove(h);
-        }
-    }
-}
-
-/// An [`OutputJudge`] shared by the grid (which feeds it outputs) and its
-/// scheduler (which asks it).
-#[derive(Clone)]
-pub struct SharedJudge(pub Arc<Mutex<OutputJudge>>);
-
-impl SharedJudge {
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, OutputJudge> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Compares `new` with each of `others` that differs from it and caches
-    /// the verdicts, holding no lock while a comparison runs (a custom
-    /// validator may take up to a minute). The grid calls this before it
-    /// reports `new` to the scheduler, whose quorum decision then finds
-    /// every verdict cached instead of running validators under the
-    /// scheduler's lock, which would stall every host's exchange.
-    pub fn compare_ahead(&self, job: &JobInfo, new: &Hash, others: &[Hash]) {
-        let store = self.lock().store.clone();
-        for other in others.iter().filter(|o| *o != new) {
-            let comparison = match self.lock().verdict_or_comparison(job, new, other) {
-                Ok(_) => continue,
-                Err(comparison) => comparison,
-            };
-            let verdict = compare(&*store, job, &comparison);
-            self.lock().record(comparison.key, verdict);
-        }
-    }
-}
-
-impl Judge for SharedJudge {
-    fn agree(&mut self, job: &JobInfo, a: &Hash, b: &Hash) -> bool {
-        self.lock().agree(job, a, b)
-    }
-
-    fn forget(&mut self, outputs: &[Hash]) {
-        self.lock().forget(outputs);
     }
 }
 

@@ -156,3 +156,25 @@ pub struct LoadedUnit {
     /// more agreeing result than its job's quorum.
     pub disputed: bool,
 }
+
+/// Two different outputs of one unit that the scheduler needs compared
+/// under its job's validator (a tolerance or the researcher's module)
+/// before it can decide the unit. The shell compares them off the
+/// scheduler's lock and answers with [`crate::scheduler::Scheduler::record_agreement`],
+/// or with [`crate::scheduler::Scheduler::comparison_failed`] when it could
+/// not (a store read failed): that is a retry, never a disagreement.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    pub unit: UnitId,
+    pub job: std::sync::Arc<JobInfo>,
+    /// The pair, smaller hash first.
+    pub a: Hash,
+    pub b: Hash,
+}
+
+impl Comparison {
+    /// The pair `(a, b)` in canonical order.
+    pub fn pair(a: Hash, b: Hash) -> (Hash, Hash) {
+        if a <= b { (a, b) } else { (b, a) }
+    }
+}

@@ -9,8 +9,13 @@
 //! Nothing here sleeps, reads a clock or touches a socket or a disk, so the
 //! rules are tested directly (see the property tests below and
 //! `coordinator/tests/adversary.rs`). Randomness (adaptive replication's
-//! spot checks) comes from a seeded generator, and comparing outputs that
-//! are not bitwise equal is delegated to an injected [`Judge`].
+//! spot checks) comes from a seeded generator. Comparing two different
+//! outputs under a tolerance or a researcher's validator is I/O (it reads
+//! outputs and may run wasm), so it is an input like a report: a unit that
+//! needs a verdict asks for it ([`Scheduler::take_comparisons`]) and waits;
+//! the shell compares off the lock and answers with
+//! [`Scheduler::record_agreement`] (or [`Scheduler::comparison_failed`],
+//! which retries).
 //!
 //! The scheduler holds a *window* of unfinished units in memory (BOINC's
 //! feeder keeps a similar shared-memory cache): dispatch never reads the
@@ -19,13 +24,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use peergrid_proto::limits::MAX_OUTPUT;
-use peergrid_proto::wire::{JobId, Task, TaskLimits, UnitId};
-use peergrid_proto::{Hash, deadline};
+use peergrid_proto::Hash;
+use peergrid_proto::wire::{JobId, UnitId};
 
-use crate::model::{HostId, JobInfo, LoadedUnit, StoreOp};
-use crate::netgroup;
-use crate::quorum::{Copy, CopyState, Rules, Verdict, bitwise, decide, needs_canonical_nan};
+use crate::model::{Comparison, HostId, JobInfo, LoadedUnit, StoreOp};
+use crate::quorum::{Copy, CopyState, Rules};
 use crate::trust::{HostPolicy, SplitMix64, Standing};
 
 /// One fewer copy in flight for `host`.
@@ -38,32 +41,9 @@ fn release(in_flight: &mut HashMap<HostId, u32>, host: HostId) {
     }
 }
 
-/// How many queued units one `assign` call may look at before giving up:
-/// bounds the cost of a request from a host that already holds copies of
-/// everything at the front of the queue.
-const MAX_SCAN: usize = 4096;
-/// Each copy is drawn at random among this many units at the front of the
-/// queue, so which units a request gets cannot be predicted from the
-/// request before it: two identities of one party asking back to back do
-/// not get the two copies of the same units.
-const DRAW_WINDOW: usize = 64;
-
-/// Compares outputs whose hashes differ, for jobs whose validator is not
-/// bitwise (identical hashes always agree and are never asked about).
-pub trait Judge: Send {
-    fn agree(&mut self, job: &JobInfo, a: &Hash, b: &Hash) -> bool;
-    /// A unit finished: its outputs will not be compared again.
-    fn forget(&mut self, _outputs: &[Hash]) {}
-}
-
-/// The judge of a scheduler that only ever sees bitwise jobs.
-pub struct BitwiseOnly;
-
-impl Judge for BitwiseOnly {
-    fn agree(&mut self, _: &JobInfo, _: &Hash, _: &Hash) -> bool {
-        false
-    }
-}
+/// How long a comparison the shell could not make waits before it is
+/// handed out again.
+pub const COMPARE_RETRY_MS: u64 = 2_000;
 
 struct UnitState {
     job: Arc<JobInfo>,
@@ -82,6 +62,9 @@ struct UnitState {
     /// Output bytes each host's successful copy stored, counted against
     /// the host until the unit leaves the window.
     stored: Vec<(HostId, u64)>,
+    /// Verdicts on pairs of its different outputs (non-bitwise jobs),
+    /// smaller hash first.
+    verdicts: Vec<((Hash, Hash), bool)>,
 }
 
 /// A validated unit waiting for its audit: one more copy on an
@@ -172,7 +155,12 @@ pub struct Scheduler {
     /// Hosts whose standing changed since the last [`Scheduler::take_ops`].
     dirty: HashSet<HostId>,
     policy: HostPolicy,
-    judge: Box<dyn Judge>,
+    /// Comparisons asked for and not yet handed out.
+    comparisons: Vec<Comparison>,
+    /// Comparisons the shell could not make, with when to retry them.
+    retries: Vec<(u64, Comparison)>,
+    /// Pairs asked for and not yet answered, by unit.
+    comparing: HashMap<UnitId, Vec<(Hash, Hash)>>,
     /// Adaptive replication's draws.
     rng: SplitMix64,
     ops: Vec<StoreOp>,
@@ -201,12 +189,12 @@ pub enum ReportError {
 
 impl Scheduler {
     pub fn new() -> Scheduler {
-        Scheduler::with(HostPolicy::default(), Box::new(BitwiseOnly), 0x5eed)
+        Scheduler::with(HostPolicy::default(), 0x5eed)
     }
 
-    /// A scheduler with a quota policy, a judge for non-bitwise
-    /// validators and a seed for adaptive replication's draws.
-    pub fn with(policy: HostPolicy, judge: Box<dyn Judge>, seed: u64) -> Scheduler {
+    /// A scheduler with a quota policy and a seed for adaptive
+    /// replication's draws.
+    pub fn with(policy: HostPolicy, seed: u64) -> Scheduler {
         Scheduler {
             jobs: HashMap::new(),
             units: HashMap::new(),
@@ -221,7 +209,9 @@ impl Scheduler {
             waiting: HashMap::new(),
             dirty: HashSet::new(),
             policy,
-            judge,
+            comparisons: Vec::new(),
+            retries: Vec::new(),
+            comparing: HashMap::new(),
             rng: SplitMix64(seed),
             ops: Vec::new(),
         }
@@ -238,38 +228,6 @@ impl Scheduler {
     /// The job a unit in the window belongs to.
     pub fn job_of(&self, unit: UnitId) -> Option<&JobInfo> {
         self.units.get(&unit).map(|u| &*u.job)
-    }
-
-    /// For a unit of a job with a validator other than bitwise, whose copy
-    /// `host` may still report: the job and the outputs its copies reported
-    /// so far, so the grid can compare the host's output with them before it
-    /// takes the scheduler's lock to report it. `None` for a report
-    /// [`Scheduler::report`] would refuse, so a host cannot make the
-    /// coordinator run validators on units it was never sent.
-    pub fn outputs_to_compare(
-        &self,
-        unit: UnitId,
-        host: HostId,
-    ) -> Option<(Arc<JobInfo>, Vec<Hash>)> {
-        let unit = self.units.get(&unit)?;
-        if unit.job.validator.is_bitwise() || self.hosts.get(&host).is_some_and(|s| s.banned) {
-            return None;
-        }
-        let may_report = unit.copies.iter().any(|c| {
-            c.host == host && matches!(c.state, CopyState::InProgress { .. } | CopyState::TimedOut)
-        });
-        if !may_report {
-            return None;
-        }
-        let outputs = unit
-            .copies
-            .iter()
-            .filter_map(|c| match &c.state {
-                CopyState::Success { output, .. } => Some(*output),
-                _ => None,
-            })
-            .collect();
-        Some((unit.job.clone(), outputs))
     }
 
     /// Unfinished units in the window.
@@ -379,6 +337,7 @@ impl Scheduler {
                 disputed: unit.disputed,
                 audit: None,
                 stored: Vec::new(),
+                verdicts: Vec::new(),
                 copies: unit.copies,
                 queued: false,
             },
@@ -391,224 +350,6 @@ impl Scheduler {
         self.hosts
             .entry(host)
             .or_insert_with(|| Standing::anonymous(&policy))
-    }
-
-    /// Up to `want` tasks for `host` whose inputs add up to at most
-    /// `max_bytes` (one task always fits), within the host's daily quota
-    /// and its cap on copies in flight, never a second copy of a unit the
-    /// host (or, when the job asks, its volunteer) already has, nor a later
-    /// copy of a unit an earlier copy of which went to the host's network.
-    /// Units are drawn at random among the front of the queue, and a young
-    /// host never completes a quorum of young hosts while established hosts
-    /// are about.
-    pub fn assign(&mut self, host: HostId, want: u32, max_bytes: usize, now_ms: u64) -> Vec<Task> {
-        let policy = self.policy;
-        let held = self.in_flight.get(&host).copied().unwrap_or(0);
-        // Fresh units only while the host's share of the disk has room for
-        // what it stored for undecided units and the largest output of
-        // every copy it holds. Copies that complete a quorum or audit one
-        // still go out: they decide units, which frees their bytes.
-        let stored = self.stored.get(&host).copied().unwrap_or(0);
-        let mut fresh_room = policy
-            .max_stored_bytes
-            .saturating_sub(stored)
-            .saturating_sub(u64::from(held).saturating_mul(MAX_OUTPUT as u64))
-            / MAX_OUTPUT as u64;
-        let me = self.standing_mut(host);
-        let cap = me.in_flight_cap(now_ms, &policy);
-        let want = me.allowance(want, now_ms).min(cap.saturating_sub(held));
-        let (account, addr) = (me.account.clone(), me.addr);
-        let established = me.established(now_ms, &policy);
-        let young_may_complete = self
-            .established_seen_ms
-            .is_none_or(|t| now_ms.saturating_sub(t) > policy.established_idle_ms);
-        let mut tasks = Vec::new();
-        let mut issued_jobs = Vec::new();
-        let mut put_back = Vec::new();
-        let mut scanned = 0;
-        let mut bytes = 0;
-        while tasks.len() < want as usize && scanned < MAX_SCAN && !self.queue.is_empty() {
-            let window = self.queue.len().min(DRAW_WINDOW);
-            let k = (self.rng.next_u64() % window as u64) as usize;
-            if !tasks.is_empty()
-                && self
-                    .units
-                    .get(&self.queue[k])
-                    .is_some_and(|u| bytes + wire_size(u) > max_bytes)
-            {
-                break;
-            }
-            let Some(id) = self.queue.remove(k) else {
-                break;
-            };
-            scanned += 1;
-            let Some(unit) = self.units.get(&id) else {
-                continue;
-            };
-            let offer_single =
-                established && unit.copies.is_empty() && unit.job.settings.adaptive_replication;
-            let single = offer_single && {
-                let draw = self.rng.unit();
-                self.hosts[&host].single_copy(draw)
-            };
-            let Some(unit) = self.units.get_mut(&id) else {
-                continue;
-            };
-            unit.queued = false;
-            if let Some(audit) = &unit.audit {
-                // An audit copy: one at a time, on an established host of
-                // another network than every copy so far.
-                if audit.auditor.is_some() {
-                    continue;
-                }
-                unit.queued = true;
-                put_back.push(id);
-                let hosts = &self.hosts;
-                let s = &unit.job.settings;
-                let clash = |c: &Copy| {
-                    c.host == host
-                        || netgroup::same_network(
-                            addr,
-                            hosts.get(&c.host).and_then(|o| o.addr),
-                            s.network_prefix_v4,
-                            s.network_prefix_v6,
-                        )
-                };
-                if !established || unit.copies.iter().any(clash) {
-                    continue;
-                }
-                unit.queued = false;
-                put_back.pop();
-                if let Some(a) = unit.audit.as_mut() {
-                    a.auditor = Some(host);
-                }
-                if let Some((task, size)) = self.issue(id, host, false, now_ms) {
-                    bytes += size;
-                    tasks.push(task);
-                }
-                continue;
-            }
-            let rules = unit.rules();
-            let Verdict::NeedCopies(need) = decide(&unit.copies, &rules, &mut bitwise) else {
-                continue;
-            };
-            unit.queued = true;
-            put_back.push(id);
-            let hosts = &self.hosts;
-            let s = &unit.job.settings;
-            let other = |c: &Copy| hosts.get(&c.host);
-            let same_party = |c: &Copy| {
-                c.host == host
-                    || (s.distinct_volunteers
-                        && !account.is_empty()
-                        && other(c).is_some_and(|o| o.account == account))
-                    || netgroup::same_network(
-                        addr,
-                        other(c).and_then(|o| o.addr),
-                        s.network_prefix_v4,
-                        s.network_prefix_v6,
-                    )
-            };
-            if unit.copies.iter().any(same_party) {
-                // Only another host's copy stands for every host of this
-                // network; this host's own copy keeps out only this host.
-                if unit.copies.iter().any(|c| c.host != host && same_party(c)) {
-                    self.waiting
-                        .entry(unit.job.id)
-                        .or_insert(Waiting::OtherNetwork);
-                }
-                continue;
-            }
-            if !established && !young_may_complete && rules.quorum >= 2 {
-                let live: Vec<&Copy> = unit
-                    .copies
-                    .iter()
-                    .filter(|c| {
-                        matches!(
-                            c.state,
-                            CopyState::InProgress { .. } | CopyState::Success { .. }
-                        )
-                    })
-                    .collect();
-                let completes = live.len() + 1 >= rules.quorum as usize;
-                let all_young = live
-                    .iter()
-                    .all(|c| !other(c).is_some_and(|o| o.established(now_ms, &policy)));
-                if completes && all_young {
-                    self.waiting
-                        .entry(unit.job.id)
-                        .or_insert(Waiting::EstablishedHost);
-                    continue;
-                }
-            }
-            if unit.copies.is_empty() {
-                if fresh_room == 0 {
-                    continue;
-                }
-                fresh_room -= 1;
-            }
-            unit.single = single;
-            if need == 1 || single {
-                unit.queued = false;
-                put_back.pop();
-            }
-            if let Some((task, size)) = self.issue(id, host, single, now_ms) {
-                bytes += size;
-                issued_jobs.push(task.job);
-                tasks.push(task);
-            }
-        }
-        // A copy of a job's units went out: it is not waiting, whatever
-        // else this host could not take.
-        for job in issued_jobs {
-            self.waiting.remove(&job);
-        }
-        for id in put_back.into_iter().rev() {
-            self.queue.push_front(id);
-        }
-        // An established host counts as about only when it takes work: one
-        // that merely asks cannot keep young hosts from completing quorums.
-        if established && !tasks.is_empty() {
-            self.established_seen_ms = Some(now_ms);
-        }
-        self.standing_mut(host).sent(tasks.len() as u32);
-        tasks
-    }
-
-    /// Hands `host` a copy of unit `id` and returns its task and wire size.
-    /// The copy is due one wall-clock limit of waiting plus one of running
-    /// after now (`peergrid_proto::deadline`), and expires after the grace.
-    fn issue(
-        &mut self,
-        id: UnitId,
-        host: HostId,
-        single: bool,
-        now_ms: u64,
-    ) -> Option<(Task, usize)> {
-        let unit = self.units.get_mut(&id)?;
-        let s = &unit.job.settings;
-        let deadline_ms = deadline::copy_deadline_ms(now_ms, TaskLimits::for_job(s).wall_ms);
-        let expiry_ms = deadline_ms.saturating_add(s.grace_secs * 1000);
-        let canonical_nan = needs_canonical_nan(&unit.copies);
-        unit.copies.push(Copy {
-            host,
-            state: CopyState::InProgress {
-                deadline_ms: expiry_ms,
-            },
-        });
-        self.deadlines.insert((expiry_ms, id, host));
-        *self.in_flight.entry(host).or_insert(0) += 1;
-        self.ops.push(StoreOp::Assign {
-            unit: id,
-            host,
-            sent_ms: now_ms,
-            deadline_ms: expiry_ms,
-            single,
-        });
-        Some((
-            task_for(id, unit, deadline_ms, canonical_nan),
-            wire_size(unit),
-        ))
     }
 
     /// Why the last host that asked could take none of `job`'s units, if
@@ -876,267 +617,10 @@ impl Scheduler {
         }
         std::mem::take(&mut self.ops)
     }
-
-    fn host_failed(&mut self, host: HostId) {
-        self.standing_mut(host).failed();
-        self.dirty.insert(host);
-    }
-
-    fn evaluate(&mut self, id: UnitId, now_ms: u64) {
-        let Some(unit) = self.units.get_mut(&id) else {
-            return;
-        };
-        if unit.audit.is_some() {
-            self.evaluate_audit(id, now_ms);
-            return;
-        }
-        if unit.single
-            && unit.copies.iter().any(|c| {
-                matches!(
-                    c.state,
-                    CopyState::Error(_) | CopyState::TimedOut | CopyState::Voided(_)
-                )
-            })
-        {
-            // The trusted host's single copy failed (or was thrown out with
-            // its banned host): back to the quorum.
-            unit.single = false;
-        }
-        let job = unit.job.clone();
-        let judge = &mut self.judge;
-        let mut agree = |a: &Hash, b: &Hash| !job.validator.is_bitwise() && judge.agree(&job, a, b);
-        match decide(&unit.copies, &unit.rules(), &mut agree) {
-            Verdict::Validated {
-                output,
-                fuel,
-                hosts,
-            } => {
-                let replicated = hosts.len() >= 2;
-                // A single copy checked by no one: its credit waits.
-                let pending_credit = unit.single && !replicated;
-                let cross_engine = needs_canonical_nan(&unit.copies);
-                let policy = self.policy;
-                let mut outputs = Vec::new();
-                let mut checked = Vec::new();
-                for c in &unit.copies {
-                    if let CopyState::Success { output, .. } = &c.state {
-                        outputs.push(*output);
-                        let s = self
-                            .hosts
-                            .entry(c.host)
-                            .or_insert_with(|| Standing::anonymous(&policy));
-                        if hosts.contains(&c.host) {
-                            s.valid(replicated, &policy);
-                            if pending_credit {
-                                s.pending_credit = true;
-                            } else if replicated && (s.pending_credit || !s.loaded) {
-                                // A spot check passed (of a host whose
-                                // waiting credit the scheduler may not know
-                                // of, too: granting finds nothing or some).
-                                s.pending_credit = false;
-                                checked.push(c.host);
-                            }
-                        } else {
-                            s.failed();
-                            // Its result is invalid against a quorum: what
-                            // else it helped validate is suspect. Only under
-                            // a bitwise validator is that proof of a wrong
-                            // result; a tolerance or a researcher's
-                            // comparison may part honest hosts.
-                            // Nor when replicas on different engines
-                            // disagreed: that is an honest host of another
-                            // architecture until canonical NaNs settle it.
-                            if job.validator.is_bitwise() && !cross_engine {
-                                self.caught.entry(c.host).or_insert_with(|| {
-                                    (format!("its result for unit {id} was invalid"), now_ms)
-                                });
-                            }
-                        }
-                        self.dirty.insert(c.host);
-                    }
-                }
-                self.judge.forget(&outputs);
-                // Decided: its outputs no longer count against their hosts.
-                let freed = std::mem::take(&mut unit.stored);
-                release_stored(&mut self.stored, freed);
-                self.ops.push(StoreOp::Validate {
-                    unit: id,
-                    output,
-                    fuel,
-                    hosts: hosts.clone(),
-                    at_ms: now_ms,
-                    pending_credit,
-                });
-                self.ops.extend(
-                    checked
-                        .into_iter()
-                        .map(|host| StoreOp::GrantCredit { host }),
-                );
-                let audit = u64::from(policy.audit_ppm) > self.rng.next_u64() % 1_000_000;
-                match audit {
-                    true => {
-                        // Kept for one more copy on an established host.
-                        self.auditing.insert(id);
-                        unit.audit = Some(Audit {
-                            output,
-                            hosts,
-                            auditor: None,
-                            attempts: 0,
-                        });
-                        self.evaluate_audit(id, now_ms);
-                    }
-                    false => self.finish(id),
-                }
-            }
-            Verdict::Failed(reason) => {
-                self.ops.push(StoreOp::Fail {
-                    unit: id,
-                    reason,
-                    at_ms: now_ms,
-                });
-                self.finish(id);
-            }
-            Verdict::NeedCopies(_) => {
-                if !unit.queued {
-                    unit.queued = true;
-                    // Reissues (a tie-breaker, a replacement for an error
-                    // or a timeout) go first: a unit already under way
-                    // should not wait behind every fresh unit, and a
-                    // disagreement's verdict (an invalid result, a reset
-                    // trust streak) must not lag behind the agreements.
-                    if unit.copies.is_empty() {
-                        self.queue.push_back(id);
-                    } else {
-                        self.queue.push_front(id);
-                    }
-                }
-            }
-            Verdict::Wait => {}
-        }
-    }
-
-    /// A validated unit under audit: wait for the auditor's copy, ask for
-    /// one, or judge it. Agreement ends the audit; disagreement disputes
-    /// the row, and the unit goes back to the quorum with one more
-    /// agreeing result needed, which catches whichever side lied.
-    fn evaluate_audit(&mut self, id: UnitId, now_ms: u64) {
-        let Some(unit) = self.units.get_mut(&id) else {
-            return;
-        };
-        let Some(audit) = unit.audit.as_mut() else {
-            return;
-        };
-        let state = audit
-            .auditor
-            .and_then(|a| unit.copies.iter().find(|c| c.host == a))
-            .map(|c| c.state.clone());
-        let s = &unit.job.settings;
-        let give_up_ms = now_ms + (2 * s.deadline_secs + s.grace_secs) * 1000;
-        match state {
-            None => {
-                if !unit.queued {
-                    unit.queued = true;
-                    self.queue.push_back(id);
-                }
-                self.deadlines.insert((give_up_ms, id, AUDIT_WAIT));
-            }
-            Some(CopyState::InProgress { .. }) => {}
-            Some(CopyState::Success { output, .. }) => {
-                let job = unit.job.clone();
-                let agrees = output == audit.output
-                    || (!job.validator.is_bitwise()
-                        && self.judge.agree(&job, &output, &audit.output));
-                let auditor = audit.auditor.unwrap_or_default();
-                if agrees {
-                    let policy = self.policy;
-                    let validated_by = audit.hosts.clone();
-                    self.standing_mut(auditor).valid(true, &policy);
-                    self.dirty.insert(auditor);
-                    // The audit checked the row's hosts, and the auditor's
-                    // result agreed with another host's: both are checks.
-                    for host in std::iter::once(auditor).chain(validated_by) {
-                        let s = self.standing_mut(host);
-                        if s.pending_credit {
-                            s.pending_credit = false;
-                            self.ops.push(StoreOp::GrantCredit { host });
-                        }
-                    }
-                    self.finish(id);
-                } else {
-                    unit.audit = None;
-                    unit.disputed = true;
-                    self.auditing.remove(&id);
-                    self.ops.push(StoreOp::Dispute {
-                        unit: id,
-                        at_ms: now_ms,
-                    });
-                    self.evaluate(id, now_ms);
-                }
-            }
-            Some(_) => {
-                audit.attempts += 1;
-                audit.auditor = None;
-                if audit.attempts >= AUDIT_ATTEMPTS {
-                    self.finish(id);
-                } else {
-                    if !unit.queued {
-                        unit.queued = true;
-                        self.queue.push_back(id);
-                    }
-                    self.deadlines.insert((give_up_ms, id, AUDIT_WAIT));
-                }
-            }
-        }
-    }
-
-    /// Drops a finished unit from the window; copies still out are
-    /// forgotten, and their late reports are refused.
-    fn finish(&mut self, id: UnitId) {
-        self.auditing.remove(&id);
-        if let Some(unit) = self.units.remove(&id) {
-            release_stored(&mut self.stored, unit.stored);
-            for c in unit.copies {
-                if let CopyState::InProgress { deadline_ms } = c.state {
-                    self.deadlines.remove(&(deadline_ms, id, c.host));
-                    release(&mut self.in_flight, c.host);
-                }
-            }
-        }
-    }
 }
 
-/// Takes a decided unit's stored outputs off their hosts' totals.
-fn release_stored(totals: &mut HashMap<HostId, u64>, freed: Vec<(HostId, u64)>) {
-    for (host, bytes) in freed {
-        if let Some(total) = totals.get_mut(&host) {
-            *total = total.saturating_sub(bytes);
-            if *total == 0 {
-                totals.remove(&host);
-            }
-        }
-    }
-}
-
-/// About how many bytes a task of `unit` takes on the wire: its input,
-/// its arguments and room for the signature and fixed fields.
-fn wire_size(unit: &UnitState) -> usize {
-    unit.input.len() + unit.job.args.iter().map(|a| a.len() + 8).sum::<usize>() + 1024
-}
-
-fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool) -> Task {
-    let s = &unit.job.settings;
-    Task {
-        unit: id,
-        job: unit.job.id,
-        module: unit.job.module,
-        input: unit.input.to_vec(),
-        args: unit.job.args.clone(),
-        limits: TaskLimits::for_job(s),
-        deadline_ms,
-        signature: unit.job.signature.clone(),
-        canonical_nan,
-    }
-}
+mod assign;
+mod verdicts;
 
 #[cfg(test)]
 mod tests;

@@ -166,7 +166,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         established_idle_ms: 60_000,
         ..HostPolicy::default()
     };
-    let mut s = Scheduler::with(policy, Box::new(crate::scheduler::BitwiseOnly), config.seed);
+    let mut s = Scheduler::with(policy, config.seed);
     s.add_job(JobInfo {
         id: 1,
         name: "sim".into(),

@@ -2,7 +2,10 @@
 use super::*;
 use crate::trust::Standing;
 use peergrid_proto::Hash;
+use peergrid_proto::deadline;
+use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::spec::JobSettings;
+use peergrid_proto::wire::Task;
 use proptest::prelude::*;
 use std::collections::HashSet;
 
@@ -32,11 +35,7 @@ fn with_units(n: u64, settings: JobSettings) -> Scheduler {
         established_age_ms: 0,
         ..HostPolicy::default()
     };
-    with_units_in(
-        Scheduler::with(policy, Box::new(BitwiseOnly), 0x5eed),
-        n,
-        settings,
-    )
+    with_units_in(Scheduler::with(policy, 0x5eed), n, settings)
 }
 
 /// Adds a job of `n` fresh units to `s`.
@@ -87,8 +86,9 @@ fn a_host_never_gets_two_copies_of_a_unit() {
     );
 }
 
-#[test]
-fn outputs_are_compared_ahead_only_for_reports_the_scheduler_takes() {
+/// A scheduler with one unit of a job under a tolerance validator, sent
+/// to hosts 1 and 2.
+fn tolerant_unit() -> Scheduler {
     let mut s = Scheduler::new();
     let mut tolerant = job(JobSettings::default());
     tolerant.validator = peergrid_proto::spec::Validator::Tolerance {
@@ -107,27 +107,88 @@ fn outputs_are_compared_ahead_only_for_reports_the_scheduler_takes() {
         },
         0,
     );
-    assert!(s.outputs_to_compare(1, 7).is_none(), "never sent to host 7");
     s.assign(1, 1, usize::MAX, 0);
     s.assign(2, 1, usize::MAX, 0);
-    let (_, outputs) = s.outputs_to_compare(1, 1).unwrap();
-    assert!(outputs.is_empty(), "nothing reported yet");
+    s
+}
+
+fn validated(ops: &[StoreOp]) -> bool {
+    ops.iter().any(|op| matches!(op, StoreOp::Validate { .. }))
+}
+
+#[test]
+fn different_outputs_wait_for_the_verdict_the_shell_feeds_back() {
+    let mut s = tolerant_unit();
     s.report(1, 1, ok(3), 1, 5).unwrap();
     assert!(
-        s.outputs_to_compare(1, 1).is_none(),
-        "host 1 already reported"
+        s.take_comparisons(5).is_empty(),
+        "one output: nothing to compare"
     );
-    let (job, outputs) = s.outputs_to_compare(1, 2).unwrap();
-    assert_eq!((job.id, outputs), (1, vec![Hash([3; 32])]));
-    s.set_bans(&HashSet::from([2]), &HashSet::new(), 6);
-    assert!(s.outputs_to_compare(1, 2).is_none(), "host 2 is banned");
+    s.report(2, 1, ok(4), 1, 6).unwrap();
+    let asked = s.take_comparisons(6);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let c = &asked[0];
+    assert_eq!(
+        (c.unit, c.job.id, c.a, c.b),
+        (1, 1, Hash([3; 32]), Hash([4; 32]))
+    );
+    assert!(!validated(&s.take_ops()), "undecided until the verdict");
+    assert!(s.take_comparisons(7).is_empty(), "handed out once");
+    // A verdict on a pair never asked changes nothing.
+    s.record_agreement(1, Hash([3; 32]), Hash([9; 32]), true, 7);
+    assert!(!validated(&s.take_ops()));
+    s.record_agreement(1, c.b, c.a, true, 8);
+    assert!(validated(&s.take_ops()), "agreement validates");
+    s.record_agreement(1, c.a, c.b, true, 9);
+    assert!(
+        s.take_ops().is_empty(),
+        "a late answer for a finished unit is ignored"
+    );
+}
+
+#[test]
+fn a_failed_comparison_is_retried_never_taken_for_disagreement() {
+    let mut s = tolerant_unit();
+    s.report(1, 1, ok(3), 1, 5).unwrap();
+    s.report(2, 1, ok(4), 1, 6).unwrap();
+    let mut asked = s.take_comparisons(6);
+    let c = asked.pop().unwrap();
+    s.comparison_failed(c.clone(), 10);
+    s.take_ops();
+    assert!(
+        s.assign(3, 1, usize::MAX, 11).is_empty(),
+        "no tie-breaker: the pair was not found to disagree"
+    );
+    assert!(s.take_comparisons(10 + COMPARE_RETRY_MS - 1).is_empty());
+    let again = s.take_comparisons(10 + COMPARE_RETRY_MS);
+    assert_eq!(again.len(), 1, "handed out again once the retry is due");
+    s.record_agreement(1, c.a, c.b, false, 20 + COMPARE_RETRY_MS);
+    assert!(!validated(&s.take_ops()));
+    assert_eq!(
+        s.assign(3, 1, usize::MAX, 21 + COMPARE_RETRY_MS).len(),
+        1,
+        "disagreement asks for a tie-breaker"
+    );
+}
+
+#[test]
+fn identical_outputs_and_bitwise_jobs_need_no_comparison() {
+    let mut s = tolerant_unit();
+    s.report(1, 1, ok(3), 1, 5).unwrap();
+    s.report(2, 1, ok(3), 1, 6).unwrap();
+    assert!(s.take_comparisons(6).is_empty());
+    assert!(validated(&s.take_ops()));
 
     let mut bitwise = with_units(1, JobSettings::default());
     bitwise.assign(1, 1, usize::MAX, 0);
+    bitwise.assign(2, 1, usize::MAX, 0);
+    bitwise.report(1, 1, ok(3), 1, 5).unwrap();
+    bitwise.report(2, 1, ok(4), 1, 6).unwrap();
     assert!(
-        bitwise.outputs_to_compare(1, 1).is_none(),
-        "bitwise needs no judge"
+        bitwise.take_comparisons(6).is_empty(),
+        "bitwise needs no comparison"
     );
+    assert!(!validated(&bitwise.take_ops()));
 }
 
 fn on_network(s: &mut Scheduler, host: HostId, addr: &str, cores: u32) {
@@ -367,11 +428,7 @@ fn an_audit_that_disagrees_disputes_the_row_and_catches_the_liars() {
         audit_ppm: 1_000_000,
         ..HostPolicy::default()
     };
-    let mut s = with_units_in(
-        Scheduler::with(policy, Box::new(BitwiseOnly), 7),
-        1,
-        JobSettings::default(),
-    );
+    let mut s = with_units_in(Scheduler::with(policy, 7), 1, JobSettings::default());
     for h in 1..=5 {
         on_network(&mut s, h, &format!("10.0.{h}.1"), 1);
     }
@@ -540,11 +597,7 @@ fn a_host_past_its_storage_cap_gets_only_copies_that_decide_units() {
         max_stored_bytes: 3 * M,
         ..HostPolicy::default()
     };
-    let mut s = with_units_in(
-        Scheduler::with(policy, Box::new(BitwiseOnly), 1),
-        8,
-        JobSettings::default(),
-    );
+    let mut s = with_units_in(Scheduler::with(policy, 1), 8, JobSettings::default());
     s.host_joined(2, Standing::new(String::new(), 4, &policy));
     let first = s.assign(1, 16, usize::MAX, 0);
     assert_eq!(first.len(), 3, "room for three outputs of the largest size");
@@ -675,11 +728,7 @@ fn an_audit_that_agrees_grants_a_single_copys_credit() {
         audit_ppm: 1_000_000,
         ..HostPolicy::default()
     };
-    let mut s = with_units_in(
-        Scheduler::with(policy, Box::new(BitwiseOnly), 7),
-        1,
-        settings,
-    );
+    let mut s = with_units_in(Scheduler::with(policy, 7), 1, settings);
     for host in [1, 2] {
         let mut trusted = Standing::anonymous(s.policy());
         trusted.consecutive_valid = 1_000_000;
@@ -846,11 +895,7 @@ fn failures_shrink_a_hosts_daily_quota_and_successes_restore_it() {
         in_flight_per_core: 100,
         ..HostPolicy::default()
     };
-    let mut s = with_units_in(
-        Scheduler::with(policy, Box::new(BitwiseOnly), 1),
-        40,
-        JobSettings::default(),
-    );
+    let mut s = with_units_in(Scheduler::with(policy, 1), 40, JobSettings::default());
     let got = s.assign(7, 100, usize::MAX, 0);
     assert_eq!(got.len(), 8, "the full quota");
     for t in &got[..3] {
@@ -997,7 +1042,7 @@ proptest! {
             young_per_core_per_day: 1_000_000,
             ..HostPolicy::default()
         };
-        let mut s = with_units_in(Scheduler::with(policy, Box::new(BitwiseOnly), 0x5eed), units, settings);
+        let mut s = with_units_in(Scheduler::with(policy, 0x5eed), units, settings);
         let policy = *s.policy();
         for (host, account) in ACCOUNTS.iter().enumerate() {
             let mut standing = Standing::new(account.to_string(), 1, &policy);
