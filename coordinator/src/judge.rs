@@ -244,6 +244,61 @@ mod tests {
     }
 
     #[test]
+    fn an_output_the_store_cannot_read_is_a_retry_not_a_disagreement() {
+        use crate::store::sqlite::SqliteStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = Arc::new(SqliteStore::open(&path, false).unwrap());
+        let (near, far) = (b"1.0".to_vec(), b"1.25".to_vec());
+        store.put_blob(&Hash::of(&far), &far).unwrap();
+        let job = JobInfo {
+            id: 1,
+            name: "t".into(),
+            module: Hash([1; 32]),
+            args: vec![],
+            settings: Default::default(),
+            validator: Validator::Tolerance {
+                abs_epsilon: 0.5,
+                rel_epsilon: 0.0,
+            },
+            signature: peergrid_proto::signing::ModuleSignature {
+                endorsement: peergrid_proto::signing::Endorsement {
+                    researcher_key: String::new(),
+                    name: "t".into(),
+                    project_signature: String::new(),
+                },
+                signature: String::new(),
+            },
+        };
+        let (a, b) = Comparison::pair(Hash::of(&near), Hash::of(&far));
+        let c = Comparison {
+            unit: 1,
+            job: Arc::new(job),
+            a,
+            b,
+        };
+        let fresh = HashMap::from([(Hash::of(&near), Arc::<[u8]>::from(near))]);
+        let judge = Judge::new(store);
+
+        // The store fails to read (its table is gone from under it).
+        let side = rusqlite::Connection::open(&path).unwrap();
+        side.execute_batch("ALTER TABLE blobs RENAME TO blobs_away")
+            .unwrap();
+        assert_eq!(judge.compare(&c, &fresh), None, "no verdict: retry");
+        side.execute_batch("ALTER TABLE blobs_away RENAME TO blobs")
+            .unwrap();
+        assert_eq!(judge.compare(&c, &fresh), Some(true), "within 0.5");
+
+        // An output the store does not hold is lost: that disagrees.
+        let fresh = HashMap::new();
+        let lost = Comparison {
+            b: Hash([9; 32]),
+            ..c
+        };
+        assert_eq!(judge.compare(&lost, &fresh), Some(false));
+    }
+
+    #[test]
     fn validator_input_frames_both_outputs() {
         assert_eq!(
             validator_input(b"ab", b""),
