@@ -1,5 +1,15 @@
 use super::*;
-use std::sync::OnceLock;
+use crate::cache::{COMPILED_MAGIC, CompiledDir, compiled_checksum, write_compiled_file};
+use crate::engine::TaskEngine;
+use crate::fuel::{GROW_ATTEMPT_FUEL, HOST_CALL_FUEL};
+use crate::wasi::{CLOCK_STEP_NANOS, VIRTUAL_EPOCH_SECS};
+use peergrid_proto::Hash;
+use peergrid_proto::limits::MAX_STDERR;
+use peergrid_proto::wire::TaskLimits;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// A task of `module` (hashing to `hash`) in the NaN mode `canonical_nan`
 /// picks.
@@ -702,6 +712,11 @@ fn json(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out).expect("the probe prints JSON")
 }
 
+/// An engine's folder of compiled modules (the tests' sandboxes have one).
+fn disk(engine: &TaskEngine) -> &CompiledDir {
+    engine.compiled.as_ref().expect("a disk cache")
+}
+
 fn compiles(sandbox: &Sandbox) -> u64 {
     sandbox.compiles.load(Ordering::Relaxed)
 }
@@ -829,11 +844,8 @@ fn damaged_or_foreign_compiled_files_are_recompiled_and_rewritten() {
     assert_eq!(run_fresh(false), 0);
 
     let sandbox = Sandbox::new(Some(dir.path())).expect("sandbox builds");
-    let fast_path = sandbox.fast.compiled_path(&hash).expect("a disk cache");
-    let canonical_path = sandbox
-        .canonical
-        .compiled_path(&hash)
-        .expect("a disk cache");
+    let fast_path = disk(&sandbox.fast).path(&hash);
+    let canonical_path = disk(&sandbox.canonical).path(&hash);
     assert_ne!(fast_path.parent(), canonical_path.parent());
     let folder = fast_path
         .parent()
@@ -866,8 +878,7 @@ fn damaged_or_foreign_compiled_files_are_recompiled_and_rewritten() {
     // A valid file does not verify under another module's name.
     let valid = std::fs::read(&canonical_path).expect("reads");
     assert!(
-        sandbox
-            .canonical
+        disk(&sandbox.canonical)
             .deserialize_verified(&Hash::of(b"other"), &valid)
             .is_err()
     );
@@ -895,12 +906,11 @@ fn wasmtime_refuses_code_compiled_for_another_configuration() {
                 .map_err(|e| SandboxError::Compile(e.to_string()))
         })
         .expect("compiles");
-    let path = fueled.fast.compiled_path(&hash).expect("a disk cache");
-    let dir = fueled.fast.compiled_dir.as_ref().expect("a disk cache");
+    let path = disk(&fueled.fast).path(&hash);
+    let dir = &disk(&fueled.fast).dir;
     write_compiled_file(dir, &path, &fueled.fast.id, &hash, &serialized).expect("writes");
     let forged = std::fs::read(&path).expect("reads");
-    let refusal = fueled
-        .fast
+    let refusal = disk(&fueled.fast)
         .deserialize_verified(&hash, &forged)
         .expect_err("wasmtime checks the engine configuration");
     assert!(refusal.contains("fuel"), "{refusal}");
@@ -931,11 +941,11 @@ fn wasmtime_alone_does_not_tell_nan_modes_apart() {
     let mut file = COMPILED_MAGIC.to_vec();
     file.extend_from_slice(compiled_checksum(CANONICAL_ENGINE_ID, &hash, &fast_code).as_bytes());
     file.extend_from_slice(&fast_code);
+    // Only the checksum and wasmtime's check run: no folder is touched.
+    let canonical = &sandbox().canonical;
+    let folder = CompiledDir::new(Path::new("unused"), &canonical.engine, &canonical.id);
     assert!(
-        sandbox()
-            .canonical
-            .deserialize_verified(&hash, &file)
-            .is_ok(),
+        folder.deserialize_verified(&hash, &file).is_ok(),
         "wasmtime now refuses fast-mode code in the canonical engine"
     );
 }
