@@ -1,0 +1,179 @@
+//! The uplink's decisions, sans-IO: how much work to ask for, which held
+//! reports ride on one exchange, what to do before and after an exchange
+//! (exchange, idle, or stop draining), how long to back off between
+//! connection attempts, and which refusals are final.
+//!
+//! No clock, no socket, no database: counts and durations come in as
+//! arguments and decisions go out as values, so `Uplink` (the async
+//! shell) only reads the state, asks here, and acts.
+
+use std::time::Duration;
+
+use peergrid_proto::limits::MAX_TASKS_PER_EXCHANGE;
+use peergrid_proto::wire::{ErrorCode, Outcome, TaskReport};
+
+use crate::net::NetError;
+
+/// Unsettled reports allowed per task the worker holds (slots plus work
+/// buffer): past `UNSETTLED_PER_HELD × target` the worker asks for no new
+/// work until the coordinator settles some, so a coordinator that never
+/// acknowledges cannot make results pile up without bound.
+pub const UNSETTLED_PER_HELD: usize = 2;
+/// First wait after a failed connection attempt, and the wait again after
+/// a connection succeeded.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest backoff between connection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long the uplink idles when it has nothing to send and wants no
+/// work, unless woken (a finished task, a freed slot, shutdown).
+pub const IDLE_WAIT: Duration = Duration::from_secs(5);
+/// Shortest wait after an exchange that brought nothing: the coordinator's
+/// `retry_after_ms` is raised to this.
+pub const MIN_RETRY: Duration = Duration::from_millis(200);
+/// Bytes counted for a report on top of its output or error text.
+const REPORT_OVERHEAD: usize = 64;
+
+/// How many tasks to ask for: enough to hold `target` (slots plus work
+/// buffer), at most [`MAX_TASKS_PER_EXCHANGE`]; none while draining, or
+/// while `unsettled` reports (finished, not yet acknowledged or rejected)
+/// reach `UNSETTLED_PER_HELD × target`. Reports are still sent then.
+pub fn work_wanted(target: usize, held: usize, unsettled: u64, draining: bool) -> u32 {
+    let cap = target.saturating_mul(UNSETTLED_PER_HELD) as u64;
+    if draining || unsettled >= cap {
+        return 0;
+    }
+    target
+        .saturating_sub(held)
+        .min(MAX_TASKS_PER_EXCHANGE as usize) as u32
+}
+
+/// Whether the worker asks for no work only because too many reports are
+/// unsettled (it holds fewer than `target` and is not draining): worth a
+/// line in the log.
+pub fn held_back(want: u32, held: usize, target: usize, draining: bool) -> bool {
+    want == 0 && !draining && held < target
+}
+
+/// The longest prefix of `reports` whose outputs (or error texts), with a
+/// small overhead each, fit in `budget` bytes; the rest go in later
+/// exchanges.
+pub fn reports_that_fit(reports: Vec<TaskReport>, mut budget: usize) -> Vec<TaskReport> {
+    reports
+        .into_iter()
+        .take_while(|r| {
+            let size = match &r.outcome {
+                Outcome::Success(out) => out.len(),
+                Outcome::Error(e) => e.len(),
+            } + REPORT_OVERHEAD;
+            let fits = size <= budget;
+            budget = budget.saturating_sub(size);
+            fits
+        })
+        .collect()
+}
+
+/// What the uplink does before an exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Before {
+    /// Send the reports and returns, ask for the work wanted.
+    Exchange,
+    /// Nothing to say: wait this long (or until woken), then look again.
+    Idle(Duration),
+    /// Draining and nothing left to deliver: the uplink is done.
+    Done,
+}
+
+/// Before an exchange: with `reports` held reports and `returns` tasks
+/// to give back ready to send and `want` tasks wanted.
+pub fn before_exchange(reports: usize, returns: usize, want: u32, draining: bool) -> Before {
+    if reports > 0 || returns > 0 || want > 0 {
+        Before::Exchange
+    } else if draining {
+        Before::Done
+    } else {
+        Before::Idle(IDLE_WAIT)
+    }
+}
+
+/// What one exchange did, as the uplink's next step needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exchanged {
+    /// Reports sent.
+    pub sent: usize,
+    /// Tasks asked for.
+    pub want: u32,
+    /// Tasks received (after truncation to `want`).
+    pub got: usize,
+    /// Reports the coordinator settled: accepted plus rejected.
+    pub settled: usize,
+    /// The coordinator's `retry_after_ms`.
+    pub retry_after_ms: u32,
+}
+
+impl Exchanged {
+    /// Something moved: a task arrived or a report was settled.
+    pub fn progressed(&self) -> bool {
+        self.got > 0 || self.settled > 0
+    }
+}
+
+/// Whether draining ends after this exchange: it sent no report (so every
+/// report is settled), or it moved nothing (a coordinator that does not
+/// settle now will not before the farewell: give up, the reports stay held
+/// for the next start).
+pub fn drain_done(draining: bool, exchanged: &Exchanged) -> bool {
+    draining && (exchanged.sent == 0 || !exchanged.progressed())
+}
+
+/// How long to wait after an exchange before the next, or `None` to go on
+/// at once (more to send, or the work that came may not be all there is).
+/// It waits when nothing settled and nothing came (e.g. a restarted
+/// coordinator leaves reports on units it has not loaded yet
+/// unacknowledged), or when work was wanted, none came and no report
+/// waits: at least [`MIN_RETRY`], or the coordinator's `retry_after_ms`.
+pub fn wait_after(exchanged: &Exchanged, more_to_send: bool) -> Option<Duration> {
+    let starved = exchanged.got == 0 && exchanged.want > 0 && !more_to_send;
+    (!exchanged.progressed() || starved)
+        .then(|| Duration::from_millis(exchanged.retry_after_ms as u64).max(MIN_RETRY))
+}
+
+/// The wait between connection attempts: [`FIRST_BACKOFF`], doubling
+/// after each failure up to [`MAX_BACKOFF`], back to the first after a
+/// connection succeeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            next: FIRST_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    /// An attempt failed: how long to wait before the next one.
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        wait
+    }
+
+    /// A connection succeeded: the next failure waits the first backoff.
+    pub fn connected(&mut self) {
+        self.next = FIRST_BACKOFF;
+    }
+}
+
+/// Whether a connection error means the coordinator refuses this host for
+/// good (an unknown or banned host key): the worker stops rather than
+/// retrying.
+pub fn refused_for_good(error: &NetError) -> bool {
+    matches!(error, NetError::Refused(w)
+        if matches!(w.code, ErrorCode::Unauthenticated | ErrorCode::Banned))
+}
+
+#[cfg(test)]
+mod tests;

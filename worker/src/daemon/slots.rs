@@ -1,0 +1,223 @@
+//! The core's task slots: which held tasks start (slots, the memory budget
+//! and the governor allowing), which are given back because they can no
+//! longer start in time, running each on tokio's blocking pool with its
+//! [`TaskRun`], and storing each finished task's report with the task's
+//! removal. The decisions are made in [`run_rules`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result};
+use peergrid_proto::wire::{Outcome, Task, TaskReport, UnitId};
+use tokio::task::JoinSet;
+
+use super::modules::{read_module, refusal};
+use super::run_rules;
+use super::task_run::TaskRun;
+use super::{Fault, Worker, lock, now_ms, printable};
+use crate::sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask, unit_seed};
+use crate::state::StoredTask;
+
+/// The running tasks: each ends with its unit and its report, or `None`
+/// when the worker stopped it.
+pub(super) type Running = JoinSet<(UnitId, Option<TaskReport>)>;
+
+impl Worker {
+    /// Starts held tasks while slots, memory and the governor allow.
+    pub(super) fn start_tasks(&self, running: &mut Running) -> Result<()> {
+        let held = self.state.tasks()?;
+        let busy: HashSet<UnitId> = lock(&self.shared.running).keys().copied().collect();
+        let now = now_ms();
+        // A task that can no longer start and report in time is given back
+        // (the coordinator voids its copy without charging this host and
+        // hands the unit to another), whether slots are free or not.
+        let mut given_back = false;
+        let mut startable = Vec::with_capacity(held.len());
+        for stored in held {
+            let task = &stored.task;
+            let running = busy.contains(&task.unit);
+            if !run_rules::must_give_back(now, stored.due_ms, task.limits.wall_ms, running) {
+                startable.push(stored);
+                continue;
+            }
+            tracing::warn!(
+                unit = task.unit,
+                "giving back a task that can no longer start in time (due in {} s, may run {} s)",
+                stored.due_ms.saturating_sub(now) / 1000,
+                task.limits.wall_ms.min(run_rules::MAX_WALL_MS) / 1000
+            );
+            self.state.give_back(task.unit, now)?;
+            given_back = true;
+        }
+        if given_back {
+            self.shared.wake_uplink.notify_one();
+        }
+        let held = startable;
+        let mut waiting = held.len().saturating_sub(busy.len());
+        if !self.shared.suspended() && !self.shared.stopping.load(Ordering::Relaxed) {
+            for stored in held {
+                if running.len() >= self.config.slots {
+                    break;
+                }
+                if busy.contains(&stored.task.unit) {
+                    continue;
+                }
+                waiting = waiting.saturating_sub(1);
+                if !self.memory_allows(&stored.task) {
+                    waiting += 1;
+                    break;
+                }
+                self.start(stored, running)?;
+            }
+        }
+        self.shared.queued.store(waiting, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether `task` fits the memory budget next to the running tasks.
+    fn memory_allows(&self, task: &Task) -> bool {
+        let budget = self.shared.memory_budget.load(Ordering::Relaxed);
+        let reserved: u64 = lock(&self.shared.running)
+            .values()
+            .map(|r| r.reserved_memory())
+            .sum();
+        run_rules::memory_fits(reserved, self.task_memory(task), budget)
+    }
+
+    /// The memory limit `task` runs with (see [`run_rules::task_memory`]).
+    fn task_memory(&self, task: &Task) -> u64 {
+        run_rules::task_memory(
+            task.limits.memory_bytes,
+            self.config.prefs.max_task_memory_mb,
+            self.shared.memory_budget.load(Ordering::Relaxed),
+        )
+    }
+
+    fn start(&self, stored: StoredTask, running: &mut Running) -> Result<()> {
+        let StoredTask {
+            mut task,
+            checkpoint,
+            ..
+        } = stored;
+        // The coordinator's limits are trusted only within protocol bounds.
+        task.limits = run_rules::bounded_limits(task.limits, self.task_memory(&task));
+        // Nothing runs unless the project key this host pinned endorsed the
+        // researcher who signed this module and these arguments. The uplink
+        // checked this before fetching the module; checked again here for
+        // tasks held by an older worker.
+        if let Some(report) = refusal(&self.config.join.project_key, &task) {
+            self.state.finish(&report, now_ms())?;
+            self.shared.wake_uplink.notify_one();
+            return Ok(());
+        }
+        let Some(module) = read_module(&self.config.data, &task.module) else {
+            // Not the module's fault: no error result; the task is given
+            // back and reissued.
+            tracing::warn!(
+                unit = task.unit,
+                "module {} is missing from the cache; giving the task back",
+                task.module
+            );
+            self.state.give_back(task.unit, now_ms())?;
+            self.shared.wake_uplink.notify_one();
+            return Ok(());
+        };
+        if checkpoint.is_some() {
+            tracing::info!(unit = task.unit, "resuming a task from its checkpoint");
+        }
+        let run = Arc::new(TaskRun::new(
+            &task,
+            checkpoint,
+            &self.config.prefs,
+            self.state.clone(),
+            self.shared.clone(),
+        ));
+        lock(&self.shared.running).insert(task.unit, run.clone());
+        let sandbox = self.sandbox.clone();
+        let fault = self.config.fault;
+        running.spawn_blocking(move || {
+            let report = run_task(&sandbox, &task, &module, fault, run.clone());
+            (task.unit, (!run.was_stopped()).then_some(report))
+        });
+        Ok(())
+    }
+
+    /// Handles a task that ended; true when it finished (not stopped).
+    pub(super) fn finished(
+        &self,
+        done: std::result::Result<(UnitId, Option<TaskReport>), tokio::task::JoinError>,
+    ) -> Result<bool> {
+        let (unit, report) = done.context("a task thread panicked")?;
+        lock(&self.shared.running).remove(&unit);
+        self.shared.wake_core.notify_one();
+        let Some(report) = report else {
+            tracing::info!(unit, "task stopped; it resumes at the next start");
+            return Ok(false);
+        };
+        match &report.outcome {
+            Outcome::Success(out) => tracing::info!(
+                unit = report.unit,
+                bytes = out.len(),
+                fuel = report.fuel_used,
+                ms = report.elapsed_ms,
+                resumed = report.resumed,
+                "task done"
+            ),
+            Outcome::Error(e) => {
+                tracing::info!(unit = report.unit, "task failed: {}", printable(e))
+            }
+        }
+        self.state.finish(&report, now_ms())?;
+        self.shared.wake_uplink.notify_one();
+        Ok(true)
+    }
+}
+
+/// Seeds a unit's randomness from (job, unit): the same bytes on every host.
+pub fn task_seed(task: &Task) -> u64 {
+    unit_seed(task.job, task.unit)
+}
+
+fn run_task(
+    sandbox: &Sandbox,
+    task: &Task,
+    module: &[u8],
+    fault: Option<Fault>,
+    hooks: Arc<TaskRun>,
+) -> TaskReport {
+    let nan = NanMode::from_canonical(task.canonical_nan);
+    let run = SandboxTask {
+        module: &task.module,
+        module_bytes: module,
+        input: &task.input,
+        args: &task.args,
+        seed: task_seed(task),
+        limits: &task.limits,
+        nan,
+    };
+    let report = sandbox.run_with_hooks(&run, hooks);
+    let mut engine = sandbox.engine_id(nan).to_string();
+    let outcome = match report.outcome {
+        RunOutcome::Success(mut out) => {
+            match fault {
+                Some(Fault::WrongOutput) => out.extend_from_slice(b" (tampered)"),
+                Some(Fault::ForeignArch) if !task.canonical_nan => {
+                    engine = format!("{engine}/simulated-foreign-arch");
+                    out.extend_from_slice(b" (foreign NaN bits)");
+                }
+                _ => {}
+            }
+            Outcome::Success(out)
+        }
+        RunOutcome::Error(e) => Outcome::Error(e),
+    };
+    TaskReport {
+        unit: task.unit,
+        outcome,
+        fuel_used: report.fuel_used,
+        elapsed_ms: report.elapsed.as_millis() as u64,
+        engine,
+        resumed: report.resumed,
+    }
+}

@@ -1,0 +1,118 @@
+//! How the daemon is watched and steered while it runs: the `status` view
+//! (the control socket and the progress bars), `pause` and `resume` from
+//! the control socket, and the governor loop that samples the machine
+//! every second and publishes whether computing is suspended.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::run_rules;
+use super::{Shared, Worker, local_midnight_ms, lock};
+use crate::control::{ControlRequest, RunningTask, Status};
+use crate::governor::{Monitor, ResourceGovernor, Sample};
+use crate::prefs::Preferences;
+
+impl Worker {
+    /// What `status` shows, read afresh at each call.
+    pub(super) fn status_fn(&self) -> Arc<dyn Fn() -> Result<Status> + Send + Sync> {
+        let shared = self.shared.clone();
+        let state = self.state.clone();
+        let coordinator = self.config.join.address.clone();
+        let slots = self.config.slots;
+        let cpu = self.config.prefs.cpu_time_percent;
+        Arc::new(move || {
+            let totals = state.totals(local_midnight_ms())?;
+            let running = lock(&shared.running)
+                .values()
+                .map(|r| RunningTask {
+                    unit: r.unit,
+                    job: r.job,
+                    progress: r.progress(),
+                    running_secs: r.started.elapsed().as_secs(),
+                    resumed: r.resumed,
+                })
+                .collect();
+            Ok(Status {
+                coordinator: coordinator.clone(),
+                connection: lock(&shared.connection).clone(),
+                suspended: lock(&shared.suspension).as_ref().map(|s| s.to_string()),
+                paused_by_user: shared.user_paused.load(Ordering::Relaxed),
+                slots,
+                cpu_time_percent: cpu,
+                running,
+                queued: shared.queued.load(Ordering::Relaxed),
+                pending_uploads: totals.pending_reports,
+                results_today: totals.finished_since,
+                claimed_credit_fuel: totals.claimed_fuel,
+            })
+        })
+    }
+
+    /// Answers the control socket: `status`, or `pause` and `resume`
+    /// (recorded in the state, so they outlive a restart), then the status.
+    pub(super) fn control_handler(
+        &self,
+    ) -> Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync> {
+        let status = self.status_fn();
+        let shared = self.shared.clone();
+        let state = self.state.clone();
+        Arc::new(move |req| {
+            match req {
+                ControlRequest::Status => {}
+                ControlRequest::Pause | ControlRequest::Resume => {
+                    let pause = req == ControlRequest::Pause;
+                    state
+                        .set_paused(pause)
+                        .context("recording the pause in the worker's state")?;
+                    shared.set_user_paused(pause);
+                    tracing::info!(
+                        "{} by the volunteer",
+                        if pause { "paused" } else { "resumed" }
+                    );
+                    shared.wake_core.notify_one();
+                }
+            }
+            status()
+        })
+    }
+}
+
+/// Samples the machine every second and publishes the governor's decision.
+pub(super) async fn govern(prefs: Preferences, shared: Arc<Shared>) {
+    let mut governor = ResourceGovernor::new(&prefs);
+    let mut monitor = Monitor::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let sample = Sample {
+            non_grid_cpu_percent: monitor.non_grid_cpu_percent(),
+            on_battery: monitor.on_battery(),
+            local_time: chrono::Local::now().time(),
+        };
+        let decision = governor.update(
+            sample,
+            shared.user_paused.load(Ordering::Relaxed),
+            Instant::now(),
+        );
+        shared.memory_budget.store(
+            governor.memory_budget(monitor.total_memory()).max(1),
+            Ordering::Relaxed,
+        );
+        let mut current = lock(&shared.suspension);
+        let changed = run_rules::suspension_changed(&current, &decision);
+        if changed {
+            match &decision {
+                Some(why) => tracing::info!("suspending: {why}"),
+                None => tracing::info!("resuming computing"),
+            }
+        }
+        *current = decision;
+        drop(current);
+        if changed {
+            shared.wake_core.notify_one();
+        }
+    }
+}

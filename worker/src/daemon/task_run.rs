@@ -1,0 +1,202 @@
+//! [`TaskRun`]: one running task's side of the sandbox. Checkpoints go to
+//! the state database, progress to `status`, and the task is paced on its
+//! own blocking thread: the duty cycle and suspensions are sleeps there,
+//! and on SIGTERM it keeps a last checkpoint (within
+//! [`STOP_GRACE`](super::run_rules::STOP_GRACE)) and stops. The decisions
+//! are made in [`run_rules`]; this file measures times, sleeps and
+//! records.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peergrid_proto::wire::{Task, UnitId};
+
+use super::run_rules::{self, Step, Tick};
+use super::{Shared, lock, now_ms};
+use crate::governor::DutyCycle;
+use crate::prefs::Preferences;
+use crate::sandbox::{Checkpoint, Pace, TaskHooks};
+use crate::state::LocalState;
+
+/// How long a paused task sleeps between looks at the gate.
+const PAUSE_STEP: Duration = Duration::from_millis(50);
+
+/// One running task's side of the sandbox: checkpoints go to the state
+/// database, progress to `status`, and the task is paced by the duty cycle
+/// and paused while computing is suspended.
+pub struct TaskRun {
+    pub(super) unit: UnitId,
+    pub(super) job: u64,
+    pub(super) started: Instant,
+    state: Arc<LocalState>,
+    shared: Arc<Shared>,
+    duty: DutyCycle,
+    checkpoint_interval: Duration,
+    /// The checkpoint to resume from, handed over once.
+    resume: Mutex<Option<Checkpoint>>,
+    pub(super) resumed: bool,
+    /// When the last checkpoint was kept (or the task started).
+    last_checkpoint: Mutex<Instant>,
+    /// The module called `checkpoint` at least once: it uses the SDK, so
+    /// on shutdown it is worth waiting for its next checkpoint.
+    uses_sdk: AtomicBool,
+    /// A checkpoint was kept after shutdown began: stop now.
+    saved_for_stop: AtomicBool,
+    /// When shutdown was first seen by this task.
+    stop_seen: Mutex<Option<Instant>>,
+    /// The run was stopped by the worker: its report means nothing.
+    stopped: AtomicBool,
+    /// `progress` as f64 bits; `u64::MAX`: never reported.
+    progress: AtomicU64,
+    /// Running time since the last duty-cycle pause.
+    since_pause: Mutex<Instant>,
+    /// The task's memory limit, in bytes.
+    reserved: AtomicU64,
+}
+
+impl TaskRun {
+    /// `task` (its limits already bounded) starting now, resuming from
+    /// `checkpoint` if any, paced by the volunteer's `prefs`; its memory
+    /// limit counts against the budget.
+    pub(super) fn new(
+        task: &Task,
+        checkpoint: Option<Checkpoint>,
+        prefs: &Preferences,
+        state: Arc<LocalState>,
+        shared: Arc<Shared>,
+    ) -> TaskRun {
+        let now = Instant::now();
+        TaskRun {
+            unit: task.unit,
+            job: task.job,
+            started: now,
+            state,
+            shared,
+            duty: DutyCycle {
+                percent: prefs.cpu_time_percent,
+            },
+            checkpoint_interval: prefs.checkpoint_interval(),
+            resumed: checkpoint.is_some(),
+            resume: Mutex::new(checkpoint),
+            last_checkpoint: Mutex::new(now),
+            uses_sdk: AtomicBool::new(false),
+            saved_for_stop: AtomicBool::new(false),
+            stop_seen: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            progress: AtomicU64::new(u64::MAX),
+            since_pause: Mutex::new(now),
+            reserved: AtomicU64::new(task.limits.memory_bytes),
+        }
+    }
+
+    /// The last fraction the task reported, if any.
+    pub(super) fn progress(&self) -> Option<f64> {
+        let bits = self.progress.load(Ordering::Relaxed);
+        (bits != u64::MAX).then(|| f64::from_bits(bits))
+    }
+
+    /// The memory limit this task runs with, counted against the budget.
+    pub(super) fn reserved_memory(&self) -> u64 {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// The worker stopped the run (shutdown): its report means nothing.
+    pub(super) fn was_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps `d` in short steps, returning early on shutdown.
+    fn nap(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(PAUSE_STEP));
+        }
+    }
+
+    /// Sleeps while computing is suspended, returning early on shutdown.
+    fn await_resume(&self) {
+        while self.shared.suspended() && !self.stopping() {
+            std::thread::sleep(PAUSE_STEP);
+        }
+    }
+
+    /// What the task knows at this tick, measured at `now`.
+    fn tick(&self, now: Instant) -> Tick {
+        let stopping_for = self.stopping().then(|| {
+            let seen = *lock(&self.stop_seen).get_or_insert(now);
+            now.saturating_duration_since(seen)
+        });
+        Tick {
+            stopping_for,
+            uses_sdk: self.uses_sdk.load(Ordering::Relaxed),
+            saved_for_stop: self.saved_for_stop.load(Ordering::Relaxed),
+            suspended: self.shared.suspended(),
+            ran: now.saturating_duration_since(*lock(&self.since_pause)),
+        }
+    }
+}
+
+impl TaskHooks for TaskRun {
+    fn resume_from(&self) -> Option<Checkpoint> {
+        lock(&self.resume).take()
+    }
+
+    fn wants_checkpoint(&self) -> bool {
+        self.uses_sdk.store(true, Ordering::Relaxed);
+        run_rules::checkpoint_due(
+            self.stopping(),
+            lock(&self.last_checkpoint).elapsed(),
+            self.checkpoint_interval,
+        )
+    }
+
+    fn checkpoint(&self, checkpoint: Checkpoint) {
+        match self.state.save_checkpoint(self.unit, &checkpoint, now_ms()) {
+            Ok(()) => {
+                tracing::debug!(
+                    unit = self.unit,
+                    bytes = checkpoint.state.len(),
+                    fuel = checkpoint.fuel_used,
+                    "checkpoint kept"
+                );
+                *lock(&self.last_checkpoint) = Instant::now();
+                if self.stopping() {
+                    self.saved_for_stop.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::warn!(unit = self.unit, "cannot keep a checkpoint: {e:#}"),
+        }
+    }
+
+    fn progress(&self, fraction: f64) {
+        self.progress.store(fraction.to_bits(), Ordering::Relaxed);
+    }
+
+    fn pace(&self) -> Pace {
+        match run_rules::step(self.tick(Instant::now()), self.duty) {
+            Step::Run => {}
+            Step::Stop => {
+                self.stopped.store(true, Ordering::Relaxed);
+                return Pace::Stop("the worker is shutting down".into());
+            }
+            Step::AwaitResume => {
+                self.await_resume();
+                *lock(&self.since_pause) = Instant::now();
+            }
+            Step::Nap(pause) => {
+                self.nap(pause);
+                *lock(&self.since_pause) = Instant::now();
+            }
+        }
+        Pace::Continue
+    }
+}

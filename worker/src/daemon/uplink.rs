@@ -1,0 +1,246 @@
+//! [`Uplink`], the coordinator side of the worker: it connects (with
+//! backoff), reports stored results until the coordinator settles them,
+//! gives back tasks the core could not start in time, and fetches work
+//! (and its modules) until `slots + work_buffer` tasks are held. The
+//! decisions are made in [`exchange_rules`]; this file reads the state,
+//! talks and waits.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ed25519_dalek::SigningKey;
+use peergrid_proto::JoinString;
+use peergrid_proto::limits::{MAX_FRAME, MAX_HELD, MAX_TASKS_PER_EXCHANGE};
+use peergrid_proto::wire::{Attachment, Exchange, Reply, Request, TaskReport, UnitId};
+use tokio::sync::watch;
+
+use super::exchange_rules::{self, Backoff, Before, Exchanged};
+use super::modules::{self, fetch_module, refusal};
+use super::{Shared, now_ms, printable};
+use crate::identity::host_facts;
+use crate::net::{self, Session};
+use crate::state::LocalState;
+
+/// Longest wait of one exchange with the coordinator.
+pub(super) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The coordinator side of the worker: reports and work fetch.
+pub(super) struct Uplink {
+    pub(super) join: JoinString,
+    pub(super) key: SigningKey,
+    /// The host's attachment to the volunteer's account, if any.
+    pub(super) account: Option<Attachment>,
+    pub(super) bind: Option<std::net::IpAddr>,
+    pub(super) data: PathBuf,
+    pub(super) state: Arc<LocalState>,
+    pub(super) shared: Arc<Shared>,
+    /// Tasks to hold: running slots plus the work buffer.
+    pub(super) target: usize,
+    /// Bytes the module caches may use.
+    pub(super) disk_cap: u64,
+}
+
+impl Uplink {
+    /// Connects and exchanges until `drain` turns true, then delivers what
+    /// it can and returns. Errors only when the coordinator refuses this
+    /// host for good.
+    pub(super) async fn run(self, mut drain: watch::Receiver<bool>) -> Result<()> {
+        let mut retry = Backoff::default();
+        loop {
+            if *drain.borrow() {
+                return Ok(());
+            }
+            self.shared.set_connection("connecting");
+            let connect = tokio::time::timeout(
+                EXCHANGE_TIMEOUT,
+                net::connect_attached(
+                    &self.join,
+                    &self.key,
+                    host_facts(),
+                    self.account.as_ref(),
+                    self.bind,
+                ),
+            );
+            let session = tokio::select! {
+                _ = drain.changed() => return Ok(()),
+                s = connect => s,
+            };
+            let error = match session {
+                Ok(Ok(session)) => {
+                    tracing::info!(
+                        host_id = session.welcome.host_id,
+                        coordinator = %self.join.address,
+                        "connected"
+                    );
+                    self.shared.set_connection("connected");
+                    retry.connected();
+                    match self.serve(&session, &mut drain).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => format!("lost the coordinator: {e:#}"),
+                    }
+                }
+                Ok(Err(e)) => {
+                    if exchange_rules::refused_for_good(&e) {
+                        let e = printable(&e.to_string());
+                        self.shared.set_connection(format!("refused: {e}"));
+                        bail!("{e}");
+                    }
+                    e.to_string()
+                }
+                Err(_) => "connecting timed out".to_string(),
+            };
+            // The error may quote the coordinator.
+            let error = printable(&error);
+            let backoff = retry.failed();
+            tracing::warn!("{error}; retrying in {backoff:?} (computing goes on)");
+            self.shared.set_connection(format!("offline: {error}"));
+            tokio::select! {
+                _ = drain.changed() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    async fn serve(&self, session: &Session, drain: &mut watch::Receiver<bool>) -> Result<()> {
+        loop {
+            let draining = *drain.borrow();
+            // Held tasks first: a task that finishes or is given back
+            // meanwhile is then in `held` and in the reports or returns
+            // too, never in neither (which would read as lost on the way).
+            let held_units = self.state.held_units(MAX_HELD)?;
+            let reports = self.reports_to_send()?;
+            let held = self.state.task_count()?;
+            let unsettled = self.state.totals(u64::MAX)?.pending_reports;
+            let want = exchange_rules::work_wanted(self.target, held, unsettled, draining);
+            let returned = self
+                .state
+                .pending_returns(MAX_TASKS_PER_EXCHANGE as usize)?;
+            if exchange_rules::held_back(want, held, self.target, draining) {
+                tracing::debug!(
+                    unsettled,
+                    "asking for no work until the coordinator settles results"
+                );
+            }
+            match exchange_rules::before_exchange(reports.len(), returned.len(), want, draining) {
+                Before::Exchange => {}
+                Before::Done => return Ok(()),
+                Before::Idle(wait) => {
+                    self.idle(drain, wait).await;
+                    continue;
+                }
+            }
+            let sent = reports.len();
+            let req = Request::Exchange(Exchange {
+                reports,
+                want,
+                returned: returned.clone(),
+                held: held_units,
+            });
+            let reply =
+                tokio::time::timeout(EXCHANGE_TIMEOUT, net::request(&session.connection, &req))
+                    .await
+                    .context("the coordinator did not answer in time")??;
+            // Tasks are due by this machine's clock from now on.
+            let received_ms = now_ms();
+            let reply = match reply {
+                Reply::Exchange(reply) => reply,
+                Reply::Error(e) => bail!("coordinator error: {}", printable(&e.to_string())),
+                _ => bail!("unexpected reply to an exchange"),
+            };
+            if !reply.accepted.is_empty() {
+                tracing::debug!(units = ?reply.accepted, "results acknowledged");
+            }
+            for (unit, why) in &reply.rejected {
+                tracing::warn!(unit, "coordinator refused a result: {}", printable(why));
+            }
+            let rejected: Vec<UnitId> = reply.rejected.iter().map(|(u, _)| *u).collect();
+            self.state.settle(&reply.accepted, &rejected)?;
+            self.state.returns_told(&returned)?;
+            let mut tasks = reply.tasks;
+            if tasks.len() > want as usize {
+                // More than asked: never hold past the volunteer's buffer.
+                tracing::warn!(
+                    "the coordinator sent {} tasks for {want} wanted; ignoring the rest",
+                    tasks.len()
+                );
+                tasks.truncate(want as usize);
+            }
+            let exchanged = Exchanged {
+                sent,
+                want,
+                got: tasks.len(),
+                settled: reply.accepted.len() + rejected.len(),
+                retry_after_ms: reply.retry_after_ms,
+            };
+            let mut ready = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                // The signature first: a module no endorsed researcher
+                // signed is never downloaded, let alone kept or run.
+                if let Some(report) = refusal(&self.join.project_key, &task) {
+                    self.state.finish(&report, now_ms())?;
+                    continue;
+                }
+                match fetch_module(&self.data, session, &task.module).await {
+                    Ok(()) => ready.push(task),
+                    // Not the module's fault: no error result; the task is
+                    // given back and reissued.
+                    Err(e) => {
+                        tracing::warn!(
+                            unit = task.unit,
+                            "cannot fetch module {}, giving the task back: {e:#}",
+                            task.module
+                        );
+                        self.state.give_back(task.unit, now_ms())?;
+                    }
+                }
+            }
+            if !ready.is_empty() {
+                self.state.add_tasks(&ready, received_ms)?;
+                self.shared.wake_core.notify_one();
+                self.trim_caches()?;
+            }
+            if exchange_rules::drain_done(draining, &exchanged) {
+                return Ok(());
+            }
+            let more_to_send = self.state.totals(u64::MAX)?.pending_reports > 0;
+            if let Some(wait) = exchange_rules::wait_after(&exchanged, more_to_send) {
+                self.idle(drain, wait).await;
+            }
+        }
+    }
+
+    /// Waits for a reason to exchange again: a finished task, a freed
+    /// slot, shutdown, or `most`.
+    async fn idle(&self, drain: &mut watch::Receiver<bool>, most: Duration) {
+        tokio::select! {
+            _ = self.shared.wake_uplink.notified() => {}
+            _ = drain.changed() => {}
+            _ = tokio::time::sleep(most) => {}
+        }
+    }
+
+    /// Held reports for one exchange: at most a quarter frame of outputs
+    /// and [`MAX_TASKS_PER_EXCHANGE`]; the rest go in the next ones.
+    fn reports_to_send(&self) -> Result<Vec<TaskReport>> {
+        let held = self
+            .state
+            .pending_reports(MAX_TASKS_PER_EXCHANGE as usize)?;
+        Ok(exchange_rules::reports_that_fit(held, MAX_FRAME / 4))
+    }
+
+    /// Keeps the module caches under the disk cap, removing the least
+    /// recently written files first, but never a held task's module.
+    fn trim_caches(&self) -> Result<()> {
+        let keep: HashSet<String> = self
+            .state
+            .tasks()?
+            .iter()
+            .map(|t| t.task.module.to_hex())
+            .collect();
+        modules::trim_caches(&self.data, self.disk_cap, &keep);
+        Ok(())
+    }
+}
