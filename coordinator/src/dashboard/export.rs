@@ -36,7 +36,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::api::{Api, ApiError, ApiResult, JobIdPath, blocking};
 pub use crate::api::{ExportDigest, ExportDigests, Exports, MAX_CONCURRENT, RETRY_AFTER_SECS};
 use crate::grid::now_ms;
-use crate::store::{DatasetRow, Store};
+use crate::store::{DatasetRow, ReadStore};
 
 /// Most dataset rows read per store call.
 pub const PAGE_ROWS: usize = 500;
@@ -178,7 +178,7 @@ pub fn render_row(row: &DatasetRow, format: ExportFormat) -> Vec<u8> {
 /// Calls `each` on every row of a job's dataset, in unit order, reading
 /// the store in pages bounded by [`PAGE_ROWS`] and [`PAGE_BYTES`].
 fn for_each_row(
-    store: &dyn Store,
+    store: &dyn ReadStore,
     job: JobId,
     mut each: impl FnMut(&DatasetRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -197,7 +197,7 @@ fn for_each_row(
 
 /// Writes a job's whole export: the CSV header (for CSV), then its rows.
 pub fn write_export(
-    store: &dyn Store,
+    store: &dyn ReadStore,
     job: JobId,
     format: ExportFormat,
     out: &mut dyn Write,
@@ -322,7 +322,7 @@ impl Write for Digesting {
 
 /// BLAKE3 and length of both exports of a job (exactly the bytes
 /// `GET /api/v1/jobs/{id}/results` sends), in one pass over the dataset.
-pub fn export_digests(store: &dyn Store, job: JobId) -> anyhow::Result<ExportDigests> {
+pub fn export_digests(store: &dyn ReadStore, job: JobId) -> anyhow::Result<ExportDigests> {
     let (mut csv, mut jsonl) = (Digesting::new(), Digesting::new());
     csv.write_all(CSV_HEADER.as_bytes())?;
     let mut rows = 0u64;
@@ -342,7 +342,7 @@ pub fn export_digests(store: &dyn Store, job: JobId) -> anyhow::Result<ExportDig
 /// Writes a job's manifest: the BLAKE3 of every output by unit (read
 /// without the outputs), then `digests` of the whole exports.
 pub fn write_manifest(
-    store: &dyn Store,
+    store: &dyn ReadStore,
     job: JobId,
     digests: &ExportDigests,
     out: &mut impl Write,
@@ -402,7 +402,7 @@ pub async fn manifest(
 
 /// Writes one JSON line per host, by id, read a page at a time: its facts
 /// and its credit.
-pub fn write_hosts(store: &dyn Store, now: u64, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn write_hosts(store: &dyn ReadStore, now: u64, out: &mut impl Write) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
         let page = store.hosts_after(after, 1000)?;
@@ -425,7 +425,7 @@ pub fn write_hosts(store: &dyn Store, now: u64, out: &mut impl Write) -> anyhow:
 
 /// Writes one JSON line per validated unit: the fuel it granted to each
 /// agreeing host, and when. Stats sites can sum it their own way.
-pub fn write_credit(store: &dyn Store, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn write_credit(store: &dyn ReadStore, out: &mut impl Write) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
         let page = store.credit_page(None, after, 5000)?;
@@ -446,7 +446,7 @@ pub fn write_credit(store: &dyn Store, out: &mut impl Write) -> anyhow::Result<(
 fn gzipped(
     api: &Api,
     filename: &'static str,
-    write: impl FnOnce(&dyn Store, &mut GzEncoder<&mut ChunkSender>) -> anyhow::Result<()>
+    write: impl FnOnce(&dyn ReadStore, &mut GzEncoder<&mut ChunkSender>) -> anyhow::Result<()>
     + Send
     + 'static,
 ) -> ApiResult<Response> {

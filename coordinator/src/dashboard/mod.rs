@@ -5,7 +5,7 @@
 //! document.
 //!
 //! Every page and its JSON twin are built from one view function here
-//! (`overview`, `job_view`, …) that reads the [`Store`] on a blocking
+//! (`overview`, `job_view`, …) that reads the store ([`ReadStore`]) on a blocking
 //! thread with the clock passed in, so the numbers on a page and in the
 //! API are the same numbers. `pages` turns views into HTML (maud, which
 //! escapes by default), `charts` draws SVG with plotters, `credit` holds
@@ -36,7 +36,8 @@ use crate::api::{Api, ApiError, ApiResult, JobIdPath, MAX_ROW_ID, blocking};
 use crate::credit::Credit;
 use crate::grid::now_ms;
 use crate::store::{
-    Bucket, DatasetRow, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, Store, StoreError,
+    Bucket, DatasetRow, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, ReadStore,
+    StoreError,
 };
 
 /// A host counts as online when it exchanged within this long.
@@ -101,7 +102,7 @@ pub struct Throughput {
     pub buckets: Vec<Bucket>,
 }
 
-pub fn overview(store: &dyn Store, now: u64) -> Result<(Overview, Throughput), StoreError> {
+pub fn overview(store: &dyn ReadStore, now: u64) -> Result<(Overview, Throughput), StoreError> {
     let first_minute = (now / 60_000).saturating_sub(59) * 60_000;
     let raw = store.result_buckets(first_minute, 60_000)?;
     let buckets = charts::fill_minutes(&raw, first_minute, 60);
@@ -145,7 +146,7 @@ pub struct JobView {
     pub progress: Throughput,
 }
 
-pub fn job_view(store: &dyn Store, id: JobId, now: u64) -> Result<Option<JobView>, StoreError> {
+pub fn job_view(store: &dyn ReadStore, id: JobId, now: u64) -> Result<Option<JobView>, StoreError> {
     let Some(status) = store.job_status(id)? else {
         return Ok(None);
     };
@@ -192,7 +193,7 @@ fn entry(host: HostSummary, now: u64) -> HostEntry {
 }
 
 /// Every host, highest total credit first.
-pub fn leaderboard(store: &dyn Store, now: u64) -> Result<Vec<HostEntry>, StoreError> {
+pub fn leaderboard(store: &dyn ReadStore, now: u64) -> Result<Vec<HostEntry>, StoreError> {
     let mut out: Vec<HostEntry> = store.hosts()?.into_iter().map(|h| entry(h, now)).collect();
     out.sort_by(|a, b| {
         b.credit
@@ -217,7 +218,11 @@ pub struct HostsPage {
 
 /// Page `page` (1-based, clamped) of the hosts by total credit, highest
 /// first; ties by id.
-pub fn leaderboard_page(store: &dyn Store, now: u64, page: u64) -> Result<HostsPage, StoreError> {
+pub fn leaderboard_page(
+    store: &dyn ReadStore,
+    now: u64,
+    page: u64,
+) -> Result<HostsPage, StoreError> {
     let total = store.hosts_seen_since(0)?;
     let per_page = HOSTS_PER_PAGE as u64;
     let pages = total.div_ceil(per_page).max(1);
@@ -255,7 +260,7 @@ pub struct VolunteerEntry {
 }
 
 /// Every volunteer, highest total credit first.
-pub fn volunteers(store: &dyn Store, now: u64) -> Result<Vec<VolunteerEntry>, StoreError> {
+pub fn volunteers(store: &dyn ReadStore, now: u64) -> Result<Vec<VolunteerEntry>, StoreError> {
     // By account key (or, anonymous, host key): two accounts may share a
     // name and are still two volunteers.
     let mut by_id: std::collections::BTreeMap<String, VolunteerEntry> = Default::default();
@@ -316,7 +321,11 @@ pub struct HostView {
 }
 
 /// Finds a host by numeric id or hex public key.
-pub fn host_view(store: &dyn Store, id: &str, now: u64) -> Result<Option<HostView>, StoreError> {
+pub fn host_view(
+    store: &dyn ReadStore,
+    id: &str,
+    now: u64,
+) -> Result<Option<HostView>, StoreError> {
     let id: Option<HostId> = match id.parse() {
         // Above every rowid: no such host (and the store could not look
         // it up).
@@ -352,7 +361,7 @@ pub struct DatasetView {
 }
 
 pub fn dataset_view(
-    store: &dyn Store,
+    store: &dyn ReadStore,
     job: Option<JobId>,
     page: u64,
 ) -> Result<DatasetView, StoreError> {
@@ -398,7 +407,7 @@ fn not_found(what: String) -> ApiError {
 
 async fn view<T: Send + 'static>(
     api: &Api,
-    f: impl FnOnce(&dyn Store, u64) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&dyn ReadStore, u64) -> Result<T, StoreError> + Send + 'static,
 ) -> ApiResult<T> {
     let store = api.grid.store.clone();
     blocking(move || f(store.as_ref(), now_ms())).await

@@ -18,7 +18,7 @@ use tower::ServiceExt;
 use crate::grid::{Grid, now_ms};
 use crate::http::{Api, router};
 use crate::quorum::CopyState;
-use crate::store::{SqliteStore, Store, StoreOp};
+use crate::store::{ReadStore, SqliteStore, Store, StoreOp};
 use crate::writer::Writer;
 
 const EVIL: &str = "<script>alert('x')</script> & co";

@@ -2,8 +2,9 @@
 //! later PostgreSQL backend share every line of scheduling and validation.
 //!
 //! **Architecture Invariant:** only `store::sqlite` speaks SQL. Everything
-//! else sees the [`Store`] trait, the row types below and [`StoreOp`]s, the
-//! changes the scheduler decides and the writer applies in batches.
+//! else sees the [`Store`] trait (the dashboard only its read-only half,
+//! [`ReadStore`]), the row types below and [`StoreOp`]s, the changes the
+//! scheduler decides and the writer applies in batches.
 
 pub mod sqlite;
 
@@ -192,12 +193,101 @@ pub struct FailedUnit {
     pub reason: String,
 }
 
-/// Durable state of one coordinator.
+/// Read-only queries of durable state: jobs and their status, hosts and
+/// their records, the dataset in pages, and the dashboard's counts and
+/// buckets. The dashboard and the exports need nothing more; the
+/// scheduling path reaches these through [`Store`], which extends it.
+///
+/// Methods block; async callers use `spawn_blocking`. Implementations
+/// read on connections of their own, never waiting behind a write.
+pub trait ReadStore: Send + Sync + 'static {
+    fn job_info(&self, id: JobId) -> Result<Option<JobInfo>, StoreError>;
+    fn job_status(&self, id: JobId) -> Result<Option<JobStatus>, StoreError>;
+    fn jobs(&self) -> Result<Vec<JobStatus>, StoreError>;
+    fn failed_units(&self, job: JobId) -> Result<Vec<FailedUnit>, StoreError>;
+
+    /// The trust and quota kept for a host, with its account and cores.
+    fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError>;
+    /// Hosts seen at or after `since_ms`.
+    fn hosts_seen_since(&self, since_ms: u64) -> Result<u64, StoreError>;
+    /// Every registered host, by id.
+    fn hosts(&self) -> Result<Vec<HostSummary>, StoreError>;
+    fn host(&self, id: HostId) -> Result<Option<HostSummary>, StoreError>;
+    /// The id of the host with this public key (hex), if registered.
+    fn host_by_key(&self, key_hex: &str) -> Result<Option<HostId>, StoreError>;
+    /// Counts of a host's copies by outcome.
+    fn host_record(&self, id: HostId) -> Result<HostRecord, StoreError>;
+    /// Hosts with id greater than `after`, by id.
+    fn hosts_after(&self, after: HostId, limit: usize) -> Result<Vec<HostSummary>, StoreError>;
+    /// One page of the hosts by total credit, highest first (ties by id).
+    fn hosts_by_credit(&self, offset: u64, limit: usize) -> Result<Vec<HostSummary>, StoreError>;
+
+    /// Successful copies received at or after `since_ms`, grouped in
+    /// buckets of `width_ms` aligned to multiples of it; empty buckets are
+    /// left out.
+    fn result_buckets(&self, since_ms: u64, width_ms: u64) -> Result<Vec<Bucket>, StoreError>;
+    /// A job's validated units grouped by `validated_ms` in buckets of
+    /// `width_ms` aligned to multiples of it; empty buckets are left out.
+    fn validated_buckets(&self, job: JobId, width_ms: u64) -> Result<Vec<Bucket>, StoreError>;
+
+    /// Validated rows of a job with unit id greater than `after`, in id
+    /// order: callers page through a dataset without holding it whole.
+    fn dataset_page(
+        &self,
+        job: JobId,
+        after: UnitId,
+        limit: usize,
+    ) -> Result<Vec<DatasetRow>, StoreError>;
+    /// Like [`ReadStore::dataset_page`], but the page also stops before its
+    /// outputs pass `max_bytes` (its first row is always there, whatever
+    /// its size): exports read outputs of any size in bounded memory.
+    fn dataset_page_within(
+        &self,
+        job: JobId,
+        after: UnitId,
+        max_rows: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<DatasetRow>, StoreError>;
+    /// Validated rows of a job with unit id greater than `after`, in id
+    /// order, without their outputs (`output` left empty).
+    fn dataset_index(
+        &self,
+        job: JobId,
+        after: UnitId,
+        limit: usize,
+    ) -> Result<Vec<DatasetRow>, StoreError>;
+    /// One page (by offset, in unit order) of one job's dataset or of all
+    /// of them, for browsing. `output` is left empty: outputs stay in the
+    /// store unless exported.
+    fn dataset_browse(
+        &self,
+        job: Option<JobId>,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<DatasetRow>, StoreError>;
+    /// Rows and output bytes of one job's dataset, or of all of them.
+    fn dataset_size(&self, job: Option<JobId>) -> Result<DatasetSize, StoreError>;
+    /// The job's [`DatasetStamp`].
+    fn dataset_stamp(&self, job: JobId) -> Result<DatasetStamp, StoreError>;
+    /// Dataset rows with unit id greater than `after`, over every job, as
+    /// credit grants: callers sum credit page by page. With `host`, only
+    /// rows whose agreeing hosts include that hex key.
+    fn credit_page(
+        &self,
+        host: Option<&str>,
+        after: UnitId,
+        limit: usize,
+    ) -> Result<Vec<CreditGrant>, StoreError>;
+}
+
+/// Durable state of one coordinator: the [`ReadStore`] reads, and what the
+/// scheduling path needs besides (blobs, job creation, host registration,
+/// bans, the writer's batches and the feeder's loads).
 ///
 /// Methods block; async callers use `spawn_blocking`. Implementations are
 /// shared between threads: the writer applies batches while HTTP handlers
 /// read.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ReadStore {
     fn put_blob(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError>;
     fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError>;
     fn blob_len(&self, hash: &Hash) -> Result<Option<u64>, StoreError>;
@@ -206,9 +296,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a job and its units atomically; every blob must already exist.
     fn create_job(&self, job: &JobSubmission, now_ms: u64) -> Result<JobId, StoreError>;
-    fn job_info(&self, id: JobId) -> Result<Option<JobInfo>, StoreError>;
-    fn job_status(&self, id: JobId) -> Result<Option<JobStatus>, StoreError>;
-    fn jobs(&self) -> Result<Vec<JobStatus>, StoreError>;
 
     /// Registers a host (attached to `account`) or refreshes its facts
     /// and account; returns its id.
@@ -231,8 +318,6 @@ pub trait Store: Send + Sync + 'static {
         self.upsert_host_in(key, facts, version, &Account::default(), now_ms)
     }
     fn host_key(&self, id: HostId) -> Result<Option<[u8; 32]>, StoreError>;
-    /// The trust and quota kept for a host, with its account and cores.
-    fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError>;
     /// Tasks sent to a host at or after `since_ms` (its quota's day so far).
     fn tasks_sent_since(&self, host: HostId, since_ms: u64) -> Result<u32, StoreError>;
 
@@ -258,8 +343,6 @@ pub trait Store: Send + Sync + 'static {
     fn load_active_units(&self, after: UnitId, limit: usize)
     -> Result<Vec<LoadedUnit>, StoreError>;
 
-    /// Validated rows of a job with unit id greater than `after`, in id
-    /// order: callers page through a dataset without holding it whole.
     /// Active units reopened (by a repair or a dispute) after `after_seq`,
     /// in order, with their copies: `(reopened_seq, unit)`.
     fn load_reopened_units(
@@ -267,77 +350,4 @@ pub trait Store: Send + Sync + 'static {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<(u64, LoadedUnit)>, StoreError>;
-    fn dataset_page(
-        &self,
-        job: JobId,
-        after: UnitId,
-        limit: usize,
-    ) -> Result<Vec<DatasetRow>, StoreError>;
-    fn failed_units(&self, job: JobId) -> Result<Vec<FailedUnit>, StoreError>;
-
-    // Read-only queries of the public dashboard.
-
-    /// Hosts seen at or after `since_ms`.
-    fn hosts_seen_since(&self, since_ms: u64) -> Result<u64, StoreError>;
-    /// Every registered host, by id.
-    fn hosts(&self) -> Result<Vec<HostSummary>, StoreError>;
-    fn host(&self, id: HostId) -> Result<Option<HostSummary>, StoreError>;
-    /// The id of the host with this public key (hex), if registered.
-    fn host_by_key(&self, key_hex: &str) -> Result<Option<HostId>, StoreError>;
-    /// Counts of a host's copies by outcome.
-    fn host_record(&self, id: HostId) -> Result<HostRecord, StoreError>;
-    /// Successful copies received at or after `since_ms`, grouped in
-    /// buckets of `width_ms` aligned to multiples of it; empty buckets are
-    /// left out.
-    fn result_buckets(&self, since_ms: u64, width_ms: u64) -> Result<Vec<Bucket>, StoreError>;
-    /// A job's validated units grouped by `validated_ms` in buckets of
-    /// `width_ms` aligned to multiples of it; empty buckets are left out.
-    fn validated_buckets(&self, job: JobId, width_ms: u64) -> Result<Vec<Bucket>, StoreError>;
-    /// Rows and output bytes of one job's dataset, or of all of them.
-    fn dataset_size(&self, job: Option<JobId>) -> Result<DatasetSize, StoreError>;
-    /// One page (by offset, in unit order) of one job's dataset or of all
-    /// of them, for browsing. `output` is left empty: outputs stay in the
-    /// store unless exported.
-    fn dataset_browse(
-        &self,
-        job: Option<JobId>,
-        offset: u64,
-        limit: usize,
-    ) -> Result<Vec<DatasetRow>, StoreError>;
-    /// Dataset rows with unit id greater than `after`, over every job, as
-    /// credit grants: callers sum credit page by page. With `host`, only
-    /// rows whose agreeing hosts include that hex key.
-    fn credit_page(
-        &self,
-        host: Option<&str>,
-        after: UnitId,
-        limit: usize,
-    ) -> Result<Vec<CreditGrant>, StoreError>;
-
-    // Read-only queries of the streamed downloads and paged lists.
-
-    /// Like [`Store::dataset_page`], but the page also stops before its
-    /// outputs pass `max_bytes` (its first row is always there, whatever
-    /// its size): exports read outputs of any size in bounded memory.
-    fn dataset_page_within(
-        &self,
-        job: JobId,
-        after: UnitId,
-        max_rows: usize,
-        max_bytes: u64,
-    ) -> Result<Vec<DatasetRow>, StoreError>;
-    /// Validated rows of a job with unit id greater than `after`, in id
-    /// order, without their outputs (`output` left empty).
-    fn dataset_index(
-        &self,
-        job: JobId,
-        after: UnitId,
-        limit: usize,
-    ) -> Result<Vec<DatasetRow>, StoreError>;
-    /// The job's [`DatasetStamp`].
-    fn dataset_stamp(&self, job: JobId) -> Result<DatasetStamp, StoreError>;
-    /// Hosts with id greater than `after`, by id.
-    fn hosts_after(&self, after: HostId, limit: usize) -> Result<Vec<HostSummary>, StoreError>;
-    /// One page of the hosts by total credit, highest first (ties by id).
-    fn hosts_by_credit(&self, offset: u64, limit: usize) -> Result<Vec<HostSummary>, StoreError>;
 }

@@ -2,7 +2,9 @@
 use super::tests::test_signature as signature;
 use super::*;
 use crate::credit::Credit;
-use peergrid_proto::spec::UnitSpec;
+use crate::quorum::CopyState;
+use peergrid_proto::spec::{JobSettings, UnitSpec};
+use std::collections::HashMap;
 
 fn success(output: Hash, fuel: u64) -> CopyState {
     CopyState::Success {

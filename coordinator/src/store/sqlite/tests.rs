@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
-use peergrid_proto::spec::UnitSpec;
+use crate::quorum::{Copy, CopyState};
+use peergrid_proto::signing::ModuleSignature;
+use peergrid_proto::spec::{JobSettings, UnitSpec};
 
 /// A well-formed signature for jobs the store tests create.
 pub(super) fn test_signature() -> ModuleSignature {

@@ -1,0 +1,253 @@
+//! The SQLite store's tables and indexes, and the migration that brings a
+//! database made by an older version up to them.
+
+use std::collections::HashMap;
+
+use rusqlite::Connection;
+
+use super::columns::{json_col, write_tally};
+use crate::credit::CreditTally;
+use crate::store::{HostId, StoreError};
+
+/// Creates the tables and indexes a database lacks, then migrates what an
+/// older version made ([`migrate`]).
+pub(super) fn install(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(SCHEMA)?;
+    migrate(conn)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS blobs (
+    hash BLOB PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    module_hash BLOB NOT NULL,
+    args_json TEXT NOT NULL,
+    settings_json TEXT NOT NULL,
+    signature_json TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    validator_json TEXT NOT NULL DEFAULT '{\"kind\":\"bitwise\"}'
+);
+CREATE TABLE IF NOT EXISTS units (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    name TEXT NOT NULL,
+    input_hash BLOB NOT NULL,
+    -- 'active' until validated or failed
+    state TEXT NOT NULL DEFAULT 'active',
+    reason TEXT,
+    -- when the unit was last reopened (a repair or a dispute moved its
+    -- dataset row to dataset_history), in order: the feeder reloads units
+    -- reopened after the last one it saw; 0 = never
+    reopened_seq INTEGER NOT NULL DEFAULT 0,
+    -- an audit disagreed with its row: one more agreeing result decides
+    disputed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS units_job_state ON units(job_id, state);
+CREATE INDEX IF NOT EXISTS units_active ON units(state, id);
+CREATE TABLE IF NOT EXISTS results (
+    unit_id INTEGER NOT NULL,
+    host_id INTEGER NOT NULL,
+    -- 'in_progress', 'success', 'error', 'timed_out' or 'voided'
+    state TEXT NOT NULL,
+    sent_ms INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    received_ms INTEGER,
+    elapsed_ms INTEGER,
+    output_hash BLOB,
+    fuel INTEGER,
+    engine TEXT,
+    error TEXT,
+    -- resumed from a checkpoint: fuel is an estimate
+    resumed INTEGER NOT NULL DEFAULT 0,
+    -- sent as the unit's single copy (adaptive replication)
+    single INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (unit_id, host_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dataset (
+    unit_id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    output_hash BLOB NOT NULL,
+    fuel INTEGER NOT NULL,
+    hosts_json TEXT NOT NULL,
+    -- engine configurations of the agreeing results, deduplicated
+    engines_json TEXT NOT NULL,
+    validated_ms INTEGER NOT NULL,
+    -- 1: an adaptive single copy's row, its credit not yet granted
+    credit_pending INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dataset_job ON dataset(job_id, unit_id);
+-- Dataset rows replaced by a repair or a dispute, with when and why: the
+-- dataset's history stays visible.
+CREATE TABLE IF NOT EXISTS dataset_history (
+    unit_id INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    output_hash BLOB NOT NULL,
+    fuel INTEGER NOT NULL,
+    hosts_json TEXT NOT NULL,
+    engines_json TEXT NOT NULL,
+    validated_ms INTEGER NOT NULL,
+    replaced_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    -- 1: the row's credit had not been granted (a single copy unchecked)
+    credit_pending INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dataset_history_job ON dataset_history(job_id, unit_id);
+CREATE TABLE IF NOT EXISTS hosts (
+    id INTEGER PRIMARY KEY,
+    public_key BLOB NOT NULL UNIQUE,
+    cores INTEGER NOT NULL,
+    memory_bytes INTEGER NOT NULL,
+    os TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    version TEXT NOT NULL,
+    -- the volunteer account the host runs under: the account key in hex,
+    -- proved by its signature on the host's attachment ('' = anonymous)
+    account TEXT NOT NULL DEFAULT '',
+    -- the account's display name, chosen by the volunteer
+    account_name TEXT NOT NULL DEFAULT '',
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    -- trust streak and daily quota (NULL: the full quota), see trust.rs
+    consecutive_valid INTEGER NOT NULL DEFAULT 0,
+    daily_quota INTEGER,
+    -- credit granted by dataset rows (credit.rs, CreditTally): the total,
+    -- and the recent average as of the newest grant
+    credit_total INTEGER NOT NULL DEFAULT 0,
+    credit_recent REAL NOT NULL DEFAULT 0,
+    credit_at_ms INTEGER NOT NULL DEFAULT 0
+);
+-- The operator's bans: kind 'host' (name = host id) or 'account'.
+CREATE TABLE IF NOT EXISTS bans (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+-- The dashboard's throughput charts read the last hour of results, and a
+-- host's page reads its copies: neither may scan every result. Copies not
+-- yet received stay out of the first index.
+CREATE INDEX IF NOT EXISTS results_received ON results(received_ms)
+    WHERE received_ms IS NOT NULL;
+-- By host and time sent: a host's page, and the count of tasks sent to a
+-- host today that a restarted coordinator needs for its daily quota.
+DROP INDEX IF EXISTS results_host;
+CREATE INDEX IF NOT EXISTS results_host_sent ON results(host_id, sent_ms);
+-- Which results and units name a blob: an output that lost its quorum is
+-- deleted only when nothing else names its bytes.
+-- (By the hash's first 8 bytes: a quarter of the index a whole hash
+-- would make, on the hot path of every report.)
+CREATE INDEX IF NOT EXISTS results_output ON results(substr(output_hash, 1, 8))
+    WHERE output_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS units_input ON units(input_hash);
+";
+
+/// Columns added after the first release, for databases made before
+/// them (`CREATE TABLE IF NOT EXISTS` leaves an old table as it was).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    (
+        "jobs",
+        "validator_json",
+        "TEXT NOT NULL DEFAULT '{\"kind\":\"bitwise\"}'",
+    ),
+    ("results", "resumed", "INTEGER NOT NULL DEFAULT 0"),
+    ("results", "single", "INTEGER NOT NULL DEFAULT 0"),
+    ("hosts", "consecutive_valid", "INTEGER NOT NULL DEFAULT 0"),
+    ("hosts", "daily_quota", "INTEGER"),
+    ("hosts", "credit_total", "INTEGER NOT NULL DEFAULT 0"),
+    ("hosts", "credit_recent", "REAL NOT NULL DEFAULT 0"),
+    ("hosts", "credit_at_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("units", "reopened_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("hosts", "account_name", "TEXT NOT NULL DEFAULT ''"),
+    ("units", "disputed", "INTEGER NOT NULL DEFAULT 0"),
+    ("dataset", "credit_pending", "INTEGER NOT NULL DEFAULT 0"),
+    (
+        "dataset_history",
+        "credit_pending",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
+];
+
+/// Brings a database made by an older version up to this schema, in one
+/// transaction: a crash halfway leaves it as it was, so the next start
+/// migrates it again (and fills the credit tallies, which are filled only
+/// when their columns are added).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let conn: &Connection = &tx;
+    let mut added = Vec::new();
+    for (table, column, ddl) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ddl}"))?;
+            added.push(*column);
+        }
+    }
+    if added.contains(&"credit_total") {
+        tally_credit(conn)?;
+    }
+    if added.contains(&"account_name") {
+        // Accounts were self-chosen names, proved by nothing: keep them as
+        // names only, the hosts anonymous until they attach with a key. A
+        // ban of such a name becomes a ban of each host that ran under it.
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO bans (kind, name, reason, at_ms)
+               SELECT 'host', CAST(h.id AS TEXT), b.reason, b.at_ms
+               FROM bans b JOIN hosts h ON h.account = b.name AND h.account != ''
+               WHERE b.kind = 'account';
+             DELETE FROM bans WHERE kind = 'account';
+             UPDATE hosts SET account_name = account, account = '';",
+        )?;
+    }
+    // Indexes on columns an older database gains above: made after them.
+    // The leaderboard pages hosts by credit.
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS units_reopened ON units(reopened_seq) WHERE reopened_seq > 0;
+         CREATE INDEX IF NOT EXISTS hosts_credit ON hosts(credit_total DESC, id);
+         CREATE INDEX IF NOT EXISTS dataset_pending ON dataset(hosts_json) WHERE credit_pending = 1;",
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Fills every host's credit tally from the dataset: once, when a database
+/// made before the tallies existed is opened.
+fn tally_credit(conn: &Connection) -> Result<(), StoreError> {
+    // The dataset names hosts by hex key.
+    let mut tallies: HashMap<String, (HostId, CreditTally)> = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT id, public_key FROM hosts")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let key = hex::encode(r.get::<_, Vec<u8>>(1)?);
+            tallies.insert(key, (r.get(0)?, CreditTally::default()));
+        }
+    }
+    {
+        let mut stmt = conn.prepare(
+            "SELECT fuel, hosts_json, validated_ms FROM dataset WHERE credit_pending = 0",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (fuel, at_ms): (u64, u64) = (r.get(0)?, r.get(2)?);
+            let hosts: Vec<String> = json_col(&r.get::<_, String>(1)?)?;
+            for host in &hosts {
+                if let Some((_, tally)) = tallies.get_mut(&host.to_lowercase()) {
+                    tally.grant(fuel, at_ms);
+                }
+            }
+        }
+    }
+    for (host, tally) in tallies.values() {
+        write_tally(conn, *host, tally)?;
+    }
+    Ok(())
+}
