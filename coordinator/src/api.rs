@@ -15,8 +15,8 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use peergrid_proto::wire::JobId;
-use serde_json::json;
+use peergrid_proto::api::ErrorBody;
+use peergrid_proto::wire::{JobId, UnitId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::grid::Grid;
@@ -65,7 +65,7 @@ pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        let mut response = (self.0, Json(ErrorBody { error: self.1 })).into_response();
         // Every 503 is a busy server: say when to come back.
         if self.0 == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
@@ -135,16 +135,42 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<JobIdPath> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
-        let id: JobId = raw.trim().parse().map_err(|_| {
+        Ok(JobIdPath(job_id(&raw)?))
+    }
+}
+
+/// A job id and a unit id from the path (`/api/v1/jobs/{id}/dataset/{unit}`),
+/// each checked as [`JobIdPath`] checks a job id.
+pub struct JobUnitPath(pub JobId, pub UnitId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobUnitPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<JobUnitPath> {
+        let Path((job, unit)) = Path::<(String, String)>::from_request_parts(parts, state).await?;
+        let job = job_id(&job)?;
+        let unit: UnitId = unit.trim().parse().map_err(|_| {
             bad_request(
-                "the job id in the path must be a whole number, as `peergrid job list` shows",
+                "the unit id in the path must be a whole number, as the dataset's `unit` shows",
             )
         })?;
-        if id > MAX_ROW_ID {
-            return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
+        if unit > MAX_ROW_ID {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("no unit {unit}")));
         }
-        Ok(JobIdPath(id))
+        Ok(JobUnitPath(job, unit))
     }
+}
+
+/// A job id as a path gives it: `400` when it is not a whole number,
+/// `404` when it is above [`MAX_ROW_ID`].
+fn job_id(raw: &str) -> ApiResult<JobId> {
+    let id: JobId = raw.trim().parse().map_err(|_| {
+        bad_request("the job id in the path must be a whole number, as `peergrid job list` shows")
+    })?;
+    if id > MAX_ROW_ID {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
+    }
+    Ok(id)
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use peergrid_proto::Hash;
+use peergrid_proto::api::{DatasetRow, JobDetail, Submitted};
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::spec::{JobSubmission, Validator};
 use serde::Deserialize;
@@ -37,7 +38,7 @@ use crate::modcheck::check_module;
 use crate::store::Store;
 
 pub use crate::api::{Api, ApiError, JobIdPath, MAX_ROW_ID};
-use crate::api::{ApiResult, bad_request, blocking};
+use crate::api::{ApiResult, JobUnitPath, bad_request, blocking};
 use crate::dashboard::export;
 
 /// Largest job submission body (unit list included).
@@ -66,6 +67,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(job_status))
         .route("/api/v1/jobs/{id}/results", get(export_results))
+        .route("/api/v1/jobs/{id}/dataset/{unit}", get(dataset_row))
         .route("/api/v1/blob/{hash}", get(get_blob))
         .merge(researcher)
         .fallback(|| async {
@@ -137,7 +139,7 @@ async fn put_blob(
 async fn submit_job(
     State(api): State<Arc<Api>>,
     body: Result<Json<JobSubmission>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<Submitted>)> {
     let Json(job) = body?;
     may_grow(&api)?;
     job.validate()
@@ -188,7 +190,7 @@ async fn submit_job(
     let units = job.units.len();
     let id = api.grid.submit(job).await.map_err(internal)?;
     tracing::info!(job = id, units, "job submitted");
-    Ok((StatusCode::CREATED, Json(json!({ "job_id": id }))))
+    Ok((StatusCode::CREATED, Json(Submitted { job_id: id })))
 }
 
 /// Checks that an uploaded module (`what`: the job's, or its validator's)
@@ -229,21 +231,60 @@ async fn job_status(
         ))
     })
     .await?;
-    let status = status.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))?;
-    let mut v = serde_json::to_value(&status).map_err(internal)?;
-    v["failed_units"] = serde_json::to_value(failed).map_err(internal)?;
-    if !status.finished
-        && let Some(why) = api.grid.waiting(id)
-    {
-        v["waiting"] = json!(why);
+    // Jobs are never deleted: a job with a status has its info too.
+    let (Some(status), Some(info)) = (status, info) else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
+    };
+    let waiting = if status.finished {
+        None
+    } else {
+        api.grid.waiting(id).map(str::to_string)
+    };
+    let detail = JobDetail {
+        status,
+        failed_units: failed,
+        waiting,
+        // What anyone needs to re-run a unit: the arguments and the signature.
+        args: info.args,
+        signature: info.signature,
+        validator: info.validator,
+    };
+    // Through a `Value`, whose keys are sorted: the order this route has
+    // always written them in.
+    Ok(Json(serde_json::to_value(&detail).map_err(internal)?))
+}
+
+/// One row of a job's dataset by unit id, without its output (the blob
+/// named by `output_hash`): what `peergrid verify` checks, read from the
+/// dataset's index instead of streaming the export to find it.
+async fn dataset_row(
+    State(api): State<Arc<Api>>,
+    JobUnitPath(id, unit): JobUnitPath,
+) -> ApiResult<Json<DatasetRow>> {
+    let store = api.grid.store.clone();
+    let (row, job_exists) = blocking(move || {
+        // The first row after `unit - 1` is `unit`'s, if it has one in
+        // this job; unit ids start at 1.
+        let row = match unit.checked_sub(1) {
+            Some(after) => store
+                .dataset_index(id, after, 1)?
+                .into_iter()
+                .next()
+                .filter(|r| r.unit == unit),
+            None => None,
+        };
+        let job_exists = row.is_some() || store.job_info(id)?.is_some();
+        Ok((row, job_exists))
+    })
+    .await?;
+    match row {
+        Some(row) => Ok(Json(row.into())),
+        None if job_exists => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("job {id} has no validated row for unit {unit}"),
+        )),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
     }
-    // What anyone needs to re-run a unit: the arguments and the signature.
-    if let Some(info) = info {
-        v["args"] = json!(info.args);
-        v["signature"] = serde_json::to_value(&info.signature).map_err(internal)?;
-        v["validator"] = serde_json::to_value(&info.validator).map_err(internal)?;
-    }
-    Ok(Json(v))
 }
 
 /// Any stored blob (module, input or output) by its hash: the dataset is

@@ -1,10 +1,12 @@
 //! peergrid's shared vocabulary: content hashes, the join string, the job
-//! spec and the messages workers and the coordinator exchange over QUIC.
+//! spec, the messages workers and the coordinator exchange over QUIC, and
+//! the JSON bodies of the HTTP API the researcher's client reads.
 //!
 //! **Architecture Invariant:** this crate does no I/O and knows nothing of
 //! tokio, quinn, wasmtime or SQLite, so it builds for wasm32 and every side
 //! (coordinator, worker, CLI, tests) agrees on one definition of each type.
 
+pub mod api;
 pub mod codec;
 pub mod deadline;
 pub mod guest;

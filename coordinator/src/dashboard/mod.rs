@@ -36,8 +36,7 @@ use crate::api::{Api, ApiError, ApiResult, JobIdPath, MAX_ROW_ID, blocking};
 use crate::credit::Credit;
 use crate::grid::now_ms;
 use crate::store::{
-    Bucket, DatasetRow, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, ReadStore,
-    StoreError,
+    Bucket, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, ReadStore, StoreError,
 };
 
 /// A host counts as online when it exchanged within this long.
@@ -355,7 +354,7 @@ pub struct DatasetView {
     pub per_page: u64,
     pub total_rows: u64,
     pub pages: u64,
-    pub rows: Vec<DatasetRow>,
+    pub rows: Vec<peergrid_proto::api::DatasetRow>,
     /// Every job, for the filter.
     pub jobs: Vec<(JobId, String)>,
 }
@@ -369,7 +368,11 @@ pub fn dataset_view(
     let per_page = PAGE_ROWS as u64;
     let pages = total_rows.div_ceil(per_page).max(1);
     let page = page.clamp(1, pages);
-    let rows = store.dataset_browse(job, (page - 1) * per_page, PAGE_ROWS)?;
+    let rows = store
+        .dataset_browse(job, (page - 1) * per_page, PAGE_ROWS)?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     let jobs = store.jobs()?.into_iter().map(|j| (j.id, j.name)).collect();
     Ok(DatasetView {
         job,

@@ -77,6 +77,14 @@ fn job_id() -> Value {
              "schema": { "type": "integer", "minimum": 0, "maximum": MAX_ID } }])
 }
 
+/// A job id and a unit id (`/api/v1/jobs/{id}/dataset/{unit}`).
+fn job_and_unit() -> Value {
+    json!([job_id()[0],
+           { "name": "unit", "in": "path", "required": true,
+             "description": "unit id, as the dataset's `unit` shows",
+             "schema": { "type": "integer", "minimum": 0, "maximum": MAX_ID } }])
+}
+
 fn host_id() -> Value {
     json!([{ "name": "id", "in": "path", "required": true,
              "description": "host id or hex public key", "schema": { "type": "string" } }])
@@ -118,6 +126,22 @@ fn schemas() -> Value {
                 "settings": { "type": "object" },
                 "units_total": count, "validated": count, "failed": count,
                 "in_progress": count, "pending": count, "finished": { "type": "boolean" }
+            }
+        },
+        "DatasetRow": {
+            "type": "object",
+            "required": ["job", "unit", "name", "input_hash", "module_hash", "output_hash",
+                         "hosts", "engines", "fuel", "validated_ms"],
+            "properties": {
+                "job": count, "unit": count, "name": { "type": "string" },
+                "input_hash": { "$ref": "#/components/schemas/Hash" },
+                "module_hash": { "$ref": "#/components/schemas/Hash" },
+                "output_hash": { "$ref": "#/components/schemas/Hash" },
+                "hosts": { "type": "array", "items": { "type": "string" },
+                           "description": "hex public keys of the hosts whose outputs agreed" },
+                "engines": { "type": "array", "items": { "type": "string" },
+                             "description": "the engine configurations the agreeing results ran under" },
+                "fuel": count, "validated_ms": count
             }
         },
         "DatasetSize": {
@@ -250,7 +274,7 @@ pub fn document() -> Value {
         "type": "object", "required": ["page", "per_page", "total_rows", "pages", "rows"],
         "properties": { "page": { "type": "integer", "minimum": 1 }, "per_page": { "type": "integer" },
                         "total_rows": { "type": "integer" }, "pages": { "type": "integer", "minimum": 1 },
-                        "rows": { "type": "array", "items": { "type": "object" } } } }),
+                        "rows": list("DatasetRow") } }),
         dataset_params(),
     );
     dataset_json["responses"]["200"]["links"] = json!({
@@ -261,7 +285,18 @@ pub fn document() -> Value {
         "job": { "operationRef": "#/paths/~1api~1v1~1jobs~1{id}/get",
                  "parameters": { "id": "$response.body#/rows/0/job" } },
         "manifest": { "operationRef": "#/paths/~1api~1v1~1jobs~1{id}~1manifest/get",
-                      "parameters": { "id": "$response.body#/rows/0/job" } }
+                      "parameters": { "id": "$response.body#/rows/0/job" } },
+        "row": { "operationRef": "#/paths/~1api~1v1~1jobs~1{id}~1dataset~1{unit}/get",
+                 "parameters": { "id": "$response.body#/rows/0/job", "unit": "$response.body#/rows/0/unit" } }
+    });
+    let mut dataset_row = api(
+        "One validated row of a job's dataset by unit, with provenance; its output is the blob `output_hash` names",
+        obj("DatasetRow"),
+        job_and_unit(),
+    );
+    dataset_row["responses"]["200"]["links"] = json!({
+        "output": { "operationRef": "#/paths/~1api~1v1~1blob~1{hash}/get",
+                    "parameters": { "hash": "$response.body#/output_hash" } }
     });
     hosts_json["responses"]["200"]["headers"] = json!({
         "X-Total-Count": { "description": "how many hosts there are", "schema": { "type": "integer", "minimum": 0 } },
@@ -303,13 +338,19 @@ pub fn document() -> Value {
                 "post": submit
             },
             "/api/v1/jobs/{id}": { "get": api("A job's status and failed units", json!({
-                "allOf": [obj("JobStatus"), { "type": "object", "required": ["failed_units"],
-                    "properties": { "failed_units": { "type": "array" },
+                "allOf": [obj("JobStatus"), { "type": "object",
+                    "required": ["failed_units", "args", "signature", "validator"],
+                    "properties": { "failed_units": { "type": "array", "items": { "type": "object",
+                            "required": ["unit", "name", "reason"] } },
+                        "args": { "type": "array", "items": { "type": "string" } },
+                        "signature": { "type": "object", "required": ["endorsement", "signature"] },
+                        "validator": { "type": "object", "required": ["kind"] },
                         "waiting": { "type": "string", "description": "why the unfinished units are not going out, when the scheduler knows" } } }] }), job_id()) },
             "/api/v1/jobs/{id}/progress": { "get": api("A job's page data: status, dataset size, validated units over time", json!({
                 "type": "object", "required": ["status", "dataset", "progress"],
                 "properties": { "status": obj("JobStatus"), "dataset": obj("DatasetSize"), "progress": obj("Throughput") } }), job_id()) },
             "/api/v1/jobs/{id}/results": { "get": results },
+            "/api/v1/jobs/{id}/dataset/{unit}": { "get": dataset_row },
             "/api/v1/blob/{hash}": { "get": op("Any stored blob (module, input, output) by BLAKE3 hash",
                 "application/octet-stream", json!({}), json_, hash_param("64 hex digits")) },
             "/api/v1/jobs/{id}/manifest": { "get": download("BLAKE3 of every output by unit and of each whole export", json_, job_id()) },

@@ -322,6 +322,7 @@ async fn openapi_describes_every_public_route() {
         "/api/v1/jobs/{id}",
         "/api/v1/jobs/{id}/progress",
         "/api/v1/jobs/{id}/results",
+        "/api/v1/jobs/{id}/dataset/{unit}",
         "/api/v1/jobs/{id}/manifest",
         "/api/v1/hosts",
         "/api/v1/hosts/{id}",
@@ -338,7 +339,7 @@ async fn openapi_describes_every_public_route() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 25);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 26);
 }
 
 #[tokio::test]
@@ -617,6 +618,8 @@ async fn ids_above_every_rowid_are_not_found_instead_of_a_server_error() {
         format!("/api/v1/jobs/{huge}/progress"),
         format!("/api/v1/jobs/{huge}/manifest"),
         format!("/api/v1/jobs/{huge}/results"),
+        format!("/api/v1/jobs/{huge}/dataset/1"),
+        format!("/api/v1/jobs/1/dataset/{huge}"),
         format!("/api/v1/hosts/{huge}"),
         format!("/jobs/{huge}"),
         format!("/hosts/{huge}"),
@@ -650,6 +653,9 @@ async fn malformed_paths_and_queries_get_json_errors_on_the_api_and_html_on_page
         "/api/v1/jobs/x",
         "/api/v1/jobs/x/progress",
         "/api/v1/jobs/x/manifest",
+        "/api/v1/jobs/x/dataset/1",
+        "/api/v1/jobs/1/dataset/x",
+        "/api/v1/jobs/1/dataset/-1",
         "/api/v1/jobs/1/results?format=csv&format=csv",
         "/api/v1/dataset?job=1&job=1",
         "/api/v1/hosts?page=1&page=2",
@@ -696,4 +702,58 @@ async fn an_oversized_upload_gets_a_json_413() {
         .unwrap()
         .to_string();
     assert!(ct.starts_with("application/json"), "{ct}");
+}
+
+/// `GET /api/v1/jobs/{id}/dataset/{unit}` answers one validated row, in
+/// the shape the client reads (`proto::api::DatasetRow`), and a JSON `404`
+/// for a unit without a row or a job that does not exist; the job route
+/// reads back as `proto::api::JobDetail`.
+#[tokio::test]
+async fn one_dataset_row_is_served_by_unit() {
+    use peergrid_proto::api::{DatasetRow, JobDetail};
+
+    let f = fixture();
+    let (job, _) = add_job(&f.store);
+    let v = json(&f.app, &format!("/api/v1/jobs/{job}/dataset/1")).await;
+    assert!(v.get("output").is_none(), "outputs are blobs: {v}");
+    let row: DatasetRow = serde_json::from_value(v).unwrap();
+    assert_eq!((row.job, row.unit), (job, 1));
+    assert_eq!(row.name, "<i>first</i>");
+    assert_eq!(row.output_hash, Hash::of(b"the answer"));
+    assert_eq!(row.input_hash, Hash::of(b"input"));
+    assert_eq!(row.fuel, 2_000_000_000);
+    assert_eq!(row.hosts, [hex::encode([1u8; 32]), hex::encode([2u8; 32])]);
+    // The same row as the dataset browser's JSON shows it.
+    let page = json(&f.app, &format!("/api/v1/dataset?job={job}")).await;
+    assert_eq!(page["rows"][0], serde_json::to_value(&row).unwrap());
+
+    for (uri, says) in [
+        // Unit 2 exists but is not validated; unit 0 never exists.
+        (
+            format!("/api/v1/jobs/{job}/dataset/2"),
+            "no validated row for unit 2",
+        ),
+        (
+            format!("/api/v1/jobs/{job}/dataset/0"),
+            "no validated row for unit 0",
+        ),
+        (
+            format!("/api/v1/jobs/{job}/dataset/3"),
+            "no validated row for unit 3",
+        ),
+        (format!("/api/v1/jobs/{}/dataset/1", job + 1), "no job"),
+    ] {
+        let (status, ct, body) = get(&f.app, &uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(ct.starts_with("application/json"), "{uri}: {ct}");
+        let e: peergrid_proto::api::ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert!(e.error.contains(says), "{uri}: {}", e.error);
+    }
+
+    let detail: JobDetail =
+        serde_json::from_value(json(&f.app, &format!("/api/v1/jobs/{job}")).await).unwrap();
+    assert_eq!(detail.status.id, job);
+    assert_eq!(detail.status.validated, 1);
+    assert_eq!(detail.signature.endorsement.name, "Ada <b>");
+    assert!(detail.failed_units.is_empty());
 }

@@ -8,13 +8,15 @@
 
 pub mod sqlite;
 
-use peergrid_proto::Hash;
-use peergrid_proto::spec::{JobSettings, JobSubmission};
+use peergrid_proto::spec::JobSubmission;
 use peergrid_proto::wire::{HostFacts, JobId, UnitId};
+use peergrid_proto::{Hash, api};
 use serde::Serialize;
 
 use crate::credit::CreditTally;
 pub use peergrid_core::model::{HostId, JobInfo, LoadedUnit, SEEN_EVERY_MS, StoreOp};
+/// The HTTP API's job and failed-unit bodies are the rows the store reads.
+pub use peergrid_proto::api::{FailedUnit, JobStatus};
 
 pub use sqlite::SqliteStore;
 
@@ -68,28 +70,10 @@ pub struct Ban {
     pub at_ms: u64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct JobStatus {
-    pub id: JobId,
-    pub name: String,
-    pub module: Hash,
-    /// The endorsed name of the researcher who signed the job.
-    pub researcher: String,
-    pub created_ms: u64,
-    pub settings: JobSettings,
-    pub units_total: u64,
-    pub validated: u64,
-    pub failed: u64,
-    /// Unfinished units with at least one copy out on a host.
-    pub in_progress: u64,
-    /// Unfinished units with no copy out.
-    pub pending: u64,
-    /// Every unit is validated or failed.
-    pub finished: bool,
-}
-
-/// One row of the public dataset, with its provenance.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// One row of the public dataset as stored: its provenance and its
+/// output. The JSON routes show it as [`api::DatasetRow`] (without the
+/// output); the export renders it whole (`dashboard::export`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatasetRow {
     pub job: JobId,
     pub unit: UnitId,
@@ -104,8 +88,25 @@ pub struct DatasetRow {
     pub engines: Vec<String>,
     pub fuel: u64,
     pub validated_ms: u64,
-    #[serde(skip)]
+    /// Empty where a query leaves outputs in the store.
     pub output: Vec<u8>,
+}
+
+impl From<DatasetRow> for api::DatasetRow {
+    fn from(row: DatasetRow) -> api::DatasetRow {
+        api::DatasetRow {
+            job: row.job,
+            unit: row.unit,
+            name: row.name,
+            input_hash: row.input_hash,
+            module_hash: row.module_hash,
+            output_hash: row.output_hash,
+            hosts: row.hosts,
+            engines: row.engines,
+            fuel: row.fuel,
+            validated_ms: row.validated_ms,
+        }
+    }
 }
 
 /// A registered volunteer host, as the dashboard shows it.
@@ -183,14 +184,6 @@ pub struct DatasetStamp {
     pub rows: u64,
     pub last_unit: UnitId,
     pub last_validated_ms: u64,
-}
-
-/// A unit that could not be validated, with the reason.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct FailedUnit {
-    pub unit: UnitId,
-    pub name: String,
-    pub reason: String,
 }
 
 /// Read-only queries of durable state: jobs and their status, hosts and
