@@ -227,13 +227,13 @@ fn main() {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         peak_rss = peak_rss.max(proc_usage(pid).1);
-        let s = client.status(job).unwrap();
-        if s["finished"].as_bool() == Some(true) {
+        let s = client.status(job).unwrap().status;
+        if s.finished {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(600),
-            "no finish in 10 minutes: {s}"
+            "no finish in 10 minutes: {s:?}"
         );
     }
     let elapsed = start.elapsed().as_secs_f64();
@@ -246,8 +246,7 @@ fn main() {
     let (cpu1, hwm) = proc_usage(pid);
     let threads1 = thread_cpu(pid);
     let self1 = self_cpu();
-    let s = client.status(job).unwrap();
-    let validated = s["validated"].as_u64().unwrap();
+    let validated = client.status(job).unwrap().status.validated;
     println!(
         "workers: {workers} simulated over QUIC, batch {batch}, quorum {quorum}, on {}",
         peergrid_tests::cpu_model()

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use peergrid_proto::Hash;
+use peergrid_proto::api::{DatasetRow, ErrorBody, JobDetail, JobStatus, Submitted};
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::signing::{self, Endorsement};
 use peergrid_proto::spec::{JobSpec, JobSubmission, UnitSpec, Validator};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -56,7 +56,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 /// `value` as one line of JSON with every control character escaped:
 /// serde_json escapes those below U+0020 but writes DEL and the C1
 /// controls (U+0080–U+009F, which some terminals obey) as they are.
-pub fn printable_json(value: &Value) -> String {
+pub fn printable_json(value: &serde_json::Value) -> String {
     let text = value.to_string();
     if !text.chars().any(char::is_control) {
         return text;
@@ -289,9 +289,8 @@ impl Client {
         let status = resp.status().as_u16();
         if status >= 400 {
             let body = resp.body_mut().read_to_string().unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
+            let message = serde_json::from_str::<ErrorBody>(&body)
+                .map(|b| b.error)
                 .unwrap_or(body);
             return Err(ClientError::Refused { status, message });
         }
@@ -349,18 +348,17 @@ impl Client {
             .post(&url)
             .header("Authorization", &self.auth())
             .send_json(job);
-        let v: Value = Self::json(self.check(&url, r)?)?;
-        v["job_id"]
-            .as_u64()
-            .ok_or_else(|| ClientError::BadAnswer(format!("no job_id in {v}")))
+        let submitted: Submitted = Self::json(self.check(&url, r)?)?;
+        Ok(submitted.job_id)
     }
 
-    /// A job's status as the server reports it (see `JobStatus`).
-    pub fn status(&self, job: u64) -> Result<Value> {
+    /// A job's status, failed units and what re-running a unit needs.
+    pub fn status(&self, job: u64) -> Result<JobDetail> {
         self.get(&format!("/api/v1/jobs/{job}"))
     }
 
-    pub fn jobs(&self) -> Result<Value> {
+    /// Every job's status, by id.
+    pub fn jobs(&self) -> Result<Vec<JobStatus>> {
         self.get("/api/v1/jobs")
     }
 
@@ -383,42 +381,14 @@ impl Client {
         Ok(bytes)
     }
 
-    /// One row of a job's dataset, found by streaming the export (the
-    /// dataset is never held whole).
-    pub fn dataset_row(&self, job: u64, unit: u64) -> Result<Option<Value>> {
-        struct Finder {
-            unit: u64,
-            line: Vec<u8>,
-            found: Option<Value>,
+    /// One row of a job's dataset (without its output), or `None` when
+    /// the job has no validated row for `unit`.
+    pub fn dataset_row(&self, job: u64, unit: u64) -> Result<Option<DatasetRow>> {
+        match self.get(&format!("/api/v1/jobs/{job}/dataset/{unit}")) {
+            Ok(row) => Ok(Some(row)),
+            Err(ClientError::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
         }
-        impl Write for Finder {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                for &b in buf {
-                    if b != b'\n' {
-                        self.line.push(b);
-                        continue;
-                    }
-                    if self.found.is_none()
-                        && let Ok(v) = serde_json::from_slice::<Value>(&self.line)
-                        && v["unit"].as_u64() == Some(self.unit)
-                    {
-                        self.found = Some(v);
-                    }
-                    self.line.clear();
-                }
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut finder = Finder {
-            unit,
-            line: Vec::new(),
-            found: None,
-        };
-        self.export(job, "jsonl", &mut finder)?;
-        Ok(finder.found)
     }
 
     /// Streams a job's dataset into `out`; returns the bytes written.
@@ -461,29 +431,15 @@ impl Client {
     /// compares the output hash and fuel with the dataset row.
     pub fn verify(&self, job: u64, unit: u64) -> Result<Verification> {
         use peergrid_sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
-        let status = self.status(job)?;
+        let detail = self.status(job)?;
         let row = self.dataset_row(job, unit)?.ok_or_else(|| {
             ClientError::Spec(format!("job {job} has no validated row for unit {unit}"))
         })?;
-        let hash = |v: &Value, what: &str| -> Result<Hash> {
-            v.as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| ClientError::BadAnswer(format!("no valid {what} hash")))
-        };
-        let module_hash = hash(&status["module"], "module")?;
-        let input_hash = hash(&row["input_hash"], "input")?;
-        let expected_output = hash(&row["output_hash"], "output")?;
-        let args: Vec<String> = serde_json::from_value(status["args"].clone())
-            .map_err(|e| ClientError::BadAnswer(format!("job arguments: {e}")))?;
-        let settings: peergrid_proto::spec::JobSettings =
-            serde_json::from_value(status["settings"].clone())
-                .map_err(|e| ClientError::BadAnswer(format!("job settings: {e}")))?;
-        let canonical_nan = row["engines"].as_array().is_some_and(|e| {
-            e.iter()
-                .any(|e| e.as_str().is_some_and(|e| e.contains("nancanon")))
-        });
+        let module_hash = detail.status.module;
+        let settings = detail.status.settings;
+        let canonical_nan = row.canonical_nan();
         let module = self.blob(&module_hash)?;
-        let input = self.blob(&input_hash)?;
+        let input = self.blob(&row.input_hash)?;
         let sandbox = Sandbox::new(None)
             .map_err(|e| ClientError::Spec(format!("cannot start the sandbox: {e}")))?;
         let limits = peergrid_proto::wire::TaskLimits::for_job(&settings);
@@ -493,12 +449,12 @@ impl Client {
             module: &module_hash,
             module_bytes: &module,
             input: &input,
-            args: &args,
+            args: &detail.args,
             seed,
             limits: &limits,
             nan,
         });
-        let expected_fuel = row["fuel"].as_u64().unwrap_or(0);
+        let (expected_output, expected_fuel) = (row.output_hash, row.fuel);
         let engine = sandbox.engine_id(nan).to_string();
         Ok(match report.outcome {
             RunOutcome::Success(out) => {
@@ -544,6 +500,6 @@ mod tests {
         let v = serde_json::json!({ "name": "evil\u{1b}[31m\u{7f}\u{9b}", "n": 1 });
         let line = printable_json(&v);
         assert!(!line.chars().any(char::is_control), "{line}");
-        assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), v);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&line).unwrap(), v);
     }
 }

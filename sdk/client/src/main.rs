@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_client::{Client, Researcher, new_key, prepare_job, printable, printable_json};
-use serde_json::Value;
+use peergrid_proto::api::JobStatus;
 
 #[derive(Parser)]
 #[command(
@@ -117,23 +117,20 @@ fn main() {
     }
 }
 
-/// One line about a job; the server's text in it is escaped.
-fn summary(s: &Value) -> String {
+/// One line about a job, with why its units wait when the server says;
+/// the server's text in it is escaped.
+fn summary(s: &JobStatus, waiting: Option<&str>) -> String {
     let line = format!(
         "job {} \"{}\": {} units, {} validated, {} in progress, {} pending, {} failed{}{}",
-        s["id"],
-        s["name"].as_str().unwrap_or(""),
-        s["units_total"],
-        s["validated"],
-        s["in_progress"],
-        s["pending"],
-        s["failed"],
-        if s["finished"].as_bool() == Some(true) {
-            " (finished)"
-        } else {
-            ""
-        },
-        match s["waiting"].as_str() {
+        s.id,
+        s.name,
+        s.units_total,
+        s.validated,
+        s.in_progress,
+        s.pending,
+        s.failed,
+        if s.finished { " (finished)" } else { "" },
+        match waiting {
             Some(why) => format!("; {why}"),
             None => String::new(),
         }
@@ -200,30 +197,22 @@ fn run(cli: Cli) -> Result<()> {
         Command::Job(JobCommand::Status { id, wait, json }) => loop {
             let s = client.status(id)?;
             if json {
-                println!("{}", printable_json(&s));
+                println!("{}", printable_json(&serde_json::to_value(&s)?));
             } else {
-                println!("{}", summary(&s));
-                if let Some(failed) = s["failed_units"].as_array() {
-                    for f in failed.iter().take(20) {
-                        let line = format!(
-                            "  failed unit {} ({}): {}",
-                            f["unit"],
-                            f["name"].as_str().unwrap_or(""),
-                            f["reason"].as_str().unwrap_or("")
-                        );
-                        println!("{}", printable(&line));
-                    }
+                println!("{}", summary(&s.status, s.waiting.as_deref()));
+                for f in s.failed_units.iter().take(20) {
+                    let line = format!("  failed unit {} ({}): {}", f.unit, f.name, f.reason);
+                    println!("{}", printable(&line));
                 }
             }
-            if !wait || s["finished"].as_bool() == Some(true) {
+            if !wait || s.status.finished {
                 break;
             }
             std::thread::sleep(Duration::from_secs(1));
         },
         Command::Job(JobCommand::List) => {
-            let jobs = client.jobs()?;
-            for j in jobs.as_array().into_iter().flatten() {
-                println!("{}", summary(j));
+            for j in client.jobs()? {
+                println!("{}", summary(&j, None));
             }
         }
         Command::Results(ResultsCommand::Export { id, format, out }) => {
