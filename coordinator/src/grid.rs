@@ -48,6 +48,17 @@ const IDLE_RETRY_MS: u32 = 1000;
 /// is short of disk space.
 const SHORT_OF_SPACE_RETRY_MS: u32 = 10_000;
 
+/// Waits until the writer has committed a batch.
+async fn durable(
+    receipt: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    what: &str,
+) -> Result<()> {
+    receipt
+        .await
+        .map_err(|_| anyhow!("the store writer stopped"))?
+        .map_err(|e| anyhow!("{what} failed: {e}"))
+}
+
 /// A stranger's string, without control characters (but with line breaks
 /// when `lines`), cut to at most `max` bytes.
 fn clean(s: &mut String, max: usize, lines: bool) {
@@ -346,11 +357,11 @@ impl Grid {
         if low {
             self.feed.notify_one();
         }
-        if let Some(receipt) = receipt {
-            receipt
-                .await
-                .map_err(|_| anyhow!("the store writer stopped"))?
-                .map_err(|e| anyhow!("storing results failed: {e}"))?;
+        if let Some(receipt) = receipt
+            && let Err(e) = durable(receipt, "storing results").await
+        {
+            self.retry_later(comparisons);
+            return Err(e);
         }
         // The reporting host waits for its own reports' verdicts, as it
         // waits for their storage; a slow validator delays only it.
@@ -378,8 +389,9 @@ impl Grid {
         while !comparisons.is_empty() {
             let judge = self.judge.clone();
             let outputs = fresh.clone();
-            let verdicts = tokio::task::spawn_blocking(move || {
-                comparisons
+            let asked = comparisons.clone();
+            let verdicts = match tokio::task::spawn_blocking(move || {
+                asked
                     .into_iter()
                     .map(|c| {
                         let verdict = judge.compare(&c, &outputs);
@@ -388,7 +400,13 @@ impl Grid {
                     .collect::<Vec<_>>()
             })
             .await
-            .context("comparing outputs")?;
+            {
+                Ok(verdicts) => verdicts,
+                Err(e) => {
+                    self.retry_later(comparisons);
+                    return Err(e).context("comparing outputs");
+                }
+            };
             let receipt = {
                 let mut w = self.window();
                 let now = now_ms();
@@ -403,20 +421,31 @@ impl Grid {
                 (!ops.is_empty() || !comparisons.is_empty())
                     .then(|| self.writer.submit(ops, Vec::new()))
             };
-            if let Some(receipt) = receipt {
-                receipt
-                    .await
-                    .map_err(|_| anyhow!("the store writer stopped"))?
-                    .map_err(|e| anyhow!("storing verdicts failed: {e}"))?;
+            if let Some(receipt) = receipt
+                && let Err(e) = durable(receipt, "storing verdicts").await
+            {
+                self.retry_later(comparisons);
+                return Err(e);
             }
         }
         Ok(())
     }
 
+    /// Comparisons taken from the scheduler that will not be made now (the
+    /// writer or a comparison failed): it hands them out again later, so no
+    /// unit waits forever for a verdict.
+    fn retry_later(&self, comparisons: Vec<Comparison>) {
+        let mut w = self.window();
+        let now = now_ms();
+        for c in comparisons {
+            w.scheduler.comparison_failed(c, now);
+        }
+    }
+
     /// Makes the comparisons asked outside an exchange (a unit loaded into
     /// the window, a copy expired, a retry due). The ticker calls it.
     pub async fn compare_pending(&self) -> Result<()> {
-        let (comparisons, durable) = {
+        let (comparisons, barrier) = {
             let mut w = self.window();
             let comparisons = w.scheduler.take_comparisons(now_ms());
             if comparisons.is_empty() {
@@ -426,10 +455,10 @@ impl Grid {
             // every output the comparisons name is in the store.
             (comparisons, self.writer.submit(Vec::new(), Vec::new()))
         };
-        durable
-            .await
-            .map_err(|_| anyhow!("the store writer stopped"))?
-            .map_err(|e| anyhow!("storing results failed: {e}"))?;
+        if let Err(e) = durable(barrier, "storing results").await {
+            self.retry_later(comparisons);
+            return Err(e);
+        }
         self.settle(comparisons, HashMap::new()).await
     }
 
