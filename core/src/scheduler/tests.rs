@@ -172,6 +172,36 @@ fn a_failed_comparison_is_retried_never_taken_for_disagreement() {
 }
 
 #[test]
+fn a_unit_loaded_after_a_restart_asks_again_for_its_comparisons() {
+    let mut s = Scheduler::new();
+    let mut tolerant = job(JobSettings::default());
+    tolerant.validator = peergrid_proto::spec::Validator::Tolerance {
+        abs_epsilon: 0.5,
+        rel_epsilon: 0.0,
+    };
+    s.add_job(tolerant);
+    let copy = |host, out| Copy {
+        host,
+        state: ok(out),
+    };
+    s.load(
+        LoadedUnit {
+            id: 1,
+            job: 1,
+            input: vec![1],
+            copies: vec![copy(1, 3), copy(2, 4)],
+            single: false,
+            disputed: false,
+        },
+        0,
+    );
+    let asked = s.take_comparisons(0);
+    assert_eq!(asked.len(), 1, "the verdicts died with the old process");
+    s.record_agreement(1, asked[0].a, asked[0].b, true, 1);
+    assert!(validated(&s.take_ops()));
+}
+
+#[test]
 fn identical_outputs_and_bitwise_jobs_need_no_comparison() {
     let mut s = tolerant_unit();
     s.report(1, 1, ok(3), 1, 5).unwrap();
