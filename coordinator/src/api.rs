@@ -239,14 +239,14 @@ impl Exports {
     }
 
     fn cached(&self, job: JobId, stamp: &DatasetStamp) -> Option<ExportDigests> {
-        let map = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        let map = peergrid_os::lock(&self.manifests);
         map.get(&job)
             .filter(|(s, _)| s == stamp)
             .map(|(_, d)| d.clone())
     }
 
     fn remember(&self, job: JobId, stamp: DatasetStamp, digests: ExportDigests) {
-        let mut map = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = peergrid_os::lock(&self.manifests);
         if map.len() >= MANIFEST_CACHE && !map.contains_key(&job) {
             // Forget the job least likely to be asked again: the oldest.
             if let Some(oldest) = map.keys().min().copied() {

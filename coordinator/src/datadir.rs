@@ -14,6 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use peergrid_os::write_private;
 use serde::{Deserialize, Serialize};
 
 use crate::tls;
@@ -41,26 +42,6 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     Ok(b)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    fs::write(path, bytes).with_context(|| format!("creating {}", path.display()))
 }
 
 impl DataDir {
@@ -92,15 +73,19 @@ impl DataDir {
         fs::create_dir_all(self.root.join("tls"))
             .with_context(|| format!("creating {}", self.root.display()))?;
         let (cert, key) = tls::generate_certificate()?;
-        write_private(&self.root.join("tls/key.der"), &key)?;
+        let key_path = self.root.join("tls/key.der");
+        write_private(&key_path, &key)
+            .with_context(|| format!("creating {}", key_path.display()))?;
         fs::write(self.root.join("tls/cert.der"), &cert)?;
 
         let project = ed25519_dalek::SigningKey::from_bytes(&random_bytes::<32>()?);
         let project_public_key = hex::encode(project.verifying_key().to_bytes());
+        let project_key_path = self.root.join("project.key");
         write_private(
-            &self.root.join("project.key"),
+            &project_key_path,
             hex::encode(project.to_bytes()).as_bytes(),
-        )?;
+        )
+        .with_context(|| format!("creating {}", project_key_path.display()))?;
         fs::write(self.root.join("project.pub"), &project_public_key)?;
 
         let token = format!("pgt_{}", hex::encode(random_bytes::<24>()?));

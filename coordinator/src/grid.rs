@@ -7,10 +7,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use peergrid_core::model::Comparison;
+use peergrid_os::now_ms;
 use peergrid_proto::limits::{
     MAX_ENGINE_ID, MAX_FRAME, MAX_HELD, MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE,
 };
@@ -64,13 +65,6 @@ async fn durable(
 fn clean(s: &mut String, max: usize, lines: bool) {
     text::strip_controls(s, lines);
     text::truncate(s, max);
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 struct Window {
@@ -131,7 +125,7 @@ impl Grid {
     }
 
     fn window(&self) -> std::sync::MutexGuard<'_, Window> {
-        self.window.lock().unwrap_or_else(|p| p.into_inner())
+        peergrid_os::lock(&self.window)
     }
 
     /// Loads a host's trust and quota into the scheduler after its Hello;

@@ -378,7 +378,7 @@ struct IpSlot {
 
 impl PerIp {
     fn take(table: &Arc<PerIp>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
-        let mut map = table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = peergrid_os::lock(&table.0);
         let n = map.entry(ip).or_insert(0);
         if *n >= limit {
             return None;
@@ -393,7 +393,7 @@ impl PerIp {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut map = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = peergrid_os::lock(&self.table.0);
         if let Some(n) = map.get_mut(&self.ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {

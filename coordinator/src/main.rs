@@ -7,12 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use peergrid_coordinator::datadir::DataDir;
-use peergrid_coordinator::grid::{Grid, now_ms};
+use peergrid_coordinator::grid::Grid;
 use peergrid_coordinator::http::{self, Api, HttpLimits};
 use peergrid_coordinator::quic::{DoorLimits, QuicServer};
 use peergrid_coordinator::store::{BanTarget, HostId, SqliteStore, Store};
 use peergrid_coordinator::trust::HostPolicy;
 use peergrid_coordinator::{tls, writer::Writer};
+use peergrid_os::now_ms;
 use peergrid_proto::signing;
 use serde_json::json;
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ed25519_dalek::{Signature, VerifyingKey};
+use peergrid_os::{lock, now_ms};
 use peergrid_proto::limits::{MAX_ACCOUNT, MAX_FRAME, MAX_HELLO, MAX_HOST_FACT};
 use peergrid_proto::text::is_host_fact_char;
 use peergrid_proto::wire::{
@@ -20,7 +21,7 @@ use peergrid_proto::wire::{
 };
 use tokio::sync::{Notify, Semaphore};
 
-use crate::grid::{Banned, Grid, now_ms};
+use crate::grid::{Banned, Grid};
 use crate::seats::{Admission, EVICTION_SCAN, SeatId, Seats};
 use crate::storage::StorageLow;
 use crate::store::{Account, HostId};
@@ -166,10 +167,6 @@ impl Drop for IpSlot<'_> {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl QuicServer {

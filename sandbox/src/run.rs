@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -359,7 +359,7 @@ impl Sandbox {
     /// The module cache, even if a thread panicked while holding it: the map
     /// is never left half-updated.
     fn lock_cache(&self) -> MutexGuard<'_, HashMap<(Hash, NanMode), InstancePre<TaskState>>> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+        peergrid_os::lock(&self.cache)
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ impl CappedOutput {
     }
 
     fn lock(&self) -> MutexGuard<'_, Captured> {
-        self.captured.lock().unwrap_or_else(PoisonError::into_inner)
+        peergrid_os::lock(&self.captured)
     }
 
     /// Appends what fits; false when bytes had to be refused.

@@ -54,7 +54,7 @@ pub struct Counts {
 impl Counts {
     fn retried(&self, why: String) {
         self.retries.fetch_add(1, Ordering::Relaxed);
-        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut errors = peergrid_os::lock(&self.errors);
         if errors.len() < 5 {
             errors.push(why);
         }

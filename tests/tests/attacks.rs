@@ -260,10 +260,7 @@ fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
             // Signed as a worker would, but sent as is (the worker's own
             // client cleans its facts).
             let key = SigningKey::from_bytes(&[5; 32]);
-            let timestamp_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64;
+            let timestamp_ms = peergrid_os::now_ms();
             let message = peergrid_proto::wire::hello_message(&join.cert_sha256, timestamp_ms);
             use ed25519_dalek::Signer;
             let hello = Request::Hello(peergrid_proto::wire::Hello {

@@ -22,9 +22,7 @@ use rusqlite::OptionalExtension;
 static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn machine() -> std::sync::MutexGuard<'static, ()> {
-    MACHINE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    peergrid_os::lock(&MACHINE)
 }
 
 /// Rounds per step of the long-running chain jobs: a step takes a few

@@ -68,10 +68,7 @@ fn malformed_frames_and_wrong_alpn_get_clear_errors() {
             .unwrap();
         let hello = peergrid_proto::wire::Hello {
             host_key: SigningKey::from_bytes(&[8; 32]).verifying_key().to_bytes(),
-            timestamp_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64,
+            timestamp_ms: peergrid_os::now_ms(),
             signature: vec![0; 64],
             facts: HostFacts::default(),
             worker_version: "forger".into(),

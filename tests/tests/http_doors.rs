@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use peergrid_os::now_ms;
 use peergrid_tests::{Coordinator, JobOptions, bin, lyapunov_job, wait_for};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -231,13 +232,6 @@ fn stopped_project(dir: &Path, units: usize) -> (Coordinator, u64, PathBuf) {
     c.kill();
     let db = c.data.join("coordinator.sqlite");
     (c, job, db)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// Makes every unit of `job` a validated dataset row whose output is

@@ -94,7 +94,8 @@ pub fn load_or_create_key_file(path: &Path, if_corrupt: &str) -> Result<SigningK
             let mut tag = [0u8; 8];
             getrandom::fill(&mut tag).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
             let tmp = path.with_extension(format!("tmp-{}", hex::encode(tag)));
-            write_private(&tmp, hex::encode(key.to_bytes()).as_bytes())?;
+            peergrid_os::write_private(&tmp, hex::encode(key.to_bytes()).as_bytes())
+                .with_context(|| format!("creating {}", tmp.display()))?;
             let linked = fs::hard_link(&tmp, path);
             let _ = fs::remove_file(&tmp);
             match linked {
@@ -107,26 +108,6 @@ pub fn load_or_create_key_file(path: &Path, if_corrupt: &str) -> Result<SigningK
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    fs::write(path, bytes).with_context(|| format!("creating {}", path.display()))
 }
 
 /// Cores, memory, OS and architecture, read with sysinfo.

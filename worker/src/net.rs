@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
 use peergrid_proto::JoinString;
@@ -197,10 +197,7 @@ pub async fn greet(
     facts: HostFacts,
     account: Option<&Attachment>,
 ) -> Result<Welcome, NetError> {
-    let timestamp_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let timestamp_ms = peergrid_os::now_ms();
     let signature = key
         .sign(&hello_message(&join.cert_sha256, timestamp_ms))
         .to_bytes()

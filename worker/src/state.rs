@@ -15,7 +15,7 @@
 //! fsyncs cost nothing that matters.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
 use peergrid_proto::wire::{Outcome, Task, TaskReport, UnitId};
@@ -109,7 +109,7 @@ impl LocalState {
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+        peergrid_os::lock(&self.db)
     }
 
     /// Keeps tasks the coordinator just assigned, received at `now_ms` (a

@@ -35,8 +35,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::{Api, ApiError, ApiResult, JobIdPath, blocking};
 pub use crate::api::{ExportDigest, ExportDigests, Exports, MAX_CONCURRENT, RETRY_AFTER_SECS};
-use crate::grid::now_ms;
 use crate::store::{DatasetRow, ReadStore};
+use peergrid_os::now_ms;
 
 /// Most dataset rows read per store call.
 pub const PAGE_ROWS: usize = 500;

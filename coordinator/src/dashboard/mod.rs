@@ -34,10 +34,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{Api, ApiError, ApiResult, JobIdPath, MAX_ROW_ID, blocking};
 use crate::credit::Credit;
-use crate::grid::now_ms;
 use crate::store::{
     Bucket, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, ReadStore, StoreError,
 };
+use peergrid_os::now_ms;
 
 /// A host counts as online when it exchanged within this long.
 pub const ONLINE_MS: u64 = 120_000;

@@ -15,11 +15,12 @@ use peergrid_proto::spec::{JobSettings, JobSubmission, UnitSpec};
 use peergrid_proto::wire::HostFacts;
 use tower::ServiceExt;
 
-use crate::grid::{Grid, now_ms};
+use crate::grid::Grid;
 use crate::http::{Api, router};
 use crate::quorum::CopyState;
 use crate::store::{ReadStore, SqliteStore, Store, StoreOp};
 use crate::writer::Writer;
+use peergrid_os::now_ms;
 
 const EVIL: &str = "<script>alert('x')</script> & co";
 

@@ -63,7 +63,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = peergrid_os::lock(&self.writer);
         f(&mut conn)
     }
 
@@ -71,13 +71,13 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let idle = peergrid_os::lock(&self.readers).pop();
         let conn = match idle {
             Some(c) => c,
             None => open_conn(&self.path, self.full_sync)?,
         };
         let out = f(&conn);
-        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = peergrid_os::lock(&self.readers);
         if pool.len() < READERS {
             pool.push(conn);
         }

@@ -163,7 +163,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Keys(KeysCommand::New { out }) => {
             let (secret, public) = new_key()?;
-            write_new_private(&out, &secret)?;
+            peergrid_os::write_private(&out, format!("{secret}\n").as_bytes()).with_context(
+                || {
+                    format!(
+                        "creating {} (an existing key is never overwritten)",
+                        out.display()
+                    )
+                },
+            )?;
             eprintln!(
                 "wrote your secret key to {}; ask the project's operator to run\n  \
                  peergrid-coordinator endorse --project-key PROJECT.key --name \"YOUR NAME\" --researcher {public} --out researcher.endorsement",
@@ -240,22 +247,5 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
-    Ok(())
-}
-
-/// Creates `path` with mode 0600; refuses to overwrite a key.
-fn write_new_private(path: &std::path::Path, text: &str) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| {
-        format!(
-            "creating {} (an existing key is never overwritten)",
-            path.display()
-        )
-    })?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
     Ok(())
 }

@@ -31,11 +31,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
+use peergrid_os::lock;
 use peergrid_proto::wire::UnitId;
 use peergrid_proto::{JoinString, signing};
 use tokio::sync::{Notify, watch};
@@ -116,10 +117,6 @@ pub struct Shared {
     wake_core: Notify,
     /// Wakes the uplink: a result is ready to report, a slot freed.
     wake_uplink: Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
@@ -300,13 +297,6 @@ fn pin_project_key(data: &Path, key: &[u8; 32]) -> Result<()> {
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The start of today in local time, in ms since the Unix epoch.

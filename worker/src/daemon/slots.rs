@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
+use peergrid_os::{lock, now_ms};
 use peergrid_proto::wire::{Outcome, Task, TaskReport, UnitId};
 use tokio::task::JoinSet;
 
 use super::modules::{read_module, refusal};
 use super::run_rules;
 use super::task_run::TaskRun;
-use super::{Fault, Worker, lock, now_ms, printable};
+use super::{Fault, Worker, printable};
 use crate::sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask, unit_seed};
 use crate::state::StoredTask;
 

@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peergrid_os::lock;
 
 use super::run_rules;
-use super::{Shared, Worker, local_midnight_ms, lock};
+use super::{Shared, Worker, local_midnight_ms};
 use crate::control::{ControlRequest, RunningTask, Status};
 use crate::governor::{Monitor, ResourceGovernor, Sample};
 use crate::prefs::Preferences;

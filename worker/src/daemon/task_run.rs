@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use peergrid_os::{lock, now_ms};
 use peergrid_proto::wire::{Task, UnitId};
 
+use super::Shared;
 use super::run_rules::{self, Step, Tick};
-use super::{Shared, lock, now_ms};
 use crate::governor::DutyCycle;
 use crate::prefs::Preferences;
 use crate::sandbox::{Checkpoint, Pace, TaskHooks};

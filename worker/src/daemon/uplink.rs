@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
+use peergrid_os::now_ms;
 use peergrid_proto::JoinString;
 use peergrid_proto::limits::{MAX_FRAME, MAX_HELD, MAX_TASKS_PER_EXCHANGE};
 use peergrid_proto::wire::{Attachment, Exchange, Reply, Request, TaskReport, UnitId};
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 
 use super::exchange_rules::{self, Backoff, Before, Exchanged};
 use super::modules::{self, fetch_module, refusal};
-use super::{Shared, now_ms, printable};
+use super::{Shared, printable};
 use crate::identity::host_facts;
 use crate::net::{self, Session};
 use crate::state::LocalState;
