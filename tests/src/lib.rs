@@ -24,13 +24,17 @@ pub fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
 
+/// How the tests' binaries are built: the worker with its test-only cheat
+/// mode (`run --simulate-fault`).
+const BUILD_BINS: &str =
+    "cargo build --release --workspace --bins --features peergrid-worker/simulate-fault";
+
 /// A release binary of the workspace; fails saying how to build it.
 pub fn bin(name: &str) -> PathBuf {
     let path = target_dir().join("release").join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the binaries first with `cargo build --release --bins` \
-         (scripts/test does this)",
+        "{} is missing: build the binaries first with `{BUILD_BINS}` (scripts/test does this)",
         path.display()
     );
     path
@@ -358,6 +362,19 @@ impl Worker {
     /// the machine, and a worker must not suspend because other workers
     /// or the coordinator are busy. Flags override it.
     pub fn start(join: &str, data: &Path, extra: &[&str]) -> Result<Worker> {
+        if extra.contains(&"--simulate-fault") {
+            // Without the feature clap refuses the flag before it sees
+            // `--help`; with it, `--help` ends the parse.
+            let probe = Command::new(bin("peergrid-worker"))
+                .args(["run", "--simulate-fault", "wrong-output", "--help"])
+                .output()?;
+            if !probe.status.success() {
+                bail!(
+                    "this peergrid-worker has no --simulate-fault (a default build, e.g. by \
+                     scripts/demo): rebuild the tests' binaries with `{BUILD_BINS}`"
+                );
+            }
+        }
         std::fs::create_dir_all(data)?;
         let config = data.join("test-worker.toml");
         if !config.exists() {

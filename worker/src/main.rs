@@ -4,10 +4,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use peergrid_proto::JoinString;
 use peergrid_worker::control::{self, ControlRequest};
-use peergrid_worker::daemon::{Fault, Worker, WorkerConfig};
+use peergrid_worker::daemon::{Worker, WorkerConfig};
 use peergrid_worker::display::{LogAboveBars, MultiProgress};
 use peergrid_worker::identity;
 use peergrid_worker::install::{self, Install};
@@ -42,7 +42,10 @@ enum Command {
         /// Never draw progress bars, even on a terminal.
         #[arg(long)]
         no_progress: bool,
-        /// Testing aid: misbehave on purpose to exercise validation.
+        /// Testing aid: misbehave on purpose to exercise validation. Only
+        /// in builds with the `simulate-fault` feature, which the
+        /// end-to-end tests use: the volunteer's binary has no cheat modes.
+        #[cfg(feature = "simulate-fault")]
         #[arg(long, value_enum, hide = true)]
         simulate_fault: Option<FaultArg>,
         /// Local IP address to connect from (default: the system's choice),
@@ -117,7 +120,8 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[cfg(feature = "simulate-fault")]
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 enum FaultArg {
     WrongOutput,
     ForeignArch,
@@ -151,6 +155,7 @@ fn main() -> Result<()> {
             join,
             prefs,
             no_progress: _,
+            #[cfg(feature = "simulate-fault")]
             simulate_fault,
             bind,
         } => {
@@ -173,9 +178,10 @@ fn main() -> Result<()> {
                 join,
                 prefs,
                 slots,
+                #[cfg(feature = "simulate-fault")]
                 fault: simulate_fault.map(|f| match f {
-                    FaultArg::WrongOutput => Fault::WrongOutput,
-                    FaultArg::ForeignArch => Fault::ForeignArch,
+                    FaultArg::WrongOutput => peergrid_worker::daemon::Fault::WrongOutput,
+                    FaultArg::ForeignArch => peergrid_worker::daemon::Fault::ForeignArch,
                 }),
                 progress_bars: bars,
                 bind,
@@ -310,4 +316,49 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use clap::error::ErrorKind;
+
+    use super::Cli;
+
+    /// `run` with its required flags, then `extra`.
+    fn parse(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let run = ["peergrid-worker", "run", "--data", "d", "--join", "j"];
+        Cli::try_parse_from(run.iter().chain(extra))
+    }
+
+    /// The volunteer's build has no cheat modes: clap refuses the flag.
+    #[cfg(not(feature = "simulate-fault"))]
+    #[test]
+    fn the_default_build_refuses_simulate_fault() {
+        let refused = parse(&["--simulate-fault", "wrong-output"]).err();
+        assert_eq!(refused.map(|e| e.kind()), Some(ErrorKind::UnknownArgument));
+        // The harness (tests/src/lib.rs) tells the two builds apart by this.
+        let probe = parse(&["--simulate-fault", "wrong-output", "--help"]).err();
+        assert_eq!(probe.map(|e| e.kind()), Some(ErrorKind::UnknownArgument));
+    }
+
+    /// The end-to-end tests' build takes the flag and hands it to the daemon.
+    #[cfg(feature = "simulate-fault")]
+    #[test]
+    fn the_test_build_accepts_simulate_fault() {
+        for (arg, fault) in [
+            ("wrong-output", super::FaultArg::WrongOutput),
+            ("foreign-arch", super::FaultArg::ForeignArch),
+        ] {
+            let Ok(cli) = parse(&["--simulate-fault", arg]) else {
+                panic!("--simulate-fault {arg} refused");
+            };
+            let super::Command::Run { simulate_fault, .. } = cli.command else {
+                panic!("not parsed as `run`");
+            };
+            assert_eq!(simulate_fault, Some(fault));
+        }
+        let probe = parse(&["--simulate-fault", "wrong-output", "--help"]).err();
+        assert_eq!(probe.map(|e| e.kind()), Some(ErrorKind::DisplayHelp));
+    }
 }

@@ -48,6 +48,8 @@ use crate::sandbox::Sandbox;
 use crate::state::LocalState;
 
 mod exchange_rules;
+#[cfg(feature = "simulate-fault")]
+mod fault;
 mod modules;
 mod run_rules;
 mod slots;
@@ -56,23 +58,14 @@ mod task_run;
 mod uplink;
 
 pub use exchange_rules::work_wanted;
+#[cfg(feature = "simulate-fault")]
+pub use fault::Fault;
 pub use modules::trim_caches;
 pub use slots::task_seed;
 pub use task_run::TaskRun;
 
 /// On shutdown, how long the uplink may try to deliver held results.
 const FAREWELL: Duration = Duration::from_secs(3);
-
-/// Simulated misbehaviour, for tests of the coordinator's validation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// Report a plausible but wrong output for every successful task.
-    WrongOutput,
-    /// Behave like an honest host on another CPU architecture whose NaN
-    /// bit patterns differ: a different engine id and, unless NaNs are
-    /// canonicalized, a different output.
-    ForeignArch,
-}
 
 pub struct WorkerConfig {
     pub data: PathBuf,
@@ -81,6 +74,8 @@ pub struct WorkerConfig {
     pub prefs: Preferences,
     /// Concurrent tasks (from the preferences and the host's cores).
     pub slots: usize,
+    /// Misbehave on purpose (`--simulate-fault`; tests only).
+    #[cfg(feature = "simulate-fault")]
     pub fault: Option<Fault>,
     /// Draw live progress bars here (a terminal is attached).
     pub progress_bars: Option<crate::display::MultiProgress>,

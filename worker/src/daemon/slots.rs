@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::modules::{read_module, refusal};
 use super::run_rules;
 use super::task_run::TaskRun;
-use super::{Fault, Worker, printable};
+use super::{Worker, printable};
 use crate::sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask, unit_seed};
 use crate::state::StoredTask;
 
@@ -136,9 +136,15 @@ impl Worker {
         ));
         lock(&self.shared.running).insert(task.unit, run.clone());
         let sandbox = self.sandbox.clone();
+        #[cfg(feature = "simulate-fault")]
         let fault = self.config.fault;
         running.spawn_blocking(move || {
-            let report = run_task(&sandbox, &task, &module, fault, run.clone());
+            let report = run_task(&sandbox, &task, &module, run.clone());
+            #[cfg(feature = "simulate-fault")]
+            let report = match fault {
+                Some(fault) => fault.tamper(&task, report),
+                None => report,
+            };
             (task.unit, (!run.was_stopped()).then_some(report))
         });
         Ok(())
@@ -180,13 +186,7 @@ pub fn task_seed(task: &Task) -> u64 {
     unit_seed(task.job, task.unit)
 }
 
-fn run_task(
-    sandbox: &Sandbox,
-    task: &Task,
-    module: &[u8],
-    fault: Option<Fault>,
-    hooks: Arc<TaskRun>,
-) -> TaskReport {
+fn run_task(sandbox: &Sandbox, task: &Task, module: &[u8], hooks: Arc<TaskRun>) -> TaskReport {
     let nan = NanMode::from_canonical(task.canonical_nan);
     let run = SandboxTask {
         module: &task.module,
@@ -198,19 +198,8 @@ fn run_task(
         nan,
     };
     let report = sandbox.run_with_hooks(&run, hooks);
-    let mut engine = sandbox.engine_id(nan).to_string();
     let outcome = match report.outcome {
-        RunOutcome::Success(mut out) => {
-            match fault {
-                Some(Fault::WrongOutput) => out.extend_from_slice(b" (tampered)"),
-                Some(Fault::ForeignArch) if !task.canonical_nan => {
-                    engine = format!("{engine}/simulated-foreign-arch");
-                    out.extend_from_slice(b" (foreign NaN bits)");
-                }
-                _ => {}
-            }
-            Outcome::Success(out)
-        }
+        RunOutcome::Success(out) => Outcome::Success(out),
         RunOutcome::Error(e) => Outcome::Error(e),
     };
     TaskReport {
@@ -218,7 +207,7 @@ fn run_task(
         outcome,
         fuel_used: report.fuel_used,
         elapsed_ms: report.elapsed.as_millis() as u64,
-        engine,
+        engine: sandbox.engine_id(nan).to_string(),
         resumed: report.resumed,
     }
 }
