@@ -1,0 +1,121 @@
+use super::*;
+
+fn noon() -> NaiveTime {
+    NaiveTime::from_hms_opt(12, 0, 0).unwrap()
+}
+
+fn sample(cpu: f32) -> Sample {
+    Sample {
+        non_grid_cpu_percent: cpu,
+        on_battery: false,
+        local_time: noon(),
+    }
+}
+
+#[test]
+fn suspends_after_sustained_load_and_resumes_after_calm() {
+    let mut g = ResourceGovernor::new(&Preferences::default());
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    assert_eq!(g.update(sample(10.0), false, t0), None);
+    assert_eq!(
+        g.update(sample(60.0), false, t0 + s(1)),
+        None,
+        "one sample is not enough"
+    );
+    assert!(matches!(
+        g.update(sample(60.0), false, t0 + s(2)),
+        Some(Suspension::MachineBusy { .. })
+    ));
+    // Calm, but not for long enough yet.
+    assert!(g.update(sample(5.0), false, t0 + s(3)).is_some());
+    assert!(g.update(sample(5.0), false, t0 + s(5)).is_some());
+    assert_eq!(g.update(sample(5.0), false, t0 + s(6)), None);
+    // A blip does not suspend.
+    assert_eq!(g.update(sample(90.0), false, t0 + s(7)), None);
+    assert_eq!(g.update(sample(5.0), false, t0 + s(8)), None);
+}
+
+#[test]
+fn pause_battery_and_windows_suspend_at_once() {
+    let prefs = Preferences {
+        time_windows: vec!["22:00-06:00".parse().unwrap()],
+        ..Preferences::default()
+    };
+    let mut g = ResourceGovernor::new(&prefs);
+    let now = Instant::now();
+    assert_eq!(
+        g.update(sample(0.0), false, now),
+        Some(Suspension::OutsideTimeWindows)
+    );
+    let night = Sample {
+        local_time: NaiveTime::from_hms_opt(23, 0, 0).unwrap(),
+        ..sample(0.0)
+    };
+    assert_eq!(g.update(night, false, now), None);
+    assert_eq!(g.update(night, true, now), Some(Suspension::UserRequest));
+    let battery = Sample {
+        on_battery: true,
+        ..night
+    };
+    assert_eq!(g.update(battery, false, now), Some(Suspension::OnBattery));
+    let mut allowed = ResourceGovernor::new(&Preferences {
+        run_on_battery: true,
+        ..prefs
+    });
+    assert_eq!(allowed.update(battery, false, now), None);
+}
+
+#[test]
+fn never_suspends_for_load_at_100_percent() {
+    let mut g = ResourceGovernor::new(&Preferences {
+        suspend_cpu_percent: 100,
+        ..Preferences::default()
+    });
+    let t0 = Instant::now();
+    for i in 0..10 {
+        assert_eq!(
+            g.update(sample(100.0), false, t0 + Duration::from_secs(i)),
+            None
+        );
+    }
+}
+
+#[test]
+fn memory_budget_follows_use() {
+    let mut g = ResourceGovernor::new(&Preferences::default());
+    let now = Instant::now();
+    g.update(sample(0.0), false, now);
+    assert_eq!(g.memory_budget(1000), 900);
+    g.update(sample(20.0), false, now);
+    assert_eq!(g.memory_budget(1000), 500);
+}
+
+#[test]
+fn duty_cycle_keeps_the_share() {
+    let ms = Duration::from_millis;
+    let half = DutyCycle { percent: 50 };
+    assert_eq!(half.pause_after(ms(400)), None);
+    assert_eq!(half.pause_after(ms(500)), Some(ms(500)));
+    // Overshooting the quota is made up by a longer pause.
+    assert_eq!(half.pause_after(ms(510)), Some(ms(510)));
+    let quarter = DutyCycle { percent: 25 };
+    assert_eq!(quarter.pause_after(ms(250)), Some(ms(750)));
+    assert_eq!(DutyCycle { percent: 100 }.pause_after(ms(5000)), None);
+    // Over many periods the share is exact.
+    for percent in [10u8, 33, 50, 90] {
+        let d = DutyCycle { percent };
+        let (mut ran, mut total, mut since) = (ms(0), ms(0), ms(0));
+        for _ in 0..10_000 {
+            ran += ms(10);
+            total += ms(10);
+            since += ms(10);
+            if let Some(p) = d.pause_after(since) {
+                total += p;
+                since = ms(0);
+            }
+        }
+        let share = ran.as_secs_f64() / total.as_secs_f64() * 100.0;
+        assert!((share - percent as f64).abs() < 1.5, "{percent}: {share}");
+    }
+}
