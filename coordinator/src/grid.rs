@@ -287,6 +287,7 @@ impl Grid {
             if w.scheduler.standing(host).is_some_and(|s| s.banned) {
                 return Err(Banned("the operator banned it".into()).into());
             }
+            let reported: Vec<UnitId> = reports.iter().map(|r| r.0).collect();
             for (unit, state, elapsed, blob) in reports {
                 if let Some((hash, out)) = &blob
                     && w.scheduler
@@ -335,9 +336,11 @@ impl Grid {
                 w.seen_sent.insert(host, now);
                 ops.push(StoreOp::Seen { host, at_ms: now });
             }
-            // Taken with this batch: every output they name was written in
-            // it or in a batch before, so once it is durable they can be read.
-            let comparisons = w.scheduler.take_comparisons(now);
+            // Those its reports asked for, taken with this batch: every
+            // output they name was written in it or in a batch before, so
+            // once it is durable they can be read. Others (loads, expiries,
+            // retries) are the ticker's.
+            let comparisons = w.scheduler.take_comparisons_of(&reported);
             // Queued under the lock, so the writer applies batches in the
             // order the scheduler decided them.
             let receipt = (!ops.is_empty() || !blobs.is_empty() || !comparisons.is_empty())
@@ -345,9 +348,10 @@ impl Grid {
             (
                 receipt,
                 w.scheduler.active_units() < WINDOW / 2,
-                comparisons,
+                (comparisons, reported),
             )
         };
+        let (comparisons, reported) = comparisons;
         if low {
             self.feed.notify_one();
         }
@@ -358,8 +362,12 @@ impl Grid {
             return Err(e);
         }
         // The reporting host waits for its own reports' verdicts, as it
-        // waits for their storage; a slow validator delays only it.
-        self.settle(comparisons, fresh).await?;
+        // waits for their storage; a slow validator delays only it. Its
+        // reports and tasks are stored whatever happens to the comparisons
+        // (handed back to the scheduler if they could not be made).
+        if let Err(e) = self.settle(comparisons, fresh, Some(&reported)).await {
+            tracing::error!(host, "comparing outputs failed: {e:#}");
+        }
         if short_of_space {
             reply.retry_after_ms = SHORT_OF_SPACE_RETRY_MS;
         } else if reply.tasks.is_empty() {
@@ -374,10 +382,12 @@ impl Grid {
     /// verdicts back; then does the same for any asked meanwhile. A
     /// comparison that could not be made goes back to the scheduler, which
     /// hands it out again later.
+    /// With `units`, later rounds take only those units' comparisons.
     async fn settle(
         &self,
         mut comparisons: Vec<Comparison>,
         fresh: HashMap<Hash, Arc<[u8]>>,
+        units: Option<&[UnitId]>,
     ) -> Result<()> {
         let fresh = Arc::new(fresh);
         while !comparisons.is_empty() {
@@ -411,7 +421,10 @@ impl Grid {
                     }
                 }
                 let ops = w.scheduler.take_ops();
-                comparisons = w.scheduler.take_comparisons(now);
+                comparisons = match units {
+                    Some(units) => w.scheduler.take_comparisons_of(units),
+                    None => w.scheduler.take_comparisons(now),
+                };
                 (!ops.is_empty() || !comparisons.is_empty())
                     .then(|| self.writer.submit(ops, Vec::new()))
             };
@@ -437,7 +450,7 @@ impl Grid {
     }
 
     /// Makes the comparisons asked outside an exchange (a unit loaded into
-    /// the window, a copy expired, a retry due). The ticker calls it.
+    /// the window, a copy expired, a retry due), from a loop of its own.
     pub async fn compare_pending(&self) -> Result<()> {
         let (comparisons, barrier) = {
             let mut w = self.window();
@@ -453,7 +466,7 @@ impl Grid {
             self.retry_later(comparisons);
             return Err(e);
         }
-        self.settle(comparisons, HashMap::new()).await
+        self.settle(comparisons, HashMap::new(), None).await
     }
 
     /// Stores a validated submission and wakes the feeder.
@@ -597,14 +610,22 @@ impl Grid {
             loop {
                 every.tick().await;
                 grid.tick();
-                if let Err(e) = grid.compare_pending().await {
-                    tracing::error!("comparing outputs failed: {e:#}");
-                }
                 ticks += 1;
                 if ticks.is_multiple_of(4)
                     && let Err(e) = grid.apply_bans().await
                 {
                     tracing::error!("applying bans failed: {e:#}");
+                }
+            }
+        });
+        // Apart from the ticker: a slow validator must not hold up expiry.
+        let grid = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                every.tick().await;
+                if let Err(e) = grid.compare_pending().await {
+                    tracing::error!("comparing outputs failed: {e:#}");
                 }
             }
         });

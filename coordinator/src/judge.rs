@@ -6,9 +6,9 @@
 //! own wasm module. The scheduler keeps each verdict with its unit, so a
 //! pair is compared once however often the unit is re-decided.
 //!
-//! A comparison whose outputs cannot be read (a store error) has no
-//! verdict: the scheduler hands it out again later. It never counts as a
-//! disagreement.
+//! A comparison whose outputs or validator cannot be read (a store error),
+//! or whose validator has no sandbox to run in, has no verdict: the
+//! scheduler hands it out again later. It never counts as a disagreement.
 //!
 //! A custom validator is a WASI command (see `docs/validation.md`): it
 //! reads `len(a) as u32 LE, a, len(b) as u32 LE, b` on stdin and prints
@@ -18,9 +18,10 @@
 //! validator can only stop units from validating, never let a wrong one in.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use peergrid_core::model::Comparison;
+use peergrid_os::lock;
 use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::spec::Validator;
@@ -86,15 +87,15 @@ pub fn validator_input(a: &[u8], b: &[u8]) -> Vec<u8> {
 pub struct Judge {
     store: Arc<dyn Store>,
     /// Built on the first custom comparison: most coordinators never
-    /// need one. `None` inside if it could not be built.
-    sandbox: Arc<OnceLock<Option<Sandbox>>>,
+    /// need one. Tried again while it cannot be built.
+    sandbox: Arc<Mutex<Option<Arc<Sandbox>>>>,
 }
 
 impl Judge {
     pub fn new(store: Arc<dyn Store>) -> Judge {
         Judge {
             store,
-            sandbox: Arc::new(OnceLock::new()),
+            sandbox: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -133,19 +134,24 @@ impl Judge {
                         return None;
                     }
                 };
-                let sandbox = self.sandbox.get_or_init(|| {
-                    Sandbox::new(None)
-                        .inspect_err(|e| {
-                            tracing::error!("cannot start the validators' sandbox: {e}")
-                        })
-                        .ok()
-                });
-                Some(match sandbox {
-                    Some(sandbox) => run_custom(sandbox, job, module, &bytes, &a, &b),
-                    None => false,
-                })
+                // No sandbox (yet): no verdict, tried again later.
+                let sandbox = self.sandbox()?;
+                Some(run_custom(&sandbox, job, module, &bytes, &a, &b))
             }
         }
+    }
+
+    /// The validators' sandbox, built on first use; `None` (logged) while
+    /// it cannot be built.
+    fn sandbox(&self) -> Option<Arc<Sandbox>> {
+        let mut slot = lock(&self.sandbox);
+        if slot.is_none() {
+            match Sandbox::new(None) {
+                Ok(s) => *slot = Some(Arc::new(s)),
+                Err(e) => tracing::error!("cannot start the validators' sandbox (will retry): {e}"),
+            }
+        }
+        slot.clone()
     }
 
     /// An output to compare: `None` when the store could not be read (a

@@ -202,6 +202,16 @@ fn a_unit_loaded_after_a_restart_asks_again_for_its_comparisons() {
 }
 
 #[test]
+fn an_exchange_takes_only_its_own_units_comparisons() {
+    let mut s = tolerant_unit();
+    s.report(1, 1, ok(3), 1, 5).unwrap();
+    s.report(2, 1, ok(4), 1, 6).unwrap();
+    assert!(s.take_comparisons_of(&[2, 3]).is_empty(), "not its units");
+    assert_eq!(s.take_comparisons_of(&[1]).len(), 1);
+    assert!(s.take_comparisons(7).is_empty(), "handed out once");
+}
+
+#[test]
 fn identical_outputs_and_bitwise_jobs_need_no_comparison() {
     let mut s = tolerant_unit();
     s.report(1, 1, ok(3), 1, 5).unwrap();

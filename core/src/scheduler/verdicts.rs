@@ -29,6 +29,18 @@ impl Scheduler {
         out
     }
 
+    /// The comparisons asked for `units` since they were last taken (not
+    /// those of other units, nor retries): what an exchange that reported
+    /// on `units` makes before it answers, leaving the rest to
+    /// [`Scheduler::take_comparisons`].
+    pub fn take_comparisons_of(&mut self, units: &[UnitId]) -> Vec<Comparison> {
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.comparisons)
+            .into_iter()
+            .partition(|c| units.contains(&c.unit));
+        self.comparisons = others;
+        mine
+    }
+
     /// The verdict on a pair the scheduler asked about: the unit is decided
     /// again once its last asked pair is answered. Answers to pairs never
     /// asked (or of units finished since) are ignored.
