@@ -31,6 +31,8 @@ pub enum ClientError {
     Spec(String),
 }
 
+pub mod local;
+
 type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// Text from the server (job and unit names, failure reasons a worker
@@ -430,54 +432,34 @@ impl Client {
     /// Re-runs unit `unit` of job `job` in the same sandbox workers use and
     /// compares the output hash and fuel with the dataset row.
     pub fn verify(&self, job: u64, unit: u64) -> Result<Verification> {
-        use peergrid_sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
+        use peergrid_sandbox::RunOutcome;
         let detail = self.status(job)?;
         let row = self.dataset_row(job, unit)?.ok_or_else(|| {
             ClientError::Spec(format!("job {job} has no validated row for unit {unit}"))
         })?;
-        let module_hash = detail.status.module;
-        let settings = detail.status.settings;
-        let canonical_nan = row.canonical_nan();
-        let module = self.blob(&module_hash)?;
+        let module = self.blob(&detail.status.module)?;
         let input = self.blob(&row.input_hash)?;
-        let sandbox = Sandbox::new(None)
-            .map_err(|e| ClientError::Spec(format!("cannot start the sandbox: {e}")))?;
-        let limits = peergrid_proto::wire::TaskLimits::for_job(&settings);
-        let seed = peergrid_sandbox::unit_seed(job, unit);
-        let nan = NanMode::from_canonical(canonical_nan);
-        let report = sandbox.run(&SandboxTask {
-            module: &module_hash,
-            module_bytes: &module,
+        let run = local::run_unit(&local::LocalTask {
+            module: &module,
             input: &input,
             args: &detail.args,
-            seed,
-            limits: &limits,
-            nan,
-        });
+            settings: &detail.status.settings,
+            seed: peergrid_sandbox::unit_seed(job, unit),
+            canonical_nan: row.canonical_nan(),
+        })?;
         let (expected_output, expected_fuel) = (row.output_hash, row.fuel);
-        let engine = sandbox.engine_id(nan).to_string();
-        Ok(match report.outcome {
-            RunOutcome::Success(out) => {
-                let got = Hash::of(&out);
-                Verification {
-                    matches: got == expected_output && report.fuel_used == expected_fuel,
-                    expected_output: expected_output.to_hex(),
-                    got_output: Some(got.to_hex()),
-                    expected_fuel,
-                    got_fuel: report.fuel_used,
-                    engine,
-                    error: None,
-                }
-            }
-            RunOutcome::Error(e) => Verification {
-                matches: false,
-                expected_output: expected_output.to_hex(),
-                got_output: None,
-                expected_fuel,
-                got_fuel: report.fuel_used,
-                engine,
-                error: Some(e),
-            },
+        let (got_output, error) = match run.outcome {
+            RunOutcome::Success(out) => (Some(Hash::of(&out)), None),
+            RunOutcome::Error(e) => (None, Some(e)),
+        };
+        Ok(Verification {
+            matches: got_output == Some(expected_output) && run.fuel == expected_fuel,
+            expected_output: expected_output.to_hex(),
+            got_output: got_output.map(|h| h.to_hex()),
+            expected_fuel,
+            got_fuel: run.fuel,
+            engine: run.engine,
+            error,
         })
     }
 }

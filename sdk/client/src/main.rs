@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_client::{Client, Researcher, new_key, prepare_job, printable, printable_json};
 use peergrid_proto::api::JobStatus;
 
+mod local_cli;
+
 #[derive(Parser)]
 #[command(
     name = "peergrid",
@@ -47,6 +49,9 @@ enum Command {
     /// Re-run one unit of a job's dataset locally, in the same sandbox as
     /// the workers, and check its output hash and fuel against the row.
     Verify { job: u64, unit: u64 },
+    /// Run a module on one input locally, in the workers' sandbox and
+    /// limits: its output on stdout, fuel and time on stderr.
+    Run(local_cli::RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -75,6 +80,10 @@ enum JobCommand {
             default_value = "researcher.endorsement"
         )]
         endorsement: PathBuf,
+        /// Check the spec, the module and every input and print a summary;
+        /// upload nothing and contact no server.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Units total, validated, in progress and failed.
     Status {
@@ -161,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Run(args) => local_cli::run(args)?,
         Command::Keys(KeysCommand::New { out }) => {
             let (secret, public) = new_key()?;
             peergrid_os::write_private(&out, format!("{secret}\n").as_bytes()).with_context(
@@ -182,7 +192,11 @@ fn run(cli: Cli) -> Result<()> {
             spec,
             key,
             endorsement,
+            dry_run,
         }) => {
+            if dry_run {
+                return local_cli::dry_run(&spec, &key, &endorsement);
+            }
             if cli.token.is_none() {
                 bail!("submitting needs the researcher token: pass --token or set PEERGRID_TOKEN");
             }
