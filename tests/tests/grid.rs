@@ -234,6 +234,11 @@ fn verify_reruns_a_unit_and_catches_an_altered_row() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("verified"), "{said}");
+    // A unit the job has no row for: the server's reason, not a guess.
+    let out = coordinator.cli(&["verify", &job.to_string(), "999999"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("no validated row for unit 999999"), "{said}");
 
     // Give unit a the output of unit b, as a corrupted or forged store would.
     let quic = coordinator.quic.clone();

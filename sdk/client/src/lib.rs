@@ -383,14 +383,12 @@ impl Client {
         Ok(bytes)
     }
 
-    /// One row of a job's dataset (without its output), or `None` when
-    /// the job has no validated row for `unit`.
-    pub fn dataset_row(&self, job: u64, unit: u64) -> Result<Option<DatasetRow>> {
-        match self.get(&format!("/api/v1/jobs/{job}/dataset/{unit}")) {
-            Ok(row) => Ok(Some(row)),
-            Err(ClientError::Refused { status: 404, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// One row of a job's dataset (without its output). A job without a
+    /// validated row for `unit` is the server's 404, whose message says so
+    /// (an older server without the route says something else: its words
+    /// are passed on, not guessed at).
+    pub fn dataset_row(&self, job: u64, unit: u64) -> Result<DatasetRow> {
+        self.get(&format!("/api/v1/jobs/{job}/dataset/{unit}"))
     }
 
     /// Streams a job's dataset into `out`; returns the bytes written.
@@ -434,9 +432,7 @@ impl Client {
     pub fn verify(&self, job: u64, unit: u64) -> Result<Verification> {
         use peergrid_sandbox::RunOutcome;
         let detail = self.status(job)?;
-        let row = self.dataset_row(job, unit)?.ok_or_else(|| {
-            ClientError::Spec(format!("job {job} has no validated row for unit {unit}"))
-        })?;
+        let row = self.dataset_row(job, unit)?;
         let module = self.blob(&detail.status.module)?;
         let input = self.blob(&row.input_hash)?;
         let run = local::run_unit(&local::LocalTask {
