@@ -2,9 +2,13 @@
 //! coordinator's HTTP API, and reading a job spec into a submission.
 //! The `peergrid` CLI is a thin layer over this crate.
 
+pub mod export;
+pub mod profile;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use peergrid_proto::Hash;
@@ -16,8 +20,14 @@ use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the coordinator at {url}: {source}")]
+    /// The cause is the error's `source`, not repeated in its text: the
+    /// CLI prints the chain.
+    #[error("cannot reach the coordinator at {url}")]
     Unreachable { url: String, source: ureq::Error },
+    #[error(
+        "the server address `{0}` has no scheme: write `http://{0}` (or `https://` when the coordinator is behind TLS)"
+    )]
+    NoScheme(String),
     #[error("the coordinator refused ({status}): {message}")]
     Refused { status: u16, message: String },
     #[error("unexpected answer from the coordinator: {0}")]
@@ -29,6 +39,8 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Spec(String),
+    #[error("{path}: {message}")]
+    Profile { path: PathBuf, message: String },
 }
 
 pub mod local;
@@ -88,6 +100,9 @@ pub struct PreparedJob {
     pub submission: JobSubmission,
     /// Module and inputs by hash, deduplicated.
     pub blobs: Vec<(Hash, Vec<u8>)>,
+    /// Folders inside the inputs folder, which are not work units (only
+    /// its files are): the CLI says so rather than drop them silently.
+    pub skipped_folders: Vec<PathBuf>,
 }
 
 /// A researcher's signing key and the project's endorsement of it.
@@ -142,6 +157,7 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
     let base = spec_path.parent().unwrap_or(Path::new("."));
     let module_path = base.join(&spec.module);
     let module = fs::read(&module_path).map_err(io_err(&module_path))?;
+    check_wasm(&module_path, &module)?;
     if module.len() > MAX_MODULE {
         return Err(ClientError::Spec(format!(
             "{}: the module is {} bytes; the limit is {MAX_MODULE}",
@@ -150,19 +166,26 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
         )));
     }
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut skipped_folders = Vec::new();
     if let Some(dir) = &spec.inputs.dir {
         let dir = base.join(dir);
-        let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
-            .map_err(io_err(&dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let p = entry.map_err(io_err(&dir))?.path();
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if p.is_file() {
+                paths.push(p);
+            } else if p.is_dir() {
+                skipped_folders.push(p);
+            }
+        }
         paths.sort();
+        skipped_folders.sort();
         for p in paths {
             let bytes = fs::read(&p).map_err(io_err(&p))?;
             let name = p
@@ -183,8 +206,13 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
         }
     }
     if inputs.is_empty() {
+        let why = if skipped_folders.is_empty() {
+            "empty folder or file"
+        } else {
+            "the inputs folder holds only folders; each file directly in it is a work unit"
+        };
         return Err(ClientError::Spec(format!(
-            "{}: the job has no inputs (empty folder or file)",
+            "{}: the job has no inputs ({why})",
             spec_path.display()
         )));
     }
@@ -207,6 +235,7 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
         Validator::Custom { module } => {
             let path = base.join(&module);
             let bytes = fs::read(&path).map_err(io_err(&path))?;
+            check_wasm(&path, &bytes)?;
             if bytes.len() > MAX_MODULE {
                 return Err(ClientError::Spec(format!(
                     "{}: the validator module is {} bytes; the limit is {MAX_MODULE}",
@@ -241,7 +270,45 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
     Ok(PreparedJob {
         submission,
         blobs: blobs.into_iter().collect(),
+        skipped_folders,
     })
+}
+
+/// Refuses a file that is not a wasm binary (a `.wat` text, a native
+/// executable, a truncated download) before anything is uploaded.
+fn check_wasm(path: &Path, bytes: &[u8]) -> Result<()> {
+    if bytes.starts_with(b"\0asm") {
+        return Ok(());
+    }
+    Err(ClientError::Spec(format!(
+        "{} is not a wasm module (it does not start with the `\\0asm` header); \
+         build it for wasm32-wasip1",
+        path.display()
+    )))
+}
+
+/// How long a request may wait on the network: to connect, and between
+/// two reads or writes once connected. A stalled or vanished coordinator
+/// gives an error instead of a hang; a long export or upload that keeps
+/// moving is never cut off.
+pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The address the user gave, checked: `http://` or `https://` and a
+/// host. `127.0.0.1:8080` gets [`ClientError::NoScheme`] instead of
+/// ureq's puzzling answer.
+pub fn server_url(text: &str) -> Result<String> {
+    let text = text.trim();
+    let lower = text.to_ascii_lowercase();
+    match ["http://", "https://"]
+        .iter()
+        .find(|scheme| lower.starts_with(*scheme))
+    {
+        Some(scheme) if text.len() > scheme.len() => Ok(text.trim_end_matches('/').to_string()),
+        Some(_) => Err(ClientError::Spec(format!(
+            "the server address `{text}` names no host"
+        ))),
+        None => Err(ClientError::NoScheme(text.to_string())),
+    }
 }
 
 pub struct Client {
@@ -260,8 +327,17 @@ pub struct UploadStats {
 
 impl Client {
     pub fn new(server: &str, token: Option<String>) -> Client {
+        Client::with_timeout(server, token, NETWORK_TIMEOUT)
+    }
+
+    /// A client whose requests give up after `timeout` without progress
+    /// (see [`NETWORK_TIMEOUT`]).
+    pub fn with_timeout(server: &str, token: Option<String>, timeout: Duration) -> Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .timeout_connect(Some(timeout))
+            .timeout_per_read(Some(timeout))
+            .timeout_per_write(Some(timeout))
             .build()
             .into();
         Client {
@@ -342,6 +418,23 @@ impl Client {
         Ok(stats)
     }
 
+    /// Checks that the server answers and, when the client has a token,
+    /// that it takes it (an empty missing-blobs query, which needs it).
+    pub fn check_token(&self) -> Result<()> {
+        if self.token.is_none() {
+            let _: Vec<JobStatus> = self.jobs()?;
+            return Ok(());
+        }
+        let url = self.url("/api/v1/blobs/missing");
+        let r = self
+            .agent
+            .post(&url)
+            .header("Authorization", &self.auth())
+            .send_json(Vec::<Hash>::new());
+        let _: Vec<Hash> = Self::json(self.check(&url, r)?)?;
+        Ok(())
+    }
+
     /// Submits a job whose blobs are uploaded; returns its id.
     pub fn submit(&self, job: &JobSubmission) -> Result<u64> {
         let url = self.url("/api/v1/jobs");
@@ -389,6 +482,37 @@ impl Client {
     /// are passed on, not guessed at).
     pub fn dataset_row(&self, job: u64, unit: u64) -> Result<DatasetRow> {
         self.get(&format!("/api/v1/jobs/{job}/dataset/{unit}"))
+    }
+
+    /// The BLAKE3 (hex) and length the coordinator's checksum manifest
+    /// gives for a job's whole export in `format` (`csv` or `jsonl`).
+    pub fn export_digest(&self, job: u64, format: &str) -> Result<(String, u64)> {
+        #[derive(serde::Deserialize)]
+        struct Manifest {
+            exports: std::collections::HashMap<String, Digest>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Digest {
+            blake3: String,
+            bytes: u64,
+        }
+        let url = self.url(&format!("/api/v1/jobs/{job}/manifest"));
+        // The server hashes the whole dataset before it writes the
+        // checksums: allow it far longer than a stalled read elsewhere.
+        let r = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_per_read(Some(Duration::from_secs(600)))
+            .build()
+            .call();
+        let manifest: Manifest = Self::json(self.check(&url, r)?)?;
+        let digest = manifest.exports.get(format).ok_or_else(|| {
+            ClientError::BadAnswer(format!(
+                "the manifest of job {job} has no `{format}` export"
+            ))
+        })?;
+        Ok((digest.blake3.clone(), digest.bytes))
     }
 
     /// Streams a job's dataset into `out`; returns the bytes written.
@@ -461,23 +585,4 @@ impl Client {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn printable_escapes_every_control_character() {
-        assert_eq!(printable("plain text, ünïcode"), "plain text, ünïcode");
-        assert_eq!(
-            printable("a\u{1b}]0;t\u{7}b\u{1b}[2J\r\n\u{9b}31m\u{7f}"),
-            "a\\u{1b}]0;t\\u{7}b\\u{1b}[2J\\r\\n\\u{9b}31m\\u{7f}"
-        );
-    }
-
-    #[test]
-    fn printable_json_is_the_same_json_without_raw_controls() {
-        let v = serde_json::json!({ "name": "evil\u{1b}[31m\u{7f}\u{9b}", "n": 1 });
-        let line = printable_json(&v);
-        assert!(!line.chars().any(char::is_control), "{line}");
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&line).unwrap(), v);
-    }
-}
+mod tests;

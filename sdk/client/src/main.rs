@@ -1,14 +1,15 @@
 //! `peergrid`: the researcher's command line: submit jobs, follow them,
 //! export their datasets.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use peergrid_client::{Client, Researcher, new_key, prepare_job, printable, printable_json};
+use peergrid_client::profile::{self, Profile, Reached, Settings};
+use peergrid_client::{
+    Client, Researcher, export, new_key, prepare_job, printable, printable_json, server_url,
+};
 use peergrid_proto::api::JobStatus;
 
 mod local_cli;
@@ -20,15 +21,12 @@ mod local_cli;
     about = "Submit wasm jobs to a peergrid project and fetch their results"
 )]
 struct Cli {
-    /// The coordinator's HTTP address.
-    #[arg(
-        long,
-        global = true,
-        env = "PEERGRID_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    server: String,
-    /// The researcher token `peergrid-coordinator init` printed.
+    /// The coordinator's HTTP address [default: the profile's
+    /// (`peergrid login`), else http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "PEERGRID_SERVER")]
+    server: Option<String>,
+    /// The researcher token `peergrid-coordinator init` printed [default:
+    /// the profile's].
     #[arg(long, global = true, env = "PEERGRID_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -46,6 +44,18 @@ enum Command {
     /// Researcher signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Save --server, --token, --key and --endorsement in your profile
+    /// ($XDG_CONFIG_HOME/peergrid/config.toml, mode 0600), so later
+    /// commands need none of them; checks them against the server when it
+    /// answers.
+    Login {
+        /// Your secret key (`peergrid keys new`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The project's endorsement of your key.
+        #[arg(long)]
+        endorsement: Option<PathBuf>,
+    },
     /// Re-run one unit of a job's dataset locally, in the same sandbox as
     /// the workers, and check its output hash and fuel against the row.
     Verify { job: u64, unit: u64 },
@@ -70,16 +80,17 @@ enum JobCommand {
     Submit {
         /// The job spec (TOML).
         spec: PathBuf,
-        /// Your secret key (`peergrid keys new`).
-        #[arg(long, env = "PEERGRID_KEY", default_value = "researcher.key")]
-        key: PathBuf,
-        /// The project's endorsement of your key (`peergrid-coordinator endorse`).
-        #[arg(
-            long,
-            env = "PEERGRID_ENDORSEMENT",
-            default_value = "researcher.endorsement"
-        )]
-        endorsement: PathBuf,
+        /// Your secret key (`peergrid keys new`) [default: the profile's,
+        /// else researcher.key].
+        #[arg(long, env = "PEERGRID_KEY")]
+        key: Option<PathBuf>,
+        /// The project's endorsement of your key (`peergrid-coordinator
+        /// endorse`) [default: the profile's, else researcher.endorsement].
+        #[arg(long, env = "PEERGRID_ENDORSEMENT")]
+        endorsement: Option<PathBuf>,
+        /// Print only the job's id (on standard output), nothing else.
+        #[arg(long, short)]
+        quiet: bool,
         /// Check the spec, the module and every input and print a summary;
         /// upload nothing and contact no server.
         #[arg(long)]
@@ -148,8 +159,34 @@ fn summary(s: &JobStatus, waiting: Option<&str>) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let client = Client::new(&cli.server, cli.token.clone());
+    let config = profile::config_path();
+    if let Command::Login { key, endorsement } = cli.command {
+        let path = config.context("no config folder: set XDG_CONFIG_HOME or HOME")?;
+        let reached = profile::login(&path, cli.server, cli.token, key, endorsement)?;
+        match reached {
+            Reached::Checked => eprintln!("saved your profile in {}", path.display()),
+            Reached::Unreachable(why) => eprintln!(
+                "saved your profile in {}, unchecked: {}",
+                path.display(),
+                printable(&why)
+            ),
+        }
+        return Ok(());
+    }
+    let profile = match &config {
+        Some(path) => Profile::load(path)?,
+        None => Profile::default(),
+    };
+    let (key, endorsement) = match &cli.command {
+        Command::Job(JobCommand::Submit {
+            key, endorsement, ..
+        }) => (key.clone(), endorsement.clone()),
+        _ => (None, None),
+    };
+    let settings = Settings::resolve(cli.server, cli.token, key, endorsement, &profile);
+    let client = Client::new(&server_url(&settings.server)?, settings.token.clone());
     match cli.command {
+        Command::Login { .. } => unreachable!("handled above"),
         Command::Verify { job, unit } => {
             let v = client.verify(job, unit)?;
             if v.matches {
@@ -190,29 +227,48 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Job(JobCommand::Submit {
             spec,
-            key,
-            endorsement,
+            quiet,
             dry_run,
+            ..
         }) => {
             if dry_run {
-                return local_cli::dry_run(&spec, &key, &endorsement);
+                return local_cli::dry_run(&spec, &settings.key, &settings.endorsement);
             }
-            if cli.token.is_none() {
-                bail!("submitting needs the researcher token: pass --token or set PEERGRID_TOKEN");
+            if settings.token.is_none() {
+                bail!(
+                    "submitting needs the researcher token: run `peergrid login --token …`, pass --token or set PEERGRID_TOKEN"
+                );
             }
-            let researcher = Researcher::load(&key, &endorsement)?;
+            let researcher = Researcher::load(&settings.key, &settings.endorsement)?;
             let job = prepare_job(&spec, &researcher)?;
+            let say = |line: String| {
+                if !quiet {
+                    eprintln!("{line}");
+                }
+            };
+            if !job.skipped_folders.is_empty() {
+                let names: Vec<String> = job
+                    .skipped_folders
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                say(format!(
+                    "skipped {} folder(s) in the inputs folder (only its files are work units): {}",
+                    names.len(),
+                    names.join(", ")
+                ));
+            }
             let stats = client.upload(&job.blobs)?;
-            eprintln!(
+            say(format!(
                 "uploaded {} blobs ({} bytes); {} already on the server",
                 stats.uploaded, stats.uploaded_bytes, stats.already_there
-            );
+            ));
             let id = client.submit(&job.submission)?;
-            eprintln!(
+            say(format!(
                 "submitted job {id} \"{}\" with {} units",
                 job.submission.name,
                 job.submission.units.len()
-            );
+            ));
             println!("{id}");
         }
         Command::Job(JobCommand::Status { id, wait, json }) => loop {
@@ -241,23 +297,21 @@ fn run(cli: Cli) -> Result<()> {
                 Format::Jsonl => "jsonl",
                 Format::Csv => "csv",
             };
-            let written = match &out {
+            match &out {
                 Some(path) => {
-                    let file = File::create(path)
-                        .with_context(|| format!("creating {}", path.display()))?;
-                    let mut w = BufWriter::new(file);
-                    let n = client.export(id, format, &mut w)?;
-                    w.flush()?;
-                    n
+                    let done = export::export_to_file(&client, id, format, path)?;
+                    eprintln!(
+                        "wrote {} bytes to {} (BLAKE3 {}, as the checksum manifest says)",
+                        done.bytes,
+                        path.display(),
+                        done.blake3
+                    );
                 }
                 None => {
                     let stdout = std::io::stdout();
                     let mut lock = stdout.lock();
-                    client.export(id, format, &mut lock)?
+                    client.export(id, format, &mut lock)?;
                 }
-            };
-            if let Some(path) = out {
-                eprintln!("wrote {written} bytes to {}", path.display());
             }
         }
     }
