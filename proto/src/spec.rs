@@ -223,6 +223,11 @@ impl Default for JobSettings {
 pub enum SpecError {
     #[error("job spec is not valid TOML: {0}")]
     Toml(String),
+    /// A top-level key the spec does not have. Told apart before serde
+    /// sees the spec: the flattened settings would otherwise report it
+    /// for the whole file, at line 1, column 1.
+    #[error("unknown field `{field}`{}; the valid fields are {}", line.map(|l| format!(" on line {l}")).unwrap_or_default(), FIELDS.join(", "))]
+    UnknownField { field: String, line: Option<usize> },
     #[error("`{field}` {problem}")]
     Invalid {
         field: &'static str,
@@ -237,9 +242,55 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> SpecError {
     }
 }
 
+/// Every top-level key of a job spec: [`JobSpec`]'s own fields, then the
+/// flattened [`JobSettings`] (a test keeps this list true).
+pub const FIELDS: &[&str] = &[
+    "name",
+    "module",
+    "inputs",
+    "args",
+    "validator",
+    "quorum",
+    "min_quorum",
+    "target_nresults",
+    "max_total_results",
+    "max_error_results",
+    "max_success_results",
+    "deadline_secs",
+    "delay_bound",
+    "grace_secs",
+    "distinct_volunteers",
+    "adaptive_replication",
+    "memory_mb",
+    "fuel",
+    "network_prefix_v4",
+    "network_prefix_v6",
+];
+
+/// The first unknown top-level key of a spec that is valid TOML, with the
+/// line that sets it when a plain look finds it.
+fn unknown_field(text: &str) -> Option<SpecError> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let field = table.keys().find(|k| !FIELDS.contains(&k.as_str()))?;
+    let sets = |line: &str| {
+        let line = line.trim_start().trim_start_matches('[').trim_start();
+        let line = line
+            .strip_prefix(field.as_str())
+            .or_else(|| line.strip_prefix(&format!("\"{field}\"")));
+        line.is_some_and(|rest| rest.trim_start().starts_with(['=', '.', ']']))
+    };
+    Some(SpecError::UnknownField {
+        field: field.clone(),
+        line: text.lines().position(sets).map(|i| i + 1),
+    })
+}
+
 impl JobSpec {
     /// Parses and checks a spec file's text.
     pub fn from_toml(text: &str) -> Result<JobSpec, SpecError> {
+        if let Some(e) = unknown_field(text) {
+            return Err(e);
+        }
         let spec: JobSpec = toml::from_str(text).map_err(|e| SpecError::Toml(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
@@ -439,6 +490,62 @@ mod tests {
         assert!(e.to_string().contains("modul"), "{e}");
         let e = JobSpec::from_toml("name = ").unwrap_err();
         assert!(matches!(e, SpecError::Toml(_)));
+    }
+
+    #[test]
+    fn an_unknown_top_level_field_is_named_with_its_line() {
+        let e = JobSpec::from_toml(
+            "name = \"x\"\nmodule = \"m.wasm\"\nquorom = 3\n[inputs]\ndir = \"in\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            SpecError::UnknownField {
+                field: "quorom".into(),
+                line: Some(3)
+            }
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "unknown field `quorom` on line 3; the valid fields are name, module, inputs"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("column 1"), "{text}");
+        // As a table too.
+        let e = JobSpec::from_toml(
+            "name = \"x\"\nmodule = \"m.wasm\"\n[inputs]\ndir = \"in\"\n[extra]\na = 1\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("unknown field `extra` on line 5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_field_list_is_every_field() {
+        let mut spec = JobSpec::from_toml(
+            "name = \"x\"\nmodule = \"m.wasm\"\nargs = [\"a\"]\n[inputs]\ndir = \"in\"\n",
+        )
+        .unwrap();
+        spec.settings.target_nresults = Some(2);
+        spec.settings.max_total_results = Some(2);
+        spec.settings.max_success_results = Some(2);
+        let table: toml::Table = toml::from_str(&toml::to_string(&spec).unwrap()).unwrap();
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        // `validator` (bitwise) is written too.
+        keys.sort_unstable();
+        let mut fields: Vec<&str> = FIELDS
+            .iter()
+            .copied()
+            .filter(|f| !matches!(*f, "min_quorum" | "delay_bound"))
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
+        // The aliases are accepted.
+        JobSpec::from_toml("name = \"x\"\nmodule = \"m.wasm\"\nmin_quorum = 2\ndelay_bound = 9\n[inputs]\ndir = \"in\"\n").unwrap();
     }
 
     #[test]
