@@ -145,3 +145,64 @@ impl DataDir {
             .with_context(|| format!("parsing {}", path.display()))
     }
 }
+
+/// Reads the project's secret key for `endorse` from `path` (`DIR/project.key`
+/// or an offline copy). Both key files hold 32 bytes of hex, so the public
+/// key given by mistake would be taken for a secret one and make
+/// endorsements every worker refuses (a 403 only at submission). It is told
+/// apart by its `.pub` name, or by not matching the `project.pub` beside it.
+pub fn read_project_secret_key(path: &Path) -> Result<ed25519_dalek::SigningKey> {
+    let refuse = || {
+        anyhow::anyhow!(
+            "{} is the project's public key; endorse with its secret key, project.key (in the same folder, or your offline copy)",
+            path.display()
+        )
+    };
+    if path.extension().is_some_and(|e| e == "pub") {
+        return Err(refuse());
+    }
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let key = peergrid_proto::signing::parse_secret_key(&text)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let public = path.with_file_name("project.pub");
+    if let Ok(published) = fs::read_to_string(&public)
+        && published.trim() != hex::encode(key.verifying_key().to_bytes())
+    {
+        if published.trim() == text.trim() {
+            return Err(refuse());
+        }
+        bail!(
+            "{} is not the secret key of {} beside it; endorse with that project's project.key",
+            path.display(),
+            public.display()
+        );
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endorsing_needs_the_secret_project_key() {
+        let dir = tempfile::tempdir().unwrap();
+        DataDir::new(dir.path()).init("127.0.0.1:1").unwrap();
+        let (secret, public) = (
+            dir.path().join("project.key"),
+            dir.path().join("project.pub"),
+        );
+        let key = read_project_secret_key(&secret).unwrap();
+        assert_eq!(
+            hex::encode(key.verifying_key().to_bytes()),
+            fs::read_to_string(&public).unwrap().trim()
+        );
+        let e = read_project_secret_key(&public).unwrap_err().to_string();
+        assert!(e.contains("public key") && e.contains("project.key"), "{e}");
+        // A copy of the public key under another name, beside project.pub.
+        let copy = dir.path().join("copy.txt");
+        fs::copy(&public, &copy).unwrap();
+        let e = read_project_secret_key(&copy).unwrap_err().to_string();
+        assert!(e.contains("public key"), "{e}");
+    }
+}

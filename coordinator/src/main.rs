@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use peergrid_coordinator::datadir::DataDir;
+use peergrid_coordinator::datadir::{DataDir, read_project_secret_key};
 use peergrid_coordinator::grid::Grid;
 use peergrid_coordinator::http::{self, Api, HttpLimits};
 use peergrid_coordinator::quic::{DoorLimits, QuicServer};
@@ -272,10 +272,7 @@ fn main() -> Result<()> {
             name,
             out,
         } => {
-            let text = std::fs::read_to_string(&project_key)
-                .with_context(|| format!("reading {}", project_key.display()))?;
-            let project = signing::parse_secret_key(&text)
-                .with_context(|| format!("parsing {}", project_key.display()))?;
+            let project = read_project_secret_key(&project_key)?;
             let researcher = signing::parse_public_key(&researcher).context("--researcher")?;
             let endorsement = signing::endorse(&project, &researcher, &name)?;
             let json = serde_json::to_string_pretty(&endorsement)?;
