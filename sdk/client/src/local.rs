@@ -211,6 +211,7 @@ mod tests {
                 signature: signing::sign_module(&researcher, &endorsement, &module_hash, &[]),
             },
             blobs,
+            skipped_folders: Vec::new(),
         }
     }
 

@@ -173,6 +173,23 @@ fn run(cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
+    // Making a key needs neither server nor profile.
+    if let Command::Keys(KeysCommand::New { out }) = &cli.command {
+        let (secret, public) = new_key()?;
+        peergrid_os::write_private(out, format!("{secret}\n").as_bytes()).with_context(|| {
+            format!(
+                "creating {} (an existing key is never overwritten)",
+                out.display()
+            )
+        })?;
+        eprintln!(
+            "wrote your secret key to {}; ask the project's operator to run\n  \
+             peergrid-coordinator endorse --project-key PROJECT.key --name \"YOUR NAME\" --researcher {public} --out researcher.endorsement",
+            out.display()
+        );
+        println!("{public}");
+        return Ok(());
+    }
     let profile = match &config {
         Some(path) => Profile::load(path)?,
         None => Profile::default(),
@@ -186,7 +203,6 @@ fn run(cli: Cli) -> Result<()> {
     let settings = Settings::resolve(cli.server, cli.token, key, endorsement, &profile);
     let client = Client::new(&server_url(&settings.server)?, settings.token.clone());
     match cli.command {
-        Command::Login { .. } => unreachable!("handled above"),
         Command::Verify { job, unit } => {
             let v = client.verify(job, unit)?;
             if v.matches {
@@ -207,24 +223,8 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Login { .. } | Command::Keys(_) => unreachable!("handled above"),
         Command::Run(args) => local_cli::run(args)?,
-        Command::Keys(KeysCommand::New { out }) => {
-            let (secret, public) = new_key()?;
-            peergrid_os::write_private(&out, format!("{secret}\n").as_bytes()).with_context(
-                || {
-                    format!(
-                        "creating {} (an existing key is never overwritten)",
-                        out.display()
-                    )
-                },
-            )?;
-            eprintln!(
-                "wrote your secret key to {}; ask the project's operator to run\n  \
-                 peergrid-coordinator endorse --project-key PROJECT.key --name \"YOUR NAME\" --researcher {public} --out researcher.endorsement",
-                out.display()
-            );
-            println!("{public}");
-        }
         Command::Job(JobCommand::Submit {
             spec,
             quiet,
