@@ -283,7 +283,7 @@ fn dry_run_checks_a_job_without_a_server() {
     let not_wasm = dir.path().join("module.txt");
     std::fs::write(&not_wasm, "hello").unwrap();
     let (_, said) = bad("not-wasm", &not_wasm, "");
-    assert!(said.contains("not WebAssembly"), "{said}");
+    assert!(said.contains("is not a wasm module"), "{said}");
     let importer = dir.path().join("importer.wasm");
     let wasm =
         wat::parse_str(r#"(module (import "env" "open_socket" (func)) (func (export "_start")))"#)
