@@ -13,10 +13,10 @@ use anyhow::{Context, Result, anyhow};
 use peergrid_core::model::Comparison;
 use peergrid_os::now_ms;
 use peergrid_proto::limits::{
-    MAX_ENGINE_ID, MAX_FRAME, MAX_HELD, MAX_OUTPUT, MAX_TASKS_PER_EXCHANGE,
+    MAX_ENGINE_ID, MAX_FRAME, MAX_HELD, MAX_OUTPUT, MAX_STDERR_TAIL, MAX_TASKS_PER_EXCHANGE,
 };
 use peergrid_proto::spec::JobSubmission;
-use peergrid_proto::wire::{Exchange, ExchangeReply, JobId, Outcome, UnitId};
+use peergrid_proto::wire::{self, Exchange, ExchangeReply, JobId, Outcome, UnitId};
 use peergrid_proto::{Hash, text};
 use tokio::sync::Notify;
 
@@ -24,14 +24,21 @@ use crate::judge::Judge;
 use crate::quorum::CopyState;
 use crate::scheduler::{ReportError, Scheduler};
 use crate::storage::Storage;
-use crate::store::{BanTarget, HostId, SEEN_EVERY_MS, Store, StoreOp};
+use crate::store::{BanTarget, HostId, SEEN_EVERY_MS, StderrTail, Store, StoreOp};
 use crate::trust::{HostPolicy, Standing, day_start_ms};
 use crate::writer::Writer;
 
 /// A report checked and hashed, waiting to go to the scheduler: the unit,
-/// its copy's new state, the run's milliseconds, and a success's output
-/// with its hash.
-type PendingReport = (UnitId, CopyState, u64, Option<(Hash, Vec<u8>)>);
+/// its copy's new state, the run's milliseconds, a success's output with
+/// its hash, and an error's stderr tail (kept in the store only: the
+/// scheduler's memory holds the message alone).
+type PendingReport = (
+    UnitId,
+    CopyState,
+    u64,
+    Option<(Hash, Vec<u8>)>,
+    Option<String>,
+);
 
 /// Units kept in memory; the feeder tops the window up when it falls
 /// below half.
@@ -270,16 +277,26 @@ impl Grid {
                         resumed: r.resumed,
                     };
                     let elapsed = r.elapsed_ms.min(MAX_COUNT);
-                    reports.push((r.unit, state, elapsed, Some((hash, out))));
+                    reports.push((r.unit, state, elapsed, Some((hash, out)), None));
                 }
-                Outcome::Error(mut msg) => {
+                Outcome::Error(text) => {
+                    let (msg, tail) = wire::split_stderr(&text);
+                    let mut msg = msg.to_string();
                     clean(&mut msg, MAX_ERROR_LEN, true);
+                    // A stranger's text too: cleaned and bounded, its end kept.
+                    let tail = tail.map(|t| {
+                        let mut t = t.to_string();
+                        text::strip_controls(&mut t, true);
+                        text::keep_end(&mut t, MAX_STDERR_TAIL);
+                        t
+                    });
                     let elapsed = r.elapsed_ms.min(MAX_COUNT);
-                    reports.push((r.unit, CopyState::Error(msg), elapsed, None));
+                    reports.push((r.unit, CopyState::Error(msg), elapsed, None, tail));
                 }
             }
         }
         let mut blobs = Vec::new();
+        let mut stderr = Vec::new();
         // Outputs of non-bitwise jobs, for the comparisons they may need.
         let mut fresh = HashMap::new();
         let (receipt, low, comparisons) = {
@@ -288,7 +305,7 @@ impl Grid {
                 return Err(Banned("the operator banned it".into()).into());
             }
             let reported: Vec<UnitId> = reports.iter().map(|r| r.0).collect();
-            for (unit, state, elapsed, blob) in reports {
+            for (unit, state, elapsed, blob, tail) in reports {
                 if let Some((hash, out)) = &blob
                     && w.scheduler
                         .job_of(unit)
@@ -303,6 +320,7 @@ impl Grid {
                             w.scheduler.stored(host, unit, out.len() as u64);
                         }
                         blobs.extend(blob);
+                        stderr.extend(tail.map(|text| StderrTail { unit, host, text }));
                     }
                     // After a restart the window may not hold every
                     // unfinished unit yet: leave the report unacknowledged
@@ -344,7 +362,7 @@ impl Grid {
             // Queued under the lock, so the writer applies batches in the
             // order the scheduler decided them.
             let receipt = (!ops.is_empty() || !blobs.is_empty() || !comparisons.is_empty())
-                .then(|| self.writer.submit(ops, blobs));
+                .then(|| self.writer.submit_with_stderr(ops, blobs, stderr));
             (
                 receipt,
                 w.scheduler.active_units() < WINDOW / 2,

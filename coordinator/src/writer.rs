@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use peergrid_proto::Hash;
 use tokio::sync::oneshot;
 
-use crate::store::{Store, StoreOp};
+use crate::store::{StderrTail, Store, StoreOp};
 
 /// Most batches merged into one transaction.
 const MAX_MERGE: usize = 1024;
@@ -23,6 +23,8 @@ const MAX_MERGE: usize = 1024;
 struct Batch {
     ops: Vec<StoreOp>,
     blobs: Vec<(Hash, Vec<u8>)>,
+    /// Stderr tails of error reports among `ops`.
+    stderr: Vec<StderrTail>,
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -61,10 +63,22 @@ impl Writer {
         ops: Vec<StoreOp>,
         blobs: Vec<(Hash, Vec<u8>)>,
     ) -> oneshot::Receiver<Result<(), String>> {
+        self.submit_with_stderr(ops, blobs, Vec::new())
+    }
+
+    /// [`Writer::submit`] with the stderr tails of the batch's error
+    /// reports, stored with their results in the same transaction.
+    pub fn submit_with_stderr(
+        &self,
+        ops: Vec<StoreOp>,
+        blobs: Vec<(Hash, Vec<u8>)>,
+        stderr: Vec<StderrTail>,
+    ) -> oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = oneshot::channel();
         let batch = Batch {
             ops,
             blobs,
+            stderr,
             done: Some(tx),
         };
         if let Err(mpsc::SendError(Message::Batch(batch))) = self.queue.send(Message::Batch(batch))
@@ -86,6 +100,7 @@ impl Writer {
         let _ = self.queue.send(Message::Batch(Batch {
             ops,
             blobs: Vec::new(),
+            stderr: Vec::new(),
             done: None,
         }));
     }
@@ -110,13 +125,15 @@ fn run(store: Arc<dyn Store>, rx: mpsc::Receiver<Message>) {
         }
         let mut ops = Vec::new();
         let mut blobs = Vec::new();
+        let mut stderr = Vec::new();
         let mut waiters = Vec::new();
         for b in batches {
             ops.extend(b.ops);
             blobs.extend(b.blobs);
+            stderr.extend(b.stderr);
             waiters.extend(b.done);
         }
-        let result = store.apply(&ops, &blobs).map_err(|e| {
+        let result = store.apply_with_stderr(&ops, &blobs, &stderr).map_err(|e| {
             tracing::error!("committing {} store changes failed: {e}", ops.len());
             e.to_string()
         });

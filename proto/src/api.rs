@@ -56,6 +56,64 @@ pub struct FailedUnit {
     pub reason: String,
 }
 
+/// One error result of a unit: the host that ran it, its error message,
+/// and the end of the task's stderr (BOINC's `stderr_txt`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorLog {
+    /// The coordinator's id for the host.
+    pub host: u64,
+    /// Hex of the host's public key, as the dataset's provenance names it.
+    pub host_key: String,
+    /// When the coordinator received the report (ms since the Unix epoch).
+    pub received_ms: u64,
+    /// What the worker said went wrong (a trap, a limit, an exit status).
+    pub error: String,
+    /// The last bytes the task wrote to stderr (at most
+    /// [`MAX_STDERR_TAIL`](crate::limits::MAX_STDERR_TAIL), control
+    /// characters removed); absent when it wrote none, or when its worker
+    /// predates stderr reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+}
+
+/// A failed unit with its last error result, if it had one (a unit that
+/// failed on disagreeing successes has none).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedUnitLog {
+    pub unit: UnitId,
+    pub name: String,
+    /// Why the unit failed, as in [`FailedUnit`].
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorLog>,
+}
+
+/// `GET /api/v1/jobs/{id}/logs`: one page of a job's failed units, in
+/// unit order, each with its last error and stderr.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLogs {
+    pub job: JobId,
+    pub failed_units: Vec<FailedUnitLog>,
+    /// More failed units follow: ask again with `?after=` this unit id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<UnitId>,
+}
+
+/// `GET /api/v1/jobs/{id}/logs/{unit}`: every error result of one unit,
+/// oldest first, whatever became of the unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitLogs {
+    pub job: JobId,
+    pub unit: UnitId,
+    pub name: String,
+    /// `active`, `validated` or `failed`.
+    pub state: String,
+    /// Why the unit failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub errors: Vec<ErrorLog>,
+}
+
 /// `GET /api/v1/jobs/{id}`: the job's [`JobStatus`] (its fields at the
 /// top level), its failed units, and what anyone needs to re-run one of
 /// its units (`peergrid verify`): arguments, signature and validator.

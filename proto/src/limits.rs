@@ -15,8 +15,13 @@ pub const MAX_MODULE: usize = 32 * 1024 * 1024;
 pub const MAX_INPUT: usize = 4 * 1024 * 1024;
 /// Largest output (stdout) of one task; more is an error result.
 pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
-/// Largest stderr kept from one task; the rest is dropped.
+/// Largest stderr the sandbox keeps from one task: its last bytes (a
+/// panic message comes last); the earlier ones are dropped.
 pub const MAX_STDERR: usize = 64 * 1024;
+/// Most bytes of a failed task's stderr (its end) the worker reports with
+/// the error and the coordinator keeps with the result: enough for a
+/// panic message and a few lines before it.
+pub const MAX_STDERR_TAIL: usize = 4 * 1024;
 /// Most work units in one job.
 pub const MAX_UNITS_PER_JOB: usize = 1_000_000;
 /// Most tasks a worker may ask for, or report, in one exchange.

@@ -37,6 +37,31 @@ pub fn truncate(s: &mut String, max: usize) {
     }
 }
 
+/// Keeps the last `max` bytes of `s` at most, starting on a char boundary.
+pub fn keep_end(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = s.len() - max;
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        s.drain(..cut);
+    }
+}
+
+/// The end of a task's stderr as text to report and show: invalid UTF-8
+/// replaced, control characters dropped (line breaks and tabs kept), at
+/// most `max` bytes taken from the end (where a panic message is), and
+/// surrounding blank lines trimmed.
+pub fn stderr_tail(stderr: &[u8], max: usize) -> String {
+    // Only the end is kept: convert no more than can survive (a UTF-8
+    // character is at most 4 bytes, and dropped controls make room).
+    let from = stderr.len().saturating_sub(max.saturating_mul(4));
+    let mut s = String::from_utf8_lossy(&stderr[from..]).into_owned();
+    strip_controls(&mut s, true);
+    keep_end(&mut s, max);
+    s.trim_matches(|c: char| c.is_whitespace()).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +81,35 @@ mod tests {
             host_fact(&"x".repeat(500)).len(),
             crate::limits::MAX_HOST_FACT
         );
+    }
+
+    #[test]
+    fn stderr_tail_keeps_the_clean_end_within_bounds() {
+        // The end survives, the start goes, on a char boundary.
+        let mut long = "é".repeat(3000).into_bytes();
+        long.extend_from_slice(b"\npanicked at src/main.rs:3:5:\nbad input\n");
+        let tail = stderr_tail(&long, 64);
+        assert!(tail.len() <= 64, "{}", tail.len());
+        assert!(
+            tail.ends_with("panicked at src/main.rs:3:5:\nbad input"),
+            "{tail}"
+        );
+        assert!(tail.starts_with('é'));
+        // Escapes and other controls are dropped, lines and tabs kept,
+        // invalid UTF-8 replaced.
+        assert_eq!(
+            stderr_tail(b"\x1b[31mred\x1b[0m\tx\r\n\xffend", 100),
+            "[31mred[0m\tx\n\u{fffd}end"
+        );
+        assert_eq!(stderr_tail(b"", 100), "");
+        assert_eq!(stderr_tail(b"\n \n", 100), "");
+        // The bound holds whatever the bytes.
+        let noise: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        assert!(stderr_tail(&noise, 4096).len() <= 4096);
+        let mut s = "aé".to_string();
+        keep_end(&mut s, 2);
+        assert_eq!(s, "é");
+        keep_end(&mut s, 1);
+        assert_eq!(s, "");
     }
 }

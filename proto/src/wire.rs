@@ -147,7 +147,34 @@ pub enum Outcome {
     /// The module exited with status 0; this is everything it wrote to stdout.
     Success(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Non-zero exit, trap, limit hit, or a module that could not be loaded.
+    /// The end of the module's stderr, when it wrote any, follows the
+    /// message after [`STDERR_SEPARATOR`] ([`error_with_stderr`]): inside
+    /// the string, so workers and coordinators of this protocol version
+    /// that know nothing of it still read and store the report.
     Error(String),
+}
+
+/// Separates an error report's message from the end of the task's stderr
+/// ([`Outcome::Error`]).
+pub const STDERR_SEPARATOR: &str = "\n--- end of stderr ---\n";
+
+/// An error report's text: `message`, then `stderr_tail` after
+/// [`STDERR_SEPARATOR`] unless it is empty.
+pub fn error_with_stderr(message: String, stderr_tail: &str) -> String {
+    if stderr_tail.is_empty() {
+        message
+    } else {
+        format!("{message}{STDERR_SEPARATOR}{stderr_tail}")
+    }
+}
+
+/// Splits an error report's text into its message and the end of stderr
+/// (`None` when the worker sent none, as older workers never do).
+pub fn split_stderr(error: &str) -> (&str, Option<&str>) {
+    match error.split_once(STDERR_SEPARATOR) {
+        Some((message, tail)) => (message, Some(tail)),
+        None => (error, None),
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,5 +255,26 @@ pub enum ErrorCode {
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_rides_inside_the_error_text() {
+        let text = error_with_stderr("module trapped".into(), "panicked: bad input");
+        assert_eq!(
+            split_stderr(&text),
+            ("module trapped", Some("panicked: bad input"))
+        );
+        // No stderr, or an older worker: the message alone.
+        assert_eq!(error_with_stderr("trap".into(), ""), "trap");
+        assert_eq!(split_stderr("trap"), ("trap", None));
+        // The same bytes on the wire as any other error string.
+        let report = Outcome::Error(text.clone());
+        let bytes = crate::codec::encode(&report).unwrap();
+        assert_eq!(crate::codec::decode::<Outcome>(&bytes).unwrap(), report);
     }
 }

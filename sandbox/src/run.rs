@@ -193,7 +193,7 @@ impl Sandbox {
             WhenFull::Fail,
             charges.clone(),
         );
-        let stderr = CappedOutput::new(MAX_STDERR, WhenFull::Drop, charges.clone());
+        let stderr = CappedOutput::new(MAX_STDERR, WhenFull::KeepEnd, charges.clone());
         let wasi = task_wasi(input, args, seed, &stdout, &stderr, &charges);
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(usize_or_max(limits.memory_bytes))

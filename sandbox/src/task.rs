@@ -79,9 +79,9 @@ pub struct RunReport {
     /// Fuel the module consumed: deterministic, so replicas of a task agree on
     /// it and it can be credited exactly. Zero when the module never ran.
     pub fuel_used: u64,
-    /// What the module wrote to stderr, at most
-    /// [`MAX_STDERR`](peergrid_proto::limits::MAX_STDERR) bytes (the rest is
-    /// dropped).
+    /// What the module wrote to stderr: its last
+    /// [`MAX_STDERR`](peergrid_proto::limits::MAX_STDERR) bytes at most (the
+    /// earlier ones are dropped).
     pub stderr: Vec<u8>,
     /// Wall time spent in [`Sandbox::run`](crate::Sandbox::run), compilation
     /// on a cache miss included.

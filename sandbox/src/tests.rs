@@ -533,6 +533,32 @@ fn stderr_over_the_cap_is_truncated_not_an_error() {
 }
 
 #[test]
+fn stderr_over_the_cap_keeps_its_end() {
+    // 100 writes of 1000 zeros, then 3000 one-byte writes, then the last
+    // words: the last MAX_STDERR bytes are kept, the last words included.
+    let report = run(
+        &module(
+            r#"(data (i32.const 2000) "last words")
+               (func (export "_start") (local $i i32)
+                 (loop $big
+                   (call $write (i32.const 2) (i32.const 64) (i32.const 1000))
+                   (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                   (br_if $big (i32.lt_u (local.get $i) (i32.const 100))))
+                 (local.set $i (i32.const 0))
+                 (loop $small
+                   (call $write (i32.const 2) (i32.const 64) (i32.const 1))
+                   (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                   (br_if $small (i32.lt_u (local.get $i) (i32.const 3000))))
+                 (call $write (i32.const 2) (i32.const 2000) (i32.const 10)))"#,
+        ),
+        b"",
+    );
+    assert_eq!(stdout(&report), b"");
+    assert_eq!(report.stderr.len(), MAX_STDERR);
+    assert!(report.stderr.ends_with(b"last words"));
+}
+
+#[test]
 fn bytes_that_are_not_wasm_are_an_error() {
     let bytes = b"definitely not wasm";
     let report = sandbox().run(&task(

@@ -60,8 +60,9 @@ pub(crate) fn task_wasi(
 pub(crate) enum WhenFull {
     /// Trap the module: stdout is the result, and a truncated result is wrong.
     Fail,
-    /// Keep the first bytes and drop the rest: stderr is only diagnostics.
-    Drop,
+    /// Keep the last bytes and drop the earlier ones: stderr is only
+    /// diagnostics, and a panic message comes last.
+    KeepEnd,
 }
 
 /// An in-memory stdout or stderr with a hard cap, shared between the WASI
@@ -111,8 +112,17 @@ impl CappedOutput {
             return true;
         }
         captured.overflowed = true;
-        if self.when_full == WhenFull::Drop {
-            captured.bytes.extend_from_slice(&bytes[..room]);
+        if self.when_full == WhenFull::KeepEnd {
+            // Keep at most the last `cap` bytes of this write, and let the
+            // buffer grow to twice the cap before dropping its start:
+            // each byte is moved a bounded number of times, however small
+            // the writes.
+            let bytes = &bytes[bytes.len().saturating_sub(self.cap)..];
+            captured.bytes.extend_from_slice(bytes);
+            let len = captured.bytes.len();
+            if len > self.cap.saturating_mul(2) {
+                captured.bytes.drain(..len - self.cap);
+            }
             return true;
         }
         false
@@ -122,8 +132,15 @@ impl CappedOutput {
         self.lock().overflowed
     }
 
+    /// What was kept: at most the cap's worth (for
+    /// [`WhenFull::KeepEnd`], the last bytes).
     pub(crate) fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut self.lock().bytes)
+        let mut bytes = std::mem::take(&mut self.lock().bytes);
+        let len = bytes.len();
+        if len > self.cap {
+            bytes.drain(..len - self.cap);
+        }
+        bytes
     }
 
     fn overflow_message(&self) -> String {

@@ -9,8 +9,8 @@
 //! thread with the clock passed in, so the numbers on a page and in the
 //! API are the same numbers. `pages` turns views into HTML (maud, which
 //! escapes by default), `charts` draws SVG with plotters, `credit` holds
-//! the credit and trust rules, `export` the streamed downloads and
-//! `openapi` the API description.
+//! the credit and trust rules, `export` the streamed downloads, `logs`
+//! the failed units' errors and stderr, and `openapi` the API description.
 //!
 //! Nothing here writes: submission and administration stay behind the
 //! researcher token in `http`.
@@ -18,6 +18,7 @@
 pub mod charts;
 pub mod credit;
 pub mod export;
+pub mod logs;
 pub mod openapi;
 pub mod pages;
 
@@ -69,6 +70,7 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/stats/hosts.gz", get(export::hosts_gz))
         .route("/stats/credit.gz", get(export::credit_gz))
+        .merge(logs::routes())
 }
 
 // ---------------------------------------------------------------- views

@@ -155,6 +155,16 @@ fn schemas() -> Value {
                 "buckets": { "type": "array", "items": { "type": "object" } }
             }
         },
+        "ErrorLog": {
+            "type": "object", "required": ["host", "host_key", "received_ms", "error"],
+            "properties": {
+                "host": count, "host_key": { "type": "string", "description": "hex public key of the host" },
+                "received_ms": count,
+                "error": { "type": "string", "description": "what the worker said went wrong" },
+                "stderr": { "type": "string",
+                            "description": "the end of the task's stderr (at most 4 KiB, control characters removed); absent when none was reported" }
+            }
+        },
         "Credit": {
             "type": "object", "required": ["total", "recent"],
             "properties": { "total": count, "recent": { "type": "number" } }
@@ -298,6 +308,33 @@ pub fn document() -> Value {
         "output": { "operationRef": "#/paths/~1api~1v1~1blob~1{hash}/get",
                     "parameters": { "hash": "$response.body#/output_hash" } }
     });
+    let job_logs = api(
+        "A job's failed units, 100 per page in unit order, each with its last error result and the end of its stderr",
+        json!({
+        "type": "object", "required": ["job", "failed_units"],
+        "properties": { "job": { "type": "integer", "minimum": 0 },
+            "failed_units": { "type": "array", "items": { "type": "object",
+                "required": ["unit", "name", "reason"],
+                "properties": { "unit": { "type": "integer", "minimum": 0 }, "name": { "type": "string" },
+                    "reason": { "type": "string" }, "last_error": obj("ErrorLog") } } },
+            "next_after": { "type": "integer", "minimum": 0,
+                            "description": "more failed units follow: ask again with `?after=` this" } } }),
+        json!([
+            job_id()[0],
+            number_or_empty("after", "list failed units with ids above this one", MAX_ID)
+        ]),
+    );
+    let unit_logs = api(
+        "Every error result of one unit, oldest first, with the end of each run's stderr",
+        json!({
+        "type": "object", "required": ["job", "unit", "name", "state", "errors"],
+        "properties": { "job": { "type": "integer", "minimum": 0 }, "unit": { "type": "integer", "minimum": 0 },
+            "name": { "type": "string" },
+            "state": { "type": "string", "enum": ["active", "validated", "failed"] },
+            "reason": { "type": "string", "description": "why the unit failed, when it did" },
+            "errors": list("ErrorLog") } }),
+        job_and_unit(),
+    );
     hosts_json["responses"]["200"]["headers"] = json!({
         "X-Total-Count": { "description": "how many hosts there are", "schema": { "type": "integer", "minimum": 0 } },
         "Link": { "description": "the previous and next pages", "schema": { "type": "string" } }
@@ -319,6 +356,9 @@ pub fn document() -> Value {
         "paths": {
             "/": { "get": page("Overview page", json!([])) },
             "/jobs/{id}": { "get": page("Job page", job_id()) },
+            "/jobs/{id}/failed": { "get": page("A job's failed units with their last errors and stderr (HTML)", json!([
+                job_id()[0], number_or_empty("after", "list failed units with ids above this one", MAX_ID)])) },
+            "/jobs/{id}/logs/{unit}": { "get": page("Every error result of one unit (HTML)", job_and_unit()) },
             "/hosts": { "get": page("Host leaderboard by credit", hosts_params()) },
             "/hosts/{id}": { "get": page("Host page", host_id()) },
             "/dataset": { "get": page("Dataset browser", dataset_params()) },
@@ -351,6 +391,8 @@ pub fn document() -> Value {
                 "properties": { "status": obj("JobStatus"), "dataset": obj("DatasetSize"), "progress": obj("Throughput") } }), job_id()) },
             "/api/v1/jobs/{id}/results": { "get": results },
             "/api/v1/jobs/{id}/dataset/{unit}": { "get": dataset_row },
+            "/api/v1/jobs/{id}/logs": { "get": job_logs },
+            "/api/v1/jobs/{id}/logs/{unit}": { "get": unit_logs },
             "/api/v1/blob/{hash}": { "get": op("Any stored blob (module, input, output) by BLAKE3 hash",
                 "application/octet-stream", json!({}), json_, hash_param("64 hex digits")) },
             "/api/v1/jobs/{id}/manifest": { "get": download("BLAKE3 of every output by unit and of each whole export", json_, job_id()) },

@@ -39,6 +39,7 @@ progress{width:10rem}
 .ok{color:#1a7f37}.off{color:#8b949e}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{color:#5b6675}dd{margin:0}
 nav.pager a{margin-right:1rem}
+pre{background:#fff;border:1px solid #d8dee6;padding:.5rem;overflow-x:auto;white-space:pre-wrap;max-height:24rem;margin:.3rem 0}
 ";
 
 /// Refreshes the overview's numbers from the JSON API. The page is
@@ -53,7 +54,7 @@ set('results-last-hour',o.results_last_hour);set('dataset-rows',o.dataset.rows);
 set('dataset-bytes',o.dataset.bytes);}catch(e){}},15000);
 ";
 
-fn layout(title: &str, body: Markup) -> String {
+pub(super) fn layout(title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -111,7 +112,7 @@ pub fn utc(ms: u64) -> String {
     )
 }
 
-fn time(ms: u64) -> Markup {
+pub(super) fn time(ms: u64) -> Markup {
     html! { time datetime=(ms) data-ms=(ms) { (utc(ms)) } }
 }
 
@@ -130,7 +131,7 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn short(hex: &str) -> &str {
+pub(super) fn short(hex: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
@@ -302,7 +303,8 @@ pub fn job(v: &JobView) -> String {
                 a href={ "/dataset?job=" (s.id) } { "Browse" } }
             p { "Download: " (downloads(s.id)) }
             @if s.failed > 0 {
-                p.small { "Failed units and their reasons: " a href={ "/api/v1/jobs/" (s.id) } { "/api/v1/jobs/" (s.id) } }
+                p { a #failed-units-link href={ "/jobs/" (s.id) "/failed" } { "Failed units" }
+                    ": why each failed, its last error and the end of its stderr" }
             }
         },
     )

@@ -18,7 +18,7 @@ use tower::ServiceExt;
 use crate::grid::Grid;
 use crate::http::{Api, router};
 use crate::quorum::CopyState;
-use crate::store::{ReadStore, SqliteStore, Store, StoreOp};
+use crate::store::{ReadStore, SqliteStore, StderrTail, Store, StoreOp};
 use crate::writer::Writer;
 use peergrid_os::now_ms;
 
@@ -324,6 +324,10 @@ async fn openapi_describes_every_public_route() {
         "/api/v1/jobs/{id}/progress",
         "/api/v1/jobs/{id}/results",
         "/api/v1/jobs/{id}/dataset/{unit}",
+        "/api/v1/jobs/{id}/logs",
+        "/api/v1/jobs/{id}/logs/{unit}",
+        "/jobs/{id}/failed",
+        "/jobs/{id}/logs/{unit}",
         "/api/v1/jobs/{id}/manifest",
         "/api/v1/hosts",
         "/api/v1/hosts/{id}",
@@ -340,7 +344,7 @@ async fn openapi_describes_every_public_route() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 26);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 30);
 }
 
 #[tokio::test]
@@ -757,4 +761,106 @@ async fn one_dataset_row_is_served_by_unit() {
     assert_eq!(detail.status.validated, 1);
     assert_eq!(detail.signature.endorsement.name, "Ada <b>");
     assert!(detail.failed_units.is_empty());
+}
+
+/// Unit 2 of the job fails on host 1's error, whose message and stderr
+/// try to inject markup: the logs' routes serve them, and their pages
+/// escape them.
+#[tokio::test]
+async fn failed_units_show_their_errors_and_stderr_escaped() {
+    let f = fixture();
+    let (job, key) = add_job(&f.store);
+    let host = f.store.host_by_key(&key).unwrap().unwrap();
+    let ops = [
+        StoreOp::Assign {
+            unit: 2,
+            host,
+            sent_ms: 1,
+            deadline_ms: 2,
+            single: false,
+        },
+        StoreOp::Report {
+            unit: 2,
+            host,
+            state: CopyState::Error("trapped <b>here</b>".into()),
+            elapsed_ms: 1,
+            received_ms: 3,
+        },
+        StoreOp::Fail {
+            unit: 2,
+            reason: "1 error results; last: trapped <b>here</b>".into(),
+            at_ms: 4,
+        },
+    ];
+    let tail = StderrTail {
+        unit: 2,
+        host,
+        text: "thread 'main' panicked:\n<script>alert(1)</script>".into(),
+    };
+    f.store.apply_with_stderr(&ops, &[], &[tail]).unwrap();
+
+    let logs = json(&f.app, &format!("/api/v1/jobs/{job}/logs")).await;
+    assert_eq!(logs["failed_units"][0]["unit"], 2);
+    let last = &logs["failed_units"][0]["last_error"];
+    assert_eq!(last["error"], "trapped <b>here</b>");
+    assert_eq!(last["host_key"], key);
+    assert_eq!(
+        last["stderr"],
+        "thread 'main' panicked:\n<script>alert(1)</script>"
+    );
+    assert!(logs.get("next_after").is_none());
+    let unit = json(&f.app, &format!("/api/v1/jobs/{job}/logs/2")).await;
+    assert_eq!(unit["state"], "failed");
+    assert_eq!(unit["errors"].as_array().unwrap().len(), 1);
+    let unit = json(&f.app, &format!("/api/v1/jobs/{job}/logs/1")).await;
+    assert_eq!(
+        (
+            unit["state"].as_str(),
+            unit["errors"].as_array().unwrap().len()
+        ),
+        (Some("validated"), 0)
+    );
+
+    let job_page = html(&f.app, &format!("/jobs/{job}")).await;
+    assert!(job_page.contains(&format!("href=\"/jobs/{job}/failed\"")));
+    for page in [format!("/jobs/{job}/failed"), format!("/jobs/{job}/logs/2")] {
+        let body = html(&f.app, &page).await;
+        assert!(
+            body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}"
+        );
+        assert!(body.contains("trapped &lt;b&gt;here&lt;/b&gt;"), "{page}");
+        assert!(
+            !body.contains("<script>alert(1)") && !body.contains("<b>here"),
+            "{page}"
+        );
+    }
+
+    // Bad and missing ids are answered, not guessed at.
+    for (uri, want) in [
+        (
+            format!("/api/v1/jobs/{job}/logs?after=x"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/v1/jobs/{job}/logs?after=9223372036854775808"),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/api/v1/jobs/999/logs".into(), StatusCode::NOT_FOUND),
+        (
+            format!("/api/v1/jobs/{job}/logs/999"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("/api/v1/jobs/{job}/logs/x"),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/jobs/999/failed".into(), StatusCode::NOT_FOUND),
+        (format!("/jobs/{job}/logs/999"), StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(get(&f.app, &uri).await.0, want, "{uri}");
+    }
+    // After the last failed unit: an empty page.
+    let rest = json(&f.app, &format!("/api/v1/jobs/{job}/logs?after=2")).await;
+    assert_eq!(rest["failed_units"].as_array().unwrap().len(), 0);
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::credit::CreditTally;
 pub use peergrid_core::model::{HostId, JobInfo, LoadedUnit, SEEN_EVERY_MS, StoreOp};
 /// The HTTP API's job and failed-unit bodies are the rows the store reads.
-pub use peergrid_proto::api::{FailedUnit, JobStatus};
+pub use peergrid_proto::api::{ErrorLog, FailedUnit, FailedUnitLog, JobStatus, UnitLogs};
 
 pub use sqlite::SqliteStore;
 
@@ -26,6 +26,16 @@ pub enum StoreError {
     Db(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+/// The end of a failed task's stderr, kept with its error result (the
+/// `results` row of `unit` and `host`) but not in the scheduler's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StderrTail {
+    pub unit: UnitId,
+    pub host: HostId,
+    /// Already cleaned and bounded by the grid.
+    pub text: String,
 }
 
 /// A volunteer account as the coordinator knows it: an account is its
@@ -198,6 +208,17 @@ pub trait ReadStore: Send + Sync + 'static {
     fn job_status(&self, id: JobId) -> Result<Option<JobStatus>, StoreError>;
     fn jobs(&self) -> Result<Vec<JobStatus>, StoreError>;
     fn failed_units(&self, job: JobId) -> Result<Vec<FailedUnit>, StoreError>;
+    /// Failed units of a job with id greater than `after`, in id order, at
+    /// most `limit`, each with its last error result and stderr.
+    fn failed_unit_logs(
+        &self,
+        job: JobId,
+        after: UnitId,
+        limit: usize,
+    ) -> Result<Vec<FailedUnitLog>, StoreError>;
+    /// One unit of a job with every error result it received, oldest
+    /// first; `None` when the job has no such unit.
+    fn unit_logs(&self, job: JobId, unit: UnitId) -> Result<Option<UnitLogs>, StoreError>;
 
     /// The trust and quota kept for a host, with its account and cores.
     fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError>;
@@ -327,7 +348,17 @@ pub trait Store: ReadStore {
 
     /// Applies a batch of scheduler decisions and output blobs in one
     /// transaction: all of it is durable, or none.
-    fn apply(&self, ops: &[StoreOp], blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError>;
+    fn apply(&self, ops: &[StoreOp], blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError> {
+        self.apply_with_stderr(ops, blobs, &[])
+    }
+    /// [`Store::apply`], and the stderr tails of the batch's error reports
+    /// written to their results in the same transaction.
+    fn apply_with_stderr(
+        &self,
+        ops: &[StoreOp],
+        blobs: &[(Hash, Vec<u8>)],
+        stderr: &[StderrTail],
+    ) -> Result<(), StoreError>;
 
     /// The highest unit id ever stored (0 when there is none).
     fn max_unit_id(&self) -> Result<UnitId, StoreError>;

@@ -9,13 +9,15 @@
 //! This file holds the connections and says which one each trait method
 //! runs on; the SQL is in the submodules, by concern: `schema` (tables,
 //! indexes, migration), `apply` (every write), `load` (the scheduling
-//! path's reads), `query` (the read-only [`ReadStore`] methods) and `columns`
+//! path's reads), `query` (the read-only [`ReadStore`] methods), `logs` (error
+//! results and their stderr, read back) and `columns`
 //! (column mapping, shared by the others, which import nothing else of
 //! each other).
 
 mod apply;
 mod columns;
 mod load;
+mod logs;
 mod query;
 mod schema;
 
@@ -29,8 +31,8 @@ use rusqlite::{Connection, config::DbConfig};
 
 use super::{
     Account, Ban, BanTarget, Bucket, CreditGrant, DatasetRow, DatasetSize, DatasetStamp,
-    FailedUnit, HostId, HostRecord, HostSummary, JobInfo, JobStatus, LoadedUnit, ReadStore, Store,
-    StoreError, StoreOp, StoredStanding,
+    FailedUnit, FailedUnitLog, HostId, HostRecord, HostSummary, JobInfo, JobStatus, LoadedUnit,
+    ReadStore, StderrTail, Store, StoreError, StoreOp, StoredStanding, UnitLogs,
 };
 
 /// How many read connections to keep open.
@@ -118,6 +120,19 @@ impl ReadStore for SqliteStore {
 
     fn failed_units(&self, job: JobId) -> Result<Vec<FailedUnit>, StoreError> {
         self.read(|c| query::failed_units(c, job))
+    }
+
+    fn failed_unit_logs(
+        &self,
+        job: JobId,
+        after: UnitId,
+        limit: usize,
+    ) -> Result<Vec<FailedUnitLog>, StoreError> {
+        self.read(|c| logs::failed_unit_logs(c, job, after, limit))
+    }
+
+    fn unit_logs(&self, job: JobId, unit: UnitId) -> Result<Option<UnitLogs>, StoreError> {
+        self.read(|c| logs::unit_logs(c, job, unit))
     }
 
     fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError> {
@@ -272,8 +287,13 @@ impl Store for SqliteStore {
         self.write(|c| apply::set_ban(c, target, reason, now_ms))
     }
 
-    fn apply(&self, ops: &[StoreOp], blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError> {
-        self.write(|c| apply::apply(c, ops, blobs))
+    fn apply_with_stderr(
+        &self,
+        ops: &[StoreOp],
+        blobs: &[(Hash, Vec<u8>)],
+        stderr: &[StderrTail],
+    ) -> Result<(), StoreError> {
+        self.write(|c| apply::apply(c, ops, blobs, stderr))
     }
 
     fn max_unit_id(&self) -> Result<UnitId, StoreError> {

@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use peergrid_os::{lock, now_ms};
-use peergrid_proto::wire::{Outcome, Task, TaskReport, UnitId};
+use peergrid_proto::limits::MAX_STDERR_TAIL;
+use peergrid_proto::text::stderr_tail;
+use peergrid_proto::wire::{Outcome, Task, TaskReport, UnitId, error_with_stderr, split_stderr};
 use tokio::task::JoinSet;
 
 use super::modules::{read_module, refusal};
@@ -172,7 +174,8 @@ impl Worker {
                 "task done"
             ),
             Outcome::Error(e) => {
-                tracing::info!(unit = report.unit, "task failed: {}", printable(e))
+                let (message, _) = split_stderr(e);
+                tracing::info!(unit = report.unit, "task failed: {}", printable(message))
             }
         }
         self.state.finish(&report, now_ms())?;
@@ -200,7 +203,12 @@ fn run_task(sandbox: &Sandbox, task: &Task, module: &[u8], hooks: Arc<TaskRun>) 
     let report = sandbox.run_with_hooks(&run, hooks);
     let outcome = match report.outcome {
         RunOutcome::Success(out) => Outcome::Success(out),
-        RunOutcome::Error(e) => Outcome::Error(e),
+        // The end of stderr goes with the error (a panic message is there):
+        // the researcher's only clue to why the unit failed.
+        RunOutcome::Error(e) => Outcome::Error(error_with_stderr(
+            e,
+            &stderr_tail(&report.stderr, MAX_STDERR_TAIL),
+        )),
     };
     TaskReport {
         unit: task.unit,

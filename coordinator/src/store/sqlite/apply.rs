@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::columns::{json_col, tally_from, write_tally};
 use crate::credit::CreditTally;
 use crate::quorum::CopyState;
-use crate::store::{Account, BanTarget, HostId, StoreError, StoreOp};
+use crate::store::{Account, BanTarget, HostId, StderrTail, StoreError, StoreOp};
 
 pub(super) fn put_blob(c: &Connection, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
     c.execute(
@@ -135,6 +135,7 @@ pub(super) fn apply(
     c: &mut Connection,
     ops: &[StoreOp],
     blobs: &[(Hash, Vec<u8>)],
+    stderr: &[StderrTail],
 ) -> Result<(), StoreError> {
     let tx = c.transaction()?;
     {
@@ -149,6 +150,15 @@ pub(super) fn apply(
         apply_op(&tx, op, &mut tallies)?;
     }
     tallies.write(&tx)?;
+    {
+        // After the reports: each tail joins its copy's error result.
+        let mut put_stderr = tx.prepare_cached(
+            "UPDATE results SET stderr = ?3 WHERE unit_id = ?1 AND host_id = ?2 AND state = 'error'",
+        )?;
+        for t in stderr {
+            put_stderr.execute(params![t.unit, t.host, t.text])?;
+        }
+    }
     // After every op of the batch: a later report in the same
     // transaction may name the bytes a validation would delete.
     for op in ops {

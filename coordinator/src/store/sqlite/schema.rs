@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS results (
     resumed INTEGER NOT NULL DEFAULT 0,
     -- sent as the unit's single copy (adaptive replication)
     single INTEGER NOT NULL DEFAULT 0,
+    -- an error result: the end of the task's stderr, as its worker sent it
+    stderr TEXT,
     PRIMARY KEY (unit_id, host_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dataset (
@@ -170,6 +172,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "credit_pending",
         "INTEGER NOT NULL DEFAULT 0",
     ),
+    ("results", "stderr", "TEXT"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one
