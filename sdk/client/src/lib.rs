@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use peergrid_proto::Hash;
-use peergrid_proto::api::{DatasetRow, ErrorBody, JobDetail, JobStatus, Submitted};
+use peergrid_proto::api::{
+    DatasetRow, ErrorBody, JobDetail, JobLogs, JobStatus, Submitted, UnitLogs,
+};
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::signing::{self, Endorsement};
 use peergrid_proto::spec::{JobSpec, JobSubmission, UnitSpec, Validator};
@@ -455,6 +457,17 @@ impl Client {
     /// Every job's status, by id.
     pub fn jobs(&self) -> Result<Vec<JobStatus>> {
         self.get("/api/v1/jobs")
+    }
+
+    /// One page of a job's failed units with their last errors and the
+    /// end of their stderr, after unit `after` (0: from the start).
+    pub fn job_logs(&self, job: u64, after: u64) -> Result<JobLogs> {
+        self.get(&format!("/api/v1/jobs/{job}/logs?after={after}"))
+    }
+
+    /// Every error result of one unit of a job, with its stderr.
+    pub fn unit_logs(&self, job: u64, unit: u64) -> Result<UnitLogs> {
+        self.get(&format!("/api/v1/jobs/{job}/logs/{unit}"))
     }
 
     /// A stored blob, checked against its hash.

@@ -13,6 +13,7 @@ use peergrid_client::{
 use peergrid_proto::api::JobStatus;
 
 mod local_cli;
+mod logs;
 
 #[derive(Parser)]
 #[command(
@@ -108,6 +109,15 @@ enum JobCommand {
     },
     /// Every job on the server.
     List,
+    /// Why units failed: each failed unit's reason, last error and the end
+    /// of its stderr; with UNIT, every error result of that unit.
+    Logs {
+        id: u64,
+        unit: Option<u64>,
+        /// Print the server's JSON (without UNIT: one failed unit per line).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -287,6 +297,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             std::thread::sleep(Duration::from_secs(1));
         },
+        Command::Job(JobCommand::Logs { id, unit, json }) => {
+            logs::print(&client, id, unit, json)?;
+        }
         Command::Job(JobCommand::List) => {
             for j in client.jobs()? {
                 println!("{}", summary(&j, None));
