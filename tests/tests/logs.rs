@@ -11,14 +11,14 @@ use std::time::Duration;
 use peergrid_tests::{Coordinator, Worker, job_spec};
 use serde_json::Value;
 
-/// Panics on the unit whose input is `unit 1`: 12 800 bytes of dots on
-/// stderr, then the panic message (with markup in it), then `unreachable`.
+/// Panics on the unit whose input is `unit 1`: 200 lines of dots (12 800
+/// bytes) on stderr, then the panic message (with markup in it), then `unreachable`.
 /// Other units print `ok`.
 const PANICS_ON_UNIT_1: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
-  (data (i32.const 256) "................................................................")
+  (data (i32.const 256) "...............................................................\n")
   (data (i32.const 512) "thread 'main' panicked at src/main.rs:7:9:\nbad input <script>alert(1)</script>\n")
   (data (i32.const 1024) "ok\n")
   (func $out (param $fd i32) (param $ptr i32) (param $len i32)
