@@ -233,7 +233,7 @@ fn broken_specs_wrong_tokens_and_non_wasm_modules_are_refused_clearly() {
     )
     .unwrap();
     let msg = stderr(coordinator.cli(&["job", "submit", &bad.to_string_lossy()]));
-    assert!(msg.contains("not WebAssembly"), "{msg}");
+    assert!(msg.contains("is not a wasm module"), "{msg}");
 
     // The guest SDK's import module offers its functions only: another
     // name, or an SDK function with another type, is refused by name.

@@ -159,7 +159,7 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
     let base = spec_path.parent().unwrap_or(Path::new("."));
     let module_path = base.join(&spec.module);
     let module = fs::read(&module_path).map_err(io_err(&module_path))?;
-    check_wasm(&module_path, &module)?;
+    check_wasm("the module", &module_path, &module)?;
     if module.len() > MAX_MODULE {
         return Err(ClientError::Spec(format!(
             "{}: the module is {} bytes; the limit is {MAX_MODULE}",
@@ -237,7 +237,7 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
         Validator::Custom { module } => {
             let path = base.join(&module);
             let bytes = fs::read(&path).map_err(io_err(&path))?;
-            check_wasm(&path, &bytes)?;
+            check_wasm("the custom validator", &path, &bytes)?;
             if bytes.len() > MAX_MODULE {
                 return Err(ClientError::Spec(format!(
                     "{}: the validator module is {} bytes; the limit is {MAX_MODULE}",
@@ -278,12 +278,12 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
 
 /// Refuses a file that is not a wasm binary (a `.wat` text, a native
 /// executable, a truncated download) before anything is uploaded.
-fn check_wasm(path: &Path, bytes: &[u8]) -> Result<()> {
+fn check_wasm(what: &str, path: &Path, bytes: &[u8]) -> Result<()> {
     if bytes.starts_with(b"\0asm") {
         return Ok(());
     }
     Err(ClientError::Spec(format!(
-        "{} is not a wasm module (it does not start with the `\\0asm` header); \
+        "{what} {} is not a wasm module (it does not start with the `\\0asm` header); \
          build it for wasm32-wasip1",
         path.display()
     )))
