@@ -299,7 +299,7 @@ impl Grid {
         let mut stderr = Vec::new();
         // Outputs of non-bitwise jobs, for the comparisons they may need.
         let mut fresh = HashMap::new();
-        let (receipt, low, comparisons) = {
+        let (receipt, low, (comparisons, reported)) = {
             let mut w = self.window();
             if w.scheduler.standing(host).is_some_and(|s| s.banned) {
                 return Err(Banned("the operator banned it".into()).into());
@@ -369,7 +369,6 @@ impl Grid {
                 (comparisons, reported),
             )
         };
-        let (comparisons, reported) = comparisons;
         if low {
             self.feed.notify_one();
         }

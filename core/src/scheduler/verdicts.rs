@@ -3,12 +3,13 @@
 //! makes for non-bitwise jobs and feeds back.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use peergrid_proto::Hash;
 use peergrid_proto::wire::UnitId;
 
 use super::{AUDIT_ATTEMPTS, AUDIT_WAIT, Audit, COMPARE_RETRY_MS, Scheduler, release};
-use crate::model::{Comparison, HostId, StoreOp};
+use crate::model::{Comparison, HostId, JobInfo, StoreOp};
 use crate::quorum::{CopyState, Verdict, decide, needs_canonical_nan};
 use crate::trust::Standing;
 
@@ -115,19 +116,13 @@ impl Scheduler {
         };
         if !missing.is_empty() {
             // Decided only once every pair it looked at has a verdict.
-            let asked = self.comparing.entry(id).or_default();
-            for (a, b) in missing {
-                if !asked.contains(&(a, b)) {
-                    asked.push((a, b));
-                    let job = job.clone();
-                    self.comparisons.push(Comparison {
-                        unit: id,
-                        job,
-                        a,
-                        b,
-                    });
-                }
-            }
+            ask(
+                &mut self.comparing,
+                &mut self.comparisons,
+                id,
+                &job,
+                missing,
+            );
             return;
         }
         match verdict {
@@ -271,18 +266,14 @@ impl Scheduler {
                 } else if let Some(v) = known(&unit.verdicts, output, audit.output) {
                     v
                 } else {
-                    let (a, b) = Comparison::pair(output, audit.output);
-                    let asked = self.comparing.entry(id).or_default();
-                    if !asked.contains(&(a, b)) {
-                        asked.push((a, b));
-                        let job = unit.job.clone();
-                        self.comparisons.push(Comparison {
-                            unit: id,
-                            job,
-                            a,
-                            b,
-                        });
-                    }
+                    let pair = Comparison::pair(output, audit.output);
+                    ask(
+                        &mut self.comparing,
+                        &mut self.comparisons,
+                        id,
+                        &unit.job,
+                        [pair],
+                    );
                     return;
                 };
                 let auditor = audit.auditor.unwrap_or_default();
@@ -341,6 +332,28 @@ impl Scheduler {
                     release(&mut self.in_flight, c.host);
                 }
             }
+        }
+    }
+}
+
+/// Asks for the comparisons of unit `id`'s `pairs` not asked for yet.
+fn ask(
+    comparing: &mut HashMap<UnitId, Vec<(Hash, Hash)>>,
+    comparisons: &mut Vec<Comparison>,
+    id: UnitId,
+    job: &Arc<JobInfo>,
+    pairs: impl IntoIterator<Item = (Hash, Hash)>,
+) {
+    let asked = comparing.entry(id).or_default();
+    for (a, b) in pairs {
+        if !asked.contains(&(a, b)) {
+            asked.push((a, b));
+            comparisons.push(Comparison {
+                unit: id,
+                job: job.clone(),
+                a,
+                b,
+            });
         }
     }
 }
