@@ -548,6 +548,50 @@ mod tests {
         JobSpec::from_toml("name = \"x\"\nmodule = \"m.wasm\"\nmin_quorum = 2\ndelay_bound = 9\n[inputs]\ndir = \"in\"\n").unwrap();
     }
 
+    /// docs/job-spec.md names every field a spec can have, each in a
+    /// table row of its own (`| `field` …`): top level (with the
+    /// aliases), `[inputs]` and `[validator]`, and every validator kind.
+    #[test]
+    fn the_job_spec_reference_names_every_field() {
+        let doc = include_str!("../../docs/job-spec.md");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+        let documented = |field: &str| rows.iter().any(|row| row.contains(&format!("`{field}`")));
+        let inputs = toml::Table::try_from(InputSpec {
+            dir: Some(String::new()),
+            jsonl: Some(String::new()),
+        })
+        .unwrap();
+        let validators = [
+            Validator::<String>::Bitwise,
+            Validator::Tolerance {
+                abs_epsilon: 0.0,
+                rel_epsilon: 0.0,
+            },
+            Validator::Custom {
+                module: String::new(),
+            },
+        ];
+        let mut fields: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
+        fields.extend(inputs.keys().cloned());
+        for v in validators {
+            let table = toml::Table::try_from(v).unwrap();
+            fields.extend(table.keys().cloned());
+            fields.push(table["kind"].as_str().unwrap().to_string());
+            assert!(
+                rows.iter()
+                    .any(|r| r.contains(&format!("\"{}\"", table["kind"].as_str().unwrap()))),
+                "docs/job-spec.md does not name the validator kind {:?}",
+                table["kind"]
+            );
+        }
+        fields.retain(|f| !matches!(f.as_str(), "bitwise" | "tolerance" | "custom"));
+        let missing: Vec<&String> = fields.iter().filter(|f| !documented(f)).collect();
+        assert!(
+            missing.is_empty(),
+            "docs/job-spec.md has no table row for {missing:?}"
+        );
+    }
+
     #[test]
     fn boinc_names_and_validators_parse() {
         let spec = JobSpec::from_toml(
