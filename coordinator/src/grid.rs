@@ -17,7 +17,7 @@ use peergrid_proto::limits::{
 };
 use peergrid_proto::spec::JobSubmission;
 use peergrid_proto::wire::{self, Exchange, ExchangeReply, JobId, Outcome, UnitId};
-use peergrid_proto::{Hash, text};
+use peergrid_proto::{Hash, api, text};
 use tokio::sync::Notify;
 
 use crate::judge::Judge;
@@ -242,6 +242,46 @@ impl Grid {
         Ok(())
     }
 
+    /// Cancels job `job` for its researcher: no copy of its unfinished
+    /// units goes out again, hosts running one are told to stop at their
+    /// next exchange, and its validated rows stay. Returns once the
+    /// cancellation is durable; `None` when there is no such job.
+    pub async fn cancel_job(&self, job: JobId) -> Result<Option<api::Cancelled>> {
+        let status = |store: Arc<dyn Store>| async move {
+            tokio::task::spawn_blocking(move || store.job_status(job))
+                .await
+                .context("reading the job")?
+                .map_err(anyhow::Error::from)
+        };
+        let Some(before) = status(self.store.clone()).await? else {
+            return Ok(None);
+        };
+        if before.cancelled_ms.is_some() {
+            return Ok(Some(api::Cancelled {
+                job,
+                cancelled: before.cancelled,
+                validated: before.validated,
+                already: true,
+            }));
+        }
+        let receipt = {
+            let mut w = self.window();
+            let (_, dropped) = w.scheduler.cancel_job(job, now_ms());
+            tracing::info!(job, dropped, "job cancelled by its researcher");
+            self.writer.submit(w.scheduler.take_ops(), Vec::new())
+        };
+        durable(receipt, "cancelling the job").await?;
+        let after = status(self.store.clone())
+            .await?
+            .context("the cancelled job is gone")?;
+        Ok(Some(api::Cancelled {
+            job,
+            cancelled: after.cancelled,
+            validated: after.validated,
+            already: false,
+        }))
+    }
+
     /// Handles one worker exchange: records its reports, assigns new
     /// tasks, and returns only once every change is durable.
     pub async fn exchange(&self, host: HostId, mut ex: Exchange) -> Result<ExchangeReply> {
@@ -342,6 +382,7 @@ impl Grid {
                     tracing::info!(host, lost, "copies lost on the way to a host reissued");
                 }
             }
+            reply.stop = w.scheduler.take_stops(host, ex.held.as_deref());
             reply.tasks = w.scheduler.assign(
                 host,
                 ex.want.min(MAX_TASKS_PER_EXCHANGE),

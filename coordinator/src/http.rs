@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use peergrid_proto::Hash;
-use peergrid_proto::api::{DatasetRow, JobDetail, Submitted};
+use peergrid_proto::api::{CancelRequest, Cancelled, DatasetRow, JobDetail, Submitted};
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::spec::{JobSubmission, Validator};
 use serde::Deserialize;
@@ -55,6 +55,7 @@ pub fn router(api: Arc<Api>) -> Router {
             "/api/v1/jobs",
             post(submit_job).layer(DefaultBodyLimit::max(MAX_SUBMISSION)),
         )
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         // Checked before any handler reads a body: a stranger cannot make
         // the server buffer and parse 256 MiB without the token.
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
@@ -254,7 +255,42 @@ async fn job_status(
     Ok(Json(serde_json::to_value(&detail).map_err(internal)?))
 }
 
-/// One row of a job's dataset by unit id, without its output (the blob
+/// Cancels a job (`peergrid job cancel`): its unfinished units get no
+/// more copies, hosts running one are told to stop, its dataset keeps what
+/// validated. Cancelling twice is not an error (`already`).
+async fn cancel_job(
+    State(api): State<Arc<Api>>,
+    JobIdPath(id): JobIdPath,
+    body: Result<Json<CancelRequest>, JsonRejection>,
+) -> ApiResult<Json<Cancelled>> {
+    let Json(request) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be {{\"signature\": HEX}}, the job's researcher's signature of the cancel: {}", e.body_text()),
+        )
+    })?;
+    let store = api.grid.store.clone();
+    let Some(job) = blocking(move || store.job_info(id)).await? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
+    };
+    if let Err(e) = peergrid_proto::signing::verify_cancel(&job.signature, id, &request.signature) {
+        tracing::warn!(job = id, "refused a cancel: {e}");
+        return Err(ApiError(StatusCode::FORBIDDEN, e.to_string()));
+    }
+    match api.grid.cancel_job(id).await {
+        Ok(Some(done)) => Ok(Json(done)),
+        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
+        Err(e) => {
+            tracing::error!(job = id, "cancelling failed: {e:#}");
+            Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("could not cancel job {id} now: {e}; try again"),
+            ))
+        }
+    }
+}
+
+/// One row of a job's dataset by unit number, without its output (the blob
 /// named by `output_hash`): what `peergrid verify` checks, read from the
 /// dataset's index instead of streaming the export to find it.
 async fn dataset_row(

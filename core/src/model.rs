@@ -111,6 +111,14 @@ pub enum StoreOp {
         unit: UnitId,
         at_ms: u64,
     },
+    /// The researcher cancelled the job: its unfinished units (in the
+    /// window or not) are marked cancelled with `reason` and their copies
+    /// in progress voided; validated rows stay in the dataset.
+    Cancel {
+        job: JobId,
+        reason: String,
+        at_ms: u64,
+    },
     /// A host's trust streak or quota changed (see `trust.rs`).
     Standing {
         host: HostId,
@@ -148,6 +156,8 @@ pub struct JobInfo {
 pub struct LoadedUnit {
     pub id: UnitId,
     pub job: JobId,
+    /// Its number within its job, from 1 (what users see; its seed).
+    pub number: u64,
     pub input: Vec<u8>,
     pub copies: Vec<Copy>,
     /// A copy was sent as the unit's single copy (adaptive replication).

@@ -47,6 +47,8 @@ pub const COMPARE_RETRY_MS: u64 = 2_000;
 
 struct UnitState {
     job: Arc<JobInfo>,
+    /// The unit's number within its job.
+    number: u64,
     input: Arc<[u8]>,
     copies: Vec<Copy>,
     /// Whether the unit sits in `queue`; keeps it there at most once.
@@ -164,6 +166,11 @@ pub struct Scheduler {
     /// Adaptive replication's draws.
     rng: SplitMix64,
     ops: Vec<StoreOp>,
+    /// Jobs cancelled since start: never added or loaded again.
+    cancelled: HashSet<JobId>,
+    /// Units each host should stop running (their job was cancelled),
+    /// told at its next exchange.
+    stops: HashMap<HostId, Vec<UnitId>>,
 }
 
 impl Default for Scheduler {
@@ -214,6 +221,8 @@ impl Scheduler {
             comparing: HashMap::new(),
             rng: SplitMix64(seed),
             ops: Vec::new(),
+            cancelled: HashSet::new(),
+            stops: HashMap::new(),
         }
     }
 
@@ -222,6 +231,9 @@ impl Scheduler {
     }
 
     pub fn add_job(&mut self, job: JobInfo) {
+        if self.cancelled.contains(&job.id) {
+            return;
+        }
         self.jobs.insert(job.id, Arc::new(job));
     }
 
@@ -330,6 +342,7 @@ impl Scheduler {
             unit.id,
             UnitState {
                 job,
+                number: unit.number,
                 input: unit.input.into(),
                 // The store keeps which copy was sent as a single one; if
                 // it failed, `evaluate` puts the unit back to the quorum.
@@ -620,7 +633,10 @@ impl Scheduler {
 }
 
 mod assign;
+mod cancel;
 mod verdicts;
+
+pub use cancel::CANCELLED;
 
 #[cfg(test)]
 mod tests;

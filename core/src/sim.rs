@@ -188,6 +188,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             LoadedUnit {
                 id,
                 job: 1,
+                number: id,
                 input: Vec::new(),
                 copies: Vec::new(),
                 single: false,
@@ -349,6 +350,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                             LoadedUnit {
                                 id: unit,
                                 job: 1,
+                                number: unit,
                                 input: Vec::new(),
                                 copies: unit_copies,
                                 single: false,

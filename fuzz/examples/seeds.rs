@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let task = |unit: u64, signature: &ModuleSignature| Task {
         unit,
         job: 7,
+        number: unit,
         module,
         input: format!("r = 3.{unit}\n").into_bytes(),
         args: args.clone(),
@@ -104,6 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rejected: vec![(42, "unit 42 is not assigned to this host".into())],
         tasks: vec![task(43, &signature), task(44, &signature)],
         retry_after_ms: 0,
+        stop: vec![45],
     };
 
     // codec: a type byte (0 Request, 1 Reply, 2 Task, 3 TaskReport), then the frame.

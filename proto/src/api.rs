@@ -44,8 +44,34 @@ pub struct JobStatus {
     pub in_progress: u64,
     /// Unfinished units with no copy out.
     pub pending: u64,
-    /// Every unit is validated or failed.
+    /// Units left unfinished when the job was cancelled.
+    #[serde(default)]
+    pub cancelled: u64,
+    /// When the researcher cancelled the job (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_ms: Option<u64>,
+    /// Every unit is validated, failed or cancelled.
     pub finished: bool,
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`'s body: the job's researcher's
+/// signature over `signing::cancel_message(id)`, in hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    pub signature: String,
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`: what cancelling did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancelled {
+    pub job: JobId,
+    /// Units that were unfinished and are now cancelled.
+    pub cancelled: u64,
+    /// Validated units, whose rows stay in the dataset.
+    pub validated: u64,
+    /// The job had been cancelled before (nothing changed).
+    pub already: bool,
 }
 
 /// A unit that could not be validated, with the reason.
@@ -184,6 +210,8 @@ mod tests {
             failed: 1,
             in_progress: 1,
             pending: 0,
+            cancelled: 0,
+            cancelled_ms: None,
             finished: false,
         }
     }

@@ -51,6 +51,8 @@ pub enum SigningError {
     Mismatch,
     #[error("endorsement names must be 1 to 200 characters")]
     BadName,
+    #[error("only the researcher whose key signed the job may cancel it")]
+    NotTheSubmitter,
 }
 
 pub fn endorsement_message(researcher_key: &[u8; 32], name: &str) -> Vec<u8> {
@@ -72,6 +74,38 @@ pub fn module_message(module: &Hash, args: &[String]) -> Vec<u8> {
     }
     m.extend_from_slice(h.finalize().as_bytes());
     m
+}
+
+/// What a researcher signs to cancel job `job`: only the key that signed
+/// a job may cancel it (replaying it cancels the same job again, which
+/// changes nothing).
+pub fn cancel_message(job: u64) -> Vec<u8> {
+    let mut m = b"peergrid-cancel-v1\0".to_vec();
+    m.extend_from_slice(&job.to_le_bytes());
+    m
+}
+
+/// A researcher signs the cancellation of job `job` (hex signature).
+pub fn sign_cancel(researcher: &SigningKey, job: u64) -> String {
+    hex::encode(researcher.sign(&cancel_message(job)).to_bytes())
+}
+
+/// Checks that `signature` (hex) cancels job `job` under the researcher
+/// key of the job's own signature.
+pub fn verify_cancel(
+    job_signature: &ModuleSignature,
+    job: u64,
+    signature: &str,
+) -> Result<(), SigningError> {
+    let key = decode_32(
+        &job_signature.endorsement.researcher_key,
+        "the researcher key",
+    )?;
+    let key =
+        VerifyingKey::from_bytes(&key).map_err(|_| SigningError::BadKey("the researcher key"))?;
+    let sig = decode_sig(signature, "the cancel signature")?;
+    key.verify_strict(&cancel_message(job), &sig)
+        .map_err(|_| SigningError::NotTheSubmitter)
 }
 
 fn decode_32(hex_str: &str, what: &'static str) -> Result<[u8; 32], SigningError> {
@@ -162,6 +196,27 @@ mod tests {
 
     fn key(b: u8) -> SigningKey {
         SigningKey::from_bytes(&[b; 32])
+    }
+
+    #[test]
+    fn only_the_submitter_cancels_and_only_that_job() {
+        let project = key(1);
+        let (ada, eve) = (key(2), key(3));
+        let e = endorse(&project, &ada.verifying_key().to_bytes(), "Ada").unwrap();
+        let job = sign_module(&ada, &e, &Hash::of(b"m"), &[]);
+        assert_eq!(verify_cancel(&job, 7, &sign_cancel(&ada, 7)), Ok(()));
+        assert_eq!(
+            verify_cancel(&job, 7, &sign_cancel(&eve, 7)),
+            Err(SigningError::NotTheSubmitter)
+        );
+        assert_eq!(
+            verify_cancel(&job, 8, &sign_cancel(&ada, 7)),
+            Err(SigningError::NotTheSubmitter)
+        );
+        assert_eq!(
+            verify_cancel(&job, 7, "zz"),
+            Err(SigningError::BadSignature("the cancel signature"))
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::Hash;
 /// Version 2: postcard instead of bincode, the `Busy` error, returned tasks;
 /// version 3: `Exchange::held`; version 4: `Hello::account`, an
 /// account key's signed attachment instead of a self-chosen name.
-pub const ALPN: &[u8] = b"peergrid/4";
+pub const ALPN: &[u8] = b"peergrid/5";
 
 /// Work unit id, unique within a coordinator.
 pub type UnitId = u64;
@@ -187,6 +187,9 @@ pub struct ExchangeReply {
     pub tasks: Vec<Task>,
     /// When no task was available: how long to wait before asking again.
     pub retry_after_ms: u32,
+    /// Units whose copies the worker holds that it should stop running and
+    /// forget, without a report (their job was cancelled).
+    pub stop: Vec<UnitId>,
 }
 
 /// One copy of a work unit, assigned to one host.
@@ -194,6 +197,9 @@ pub struct ExchangeReply {
 pub struct Task {
     pub unit: UnitId,
     pub job: JobId,
+    /// The unit's number within its job, from 1: what the researcher
+    /// sees, and with `job` what its randomness seed derives from.
+    pub number: u64,
     pub module: Hash,
     #[serde(with = "serde_bytes")]
     pub input: Vec<u8>,

@@ -331,8 +331,9 @@ impl rand_core::TryRng for SeededRng {
     }
 }
 
-/// The randomness seed of unit `unit` of job `job`: every replica of a
-/// unit draws the same random numbers.
+/// The randomness seed of the unit numbered `unit` (from 1, within its
+/// job) of job `job`: every replica of a unit draws the same random
+/// numbers, and `peergrid run --job J --unit U` draws them too.
 pub fn unit_seed(job: u64, unit: u64) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(b"peergrid-seed-v1");

@@ -202,6 +202,14 @@ impl LocalState {
     /// Gives a task back unstarted (it can no longer start in time, or its
     /// module cannot be had): forgets it and keeps its unit to tell the
     /// coordinator, which voids the copy without charging this host.
+    /// Drops a held task with its checkpoint, reporting nothing: the
+    /// coordinator no longer wants it (its job was cancelled).
+    pub fn forget(&self, unit: UnitId) -> Result<()> {
+        self.db()
+            .execute("DELETE FROM tasks WHERE unit = ?1", [unit as i64])?;
+        Ok(())
+    }
+
     pub fn give_back(&self, unit: UnitId, now_ms: u64) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
@@ -384,6 +392,7 @@ mod tests {
         Task {
             unit,
             job: 1,
+            number: unit,
             module: Hash::of(b"module"),
             input: b"input".to_vec(),
             args: vec![],

@@ -99,8 +99,9 @@ pub fn neutralise(cell: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
-/// Writes one dataset row. Outputs that are UTF-8 appear as text; other
-/// outputs as base64 (`output_base64` in JSONL, a `base64:` prefix in CSV).
+/// Writes one dataset row. Outputs that are UTF-8 appear as text (in CSV
+/// without their trailing line breaks); other outputs as base64
+/// (`output_base64` in JSONL, a `base64:` prefix in CSV).
 pub fn write_row(
     row: &DatasetRow,
     format: ExportFormat,
@@ -128,7 +129,9 @@ pub fn write_row(
         }
         ExportFormat::Csv => {
             let output: Cow<'_, [u8]> = match text {
-                Some(_) => Cow::Borrowed(&row.output),
+                // One row, one record: a program's closing line break is
+                // not part of its answer (JSONL and the blob keep it).
+                Some(text) => Cow::Borrowed(text.trim_end_matches(['\n', '\r']).as_bytes()),
                 None => Cow::Owned(
                     format!("base64:{}", Base64Display::new(&row.output, &STANDARD)).into_bytes(),
                 ),
@@ -435,7 +438,7 @@ pub fn write_credit(store: &dyn ReadStore, out: &mut impl Write) -> anyhow::Resu
         after = last.unit;
         for g in page {
             let line = json!({
-                "job": g.job, "unit": g.unit, "fuel": g.fuel,
+                "job": g.job, "unit": g.number, "fuel": g.fuel,
                 "validated_ms": g.validated_ms, "hosts": g.hosts,
             });
             writeln!(out, "{line}")?;

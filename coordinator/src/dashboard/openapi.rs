@@ -77,11 +77,11 @@ fn job_id() -> Value {
              "schema": { "type": "integer", "minimum": 0, "maximum": MAX_ID } }])
 }
 
-/// A job id and a unit id (`/api/v1/jobs/{id}/dataset/{unit}`).
+/// A job id and a unit number within it (`/api/v1/jobs/{id}/dataset/{unit}`).
 fn job_and_unit() -> Value {
     json!([job_id()[0],
            { "name": "unit", "in": "path", "required": true,
-             "description": "unit id, as the dataset's `unit` shows",
+             "description": "unit number within the job (from 1), as the dataset's `unit` shows",
              "schema": { "type": "integer", "minimum": 0, "maximum": MAX_ID } }])
 }
 
@@ -125,7 +125,8 @@ fn schemas() -> Value {
                 "researcher": { "type": "string" }, "created_ms": count,
                 "settings": { "type": "object" },
                 "units_total": count, "validated": count, "failed": count,
-                "in_progress": count, "pending": count, "finished": { "type": "boolean" }
+                "in_progress": count, "pending": count, "finished": { "type": "boolean" },
+                "cancelled": count, "cancelled_ms": count
             }
         },
         "DatasetRow": {
@@ -222,6 +223,25 @@ pub fn document() -> Value {
     missing["requestBody"] =
         json!({ "required": true, "content": { json_: { "schema": list("Hash") } } });
     missing["responses"]["401"] = unauthorized.clone();
+
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let mut cancel = api(
+        "Cancel a job (researcher token): its unfinished units get no more copies, hosts running one stop, the dataset keeps what validated",
+        json!({ "type": "object", "required": ["job", "cancelled", "validated", "already"],
+            "properties": { "job": count, "cancelled": count, "validated": count,
+                "already": { "type": "boolean", "description": "the job had been cancelled before" } } }),
+        job_id(),
+    );
+    cancel["security"] = token.clone();
+    cancel["requestBody"] = json!({ "required": true, "content": { json_: { "schema": {
+        "type": "object", "required": ["signature"], "additionalProperties": false,
+        "properties": { "signature": { "type": "string",
+            "description": "hex Ed25519 signature of `peergrid-cancel-v1\\0` and the job id (8 bytes, little-endian) by the researcher key that signed the job" } } } } } });
+    cancel["responses"]["400"] = error("the body is not `{\"signature\": HEX}`");
+    cancel["responses"]["401"] = unauthorized.clone();
+    cancel["responses"]["403"] = error("the signature is not the job's researcher's");
+    cancel["responses"]["503"] =
+        error("the coordinator could not store the cancellation now; try again");
 
     let mut put_blob = api(
         "Upload a blob named by its BLAKE3 (researcher token)",
@@ -321,7 +341,7 @@ pub fn document() -> Value {
                             "description": "more failed units follow: ask again with `?after=` this" } } }),
         json!([
             job_id()[0],
-            number_or_empty("after", "list failed units with ids above this one", MAX_ID)
+            number_or_empty("after", "list failed units numbered above this one", MAX_ID)
         ]),
     );
     let unit_logs = api(
@@ -330,7 +350,7 @@ pub fn document() -> Value {
         "type": "object", "required": ["job", "unit", "name", "state", "errors"],
         "properties": { "job": { "type": "integer", "minimum": 0 }, "unit": { "type": "integer", "minimum": 0 },
             "name": { "type": "string" },
-            "state": { "type": "string", "enum": ["active", "validated", "failed"] },
+            "state": { "type": "string", "enum": ["active", "validated", "failed", "cancelled"] },
             "reason": { "type": "string", "description": "why the unit failed, when it did" },
             "errors": list("ErrorLog") } }),
         job_and_unit(),
@@ -340,7 +360,7 @@ pub fn document() -> Value {
         "Link": { "description": "the previous and next pages", "schema": { "type": "string" } }
     });
 
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "peergrid coordinator",
@@ -357,7 +377,7 @@ pub fn document() -> Value {
             "/": { "get": page("Overview page", json!([])) },
             "/jobs/{id}": { "get": page("Job page", job_id()) },
             "/jobs/{id}/failed": { "get": page("A job's failed units with their last errors and stderr (HTML)", json!([
-                job_id()[0], number_or_empty("after", "list failed units with ids above this one", MAX_ID)])) },
+                job_id()[0], number_or_empty("after", "list failed units numbered above this one", MAX_ID)])) },
             "/jobs/{id}/logs/{unit}": { "get": page("Every error result of one unit (HTML)", job_and_unit()) },
             "/hosts": { "get": page("Host leaderboard by credit", hosts_params()) },
             "/hosts/{id}": { "get": page("Host page", host_id()) },
@@ -413,7 +433,11 @@ pub fn document() -> Value {
             "/stats/hosts.gz": { "get": download("Gzipped JSON lines: one host per line with credit", "application/gzip", json!([])) },
             "/stats/credit.gz": { "get": download("Gzipped JSON lines: one validated unit per line with the fuel it granted and the agreeing hosts (units whose credit is granted)", "application/gzip", json!([])) }
         }
-    })
+    });
+    // Beside the others: one more in the literal passes serde_json's
+    // macro recursion limit.
+    doc["paths"]["/api/v1/jobs/{id}/cancel"] = json!({ "post": cancel });
+    doc
 }
 
 pub async fn serve() -> Json<Value> {

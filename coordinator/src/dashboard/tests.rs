@@ -324,6 +324,7 @@ async fn openapi_describes_every_public_route() {
         "/api/v1/jobs/{id}/progress",
         "/api/v1/jobs/{id}/results",
         "/api/v1/jobs/{id}/dataset/{unit}",
+        "/api/v1/jobs/{id}/cancel",
         "/api/v1/jobs/{id}/logs",
         "/api/v1/jobs/{id}/logs/{unit}",
         "/jobs/{id}/failed",
@@ -344,7 +345,7 @@ async fn openapi_describes_every_public_route() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 30);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 31);
 }
 
 #[tokio::test]
@@ -443,6 +444,46 @@ fn csv_cells_that_start_a_formula_are_neutralised() {
         assert_eq!(&record[10], cell);
         assert_eq!(&record[0], "1");
     }
+}
+
+/// A program's closing line break does not make a CSV row two lines
+/// (50 rows came out as 101 lines); inner line breaks stay, quoted.
+#[test]
+fn csv_outputs_lose_their_trailing_line_breaks() {
+    let mut row = crate::store::DatasetRow {
+        job: 1,
+        unit: 2,
+        name: "u".into(),
+        input_hash: Hash([1; 32]),
+        module_hash: Hash([2; 32]),
+        output_hash: Hash([3; 32]),
+        hosts: vec![],
+        engines: vec![],
+        fuel: 5,
+        validated_ms: 6,
+        output: b"{\"pi\": 3.14}\n".to_vec(),
+    };
+    let line = crate::http::render_row(&row, crate::http::ExportFormat::Csv);
+    assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "{line:?}");
+    assert!(
+        line.ends_with(b",\"{\"\"pi\"\": 3.14}\"\n"),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    row.output = b"a\r\nb\r\n\n".to_vec();
+    let line = crate::http::render_row(&row, crate::http::ExportFormat::Csv);
+    let record = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(&line[..])
+        .records()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&record[10], "a\r\nb");
+    // JSONL keeps the bytes as they are.
+    let line = crate::http::render_row(&row, crate::http::ExportFormat::Jsonl);
+    let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(v["output"], "a\r\nb\r\n\n");
 }
 
 #[tokio::test]

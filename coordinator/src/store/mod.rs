@@ -86,7 +86,9 @@ pub struct Ban {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatasetRow {
     pub job: JobId,
-    pub unit: UnitId,
+    /// The unit's number within its job, from 1 (not its project-wide id):
+    /// what users see, and what pages of a job's dataset follow.
+    pub unit: u64,
     /// The researcher's name for the unit: input file name or line number.
     pub name: String,
     pub input_hash: Hash,
@@ -172,7 +174,10 @@ pub struct Bucket {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreditGrant {
     pub job: JobId,
+    /// The unit's id, project-wide: the order credit pages follow.
     pub unit: UnitId,
+    /// Its number within its job (what users see).
+    pub number: u64,
     pub fuel: u64,
     pub validated_ms: u64,
     /// Hex public keys of the agreeing hosts.
@@ -208,17 +213,17 @@ pub trait ReadStore: Send + Sync + 'static {
     fn job_status(&self, id: JobId) -> Result<Option<JobStatus>, StoreError>;
     fn jobs(&self) -> Result<Vec<JobStatus>, StoreError>;
     fn failed_units(&self, job: JobId) -> Result<Vec<FailedUnit>, StoreError>;
-    /// Failed units of a job with id greater than `after`, in id order, at
+    /// Failed units of a job numbered above `after`, in number order, at
     /// most `limit`, each with its last error result and stderr.
     fn failed_unit_logs(
         &self,
         job: JobId,
-        after: UnitId,
+        after: u64,
         limit: usize,
     ) -> Result<Vec<FailedUnitLog>, StoreError>;
-    /// One unit of a job with every error result it received, oldest
-    /// first; `None` when the job has no such unit.
-    fn unit_logs(&self, job: JobId, unit: UnitId) -> Result<Option<UnitLogs>, StoreError>;
+    /// Unit number `unit` of a job with every error result it received,
+    /// oldest first; `None` when the job has no such unit.
+    fn unit_logs(&self, job: JobId, unit: u64) -> Result<Option<UnitLogs>, StoreError>;
 
     /// The trust and quota kept for a host, with its account and cores.
     fn host_standing(&self, id: HostId) -> Result<Option<StoredStanding>, StoreError>;
@@ -244,12 +249,12 @@ pub trait ReadStore: Send + Sync + 'static {
     /// `width_ms` aligned to multiples of it; empty buckets are left out.
     fn validated_buckets(&self, job: JobId, width_ms: u64) -> Result<Vec<Bucket>, StoreError>;
 
-    /// Validated rows of a job with unit id greater than `after`, in id
-    /// order: callers page through a dataset without holding it whole.
+    /// Validated rows of a job with unit number greater than `after`, in
+    /// unit order: callers page through a dataset without holding it whole.
     fn dataset_page(
         &self,
         job: JobId,
-        after: UnitId,
+        after: u64,
         limit: usize,
     ) -> Result<Vec<DatasetRow>, StoreError>;
     /// Like [`ReadStore::dataset_page`], but the page also stops before its
@@ -258,16 +263,16 @@ pub trait ReadStore: Send + Sync + 'static {
     fn dataset_page_within(
         &self,
         job: JobId,
-        after: UnitId,
+        after: u64,
         max_rows: usize,
         max_bytes: u64,
     ) -> Result<Vec<DatasetRow>, StoreError>;
-    /// Validated rows of a job with unit id greater than `after`, in id
-    /// order, without their outputs (`output` left empty).
+    /// Validated rows of a job with unit number greater than `after`, in
+    /// unit order, without their outputs (`output` left empty).
     fn dataset_index(
         &self,
         job: JobId,
-        after: UnitId,
+        after: u64,
         limit: usize,
     ) -> Result<Vec<DatasetRow>, StoreError>;
     /// One page (by offset, in unit order) of one job's dataset or of all

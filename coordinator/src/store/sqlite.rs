@@ -125,13 +125,13 @@ impl ReadStore for SqliteStore {
     fn failed_unit_logs(
         &self,
         job: JobId,
-        after: UnitId,
+        after: u64,
         limit: usize,
     ) -> Result<Vec<FailedUnitLog>, StoreError> {
         self.read(|c| logs::failed_unit_logs(c, job, after, limit))
     }
 
-    fn unit_logs(&self, job: JobId, unit: UnitId) -> Result<Option<UnitLogs>, StoreError> {
+    fn unit_logs(&self, job: JobId, unit: u64) -> Result<Option<UnitLogs>, StoreError> {
         self.read(|c| logs::unit_logs(c, job, unit))
     }
 
@@ -181,7 +181,7 @@ impl ReadStore for SqliteStore {
     fn dataset_page(
         &self,
         job: JobId,
-        after: UnitId,
+        after: u64,
         limit: usize,
     ) -> Result<Vec<DatasetRow>, StoreError> {
         self.read(|c| query::dataset_page(c, job, after, limit))
@@ -190,7 +190,7 @@ impl ReadStore for SqliteStore {
     fn dataset_page_within(
         &self,
         job: JobId,
-        after: UnitId,
+        after: u64,
         max_rows: usize,
         max_bytes: u64,
     ) -> Result<Vec<DatasetRow>, StoreError> {
@@ -200,7 +200,7 @@ impl ReadStore for SqliteStore {
     fn dataset_index(
         &self,
         job: JobId,
-        after: UnitId,
+        after: u64,
         limit: usize,
     ) -> Result<Vec<DatasetRow>, StoreError> {
         self.read(|c| query::dataset_index(c, job, after, limit))
@@ -322,3 +322,6 @@ mod tests;
 
 #[cfg(test)]
 mod dashboard_tests;
+
+#[cfg(test)]
+mod job_tests;

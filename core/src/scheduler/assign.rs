@@ -255,6 +255,7 @@ fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool)
     Task {
         unit: id,
         job: unit.job.id,
+        number: unit.number,
         module: unit.job.module,
         input: unit.input.to_vec(),
         args: unit.job.args.clone(),

@@ -46,6 +46,7 @@ fn with_units_in(mut s: Scheduler, n: u64, settings: JobSettings) -> Scheduler {
             LoadedUnit {
                 id,
                 job: 1,
+                number: id,
                 input: vec![id as u8],
                 copies: vec![],
                 single: false,
@@ -100,6 +101,7 @@ fn tolerant_unit() -> Scheduler {
         LoadedUnit {
             id: 1,
             job: 1,
+            number: 1,
             input: vec![1],
             copies: vec![],
             single: false,
@@ -188,6 +190,7 @@ fn a_unit_loaded_after_a_restart_asks_again_for_its_comparisons() {
         LoadedUnit {
             id: 1,
             job: 1,
+            number: 1,
             input: vec![1],
             copies: vec![copy(1, 3), copy(2, 4)],
             single: false,
@@ -599,6 +602,7 @@ fn a_single_copy_stays_single_after_a_restart() {
             LoadedUnit {
                 id: 1,
                 job: 1,
+                number: 1,
                 input: vec![1],
                 copies: vec![Copy {
                     host: 1,
@@ -714,6 +718,7 @@ fn a_single_copys_credit_waits_for_a_check_of_its_host() {
         LoadedUnit {
             id: 2,
             job: 1,
+            number: 2,
             input: vec![2],
             copies: vec![Copy {
                 host: 2,

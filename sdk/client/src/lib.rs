@@ -13,7 +13,8 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use peergrid_proto::Hash;
 use peergrid_proto::api::{
-    DatasetRow, ErrorBody, JobDetail, JobLogs, JobStatus, Submitted, UnitLogs,
+    CancelRequest, Cancelled, DatasetRow, ErrorBody, JobDetail, JobLogs, JobStatus, Submitted,
+    UnitLogs,
 };
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::signing::{self, Endorsement};
@@ -452,6 +453,21 @@ impl Client {
     /// A job's status, failed units and what re-running a unit needs.
     pub fn status(&self, job: u64) -> Result<JobDetail> {
         self.get(&format!("/api/v1/jobs/{job}"))
+    }
+
+    /// Cancels a job (`POST /api/v1/jobs/{id}/cancel`, with the token and
+    /// the signature of the researcher who submitted it).
+    pub fn cancel(&self, job: u64, researcher: &Researcher) -> Result<Cancelled> {
+        let url = self.url(&format!("/api/v1/jobs/{job}/cancel"));
+        let body = CancelRequest {
+            signature: signing::sign_cancel(&researcher.key, job),
+        };
+        let r = self
+            .agent
+            .post(&url)
+            .header("Authorization", &self.auth())
+            .send_json(&body);
+        Self::json(self.check(&url, r)?)
     }
 
     /// Every job's status, by id.

@@ -2,7 +2,6 @@
 //! export their datasets.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,10 +9,10 @@ use peergrid_client::profile::{self, Profile, Reached, Settings};
 use peergrid_client::{
     Client, Researcher, export, new_key, prepare_job, printable, printable_json, server_url,
 };
-use peergrid_proto::api::JobStatus;
 
 mod local_cli;
 mod logs;
+mod watch;
 
 #[derive(Parser)]
 #[command(
@@ -99,8 +98,11 @@ enum JobCommand {
     },
     /// Units total, validated, in progress and failed.
     Status {
+        /// The job's id.
         id: u64,
-        /// Keep printing until the job is finished.
+        /// Follow the job until it is finished (a bar with the rate and the
+        /// time left on a terminal), then exit 0 if every unit validated,
+        /// 2 if units failed, 3 if the job was cancelled.
         #[arg(long)]
         wait: bool,
         /// Print the server's JSON.
@@ -108,7 +110,29 @@ enum JobCommand {
         json: bool,
     },
     /// Every job on the server.
-    List,
+    List {
+        /// Print the server's JSON (an array of job statuses).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: no more copies of its unfinished units go out, hosts
+    /// running one stop at their next exchange, and its dataset keeps what
+    /// validated. Needs the researcher token and the key that signed the job.
+    Cancel {
+        /// The job's id.
+        id: u64,
+        /// Your secret key: the one that signed the job [default: the
+        /// profile's, else researcher.key].
+        #[arg(long, env = "PEERGRID_KEY")]
+        key: Option<PathBuf>,
+        /// Your endorsement [default: the profile's, else
+        /// researcher.endorsement].
+        #[arg(long, env = "PEERGRID_ENDORSEMENT")]
+        endorsement: Option<PathBuf>,
+        /// Print the server's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Why units failed: each failed unit's reason, last error and the end
     /// of its stderr; with UNIT, every error result of that unit.
     Logs {
@@ -145,27 +169,6 @@ fn main() {
         eprintln!("peergrid: {}", printable(&format!("{e:#}")));
         std::process::exit(1);
     }
-}
-
-/// One line about a job, with why its units wait when the server says;
-/// the server's text in it is escaped.
-fn summary(s: &JobStatus, waiting: Option<&str>) -> String {
-    let line = format!(
-        "job {} \"{}\": {} units, {} validated, {} in progress, {} pending, {} failed{}{}",
-        s.id,
-        s.name,
-        s.units_total,
-        s.validated,
-        s.in_progress,
-        s.pending,
-        s.failed,
-        if s.finished { " (finished)" } else { "" },
-        match waiting {
-            Some(why) => format!("; {why}"),
-            None => String::new(),
-        }
-    );
-    printable(&line).into_owned()
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -205,9 +208,14 @@ fn run(cli: Cli) -> Result<()> {
         None => Profile::default(),
     };
     let (key, endorsement) = match &cli.command {
-        Command::Job(JobCommand::Submit {
-            key, endorsement, ..
-        }) => (key.clone(), endorsement.clone()),
+        Command::Job(
+            JobCommand::Submit {
+                key, endorsement, ..
+            }
+            | JobCommand::Cancel {
+                key, endorsement, ..
+            },
+        ) => (key.clone(), endorsement.clone()),
         _ => (None, None),
     };
     let settings = Settings::resolve(cli.server, cli.token, key, endorsement, &profile);
@@ -281,28 +289,39 @@ fn run(cli: Cli) -> Result<()> {
             ));
             println!("{id}");
         }
-        Command::Job(JobCommand::Status { id, wait, json }) => loop {
-            let s = client.status(id)?;
+        Command::Job(JobCommand::Status { id, wait, json }) => {
+            let code = watch::status(&client, id, wait, json)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Job(JobCommand::Cancel { id, json, .. }) => {
+            let researcher = Researcher::load(&settings.key, &settings.endorsement)?;
+            let done = client.cancel(id, &researcher)?;
             if json {
-                println!("{}", printable_json(&serde_json::to_value(&s)?));
+                println!("{}", printable_json(&serde_json::to_value(&done)?));
+            } else if done.already {
+                println!(
+                    "job {id} was already cancelled ({} units cancelled, {} validated)",
+                    done.cancelled, done.validated
+                );
             } else {
-                println!("{}", summary(&s.status, s.waiting.as_deref()));
-                for f in s.failed_units.iter().take(20) {
-                    let line = format!("  failed unit {} ({}): {}", f.unit, f.name, f.reason);
-                    println!("{}", printable(&line));
-                }
+                println!(
+                    "job {id} cancelled: {} unfinished units will not run; the dataset keeps its {} validated rows",
+                    done.cancelled, done.validated
+                );
             }
-            if !wait || s.status.finished {
-                break;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        },
+        }
         Command::Job(JobCommand::Logs { id, unit, json }) => {
             logs::print(&client, id, unit, json)?;
         }
-        Command::Job(JobCommand::List) => {
-            for j in client.jobs()? {
-                println!("{}", summary(&j, None));
+        Command::Job(JobCommand::List { json }) => {
+            let jobs = client.jobs()?;
+            if json {
+                println!("{}", printable_json(&serde_json::to_value(&jobs)?));
+            }
+            for j in jobs.iter().filter(|_| !json) {
+                println!("{}", watch::summary(j, None));
             }
         }
         Command::Results(ResultsCommand::Export { id, format, out }) => {

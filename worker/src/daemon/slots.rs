@@ -186,7 +186,7 @@ impl Worker {
 
 /// Seeds a unit's randomness from (job, unit): the same bytes on every host.
 pub fn task_seed(task: &Task) -> u64 {
-    unit_seed(task.job, task.unit)
+    unit_seed(task.job, task.number)
 }
 
 fn run_task(sandbox: &Sandbox, task: &Task, module: &[u8], hooks: Arc<TaskRun>) -> TaskReport {

@@ -48,6 +48,9 @@ pub struct TaskRun {
     stop_seen: Mutex<Option<Instant>>,
     /// The run was stopped by the worker: its report means nothing.
     stopped: AtomicBool,
+    /// The coordinator no longer wants it (its job was cancelled): stop at
+    /// the next tick, keeping nothing.
+    cancelled: AtomicBool,
     /// `progress` as f64 bits; `u64::MAX`: never reported.
     progress: AtomicU64,
     /// Running time since the last duty-cycle pause.
@@ -85,6 +88,7 @@ impl TaskRun {
             saved_for_stop: AtomicBool::new(false),
             stop_seen: Mutex::new(None),
             stopped: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
             progress: AtomicU64::new(u64::MAX),
             since_pause: Mutex::new(now),
             reserved: AtomicU64::new(task.limits.memory_bytes),
@@ -108,7 +112,14 @@ impl TaskRun {
     }
 
     fn stopping(&self) -> bool {
-        self.shared.stopping.load(Ordering::Relaxed)
+        self.shared.stopping.load(Ordering::Relaxed) || self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Stops the run at its next tick (within one epoch tick, or one pause
+    /// step while it naps or waits out a suspension); its report is
+    /// dropped.
+    pub(super) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
     }
 
     /// Sleeps `d` in short steps, returning early on shutdown.
@@ -183,6 +194,10 @@ impl TaskHooks for TaskRun {
     }
 
     fn pace(&self) -> Pace {
+        if self.cancelled.load(Ordering::Relaxed) {
+            self.stopped.store(true, Ordering::Relaxed);
+            return Pace::Stop("the coordinator cancelled the task".into());
+        }
         match run_rules::step(self.tick(Instant::now()), self.duty) {
             Step::Run => {}
             Step::Stop => {

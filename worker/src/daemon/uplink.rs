@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
-use peergrid_os::now_ms;
+use peergrid_os::{lock, now_ms};
 use peergrid_proto::JoinString;
 use peergrid_proto::limits::{MAX_FRAME, MAX_HELD, MAX_TASKS_PER_EXCHANGE};
 use peergrid_proto::wire::{Attachment, Exchange, Reply, Request, TaskReport, UnitId};
@@ -160,6 +160,13 @@ impl Uplink {
             let rejected: Vec<UnitId> = reply.rejected.iter().map(|(u, _)| *u).collect();
             self.state.settle(&reply.accepted, &rejected)?;
             self.state.returns_told(&returned)?;
+            for unit in reply.stop.iter().take(MAX_HELD) {
+                self.state.forget(*unit)?;
+                if let Some(run) = lock(&self.shared.running).get(unit) {
+                    run.cancel();
+                }
+                tracing::info!(unit, "the coordinator cancelled a held task; dropped");
+            }
             let mut tasks = reply.tasks;
             if tasks.len() > want as usize {
                 // More than asked: never hold past the volunteer's buffer.

@@ -67,10 +67,11 @@ pub(super) fn create_job(
     )?;
     let id = tx.last_insert_rowid() as JobId;
     {
-        let mut stmt =
-            tx.prepare_cached("INSERT INTO units (job_id, name, input_hash) VALUES (?1, ?2, ?3)")?;
-        for u in &job.units {
-            stmt.execute(params![id, u.name, &u.input.0[..]])?;
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO units (job_id, name, input_hash, number) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (number, u) in (1u64..).zip(&job.units) {
+            stmt.execute(params![id, u.name, &u.input.0[..], number])?;
         }
     }
     tx.commit()?;
@@ -439,6 +440,22 @@ fn apply_op(
                 true,
             )?;
         }
+        StoreOp::Cancel { job, reason, at_ms } => {
+            tx.prepare_cached(
+                "UPDATE jobs SET cancelled_ms = coalesce(cancelled_ms, ?2) WHERE id = ?1",
+            )?
+            .execute(params![job, at_ms])?;
+            tx.prepare_cached(
+                "UPDATE results SET state = 'voided', error = ?2
+                 WHERE state = 'in_progress'
+                   AND unit_id IN (SELECT id FROM units WHERE job_id = ?1 AND state = 'active')",
+            )?
+            .execute(params![job, reason])?;
+            tx.prepare_cached(
+                "UPDATE units SET state = 'cancelled', reason = ?2 WHERE job_id = ?1 AND state = 'active'",
+            )?
+            .execute(params![job, reason])?;
+        }
         StoreOp::Void { unit, host, reason } => {
             tx.prepare_cached(
                 "UPDATE results SET state = 'voided', error = ?3 WHERE unit_id = ?1 AND host_id = ?2",
@@ -532,6 +549,12 @@ fn reopen(
          WHERE id = ?1",
     )?
     .execute(params![unit, disputed])?;
+    // A cancelled job's unit loses a bad row but is not run again.
+    tx.prepare_cached(
+        "UPDATE units SET state = 'cancelled', reason = ?2
+         WHERE id = ?1 AND job_id IN (SELECT id FROM jobs WHERE cancelled_ms IS NOT NULL)",
+    )?
+    .execute(params![unit, peergrid_core::scheduler::CANCELLED])?;
     // Copies still out when the unit finished were forgotten by the
     // scheduler: they must not come back as running copies.
     tx.prepare_cached(

@@ -47,7 +47,7 @@ pub(super) fn write_tally(c: &Connection, host: HostId, t: &CreditTally) -> Resu
 
 /// The columns [`dataset_row`] reads, in its order, from `dataset d`
 /// joined with `units u` and `jobs j`. A query may select more after them.
-pub(super) const DATASET_COLUMNS: &str = "d.unit_id, d.job_id, u.name, u.input_hash, \
+pub(super) const DATASET_COLUMNS: &str = "u.number, d.job_id, u.name, u.input_hash, \
      j.module_hash, d.output_hash, d.hosts_json, d.engines_json, d.fuel, d.validated_ms";
 
 /// How many columns [`DATASET_COLUMNS`] names: the index of the first

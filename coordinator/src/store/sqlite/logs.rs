@@ -24,12 +24,12 @@ fn error_from_row(r: &Row<'_>) -> rusqlite::Result<ErrorLog> {
 pub(super) fn failed_unit_logs(
     c: &Connection,
     job: JobId,
-    after: UnitId,
+    after: u64,
     limit: usize,
 ) -> Result<Vec<FailedUnitLog>, StoreError> {
     let mut units = c.prepare_cached(
-        "SELECT id, name, reason FROM units
-         WHERE job_id = ?1 AND state = 'failed' AND id > ?2 ORDER BY id LIMIT ?3",
+        "SELECT id, number, name, reason FROM units
+         WHERE job_id = ?1 AND state = 'failed' AND number > ?2 ORDER BY number LIMIT ?3",
     )?;
     let mut last_error = c.prepare_cached(&format!(
         "SELECT {ERROR_COLUMNS} FROM results r JOIN hosts h ON h.id = r.host_id
@@ -40,18 +40,19 @@ pub(super) fn failed_unit_logs(
         .query_map(params![job, after, limit as i64], |r| {
             Ok((
                 r.get::<_, UnitId>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                r.get::<_, u64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?.unwrap_or_default(),
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(rows.len());
-    for (unit, name, reason) in rows {
+    for (id, number, name, reason) in rows {
         out.push(FailedUnitLog {
-            unit,
+            unit: number,
             name,
             reason,
-            last_error: last_error.query_row([unit], error_from_row).optional()?,
+            last_error: last_error.query_row([id], error_from_row).optional()?,
         });
     }
     Ok(out)
@@ -60,17 +61,18 @@ pub(super) fn failed_unit_logs(
 pub(super) fn unit_logs(
     c: &Connection,
     job: JobId,
-    unit: UnitId,
+    unit: u64,
 ) -> Result<Option<UnitLogs>, StoreError> {
-    let Some((name, state, reason)) = c
+    let Some((id, name, state, reason)) = c
         .query_row(
-            "SELECT name, state, reason FROM units WHERE id = ?1 AND job_id = ?2",
-            params![unit, job],
+            "SELECT id, name, state, reason FROM units WHERE job_id = ?1 AND number = ?2",
+            params![job, unit],
             |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<_, UnitId>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
                 ))
             },
         )
@@ -83,7 +85,7 @@ pub(super) fn unit_logs(
          WHERE r.unit_id = ?1 AND r.state = 'error' ORDER BY r.received_ms, r.host_id"
     ))?;
     let errors = errors
-        .query_map([unit], error_from_row)?
+        .query_map([id], error_from_row)?
         .collect::<Result<_, _>>()?;
     Ok(Some(UnitLogs {
         job,

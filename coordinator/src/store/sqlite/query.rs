@@ -23,7 +23,8 @@ const HOST_AGREED: &str = "instr(d.hosts_json, '\"' || lower(hex(h.public_key)) 
 pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatus>, StoreError> {
     let head = conn
         .query_row(
-            "SELECT name, module_hash, created_ms, settings_json, signature_json FROM jobs WHERE id = ?1",
+            "SELECT name, module_hash, created_ms, settings_json, signature_json, cancelled_ms
+             FROM jobs WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -32,14 +33,15 @@ pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatu
                     r.get::<_, u64>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Option<u64>>(5)?,
                 ))
             },
         )
         .optional()?;
-    let Some((name, module, created_ms, settings, signature)) = head else {
+    let Some((name, module, created_ms, settings, signature, cancelled_ms)) = head else {
         return Ok(None);
     };
-    let mut counts = [0u64; 3];
+    let mut counts = [0u64; 4];
     let mut stmt =
         conn.prepare_cached("SELECT state, count(*) FROM units WHERE job_id = ?1 GROUP BY state")?;
     let rows = stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
@@ -49,6 +51,7 @@ pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatu
             "active" => counts[0] = n,
             "validated" => counts[1] = n,
             "failed" => counts[2] = n,
+            "cancelled" => counts[3] = n,
             _ => {}
         }
     }
@@ -60,7 +63,9 @@ pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatu
     )?;
     let units_total = counts.iter().fold(0u64, |a, n| a.saturating_add(*n));
     Ok(Some(JobStatus {
-        finished: counts[1].saturating_add(counts[2]) == units_total,
+        finished: counts[0] == 0,
+        cancelled: counts[3],
+        cancelled_ms,
         id,
         name,
         module: hash_col(module)?,
@@ -147,7 +152,7 @@ pub(super) fn host_standing(
 
 pub(super) fn failed_units(c: &Connection, job: JobId) -> Result<Vec<FailedUnit>, StoreError> {
     let mut stmt = c.prepare_cached(
-        "SELECT id, name, reason FROM units WHERE job_id = ?1 AND state = 'failed' ORDER BY id",
+        "SELECT number, name, reason FROM units WHERE job_id = ?1 AND state = 'failed' ORDER BY id",
     )?;
     let rows = stmt.query_map([job], |r| {
         Ok(FailedUnit {
@@ -286,14 +291,16 @@ pub(super) fn credit_page(
             r.get::<_, u64>(2)?,
             r.get::<_, u64>(3)?,
             r.get::<_, String>(4)?,
+            r.get::<_, u64>(5)?,
         ))
     };
-    let select = "SELECT unit_id, job_id, fuel, validated_ms, hosts_json FROM dataset";
+    let select = "SELECT d.unit_id, d.job_id, d.fuel, d.validated_ms, d.hosts_json, u.number
+                  FROM dataset d JOIN units u ON u.id = d.unit_id";
     let raw: Vec<_> = match host {
         Some(key) => c
             .prepare_cached(&format!(
-                "{select} WHERE unit_id > ?1 AND instr(hosts_json, ?3) > 0
-                   AND credit_pending = 0 ORDER BY unit_id LIMIT ?2"
+                "{select} WHERE d.unit_id > ?1 AND instr(d.hosts_json, ?3) > 0
+                   AND d.credit_pending = 0 ORDER BY d.unit_id LIMIT ?2"
             ))?
             .query_map(
                 params![after, limit as i64, format!("\"{}\"", key.to_lowercase())],
@@ -302,17 +309,18 @@ pub(super) fn credit_page(
             .collect::<Result<_, _>>()?,
         None => c
             .prepare_cached(&format!(
-                "{select} WHERE unit_id > ?1 AND credit_pending = 0
-                 ORDER BY unit_id LIMIT ?2"
+                "{select} WHERE d.unit_id > ?1 AND d.credit_pending = 0
+                 ORDER BY d.unit_id LIMIT ?2"
             ))?
             .query_map(params![after, limit as i64], map)?
             .collect::<Result<_, _>>()?,
     };
     raw.into_iter()
-        .map(|(unit, job, fuel, validated_ms, hosts)| {
+        .map(|(unit, job, fuel, validated_ms, hosts, number)| {
             Ok(CreditGrant {
                 job,
                 unit,
+                number,
                 fuel,
                 validated_ms,
                 hosts: json_col(&hosts)?,
@@ -408,13 +416,21 @@ fn dataset_rows<T>(
     Ok(out)
 }
 
-/// Up to `limit` rows of a job's dataset after unit `after`, in unit
+/// The id of job `?1`'s unit numbered `?2` or the last one before it (0
+/// when none is): a page of a job's dataset after unit number `?2` starts
+/// past that id, since a job's units are numbered in id order. Seeks the
+/// `(job_id, number)` index once, so dataset pages still read the
+/// dataset's own index.
+const AFTER_NUMBER: &str = "coalesce((SELECT id FROM units WHERE job_id = ?1 AND number <= ?2
+                                 ORDER BY number DESC LIMIT 1), 0)";
+
+/// Up to `limit` rows of a job's dataset after unit number `after`, in unit
 /// order, each with `extra`, one more column, which may read the output
 /// `b`.
 fn job_page<T: rusqlite::types::FromSql>(
     c: &Connection,
     job: JobId,
-    after: UnitId,
+    after: u64,
     limit: usize,
     extra: &str,
 ) -> Result<Vec<(DatasetRow, T)>, StoreError> {
@@ -422,7 +438,7 @@ fn job_page<T: rusqlite::types::FromSql>(
         "SELECT {DATASET_COLUMNS}, {extra}
          FROM dataset d JOIN units u ON u.id = d.unit_id JOIN jobs j ON j.id = d.job_id
          JOIN blobs b ON b.hash = d.output_hash
-         WHERE d.job_id = ?1 AND d.unit_id > ?2 ORDER BY d.unit_id LIMIT ?3"
+         WHERE d.job_id = ?1 AND d.unit_id > {AFTER_NUMBER} ORDER BY d.unit_id LIMIT ?3"
     );
     dataset_rows(c, &sql, params![job, after, limit as i64], |r| {
         r.get(DATASET_WIDTH)
@@ -434,7 +450,7 @@ fn job_page<T: rusqlite::types::FromSql>(
 pub(super) fn dataset_page(
     c: &Connection,
     job: JobId,
-    after: UnitId,
+    after: u64,
     limit: usize,
 ) -> Result<Vec<DatasetRow>, StoreError> {
     Ok(job_page(c, job, after, limit, "b.data")?
@@ -449,7 +465,7 @@ pub(super) fn dataset_page(
 fn dataset_meta(
     c: &Connection,
     job: JobId,
-    after: UnitId,
+    after: u64,
     limit: usize,
 ) -> Result<Vec<(DatasetRow, u64)>, StoreError> {
     job_page(c, job, after, limit, "length(b.data)")
@@ -460,7 +476,7 @@ fn dataset_meta(
 pub(super) fn dataset_page_within(
     c: &Connection,
     job: JobId,
-    after: UnitId,
+    after: u64,
     max_rows: usize,
     max_bytes: u64,
 ) -> Result<Vec<DatasetRow>, StoreError> {
@@ -486,7 +502,7 @@ pub(super) fn dataset_page_within(
 pub(super) fn dataset_index(
     c: &Connection,
     job: JobId,
-    after: UnitId,
+    after: u64,
     limit: usize,
 ) -> Result<Vec<DatasetRow>, StoreError> {
     Ok(dataset_meta(c, job, after, limit)?

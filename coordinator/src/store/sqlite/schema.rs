@@ -29,14 +29,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     settings_json TEXT NOT NULL,
     signature_json TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    validator_json TEXT NOT NULL DEFAULT '{\"kind\":\"bitwise\"}'
+    validator_json TEXT NOT NULL DEFAULT '{\"kind\":\"bitwise\"}',
+    -- when the researcher cancelled it (its unfinished units are then
+    -- 'cancelled'); NULL while it is not
+    cancelled_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS units (
     id INTEGER PRIMARY KEY,
     job_id INTEGER NOT NULL REFERENCES jobs(id),
     name TEXT NOT NULL,
     input_hash BLOB NOT NULL,
-    -- 'active' until validated or failed
+    -- 'active' until 'validated', 'failed' or 'cancelled' 
     state TEXT NOT NULL DEFAULT 'active',
     reason TEXT,
     -- when the unit was last reopened (a repair or a dispute moved its
@@ -44,7 +47,11 @@ CREATE TABLE IF NOT EXISTS units (
     -- reopened after the last one it saw; 0 = never
     reopened_seq INTEGER NOT NULL DEFAULT 0,
     -- an audit disagreed with its row: one more agreeing result decides
-    disputed INTEGER NOT NULL DEFAULT 0
+    disputed INTEGER NOT NULL DEFAULT 0,
+    -- the unit's number within its job, from 1 in submission order: the
+    -- number users see (CLI, API, pages, exports) and the one its
+    -- randomness seed derives from; `id` is the project-wide key
+    number INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS units_job_state ON units(job_id, state);
 CREATE INDEX IF NOT EXISTS units_active ON units(state, id);
@@ -173,6 +180,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "INTEGER NOT NULL DEFAULT 0",
     ),
     ("results", "stderr", "TEXT"),
+    ("units", "number", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "cancelled_ms", "INTEGER"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one
@@ -210,10 +219,21 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
              UPDATE hosts SET account_name = account, account = '';",
         )?;
     }
+    if added.contains(&"number") {
+        // Units were numbered project-wide: number each job's units from 1
+        // in the order they were stored, which is the order submitted.
+        conn.execute_batch(
+            "UPDATE units SET number = n.number
+               FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY id) AS number
+                     FROM units) AS n
+               WHERE units.id = n.id;",
+        )?;
+    }
     // Indexes on columns an older database gains above: made after them.
     // The leaderboard pages hosts by credit.
     conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS units_reopened ON units(reopened_seq) WHERE reopened_seq > 0;
+        "CREATE UNIQUE INDEX IF NOT EXISTS units_job_number ON units(job_id, number);
+         CREATE INDEX IF NOT EXISTS units_reopened ON units(reopened_seq) WHERE reopened_seq > 0;
          CREATE INDEX IF NOT EXISTS hosts_credit ON hosts(credit_total DESC, id);
          CREATE INDEX IF NOT EXISTS dataset_pending ON dataset(hosts_json) WHERE credit_pending = 1;",
     )?;
