@@ -33,6 +33,11 @@ pub struct Status {
     pub coordinator: String,
     /// `connected`, `connecting`, or `offline: <why>`.
     pub connection: String,
+    /// A failure retrying cannot mend (wrong certificate fingerprint,
+    /// ban, refused greeting, other protocol version) and what to do about
+    /// it; the worker stops after a few in a row. None once connected.
+    #[serde(default)]
+    pub permanent_error: Option<String>,
     /// Why computing is suspended, if it is.
     pub suspended: Option<String>,
     pub paused_by_user: bool,
@@ -70,6 +75,9 @@ impl std::fmt::Display for Status {
             "coordinator:      {} ({})",
             self.coordinator, self.connection
         )?;
+        if let Some(e) = &self.permanent_error {
+            writeln!(f, "permanent error:  {e}")?;
+        }
         match &self.suspended {
             Some(why) => writeln!(f, "computing:        suspended: {why}")?,
             None => writeln!(

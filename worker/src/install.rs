@@ -212,6 +212,8 @@ impl Install {
              ExecStart={exec}\n\
              Restart=on-failure\n\
              RestartSec=10\n\
+             # A wrong join string or a ban: restarting cannot mend it.\n\
+             RestartPreventExitStatus={fatal}\n\
              # Spare CPU only: the lowest priorities.\n\
              Nice=19\n\
              IOSchedulingClass=idle\n\
@@ -228,6 +230,7 @@ impl Install {
              WantedBy={wanted_by}\n",
             exec = exec.join(" "),
             memory = self.memory_max_percent.clamp(1, 100),
+            fatal = crate::daemon::FatalStop::EXIT_CODE,
         ))
     }
 
@@ -341,6 +344,7 @@ mod tests {
         let unit = install.unit_file().unwrap();
         assert!(unit.contains(&format!("ExecStart=\"/usr/bin/peer grid/worker\" run --join \"{join}\" --config \"/etc/peergrid/worker.toml\"")), "{unit}");
         assert!(unit.contains("Restart=on-failure") && unit.contains("WantedBy=multi-user.target"));
+        assert!(unit.contains("\nRestartPreventExitStatus=78\n"), "{unit}");
         assert!(
             unit.contains("\nStateDirectory=pg-w\n") && unit.contains("\nMemoryMax=80%\n"),
             "{unit}"

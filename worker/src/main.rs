@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use peergrid_proto::JoinString;
 use peergrid_worker::control::{self, ControlRequest};
-use peergrid_worker::daemon::{Worker, WorkerConfig};
+use peergrid_worker::daemon::{FatalStop, Worker, WorkerConfig};
 use peergrid_worker::display::{LogAboveBars, MultiProgress};
 use peergrid_worker::identity;
 use peergrid_worker::install::{self, Install};
@@ -128,6 +128,21 @@ enum FaultArg {
 }
 
 fn main() -> Result<()> {
+    match run_cli() {
+        Err(e) => match e.downcast_ref::<FatalStop>() {
+            // Retrying cannot mend it: say what to do, and exit with a
+            // code the service unit does not restart on.
+            Some(stop) => {
+                eprintln!("peergrid-worker stopped: {stop}");
+                std::process::exit(FatalStop::EXIT_CODE);
+            }
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+fn run_cli() -> Result<()> {
     let cli = Cli::parse();
     // A foreground `run` on a terminal draws progress bars; log lines then
     // print above them.
@@ -208,7 +223,17 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Status { data, json } => {
-            let status = control::request(&data_dir(data)?, ControlRequest::Status)?;
+            let data = data_dir(data)?;
+            let status = match control::request(&data, ControlRequest::Status) {
+                Ok(status) => status,
+                Err(e) => match peergrid_worker::state::stopped_for(&data) {
+                    // Not running because of a permanent failure: say which.
+                    Some(why) => {
+                        return Err(e.context(format!("the worker stopped: {why}")));
+                    }
+                    None => return Err(e),
+                },
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

@@ -3,7 +3,7 @@
 //! request per stream.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -25,6 +25,18 @@ pub enum NetError {
     Setup(String),
     #[error("cannot connect to the coordinator: {0}")]
     Connect(#[from] quinn::ConnectionError),
+    /// The coordinator presented another certificate than the one whose
+    /// SHA-256 the join string names: a stale join string, a coordinator
+    /// that changed its certificate, or someone in the middle.
+    #[error(
+        "the coordinator's certificate (sha256:{}) does not match the join string's fingerprint (sha256:{})",
+        hex::encode(presented),
+        hex::encode(expected)
+    )]
+    CertificateMismatch {
+        expected: [u8; 32],
+        presented: [u8; 32],
+    },
     #[error("connection to the coordinator failed: {0}")]
     Connection(String),
     #[error("bad reply from the coordinator: {0}")]
@@ -41,6 +53,9 @@ pub enum NetError {
 struct PinnedCert {
     sha256: [u8; 32],
     provider: Arc<CryptoProvider>,
+    /// The fingerprint of a certificate refused for not matching, so the
+    /// caller can tell this refusal (permanent) from a network failure.
+    refused: Arc<Mutex<Option<[u8; 32]>>>,
 }
 
 impl ServerCertVerifier for PinnedCert {
@@ -56,6 +71,7 @@ impl ServerCertVerifier for PinnedCert {
         if got == self.sha256 {
             Ok(ServerCertVerified::assertion())
         } else {
+            *peergrid_os::lock(&self.refused) = Some(got);
             Err(rustls::Error::General(
                 "the coordinator's certificate does not match the join string's fingerprint".into(),
             ))
@@ -96,6 +112,16 @@ impl ServerCertVerifier for PinnedCert {
 
 /// A QUIC client config that pins `cert_sha256` and offers `alpn`.
 pub fn client_config(cert_sha256: [u8; 32], alpn: &[u8]) -> Result<quinn::ClientConfig, NetError> {
+    pinned_client_config(cert_sha256, alpn, Arc::default())
+}
+
+/// [`client_config`] that records in `refused` the fingerprint of a
+/// certificate it refuses.
+fn pinned_client_config(
+    cert_sha256: [u8; 32],
+    alpn: &[u8],
+    refused: Arc<Mutex<Option<[u8; 32]>>>,
+) -> Result<quinn::ClientConfig, NetError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -104,6 +130,7 @@ pub fn client_config(cert_sha256: [u8; 32], alpn: &[u8]) -> Result<quinn::Client
         .with_custom_certificate_verifier(Arc::new(PinnedCert {
             sha256: cert_sha256,
             provider,
+            refused,
         }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.to_vec()];
@@ -153,12 +180,25 @@ pub async fn connect_raw(
         None => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
     };
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| NetError::Setup(e.to_string()))?;
-    endpoint.set_default_client_config(client_config(join.cert_sha256, alpn)?);
-    let connection = endpoint
+    let refused = Arc::default();
+    endpoint.set_default_client_config(pinned_client_config(
+        join.cert_sha256,
+        alpn,
+        Arc::clone(&refused),
+    )?);
+    let connecting = endpoint
         .connect(addr, "peergrid-coordinator")
-        .map_err(|e| NetError::Setup(e.to_string()))?
-        .await?;
-    Ok((endpoint, connection))
+        .map_err(|e| NetError::Setup(e.to_string()))?;
+    match connecting.await {
+        Ok(connection) => Ok((endpoint, connection)),
+        Err(e) => Err(match *peergrid_os::lock(&refused) {
+            Some(presented) => NetError::CertificateMismatch {
+                expected: join.cert_sha256,
+                presented,
+            },
+            None => NetError::Connect(e),
+        }),
+    }
 }
 
 /// Connects and authenticates as the holder of `key`, anonymously.

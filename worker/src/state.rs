@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS settings (
 
 /// `settings` row that holds the volunteer's `pause` (`1`) across restarts.
 const PAUSED: &str = "paused";
+/// `settings` row that holds why the worker stopped on a permanent failure
+/// (wrong certificate, ban), until it next connects.
+const STOPPED_FOR: &str = "stopped_for";
 
 /// A task as kept locally, with the checkpoint to resume from.
 #[derive(Debug, Clone)]
@@ -343,6 +346,21 @@ impl LocalState {
         Ok(())
     }
 
+    /// Records why the worker stopped on a permanent failure, or clears it
+    /// (`None`) once a connection succeeds.
+    pub fn set_stopped_for(&self, why: Option<&str>) -> Result<()> {
+        let db = self.db();
+        match why {
+            Some(why) => db.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [STOPPED_FOR, why],
+            )?,
+            None => db.execute("DELETE FROM settings WHERE name = ?1", [STOPPED_FOR])?,
+        };
+        Ok(())
+    }
+
     /// Whether a task for `unit` is kept (not finished).
     pub fn has_task(&self, unit: UnitId) -> Result<bool> {
         Ok(self
@@ -374,6 +392,25 @@ impl LocalState {
             pending_reports: pending.max(0) as u64,
         })
     }
+}
+
+/// Why the worker on data folder `data` stopped on a permanent failure,
+/// if it did and has not connected since; read without creating anything
+/// (for `status` when no worker answers).
+pub fn stopped_for(data: &Path) -> Option<String> {
+    let path = data.join(STATE_FILE);
+    if !path.exists() {
+        return None;
+    }
+    let db = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    db.query_row(
+        "SELECT value FROM settings WHERE name = ?1",
+        [STOPPED_FOR],
+        |r| r.get(0),
+    )
+    .optional()
+    .ok()
+    .flatten()
 }
 
 /// SQLite integers are signed; counts and times past `i64::MAX` saturate.
@@ -487,5 +524,20 @@ mod tests {
         assert_eq!(state.pending_returns(1).unwrap(), vec![3]);
         state.returns_told(&[3]).unwrap();
         assert_eq!(state.pending_returns(10).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn the_reason_for_a_fatal_stop_is_kept_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(stopped_for(dir.path()), None, "no state: nothing");
+        assert!(!dir.path().join(STATE_FILE).exists(), "and nothing made");
+        let state = LocalState::open(dir.path()).unwrap();
+        assert_eq!(stopped_for(dir.path()), None);
+        state.set_stopped_for(Some("banned")).unwrap();
+        drop(state);
+        assert_eq!(stopped_for(dir.path()).as_deref(), Some("banned"));
+        let state = LocalState::open(dir.path()).unwrap();
+        state.set_stopped_for(None).unwrap();
+        assert_eq!(stopped_for(dir.path()), None);
     }
 }

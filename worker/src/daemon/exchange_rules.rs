@@ -1,7 +1,9 @@
 //! The uplink's decisions, sans-IO: how much work to ask for, which held
 //! reports ride on one exchange, what to do before and after an exchange
 //! (exchange, idle, or stop draining), how long to back off between
-//! connection attempts, and which refusals are final.
+//! connection attempts, and which failures are permanent (a wrong
+//! certificate, a ban) rather than network blips, and when to give up on
+//! them.
 //!
 //! No clock, no socket, no database: counts and durations come in as
 //! arguments and decisions go out as values, so `Uplink` (the async
@@ -167,12 +169,124 @@ impl Backoff {
     }
 }
 
-/// Whether a connection error means the coordinator refuses this host for
-/// good (an unknown or banned host key): the worker stops rather than
-/// retrying.
-pub fn refused_for_good(error: &NetError) -> bool {
-    matches!(error, NetError::Refused(w)
-        if matches!(w.code, ErrorCode::Unauthenticated | ErrorCode::Banned))
+/// A failure that retrying cannot mend: the volunteer (or the operator)
+/// has to act, and the worker says what to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permanent {
+    /// The coordinator's certificate is not the one the join string pins:
+    /// a stale or mistyped join string, a coordinator that made a new
+    /// certificate, or someone in the middle.
+    WrongCertificate,
+    /// The coordinator does not accept this host's greeting (a bad
+    /// signature, or a clock far off).
+    Unauthenticated,
+    /// The operator banned this host or its account.
+    Banned,
+    /// The coordinator speaks another protocol version (it refused the
+    /// worker's ALPN).
+    OtherVersion,
+    /// The join string names another project key than the one this data
+    /// folder joined with (found at start, before any connection).
+    OtherProject,
+}
+
+impl Permanent {
+    /// What the volunteer should do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Permanent::WrongCertificate => {
+                "get a fresh join string from the project (and check that its address is the project's coordinator)"
+            }
+            Permanent::Unauthenticated => {
+                "check that this computer's clock is right, then ask the project's operator"
+            }
+            Permanent::Banned => "ask the project's operator why, or join another project",
+            Permanent::OtherVersion => "install the peergrid-worker version the project asks for",
+            Permanent::OtherProject => {
+                "use another --data folder to join another project, or `peergrid-worker detach` this one first"
+            }
+        }
+    }
+}
+
+/// What a failed connection attempt was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A network blip or a busy coordinator (timeout, refused, reset,
+    /// lost packets, `Busy`, `Internal`): retry with backoff, forever.
+    Transient,
+    /// Retrying cannot help; see [`GiveUp`].
+    Permanent(Permanent),
+}
+
+/// The TLS alert a QUIC server closes with when no ALPN protocol is shared
+/// (RFC 8446 `no_application_protocol`, as a QUIC crypto error).
+const NO_APPLICATION_PROTOCOL: u8 = 120;
+
+/// Tells permanent failures from transient ones.
+pub fn classify(error: &NetError) -> Failure {
+    use quinn::ConnectionError;
+    let permanent = match error {
+        NetError::CertificateMismatch { .. } => Some(Permanent::WrongCertificate),
+        NetError::Refused(w) => match w.code {
+            ErrorCode::Unauthenticated => Some(Permanent::Unauthenticated),
+            ErrorCode::Banned => Some(Permanent::Banned),
+            _ => None,
+        },
+        NetError::Connect(ConnectionError::ConnectionClosed(close))
+            if close.error_code == quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL) =>
+        {
+            Some(Permanent::OtherVersion)
+        }
+        _ => None,
+    };
+    permanent.map_or(Failure::Transient, Failure::Permanent)
+}
+
+/// Connection attempts in a row that fail permanently before the worker
+/// gives up. More than one, because a coordinator moving to a new machine
+/// (or a new certificate) may answer with the old one for a moment while
+/// its address changes over; few, because a volunteer staring at
+/// "connecting" for hours learns nothing. With the backoff this is about a
+/// second of retrying.
+pub const PERMANENT_ATTEMPTS: u32 = 3;
+
+/// Counts permanent failures in a row; any success or transient failure
+/// starts the count again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GiveUp {
+    in_a_row: u32,
+}
+
+impl GiveUp {
+    /// A connection attempt failed with `failure`: whether to stop now.
+    pub fn failed(&mut self, failure: Failure) -> bool {
+        match failure {
+            Failure::Transient => self.in_a_row = 0,
+            Failure::Permanent(_) => self.in_a_row += 1,
+        }
+        self.in_a_row >= PERMANENT_ATTEMPTS
+    }
+
+    /// A connection succeeded.
+    pub fn connected(&mut self) {
+        self.in_a_row = 0;
+    }
+}
+
+/// The worker stopped because of a permanent failure: `run` exits with
+/// [`FatalStop::EXIT_CODE`] and this message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {}", .cause.advice())]
+pub struct FatalStop {
+    pub cause: Permanent,
+    /// What happened, as the error said it.
+    pub what: String,
+}
+
+impl FatalStop {
+    /// `EX_CONFIG` (sysexits.h): the service unit does not restart on it.
+    pub const EXIT_CODE: i32 = 78;
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ed25519_dalek::SigningKey;
 use peergrid_os::lock;
 use peergrid_proto::wire::UnitId;
@@ -57,7 +57,7 @@ mod steering;
 mod task_run;
 mod uplink;
 
-pub use exchange_rules::work_wanted;
+pub use exchange_rules::{FatalStop, Permanent, work_wanted};
 #[cfg(feature = "simulate-fault")]
 pub use fault::Fault;
 pub use modules::trim_caches;
@@ -102,6 +102,9 @@ pub struct Shared {
     stopping: AtomicBool,
     /// The connection to the coordinator, as `status` shows it.
     connection: Mutex<String>,
+    /// The last permanent failure (wrong certificate, ban) and what to
+    /// do, until a connection succeeds.
+    permanent_error: Mutex<Option<String>>,
     /// Tasks running now, by unit.
     running: Mutex<BTreeMap<UnitId, Arc<TaskRun>>>,
     /// Tasks held but not running.
@@ -121,6 +124,7 @@ impl Shared {
             suspension: Mutex::new(None),
             stopping: AtomicBool::new(false),
             connection: Mutex::new("connecting".into()),
+            permanent_error: Mutex::new(None),
             running: Mutex::new(BTreeMap::new()),
             queued: AtomicUsize::new(0),
             memory_budget: AtomicU64::new(u64::MAX),
@@ -148,6 +152,11 @@ impl Shared {
     /// What `status` shows; the text may quote the coordinator.
     fn set_connection(&self, text: impl AsRef<str>) {
         *lock(&self.connection) = printable(text.as_ref());
+    }
+
+    /// The permanent failure `status` shows, or none.
+    fn set_permanent_error(&self, text: Option<&str>) {
+        *lock(&self.permanent_error) = text.map(printable);
     }
 }
 
@@ -277,12 +286,15 @@ fn pin_project_key(data: &Path, key: &[u8; 32]) -> Result<()> {
             let pinned = signing::parse_public_key(&text)
                 .with_context(|| format!("{} is corrupt", path.display()))?;
             if &pinned != key {
-                bail!(
-                    "this host joined the project with key {}; the join string names key {}. \
-                     Use another --data folder to join another project",
-                    hex::encode(pinned),
-                    hex::encode(key)
-                );
+                return Err(FatalStop {
+                    cause: Permanent::OtherProject,
+                    what: format!(
+                        "this host joined the project with key {}; the join string names key {}",
+                        hex::encode(pinned),
+                        hex::encode(key)
+                    ),
+                }
+                .into());
             }
             Ok(())
         }

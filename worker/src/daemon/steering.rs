@@ -39,6 +39,7 @@ impl Worker {
             Ok(Status {
                 coordinator: coordinator.clone(),
                 connection: lock(&shared.connection).clone(),
+                permanent_error: lock(&shared.permanent_error).clone(),
                 suspended: lock(&shared.suspension).as_ref().map(|s| s.to_string()),
                 paused_by_user: shared.user_paused.load(Ordering::Relaxed),
                 slots,

@@ -18,7 +18,7 @@ use peergrid_proto::limits::{MAX_FRAME, MAX_HELD, MAX_TASKS_PER_EXCHANGE};
 use peergrid_proto::wire::{Attachment, Exchange, Reply, Request, TaskReport, UnitId};
 use tokio::sync::watch;
 
-use super::exchange_rules::{self, Backoff, Before, Exchanged};
+use super::exchange_rules::{self, Backoff, Before, Exchanged, Failure, FatalStop, GiveUp};
 use super::modules::{self, fetch_module, refusal};
 use super::{Shared, printable};
 use crate::identity::host_facts;
@@ -46,10 +46,13 @@ pub(super) struct Uplink {
 
 impl Uplink {
     /// Connects and exchanges until `drain` turns true, then delivers what
-    /// it can and returns. Errors only when the coordinator refuses this
-    /// host for good.
+    /// it can and returns. Errors only with a [`FatalStop`], after
+    /// [`PERMANENT_ATTEMPTS`](exchange_rules::PERMANENT_ATTEMPTS) permanent
+    /// failures in a row (a wrong certificate, a ban): the reason is kept
+    /// in the state for `status`.
     pub(super) async fn run(self, mut drain: watch::Receiver<bool>) -> Result<()> {
         let mut retry = Backoff::default();
+        let mut give_up = GiveUp::default();
         loop {
             if *drain.borrow() {
                 return Ok(());
@@ -77,21 +80,38 @@ impl Uplink {
                         "connected"
                     );
                     self.shared.set_connection("connected");
+                    self.shared.set_permanent_error(None);
+                    self.state.set_stopped_for(None)?;
                     retry.connected();
+                    give_up.connected();
                     match self.serve(&session, &mut drain).await {
                         Ok(()) => return Ok(()),
                         Err(e) => format!("lost the coordinator: {e:#}"),
                     }
                 }
                 Ok(Err(e)) => {
-                    if exchange_rules::refused_for_good(&e) {
-                        let e = printable(&e.to_string());
-                        self.shared.set_connection(format!("refused: {e}"));
-                        bail!("{e}");
+                    // The error may quote the coordinator.
+                    let what = printable(&e.to_string());
+                    let failure = exchange_rules::classify(&e);
+                    if let Failure::Permanent(cause) = failure {
+                        let stop = FatalStop { cause, what };
+                        self.shared.set_permanent_error(Some(&stop.to_string()));
+                        if give_up.failed(failure) {
+                            // Kept, so `status` tells why the worker is
+                            // not running, until the next connection.
+                            self.state.set_stopped_for(Some(&stop.to_string()))?;
+                            return Err(stop.into());
+                        }
+                        format!("refused: {}", stop.what)
+                    } else {
+                        give_up.failed(failure);
+                        what
                     }
-                    e.to_string()
                 }
-                Err(_) => "connecting timed out".to_string(),
+                Err(_) => {
+                    give_up.failed(Failure::Transient);
+                    "connecting timed out".to_string()
+                }
             };
             // The error may quote the coordinator.
             let error = printable(&error);

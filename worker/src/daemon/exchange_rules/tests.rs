@@ -146,16 +146,116 @@ fn backoff_doubles_caps_and_resets_on_success() {
 }
 
 #[test]
-fn only_an_unknown_or_banned_host_is_refused_for_good() {
+fn a_wrong_certificate_a_ban_or_a_refused_greeting_are_permanent() {
     let refused = |code| {
-        NetError::Refused(WireError {
+        classify(&NetError::Refused(WireError {
             code,
             message: "no".into(),
-        })
+        }))
     };
-    assert!(refused_for_good(&refused(ErrorCode::Unauthenticated)));
-    assert!(refused_for_good(&refused(ErrorCode::Banned)));
-    assert!(!refused_for_good(&refused(ErrorCode::Malformed)));
-    assert!(!refused_for_good(&NetError::Unexpected));
-    assert!(!refused_for_good(&NetError::Connection("reset".into())));
+    assert_eq!(
+        classify(&NetError::CertificateMismatch {
+            expected: [1; 32],
+            presented: [2; 32],
+        }),
+        Failure::Permanent(Permanent::WrongCertificate)
+    );
+    assert_eq!(
+        refused(ErrorCode::Unauthenticated),
+        Failure::Permanent(Permanent::Unauthenticated)
+    );
+    assert_eq!(
+        refused(ErrorCode::Banned),
+        Failure::Permanent(Permanent::Banned)
+    );
+    let alpn = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+        error_code: quinn::TransportErrorCode::crypto(120),
+        frame_type: None,
+        reason: Default::default(),
+    });
+    assert_eq!(
+        classify(&NetError::Connect(alpn)),
+        Failure::Permanent(Permanent::OtherVersion)
+    );
+}
+
+#[test]
+fn network_blips_and_a_busy_coordinator_are_transient() {
+    use quinn::ConnectionError;
+    for code in [
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+        ErrorCode::Malformed,
+        ErrorCode::TooLarge,
+        ErrorCode::NotFound,
+    ] {
+        let e = NetError::Refused(WireError {
+            code,
+            message: "later".into(),
+        });
+        assert_eq!(classify(&e), Failure::Transient, "{code:?}");
+    }
+    for e in [
+        ConnectionError::TimedOut,
+        ConnectionError::Reset,
+        ConnectionError::LocallyClosed,
+        ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(80),
+            frame_type: None,
+            reason: Default::default(),
+        }),
+    ] {
+        assert_eq!(classify(&NetError::Connect(e)), Failure::Transient);
+    }
+    for e in [
+        NetError::Unexpected,
+        NetError::Connection("reset".into()),
+        NetError::Resolve("nowhere:1".into()),
+        NetError::Setup("no socket".into()),
+    ] {
+        assert_eq!(classify(&e), Failure::Transient, "{e}");
+    }
+}
+
+#[test]
+fn gives_up_after_a_few_permanent_failures_in_a_row_only() {
+    let wrong = Failure::Permanent(Permanent::WrongCertificate);
+    let mut give_up = GiveUp::default();
+    for _ in 1..PERMANENT_ATTEMPTS {
+        assert!(!give_up.failed(wrong));
+    }
+    assert!(give_up.failed(wrong));
+    // A blip or a connection in between starts the count again.
+    let mut give_up = GiveUp::default();
+    for _ in 0..10 {
+        assert!(!give_up.failed(wrong));
+        assert!(!give_up.failed(Failure::Transient));
+    }
+    for _ in 1..PERMANENT_ATTEMPTS {
+        assert!(!give_up.failed(wrong));
+    }
+    give_up.connected();
+    assert!(!give_up.failed(wrong));
+    // Transient failures alone never give up.
+    let mut give_up = GiveUp::default();
+    assert!((0..1000).all(|_| !give_up.failed(Failure::Transient)));
+}
+
+#[test]
+fn the_fatal_message_names_the_cause_and_what_to_do() {
+    let stop = FatalStop {
+        cause: Permanent::WrongCertificate,
+        what: NetError::CertificateMismatch {
+            expected: [1; 32],
+            presented: [2; 32],
+        }
+        .to_string(),
+    };
+    let text = stop.to_string();
+    assert!(
+        text.contains("does not match the join string's fingerprint")
+            && text.contains(&hex::encode([2u8; 32]))
+            && text.contains("get a fresh join string from the project"),
+        "{text}"
+    );
 }
