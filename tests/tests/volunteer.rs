@@ -1,7 +1,8 @@
 //! What a volunteer meets in daily use, with a real coordinator and real
 //! worker processes on loopback: a join string with a wrong certificate
 //! fingerprint stops the worker with what to do, instead of "connecting"
-//! forever.
+//! forever; work given back (`abort`, `detach`) goes to another worker at
+//! once instead of waiting out its deadline.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +10,32 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use peergrid_tests::{Coordinator, Worker, bin, wait_for};
+use peergrid_tests::{Coordinator, Worker, bin, chain_job, wait_for};
+
+/// Rounds per step of the chain jobs: a few milliseconds a step at full
+/// speed, so a 300-step unit takes a second or two, and minutes on a
+/// worker computing 1 % of the time.
+const ROUNDS: u64 = 1_000_000;
+
+/// A worker that holds work for minutes: one slot at 1 % CPU time.
+const SLOW: [&str; 4] = ["--cores", "1", "--cpu-time-percent", "1"];
+
+/// The host keys that agreed on each row of the job's dataset.
+fn dataset_hosts(coordinator: &Coordinator, job: u64) -> Vec<String> {
+    coordinator
+        .dataset(job)
+        .unwrap()
+        .iter()
+        .flat_map(|row| {
+            row["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
 
 /// A `peergrid-worker run` started here, killed if the test fails first.
 struct Run(Child);
@@ -109,4 +135,103 @@ fn a_wrong_certificate_fingerprint_stops_the_worker_with_what_to_do() {
     let s = worker.status().unwrap();
     assert!(s["permanent_error"].is_null(), "{s}");
     assert_eq!(peergrid_worker::state::stopped_for(&data), None);
+}
+
+/// Before: a task stayed with the worker until its deadline (here 10
+/// minutes). Now `abort` stops the running task and gives it back, and
+/// another worker computes the unit at once.
+#[test]
+fn an_aborted_task_goes_to_another_worker_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = chain_job(
+        dir.path(),
+        "long",
+        &[format!("300 {ROUNDS} 7")],
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let mut args = SLOW.to_vec();
+    args.extend(["--buffer-tasks", "0"]);
+    let slow = Worker::start(&coordinator.join, &dir.path().join("slow"), &args).unwrap();
+    let unit = wait_for(
+        "the slow worker to run the unit",
+        Duration::from_secs(30),
+        || slow.status().ok()?["running"][0]["unit"].as_u64(),
+    )
+    .unwrap();
+
+    let said = slow.control(&["abort", &unit.to_string()]).unwrap();
+    assert!(said.contains("aborted"), "{said}");
+    wait_for("the slow worker to let go", Duration::from_secs(10), || {
+        let s = slow.status().ok()?;
+        (s["running"].as_array()?.is_empty() && s["queued"] == 0).then_some(())
+    })
+    .unwrap();
+    // A unit it does not hold: a clear refusal.
+    let refused = slow.control(&["abort", "999999"]).unwrap_err().to_string();
+    assert!(
+        refused.contains("holds no task of unit 999999"),
+        "{refused}"
+    );
+
+    let fast = Worker::start(&coordinator.join, &dir.path().join("fast"), &[]).unwrap();
+    coordinator
+        .wait_finished(job, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(
+        dataset_hosts(&coordinator, job),
+        vec![fast.host_key().unwrap()]
+    );
+}
+
+/// `detach` gives back the running and the queued task, exits, and
+/// forgets the project (its key and the state; the host key stays); the
+/// units go to another worker at once.
+#[test]
+fn detach_gives_back_held_work_and_forgets_the_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let inputs = [format!("300 {ROUNDS} 1"), format!("300 {ROUNDS} 2")];
+    let spec = chain_job(
+        dir.path(),
+        "leave",
+        &inputs,
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let mut args = SLOW.to_vec();
+    args.extend(["--buffer-tasks", "1"]);
+    let data = dir.path().join("leaving");
+    let mut slow = Worker::start(&coordinator.join, &data, &args).unwrap();
+    wait_for(
+        "the slow worker to hold both units",
+        Duration::from_secs(30),
+        || {
+            let s = slow.status().ok()?;
+            (s["running"].as_array()?.len() == 1 && s["queued"] == 1).then_some(())
+        },
+    )
+    .unwrap();
+
+    let said = slow.control(&["detach"]).unwrap();
+    assert!(
+        said.contains("giving back 2 task(s)") && said.contains("detached"),
+        "{said}"
+    );
+    wait_for("the worker to exit", Duration::from_secs(10), || {
+        (!slow.is_running()).then_some(())
+    })
+    .unwrap();
+    assert!(!data.join("project.pub").exists() && !data.join("worker.sqlite").exists());
+    assert!(data.join("host.key").exists(), "the host key stays");
+
+    let fast = Worker::start(&coordinator.join, &dir.path().join("fast"), &[]).unwrap();
+    coordinator
+        .wait_finished(job, Duration::from_secs(60))
+        .unwrap();
+    let key = fast.host_key().unwrap();
+    assert_eq!(dataset_hosts(&coordinator, job), vec![key.clone(), key]);
 }

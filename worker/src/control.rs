@@ -24,6 +24,16 @@ pub enum ControlRequest {
     Status,
     Pause,
     Resume,
+    /// Stop the task of this unit (running or held) and give it back to
+    /// the coordinator at the next exchange.
+    Abort {
+        unit: u64,
+    },
+    /// Finish the held tasks, fetch no more, exit once all are reported.
+    NoMoreWork,
+    /// Give back every held task, deliver finished results, then forget
+    /// the project (its pinned key and the state) and exit.
+    Detach,
 }
 
 /// What the daemon is doing, as `status` shows it.
@@ -43,6 +53,10 @@ pub struct Status {
     pub paused_by_user: bool,
     pub slots: usize,
     pub cpu_time_percent: u8,
+    /// `no more work` or `detaching`: the worker fetches nothing and exits
+    /// once what it holds is settled. None: it runs on.
+    #[serde(default)]
+    pub winding_down: Option<String>,
     pub running: Vec<RunningTask>,
     /// Tasks held locally and waiting for a slot.
     pub queued: usize,
@@ -85,6 +99,9 @@ impl std::fmt::Display for Status {
                 "computing:        yes, {} slot(s) at {} % CPU time",
                 self.slots, self.cpu_time_percent
             )?,
+        }
+        if let Some(w) = &self.winding_down {
+            writeln!(f, "winding down:     {w}")?;
         }
         writeln!(f, "running tasks:    {}", self.running.len())?;
         for t in &self.running {

@@ -42,6 +42,9 @@ enum Command {
         /// Never draw progress bars, even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// Fetch no work: finish the held tasks, report them, then exit.
+        #[arg(long)]
+        no_more_work: bool,
         /// Testing aid: misbehave on purpose to exercise validation. Only
         /// in builds with the `simulate-fault` feature, which the
         /// end-to-end tests use: the volunteer's binary has no cheat modes.
@@ -75,6 +78,29 @@ enum Command {
     Resume {
         #[arg(long)]
         data: Option<PathBuf>,
+    },
+    /// Stop a task (running or held; its unit as `status` shows it) and
+    /// give it back to the coordinator, which hands it to another host.
+    Abort {
+        /// The task's unit number, as `status` shows it.
+        unit: u64,
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Finish the held tasks and report them, fetch no more, then exit.
+    NoMoreWork {
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Leave the project: give back every held task, report finished
+    /// results, then forget the project (its key and this host's state),
+    /// so the data folder may join another. The worker exits.
+    Detach {
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Wait at most this many seconds for the worker to finish.
+        #[arg(long, default_value_t = 120)]
+        wait_secs: u64,
     },
     /// Install the worker as a service that starts at boot (a systemd
     /// system unit as root, a user unit otherwise) and start it.
@@ -170,6 +196,7 @@ fn run_cli() -> Result<()> {
             join,
             prefs,
             no_progress: _,
+            no_more_work,
             #[cfg(feature = "simulate-fault")]
             simulate_fault,
             bind,
@@ -200,6 +227,7 @@ fn run_cli() -> Result<()> {
                 }),
                 progress_bars: bars,
                 bind,
+                no_more_work,
             };
             let worker = Worker::new(config, key)?;
             tokio::runtime::Builder::new_multi_thread()
@@ -252,6 +280,45 @@ fn run_cli() -> Result<()> {
                 Some(why) => println!("resumed by you, but still suspended: {why}"),
                 None => println!("resumed"),
             }
+            Ok(())
+        }
+        Command::Abort { unit, data } => {
+            control::request(&data_dir(data)?, ControlRequest::Abort { unit })?;
+            println!("unit {unit} aborted: the coordinator gets it back at the next exchange");
+            Ok(())
+        }
+        Command::NoMoreWork { data } => {
+            let status = control::request(&data_dir(data)?, ControlRequest::NoMoreWork)?;
+            println!(
+                "no more work: the worker exits once its {} held task(s) are reported",
+                status.running.len() + status.queued
+            );
+            Ok(())
+        }
+        Command::Detach { data, wait_secs } => {
+            let data = data_dir(data)?;
+            let status = control::request(&data, ControlRequest::Detach)?;
+            println!(
+                "detaching: giving back {} task(s) and reporting {} result(s)",
+                status.running.len() + status.queued,
+                status.pending_uploads
+            );
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+            while control::request(&data, ControlRequest::Status).is_ok() {
+                if std::time::Instant::now() > until {
+                    anyhow::bail!(
+                        "still detaching after {wait_secs} s (is the coordinator reachable?); \
+                         `peergrid-worker status` shows what is left"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            if data.join("project.pub").exists() {
+                anyhow::bail!(
+                    "the worker stopped before it had detached; start it again and retry"
+                );
+            }
+            println!("detached: {} may join another project", data.display());
             Ok(())
         }
         Command::Install {

@@ -169,6 +169,53 @@ impl Backoff {
     }
 }
 
+/// Whether the worker runs on or winds down (`no-more-work`, `detach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Winding {
+    /// Fetch work and compute for ever.
+    RunOn,
+    /// Fetch nothing more; run the held tasks; exit once all are reported.
+    NoMoreWork,
+    /// Fetch nothing more; give back every held task; exit once the
+    /// returns and finished results are settled, then forget the project.
+    Detach,
+}
+
+impl Winding {
+    /// What `status` shows, or `None` when running on.
+    pub fn describe(self) -> Option<&'static str> {
+        match self {
+            Winding::RunOn => None,
+            Winding::NoMoreWork => Some("no more work: exits once the held tasks are reported"),
+            Winding::Detach => Some(
+                "detaching: exits once held work is given back and results are reported, then forgets the project",
+            ),
+        }
+    }
+
+    /// Whether to fetch no new work.
+    pub fn fetches_nothing(self) -> bool {
+        self != Winding::RunOn
+    }
+
+    /// Whether held tasks are given back rather than run.
+    pub fn gives_back(self) -> bool {
+        self == Winding::Detach
+    }
+}
+
+/// Whether a winding-down worker is done and may exit: nothing held,
+/// nothing running, every report and every return settled.
+pub fn wound_down(
+    winding: Winding,
+    held: usize,
+    running: usize,
+    reports: u64,
+    returns: usize,
+) -> bool {
+    winding != Winding::RunOn && held == 0 && running == 0 && reports == 0 && returns == 0
+}
+
 /// A failure that retrying cannot mend: the volunteer (or the operator)
 /// has to act, and the worker says what to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -57,7 +57,7 @@ mod steering;
 mod task_run;
 mod uplink;
 
-pub use exchange_rules::{FatalStop, Permanent, work_wanted};
+pub use exchange_rules::{FatalStop, Permanent, Winding, work_wanted};
 #[cfg(feature = "simulate-fault")]
 pub use fault::Fault;
 pub use modules::trim_caches;
@@ -81,6 +81,8 @@ pub struct WorkerConfig {
     pub progress_bars: Option<crate::display::MultiProgress>,
     /// Local address to connect from (`--bind`).
     pub bind: Option<std::net::IpAddr>,
+    /// `run --no-more-work`: finish the held tasks, then exit.
+    pub no_more_work: bool,
 }
 
 pub struct Worker {
@@ -111,6 +113,11 @@ pub struct Shared {
     queued: AtomicUsize,
     /// Bytes of RAM the grid may reserve (the governor's memory budget).
     memory_budget: AtomicU64,
+    /// Running on, or winding down (`no-more-work`, `detach`).
+    winding: Mutex<Winding>,
+    /// Units the volunteer aborted, for the core to stop or give back
+    /// (the core alone starts tasks, so it alone gives them back).
+    aborts: Mutex<Vec<UnitId>>,
     /// Wakes the core: tasks arrived, a suspension ended.
     wake_core: Notify,
     /// Wakes the uplink: a result is ready to report, a slot freed.
@@ -128,6 +135,8 @@ impl Shared {
             running: Mutex::new(BTreeMap::new()),
             queued: AtomicUsize::new(0),
             memory_budget: AtomicU64::new(u64::MAX),
+            winding: Mutex::new(Winding::RunOn),
+            aborts: Mutex::new(Vec::new()),
             wake_core: Notify::new(),
             wake_uplink: Notify::new(),
         }
@@ -143,6 +152,21 @@ impl Shared {
         } else if *s == Some(Suspension::UserRequest) {
             *s = None;
         }
+    }
+
+    fn winding(&self) -> Winding {
+        *lock(&self.winding)
+    }
+
+    /// Winds down (never back: `detach` wins over `no-more-work`).
+    fn wind_down(&self, to: Winding) {
+        let mut w = lock(&self.winding);
+        if *w != Winding::Detach {
+            *w = to;
+        }
+        drop(w);
+        self.wake_core.notify_one();
+        self.wake_uplink.notify_one();
     }
 
     fn suspended(&self) -> bool {
@@ -222,11 +246,20 @@ impl Worker {
             tracing::info!(tasks = held.len(), resumable, "resuming held tasks");
         }
 
+        if self.config.no_more_work {
+            tracing::info!("no more work: finishing the held tasks, then stopping");
+            self.shared.wind_down(Winding::NoMoreWork);
+        }
         let mut running = slots::Running::new();
         let mut completed = 0u64;
         let outcome: Result<()> = loop {
             if let Err(e) = self.start_tasks(&mut running) {
                 break Err(e);
+            }
+            match self.wound_down(&running) {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(e) => break Err(e),
             }
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
@@ -260,10 +293,56 @@ impl Worker {
         if let Some(d) = display {
             d.abort();
         }
+        // Before the socket goes: `detach` waits for it to go, then
+        // checks that the project is forgotten.
+        if outcome.is_ok()
+            && self.shared.winding() == Winding::Detach
+            && self.wound_down(&running)?
+        {
+            forget_project(&self.config.data)?;
+            tracing::info!(
+                "detached: the project's key and this host's state are gone; this data folder may join another project"
+            );
+        }
         let _ = std::fs::remove_file(control::socket_path(&self.config.data));
         tracing::info!(completed, "worker stopped");
         outcome
     }
+
+    /// Whether the worker winds down and has nothing left to settle.
+    fn wound_down(&self, running: &slots::Running) -> Result<bool> {
+        let winding = self.shared.winding();
+        if winding == Winding::RunOn {
+            return Ok(false);
+        }
+        Ok(exchange_rules::wound_down(
+            winding,
+            self.state.task_count()?,
+            running.len(),
+            self.state.totals(u64::MAX)?.pending_reports,
+            self.state.pending_returns(1)?.len(),
+        ))
+    }
+}
+
+/// After `detach`: removes the pinned project key and the state database,
+/// so the data folder can join another project. The host key, the account
+/// key and the module caches stay.
+fn forget_project(data: &Path) -> Result<()> {
+    for name in [
+        "project.pub".to_string(),
+        crate::state::STATE_FILE.to_string(),
+        format!("{}-wal", crate::state::STATE_FILE),
+        format!("{}-shm", crate::state::STATE_FILE),
+    ] {
+        let path = data.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    Ok(())
 }
 
 /// `text` without control characters (line breaks, escape sequences,

@@ -64,6 +64,8 @@ pub fn bounded_limits(limits: TaskLimits, memory: u64) -> TaskLimits {
 /// What a running task's pacing hook knows at an epoch tick.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tick {
+    /// The volunteer aborted this task (`peergrid-worker abort`, `detach`).
+    pub aborted: bool,
     /// Shutdown began this long ago (since this task first saw it), or
     /// `None` while the worker runs on.
     pub stopping_for: Option<Duration>,
@@ -91,11 +93,15 @@ pub enum Step {
     Stop,
 }
 
-/// The pacing decision. On shutdown a task that uses the SDK runs on (no
+/// The pacing decision. An aborted task stops at once. On shutdown a task that uses the SDK runs on (no
 /// pause, no nap) until it keeps a checkpoint or [`STOP_GRACE`] passes;
 /// any other task stops at once. Otherwise a suspension holds the task,
 /// and the duty cycle naps it after its share of running.
 pub fn step(tick: Tick, duty: DutyCycle) -> Step {
+    if tick.aborted {
+        // Given back: no checkpoint is worth waiting for.
+        return Step::Stop;
+    }
     if let Some(since) = tick.stopping_for {
         let wait_for_checkpoint = tick.uses_sdk && !tick.saved_for_stop && since < STOP_GRACE;
         return if wait_for_checkpoint {

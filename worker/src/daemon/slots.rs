@@ -29,9 +29,10 @@ pub(super) type Running = JoinSet<(UnitId, Option<TaskReport>)>;
 impl Worker {
     /// Starts held tasks while slots, memory and the governor allow.
     pub(super) fn start_tasks(&self, running: &mut Running) -> Result<()> {
+        let now = now_ms();
+        self.abort_tasks(now)?;
         let held = self.state.tasks()?;
         let busy: HashSet<UnitId> = lock(&self.shared.running).keys().copied().collect();
-        let now = now_ms();
         // A task that can no longer start and report in time is given back
         // (the coordinator voids its copy without charging this host and
         // hands the unit to another), whether slots are free or not.
@@ -58,7 +59,10 @@ impl Worker {
         }
         let held = startable;
         let mut waiting = held.len().saturating_sub(busy.len());
-        if !self.shared.suspended() && !self.shared.stopping.load(Ordering::Relaxed) {
+        let starting = !self.shared.suspended()
+            && !self.shared.stopping.load(Ordering::Relaxed)
+            && !self.shared.winding().gives_back();
+        if starting {
             for stored in held {
                 if running.len() >= self.config.slots {
                     break;
@@ -75,6 +79,31 @@ impl Worker {
             }
         }
         self.shared.queued.store(waiting, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stops or gives back what the volunteer aborted, and under `detach`
+    /// everything held: a running task stops at its next epoch tick and is
+    /// given back when it ends ([`Worker::finished`]); a held one is given
+    /// back now. The coordinator voids a given-back copy and reissues the
+    /// unit at once.
+    fn abort_tasks(&self, now: u64) -> Result<()> {
+        let mut units: Vec<UnitId> = std::mem::take(&mut *lock(&self.shared.aborts));
+        if self.shared.winding().gives_back() {
+            units.extend(self.state.tasks()?.iter().map(|t| t.task.unit));
+        }
+        if units.is_empty() {
+            return Ok(());
+        }
+        for unit in units {
+            if let Some(run) = lock(&self.shared.running).get(&unit) {
+                run.abort();
+            } else if self.state.has_task(unit)? {
+                tracing::info!(unit, "giving back a held task");
+                self.state.give_back(unit, now)?;
+            }
+        }
+        self.shared.wake_uplink.notify_one();
         Ok(())
     }
 
@@ -158,8 +187,14 @@ impl Worker {
         done: std::result::Result<(UnitId, Option<TaskReport>), tokio::task::JoinError>,
     ) -> Result<bool> {
         let (unit, report) = done.context("a task thread panicked")?;
-        lock(&self.shared.running).remove(&unit);
+        let run = lock(&self.shared.running).remove(&unit);
         self.shared.wake_core.notify_one();
+        if report.is_none() && run.is_some_and(|r| r.aborted()) {
+            tracing::info!(unit, "aborted task stopped and given back");
+            self.state.give_back(unit, now_ms())?;
+            self.shared.wake_uplink.notify_one();
+            return Ok(false);
+        }
         let Some(report) = report else {
             tracing::info!(unit, "task stopped; it resumes at the next start");
             return Ok(false);

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use peergrid_os::lock;
 
+use super::exchange_rules::Winding;
 use super::run_rules;
 use super::{Shared, Worker, local_midnight_ms};
 use crate::control::{ControlRequest, RunningTask, Status};
@@ -44,6 +45,7 @@ impl Worker {
                 paused_by_user: shared.user_paused.load(Ordering::Relaxed),
                 slots,
                 cpu_time_percent: cpu,
+                winding_down: shared.winding().describe().map(str::to_string),
                 running,
                 queued: shared.queued.load(Ordering::Relaxed),
                 pending_uploads: totals.pending_reports,
@@ -75,6 +77,27 @@ impl Worker {
                         if pause { "paused" } else { "resumed" }
                     );
                     shared.wake_core.notify_one();
+                }
+                ControlRequest::Abort { unit } => {
+                    let running = lock(&shared.running).contains_key(&unit);
+                    if !running && !state.has_task(unit)? {
+                        bail!(
+                            "this worker holds no task of unit {unit}; `peergrid-worker status` lists the running ones"
+                        );
+                    }
+                    tracing::info!(unit, "aborted by the volunteer; giving the task back");
+                    lock(&shared.aborts).push(unit);
+                    shared.wake_core.notify_one();
+                }
+                ControlRequest::NoMoreWork => {
+                    tracing::info!("no more work: finishing the held tasks, then stopping");
+                    shared.wind_down(Winding::NoMoreWork);
+                }
+                ControlRequest::Detach => {
+                    tracing::info!(
+                        "detaching: giving back the held tasks, reporting finished results, then forgetting the project"
+                    );
+                    shared.wind_down(Winding::Detach);
                 }
             }
             status()

@@ -51,6 +51,8 @@ pub struct TaskRun {
     /// The coordinator no longer wants it (its job was cancelled): stop at
     /// the next tick, keeping nothing.
     cancelled: AtomicBool,
+    /// The volunteer aborted the task: stop, and give it back.
+    aborted: AtomicBool,
     /// `progress` as f64 bits; `u64::MAX`: never reported.
     progress: AtomicU64,
     /// Running time since the last duty-cycle pause.
@@ -89,6 +91,7 @@ impl TaskRun {
             stop_seen: Mutex::new(None),
             stopped: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
             progress: AtomicU64::new(u64::MAX),
             since_pause: Mutex::new(now),
             reserved: AtomicU64::new(task.limits.memory_bytes),
@@ -111,8 +114,21 @@ impl TaskRun {
         self.stopped.load(Ordering::Relaxed)
     }
 
+    /// Stops the task at its next epoch tick; the core gives it back.
+    pub(super) fn abort(&self) {
+        self.aborted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the volunteer aborted the task.
+    pub(super) fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
+    }
+
+    /// Shutdown, or the task was aborted: naps and pauses end early.
     fn stopping(&self) -> bool {
-        self.shared.stopping.load(Ordering::Relaxed) || self.cancelled.load(Ordering::Relaxed)
+        self.shared.stopping.load(Ordering::Relaxed)
+            || self.aborted()
+            || self.cancelled.load(Ordering::Relaxed)
     }
 
     /// Stops the run at its next tick (within one epoch tick, or one pause
@@ -143,11 +159,12 @@ impl TaskRun {
 
     /// What the task knows at this tick, measured at `now`.
     fn tick(&self, now: Instant) -> Tick {
-        let stopping_for = self.stopping().then(|| {
+        let stopping_for = self.shared.stopping.load(Ordering::Relaxed).then(|| {
             let seen = *lock(&self.stop_seen).get_or_insert(now);
             now.saturating_duration_since(seen)
         });
         Tick {
+            aborted: self.aborted(),
             stopping_for,
             uses_sdk: self.uses_sdk.load(Ordering::Relaxed),
             saved_for_stop: self.saved_for_stop.load(Ordering::Relaxed),
@@ -165,7 +182,7 @@ impl TaskHooks for TaskRun {
     fn wants_checkpoint(&self) -> bool {
         self.uses_sdk.store(true, Ordering::Relaxed);
         run_rules::checkpoint_due(
-            self.stopping(),
+            self.shared.stopping.load(Ordering::Relaxed),
             lock(&self.last_checkpoint).elapsed(),
             self.checkpoint_interval,
         )
@@ -202,7 +219,11 @@ impl TaskHooks for TaskRun {
             Step::Run => {}
             Step::Stop => {
                 self.stopped.store(true, Ordering::Relaxed);
-                return Pace::Stop("the worker is shutting down".into());
+                return Pace::Stop(if self.aborted() {
+                    "aborted by the volunteer".into()
+                } else {
+                    "the worker is shutting down".into()
+                });
             }
             Step::AwaitResume => {
                 self.await_resume();

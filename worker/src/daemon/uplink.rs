@@ -135,11 +135,14 @@ impl Uplink {
             let reports = self.reports_to_send()?;
             let held = self.state.task_count()?;
             let unsettled = self.state.totals(u64::MAX)?.pending_reports;
-            let want = exchange_rules::work_wanted(self.target, held, unsettled, draining);
+            // Winding down (no-more-work, detach) asks for nothing, as
+            // draining does, but delivers until everything is settled.
+            let fetch_nothing = draining || self.shared.winding().fetches_nothing();
+            let want = exchange_rules::work_wanted(self.target, held, unsettled, fetch_nothing);
             let returned = self
                 .state
                 .pending_returns(MAX_TASKS_PER_EXCHANGE as usize)?;
-            if exchange_rules::held_back(want, held, self.target, draining) {
+            if exchange_rules::held_back(want, held, self.target, fetch_nothing) {
                 tracing::debug!(
                     unsettled,
                     "asking for no work until the coordinator settles results"

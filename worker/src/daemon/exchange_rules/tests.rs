@@ -259,3 +259,19 @@ fn the_fatal_message_names_the_cause_and_what_to_do() {
         "{text}"
     );
 }
+
+#[test]
+fn winding_down_fetches_nothing_and_ends_once_everything_is_settled() {
+    assert!(!Winding::RunOn.fetches_nothing() && Winding::RunOn.describe().is_none());
+    assert!(Winding::NoMoreWork.fetches_nothing() && !Winding::NoMoreWork.gives_back());
+    assert!(Winding::Detach.fetches_nothing() && Winding::Detach.gives_back());
+    // Running on never ends by itself.
+    assert!(!wound_down(Winding::RunOn, 0, 0, 0, 0));
+    for w in [Winding::NoMoreWork, Winding::Detach] {
+        assert!(wound_down(w, 0, 0, 0, 0));
+        assert!(!wound_down(w, 1, 0, 0, 0), "a held task");
+        assert!(!wound_down(w, 0, 1, 0, 0), "a running task");
+        assert!(!wound_down(w, 0, 0, 1, 0), "a report not settled");
+        assert!(!wound_down(w, 0, 0, 0, 1), "a return not told");
+    }
+}

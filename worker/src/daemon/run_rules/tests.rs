@@ -5,6 +5,7 @@ const SEC: Duration = Duration::from_secs(1);
 
 fn tick() -> Tick {
     Tick {
+        aborted: false,
         stopping_for: None,
         uses_sdk: false,
         saved_for_stop: false,
@@ -160,4 +161,22 @@ fn only_suspending_or_resuming_is_a_change() {
         &Some(Suspension::OnBattery),
         &Some(Suspension::OutsideTimeWindows)
     ));
+}
+
+#[test]
+fn an_aborted_task_stops_at_once_whatever_else_holds() {
+    let aborted = Tick {
+        aborted: true,
+        ..tick()
+    };
+    assert_eq!(step(aborted, DutyCycle { percent: 100 }), Step::Stop);
+    // Not held by a suspension, a nap, or a checkpoint to wait for.
+    let t = Tick {
+        suspended: true,
+        uses_sdk: true,
+        stopping_for: Some(Duration::ZERO),
+        ran: 10 * SEC,
+        ..aborted
+    };
+    assert_eq!(step(t, DutyCycle { percent: 10 }), Step::Stop);
 }
