@@ -2,7 +2,8 @@
 //! worker processes on loopback: a join string with a wrong certificate
 //! fingerprint stops the worker with what to do, instead of "connecting"
 //! forever; work given back (`abort`, `detach`) goes to another worker at
-//! once instead of waiting out its deadline.
+//! once instead of waiting out its deadline; `pause --for` ends by itself,
+//! also across a restart.
 
 #![allow(clippy::unwrap_used)]
 
@@ -234,4 +235,50 @@ fn detach_gives_back_held_work_and_forgets_the_project() {
         .unwrap();
     let key = fast.host_key().unwrap();
     assert_eq!(dataset_hosts(&coordinator, job), vec![key.clone(), key]);
+}
+
+/// Before: `pause` lasted until `resume`, and `--for` was refused. Now a
+/// pause for a while shows its end in `status`, outlives a restart, and
+/// ends by itself.
+#[test]
+fn a_pause_for_a_while_survives_a_restart_and_ends_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let data = dir.path().join("pausing");
+    let mut worker = Worker::start(&coordinator.join, &data, &[]).unwrap();
+    worker.status().unwrap();
+    let said = worker.control(&["pause", "--for", "8s"]).unwrap();
+    assert!(said.contains("paused for"), "{said}");
+    let s = worker.status().unwrap();
+    assert_eq!(s["paused_by_user"], true, "{s}");
+    let left = s["pause_ends_in_secs"].as_u64().unwrap();
+    assert!((1..=8).contains(&left), "{s}");
+    let paused_at = Instant::now();
+
+    // A restart keeps the pause and its end.
+    worker.terminate(Duration::from_secs(10)).unwrap();
+    drop(worker);
+    let worker = Worker::start(&coordinator.join, &data, &[]).unwrap();
+    let s = worker.status().unwrap();
+    if paused_at.elapsed() < Duration::from_secs(7) {
+        assert_eq!(s["paused_by_user"], true, "{s}");
+        assert!(s["pause_ends_in_secs"].as_u64().unwrap() <= 8, "{s}");
+    }
+    wait_for(
+        "the pause to end by itself",
+        Duration::from_secs(20),
+        || {
+            let s = worker.status().ok()?;
+            (s["paused_by_user"] == false && s["suspended"].is_null()).then_some(())
+        },
+    )
+    .unwrap();
+    assert!(paused_at.elapsed() >= Duration::from_secs(7));
+
+    // A bad duration is refused by name.
+    let refused = worker
+        .control(&["pause", "--for", "soon"])
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("not a duration"), "{refused}");
 }

@@ -23,6 +23,10 @@ const MAX_REQUEST: usize = 4096;
 pub enum ControlRequest {
     Status,
     Pause,
+    /// Pause for this many seconds, then resume by itself.
+    PauseFor {
+        secs: u64,
+    },
     Resume,
     /// Stop the task of this unit (running or held) and give it back to
     /// the coordinator at the next exchange.
@@ -51,6 +55,9 @@ pub struct Status {
     /// Why computing is suspended, if it is.
     pub suspended: Option<String>,
     pub paused_by_user: bool,
+    /// Seconds until a `pause --for` ends by itself (None: no end set).
+    #[serde(default)]
+    pub pause_ends_in_secs: Option<u64>,
     pub slots: usize,
     pub cpu_time_percent: u8,
     /// `no more work` or `detaching`: the worker fetches nothing and exits
@@ -92,9 +99,13 @@ impl std::fmt::Display for Status {
         if let Some(e) = &self.permanent_error {
             writeln!(f, "permanent error:  {e}")?;
         }
-        match &self.suspended {
-            Some(why) => writeln!(f, "computing:        suspended: {why}")?,
-            None => writeln!(
+        match (&self.suspended, self.pause_ends_in_secs) {
+            (Some(why), Some(left)) => writeln!(
+                f,
+                "computing:        suspended: {why}; the pause ends by itself in {left} s"
+            )?,
+            (Some(why), None) => writeln!(f, "computing:        suspended: {why}")?,
+            (None, _) => writeln!(
                 f,
                 "computing:        yes, {} slot(s) at {} % CPU time",
                 self.slots, self.cpu_time_percent
@@ -131,6 +142,45 @@ impl std::fmt::Display for Status {
             self.claimed_credit_fuel
         )
     }
+}
+
+/// Parses a duration as `pause --for` takes it: a whole number with a unit,
+/// `s`, `m`, `h` or `d`, or several (`1h30m`); a bare number is seconds.
+/// (Twenty lines instead of a dependency.)
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 90s, 15m, 2h or 1h30m");
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 /// The socket's path in data folder `data`.
@@ -249,4 +299,25 @@ pub fn request(_data: &Path, _req: ControlRequest) -> Result<Status> {
     anyhow::bail!(
         "status, pause and resume need a Unix system (the control socket is a Unix socket)"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations_with_units_and_plain_seconds() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in ["", "h", "2 h", "2x", "1h30", "-5s", "99999999999999999999d"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("not a duration"), "{bad}: {e}");
+        }
+    }
 }

@@ -69,10 +69,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Suspend computing on the running worker until `resume`.
+    /// Suspend computing on the running worker until `resume` (or for a
+    /// while with --for).
     Pause {
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Resume by itself after this long (90s, 15m, 2h, 1h30m), also
+        /// across a restart.
+        #[arg(long = "for", value_name = "DURATION", value_parser = control::parse_duration)]
+        duration: Option<std::time::Duration>,
     },
     /// Resume computing after `pause`.
     Resume {
@@ -269,9 +274,16 @@ fn run_cli() -> Result<()> {
             }
             Ok(())
         }
-        Command::Pause { data } => {
-            let status = control::request(&data_dir(data)?, ControlRequest::Pause)?;
-            println!("paused; {}", status.suspended.unwrap_or_default());
+        Command::Pause { data, duration } => {
+            let req = match duration {
+                Some(d) => ControlRequest::PauseFor { secs: d.as_secs() },
+                None => ControlRequest::Pause,
+            };
+            let status = control::request(&data_dir(data)?, req)?;
+            match status.pause_ends_in_secs {
+                Some(secs) => println!("paused for {secs} s; then computing resumes by itself"),
+                None => println!("paused; {}", status.suspended.unwrap_or_default()),
+            }
             Ok(())
         }
         Command::Resume { data } => {

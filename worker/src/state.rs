@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS settings (
 
 /// `settings` row that holds the volunteer's `pause` (`1`) across restarts.
 const PAUSED: &str = "paused";
+/// `settings` row that holds when a `pause --for` ends (ms since the Unix
+/// epoch); absent: the pause lasts until `resume`.
+const PAUSED_UNTIL: &str = "paused_until_ms";
 /// `settings` row that holds why the worker stopped on a permanent failure
 /// (wrong certificate, ban), until it next connects.
 const STOPPED_FOR: &str = "stopped_for";
@@ -336,14 +339,44 @@ impl LocalState {
         Ok(value.as_deref() == Some("1"))
     }
 
-    /// Records the volunteer's `pause` or `resume`.
+    /// Records the volunteer's `pause` (until `resume`) or `resume`.
     pub fn set_paused(&self, paused: bool) -> Result<()> {
-        self.db().execute(
+        self.set_pause(paused, None)
+    }
+
+    /// Records the volunteer's `pause`, ending by itself at `until_ms` if
+    /// given, or `resume` (`paused` false).
+    pub fn set_pause(&self, paused: bool, until_ms: Option<u64>) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
             "INSERT INTO settings (name, value) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             [PAUSED, if paused { "1" } else { "0" }],
         )?;
+        match until_ms.filter(|_| paused) {
+            Some(until) => tx.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [PAUSED_UNTIL, &until.to_string()],
+            )?,
+            None => tx.execute("DELETE FROM settings WHERE name = ?1", [PAUSED_UNTIL])?,
+        };
+        tx.commit()?;
         Ok(())
+    }
+
+    /// When the volunteer's pause ends by itself (`pause --for`), if it does.
+    pub fn paused_until(&self) -> Result<Option<u64>> {
+        let value: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT value FROM settings WHERE name = ?1",
+                [PAUSED_UNTIL],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(value.and_then(|v| v.parse().ok()))
     }
 
     /// Records why the worker stopped on a permanent failure, or clears it
@@ -474,6 +507,13 @@ mod tests {
         assert!(state.paused().unwrap());
         state.set_paused(false).unwrap();
         assert!(!LocalState::open(dir.path()).unwrap().paused().unwrap());
+        // A pause for a while keeps its end; resume forgets it.
+        state.set_pause(true, Some(1234)).unwrap();
+        let reopened = LocalState::open(dir.path()).unwrap();
+        assert!(reopened.paused().unwrap());
+        assert_eq!(reopened.paused_until().unwrap(), Some(1234));
+        reopened.set_paused(false).unwrap();
+        assert_eq!(reopened.paused_until().unwrap(), None);
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct Worker {
 pub struct Shared {
     /// Set by `peergrid-worker pause`, cleared by `resume`.
     user_paused: AtomicBool,
+    /// When a `pause --for` ends (ms since the Unix epoch); 0: no end.
+    paused_until_ms: AtomicU64,
     /// Why computing is suspended, as the governor last decided.
     suspension: Mutex<Option<Suspension>>,
     /// SIGTERM arrived: tasks checkpoint and stop.
@@ -128,6 +130,7 @@ impl Shared {
     fn new() -> Shared {
         Shared {
             user_paused: AtomicBool::new(false),
+            paused_until_ms: AtomicU64::new(0),
             suspension: Mutex::new(None),
             stopping: AtomicBool::new(false),
             connection: Mutex::new("connecting".into()),
@@ -196,9 +199,13 @@ impl Worker {
         let state = Arc::new(LocalState::open(&config.data)?);
         let shared = Shared::new();
         if state.paused()? {
-            // The volunteer's pause outlives restarts, until `resume`.
+            // The volunteer's pause outlives restarts, until `resume` or
+            // the end of a `pause --for` (the governor ends it).
             tracing::info!("paused by the volunteer; `peergrid-worker resume` to compute again");
             shared.set_user_paused(true);
+            if let Some(until) = state.paused_until()? {
+                shared.paused_until_ms.store(until, Ordering::Relaxed);
+            }
         }
         Ok(Worker {
             config,
@@ -217,6 +224,7 @@ impl Worker {
         let governor = tokio::spawn(steering::govern(
             self.config.prefs.clone(),
             self.shared.clone(),
+            self.state.clone(),
         ));
         let display = self
             .config

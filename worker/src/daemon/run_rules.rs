@@ -122,6 +122,12 @@ pub fn checkpoint_due(stopping: bool, since_last: Duration, interval: Duration) 
     stopping || since_last >= interval
 }
 
+/// Whether the volunteer's pause is over by itself at `now_ms`: it was a
+/// `pause --for` ending at `until_ms`.
+pub fn pause_over(user_paused: bool, until_ms: Option<u64>, now_ms: u64) -> bool {
+    user_paused && until_ms.is_some_and(|until| now_ms >= until)
+}
+
 /// Whether the governor's new decision is worth a log line and a wake-up
 /// of the core: computing goes from allowed to suspended or back. A change
 /// of reason while suspended is not.

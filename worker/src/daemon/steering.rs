@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use peergrid_os::lock;
+use peergrid_os::{lock, now_ms};
 
 use super::exchange_rules::Winding;
 use super::run_rules;
@@ -16,6 +16,7 @@ use super::{Shared, Worker, local_midnight_ms};
 use crate::control::{ControlRequest, RunningTask, Status};
 use crate::governor::{Monitor, ResourceGovernor, Sample};
 use crate::prefs::Preferences;
+use crate::state::LocalState;
 
 impl Worker {
     /// What `status` shows, read afresh at each call.
@@ -43,6 +44,10 @@ impl Worker {
                 permanent_error: lock(&shared.permanent_error).clone(),
                 suspended: lock(&shared.suspension).as_ref().map(|s| s.to_string()),
                 paused_by_user: shared.user_paused.load(Ordering::Relaxed),
+                pause_ends_in_secs: match shared.paused_until_ms.load(Ordering::Relaxed) {
+                    0 => None,
+                    until => Some(until.saturating_sub(now_ms()).div_ceil(1000)),
+                },
                 slots,
                 cpu_time_percent: cpu,
                 winding_down: shared.winding().describe().map(str::to_string),
@@ -66,16 +71,31 @@ impl Worker {
         Arc::new(move |req| {
             match req {
                 ControlRequest::Status => {}
-                ControlRequest::Pause | ControlRequest::Resume => {
-                    let pause = req == ControlRequest::Pause;
+                ControlRequest::Pause
+                | ControlRequest::PauseFor { .. }
+                | ControlRequest::Resume => {
+                    let pause = req != ControlRequest::Resume;
+                    let until = match req {
+                        ControlRequest::PauseFor { secs } => {
+                            Some(now_ms().saturating_add(secs.saturating_mul(1000)))
+                        }
+                        _ => None,
+                    };
                     state
-                        .set_paused(pause)
+                        .set_pause(pause, until)
                         .context("recording the pause in the worker's state")?;
+                    shared
+                        .paused_until_ms
+                        .store(until.unwrap_or(0), Ordering::Relaxed);
                     shared.set_user_paused(pause);
-                    tracing::info!(
-                        "{} by the volunteer",
-                        if pause { "paused" } else { "resumed" }
-                    );
+                    match (pause, until) {
+                        (true, Some(_)) => tracing::info!(
+                            "paused by the volunteer for {} s",
+                            until.unwrap_or(0).saturating_sub(now_ms()).div_ceil(1000)
+                        ),
+                        (true, None) => tracing::info!("paused by the volunteer"),
+                        (false, _) => tracing::info!("resumed by the volunteer"),
+                    }
                     shared.wake_core.notify_one();
                 }
                 ControlRequest::Abort { unit } => {
@@ -105,13 +125,26 @@ impl Worker {
     }
 }
 
-/// Samples the machine every second and publishes the governor's decision.
-pub(super) async fn govern(prefs: Preferences, shared: Arc<Shared>) {
+/// Samples the machine every second and publishes the governor's
+/// decision; ends a `pause --for` when its time is up.
+pub(super) async fn govern(prefs: Preferences, shared: Arc<Shared>, state: Arc<LocalState>) {
     let mut governor = ResourceGovernor::new(&prefs);
     let mut monitor = Monitor::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         ticker.tick().await;
+        let until = shared.paused_until_ms.load(Ordering::Relaxed);
+        let paused = shared.user_paused.load(Ordering::Relaxed);
+        if run_rules::pause_over(paused, (until != 0).then_some(until), now_ms()) {
+            match state.set_paused(false) {
+                Ok(()) => {
+                    shared.paused_until_ms.store(0, Ordering::Relaxed);
+                    shared.set_user_paused(false);
+                    tracing::info!("the volunteer's pause is over; resuming");
+                }
+                Err(e) => tracing::warn!("cannot end the pause in the worker's state: {e:#}"),
+            }
+        }
         let sample = Sample {
             non_grid_cpu_percent: monitor.non_grid_cpu_percent(),
             on_battery: monitor.on_battery(),

@@ -180,3 +180,12 @@ fn an_aborted_task_stops_at_once_whatever_else_holds() {
     };
     assert_eq!(step(t, DutyCycle { percent: 10 }), Step::Stop);
 }
+
+#[test]
+fn a_pause_for_a_while_ends_by_itself_and_only_then() {
+    assert!(!pause_over(true, Some(1_000), 999));
+    assert!(pause_over(true, Some(1_000), 1_000));
+    assert!(pause_over(true, Some(1_000), 5_000), "also after a restart");
+    assert!(!pause_over(true, None, u64::MAX), "pause: until resume");
+    assert!(!pause_over(false, Some(1_000), 5_000), "resumed already");
+}
