@@ -2,7 +2,8 @@
 //! worker processes on loopback: a join string with a wrong certificate
 //! fingerprint stops the worker with what to do, instead of "connecting"
 //! forever; work given back (`abort`, `detach`) goes to another worker at
-//! once instead of waiting out its deadline; `pause --for` ends by itself,
+//! once instead of waiting out its deadline, and the event log
+//! (`peergrid-worker log`) tells the story; `pause --for` ends by itself,
 //! also across a restart.
 
 #![allow(clippy::unwrap_used)]
@@ -185,6 +186,39 @@ fn an_aborted_task_goes_to_another_worker_at_once() {
         dataset_hosts(&coordinator, job),
         vec![fast.host_key().unwrap()]
     );
+
+    // The event logs tell the story, newest last.
+    let kinds = |w: &Worker| -> Vec<String> {
+        w.control(&["log", "--json"])
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).unwrap();
+                e["kind"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let slow_log = kinds(&slow);
+    for (earlier, later) in [
+        ("joined", "fetched"),
+        ("fetched", "aborted"),
+        ("aborted", "given back"),
+    ] {
+        let at = |k: &str| slow_log.iter().position(|x| x == k);
+        assert!(
+            at(earlier).is_some() && at(earlier) < at(later),
+            "{slow_log:?}"
+        );
+    }
+    wait_for(
+        "the fast worker to log its result",
+        Duration::from_secs(10),
+        || kinds(&fast).contains(&"finished".to_string()).then_some(()),
+    )
+    .unwrap();
+    let one = slow.control(&["log", "-n", "1"]).unwrap();
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert!(one.contains(&format!("unit {unit}")), "{one}");
 }
 
 /// `detach` gives back the running and the queued task, exits, and

@@ -84,6 +84,19 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Show the worker's recent events (joined, fetched, finished,
+    /// suspended and why, given back, errors), oldest first; also when it
+    /// is not running.
+    Log {
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print the events as JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// How many of the newest events to show.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
     /// Stop a task (running or held; its unit as `status` shows it) and
     /// give it back to the coordinator, which hands it to another host.
     Abort {
@@ -291,6 +304,23 @@ fn run_cli() -> Result<()> {
             match status.suspended {
                 Some(why) => println!("resumed by you, but still suspended: {why}"),
                 None => println!("resumed"),
+            }
+            Ok(())
+        }
+        Command::Log { data, json, lines } => {
+            for event in peergrid_worker::state::read_events(&data_dir(data)?, lines)? {
+                if json {
+                    println!("{}", serde_json::to_string(&event)?);
+                } else {
+                    let at = chrono::DateTime::from_timestamp_millis(event.at_ms as i64)
+                        .map(|t| {
+                            t.with_timezone(&chrono::Local)
+                                .format("%Y-%m-%d %H:%M:%S")
+                                .to_string()
+                        })
+                        .unwrap_or_default();
+                    println!("{at}  {:<12} {}", event.kind, event.message);
+                }
             }
             Ok(())
         }

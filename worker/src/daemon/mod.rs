@@ -256,6 +256,11 @@ impl Worker {
 
         if self.config.no_more_work {
             tracing::info!("no more work: finishing the held tasks, then stopping");
+            note(
+                &self.state,
+                "no more work",
+                "finishing the held tasks, then stopping",
+            );
             self.shared.wind_down(Winding::NoMoreWork);
         }
         let mut running = slots::Running::new();
@@ -314,6 +319,17 @@ impl Worker {
         }
         let _ = std::fs::remove_file(control::socket_path(&self.config.data));
         tracing::info!(completed, "worker stopped");
+        if self.config.data.join(crate::state::STATE_FILE).exists() {
+            let why = match &outcome {
+                Ok(()) => String::new(),
+                Err(e) => format!(": {e:#}"),
+            };
+            note(
+                &self.state,
+                "stopped",
+                format!("worker stopped after {completed} task(s){why}"),
+            );
+        }
         outcome
     }
 
@@ -351,6 +367,14 @@ fn forget_project(data: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Adds an event to the log `peergrid-worker log` shows; a failure to
+/// write it is only logged.
+fn note(state: &LocalState, kind: &str, message: impl AsRef<str>) {
+    if let Err(e) = state.record_event(kind, &printable(message.as_ref()), peergrid_os::now_ms()) {
+        tracing::warn!("cannot add to the event log: {e:#}");
+    }
 }
 
 /// `text` without control characters (line breaks, escape sequences,

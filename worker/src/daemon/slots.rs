@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use super::modules::{read_module, refusal};
 use super::run_rules;
 use super::task_run::TaskRun;
-use super::{Worker, printable};
+use super::{Worker, note, printable};
 use crate::sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask, unit_seed};
 use crate::state::StoredTask;
 
@@ -52,6 +52,14 @@ impl Worker {
                 task.limits.wall_ms.min(run_rules::MAX_WALL_MS) / 1000
             );
             self.state.give_back(task.unit, now)?;
+            note(
+                &self.state,
+                "given back",
+                format!(
+                    "unit {}: it can no longer start and report in time",
+                    task.unit
+                ),
+            );
             given_back = true;
         }
         if given_back {
@@ -101,6 +109,11 @@ impl Worker {
             } else if self.state.has_task(unit)? {
                 tracing::info!(unit, "giving back a held task");
                 self.state.give_back(unit, now)?;
+                note(
+                    &self.state,
+                    "given back",
+                    format!("unit {unit}: aborted before it ran"),
+                );
             }
         }
         self.shared.wake_uplink.notify_one();
@@ -192,6 +205,11 @@ impl Worker {
         if report.is_none() && run.is_some_and(|r| r.aborted()) {
             tracing::info!(unit, "aborted task stopped and given back");
             self.state.give_back(unit, now_ms())?;
+            note(
+                &self.state,
+                "given back",
+                format!("unit {unit}: aborted while it ran"),
+            );
             self.shared.wake_uplink.notify_one();
             return Ok(false);
         }
@@ -200,17 +218,35 @@ impl Worker {
             return Ok(false);
         };
         match &report.outcome {
-            Outcome::Success(out) => tracing::info!(
-                unit = report.unit,
-                bytes = out.len(),
-                fuel = report.fuel_used,
-                ms = report.elapsed_ms,
-                resumed = report.resumed,
-                "task done"
-            ),
+            Outcome::Success(out) => {
+                tracing::info!(
+                    unit = report.unit,
+                    bytes = out.len(),
+                    fuel = report.fuel_used,
+                    ms = report.elapsed_ms,
+                    resumed = report.resumed,
+                    "task done"
+                );
+                note(
+                    &self.state,
+                    "finished",
+                    format!(
+                        "unit {}: {} bytes of output, {} fuel, {} ms",
+                        report.unit,
+                        out.len(),
+                        report.fuel_used,
+                        report.elapsed_ms
+                    ),
+                );
+            }
             Outcome::Error(e) => {
                 let (message, _) = split_stderr(e);
-                tracing::info!(unit = report.unit, "task failed: {}", printable(message))
+                tracing::info!(unit = report.unit, "task failed: {}", printable(message));
+                note(
+                    &self.state,
+                    "failed",
+                    format!("unit {}: {message}", report.unit),
+                );
             }
         }
         self.state.finish(&report, now_ms())?;

@@ -12,7 +12,7 @@ use peergrid_os::{lock, now_ms};
 
 use super::exchange_rules::Winding;
 use super::run_rules;
-use super::{Shared, Worker, local_midnight_ms};
+use super::{Shared, Worker, local_midnight_ms, note};
 use crate::control::{ControlRequest, RunningTask, Status};
 use crate::governor::{Monitor, ResourceGovernor, Sample};
 use crate::prefs::Preferences;
@@ -88,14 +88,16 @@ impl Worker {
                         .paused_until_ms
                         .store(until.unwrap_or(0), Ordering::Relaxed);
                     shared.set_user_paused(pause);
-                    match (pause, until) {
-                        (true, Some(_)) => tracing::info!(
+                    let said = match (pause, until) {
+                        (true, Some(until)) => format!(
                             "paused by the volunteer for {} s",
-                            until.unwrap_or(0).saturating_sub(now_ms()).div_ceil(1000)
+                            until.saturating_sub(now_ms()).div_ceil(1000)
                         ),
-                        (true, None) => tracing::info!("paused by the volunteer"),
-                        (false, _) => tracing::info!("resumed by the volunteer"),
-                    }
+                        (true, None) => "paused by the volunteer".to_string(),
+                        (false, _) => "resumed by the volunteer".to_string(),
+                    };
+                    tracing::info!("{said}");
+                    note(&state, if pause { "paused" } else { "resumed" }, said);
                     shared.wake_core.notify_one();
                 }
                 ControlRequest::Abort { unit } => {
@@ -106,14 +108,25 @@ impl Worker {
                         );
                     }
                     tracing::info!(unit, "aborted by the volunteer; giving the task back");
+                    note(&state, "aborted", format!("unit {unit}, by the volunteer"));
                     lock(&shared.aborts).push(unit);
                     shared.wake_core.notify_one();
                 }
                 ControlRequest::NoMoreWork => {
                     tracing::info!("no more work: finishing the held tasks, then stopping");
+                    note(
+                        &state,
+                        "no more work",
+                        "finishing the held tasks, then stopping",
+                    );
                     shared.wind_down(Winding::NoMoreWork);
                 }
                 ControlRequest::Detach => {
+                    note(
+                        &state,
+                        "detaching",
+                        "giving back held work, then forgetting the project",
+                    );
                     tracing::info!(
                         "detaching: giving back the held tasks, reporting finished results, then forgetting the project"
                     );
@@ -141,6 +154,7 @@ pub(super) async fn govern(prefs: Preferences, shared: Arc<Shared>, state: Arc<L
                     shared.paused_until_ms.store(0, Ordering::Relaxed);
                     shared.set_user_paused(false);
                     tracing::info!("the volunteer's pause is over; resuming");
+                    note(&state, "resumed", "the volunteer's pause is over");
                 }
                 Err(e) => tracing::warn!("cannot end the pause in the worker's state: {e:#}"),
             }
@@ -163,8 +177,14 @@ pub(super) async fn govern(prefs: Preferences, shared: Arc<Shared>, state: Arc<L
         let changed = run_rules::suspension_changed(&current, &decision);
         if changed {
             match &decision {
-                Some(why) => tracing::info!("suspending: {why}"),
-                None => tracing::info!("resuming computing"),
+                Some(why) => {
+                    tracing::info!("suspending: {why}");
+                    note(&state, "suspended", why.to_string());
+                }
+                None => {
+                    tracing::info!("resuming computing");
+                    note(&state, "resumed", "computing again");
+                }
             }
         }
         *current = decision;

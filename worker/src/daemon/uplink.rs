@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::exchange_rules::{self, Backoff, Before, Exchanged, Failure, FatalStop, GiveUp};
 use super::modules::{self, fetch_module, refusal};
-use super::{Shared, printable};
+use super::{Shared, note, printable};
 use crate::identity::host_facts;
 use crate::net::{self, Session};
 use crate::state::LocalState;
@@ -53,6 +53,9 @@ impl Uplink {
     pub(super) async fn run(self, mut drain: watch::Receiver<bool>) -> Result<()> {
         let mut retry = Backoff::default();
         let mut give_up = GiveUp::default();
+        // Only the first failure after a connection goes to the event log:
+        // an outage must not push everything else out of it.
+        let mut offline_noted = false;
         loop {
             if *drain.borrow() {
                 return Ok(());
@@ -80,6 +83,15 @@ impl Uplink {
                         "connected"
                     );
                     self.shared.set_connection("connected");
+                    note(
+                        &self.state,
+                        "joined",
+                        format!(
+                            "connected to {} as host {}",
+                            self.join.address, session.welcome.host_id
+                        ),
+                    );
+                    offline_noted = false;
                     self.shared.set_permanent_error(None);
                     self.state.set_stopped_for(None)?;
                     retry.connected();
@@ -100,6 +112,7 @@ impl Uplink {
                             // Kept, so `status` tells why the worker is
                             // not running, until the next connection.
                             self.state.set_stopped_for(Some(&stop.to_string()))?;
+                            note(&self.state, "error", format!("stopped: {stop}"));
                             return Err(stop.into());
                         }
                         format!("refused: {}", stop.what)
@@ -117,6 +130,10 @@ impl Uplink {
             let error = printable(&error);
             let backoff = retry.failed();
             tracing::warn!("{error}; retrying in {backoff:?} (computing goes on)");
+            if !offline_noted {
+                note(&self.state, "error", format!("{error}; retrying"));
+                offline_noted = true;
+            }
             self.shared.set_connection(format!("offline: {error}"));
             tokio::select! {
                 _ = drain.changed() => return Ok(()),
@@ -230,6 +247,12 @@ impl Uplink {
             }
             if !ready.is_empty() {
                 self.state.add_tasks(&ready, received_ms)?;
+                let units: Vec<String> = ready.iter().map(|t| t.unit.to_string()).collect();
+                note(
+                    &self.state,
+                    "fetched",
+                    format!("{} task(s): unit {}", ready.len(), units.join(", ")),
+                );
                 self.shared.wake_core.notify_one();
                 self.trim_caches()?;
             }
