@@ -184,11 +184,24 @@ impl DutyCycle {
     }
 }
 
-/// Reads the machine: CPU use (whole machine and this process), memory,
-/// power source.
+/// CPU use of programs other than the grid, as a share of the whole
+/// machine (0 to 100): the machine's `total` use less `grid`, the use of
+/// each grid process (`peergrid-worker`s, this one and any other on the
+/// machine) in % of one core, over `cores` cores. Other workers are the
+/// grid too: counting them as other programs would make several workers on
+/// one machine suspend each other.
+pub fn non_grid_percent(total: f32, grid: &[f32], cores: usize) -> f32 {
+    let grid: f32 = grid.iter().sum::<f32>() / cores.max(1) as f32;
+    (total - grid).clamp(0.0, 100.0)
+}
+
+/// Reads the machine: CPU use (whole machine and the grid's processes),
+/// memory, power source.
 pub struct Monitor {
     sys: Option<System>,
     pid: Option<Pid>,
+    /// This process's name: processes of the same name are the grid too.
+    name: Option<std::ffi::OsString>,
     cores: usize,
     battery: Option<starship_battery::Manager>,
 }
@@ -209,31 +222,39 @@ impl Monitor {
         Monitor {
             sys,
             pid: sysinfo::get_current_pid().ok(),
+            name: None,
             cores,
             battery,
         }
     }
 
-    /// CPU use of everything but this process since the last call, as a
-    /// share of the whole machine.
+    /// CPU use of everything but the grid (this process and other
+    /// processes of the same name, i.e. other workers) since the last
+    /// call, as a share of the whole machine ([`non_grid_percent`]).
     pub fn non_grid_cpu_percent(&mut self) -> f32 {
         let Some(sys) = &mut self.sys else {
             return 0.0;
         };
         sys.refresh_cpu_usage();
         let total = sys.global_cpu_usage();
-        let own = match self.pid {
-            Some(pid) => {
-                sys.refresh_processes_specifics(
-                    ProcessesToUpdate::Some(&[pid]),
-                    false,
-                    ProcessRefreshKind::nothing().with_cpu(),
-                );
-                sys.process(pid).map_or(0.0, |p| p.cpu_usage()) / self.cores as f32
-            }
-            None => 0.0,
-        };
-        (total - own).clamp(0.0, 100.0)
+        sys.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing().with_cpu(),
+        );
+        if self.name.is_none() {
+            self.name = self
+                .pid
+                .and_then(|pid| sys.process(pid))
+                .map(|p| p.name().to_os_string());
+        }
+        let grid: Vec<f32> = sys
+            .processes()
+            .iter()
+            .filter(|(pid, p)| Some(**pid) == self.pid || Some(p.name()) == self.name.as_deref())
+            .map(|(_, p)| p.cpu_usage())
+            .collect();
+        non_grid_percent(total, &grid, self.cores)
     }
 
     /// Total RAM in bytes.

@@ -119,3 +119,18 @@ fn duty_cycle_keeps_the_share() {
         assert!((share - percent as f64).abs() < 1.5, "{percent}: {share}");
     }
 }
+
+#[test]
+fn other_workers_are_grid_load_not_other_programs() {
+    // Two workers on 4 cores, one core each: 50 % of the machine in all,
+    // all of it the grid's.
+    assert_eq!(non_grid_percent(50.0, &[100.0, 100.0], 4), 0.0);
+    // Counting only this worker (the old rule) saw the other as a program
+    // using 25 %: at the default threshold both would suspend.
+    assert_eq!(non_grid_percent(50.0, &[100.0], 4), 25.0);
+    // A program beside them still counts.
+    assert_eq!(non_grid_percent(75.0, &[100.0, 100.0], 4), 25.0);
+    // Sampling skew never makes it negative or above 100.
+    assert_eq!(non_grid_percent(10.0, &[100.0, 100.0], 4), 0.0);
+    assert_eq!(non_grid_percent(150.0, &[], 0), 100.0);
+}
