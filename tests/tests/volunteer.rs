@@ -164,6 +164,14 @@ fn an_aborted_task_goes_to_another_worker_at_once() {
     )
     .unwrap();
 
+    // Status like BOINC Manager's: the time left, from progress and time run.
+    // At 1 % a late first tick can nap the task for many seconds before
+    // its first step reports progress.
+    let eta = wait_for("an ETA for the slow task", Duration::from_secs(90), || {
+        slow.status().ok()?["running"][0]["eta_secs"].as_u64()
+    })
+    .unwrap();
+    assert!(eta > 5, "a task at 1 % CPU time has long to go: {eta} s");
     let said = slow.control(&["abort", &unit.to_string()]).unwrap();
     assert!(said.contains("aborted"), "{said}");
     wait_for("the slow worker to let go", Duration::from_secs(10), || {
@@ -214,6 +222,18 @@ fn an_aborted_task_goes_to_another_worker_at_once() {
         "the fast worker to log its result",
         Duration::from_secs(10),
         || kinds(&fast).contains(&"finished".to_string()).then_some(()),
+    )
+    .unwrap();
+    // The fast worker's claimed credit of the last 24 hours counts the unit.
+    wait_for(
+        "claimed credit of the last day",
+        Duration::from_secs(10),
+        || {
+            let s = fast.status().ok()?;
+            (s["claimed_credit_fuel_last_day"].as_u64()? > 0
+                && s["claimed_credit_fuel_last_day"] == s["claimed_credit_fuel"])
+                .then_some(())
+        },
     )
     .unwrap();
     let one = slow.control(&["log", "-n", "1"]).unwrap();
@@ -315,4 +335,55 @@ fn a_pause_for_a_while_survives_a_restart_and_ends_by_itself() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("not a duration"), "{refused}");
+}
+
+/// Before: a worker could only be stopped with its tasks held until their
+/// deadline. Now `no-more-work` finishes what it holds, reports it, asks for
+/// nothing more and exits; no copy stays in progress at the coordinator.
+#[test]
+fn no_more_work_finishes_the_held_tasks_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let inputs: Vec<String> = (0..8).map(|i| format!("200 {ROUNDS} {i}")).collect();
+    let spec = chain_job(
+        dir.path(),
+        "enough",
+        &inputs,
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    coordinator.submit(&spec).unwrap();
+    let args = ["--cores", "1", "--buffer-tasks", "1"];
+    let mut worker = Worker::start(&coordinator.join, &dir.path().join("w"), &args).unwrap();
+    wait_for(
+        "the worker to hold two tasks",
+        Duration::from_secs(30),
+        || {
+            let s = worker.status().ok()?;
+            (s["running"].as_array()?.len() == 1 && s["queued"] == 1).then_some(())
+        },
+    )
+    .unwrap();
+    let said = worker.control(&["no-more-work"]).unwrap();
+    assert!(said.contains("no more work"), "{said}");
+    wait_for(
+        "the worker to finish and exit",
+        Duration::from_secs(60),
+        || (!worker.is_running()).then_some(()),
+    )
+    .unwrap();
+    let key = worker.host_key().unwrap();
+    let done = coordinator.results_of(&key, "success").unwrap();
+    assert!(
+        (2..8).contains(&done),
+        "it finished what it held, and stopped: {done}"
+    );
+    assert_eq!(coordinator.results_of(&key, "in_progress").unwrap(), 0);
+    let db = worker.db().unwrap();
+    for table in ["tasks", "reports", "returns"] {
+        let n: i64 = db
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
 }

@@ -75,6 +75,10 @@ pub struct Status {
     /// credit this host claimed. The coordinator grants it once a quorum
     /// of hosts agrees; the worker is not told, so this is a claim.
     pub claimed_credit_fuel: u64,
+    /// The same for results finished in the last 24 hours: this host's
+    /// claimed points per day.
+    #[serde(default)]
+    pub claimed_credit_fuel_last_day: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -85,6 +89,10 @@ pub struct RunningTask {
     /// does not use the SDK).
     pub progress: Option<f64>,
     pub running_secs: u64,
+    /// Seconds left at the pace so far (from `progress` and
+    /// `running_secs`); None without progress.
+    #[serde(default)]
+    pub eta_secs: Option<u64>,
     /// Resumed from a checkpoint after a restart.
     pub resumed: bool,
 }
@@ -120,9 +128,12 @@ impl std::fmt::Display for Status {
                 || "progress unknown".to_string(),
                 |p| format!("{:5.1} %", p * 100.0),
             );
+            let eta = t
+                .eta_secs
+                .map_or_else(String::new, |s| format!(", about {s} s left"));
             writeln!(
                 f,
-                "  unit {:>8} (job {}): {progress}, {} s{}",
+                "  unit {:>8} (job {}): {progress}, {} s{eta}{}",
                 t.unit,
                 t.job,
                 t.running_secs,
@@ -136,10 +147,15 @@ impl std::fmt::Display for Status {
         writeln!(f, "queued tasks:     {}", self.queued)?;
         writeln!(f, "pending uploads:  {}", self.pending_uploads)?;
         writeln!(f, "results today:    {}", self.results_today)?;
-        write!(
+        writeln!(
             f,
             "claimed credit:   {} fuel (acknowledged results; granted once a quorum agrees)",
             self.claimed_credit_fuel
+        )?;
+        write!(
+            f,
+            "last 24 hours:    {} fuel claimed",
+            self.claimed_credit_fuel_last_day
         )
     }
 }

@@ -89,9 +89,14 @@ pub fn spawn(
                     bar.set_prefix(t.unit.to_string());
                     bar
                 });
-                match t.progress {
-                    Some(p) => bar.set_position((p * 1000.0) as u64),
-                    None => bar.set_message("(no progress reported)"),
+                match (t.progress, t.eta_secs) {
+                    (Some(p), eta) => {
+                        bar.set_position((p * 1000.0) as u64);
+                        if let Some(eta) = eta {
+                            bar.set_message(format!("~{eta} s left"));
+                        }
+                    }
+                    (None, _) => bar.set_message("(no progress reported)"),
                 }
                 if t.resumed {
                     bar.set_message("resumed");

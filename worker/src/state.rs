@@ -413,6 +413,18 @@ impl LocalState {
             .is_some())
     }
 
+    /// Claimed credit of the results finished since `since_ms`: fuel of
+    /// the acknowledged successful ones.
+    pub fn claimed_fuel_since(&self, since_ms: u64) -> Result<u64> {
+        let claimed: i64 = self.db().query_row(
+            "SELECT coalesce(sum(fuel), 0) FROM history
+             WHERE acknowledged = 1 AND success = 1 AND finished_ms >= ?1",
+            [clamp(since_ms)],
+            |r| r.get(0),
+        )?;
+        Ok(claimed.max(0) as u64)
+    }
+
     /// Counts for `status`; `since_ms` is the start of the local day.
     pub fn totals(&self, since_ms: u64) -> Result<Totals> {
         let db = self.db();

@@ -122,6 +122,18 @@ pub fn checkpoint_due(stopping: bool, since_last: Duration, interval: Duration) 
     stopping || since_last >= interval
 }
 
+/// Seconds left for a task that reported `progress` (0 to 1) after
+/// running for `running` (naps and suspensions included), assuming it goes
+/// on at the same pace: `None` without progress (the module does not use
+/// the SDK), before any, or before any time has passed.
+pub fn eta_secs(progress: Option<f64>, running: Duration) -> Option<u64> {
+    let p = progress.filter(|p| p.is_finite() && *p > 0.0)?.min(1.0);
+    if running.is_zero() {
+        return None;
+    }
+    Some((running.as_secs_f64() * (1.0 - p) / p).round() as u64)
+}
+
 /// Whether the volunteer's pause is over by itself at `now_ms`: it was a
 /// `pause --for` ending at `until_ms`.
 pub fn pause_over(user_paused: bool, until_ms: Option<u64>, now_ms: u64) -> bool {

@@ -28,14 +28,19 @@ impl Worker {
         let cpu = self.config.prefs.cpu_time_percent;
         Arc::new(move || {
             let totals = state.totals(local_midnight_ms())?;
+            let last_day = state.claimed_fuel_since(now_ms().saturating_sub(86_400_000))?;
             let running = lock(&shared.running)
                 .values()
-                .map(|r| RunningTask {
-                    unit: r.unit,
-                    job: r.job,
-                    progress: r.progress(),
-                    running_secs: r.started.elapsed().as_secs(),
-                    resumed: r.resumed,
+                .map(|r| {
+                    let running = r.started.elapsed();
+                    RunningTask {
+                        unit: r.unit,
+                        job: r.job,
+                        progress: r.progress(),
+                        running_secs: running.as_secs(),
+                        eta_secs: run_rules::eta_secs(r.progress(), running),
+                        resumed: r.resumed,
+                    }
                 })
                 .collect();
             Ok(Status {
@@ -56,6 +61,7 @@ impl Worker {
                 pending_uploads: totals.pending_reports,
                 results_today: totals.finished_since,
                 claimed_credit_fuel: totals.claimed_fuel,
+                claimed_credit_fuel_last_day: last_day,
             })
         })
     }

@@ -189,3 +189,21 @@ fn a_pause_for_a_while_ends_by_itself_and_only_then() {
     assert!(!pause_over(true, None, u64::MAX), "pause: until resume");
     assert!(!pause_over(false, Some(1_000), 5_000), "resumed already");
 }
+
+#[test]
+fn eta_from_progress_and_time_run() {
+    assert_eq!(eta_secs(Some(0.25), 60 * SEC), Some(180));
+    assert_eq!(eta_secs(Some(0.5), 60 * SEC), Some(60));
+    assert_eq!(eta_secs(Some(0.001), Duration::from_millis(300)), Some(300));
+    assert_eq!(eta_secs(Some(1.0), 60 * SEC), Some(0));
+    assert_eq!(
+        eta_secs(Some(2.0), 60 * SEC),
+        Some(0),
+        "a module overshooting 1"
+    );
+    assert_eq!(eta_secs(Some(0.0), 60 * SEC), None, "no pace yet");
+    assert_eq!(eta_secs(Some(0.5), Duration::ZERO), None, "no time yet");
+    assert_eq!(eta_secs(None, 60 * SEC), None, "no SDK");
+    assert_eq!(eta_secs(Some(f64::NAN), 60 * SEC), None);
+    assert_eq!(eta_secs(Some(-0.5), 60 * SEC), None);
+}
