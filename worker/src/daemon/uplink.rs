@@ -206,6 +206,11 @@ impl Uplink {
                     run.cancel();
                 }
                 tracing::info!(unit, "the coordinator cancelled a held task; dropped");
+                note(
+                    &self.state,
+                    "cancelled",
+                    format!("unit {unit}: its job was cancelled; dropped"),
+                );
             }
             let mut tasks = reply.tasks;
             if tasks.len() > want as usize {
