@@ -20,6 +20,7 @@ use peergrid_proto::wire::{JobId, UnitId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::grid::Grid;
+use crate::project::ProjectCell;
 use crate::store::DatasetStamp;
 
 /// Downloads streamed at once (exports, manifests, stats dumps).
@@ -41,6 +42,9 @@ pub struct Api {
     /// Bounds on the streamed downloads (exports, manifests, stats dumps)
     /// and the manifests' cache.
     pub exports: Exports,
+    /// The project's name, description, web site and operator, as pages
+    /// show them; `serve` keeps it in step with `coordinator.toml`.
+    pub project: Arc<ProjectCell>,
 }
 
 impl Api {
@@ -56,6 +60,7 @@ impl Api {
             join,
             project_key,
             exports: Exports::new(MAX_CONCURRENT),
+            project: Arc::default(),
         }
     }
 }

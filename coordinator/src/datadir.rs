@@ -6,7 +6,8 @@
 //! DIR/tls/key.der           its private key (PKCS#8)
 //! DIR/project.key           the project's Ed25519 signing key (hex); keep a copy offline
 //! DIR/project.pub           its public key (hex)
-//! DIR/coordinator.toml      settings: public address, researcher token hash
+//! DIR/coordinator.toml      settings: public address, researcher token hash, and
+//!                           `[project]`: name, description, web site, operator
 //! DIR/serve.json            written by `serve`: the addresses it bound and the join string
 //! ```
 
@@ -17,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use peergrid_os::write_private;
 use serde::{Deserialize, Serialize};
 
+use crate::project::{Project, ProjectEdit};
 use crate::tls;
 
 #[derive(Serialize, Deserialize)]
@@ -25,6 +27,10 @@ pub struct Settings {
     pub public_addr: String,
     /// BLAKE3 (hex) of the researcher API token.
     pub researcher_token_blake3: String,
+    /// What the dashboard says about the project (`init --name …`,
+    /// `project set`); a running `serve` re-reads it (`project::watch`).
+    #[serde(default, skip_serializing_if = "Project::is_empty")]
+    pub project: Project,
 }
 
 pub struct DataDir {
@@ -54,7 +60,7 @@ impl DataDir {
     pub fn db(&self) -> PathBuf {
         self.root.join("coordinator.sqlite")
     }
-    fn settings_path(&self) -> PathBuf {
+    pub fn settings_path(&self) -> PathBuf {
         self.root.join("coordinator.toml")
     }
     pub fn serve_info(&self) -> PathBuf {
@@ -63,7 +69,8 @@ impl DataDir {
 
     /// Creates keys, certificate, token and database in an empty or new
     /// folder. Refuses to overwrite an existing coordinator.
-    pub fn init(&self, public_addr: &str) -> Result<Initialised> {
+    pub fn init(&self, public_addr: &str, about: &Project) -> Result<Initialised> {
+        about.check().map_err(anyhow::Error::msg)?;
         if self.settings_path().exists() {
             bail!(
                 "{} already holds a coordinator; choose another --data folder (nothing was changed)",
@@ -92,14 +99,11 @@ impl DataDir {
         let settings = Settings {
             public_addr: public_addr.to_string(),
             researcher_token_blake3: blake3::hash(token.as_bytes()).to_hex().to_string(),
+            project: about.clone(),
         };
         crate::store::SqliteStore::open(&self.db(), false).context("creating the database")?;
         // Written last: its presence marks a complete init.
-        let text = format!(
-            "# peergrid coordinator settings, written by `peergrid-coordinator init`\n{}",
-            toml::to_string(&settings)?
-        );
-        fs::write(self.settings_path(), text)?;
+        self.write_settings(&settings)?;
         let join = self.join_string(public_addr)?;
         Ok(Initialised {
             join,
@@ -118,6 +122,33 @@ impl DataDir {
             )
         })?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes `coordinator.toml` through a temporary file renamed over it,
+    /// so a running `serve` never reads half a file.
+    fn write_settings(&self, settings: &Settings) -> Result<()> {
+        let text = format!(
+            "# peergrid coordinator settings, written by `peergrid-coordinator init` and `project set`\n{}",
+            toml::to_string(settings)?
+        );
+        let path = self.settings_path();
+        let tmp = self.root.join(".coordinator.toml.tmp");
+        fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+    }
+
+    /// Applies `edit` to the project in `coordinator.toml`; returns the
+    /// project as it now stands. A running `serve` shows it within
+    /// `project::RELOAD_EVERY`.
+    pub fn set_project(&self, edit: ProjectEdit) -> Result<Project> {
+        let mut settings = self.settings()?;
+        settings.project = settings
+            .project
+            .edited(edit)
+            .map_err(anyhow::Error::msg)
+            .context("nothing was changed")?;
+        self.write_settings(&settings)?;
+        Ok(settings.project)
     }
 
     pub fn tls(&self) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -187,7 +218,9 @@ mod tests {
     #[test]
     fn endorsing_needs_the_secret_project_key() {
         let dir = tempfile::tempdir().unwrap();
-        DataDir::new(dir.path()).init("127.0.0.1:1").unwrap();
+        DataDir::new(dir.path())
+            .init("127.0.0.1:1", &Project::default())
+            .unwrap();
         let (secret, public) = (
             dir.path().join("project.key"),
             dir.path().join("project.pub"),
@@ -204,5 +237,56 @@ mod tests {
         fs::copy(&public, &copy).unwrap();
         let e = read_project_secret_key(&copy).unwrap_err().to_string();
         assert!(e.contains("public key"), "{e}");
+    }
+
+    #[test]
+    fn the_project_is_kept_in_the_settings_and_edited_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::new(dir.path());
+        let first = Project {
+            name: "Prime <Hunt>".into(),
+            url: "https://example.org".into(),
+            ..Project::default()
+        };
+        d.init("127.0.0.1:1", &first).unwrap();
+        assert_eq!(d.settings().unwrap().project, first);
+        let token = d.settings().unwrap().researcher_token_blake3;
+        let now = d
+            .set_project(ProjectEdit {
+                description: Some("We count primes.".into()),
+                ..ProjectEdit::default()
+            })
+            .unwrap();
+        assert_eq!(
+            (now.name.as_str(), now.description.as_str()),
+            ("Prime <Hunt>", "We count primes.")
+        );
+        let settings = d.settings().unwrap();
+        assert_eq!(settings.project, now);
+        assert_eq!(
+            settings.researcher_token_blake3, token,
+            "the token survives"
+        );
+        let text = fs::read_to_string(d.settings_path()).unwrap();
+        assert_eq!(crate::project::parse(&text).unwrap(), now);
+        // A bad edit changes nothing.
+        let e = d
+            .set_project(ProjectEdit {
+                url: Some("ftp://x".into()),
+                ..ProjectEdit::default()
+            })
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("--url"), "{e:#}");
+        assert_eq!(d.settings().unwrap().project, now);
+        let Err(e) = DataDir::new(&dir.path().join("none")).init(
+            "127.0.0.1:1",
+            &Project {
+                url: "x".into(),
+                ..Project::default()
+            },
+        ) else {
+            panic!("a bad --url was accepted")
+        };
+        assert!(e.to_string().contains("--url"), "{e}");
     }
 }

@@ -214,9 +214,18 @@ async fn check_uploaded_module(
     checked.map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, describe(e)))
 }
 
-async fn list_jobs(State(api): State<Arc<Api>>) -> ApiResult<impl IntoResponse> {
+/// Every job; with `?page=N`, one page of them, newest first
+/// (`dashboard::jobs`).
+async fn list_jobs(
+    State(api): State<Arc<Api>>,
+    q: Result<Query<crate::dashboard::PageQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    if q.given() {
+        return crate::dashboard::jobs::jobs_json_page(&api, q.page()?).await;
+    }
     let store = api.grid.store.clone();
-    Ok(Json(blocking(move || store.jobs()).await?))
+    Ok(Json(blocking(move || store.jobs()).await?).into_response())
 }
 
 async fn job_status(

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use peergrid_coordinator::datadir::{DataDir, read_project_secret_key};
 use peergrid_coordinator::grid::Grid;
 use peergrid_coordinator::http::{self, Api, HttpLimits};
+use peergrid_coordinator::project::{self, Project, ProjectEdit};
 use peergrid_coordinator::quic::{DoorLimits, QuicServer};
 use peergrid_coordinator::store::{BanTarget, HostId, SqliteStore, Store};
 use peergrid_coordinator::trust::HostPolicy;
@@ -42,6 +43,13 @@ enum Command {
         /// Print what was made as one JSON object (for scripts).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Show or change what the dashboard says about the project.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
     },
     /// Endorse a researcher's key with the project key, so workers run the
     /// modules they sign. Works from a copy of `project.key` kept offline.
@@ -61,6 +69,7 @@ enum Command {
     },
     /// Serve workers over QUIC and researchers and the public over HTTP.
     Serve {
+        /// The project folder `init` made.
         #[arg(long)]
         data: PathBuf,
         /// UDP address for the workers' QUIC endpoint.
@@ -104,6 +113,7 @@ enum Command {
     /// not yet validated count for nothing. Takes effect on a running
     /// coordinator within seconds.
     Ban {
+        /// The project folder `init` made.
         #[arg(long)]
         data: PathBuf,
         #[command(flatten)]
@@ -114,6 +124,7 @@ enum Command {
     },
     /// Lift a ban.
     Unban {
+        /// The project folder `init` made.
         #[arg(long)]
         data: PathBuf,
         #[command(flatten)]
@@ -121,9 +132,65 @@ enum Command {
     },
     /// List the bans in force, as JSON lines.
     Bans {
+        /// The project folder `init` made.
         #[arg(long)]
         data: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Change the project's name, description, web site or operator (only
+    /// the flags given; an empty value clears one). A running `serve`
+    /// shows the change within 2 s.
+    Set {
+        /// The project folder `init` made.
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Print the project's name, description, web site and operator as
+    /// JSON.
+    Show {
+        /// The project folder `init` made.
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+/// What the public sees of the project (the dashboard's `/about` page and
+/// every page's title).
+#[derive(clap::Args)]
+struct ProjectArgs {
+    /// The project's name, shown in every page's title.
+    #[arg(long)]
+    name: Option<String>,
+    /// What the science is, for the public (blank lines separate
+    /// paragraphs).
+    #[arg(long)]
+    description: Option<String>,
+    /// The project's web site (https:// or http://).
+    #[arg(long)]
+    url: Option<String>,
+    /// Who runs the project (a person, lab or institute).
+    #[arg(long)]
+    operator: Option<String>,
+    /// Where volunteers download peergrid-worker (https:// or http://).
+    #[arg(long)]
+    download_url: Option<String>,
+}
+
+impl ProjectArgs {
+    fn edit(self) -> ProjectEdit {
+        ProjectEdit {
+            name: self.name,
+            description: self.description,
+            url: self.url,
+            operator: self.operator,
+            download_url: self.download_url,
+        }
+    }
 }
 
 /// What a new identity may do, and the bounds of the workers' door
@@ -246,8 +313,12 @@ fn main() -> Result<()> {
             data,
             public_addr,
             json,
+            project,
         } => {
-            let made = DataDir::new(&data).init(&public_addr)?;
+            let project = Project::default()
+                .edited(project.edit())
+                .map_err(anyhow::Error::msg)?;
+            let made = DataDir::new(&data).init(&public_addr, &project)?;
             if json {
                 println!(
                     "{}",
@@ -264,6 +335,20 @@ fn main() -> Result<()> {
                     data.display()
                 );
             }
+            Ok(())
+        }
+        Command::Project {
+            command: ProjectCommand::Set { data, project },
+        } => {
+            let now = DataDir::new(&data).set_project(project.edit())?;
+            tracing::info!(name = %now.display_name(), "project description changed");
+            println!("{}", json!(now));
+            Ok(())
+        }
+        Command::Project {
+            command: ProjectCommand::Show { data },
+        } => {
+            println!("{}", json!(DataDir::new(&data).settings()?.project));
             Ok(())
         }
         Command::Endorse {
@@ -466,6 +551,8 @@ async fn serve(serving: Serving) -> Result<()> {
         join.clone(),
         dir.project_public_key()?,
     ));
+    api.project.set(settings.project.clone());
+    project::watch(api.project.clone(), dir.settings_path());
     let info = json!({ "quic": quic_bound.to_string(), "http": format!("http://{http_bound}"), "join": join });
     std::fs::write(dir.serve_info(), info.to_string()).context("writing serve.json")?;
     tracing::info!("workers: QUIC on {quic_bound}; join string: {join}");
@@ -511,4 +598,40 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every flag and positional argument of every subcommand, `--help`
+    /// and `--version` aside, names its arguments missing help.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                out.push(format!("{path} {} (the command itself)", sub.get_name()));
+            }
+            missing_help(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        missing_help(&cmd, "peergrid-coordinator", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
 }

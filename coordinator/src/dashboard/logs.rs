@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::Html;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use maud::{Markup, html};
@@ -23,8 +23,9 @@ use peergrid_proto::wire::{JobId, UnitId};
 use serde::Deserialize;
 
 use super::pages::{layout, short, time};
-use super::{PageError, not_found, view};
+use super::{not_found, page_or_error, view};
 use crate::api::{Api, ApiError, ApiResult, JobIdPath, JobUnitPath, MAX_ROW_ID};
+use crate::project::Project;
 use crate::store::{JobStatus, ReadStore, StoreError};
 
 /// Failed units per page of `/api/v1/jobs/{id}/logs` and `/jobs/{id}/failed`:
@@ -120,19 +121,24 @@ async fn failed_page(
     State(api): State<Arc<Api>>,
     job: Result<JobIdPath, ApiError>,
     q: Result<Query<AfterQuery>, QueryRejection>,
-) -> Result<Html<String>, PageError> {
-    let JobIdPath(job) = job?;
-    let Query(q) = q.map_err(ApiError::from)?;
-    let (status, logs) = job_logs_or_404(&api, job, q.after()?).await?;
-    Ok(Html(failed_html(&status, &logs)))
+) -> Response {
+    let p = api.project.get();
+    let page = async {
+        let JobIdPath(job) = job?;
+        let Query(q) = q?;
+        let (status, logs) = job_logs_or_404(&api, job, q.after()?).await?;
+        Ok(failed_html(&p, &status, &logs))
+    };
+    page_or_error(&p, page.await)
 }
 
-async fn unit_page(
-    State(api): State<Arc<Api>>,
-    path: Result<JobUnitPath, ApiError>,
-) -> Result<Html<String>, PageError> {
-    let JobUnitPath(job, unit) = path?;
-    Ok(Html(unit_html(&unit_logs_or_404(&api, job, unit).await?)))
+async fn unit_page(State(api): State<Arc<Api>>, path: Result<JobUnitPath, ApiError>) -> Response {
+    let p = api.project.get();
+    let page = async {
+        let JobUnitPath(job, unit) = path?;
+        Ok(unit_html(&p, &unit_logs_or_404(&api, job, unit).await?))
+    };
+    page_or_error(&p, page.await)
 }
 
 /// One error result: where and when, the message, the end of stderr.
@@ -153,9 +159,10 @@ fn error_html(e: &ErrorLog) -> Markup {
 }
 
 /// The page `/jobs/{id}/failed`.
-pub fn failed_html(status: &JobStatus, logs: &JobLogs) -> String {
+pub fn failed_html(p: &Project, status: &JobStatus, logs: &JobLogs) -> String {
     let job = status.id;
     layout(
+        p,
         &format!("{} · failed units", status.name),
         html! {
             h1 { "Job " a href={ "/jobs/" (job) } { (job) } ": " (status.name) " · failed units" }
@@ -187,8 +194,9 @@ pub fn failed_html(status: &JobStatus, logs: &JobLogs) -> String {
 }
 
 /// The page `/jobs/{id}/logs/{unit}`.
-pub fn unit_html(u: &UnitLogs) -> String {
+pub fn unit_html(p: &Project, u: &UnitLogs) -> String {
     layout(
+        p,
         &format!("unit {} · errors", u.unit),
         html! {
             h1 { "Job " a href={ "/jobs/" (u.job) } { (u.job) } ", unit " (u.unit) ": " span.name { (u.name) } }

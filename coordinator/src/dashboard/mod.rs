@@ -15,12 +15,15 @@
 //! Nothing here writes: submission and administration stay behind the
 //! researcher token in `http`.
 
+pub mod about;
 pub mod charts;
 pub mod credit;
 pub mod export;
+pub mod jobs;
 pub mod logs;
 pub mod openapi;
 pub mod pages;
+pub mod preview;
 
 use std::sync::Arc;
 
@@ -35,10 +38,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{Api, ApiError, ApiResult, JobIdPath, MAX_ROW_ID, blocking};
 use crate::credit::Credit;
+use crate::project::Project;
 use crate::store::{
     Bucket, DatasetSize, HostId, HostRecord, HostSummary, JobStatus, ReadStore, StoreError,
 };
 use peergrid_os::now_ms;
+use preview::{OutputPreview, PREVIEW_BYTES, preview};
 
 /// A host counts as online when it exchanged within this long.
 pub const ONLINE_MS: u64 = 120_000;
@@ -71,6 +76,8 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/stats/hosts.gz", get(export::hosts_gz))
         .route("/stats/credit.gz", get(export::credit_gz))
         .merge(logs::routes())
+        .merge(about::routes())
+        .merge(jobs::routes())
 }
 
 // ---------------------------------------------------------------- views
@@ -357,6 +364,8 @@ pub struct DatasetView {
     pub total_rows: u64,
     pub pages: u64,
     pub rows: Vec<peergrid_proto::api::DatasetRow>,
+    /// The start of each row's output, in the order of `rows`.
+    pub previews: Vec<OutputPreview>,
     /// Every job, for the filter.
     pub jobs: Vec<(JobId, String)>,
 }
@@ -370,11 +379,20 @@ pub fn dataset_view(
     let per_page = PAGE_ROWS as u64;
     let pages = total_rows.div_ceil(per_page).max(1);
     let page = page.clamp(1, pages);
-    let rows = store
+    let rows: Vec<peergrid_proto::api::DatasetRow> = store
         .dataset_browse(job, (page - 1) * per_page, PAGE_ROWS)?
         .into_iter()
         .map(Into::into)
         .collect();
+    let previews = rows
+        .iter()
+        .map(|r| {
+            let (prefix, len) = store
+                .blob_prefix(&r.output_hash, PREVIEW_BYTES)?
+                .unwrap_or_default();
+            Ok(preview(&prefix, len))
+        })
+        .collect::<Result<_, StoreError>>()?;
     let jobs = store.jobs()?.into_iter().map(|j| (j.id, j.name)).collect();
     Ok(DatasetView {
         job,
@@ -383,28 +401,21 @@ pub fn dataset_view(
         total_rows,
         pages,
         rows,
+        previews,
         jobs,
     })
 }
 
 // ------------------------------------------------------------- handlers
 
-/// An HTML error page (the JSON routes keep `ApiError`).
-pub struct PageError(StatusCode, String);
-
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        (self.0, Html(pages::error(self.0, &self.1))).into_response()
+/// A page's HTML, or its error as an HTML page in the project's layout
+/// (the JSON routes answer `ApiError` as `{"error": …}`).
+pub(crate) fn page_or_error(p: &Project, page: ApiResult<String>) -> Response {
+    match page {
+        Ok(html) => Html(html).into_response(),
+        Err(ApiError(status, msg)) => (status, Html(pages::error(p, status, &msg))).into_response(),
     }
 }
-
-impl From<ApiError> for PageError {
-    fn from(e: ApiError) -> PageError {
-        PageError(e.0, e.1)
-    }
-}
-
-type PageResult = Result<Html<String>, PageError>;
 
 fn not_found(what: String) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, what)
@@ -418,9 +429,13 @@ async fn view<T: Send + 'static>(
     blocking(move || f(store.as_ref(), now_ms())).await
 }
 
-async fn overview_page(State(api): State<Arc<Api>>) -> PageResult {
-    let (o, t) = view(&api, overview).await?;
-    Ok(Html(pages::overview(&o, &t, &api.join)))
+async fn overview_page(State(api): State<Arc<Api>>) -> Response {
+    let p = api.project.get();
+    let page = view(&api, overview).await;
+    page_or_error(
+        &p,
+        page.map(|(o, t)| pages::overview(&p, &o, &t, &api.join)),
+    )
 }
 
 async fn overview_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Overview>> {
@@ -437,9 +452,13 @@ async fn job_view_or_404(api: &Api, id: JobId) -> ApiResult<JobView> {
         .ok_or_else(|| not_found(format!("no job {id}")))
 }
 
-async fn job_page(State(api): State<Arc<Api>>, id: Result<JobIdPath, ApiError>) -> PageResult {
-    let JobIdPath(id) = id?;
-    Ok(Html(pages::job(&job_view_or_404(&api, id).await?)))
+async fn job_page(State(api): State<Arc<Api>>, id: Result<JobIdPath, ApiError>) -> Response {
+    let p = api.project.get();
+    let page = async {
+        let JobIdPath(id) = id?;
+        Ok(pages::job(&p, &job_view_or_404(&api, id).await?))
+    };
+    page_or_error(&p, page.await)
 }
 
 async fn job_progress_json(
@@ -456,7 +475,12 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    fn page(&self) -> ApiResult<u64> {
+    /// Whether the query named a page at all.
+    pub(crate) fn given(&self) -> bool {
+        self.page.is_some()
+    }
+
+    pub(crate) fn page(&self) -> ApiResult<u64> {
         match self.page.as_deref().map(str::trim) {
             None | Some("") => Ok(1),
             Some(s) => s.parse().map_err(|_| {
@@ -472,15 +496,21 @@ impl PageQuery {
 async fn hosts_page(
     State(api): State<Arc<Api>>,
     q: Result<Query<PageQuery>, QueryRejection>,
-) -> PageResult {
-    let Query(q) = q.map_err(ApiError::from)?;
-    let page = q.page()?;
-    let v = view(&api, move |s, now| leaderboard_page(s, now, page)).await?;
-    Ok(Html(pages::hosts(&v)))
+) -> Response {
+    let p = api.project.get();
+    let page = async {
+        let Query(q) = q?;
+        let page = q.page()?;
+        let v = view(&api, move |s, now| leaderboard_page(s, now, page)).await?;
+        Ok(pages::hosts(&p, &v))
+    };
+    page_or_error(&p, page.await)
 }
 
-async fn volunteers_page(State(api): State<Arc<Api>>) -> PageResult {
-    Ok(Html(pages::volunteers(&view(&api, volunteers).await?)))
+async fn volunteers_page(State(api): State<Arc<Api>>) -> Response {
+    let p = api.project.get();
+    let page = view(&api, volunteers).await;
+    page_or_error(&p, page.map(|v| pages::volunteers(&p, &v)))
 }
 
 async fn volunteers_json(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<VolunteerEntry>>> {
@@ -525,9 +555,13 @@ async fn host_view_or_404(api: &Api, id: String) -> ApiResult<HostView> {
 async fn host_page(
     State(api): State<Arc<Api>>,
     id: Result<Path<String>, PathRejection>,
-) -> PageResult {
-    let Path(id) = id.map_err(ApiError::from)?;
-    Ok(Html(pages::host(&host_view_or_404(&api, id).await?)))
+) -> Response {
+    let p = api.project.get();
+    let page = async {
+        let Path(id) = id?;
+        Ok(pages::host(&p, &host_view_or_404(&api, id).await?))
+    };
+    page_or_error(&p, page.await)
 }
 
 async fn host_json(
@@ -572,11 +606,15 @@ impl DatasetQuery {
 async fn dataset_page(
     State(api): State<Arc<Api>>,
     q: Result<Query<DatasetQuery>, QueryRejection>,
-) -> PageResult {
-    let Query(q) = q.map_err(ApiError::from)?;
-    let (job, page) = q.parse()?;
-    let v = view(&api, move |s, _| dataset_view(s, job, page)).await?;
-    Ok(Html(pages::dataset(&v)))
+) -> Response {
+    let p = api.project.get();
+    let page = async {
+        let Query(q) = q?;
+        let (job, page) = q.parse()?;
+        let v = view(&api, move |s, _| dataset_view(s, job, page)).await?;
+        Ok(pages::dataset(&p, &v))
+    };
+    page_or_error(&p, page.await)
 }
 
 async fn dataset_json(
@@ -590,5 +628,7 @@ async fn dataset_json(
     ))
 }
 
+#[cfg(test)]
+mod face_tests;
 #[cfg(test)]
 mod tests;

@@ -301,10 +301,14 @@ pub fn document() -> Value {
     let mut dataset_json = api(
         "One page of the dataset with provenance",
         json!({
-        "type": "object", "required": ["page", "per_page", "total_rows", "pages", "rows"],
+        "type": "object", "required": ["page", "per_page", "total_rows", "pages", "rows", "previews"],
         "properties": { "page": { "type": "integer", "minimum": 1 }, "per_page": { "type": "integer" },
                         "total_rows": { "type": "integer" }, "pages": { "type": "integer", "minimum": 1 },
-                        "rows": list("DatasetRow") } }),
+                        "rows": list("DatasetRow"),
+                        "previews": { "type": "array", "description": "the start of each row's output, in the order of `rows`",
+                            "items": { "type": "object", "required": ["text", "binary", "truncated", "bytes"],
+                                "properties": { "text": { "type": "string" }, "binary": { "type": "boolean" },
+                                    "truncated": { "type": "boolean" }, "bytes": { "type": "integer", "minimum": 0 } } } } } }),
         dataset_params(),
     );
     dataset_json["responses"]["200"]["links"] = json!({
@@ -360,6 +364,33 @@ pub fn document() -> Value {
         "Link": { "description": "the previous and next pages", "schema": { "type": "string" } }
     });
 
+    let jobs_params = || {
+        json!([number_or_empty(
+            "page",
+            "1-based page of 50 jobs, newest first (clamped to the pages there are); without it, every job, oldest first",
+            u64::MAX
+        )])
+    };
+    let mut jobs_json = api(
+        "Every job's status; with `page`, one page of them, newest first",
+        list("JobStatus"),
+        jobs_params(),
+    );
+    jobs_json["responses"]["200"]["headers"] = json!({
+        "X-Total-Count": { "description": "with `page`: how many jobs there are", "schema": { "type": "integer", "minimum": 0 } },
+        "Link": { "description": "with `page`: the previous and next pages", "schema": { "type": "string" } }
+    });
+    let text = json!({ "type": "string" });
+    let project_json = api(
+        "The project's name, description, web site, operator, worker download and join string",
+        json!({
+            "type": "object",
+            "required": ["name", "description", "url", "operator", "download_url", "display_name", "join"],
+            "properties": { "name": text, "description": text, "url": text, "operator": text,
+                "download_url": text, "display_name": text, "join": text } }),
+        json!([]),
+    );
+
     let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
@@ -394,9 +425,10 @@ pub fn document() -> Value {
                 } }), json!([])) },
             "/api/v1/throughput": { "get": api("Successful results and fuel per minute over the last hour", obj("Throughput"), json!([])) },
             "/api/v1/jobs": {
-                "get": api("Every job's status", list("JobStatus"), json!([])),
+                "get": jobs_json,
                 "post": submit
             },
+
             "/api/v1/jobs/{id}": { "get": api("A job's status and failed units", json!({
                 "allOf": [obj("JobStatus"), { "type": "object",
                     "required": ["failed_units", "args", "signature", "validator"],
@@ -437,6 +469,11 @@ pub fn document() -> Value {
     // Beside the others: one more in the literal passes serde_json's
     // macro recursion limit.
     doc["paths"]["/api/v1/jobs/{id}/cancel"] = json!({ "post": cancel });
+    // Added apart: one more in the literal passes `json!`'s recursion limit.
+    doc["paths"]["/jobs"] = json!({ "get": page("Every job, finished or not, newest first, with state and counts", jobs_params()) });
+    doc["paths"]["/about"] =
+        json!({ "get": page("The project: what it is, who runs it, how to join", json!([])) });
+    doc["paths"]["/api/v1/project"] = json!({ "get": project_json });
     doc
 }
 

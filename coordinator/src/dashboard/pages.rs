@@ -13,6 +13,7 @@ use peergrid_proto::wire::JobId;
 use super::charts::{self, Bars};
 use super::credit::gfuel;
 use super::{DatasetView, HostView, HostsPage, JobView, Overview, Throughput};
+use crate::project::Project;
 use crate::store::JobStatus;
 
 const CSS: &str = "
@@ -31,6 +32,7 @@ th,td{border-bottom:1px solid #e3e8ee;padding:.35rem .5rem;text-align:left;verti
 th{background:#eef2f6;font-weight:600}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 code{font-size:.85em;word-break:break-all}
+code.output-preview{white-space:pre-wrap;display:block;max-height:8rem;overflow:auto}
 figure{background:#fff;border:1px solid #d8dee6;border-radius:6px;margin:.8rem 0;padding:.5rem}
 figure svg{max-width:100%;height:auto}
 figcaption{color:#5b6675;font-size:.9rem}
@@ -54,19 +56,24 @@ set('results-last-hour',o.results_last_hour);set('dataset-rows',o.dataset.rows);
 set('dataset-bytes',o.dataset.bytes);}catch(e){}},15000);
 ";
 
-pub(super) fn layout(title: &str, body: Markup) -> String {
+/// A whole page: `title` (none on the front page) and the project's name
+/// in `<title>`, the project's name as the brand, the navigation, `body`.
+pub(super) fn layout(p: &Project, title: &str, body: Markup) -> String {
+    let name = p.display_name();
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · peergrid" }
+                title { @if !title.is_empty() { (title) " · " } (name) }
                 style { (PreEscaped(CSS)) }
             }
             body {
                 header {
-                    a.brand href="/" { "peergrid" }
+                    a.brand href="/" { (name) }
+                    a href="/about" { "About" }
+                    a href="/jobs" { "Jobs" }
                     a href="/volunteers" { "Volunteers" }
                     a href="/hosts" { "Hosts" }
                     a href="/dataset" { "Dataset" }
@@ -79,8 +86,9 @@ pub(super) fn layout(title: &str, body: Markup) -> String {
     .into_string()
 }
 
-pub fn error(status: StatusCode, msg: &str) -> String {
+pub fn error(p: &Project, status: StatusCode, msg: &str) -> String {
     layout(
+        p,
         status.canonical_reason().unwrap_or("error"),
         html! {
             h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
@@ -147,11 +155,12 @@ fn downloads(job: JobId) -> Markup {
     }
 }
 
-fn jobs_table(jobs: &[JobStatus]) -> Markup {
+/// Jobs with their state and counts, linked to their pages and datasets.
+pub(super) fn jobs_table(jobs: &[JobStatus]) -> Markup {
     html! {
         table #jobs {
             thead { tr {
-                th.num { "job" } th { "name" } th { "researcher" } th { "progress" }
+                th.num { "job" } th { "name" } th { "researcher" } th { "state" } th { "progress" }
                 th.num { "validated" } th.num { "units" } th.num { "in progress" } th.num { "failed" }
                 th { "dataset" }
             } }
@@ -161,6 +170,7 @@ fn jobs_table(jobs: &[JobStatus]) -> Markup {
                         td.num { (j.id) }
                         td.job-name { a href={ "/jobs/" (j.id) } { (j.name) } }
                         td.researcher { (j.researcher) }
+                        td.state data-state=(job_state(j)) { (job_state(j)) }
                         td { progress max=(j.units_total.max(1)) value=(j.validated) {} }
                         td.num.validated { (j.validated) }
                         td.num.units-total { (j.units_total) }
@@ -171,6 +181,18 @@ fn jobs_table(jobs: &[JobStatus]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// A job's state in a word: `finished` (every unit validated or failed),
+/// `running` (copies out on hosts) or `waiting` (for a host to take one).
+pub fn job_state(j: &JobStatus) -> &'static str {
+    if j.finished {
+        "finished"
+    } else if j.in_progress > 0 {
+        "running"
+    } else {
+        "waiting"
     }
 }
 
@@ -204,13 +226,17 @@ fn minute_chart(
     })
 }
 
-pub fn overview(o: &Overview, t: &Throughput, join: &str) -> String {
+pub fn overview(p: &Project, o: &Overview, t: &Throughput, join: &str) -> String {
     let results_chart = minute_chart(t, o.now_ms, "results / s", |n, _| n as f64 / 60.0);
     let fuel_chart = minute_chart(t, o.now_ms, "fuel / s", |_, f| f as f64 / 60.0);
     layout(
-        "Overview",
+        p,
+        "",
         html! {
-            h1 { "peergrid" }
+            h1 #project-name { (p.display_name()) }
+            @if let Some(first) = super::about::paragraphs(&p.description).next() {
+                p #project-summary { (first) " " a href="/about" { "About this project" } }
+            }
             div.cards {
                 (card("workers-online", "workers online (last 2 min)", html! { (o.workers_online) }))
                 (card("hosts-total", "hosts ever", html! { (o.hosts_total) }))
@@ -233,7 +259,8 @@ pub fn overview(o: &Overview, t: &Throughput, join: &str) -> String {
                 (jobs_table(&o.jobs_in_progress))
             }
             h2 { "Volunteer" }
-            p { "Run a worker: " code #join-command { "peergrid-worker run --data DIR --join '" (join) "'" } }
+            p { "Run a worker: " code #join-command { "peergrid-worker run --data DIR --join '" (join) "'" }
+                " (" a href="/about#join" { "how to join" } ")" }
             p.small { "Machine-readable: " a href="/api/v1/overview" { "/api/v1/overview" } ", "
                 a href="/api/v1/throughput" { "/api/v1/throughput" } "; stats dumps "
                 a href="/stats/hosts.gz" { "hosts.gz" } ", " a href="/stats/credit.gz" { "credit.gz" } "." }
@@ -242,7 +269,7 @@ pub fn overview(o: &Overview, t: &Throughput, join: &str) -> String {
     )
 }
 
-pub fn job(v: &JobView) -> String {
+pub fn job(p: &Project, v: &JobView) -> String {
     let s = &v.status;
     let width_min = v.progress.bucket_ms as f64 / 60_000.0;
     let from = v.progress.from_ms as f64;
@@ -261,6 +288,7 @@ pub fn job(v: &JobView) -> String {
     });
     let settings = &s.settings;
     layout(
+        p,
         &s.name,
         html! {
             h1 { "Job " span #job-id { (s.id) } ": " span #job-name { (s.name) } }
@@ -310,10 +338,11 @@ pub fn job(v: &JobView) -> String {
     )
 }
 
-pub fn hosts(v: &HostsPage) -> String {
+pub fn hosts(p: &Project, v: &HostsPage) -> String {
     let entries = &v.entries;
     let first_rank = (v.page - 1) * v.per_page;
     layout(
+        p,
         "Hosts",
         html! {
             h1 { "Hosts by credit" }
@@ -353,8 +382,9 @@ pub fn hosts(v: &HostsPage) -> String {
     )
 }
 
-pub fn volunteers(entries: &[super::VolunteerEntry]) -> String {
+pub fn volunteers(p: &Project, entries: &[super::VolunteerEntry]) -> String {
     layout(
+        p,
         "Volunteers",
         html! {
             h1 { "Volunteers by credit" }
@@ -395,10 +425,11 @@ pub fn volunteers(entries: &[super::VolunteerEntry]) -> String {
     )
 }
 
-pub fn host(v: &HostView) -> String {
+pub fn host(p: &Project, v: &HostView) -> String {
     let h = &v.entry.host;
     let r = &v.record;
     layout(
+        p,
         &format!("Host {}", h.id),
         html! {
             h1 { "Host " span #host-id { (h.id) } }
@@ -434,12 +465,13 @@ pub fn host(v: &HostView) -> String {
     )
 }
 
-pub fn dataset(v: &DatasetView) -> String {
+pub fn dataset(p: &Project, v: &DatasetView) -> String {
     let link = |page: u64| match v.job {
         Some(j) => format!("/dataset?job={j}&page={page}"),
         None => format!("/dataset?page={page}"),
     };
     layout(
+        p,
         "Dataset",
         html! {
             h1 { "Dataset" }
@@ -462,10 +494,10 @@ pub fn dataset(v: &DatasetView) -> String {
             table #dataset {
                 thead { tr {
                     th.num { "unit" } th.num { "job" } th { "name" } th { "hashes (BLAKE3)" }
-                    th { "agreeing hosts" } th { "engines" } th.num { "fuel" } th { "validated" }
+                    th { "output" } th { "agreeing hosts" } th { "engines" } th.num { "fuel" } th { "validated" }
                 } }
                 tbody {
-                    @for r in &v.rows {
+                    @for (r, out) in v.rows.iter().zip(&v.previews) {
                         tr data-unit=(r.unit) data-job=(r.job) {
                             td.num.unit { (r.unit) }
                             td.num { a href={ "/jobs/" (r.job) } { (r.job) } }
@@ -474,6 +506,11 @@ pub fn dataset(v: &DatasetView) -> String {
                                 "in " code.input-hash data-hash=(r.input_hash.to_hex()) title=(r.input_hash.to_hex()) { (short(&r.input_hash.to_hex())) } br;
                                 "mod " code.module-hash data-hash=(r.module_hash.to_hex()) title=(r.module_hash.to_hex()) { (short(&r.module_hash.to_hex())) } br;
                                 "out " code.output-hash data-hash=(r.output_hash.to_hex()) title=(r.output_hash.to_hex()) { (short(&r.output_hash.to_hex())) }
+                            }
+                            td.output data-bytes=(out.bytes) {
+                                @if out.binary { span.small { "binary, hex: " } }
+                                code.output-preview { (out.text) @if out.truncated { "…" } }
+                                @if out.truncated { br; span.small { (bytes(out.bytes)) " in all" } }
                             }
                             td.hosts data-count=(r.hosts.len()) {
                                 @for h in &r.hosts { a href={ "/hosts/" (h) } { code { (short(h)) } } " " }

@@ -22,21 +22,21 @@ use crate::store::{ReadStore, SqliteStore, StderrTail, Store, StoreOp};
 use crate::writer::Writer;
 use peergrid_os::now_ms;
 
-const EVIL: &str = "<script>alert('x')</script> & co";
+pub(super) const EVIL: &str = "<script>alert('x')</script> & co";
 
-struct Fixture {
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
-    app: axum::Router,
-    api: Arc<Api>,
-    store: Arc<SqliteStore>,
+    pub(super) app: axum::Router,
+    pub(super) api: Arc<Api>,
+    pub(super) store: Arc<SqliteStore>,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     fixture_with(|_| {})
 }
 
 /// A fixture whose [`Api`] `tune` adjusts before it serves.
-fn fixture_with(tune: impl FnOnce(&mut Api)) -> Fixture {
+pub(super) fn fixture_with(tune: impl FnOnce(&mut Api)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap());
     let (writer, _thread) = Writer::spawn(store.clone());
@@ -58,7 +58,7 @@ fn fixture_with(tune: impl FnOnce(&mut Api)) -> Fixture {
 }
 
 /// One job of two units; unit 1 validated by hosts 1 and 2 a minute ago.
-fn add_job(store: &SqliteStore) -> (u64, String) {
+pub(super) fn add_job(store: &SqliteStore) -> (u64, String) {
     let input = b"input".to_vec();
     let ih = Hash::of(&input);
     store.put_blob(&ih, &input).unwrap();
@@ -145,7 +145,7 @@ fn add_job(store: &SqliteStore) -> (u64, String) {
     (job, hex::encode([1u8; 32]))
 }
 
-async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
+pub(super) async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
     let resp = app
         .clone()
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
@@ -161,7 +161,7 @@ async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
     (status, ct, body.to_vec())
 }
 
-async fn html(app: &axum::Router, uri: &str) -> String {
+pub(super) async fn html(app: &axum::Router, uri: &str) -> String {
     let (status, ct, body) = get(app, uri).await;
     assert_eq!(status, StatusCode::OK, "{uri}");
     assert!(ct.starts_with("text/html"), "{uri}: {ct}");
@@ -170,7 +170,7 @@ async fn html(app: &axum::Router, uri: &str) -> String {
     body
 }
 
-async fn json(app: &axum::Router, uri: &str) -> serde_json::Value {
+pub(super) async fn json(app: &axum::Router, uri: &str) -> serde_json::Value {
     let (status, ct, body) = get(app, uri).await;
     assert_eq!(status, StatusCode::OK, "{uri}");
     assert!(ct.starts_with("application/json"), "{uri}: {ct}");
@@ -342,10 +342,13 @@ async fn openapi_describes_every_public_route() {
         "/api/v1/openapi.json",
         "/stats/hosts.gz",
         "/stats/credit.gz",
+        "/jobs",
+        "/about",
+        "/api/v1/project",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 31);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 34);
 }
 
 #[tokio::test]
@@ -368,7 +371,7 @@ async fn public_pages_do_not_accept_writes() {
 }
 
 /// Validates unit `unit` with `output`, agreed by hosts 1 and 2.
-fn validate(store: &SqliteStore, unit: u64, output: &[u8]) {
+pub(super) fn validate(store: &SqliteStore, unit: u64, output: &[u8]) {
     let oh = Hash::of(output);
     let now = now_ms();
     let mut ops = Vec::new();

@@ -297,6 +297,14 @@ pub trait ReadStore: Send + Sync + 'static {
         after: UnitId,
         limit: usize,
     ) -> Result<Vec<CreditGrant>, StoreError>;
+    /// How many jobs there are.
+    fn job_count(&self) -> Result<u64, StoreError>;
+    /// Up to `limit` jobs, newest first, skipping the `offset` newest.
+    fn jobs_newest_first(&self, offset: u64, limit: usize) -> Result<Vec<JobStatus>, StoreError>;
+    /// The first `max` bytes of a blob and its whole length.
+    fn blob_prefix(&self, hash: &Hash, max: usize) -> Result<Option<(Vec<u8>, u64)>, StoreError>;
+    /// Units by state (`active`, `validated`, `failed`) over every job.
+    fn units_by_state(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// Durable state of one coordinator: the [`ReadStore`] reads, and what the

@@ -231,6 +231,22 @@ impl ReadStore for SqliteStore {
     ) -> Result<Vec<CreditGrant>, StoreError> {
         self.read(|c| query::credit_page(c, host, after, limit))
     }
+
+    fn job_count(&self) -> Result<u64, StoreError> {
+        self.read(query::job_count)
+    }
+
+    fn jobs_newest_first(&self, offset: u64, limit: usize) -> Result<Vec<JobStatus>, StoreError> {
+        self.read(|c| query::jobs_newest_first(c, offset, limit))
+    }
+
+    fn blob_prefix(&self, hash: &Hash, max: usize) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        self.read(|c| query::blob_prefix(c, hash, max))
+    }
+
+    fn units_by_state(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(query::units_by_state)
+    }
 }
 
 impl Store for SqliteStore {

@@ -540,3 +540,49 @@ pub(super) fn dataset_browse(
     };
     Ok(rows.into_iter().map(|(row, ())| row).collect())
 }
+
+pub(super) fn job_count(c: &Connection) -> Result<u64, StoreError> {
+    Ok(c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))?)
+}
+
+/// A page of jobs, newest first.
+pub(super) fn jobs_newest_first(
+    c: &Connection,
+    offset: u64,
+    limit: usize,
+) -> Result<Vec<JobStatus>, StoreError> {
+    let ids: Vec<JobId> = c
+        .prepare_cached("SELECT id FROM jobs ORDER BY id DESC LIMIT ?1 OFFSET ?2")?
+        .query_map(params![limit as i64, offset], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(s) = job_status(c, id)? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// The first `max` bytes of a blob (SQLite's `substr` counts bytes on a
+/// blob) and its length, without reading the rest.
+pub(super) fn blob_prefix(
+    c: &Connection,
+    hash: &peergrid_proto::Hash,
+    max: usize,
+) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT substr(data, 1, ?2), length(data) FROM blobs WHERE hash = ?1")?
+            .query_row(params![&hash.0[..], max as i64], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u64>(1)?))
+            })
+            .optional()?,
+    )
+}
+
+pub(super) fn units_by_state(c: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt =
+        c.prepare_cached("SELECT state, count(*) FROM units GROUP BY state ORDER BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
