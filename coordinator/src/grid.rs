@@ -6,6 +6,7 @@
 //! units from the store, and the ticker expires copies past their deadline.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,6 +89,9 @@ struct Window {
     /// `SEEN_EVERY_MS` per host, so the hosts table stays fresh for the
     /// dashboard without a write per exchange.
     seen_sent: HashMap<HostId, u64>,
+    /// The bans last applied, so a new or lifted one is logged once.
+    banned_hosts: HashSet<HostId>,
+    banned_accounts: HashSet<String>,
 }
 
 /// Why a host may not take part.
@@ -124,6 +128,8 @@ impl Grid {
                 stored_upto: 0,
                 reopened_upto: 0,
                 seen_sent: HashMap::new(),
+                banned_hosts: HashSet::new(),
+                banned_accounts: HashSet::new(),
             }),
             writer,
             storage: Storage::default(),
@@ -200,6 +206,13 @@ impl Grid {
         self.window().scheduler.waiting(job).map(|w| w.describe())
     }
 
+    /// Units queued for more copies, and unfinished units in memory (for
+    /// `/metrics`).
+    pub fn queue_sizes(&self) -> (usize, usize) {
+        let w = self.window();
+        (w.scheduler.queued_units(), w.scheduler.active_units())
+    }
+
     /// Whether `host` holds copies it has not reported.
     pub fn holds_work(&self, host: HostId) -> bool {
         self.window().scheduler.in_flight(host) > 0
@@ -234,7 +247,21 @@ impl Grid {
             };
         }
         let mut w = self.window();
+        for h in hosts.difference(&w.banned_hosts) {
+            tracing::warn!(host = h, "ban in force: host");
+        }
+        for a in accounts.difference(&w.banned_accounts) {
+            tracing::warn!(account = %a, "ban in force: volunteer account");
+        }
+        for h in w.banned_hosts.difference(&hosts) {
+            tracing::info!(host = h, "ban lifted: host");
+        }
+        for a in w.banned_accounts.difference(&accounts) {
+            tracing::info!(account = %a, "ban lifted: volunteer account");
+        }
         w.scheduler.set_bans(&hosts, &accounts, now_ms());
+        w.banned_hosts = hosts;
+        w.banned_accounts = accounts;
         let ops = w.scheduler.take_ops();
         if !ops.is_empty() {
             self.writer.submit_detached(ops);
@@ -307,6 +334,7 @@ impl Grid {
                     ),
                 )),
                 Outcome::Success(out) => {
+                    crate::metrics::RESULTS_SUCCESS.fetch_add(1, Ordering::Relaxed);
                     let hash = Hash::of(&out);
                     let mut engine = r.engine;
                     clean(&mut engine, MAX_ENGINE_ID, false);
@@ -320,6 +348,7 @@ impl Grid {
                     reports.push((r.unit, state, elapsed, Some((hash, out)), None));
                 }
                 Outcome::Error(text) => {
+                    crate::metrics::RESULTS_ERROR.fetch_add(1, Ordering::Relaxed);
                     let (msg, tail) = wire::split_stderr(&text);
                     let mut msg = msg.to_string();
                     clean(&mut msg, MAX_ERROR_LEN, true);

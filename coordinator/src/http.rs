@@ -58,7 +58,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         // Checked before any handler reads a body: a stranger cannot make
         // the server buffer and parse 256 MiB without the token.
-        .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token))
+        // Outside the token check, so its 401s are logged too.
+        .route_layer(middleware::from_fn(crate::dashboard::metrics::log_refusals));
     Router::new()
         .merge(crate::dashboard::routes())
         .route(

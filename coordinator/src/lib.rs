@@ -14,6 +14,7 @@ pub mod datadir;
 pub mod grid;
 pub mod http;
 pub mod judge;
+pub mod metrics;
 pub mod modcheck;
 pub mod project;
 pub mod quic;

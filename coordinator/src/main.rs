@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use peergrid_coordinator::datadir::{DataDir, read_project_secret_key};
 use peergrid_coordinator::grid::Grid;
 use peergrid_coordinator::http::{self, Api, HttpLimits};
+use peergrid_coordinator::metrics;
 use peergrid_coordinator::project::{self, Project, ProjectEdit};
 use peergrid_coordinator::quic::{DoorLimits, QuicServer};
 use peergrid_coordinator::store::{BanTarget, HostId, SqliteStore, Store};
@@ -522,6 +523,7 @@ async fn serve(serving: Serving) -> Result<()> {
     grid.storage.watch(data.clone(), storage_reserve_bytes);
     grid.refill().await.context("loading unfinished work")?;
     grid.spawn_background();
+    metrics::watch_jobs(grid.store.clone());
 
     let fingerprint = tls::fingerprint(&cert);
     let quic = Arc::new(QuicServer::bind(

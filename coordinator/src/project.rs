@@ -61,6 +61,15 @@ impl Project {
         }
     }
 
+    /// The description's paragraphs (separated by blank lines), trimmed.
+    pub fn paragraphs(&self) -> impl Iterator<Item = &str> {
+        self.description
+            .split("\n\n")
+            .flat_map(|p| p.split("\r\n\r\n"))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+    }
+
     /// Whether nothing was set (`coordinator.toml` then has no `[project]`).
     pub fn is_empty(&self) -> bool {
         *self == Project::default()

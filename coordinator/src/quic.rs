@@ -341,6 +341,7 @@ impl QuicServer {
             let server = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let _open = crate::metrics::OpenConnection::enter();
                 let Some(_slot) = server.ip_slot(ip) else {
                     incoming.refuse();
                     return;
@@ -555,6 +556,15 @@ impl QuicServer {
                 return Err(TooManyIdentities(addr).into());
             }
         }
+        let new_host = known.is_none().then(|| {
+            (
+                hex::encode(hello.host_key),
+                hello.facts.cores,
+                hello.facts.os.clone(),
+                hello.facts.arch.clone(),
+            )
+        });
+        let account_id = account.id.clone();
         let store = self.grid.store.clone();
         let mut hello = hello.clone();
         // SQLite integers are i64; a stranger's u64 must fit.
@@ -572,6 +582,19 @@ impl QuicServer {
         .await?
         .map_err(|e| anyhow::anyhow!(StoreFailure(e.to_string())))?;
         self.grid.join(host, addr).await?;
+        match new_host {
+            Some((key, cores, os, arch)) => tracing::info!(
+                host,
+                key,
+                account = account_id,
+                %addr,
+                cores,
+                os,
+                arch,
+                "new host joined"
+            ),
+            None => tracing::debug!(host, %addr, "host reconnected"),
+        }
         Ok(host)
     }
 }

@@ -133,7 +133,10 @@ fn run(store: Arc<dyn Store>, rx: mpsc::Receiver<Message>) {
             stderr.extend(b.stderr);
             waiters.extend(b.done);
         }
-        let result = store.apply_with_stderr(&ops, &blobs, &stderr).map_err(|e| {
+        let started = std::time::Instant::now();
+        let result = store.apply_with_stderr(&ops, &blobs, &stderr);
+        crate::metrics::WRITER_COMMITS.observe(started.elapsed(), ops.len());
+        let result = result.map_err(|e| {
             tracing::error!("committing {} store changes failed: {e}", ops.len());
             e.to_string()
         });

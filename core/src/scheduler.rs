@@ -247,6 +247,11 @@ impl Scheduler {
         self.units.len()
     }
 
+    /// Units queued for more copies.
+    pub fn queued_units(&self) -> usize {
+        self.queue.len()
+    }
+
     pub fn policy(&self) -> &HostPolicy {
         &self.policy
     }

@@ -50,14 +50,6 @@ async fn about_page(State(api): State<Arc<Api>>) -> Response {
     page_or_error(&p, Ok(about(&p, &api.join)))
 }
 
-/// The description's paragraphs (separated by blank lines), trimmed.
-pub fn paragraphs(text: &str) -> impl Iterator<Item = &str> {
-    text.split("\n\n")
-        .flat_map(|p| p.split("\r\n\r\n"))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-}
-
 /// The page `/about`.
 pub fn about(p: &Project, join: &str) -> String {
     layout(
@@ -66,7 +58,7 @@ pub fn about(p: &Project, join: &str) -> String {
         html! {
             h1 { "About " span #project-name { (p.display_name()) } }
             div #project-description {
-                @for para in paragraphs(&p.description) { p { (para) } }
+                @for para in p.paragraphs() { p { (para) } }
                 @if p.description.trim().is_empty() {
                     p.small { "The operator has not described this project yet." }
                 }

@@ -236,3 +236,54 @@ async fn the_dataset_shows_a_bounded_escaped_preview_of_each_output() {
         Hash::of(long.as_bytes()).to_hex()
     );
 }
+
+/// `/metrics` answers Prometheus's text format with the store's counts,
+/// and a refused submission is counted (and logged) by status.
+#[tokio::test]
+async fn metrics_count_units_hosts_and_refusals() {
+    use std::sync::atomic::Ordering;
+
+    let f = fixture();
+    add_job(&f.store);
+    let (status, ct, body) = get(&f.app, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let text = String::from_utf8(body).unwrap();
+    for line in [
+        "peergrid_units{state=\"validated\"} 1\n",
+        "peergrid_units{state=\"active\"} 1\n",
+        "peergrid_jobs 1\n",
+        "peergrid_hosts_online 2\n",
+        "peergrid_queue_depth 0\n",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    assert!(text.contains("# TYPE peergrid_writer_commit_seconds histogram"));
+
+    let before = crate::metrics::REFUSED[0].load(Ordering::Relaxed);
+    let resp = tower::ServiceExt::oneshot(
+        f.app.clone(),
+        axum::http::Request::post("/api/v1/jobs")
+            .header(header::AUTHORIZATION, "Bearer wrong")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // The body the client gets is untouched by the log.
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let e: peergrid_proto::api::ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(e.error, "wrong researcher token");
+    assert_eq!(
+        crate::metrics::REFUSED[0].load(Ordering::Relaxed),
+        before + 1
+    );
+    let (_, _, body) = get(&f.app, "/metrics").await;
+    assert!(String::from_utf8(body).unwrap().contains(&format!(
+        "peergrid_refused_requests_total{{status=\"401\"}} {}",
+        before + 1
+    )));
+}

@@ -21,6 +21,7 @@ pub mod credit;
 pub mod export;
 pub mod jobs;
 pub mod logs;
+pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod preview;
@@ -73,6 +74,7 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/api/v1/dataset", get(dataset_json))
         .route("/api/v1/jobs/{id}/manifest", get(export::manifest))
         .route("/api/v1/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics::serve))
         .route("/stats/hosts.gz", get(export::hosts_gz))
         .route("/stats/credit.gz", get(export::credit_gz))
         .merge(logs::routes())

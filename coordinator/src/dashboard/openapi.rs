@@ -474,6 +474,8 @@ pub fn document() -> Value {
     doc["paths"]["/about"] =
         json!({ "get": page("The project: what it is, who runs it, how to join", json!([])) });
     doc["paths"]["/api/v1/project"] = json!({ "get": project_json });
+    doc["paths"]["/metrics"] = json!({ "get": op("Prometheus metrics (text exposition format 0.0.4): units by state, jobs, hosts online, results per second, queue depth, writer commit latency, worker connections, refused requests",
+        "text/plain", json!({}), "application/json", json!([])) });
     doc
 }
 

@@ -234,7 +234,7 @@ pub fn overview(p: &Project, o: &Overview, t: &Throughput, join: &str) -> String
         "",
         html! {
             h1 #project-name { (p.display_name()) }
-            @if let Some(first) = super::about::paragraphs(&p.description).next() {
+            @if let Some(first) = p.paragraphs().next() {
                 p #project-summary { (first) " " a href="/about" { "About this project" } }
             }
             div.cards {

@@ -345,6 +345,7 @@ async fn openapi_describes_every_public_route() {
         "/jobs",
         "/about",
         "/api/v1/project",
+        "/metrics",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
