@@ -71,6 +71,14 @@ enum KeysCommand {
         /// Where to write the secret key (created, never overwritten).
         #[arg(long, default_value = "researcher.key")]
         out: PathBuf,
+        /// Not used: making a key talks to no server. Declared here so the
+        /// global --server is not offered in this command's help (clap
+        /// does not give a subcommand a global argument it declares).
+        #[arg(long, hide = true)]
+        server: Option<String>,
+        /// Not used, as --server.
+        #[arg(long, hide = true)]
+        token: Option<String>,
     },
 }
 
@@ -187,7 +195,12 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     // Making a key needs neither server nor profile.
-    if let Command::Keys(KeysCommand::New { out }) = &cli.command {
+    if let Command::Keys(KeysCommand::New { out, server, token }) = &cli.command {
+        if server.is_some() || token.is_some() {
+            bail!(
+                "`peergrid keys new` makes a key on this machine and contacts no server: leave out --server and --token"
+            );
+        }
         let (secret, public) = new_key()?;
         peergrid_os::write_private(out, format!("{secret}\n").as_bytes()).with_context(|| {
             format!(
@@ -348,4 +361,40 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// `keys new` contacts no server, so its help offers no --server or
+    /// --token; the other commands keep them.
+    #[test]
+    fn making_a_key_does_not_offer_server_flags() {
+        let mut cli = Cli::command();
+        cli.build();
+        let keys = cli.find_subcommand_mut("keys").expect("keys");
+        let help = keys
+            .find_subcommand_mut("new")
+            .expect("keys new")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--out"), "{help}");
+        assert!(
+            !help.contains("--server") && !help.contains("--token"),
+            "{help}"
+        );
+        let job = cli.find_subcommand_mut("job").expect("job");
+        let help = job
+            .find_subcommand_mut("list")
+            .expect("job list")
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("--server") && help.contains("--token"),
+            "{help}"
+        );
+    }
 }
