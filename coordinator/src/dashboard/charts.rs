@@ -17,6 +17,26 @@ pub struct Bars<'a> {
     pub x_range: Range<f64>,
     pub bar_width: f64,
     pub bars: Vec<(f64, f64)>,
+    /// A horizontal line across the chart (the average a page's number
+    /// shows beside it), if any.
+    pub mean: Option<f64>,
+}
+
+/// How many x labels a range gets: at most 8, and no more than one per
+/// whole unit, so every label is a different whole number.
+fn x_label_count(range: &Range<f64>) -> usize {
+    let whole = (range.end - range.start).floor().max(1.0) as usize;
+    (whole + 1).min(8)
+}
+
+/// An x label: whole numbers only (a tick between them stays blank, so
+/// rounding can never print one number twice).
+fn whole_label(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{:.0}", x.round() + 0.0)
+    } else {
+        String::new()
+    }
 }
 
 /// Renders `chart` as an SVG document (no XML prolog), or a short note
@@ -36,7 +56,12 @@ pub fn render(chart: &Bars<'_>) -> String {
 fn draw<'a>(chart: &Bars<'_>, out: &'a mut String) -> Result<(), Box<dyn std::error::Error + 'a>> {
     let root = SVGBackend::with_string(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
-    let top = chart.bars.iter().map(|b| b.1).fold(0.0, f64::max);
+    let top = chart
+        .bars
+        .iter()
+        .map(|b| b.1)
+        .chain(chart.mean)
+        .fold(0.0, f64::max);
     let y_max = if top > 0.0 { top * 1.1 } else { 1.0 };
     let mut c = ChartBuilder::on(&root)
         .margin(8)
@@ -47,9 +72,9 @@ fn draw<'a>(chart: &Bars<'_>, out: &'a mut String) -> Result<(), Box<dyn std::er
         .disable_x_mesh()
         .x_desc(chart.x_label)
         .y_desc(chart.y_label)
-        .x_labels(8)
+        .x_labels(x_label_count(&chart.x_range))
         .y_labels(5)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&|x| whole_label(*x))
         .y_label_formatter(&|y| si(*y))
         .label_style(("sans-serif", 12))
         .draw()?;
@@ -61,6 +86,13 @@ fn draw<'a>(chart: &Bars<'_>, out: &'a mut String) -> Result<(), Box<dyn std::er
             .filter(|(_, y)| *y > 0.0)
             .map(|&(x, y)| Rectangle::new([(x, 0.0), (x + w, y)], BAR.filled())),
     )?;
+    if let Some(m) = chart.mean.filter(|m| *m > 0.0) {
+        let line = RGBColor(0xd6, 0x28, 0x28);
+        c.draw_series(LineSeries::new(
+            [(chart.x_range.start, m), (chart.x_range.end, m)],
+            line.stroke_width(2),
+        ))?;
+    }
     root.present()?;
     Ok(())
 }
@@ -145,10 +177,50 @@ mod tests {
                 x_range: -60.0..0.0,
                 bar_width: 1.0,
                 bars,
+                mean: Some(1.0),
             });
             assert!(svg.starts_with("<svg"), "{svg}");
             assert!(svg.contains("results/s"));
         }
+    }
+
+    /// The x axis's labels: plotters writes them as centred `<text>`
+    /// elements (the y axis's are right-aligned), numbers only.
+    fn x_labels(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter(|t| t.contains("text-anchor=\"middle\""))
+            .filter_map(|t| {
+                let body = &t[t.find('>')? + 1..t.find("</text>")?];
+                Some(body.trim().to_string())
+            })
+            .filter(|t| t.parse::<f64>().is_ok())
+            .collect()
+    }
+
+    /// A job chart over a few minutes used to label its axis "0 0 1 2 2":
+    /// ticks every 0.6 minute rounded to whole numbers.
+    #[test]
+    fn x_labels_are_whole_numbers_without_repeats() {
+        for end in [2.5, 5.0, 7.0, 60.0, 119.0] {
+            let svg = render(&Bars {
+                x_label: "minutes",
+                y_label: "units",
+                x_range: 0.0..end,
+                bar_width: 1.0,
+                bars: vec![(0.0, 1.0)],
+                mean: None,
+            });
+            let labels = x_labels(&svg);
+            assert!(labels.len() >= 2, "{end}: {labels:?}\n{svg}");
+            let mut seen = std::collections::HashSet::new();
+            for l in &labels {
+                assert!(l.parse::<i64>().is_ok(), "{end}: {labels:?}");
+                assert!(seen.insert(l), "{end}: {l} twice in {labels:?}");
+            }
+        }
+        assert_eq!(whole_label(-0.0), "0");
+        assert_eq!(whole_label(0.6), "");
     }
 
     #[test]

@@ -287,3 +287,30 @@ async fn metrics_count_units_hosts_and_refusals() {
         before + 1
     )));
 }
+
+/// "Gfuel" is explained wherever it appears, and the overview's rate says
+/// it is the hour's average that the red line on its chart shows.
+#[tokio::test]
+async fn fuel_is_explained_and_the_rate_says_its_window() {
+    let f = fixture();
+    let (job, _) = add_job(&f.store);
+    for uri in ["/hosts".to_string(), "/volunteers".into()] {
+        let page = html(&f.app, &uri).await;
+        assert!(
+            page.contains(r#"<abbr title="Fuel counts the work"#),
+            "{uri}"
+        );
+    }
+    for uri in [format!("/jobs/{job}"), "/hosts/1".into()] {
+        assert!(
+            html(&f.app, &uri).await.contains(r#"id="fuel-meaning""#),
+            "{uri}"
+        );
+    }
+    let home = html(&f.app, "/").await;
+    assert!(home.contains("average of the last hour (the red line)"));
+    // The average line is drawn (in red, #d62828) when there were results.
+    let chart = &home[home.find(r#"id="chart-results""#).unwrap()..];
+    let chart = chart[..chart.find("</figure>").unwrap()].to_ascii_lowercase();
+    assert!(chart.contains("#d62828"), "{chart}");
+}

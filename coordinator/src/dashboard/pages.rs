@@ -44,6 +44,11 @@ nav.pager a{margin-right:1rem}
 pre{background:#fff;border:1px solid #d8dee6;padding:.5rem;overflow-x:auto;white-space:pre-wrap;max-height:24rem;margin:.3rem 0}
 ";
 
+/// What fuel is, for the public: said beside every number in fuel.
+const FUEL: &str = "Fuel counts the work a task did: about one unit per WebAssembly instruction it ran, \
+    the same on every machine, so it is checked like the result itself. 1 Gfuel = 10⁹ fuel; \
+    credit is the fuel of validated results.";
+
 /// Refreshes the overview's numbers from the JSON API. The page is
 /// complete without it.
 const OVERVIEW_SCRIPT: &str = "
@@ -208,6 +213,7 @@ fn minute_chart(
     t: &Throughput,
     now: u64,
     y_label: &str,
+    mean: Option<f64>,
     value: impl Fn(u64, u64) -> f64,
 ) -> String {
     charts::render(&Bars {
@@ -215,6 +221,7 @@ fn minute_chart(
         y_label,
         x_range: -60.0..1.0,
         bar_width: 1.0,
+        mean,
         bars: t
             .buckets
             .iter()
@@ -227,8 +234,17 @@ fn minute_chart(
 }
 
 pub fn overview(p: &Project, o: &Overview, t: &Throughput, join: &str) -> String {
-    let results_chart = minute_chart(t, o.now_ms, "results / s", |n, _| n as f64 / 60.0);
-    let fuel_chart = minute_chart(t, o.now_ms, "fuel / s", |_, f| f as f64 / 60.0);
+    // The line across each chart is the hour's average, the card's number.
+    let results_chart = minute_chart(
+        t,
+        o.now_ms,
+        "results / s",
+        Some(o.results_per_second),
+        |n, _| n as f64 / 60.0,
+    );
+    let fuel_chart = minute_chart(t, o.now_ms, "fuel / s", Some(o.fuel_per_second), |_, f| {
+        f as f64 / 60.0
+    });
     layout(
         p,
         "",
@@ -240,8 +256,8 @@ pub fn overview(p: &Project, o: &Overview, t: &Throughput, join: &str) -> String
             div.cards {
                 (card("workers-online", "workers online (last 2 min)", html! { (o.workers_online) }))
                 (card("hosts-total", "hosts ever", html! { (o.hosts_total) }))
-                (card("results-per-second", "results / s (last hour)", html! { (format!("{:.2}", o.results_per_second)) }))
-                (card("fuel-per-second", "fuel / s (last hour)", html! { (format!("{:.2e}", o.fuel_per_second)) }))
+                (card("results-per-second", "results / s, average of the last hour (the red line)", html! { (format!("{:.2}", o.results_per_second)) }))
+                (card("fuel-per-second", "fuel / s, average of the last hour", html! { (format!("{:.2e}", o.fuel_per_second)) }))
                 (card("results-last-hour", "results in the last hour", html! { (o.results_last_hour) }))
                 (card("dataset-rows", "dataset rows", html! { (o.dataset.rows) }))
                 div.card {
@@ -250,8 +266,8 @@ pub fn overview(p: &Project, o: &Overview, t: &Throughput, join: &str) -> String
                 }
             }
             h2 { "Throughput, last hour" }
-            figure #chart-results { (PreEscaped(results_chart)) figcaption { "Successful results per second, per minute." } }
-            figure #chart-fuel { (PreEscaped(fuel_chart)) figcaption { "Compute rate: fuel (≈ wasm instructions) per second, per minute." } }
+            figure #chart-results { (PreEscaped(results_chart)) figcaption { "Successful results per second: each bar is one minute's average, the red line the hour's (the number above)." } }
+            figure #chart-fuel { (PreEscaped(fuel_chart)) figcaption { "Compute rate: fuel per second, each bar one minute, the red line the hour's average. " (FUEL) } }
             h2 { "Jobs in progress (" span #jobs-in-progress { (o.jobs_in_progress.len()) } " of " span #jobs-total { (o.jobs_total) } ")" }
             @if o.jobs_in_progress.is_empty() {
                 p.small { "No job is running. Finished jobs' datasets are in the " a href="/dataset" { "dataset browser" } "." }
@@ -279,6 +295,7 @@ pub fn job(p: &Project, v: &JobView) -> String {
         y_label: "units validated",
         x_range: 0.0..end.max(1.0),
         bar_width: width_min,
+        mean: None,
         bars: v
             .progress
             .buckets
@@ -323,8 +340,9 @@ pub fn job(p: &Project, v: &JobView) -> String {
                 dt { "copies to distinct volunteers" } dd data-setting="distinct_volunteers" { (settings.distinct_volunteers) }
                 dt { "adaptive replication" } dd data-setting="adaptive_replication" { (settings.adaptive_replication) }
                 dt { "memory (MiB)" } dd data-setting="memory_mb" { (settings.memory_mb) }
-                dt { "fuel per task" } dd data-setting="fuel" { (settings.fuel) }
+                dt { abbr title=(FUEL) { "fuel" } " per task (most a task may use)" } dd data-setting="fuel" { (settings.fuel) }
             }
+            p.small #fuel-meaning { (FUEL) }
             h2 { "Dataset" }
             p { span #dataset-rows { (v.dataset.rows) } " rows, " (bytes(v.dataset.bytes))
                 " (" span #dataset-bytes { (v.dataset.bytes) } " bytes of output). "
@@ -357,7 +375,7 @@ pub fn hosts(p: &Project, v: &HostsPage) -> String {
             table #leaderboard {
                 thead { tr {
                     th.num { "#" } th { "host" } th { "volunteer" } th.num { "cores" } th { "platform" }
-                    th.num { "total (Gfuel)" } th.num { "recent (Gfuel/day)" } th { "online" } th { "last seen" }
+                    th.num { "total (" abbr title=(FUEL) { "Gfuel" } ")" } th.num { "recent (" abbr title=(FUEL) { "Gfuel" } "/day)" } th { "online" } th { "last seen" }
                 } }
                 tbody {
                     @for (i, e) in entries.iter().enumerate() {
@@ -395,7 +413,7 @@ pub fn volunteers(p: &Project, entries: &[super::VolunteerEntry]) -> String {
             table #volunteers {
                 thead { tr {
                     th.num { "#" } th { "volunteer" } th.num { "hosts" }
-                    th.num { "total (Gfuel)" } th.num { "recent (Gfuel/day)" } th { "online" }
+                    th.num { "total (" abbr title=(FUEL) { "Gfuel" } ")" } th.num { "recent (" abbr title=(FUEL) { "Gfuel" } "/day)" } th { "online" }
                 } }
                 tbody {
                     @for (i, v) in entries.iter().enumerate() {
@@ -459,6 +477,7 @@ pub fn host(p: &Project, v: &HostView) -> String {
                 dt { "first seen" } dd #first-seen { (time(h.first_seen_ms)) }
                 dt { "last seen" } dd #last-seen { (time(h.last_seen_ms)) }
             }
+            p.small #fuel-meaning { (FUEL) }
             p.small { "Valid: successful results in the agreeing set of a validated unit. Invalid: successful results "
                 "of a validated unit that disagreed. Trust counts valid results since the last invalid result, error or timeout." }
         },
