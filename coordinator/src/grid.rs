@@ -283,7 +283,9 @@ impl Grid {
         let Some(before) = status(self.store.clone()).await? else {
             return Ok(None);
         };
-        if before.cancelled_ms.is_some() {
+        // Cancelled before, or nothing left to cancel: a finished job stays
+        // finished.
+        if before.cancelled_ms.is_some() || before.finished {
             return Ok(Some(api::Cancelled {
                 job,
                 cancelled: before.cancelled,
@@ -596,6 +598,13 @@ impl Grid {
             .context("feeder task")??;
             let mut w = self.window();
             w.stored_upto = w.stored_upto.max(stored_upto);
+            // A short page reached the end: every active unit up to
+            // `stored_upto` (read first) is loaded, so a report on any other
+            // unit up to it (finished, failed, cancelled) is refused rather
+            // than left waiting for a load that never comes.
+            if units.len() < limit {
+                w.loaded_upto = w.loaded_upto.max(stored_upto);
+            }
             if units.is_empty() {
                 return Ok(());
             }

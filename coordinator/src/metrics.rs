@@ -109,6 +109,7 @@ impl Drop for OpenConnection {
 }
 
 /// What the store says at scrape time.
+#[derive(Clone)]
 pub struct Stored {
     units: Vec<(String, u64)>,
     jobs: u64,

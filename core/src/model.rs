@@ -156,7 +156,9 @@ pub struct JobInfo {
 pub struct LoadedUnit {
     pub id: UnitId,
     pub job: JobId,
-    /// Its number within its job, from 1 (what users see; its seed).
+    /// What its seed derives from with the job id: its number within its
+    /// job, from 1, or its id for a job submitted before units were
+    /// numbered (`jobs.seed_by_number`).
     pub number: u64,
     pub input: Vec<u8>,
     pub copies: Vec<Copy>,

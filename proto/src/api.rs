@@ -55,7 +55,7 @@ pub struct JobStatus {
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`'s body: the job's researcher's
-/// signature over `signing::cancel_message(id)`, in hex.
+/// signature over `signing::cancel_message(id, endorsement)`, in hex.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
@@ -177,6 +177,12 @@ pub struct DatasetRow {
     pub engines: Vec<String>,
     pub fuel: u64,
     pub validated_ms: u64,
+    /// With `job`, what the unit's randomness seed derives from
+    /// (`unit_seed(job, seed_unit)`): `unit` for jobs submitted since units
+    /// were numbered within their job, the unit's project-wide id for
+    /// older ones. 0 from a server that predates it: use `unit`.
+    #[serde(default)]
+    pub seed_unit: u64,
 }
 
 impl DatasetRow {
@@ -271,6 +277,7 @@ mod tests {
             engines: engines.iter().map(|e| e.to_string()).collect(),
             fuel: 5,
             validated_ms: 6,
+            seed_unit: 2,
         };
         assert!(!row(&["wasmtime-48/cranelift-speed/nocanon/nothreads/x86_64"]).canonical_nan());
         assert!(

@@ -76,18 +76,25 @@ pub fn module_message(module: &Hash, args: &[String]) -> Vec<u8> {
     m
 }
 
-/// What a researcher signs to cancel job `job`: only the key that signed
-/// a job may cancel it (replaying it cancels the same job again, which
-/// changes nothing).
-pub fn cancel_message(job: u64) -> Vec<u8> {
+/// What a researcher signs to cancel job `job` of the project that made
+/// `endorsement`: only the key that signed a job may cancel it. The
+/// project's signature in the endorsement ties it to one project, so it
+/// cancels no job of the same id elsewhere; replaying it cancels the same
+/// job again, which changes nothing.
+pub fn cancel_message(job: u64, endorsement: &Endorsement) -> Vec<u8> {
     let mut m = b"peergrid-cancel-v1\0".to_vec();
     m.extend_from_slice(&job.to_le_bytes());
+    m.extend_from_slice(endorsement.project_signature.as_bytes());
     m
 }
 
 /// A researcher signs the cancellation of job `job` (hex signature).
-pub fn sign_cancel(researcher: &SigningKey, job: u64) -> String {
-    hex::encode(researcher.sign(&cancel_message(job)).to_bytes())
+pub fn sign_cancel(researcher: &SigningKey, endorsement: &Endorsement, job: u64) -> String {
+    hex::encode(
+        researcher
+            .sign(&cancel_message(job, endorsement))
+            .to_bytes(),
+    )
 }
 
 /// Checks that `signature` (hex) cancels job `job` under the researcher
@@ -104,7 +111,7 @@ pub fn verify_cancel(
     let key =
         VerifyingKey::from_bytes(&key).map_err(|_| SigningError::BadKey("the researcher key"))?;
     let sig = decode_sig(signature, "the cancel signature")?;
-    key.verify_strict(&cancel_message(job), &sig)
+    key.verify_strict(&cancel_message(job, &job_signature.endorsement), &sig)
         .map_err(|_| SigningError::NotTheSubmitter)
 }
 
@@ -204,13 +211,19 @@ mod tests {
         let (ada, eve) = (key(2), key(3));
         let e = endorse(&project, &ada.verifying_key().to_bytes(), "Ada").unwrap();
         let job = sign_module(&ada, &e, &Hash::of(b"m"), &[]);
-        assert_eq!(verify_cancel(&job, 7, &sign_cancel(&ada, 7)), Ok(()));
+        assert_eq!(verify_cancel(&job, 7, &sign_cancel(&ada, &e, 7)), Ok(()));
         assert_eq!(
-            verify_cancel(&job, 7, &sign_cancel(&eve, 7)),
+            verify_cancel(&job, 7, &sign_cancel(&eve, &e, 7)),
             Err(SigningError::NotTheSubmitter)
         );
         assert_eq!(
-            verify_cancel(&job, 8, &sign_cancel(&ada, 7)),
+            verify_cancel(&job, 8, &sign_cancel(&ada, &e, 7)),
+            Err(SigningError::NotTheSubmitter)
+        );
+        // Ada's signature for the same job id in another project.
+        let other = endorse(&key(4), &ada.verifying_key().to_bytes(), "Ada").unwrap();
+        assert_eq!(
+            verify_cancel(&job, 7, &sign_cancel(&ada, &other, 7)),
             Err(SigningError::NotTheSubmitter)
         );
         assert_eq!(

@@ -197,8 +197,9 @@ pub struct ExchangeReply {
 pub struct Task {
     pub unit: UnitId,
     pub job: JobId,
-    /// The unit's number within its job, from 1: what the researcher
-    /// sees, and with `job` what its randomness seed derives from.
+    /// With `job`, what the unit's randomness seed derives from: its
+    /// number within its job, from 1 (what the researcher sees), or, for a
+    /// job submitted before units were numbered, `unit`, as when it ran.
     pub number: u64,
     pub module: Hash,
     #[serde(with = "serde_bytes")]

@@ -82,7 +82,11 @@ fn a_cancelled_job_stops_on_the_worker_and_keeps_its_validated_rows() {
         .post(format!("{}/api/v1/jobs/{job}/cancel", coordinator.http))
         .header("Authorization", &format!("Bearer {}", coordinator.token))
         .send_json(serde_json::json!({
-            "signature": peergrid_proto::signing::sign_cancel(&stranger, job)
+            "signature": peergrid_proto::signing::sign_cancel(
+                &stranger,
+                &coordinator.researcher().unwrap().endorsement,
+                job
+            )
         }))
         .unwrap();
     assert_eq!(forged.status().as_u16(), 403);

@@ -95,10 +95,11 @@ pub fn about(p: &Project, join: &str) -> String {
                     code #run-command { "peergrid-worker run --data ~/.local/share/peergrid-worker --join '" (join) "'" } }
                 li { "See what it is doing and the credit it earned: " code { "peergrid-worker status" } "." }
             }
-            p.small { "Add " code { "--account NAME" } " to either command to collect the credit of all your machines under one name on the "
-                a href="/volunteers" { "volunteers" } " page." }
+            p.small { "Add " code { "--account NAME" } " to either command to show your name on the "
+                a href="/volunteers" { "volunteers" } " page; to gather several machines under one account, copy the account key ("
+                code { "DATA/account.key" } ") to each (see the worker's documentation)." }
             h2 { "What you see here" }
-            p { "Every result is computed by at least two volunteers' machines and kept only when they agree bit for bit. "
+            p { "Every result is computed on volunteers' machines, and kept only once enough of them agree as the job asks (bit for bit unless it says otherwise). "
                 "The " a href="/jobs" { "jobs" } " list every computation the project ran, the "
                 a href="/dataset" { "dataset" } " every agreed result with the hashes to check it, and the "
                 a href="/hosts" { "hosts" } " page the machines that computed them." }

@@ -236,7 +236,7 @@ pub fn document() -> Value {
     cancel["requestBody"] = json!({ "required": true, "content": { json_: { "schema": {
         "type": "object", "required": ["signature"], "additionalProperties": false,
         "properties": { "signature": { "type": "string",
-            "description": "hex Ed25519 signature of `peergrid-cancel-v1\\0` and the job id (8 bytes, little-endian) by the researcher key that signed the job" } } } } } });
+            "description": "hex Ed25519 signature of `peergrid-cancel-v1\\0`, the job id (8 bytes, little-endian) and the hex project_signature of the job's endorsement, by the researcher key that signed the job" } } } } } });
     cancel["responses"]["400"] = error("the body is not `{\"signature\": HEX}`");
     cancel["responses"]["401"] = unauthorized.clone();
     cancel["responses"]["403"] = error("the signature is not the job's researcher's");

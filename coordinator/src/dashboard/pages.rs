@@ -192,7 +192,9 @@ pub(super) fn jobs_table(jobs: &[JobStatus]) -> Markup {
 /// A job's state in a word: `finished` (every unit validated or failed),
 /// `running` (copies out on hosts) or `waiting` (for a host to take one).
 pub fn job_state(j: &JobStatus) -> &'static str {
-    if j.finished {
+    if j.cancelled_ms.is_some() {
+        "cancelled"
+    } else if j.finished {
         "finished"
     } else if j.in_progress > 0 {
         "running"

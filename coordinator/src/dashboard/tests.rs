@@ -349,7 +349,7 @@ async fn openapi_describes_every_public_route() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 34);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 35);
 }
 
 #[tokio::test]
@@ -421,6 +421,7 @@ fn csv_cells_that_start_a_formula_are_neutralised() {
         engines: vec!["\tengine".into()],
         fuel: 5,
         validated_ms: 6,
+        seed_unit: 2,
         output: b"+1+cmd|' /C calc'!A0".to_vec(),
     };
     let line = crate::http::render_row(&row, crate::http::ExportFormat::Csv);
@@ -465,6 +466,7 @@ fn csv_outputs_lose_their_trailing_line_breaks() {
         engines: vec![],
         fuel: 5,
         validated_ms: 6,
+        seed_unit: 2,
         output: b"{\"pi\": 3.14}\n".to_vec(),
     };
     let line = crate::http::render_row(&row, crate::http::ExportFormat::Csv);

@@ -100,6 +100,9 @@ pub struct DatasetRow {
     pub engines: Vec<String>,
     pub fuel: u64,
     pub validated_ms: u64,
+    /// What the unit's seed derives from with the job id (see
+    /// `proto::api::DatasetRow::seed_unit`).
+    pub seed_unit: u64,
     /// Empty where a query leaves outputs in the store.
     pub output: Vec<u8>,
 }
@@ -117,6 +120,7 @@ impl From<DatasetRow> for api::DatasetRow {
             engines: row.engines,
             fuel: row.fuel,
             validated_ms: row.validated_ms,
+            seed_unit: row.seed_unit,
         }
     }
 }

@@ -460,7 +460,7 @@ impl Client {
     pub fn cancel(&self, job: u64, researcher: &Researcher) -> Result<Cancelled> {
         let url = self.url(&format!("/api/v1/jobs/{job}/cancel"));
         let body = CancelRequest {
-            signature: signing::sign_cancel(&researcher.key, job),
+            signature: signing::sign_cancel(&researcher.key, &researcher.endorsement, job),
         };
         let r = self
             .agent
@@ -593,7 +593,14 @@ impl Client {
             input: &input,
             args: &detail.args,
             settings: &detail.status.settings,
-            seed: peergrid_sandbox::unit_seed(job, unit),
+            seed: peergrid_sandbox::unit_seed(
+                job,
+                if row.seed_unit == 0 {
+                    unit
+                } else {
+                    row.seed_unit
+                },
+            ),
             canonical_nan: row.canonical_nan(),
         })?;
         let (expected_output, expected_fuel) = (row.output_hash, row.fuel);

@@ -110,7 +110,7 @@ enum JobCommand {
         id: u64,
         /// Follow the job until it is finished (a bar with the rate and the
         /// time left on a terminal), then exit 0 if every unit validated,
-        /// 2 if units failed, 3 if the job was cancelled.
+        /// 4 if units failed, 3 if the job was cancelled.
         #[arg(long)]
         wait: bool,
         /// Print the server's JSON.

@@ -11,7 +11,7 @@ use peergrid_client::{Client, printable, printable_json};
 use peergrid_proto::api::{JobDetail, JobStatus};
 
 /// `--wait` ended on a job with failed units.
-pub const EXIT_FAILED_UNITS: i32 = 2;
+pub const EXIT_FAILED_UNITS: i32 = 4;
 /// `--wait` ended on a cancelled job.
 pub const EXIT_CANCELLED: i32 = 3;
 

@@ -276,6 +276,9 @@ pub fn classify(error: &NetError) -> Failure {
     let permanent = match error {
         NetError::CertificateMismatch { .. } => Some(Permanent::WrongCertificate),
         NetError::Refused(w) => match w.code {
+            // A clock that is off mends itself (a machine without a
+            // real-time clock boots with a wrong one until NTP syncs).
+            ErrorCode::Unauthenticated if w.message.contains("clock") => None,
             ErrorCode::Unauthenticated => Some(Permanent::Unauthenticated),
             ErrorCode::Banned => Some(Permanent::Banned),
             _ => None,

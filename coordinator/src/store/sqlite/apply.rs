@@ -61,8 +61,9 @@ pub(super) fn create_job(
     } = columns;
     let tx = c.transaction()?;
     tx.execute(
-        "INSERT INTO jobs (name, module_hash, args_json, settings_json, signature_json, created_ms, validator_json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO jobs (name, module_hash, args_json, settings_json, signature_json, created_ms, validator_json,
+                           seed_by_number)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
         params![job.name, &job.module.0[..], args, settings, signature, now_ms, validator],
     )?;
     let id = tx.last_insert_rowid() as JobId;

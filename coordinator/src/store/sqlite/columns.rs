@@ -48,11 +48,12 @@ pub(super) fn write_tally(c: &Connection, host: HostId, t: &CreditTally) -> Resu
 /// The columns [`dataset_row`] reads, in its order, from `dataset d`
 /// joined with `units u` and `jobs j`. A query may select more after them.
 pub(super) const DATASET_COLUMNS: &str = "u.number, d.job_id, u.name, u.input_hash, \
-     j.module_hash, d.output_hash, d.hosts_json, d.engines_json, d.fuel, d.validated_ms";
+     j.module_hash, d.output_hash, d.hosts_json, d.engines_json, d.fuel, d.validated_ms, \
+     CASE WHEN j.seed_by_number THEN u.number ELSE u.id END";
 
 /// How many columns [`DATASET_COLUMNS`] names: the index of the first
 /// column a query selects after them.
-pub(super) const DATASET_WIDTH: usize = 10;
+pub(super) const DATASET_WIDTH: usize = 11;
 
 /// A dataset row from [`DATASET_COLUMNS`], without its output (`output`
 /// left empty: the caller reads it when it wants it).
@@ -68,6 +69,7 @@ pub(super) fn dataset_row(r: &rusqlite::Row<'_>) -> Result<DatasetRow, StoreErro
         engines: json_col(&r.get::<_, String>(7)?)?,
         fuel: r.get(8)?,
         validated_ms: r.get(9)?,
+        seed_unit: r.get(10)?,
         output: Vec::new(),
     })
 }

@@ -66,7 +66,8 @@ fn validate(store: &SqliteStore, unit: UnitId, host: HostId, out: &[u8]) {
     store.apply(&ops, &[(output, out.to_vec())]).unwrap();
 }
 
-/// Numbers of the active units the feeder loads, by id.
+/// The active units the feeder loads, by id, with the key their seeds
+/// derive from (`LoadedUnit::number`).
 fn loaded_numbers(store: &SqliteStore) -> Vec<(UnitId, JobId, u64)> {
     store
         .load_active_units(0, 100)
@@ -105,6 +106,7 @@ fn units_are_numbered_within_their_job_in_every_read() {
         vec![(2, "u2")]
     );
     assert_eq!(rows[0].output, b"five");
+    assert_eq!(rows[0].seed_unit, 2, "a new job's seeds follow its numbers");
     // Pages after a number: after 1 the row is there, after 2 it is not.
     assert_eq!(store.dataset_index(second, 1, 1).unwrap().len(), 1);
     assert!(store.dataset_index(second, 2, 1).unwrap().is_empty());
@@ -153,21 +155,29 @@ fn an_older_database_gets_its_units_numbered_within_each_job() {
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP INDEX units_job_number; ALTER TABLE units DROP COLUMN number;
-         ALTER TABLE jobs DROP COLUMN cancelled_ms;",
+         ALTER TABLE jobs DROP COLUMN cancelled_ms; ALTER TABLE jobs DROP COLUMN seed_by_number;",
     )
     .unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, false).unwrap();
+    // Their units keep the seeds they ran with (from their ids) ...
     assert_eq!(
         loaded_numbers(&store),
         vec![
             (1, first, 1),
             (2, first, 2),
-            (3, second, 1),
-            (4, second, 2),
-            (5, second, 3)
+            (3, second, 3),
+            (4, second, 4),
+            (5, second, 5)
         ]
     );
+    // ... and are numbered within their jobs wherever users see them.
+    let unit = store.unit_logs(second, 1).unwrap().unwrap();
+    assert_eq!((unit.unit, unit.name.as_str()), (1, "u1"));
+    assert_eq!(store.unit_logs(second, 3).unwrap().unwrap().name, "u3");
+    // A job submitted now seeds by number.
+    let third = job_of(&store, 1);
+    assert_eq!(loaded_numbers(&store).last(), Some(&(6, third, 1)));
     assert_eq!(
         store.job_status(second).unwrap().unwrap().cancelled_ms,
         None

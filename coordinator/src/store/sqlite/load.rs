@@ -101,7 +101,9 @@ pub(super) fn load_active_units(
     limit: usize,
 ) -> Result<Vec<LoadedUnit>, StoreError> {
     let mut stmt = c.prepare_cached(
-        "SELECT u.id, u.job_id, b.data, u.disputed, u.number FROM units u JOIN blobs b ON b.hash = u.input_hash
+        "SELECT u.id, u.job_id, b.data, u.disputed,
+                CASE WHEN (SELECT seed_by_number FROM jobs WHERE id = u.job_id) THEN u.number ELSE u.id END
+         FROM units u JOIN blobs b ON b.hash = u.input_hash
          WHERE u.state = 'active' AND u.id > ?1 ORDER BY u.id LIMIT ?2",
     )?;
     let mut units: Vec<LoadedUnit> = stmt
@@ -161,7 +163,8 @@ pub(super) fn load_reopened_units(
     // every active unit with its input on each feeder wake (a
     // third of the grid's throughput).
     let mut stmt = c.prepare_cached(
-        "SELECT u.reopened_seq, u.id, u.job_id, b.data, u.disputed, u.number
+        "SELECT u.reopened_seq, u.id, u.job_id, b.data, u.disputed,
+                CASE WHEN (SELECT seed_by_number FROM jobs WHERE id = u.job_id) THEN u.number ELSE u.id END
          FROM units u JOIN blobs b ON b.hash = u.input_hash
          WHERE u.reopened_seq > 0 AND u.reopened_seq > ?1 AND +u.state = 'active'
          ORDER BY u.reopened_seq LIMIT ?2",

@@ -564,20 +564,26 @@ pub(super) fn jobs_newest_first(
     Ok(out)
 }
 
+/// Blobs longer than this get no preview: `substr` reads a blob whole
+/// (only `length` is answered from its header), and a public page of 50
+/// rows must not read 50 outputs of 4 MiB.
+const MAX_PREVIEWED_BLOB: i64 = 64 * 1024;
+
 /// The first `max` bytes of a blob (SQLite's `substr` counts bytes on a
-/// blob) and its length, without reading the rest.
+/// blob) and its length; no bytes for a blob over [`MAX_PREVIEWED_BLOB`].
 pub(super) fn blob_prefix(
     c: &Connection,
     hash: &peergrid_proto::Hash,
     max: usize,
 ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT substr(data, 1, ?2), length(data) FROM blobs WHERE hash = ?1")?
-            .query_row(params![&hash.0[..], max as i64], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u64>(1)?))
-            })
-            .optional()?,
-    )
+    Ok(c.prepare_cached(
+        "SELECT CASE WHEN length(data) <= ?3 THEN substr(data, 1, ?2) ELSE x'' END, length(data)
+             FROM blobs WHERE hash = ?1",
+    )?
+    .query_row(params![&hash.0[..], max as i64, MAX_PREVIEWED_BLOB], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u64>(1)?))
+    })
+    .optional()?)
 }
 
 pub(super) fn units_by_state(c: &Connection) -> Result<Vec<(String, u64)>, StoreError> {

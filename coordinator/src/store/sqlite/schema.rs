@@ -32,7 +32,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     validator_json TEXT NOT NULL DEFAULT '{\"kind\":\"bitwise\"}',
     -- when the researcher cancelled it (its unfinished units are then
     -- 'cancelled'); NULL while it is not
-    cancelled_ms INTEGER
+    cancelled_ms INTEGER,
+    -- 1: its units' seeds derive from their numbers within the job (jobs
+    -- submitted since units were numbered); 0: from their project-wide
+    -- ids, as when the job ran, so its results stay reproducible
+    seed_by_number INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS units (
     id INTEGER PRIMARY KEY,
@@ -182,6 +186,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("results", "stderr", "TEXT"),
     ("units", "number", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "cancelled_ms", "INTEGER"),
+    ("jobs", "seed_by_number", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one

@@ -195,6 +195,12 @@ fn network_blips_and_a_busy_coordinator_are_transient() {
         });
         assert_eq!(classify(&e), Failure::Transient, "{code:?}");
     }
+    // A host clock that is off mends itself once NTP syncs.
+    let skew = NetError::Refused(WireError {
+        code: ErrorCode::Unauthenticated,
+        message: "the greeting's clock is more than 10 minutes off the coordinator's; fix the host's clock".into(),
+    });
+    assert_eq!(classify(&skew), Failure::Transient);
     for e in [
         ConnectionError::TimedOut,
         ConnectionError::Reset,
