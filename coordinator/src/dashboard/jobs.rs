@@ -6,17 +6,16 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
 use maud::html;
 use serde::Serialize;
 
 use super::pages::{jobs_table, layout};
-use super::{PageQuery, page_or_error, view};
+use super::{PageQuery, page_or_error, paged_json, view};
 use crate::api::{Api, ApiResult};
 use crate::project::Project;
 use crate::store::{JobStatus, ReadStore, StoreError};
@@ -75,22 +74,7 @@ async fn jobs_page(
 /// shape of the whole list), with `X-Total-Count` and `Link` headers.
 pub async fn jobs_json_page(api: &Api, page: u64) -> ApiResult<Response> {
     let v = view(api, move |s, _| jobs_view(s, page)).await?;
-    let mut links = Vec::new();
-    if v.page > 1 {
-        links.push(format!("</api/v1/jobs?page={}>; rel=\"prev\"", v.page - 1));
-    }
-    if v.page < v.pages {
-        links.push(format!("</api/v1/jobs?page={}>; rel=\"next\"", v.page + 1));
-    }
-    let mut response = Json(v.jobs).into_response();
-    let headers = response.headers_mut();
-    headers.insert("x-total-count", header::HeaderValue::from(v.total));
-    if !links.is_empty()
-        && let Ok(link) = header::HeaderValue::from_str(&links.join(", "))
-    {
-        headers.insert(header::LINK, link);
-    }
-    Ok(response)
+    Ok(paged_json("/api/v1/jobs", v.page, v.pages, v.total, v.jobs))
 }
 
 /// The page `/jobs`.

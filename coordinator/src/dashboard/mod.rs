@@ -529,22 +529,41 @@ async fn hosts_json(
     let Query(q) = q?;
     let page = q.page()?;
     let v = view(&api, move |s, now| leaderboard_page(s, now, page)).await?;
+    Ok(paged_json(
+        "/api/v1/hosts",
+        v.page,
+        v.pages,
+        v.total,
+        v.entries,
+    ))
+}
+
+/// One page of a paged JSON list at `route`: the body, with
+/// `X-Total-Count` (`total`) and a `Link` header to the previous and next
+/// pages (`?page=N`, of `pages`).
+pub fn paged_json(
+    route: &str,
+    page: u64,
+    pages: u64,
+    total: u64,
+    body: impl Serialize,
+) -> Response {
     let mut links = Vec::new();
-    if v.page > 1 {
-        links.push(format!("</api/v1/hosts?page={}>; rel=\"prev\"", v.page - 1));
+    if page > 1 {
+        links.push(format!("<{route}?page={}>; rel=\"prev\"", page - 1));
     }
-    if v.page < v.pages {
-        links.push(format!("</api/v1/hosts?page={}>; rel=\"next\"", v.page + 1));
+    if page < pages {
+        links.push(format!("<{route}?page={}>; rel=\"next\"", page + 1));
     }
-    let mut response = Json(v.entries).into_response();
+    let mut response = Json(body).into_response();
     let headers = response.headers_mut();
-    headers.insert("x-total-count", header::HeaderValue::from(v.total));
+    headers.insert("x-total-count", header::HeaderValue::from(total));
     if !links.is_empty()
         && let Ok(link) = header::HeaderValue::from_str(&links.join(", "))
     {
         headers.insert(header::LINK, link);
     }
-    Ok(response)
+    response
 }
 
 async fn host_view_or_404(api: &Api, id: String) -> ApiResult<HostView> {

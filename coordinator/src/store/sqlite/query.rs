@@ -117,6 +117,11 @@ pub(super) fn jobs(c: &Connection) -> Result<Vec<JobStatus>, StoreError> {
         .prepare("SELECT id FROM jobs ORDER BY id")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    statuses(c, ids)
+}
+
+/// The status of each of the jobs `ids`, in that order.
+fn statuses(c: &Connection, ids: Vec<JobId>) -> Result<Vec<JobStatus>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(s) = job_status(c, id)? {
@@ -555,13 +560,7 @@ pub(super) fn jobs_newest_first(
         .prepare_cached("SELECT id FROM jobs ORDER BY id DESC LIMIT ?1 OFFSET ?2")?
         .query_map(params![limit as i64, offset], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(s) = job_status(c, id)? {
-            out.push(s);
-        }
-    }
-    Ok(out)
+    statuses(c, ids)
 }
 
 /// Blobs longer than this get no preview: `substr` reads a blob whole
