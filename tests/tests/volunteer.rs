@@ -387,3 +387,85 @@ fn no_more_work_finishes_the_held_tasks_then_exits() {
         assert_eq!(n, 0, "{table}");
     }
 }
+
+/// Before: a preference changed only with a restart (`config` only
+/// printed them). Now `config set` writes the file and the running worker
+/// applies it at once, an edit of the file within seconds, a broken file
+/// is not applied (the event log says why), and a flag on the command
+/// line still wins, as `config set` says.
+#[test]
+fn config_set_applies_to_a_running_worker_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let data = dir.path().join("tuned");
+    let worker = Worker::start(&coordinator.join, &data, &["--cores", "1"]).unwrap();
+    let file = data.join("test-worker.toml");
+    let s = worker.status().unwrap();
+    assert_eq!(
+        (s["slots"].as_u64(), s["cpu_time_percent"].as_u64()),
+        (Some(1), Some(100)),
+        "{s}"
+    );
+    assert_eq!(s["preferences_file"], file.display().to_string(), "{s}");
+
+    let config = file.to_str().unwrap();
+    let said = worker
+        .control(&[
+            "config",
+            "set",
+            "cpu_time_percent",
+            "40",
+            "--config",
+            config,
+        ])
+        .unwrap();
+    assert!(said.contains("applied to the running worker"), "{said}");
+    assert_eq!(worker.status().unwrap()["cpu_time_percent"], 40);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("suspend_cpu_percent = 100"),
+        "other keys kept: {text}"
+    );
+
+    // The flag --cores 1 wins over the file, and config set says so.
+    let said = worker
+        .control(&["config", "set", "cores", "3", "--config", config])
+        .unwrap();
+    assert!(said.contains("flag"), "{said}");
+    assert_eq!(worker.status().unwrap()["slots"], 1);
+
+    // A bad value never reaches the file.
+    let refused = worker
+        .control(&["config", "set", "cpu_time_percent", "0", "--config", config])
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("cpu_time_percent"), "{refused}");
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("cpu_time_percent = 40")
+    );
+
+    // An edit of the file applies within seconds; a broken one is not.
+    std::fs::write(&file, "suspend_cpu_percent = 100\ncpu_time_percent = 70\n").unwrap();
+    wait_for("the edited file to apply", Duration::from_secs(10), || {
+        (worker.status().ok()?["cpu_time_percent"] == 70).then_some(())
+    })
+    .unwrap();
+    std::fs::write(&file, "suspend_cpu_percent = 100\ncpu_time_percent = 0\n").unwrap();
+    let log = wait_for(
+        "the broken file in the event log",
+        Duration::from_secs(10),
+        || {
+            let log = worker.control(&["log"]).ok()?;
+            log.contains("preferences file").then_some(log)
+        },
+    )
+    .unwrap();
+    assert!(
+        log.contains("cpu_time_percent") && log.contains("stay as they were"),
+        "{log}"
+    );
+    assert!(log.contains("cpu_time_percent: 100 → 40"), "{log}");
+    assert_eq!(worker.status().unwrap()["cpu_time_percent"], 70);
+}

@@ -38,6 +38,9 @@ pub enum ControlRequest {
     /// Give back every held task, deliver finished results, then forget
     /// the project (its pinned key and the state) and exit.
     Detach,
+    /// Read the preferences file again now and apply it (`config set`
+    /// asks; the worker also looks at the file every 2 s).
+    Reload,
 }
 
 /// What the daemon is doing, as `status` shows it.
@@ -60,6 +63,13 @@ pub struct Status {
     pub pause_ends_in_secs: Option<u64>,
     pub slots: usize,
     pub cpu_time_percent: u8,
+    /// The preferences file the worker reads and applies when it changes.
+    #[serde(default)]
+    pub preferences_file: Option<String>,
+    /// Preferences set by flags on the worker's command line, which the
+    /// file cannot change while it runs.
+    #[serde(default)]
+    pub set_by_flags: Vec<String>,
     /// `no more work` or `detaching`: the worker fetches nothing and exits
     /// once what it holds is settled. None: it runs on.
     #[serde(default)]

@@ -105,6 +105,16 @@ impl ResourceGovernor {
         }
     }
 
+    /// Takes the volunteer's changed preferences, keeping what it has
+    /// measured (how long the machine has been busy or calm).
+    pub fn set_preferences(&mut self, prefs: &Preferences) {
+        self.suspend_cpu_percent = prefs.suspend_cpu_percent as f32;
+        self.run_on_battery = prefs.run_on_battery;
+        self.windows = prefs.time_windows.clone();
+        self.memory_in_use_percent = prefs.memory_in_use_percent;
+        self.memory_idle_percent = prefs.memory_idle_percent;
+    }
+
     /// Takes a sample; returns why to suspend, or `None` to compute.
     /// `user_paused` is the volunteer's `pause`, which wins over all.
     pub fn update(

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use peergrid_proto::JoinString;
 use peergrid_worker::control::{self, ControlRequest};
-use peergrid_worker::daemon::{FatalStop, Worker, WorkerConfig};
+use peergrid_worker::daemon::{FatalStop, PrefsSource, Worker, WorkerConfig};
 use peergrid_worker::display::{LogAboveBars, MultiProgress};
 use peergrid_worker::identity;
 use peergrid_worker::install::{self, Install};
@@ -56,10 +56,17 @@ enum Command {
         #[arg(long, env = "PEERGRID_BIND")]
         bind: Option<std::net::IpAddr>,
     },
-    /// Print the preferences in effect (file, then flags), as TOML.
+    /// Print the preferences in effect (file, then flags), as TOML; or
+    /// change one in the file (`config set KEY VALUE`, `config unset
+    /// KEY`), which a running worker applies at once.
     Config {
+        #[command(subcommand)]
+        change: Option<ConfigChange>,
         #[command(flatten)]
         prefs: Overrides,
+        /// Print the preferences as JSON (with the file they came from).
+        #[arg(long)]
+        json: bool,
     },
     /// Show what the running worker is doing.
     Status {
@@ -164,6 +171,40 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigChange {
+    /// Set one preference in the preferences file (e.g. `config set
+    /// cpu_time_percent 50`, `config set time_windows 22:00-07:00`); the
+    /// running worker applies it without a restart.
+    Set {
+        /// The preference's name, as `peergrid-worker config` prints it.
+        key: String,
+        /// Its value (a number, true or false, a name; time windows as
+        /// HH:MM-HH:MM, several separated by commas).
+        value: String,
+        /// The running worker's data folder, to apply the change now
+        /// (default: the one `install` uses).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Preferences file to change (default: worker.toml in the
+        /// platform's config folder; `PEERGRID_CONFIG`).
+        #[arg(long, env = "PEERGRID_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Remove one preference from the file, so its default applies.
+    Unset {
+        /// The preference's name.
+        key: String,
+        /// The running worker's data folder (default: the one `install` uses).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Preferences file to change (default: worker.toml in the
+        /// platform's config folder; `PEERGRID_CONFIG`).
+        #[arg(long, env = "PEERGRID_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
 #[cfg(feature = "simulate-fault")]
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 enum FaultArg {
@@ -220,7 +261,8 @@ fn run_cli() -> Result<()> {
             bind,
         } => {
             let join: JoinString = join.parse().context("--join")?;
-            let (prefs, path) = Preferences::resolve(&prefs)?;
+            let overrides = prefs;
+            let (prefs, path) = Preferences::resolve(&overrides)?;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let slots = prefs.slots(cores);
             let key = identity::load_or_create_key(&data)?;
@@ -230,14 +272,20 @@ fn run_cli() -> Result<()> {
                 buffer = prefs.buffer(slots),
                 cpu_time_percent = prefs.cpu_time_percent,
                 suspend_cpu_percent = prefs.suspend_cpu_percent,
-                preferences = %path.map_or_else(|| "defaults".into(), |p| p.display().to_string()),
+                preferences = %path.as_ref().map_or_else(|| "defaults".into(), |p| p.display().to_string()),
                 "starting worker"
             );
+            let prefs_source = path.map(|path| PrefsSource {
+                path,
+                overrides,
+                cores,
+            });
             let config = WorkerConfig {
                 data,
                 join,
                 prefs,
                 slots,
+                prefs_source,
                 #[cfg(feature = "simulate-fault")]
                 fault: simulate_fault.map(|f| match f {
                     FaultArg::WrongOutput => peergrid_worker::daemon::Fault::WrongOutput,
@@ -253,8 +301,26 @@ fn run_cli() -> Result<()> {
                 .build()?
                 .block_on(worker.run(shutdown_signal()))
         }
-        Command::Config { prefs } => {
+        Command::Config {
+            change: Some(change),
+            prefs,
+            ..
+        } => change_config(change, &prefs),
+        Command::Config {
+            change: None,
+            prefs,
+            json,
+        } => {
             let (prefs, path) = Preferences::resolve(&prefs)?;
+            if json {
+                let said = serde_json::json!({
+                    "file": path.as_ref().map(|p| p.display().to_string()),
+                    "file_exists": path.as_ref().is_some_and(|p| p.exists()),
+                    "preferences": prefs,
+                });
+                println!("{}", serde_json::to_string_pretty(&said)?);
+                return Ok(());
+            }
             match path {
                 Some(p) if p.exists() => {
                     println!("# preferences file: {} (flags applied)", p.display())
@@ -427,6 +493,89 @@ fn run_cli() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `config set` and `config unset`: rewrites the preferences file (other
+/// keys and comments kept; checked as a whole first) through a renamed
+/// temporary file, then asks a running worker to apply it and says what
+/// would keep the change from taking effect.
+fn change_config(change: ConfigChange, flags: &Overrides) -> Result<()> {
+    let (key, value, data, config) = match &change {
+        ConfigChange::Set {
+            key,
+            value,
+            data,
+            config,
+        } => (key, Some(value.as_str()), data, config),
+        ConfigChange::Unset { key, data, config } => (key, None, data, config),
+    };
+    let path = config
+        .clone()
+        .or_else(|| flags.config.clone())
+        .or_else(peergrid_worker::prefs::default_config_path)
+        .context("no config folder; name the preferences file with --config")?;
+    let before = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let after = peergrid_worker::prefs::edit_file(&before, key, value)
+        .with_context(|| format!("{} was not changed", path.display()))?;
+    replace_file(&path, after.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    match value {
+        Some(v) => println!("{key} = {v} in {}", path.display()),
+        None => println!(
+            "{key} removed from {} (its default applies)",
+            path.display()
+        ),
+    }
+    let data = data_dir(data.clone())?;
+    match control::request(&data, ControlRequest::Reload) {
+        Ok(status) => {
+            let reads = status.preferences_file.as_deref();
+            if reads != Some(path.display().to_string().as_str()) {
+                println!(
+                    "the running worker reads {}, not this file: the change does not apply to it",
+                    reads.unwrap_or("no preferences file")
+                );
+            } else if status.set_by_flags.iter().any(|k| k == key) {
+                println!(
+                    "the running worker was started with a flag that sets {key}; the flag wins until it restarts without it"
+                );
+            } else if peergrid_worker::prefs::APPLY_AT_RESTART.contains(&key.as_str()) {
+                println!("the running worker applies {key} at its next start");
+            } else {
+                println!("applied to the running worker");
+            }
+        }
+        Err(e) => {
+            if control::socket_path(&data).exists() {
+                return Err(e.context("saved, but the running worker did not apply it"));
+            }
+            println!(
+                "no worker is running on {}: it applies when one starts",
+                data.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed over it, so
+/// a running worker never reads half a file; keeps an existing file's
+/// permissions and makes the folder if missing.
+fn replace_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(&tmp, meta.permissions())?;
+    }
+    std::fs::rename(&tmp, path)
 }
 
 /// `--data`, or the data folder `install` uses by default.

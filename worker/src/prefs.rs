@@ -139,6 +139,77 @@ pub struct Overrides {
     pub max_task_memory_mb: Option<u64>,
 }
 
+impl Overrides {
+    /// The preferences these flags set, by their names in the file: a
+    /// change of those in the file has no effect while the flags stand.
+    pub fn given(&self) -> Vec<&'static str> {
+        let set = [
+            ("cores", self.cores.is_some()),
+            ("max_cores_percent", self.max_cores_percent.is_some()),
+            ("cpu_time_percent", self.cpu_time_percent.is_some()),
+            ("suspend_cpu_percent", self.suspend_cpu_percent.is_some()),
+            (
+                "memory_in_use_percent",
+                self.memory_in_use_percent.is_some(),
+            ),
+            ("memory_idle_percent", self.memory_idle_percent.is_some()),
+            ("disk_cache_mb", self.disk_cache_mb.is_some()),
+            ("run_on_battery", self.run_on_battery.is_some()),
+            ("time_windows", !self.time_windows.is_empty()),
+            ("checkpoint_secs", self.checkpoint_secs.is_some()),
+            ("work_buffer", self.work_buffer.is_some()),
+            ("account", self.account.is_some()),
+            ("account_key", self.account_key.is_some()),
+            ("max_task_memory_mb", self.max_task_memory_mb.is_some()),
+        ];
+        set.into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+/// Preferences a running worker cannot take over: they name the account
+/// its greeting carries, so they apply at its next start.
+pub const APPLY_AT_RESTART: [&str; 2] = ["account", "account_key"];
+
+/// The text of a preferences file with `key` set to `value` (`None`:
+/// removed), other keys and comments kept; checked as a whole, so the
+/// error names a mistaken key or value. `value` is read as TOML (`50`,
+/// `true`, `["22:00-06:00"]`) where it parses as such, else as a string;
+/// `time_windows` also takes `22:00-06:00,08:00-09:00`.
+pub fn edit_file(text: &str, key: &str, value: Option<&str>) -> Result<String> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .context("the preferences file is not valid TOML; fix or remove it first")?;
+    match value {
+        None => {
+            doc.remove(key);
+        }
+        Some(raw) => {
+            let raw = raw.trim();
+            let string_key = matches!(key, "account" | "account_key");
+            let parsed = raw.parse::<toml_edit::Value>();
+            let value: toml_edit::Value = if key == "time_windows" && !raw.starts_with('[') {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|w| !w.is_empty())
+                    .collect::<toml_edit::Array>()
+                    .into()
+            } else {
+                match parsed {
+                    Ok(v) if !string_key || v.is_str() => v,
+                    _ => raw.into(),
+                }
+            };
+            doc[key] = toml_edit::value(value);
+        }
+    }
+    let text = doc.to_string();
+    Preferences::parse(&text)?;
+    Ok(text)
+}
+
 /// The default preferences file: `worker.toml` in the platform's config
 /// folder (`$XDG_CONFIG_HOME/peergrid` or `~/.config/peergrid` on Linux).
 pub fn default_config_path() -> Option<PathBuf> {
@@ -264,6 +335,22 @@ impl Preferences {
 
     pub fn checkpoint_interval(&self) -> Duration {
         Duration::from_secs(self.checkpoint_secs)
+    }
+
+    /// What differs from `before`, one `key: old → new` line per
+    /// preference (unset ones read `unset`), in the file's key order.
+    pub fn differences(&self, before: &Preferences) -> Vec<String> {
+        let table = |p: &Preferences| toml::Table::try_from(p).unwrap_or_default();
+        let (old, new) = (table(before), table(self));
+        let show =
+            |v: Option<&toml::Value>| v.map_or_else(|| "unset".to_string(), |v| v.to_string());
+        let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| old.get(*k) != new.get(*k))
+            .map(|k| format!("{k}: {} → {}", show(old.get(k)), show(new.get(k))))
+            .collect()
     }
 
     /// The preferences as the TOML of a preferences file.
@@ -417,5 +504,63 @@ mod tests {
         };
         assert_eq!(fixed.slots(8), 3);
         assert_eq!(p.buffer(4), 4);
+    }
+
+    #[test]
+    fn config_set_edits_one_key_and_keeps_the_rest() {
+        let file = "# my laptop\ncpu_time_percent = 60 # quiet fan\n";
+        let text = edit_file(file, "suspend_cpu_percent", Some("40")).unwrap();
+        assert!(
+            text.contains("# my laptop") && text.contains("# quiet fan"),
+            "{text}"
+        );
+        let p = Preferences::parse(&text).unwrap();
+        assert_eq!((p.cpu_time_percent, p.suspend_cpu_percent), (60, 40));
+        let text = edit_file(&text, "cpu_time_percent", Some("25")).unwrap();
+        assert_eq!(Preferences::parse(&text).unwrap().cpu_time_percent, 25);
+        let text = edit_file(&text, "cpu_time_percent", None).unwrap();
+        assert_eq!(Preferences::parse(&text).unwrap().cpu_time_percent, 100);
+        let text = edit_file("", "time_windows", Some("22:00-07:00, 12:00-13:00")).unwrap();
+        assert_eq!(Preferences::parse(&text).unwrap().time_windows.len(), 2);
+        let text = edit_file("", "account", Some("alice")).unwrap();
+        assert_eq!(Preferences::parse(&text).unwrap().account, "alice");
+        let text = edit_file("", "run_on_battery", Some("true")).unwrap();
+        assert!(Preferences::parse(&text).unwrap().run_on_battery);
+    }
+
+    #[test]
+    fn config_set_refuses_unknown_keys_and_bad_values_by_name() {
+        for (key, value, named) in [
+            ("cpu_percent", "50", "cpu_percent"),
+            ("cpu_time_percent", "0", "cpu_time_percent"),
+            ("cpu_time_percent", "lots", "cpu_time_percent"),
+            ("time_windows", "noon", "noon"),
+        ] {
+            let e = edit_file("", key, Some(value)).unwrap_err();
+            assert!(format!("{e:#}").contains(named), "{key}={value}: {e:#}");
+        }
+        let e = edit_file("cpu_time_percent = [", "cores", Some("2")).unwrap_err();
+        assert!(format!("{e:#}").contains("not valid TOML"), "{e:#}");
+    }
+
+    #[test]
+    fn differences_name_each_changed_preference() {
+        let before = Preferences::default();
+        let after = Preferences {
+            cpu_time_percent: 50,
+            cores: Some(2),
+            ..Preferences::default()
+        };
+        assert_eq!(
+            after.differences(&before),
+            vec!["cores: unset → 2", "cpu_time_percent: 100 → 50"]
+        );
+        assert!(before.differences(&before).is_empty());
+        let flags = Overrides {
+            cores: Some(1),
+            time_windows: vec!["22:00-06:00".parse().unwrap()],
+            ..Overrides::default()
+        };
+        assert_eq!(flags.given(), vec!["cores", "time_windows"]);
     }
 }

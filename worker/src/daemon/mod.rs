@@ -51,6 +51,7 @@ mod exchange_rules;
 #[cfg(feature = "simulate-fault")]
 mod fault;
 mod modules;
+mod preferences;
 mod run_rules;
 mod slots;
 mod steering;
@@ -61,6 +62,7 @@ pub use exchange_rules::{FatalStop, Permanent, Winding, work_wanted};
 #[cfg(feature = "simulate-fault")]
 pub use fault::Fault;
 pub use modules::trim_caches;
+pub use preferences::PrefsSource;
 pub use slots::task_seed;
 pub use task_run::TaskRun;
 
@@ -70,10 +72,13 @@ const FAREWELL: Duration = Duration::from_secs(3);
 pub struct WorkerConfig {
     pub data: PathBuf,
     pub join: JoinString,
-    /// The volunteer's preferences, flags applied.
+    /// The volunteer's preferences, flags applied, at start.
     pub prefs: Preferences,
     /// Concurrent tasks (from the preferences and the host's cores).
     pub slots: usize,
+    /// Where the preferences came from, to apply changes to the file
+    /// while running (`None`: there is no config folder).
+    pub prefs_source: Option<PrefsSource>,
     /// Misbehave on purpose (`--simulate-fault`; tests only).
     #[cfg(feature = "simulate-fault")]
     pub fault: Option<Fault>,
@@ -96,6 +101,12 @@ pub struct Worker {
 /// What the core, the uplink, the governor, the control socket and the
 /// running tasks share.
 pub struct Shared {
+    /// The preferences in force, replaced whole when the volunteer
+    /// changes them (`config set`, an edit of the file).
+    live: Mutex<Arc<Live>>,
+    /// Bumped with each change of `live`, for the loops that derive state
+    /// from it (the governor).
+    live_version: AtomicU64,
     /// Set by `peergrid-worker pause`, cleared by `resume`.
     user_paused: AtomicBool,
     /// When a `pause --for` ends (ms since the Unix epoch); 0: no end.
@@ -126,9 +137,30 @@ pub struct Shared {
     wake_uplink: Notify,
 }
 
+/// The preferences in force and the slots they give on this machine.
+#[derive(Clone, Debug)]
+pub struct Live {
+    pub prefs: Preferences,
+    pub slots: usize,
+}
+
+impl Live {
+    /// Tasks to hold: running slots plus the work buffer.
+    fn target(&self) -> usize {
+        self.slots + self.prefs.buffer(self.slots)
+    }
+
+    /// Bytes the module caches may use.
+    fn disk_cap(&self) -> u64 {
+        self.prefs.disk_cache_mb.saturating_mul(1024 * 1024)
+    }
+}
+
 impl Shared {
-    fn new() -> Shared {
+    fn new(live: Live) -> Shared {
         Shared {
+            live: Mutex::new(Arc::new(live)),
+            live_version: AtomicU64::new(0),
             user_paused: AtomicBool::new(false),
             paused_until_ms: AtomicU64::new(0),
             suspension: Mutex::new(None),
@@ -155,6 +187,11 @@ impl Shared {
         } else if *s == Some(Suspension::UserRequest) {
             *s = None;
         }
+    }
+
+    /// The preferences in force now.
+    fn live(&self) -> Arc<Live> {
+        lock(&self.live).clone()
     }
 
     fn winding(&self) -> Winding {
@@ -197,7 +234,10 @@ impl Worker {
                 .context("starting the wasm sandbox")?,
         );
         let state = Arc::new(LocalState::open(&config.data)?);
-        let shared = Shared::new();
+        let shared = Shared::new(Live {
+            prefs: config.prefs.clone(),
+            slots: config.slots,
+        });
         if state.paused()? {
             // The volunteer's pause outlives restarts, until `resume` or
             // the end of a `pause --for` (the governor ends it).
@@ -221,11 +261,14 @@ impl Worker {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let control = control::serve(&self.config.data, self.control_handler()).await?;
-        let governor = tokio::spawn(steering::govern(
-            self.config.prefs.clone(),
-            self.shared.clone(),
-            self.state.clone(),
-        ));
+        let governor = tokio::spawn(steering::govern(self.shared.clone(), self.state.clone()));
+        let watcher = self.config.prefs_source.clone().map(|source| {
+            tokio::spawn(preferences::watch(
+                source,
+                self.shared.clone(),
+                self.state.clone(),
+            ))
+        });
         let display = self
             .config
             .progress_bars
@@ -244,8 +287,6 @@ impl Worker {
             data: self.config.data.clone(),
             state: self.state.clone(),
             shared: self.shared.clone(),
-            target: self.config.slots + self.config.prefs.buffer(self.config.slots),
-            disk_cap: self.config.prefs.disk_cache_mb.saturating_mul(1024 * 1024),
         };
         let mut uplink = tokio::spawn(uplink.run(drain_rx));
         let held = self.state.tasks()?;
@@ -303,6 +344,9 @@ impl Worker {
         }
         control.abort();
         governor.abort();
+        if let Some(w) = watcher {
+            w.abort();
+        }
         if let Some(d) = display {
             d.abort();
         }

@@ -122,16 +122,19 @@ pub fn checkpoint_due(stopping: bool, since_last: Duration, interval: Duration) 
     stopping || since_last >= interval
 }
 
-/// Seconds left for a task that reported `progress` (0 to 1) after
-/// running for `running` (naps and suspensions included), assuming it goes
-/// on at the same pace: `None` without progress (the module does not use
-/// the SDK), before any, or before any time has passed.
-pub fn eta_secs(progress: Option<f64>, running: Duration) -> Option<u64> {
-    let p = progress.filter(|p| p.is_finite() && *p > 0.0)?.min(1.0);
-    if running.is_zero() {
+/// Seconds left for a task whose progress went from `from` to `progress`
+/// in `elapsed` (naps and suspensions included), assuming it goes on at
+/// the same pace: `None` without progress (the module does not use the
+/// SDK), before any since `from`, or before any time has passed. A fresh
+/// task measures from 0 at its start; a resumed one from its first report
+/// after the restart, so the work done before it does not read as speed.
+pub fn eta_secs(from: f64, progress: Option<f64>, elapsed: Duration) -> Option<u64> {
+    let p = progress.filter(|p| p.is_finite())?.min(1.0);
+    let done = p - from;
+    if done <= 0.0 || elapsed.is_zero() {
         return None;
     }
-    Some((running.as_secs_f64() * (1.0 - p) / p).round() as u64)
+    Some((elapsed.as_secs_f64() * (1.0 - p) / done).round() as u64)
 }
 
 /// Whether the volunteer's pause is over by itself at `now_ms`: it was a

@@ -71,8 +71,9 @@ impl Worker {
             && !self.shared.stopping.load(Ordering::Relaxed)
             && !self.shared.winding().gives_back();
         if starting {
+            let slots = self.shared.live().slots;
             for stored in held {
-                if running.len() >= self.config.slots {
+                if running.len() >= slots {
                     break;
                 }
                 if busy.contains(&stored.task.unit) {
@@ -134,7 +135,7 @@ impl Worker {
     fn task_memory(&self, task: &Task) -> u64 {
         run_rules::task_memory(
             task.limits.memory_bytes,
-            self.config.prefs.max_task_memory_mb,
+            self.shared.live().prefs.max_task_memory_mb,
             self.shared.memory_budget.load(Ordering::Relaxed),
         )
     }
@@ -174,7 +175,6 @@ impl Worker {
         let run = Arc::new(TaskRun::new(
             &task,
             checkpoint,
-            &self.config.prefs,
             self.state.clone(),
             self.shared.clone(),
         ));

@@ -15,7 +15,6 @@ use super::run_rules;
 use super::{Shared, Worker, local_midnight_ms, note};
 use crate::control::{ControlRequest, RunningTask, Status};
 use crate::governor::{Monitor, ResourceGovernor, Sample};
-use crate::prefs::Preferences;
 use crate::state::LocalState;
 
 impl Worker {
@@ -24,9 +23,9 @@ impl Worker {
         let shared = self.shared.clone();
         let state = self.state.clone();
         let coordinator = self.config.join.address.clone();
-        let slots = self.config.slots;
-        let cpu = self.config.prefs.cpu_time_percent;
+        let source = self.config.prefs_source.clone();
         Arc::new(move || {
+            let live = shared.live();
             let totals = state.totals(local_midnight_ms())?;
             let last_day = state.claimed_fuel_since(now_ms().saturating_sub(86_400_000))?;
             let running = lock(&shared.running)
@@ -38,7 +37,7 @@ impl Worker {
                         job: r.job,
                         progress: r.progress(),
                         running_secs: running.as_secs(),
-                        eta_secs: run_rules::eta_secs(r.progress(), running),
+                        eta_secs: r.eta_secs(),
                         resumed: r.resumed,
                     }
                 })
@@ -53,8 +52,13 @@ impl Worker {
                     0 => None,
                     until => Some(until.saturating_sub(now_ms()).div_ceil(1000)),
                 },
-                slots,
-                cpu_time_percent: cpu,
+                slots: live.slots,
+                cpu_time_percent: live.prefs.cpu_time_percent,
+                preferences_file: source.as_ref().map(|s| s.path.display().to_string()),
+                set_by_flags: source
+                    .as_ref()
+                    .map(|s| s.overrides.given().iter().map(|k| k.to_string()).collect())
+                    .unwrap_or_default(),
                 winding_down: shared.winding().describe().map(str::to_string),
                 running,
                 queued: shared.queued.load(Ordering::Relaxed),
@@ -74,9 +78,16 @@ impl Worker {
         let status = self.status_fn();
         let shared = self.shared.clone();
         let state = self.state.clone();
+        let source = self.config.prefs_source.clone();
         Arc::new(move |req| {
             match req {
                 ControlRequest::Status => {}
+                ControlRequest::Reload => match &source {
+                    Some(source) => {
+                        super::preferences::apply(source, &shared, &state)?;
+                    }
+                    None => bail!("this worker reads no preferences file (no config folder)"),
+                },
                 ControlRequest::Pause
                 | ControlRequest::PauseFor { .. }
                 | ControlRequest::Resume => {
@@ -146,12 +157,18 @@ impl Worker {
 
 /// Samples the machine every second and publishes the governor's
 /// decision; ends a `pause --for` when its time is up.
-pub(super) async fn govern(prefs: Preferences, shared: Arc<Shared>, state: Arc<LocalState>) {
-    let mut governor = ResourceGovernor::new(&prefs);
+pub(super) async fn govern(shared: Arc<Shared>, state: Arc<LocalState>) {
+    let mut governor = ResourceGovernor::new(&shared.live().prefs);
+    let mut version = shared.live_version.load(Ordering::Relaxed);
     let mut monitor = Monitor::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         ticker.tick().await;
+        let now_version = shared.live_version.load(Ordering::Relaxed);
+        if now_version != version {
+            version = now_version;
+            governor.set_preferences(&shared.live().prefs);
+        }
         let until = shared.paused_until_ms.load(Ordering::Relaxed);
         let paused = shared.user_paused.load(Ordering::Relaxed);
         if run_rules::pause_over(paused, (until != 0).then_some(until), now_ms()) {

@@ -16,7 +16,6 @@ use peergrid_proto::wire::{Task, UnitId};
 use super::Shared;
 use super::run_rules::{self, Step, Tick};
 use crate::governor::DutyCycle;
-use crate::prefs::Preferences;
 use crate::sandbox::{Checkpoint, Pace, TaskHooks};
 use crate::state::LocalState;
 
@@ -32,8 +31,6 @@ pub struct TaskRun {
     pub(super) started: Instant,
     state: Arc<LocalState>,
     shared: Arc<Shared>,
-    duty: DutyCycle,
-    checkpoint_interval: Duration,
     /// The checkpoint to resume from, handed over once.
     resume: Mutex<Option<Checkpoint>>,
     pub(super) resumed: bool,
@@ -55,6 +52,10 @@ pub struct TaskRun {
     aborted: AtomicBool,
     /// `progress` as f64 bits; `u64::MAX`: never reported.
     progress: AtomicU64,
+    /// Where the pace is measured from: progress 0 at the start of a
+    /// fresh task; for a resumed one, its first report in this run (the
+    /// fraction done before the restart took no time of this run).
+    pace_from: Mutex<Option<(f64, Instant)>>,
     /// Running time since the last duty-cycle pause.
     since_pause: Mutex<Instant>,
     /// The task's memory limit, in bytes.
@@ -63,12 +64,11 @@ pub struct TaskRun {
 
 impl TaskRun {
     /// `task` (its limits already bounded) starting now, resuming from
-    /// `checkpoint` if any, paced by the volunteer's `prefs`; its memory
-    /// limit counts against the budget.
+    /// `checkpoint` if any, paced by the volunteer's preferences in force
+    /// at each tick; its memory limit counts against the budget.
     pub(super) fn new(
         task: &Task,
         checkpoint: Option<Checkpoint>,
-        prefs: &Preferences,
         state: Arc<LocalState>,
         shared: Arc<Shared>,
     ) -> TaskRun {
@@ -79,10 +79,7 @@ impl TaskRun {
             started: now,
             state,
             shared,
-            duty: DutyCycle {
-                percent: prefs.cpu_time_percent,
-            },
-            checkpoint_interval: prefs.checkpoint_interval(),
+            pace_from: Mutex::new(checkpoint.is_none().then_some((0.0, now))),
             resumed: checkpoint.is_some(),
             resume: Mutex::new(checkpoint),
             last_checkpoint: Mutex::new(now),
@@ -102,6 +99,12 @@ impl TaskRun {
     pub(super) fn progress(&self) -> Option<f64> {
         let bits = self.progress.load(Ordering::Relaxed);
         (bits != u64::MAX).then(|| f64::from_bits(bits))
+    }
+
+    /// Seconds left at this run's pace so far (see [`run_rules::eta_secs`]).
+    pub(super) fn eta_secs(&self) -> Option<u64> {
+        let (from, since) = (*lock(&self.pace_from))?;
+        run_rules::eta_secs(from, self.progress(), since.elapsed())
     }
 
     /// The memory limit this task runs with, counted against the budget.
@@ -184,7 +187,7 @@ impl TaskHooks for TaskRun {
         run_rules::checkpoint_due(
             self.shared.stopping.load(Ordering::Relaxed),
             lock(&self.last_checkpoint).elapsed(),
-            self.checkpoint_interval,
+            self.shared.live().prefs.checkpoint_interval(),
         )
     }
 
@@ -208,6 +211,7 @@ impl TaskHooks for TaskRun {
 
     fn progress(&self, fraction: f64) {
         self.progress.store(fraction.to_bits(), Ordering::Relaxed);
+        lock(&self.pace_from).get_or_insert((fraction, Instant::now()));
     }
 
     fn pace(&self) -> Pace {
@@ -215,7 +219,10 @@ impl TaskHooks for TaskRun {
             self.stopped.store(true, Ordering::Relaxed);
             return Pace::Stop("the coordinator cancelled the task".into());
         }
-        match run_rules::step(self.tick(Instant::now()), self.duty) {
+        let duty = DutyCycle {
+            percent: self.shared.live().prefs.cpu_time_percent,
+        };
+        match run_rules::step(self.tick(Instant::now()), duty) {
             Step::Run => {}
             Step::Stop => {
                 self.stopped.store(true, Ordering::Relaxed);

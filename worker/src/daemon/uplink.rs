@@ -38,10 +38,6 @@ pub(super) struct Uplink {
     pub(super) data: PathBuf,
     pub(super) state: Arc<LocalState>,
     pub(super) shared: Arc<Shared>,
-    /// Tasks to hold: running slots plus the work buffer.
-    pub(super) target: usize,
-    /// Bytes the module caches may use.
-    pub(super) disk_cap: u64,
 }
 
 impl Uplink {
@@ -155,11 +151,12 @@ impl Uplink {
             // Winding down (no-more-work, detach) asks for nothing, as
             // draining does, but delivers until everything is settled.
             let fetch_nothing = draining || self.shared.winding().fetches_nothing();
-            let want = exchange_rules::work_wanted(self.target, held, unsettled, fetch_nothing);
+            let target = self.shared.live().target();
+            let want = exchange_rules::work_wanted(target, held, unsettled, fetch_nothing);
             let returned = self
                 .state
                 .pending_returns(MAX_TASKS_PER_EXCHANGE as usize)?;
-            if exchange_rules::held_back(want, held, self.target, fetch_nothing) {
+            if exchange_rules::held_back(want, held, target, fetch_nothing) {
                 tracing::debug!(
                     unsettled,
                     "asking for no work until the coordinator settles results"
@@ -299,7 +296,7 @@ impl Uplink {
             .iter()
             .map(|t| t.task.module.to_hex())
             .collect();
-        modules::trim_caches(&self.data, self.disk_cap, &keep);
+        modules::trim_caches(&self.data, self.shared.live().disk_cap(), &keep);
         Ok(())
     }
 }

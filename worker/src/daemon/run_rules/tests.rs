@@ -192,18 +192,34 @@ fn a_pause_for_a_while_ends_by_itself_and_only_then() {
 
 #[test]
 fn eta_from_progress_and_time_run() {
-    assert_eq!(eta_secs(Some(0.25), 60 * SEC), Some(180));
-    assert_eq!(eta_secs(Some(0.5), 60 * SEC), Some(60));
-    assert_eq!(eta_secs(Some(0.001), Duration::from_millis(300)), Some(300));
-    assert_eq!(eta_secs(Some(1.0), 60 * SEC), Some(0));
+    assert_eq!(eta_secs(0.0, Some(0.25), 60 * SEC), Some(180));
+    assert_eq!(eta_secs(0.0, Some(0.5), 60 * SEC), Some(60));
     assert_eq!(
-        eta_secs(Some(2.0), 60 * SEC),
+        eta_secs(0.0, Some(0.001), Duration::from_millis(300)),
+        Some(300)
+    );
+    assert_eq!(eta_secs(0.0, Some(1.0), 60 * SEC), Some(0));
+    assert_eq!(
+        eta_secs(0.0, Some(2.0), 60 * SEC),
         Some(0),
         "a module overshooting 1"
     );
-    assert_eq!(eta_secs(Some(0.0), 60 * SEC), None, "no pace yet");
-    assert_eq!(eta_secs(Some(0.5), Duration::ZERO), None, "no time yet");
-    assert_eq!(eta_secs(None, 60 * SEC), None, "no SDK");
-    assert_eq!(eta_secs(Some(f64::NAN), 60 * SEC), None);
-    assert_eq!(eta_secs(Some(-0.5), 60 * SEC), None);
+    assert_eq!(eta_secs(0.0, Some(0.0), 60 * SEC), None, "no pace yet");
+    assert_eq!(
+        eta_secs(0.0, Some(0.5), Duration::ZERO),
+        None,
+        "no time yet"
+    );
+    assert_eq!(eta_secs(0.0, None, 60 * SEC), None, "no SDK");
+    assert_eq!(eta_secs(0.0, Some(f64::NAN), 60 * SEC), None);
+    assert_eq!(eta_secs(0.0, Some(-0.5), 60 * SEC), None);
+}
+
+/// A task resumed at half done that then did a tenth in 10 s has 40 s
+/// left, not the 6.7 s that counting the first half as this run's pace
+/// would give.
+#[test]
+fn a_resumed_task_is_paced_from_its_first_report_after_the_restart() {
+    assert_eq!(eta_secs(0.5, Some(0.6), 10 * SEC), Some(40));
+    assert_eq!(eta_secs(0.5, Some(0.5), 10 * SEC), None, "no pace yet");
 }
