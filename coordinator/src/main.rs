@@ -12,7 +12,7 @@ use peergrid_coordinator::http::{self, Api, HttpLimits};
 use peergrid_coordinator::metrics;
 use peergrid_coordinator::project::{self, Project, ProjectEdit};
 use peergrid_coordinator::quic::{DoorLimits, QuicServer};
-use peergrid_coordinator::store::{BanTarget, HostId, SqliteStore, Store};
+use peergrid_coordinator::store::{BanTarget, HostId, ReissueUnits, SqliteStore, Store};
 use peergrid_coordinator::trust::HostPolicy;
 use peergrid_coordinator::{tls, writer::Writer};
 use peergrid_os::now_ms;
@@ -136,6 +136,31 @@ enum Command {
         /// The project folder `init` made.
         #[arg(long)]
         data: PathBuf,
+    },
+    /// Compute units of a job afresh: a failed unit gets its whole error
+    /// budget again, a validated one's dataset row moves to the history
+    /// (its credit taken back) until it validates anew. Their earlier
+    /// copies stay on record but no longer count. A running coordinator
+    /// hands them out within seconds.
+    Reissue {
+        /// The project folder `init` made.
+        #[arg(long)]
+        data: PathBuf,
+        /// The job.
+        job: u64,
+        /// Units by their numbers within the job (as `peergrid job logs`
+        /// and the dashboard show them).
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        units: Vec<u64>,
+        /// Every failed unit of the job.
+        #[arg(long)]
+        failed: bool,
+        /// Why, for the record (kept with the replaced dataset rows).
+        #[arg(long, default_value = "no reason given")]
+        reason: String,
+        /// Print what happened to each unit as JSON lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -430,6 +455,42 @@ fn main() -> Result<()> {
             println!("lifted the ban on {}", json!(target));
             Ok(())
         }
+        Command::Reissue {
+            data,
+            job,
+            units,
+            failed,
+            reason,
+            json,
+        } => {
+            let which = if failed {
+                ReissueUnits::Failed
+            } else {
+                ReissueUnits::Numbers(units)
+            };
+            let reason = printable_reason(&reason)?;
+            let Some(done) = open_existing(&data)?.reissue(job, &which, &reason, now_ms())? else {
+                anyhow::bail!("there is no job {job}");
+            };
+            let reissued = done.iter().filter(|r| r.refused.is_none()).count();
+            for r in &done {
+                if json {
+                    println!("{}", json!(r));
+                } else {
+                    match &r.refused {
+                        None => println!("unit {} ({}): reissued", r.number, r.was),
+                        Some(why) => println!("unit {}: left alone: {why}", r.number),
+                    }
+                }
+            }
+            if !json {
+                println!("{reissued} of {} unit(s) of job {job} reissued", done.len());
+            }
+            if reissued == 0 && !done.is_empty() {
+                anyhow::bail!("no unit was reissued");
+            }
+            Ok(())
+        }
         Command::Bans { data } => {
             for ban in open_existing(&data)?.bans()? {
                 println!("{}", json!(ban));
@@ -437,6 +498,15 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The operator's reason, checked: it is kept with the replaced rows.
+fn printable_reason(reason: &str) -> Result<String> {
+    anyhow::ensure!(
+        reason.len() <= 500 && !reason.chars().any(char::is_control),
+        "--reason: at most 500 bytes without control characters"
+    );
+    Ok(reason.to_string())
 }
 
 /// Raises the open-file soft limit to the hard limit (many systems start

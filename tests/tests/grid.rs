@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use peergrid_tests::{
-    Coordinator, JobOptions, Worker, inputs_by_name, lyapunov_job, lyapunov_native,
+    Coordinator, JobOptions, Worker, bin, chain_job, inputs_by_name, lyapunov_job, lyapunov_native,
 };
 
 /// Every unit of a 50-unit, quorum-2 job ends in the dataset with two
@@ -255,4 +255,106 @@ fn verify_reruns_a_unit_and_catches_an_altered_row() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(said.contains("MISMATCH"), "{said}");
+}
+
+/// `peergrid-coordinator reissue` as the test's operator runs it.
+fn reissue(coordinator: &Coordinator, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin("peergrid-coordinator"))
+        .arg("reissue")
+        .arg("--data")
+        .arg(&coordinator.data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Before: a unit that failed stayed failed (only a new job could compute
+/// it again), and a suspect row stayed in the dataset. Now the operator
+/// reissues failed units, which a running coordinator hands out at once
+/// with their whole budget again, and a validated unit, whose row moves
+/// to the history until it validates anew; units still at work, and
+/// units or jobs that do not exist, are refused by name.
+#[test]
+fn the_operator_reissues_failed_and_validated_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    // Two copies and no room for a third: a cheater and an honest host
+    // disagree on every unit, which fails.
+    let inputs: Vec<String> = (0..3).map(|i| format!("20 1000 {i}")).collect();
+    let spec = chain_job(
+        dir.path(),
+        "reissued",
+        &inputs,
+        "quorum = 2\nmax_total_results = 2",
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let mut cheater = Worker::start(
+        &coordinator.join,
+        &dir.path().join("cheater"),
+        &["--cores", "1", "--simulate-fault", "wrong-output"],
+    )
+    .unwrap();
+    let _honest =
+        Worker::start(&coordinator.join, &dir.path().join("h0"), &["--cores", "1"]).unwrap();
+    let status = coordinator
+        .wait_finished(job, Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(status["failed"], 3, "{status}");
+    cheater.terminate(Duration::from_secs(10)).unwrap();
+
+    let missing = reissue(&coordinator, &["999", "--failed"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no job 999"));
+    let out = reissue(
+        &coordinator,
+        &[&job.to_string(), "--failed", "--reason", "cheater gone"],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("3 of 3 unit(s)"), "{said}");
+    // Earlier copies stay on record, no longer counted.
+    let retired: i64 = coordinator
+        .db()
+        .query_row(
+            "SELECT count(*) FROM results WHERE retired_ms IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(retired, 6);
+
+    // A second honest host: every unit now validates, the cheater's
+    // copies left out.
+    let _second =
+        Worker::start(&coordinator.join, &dir.path().join("h1"), &["--cores", "1"]).unwrap();
+    let status = coordinator
+        .wait_finished(job, Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(
+        (status["validated"].as_u64(), status["failed"].as_u64()),
+        (Some(3), Some(0)),
+        "{status}"
+    );
+
+    // Unit 2 is now validated, so reissuing it moves its row to the history.
+    let still = reissue(&coordinator, &[&job.to_string(), "2", "9"]);
+    let said = String::from_utf8_lossy(&still.stdout);
+    assert!(still.status.success(), "{said}");
+    assert!(said.contains("unit 2 (validated): reissued"), "{said}");
+    assert!(said.contains("has no unit 9"), "{said}");
+    let history: String = coordinator
+        .db()
+        .query_row("SELECT reason FROM dataset_history", [], |r| r.get(0))
+        .unwrap();
+    assert!(history.contains("reissued by the operator"), "{history}");
+    let status = coordinator
+        .wait_finished(job, Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(status["validated"], 3, "{status}");
+    assert_eq!(coordinator.dataset(job).unwrap().len(), 3);
 }

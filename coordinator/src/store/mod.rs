@@ -80,6 +80,37 @@ pub struct Ban {
     pub at_ms: u64,
 }
 
+/// Which units of a job the operator's `reissue` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReissueUnits {
+    /// These units, by their numbers within the job.
+    Numbers(Vec<u64>),
+    /// Every failed unit of the job.
+    Failed,
+}
+
+/// What `reissue` did with one unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reissued {
+    /// The unit's number within its job.
+    pub number: u64,
+    /// Its state before: `failed`, `validated`, `active`, … (empty: no
+    /// such unit).
+    pub was: String,
+    /// Why it was left alone; `None`: it is active again.
+    pub refused: Option<String>,
+}
+
+impl Reissued {
+    fn refused(number: u64, was: &str, why: impl Into<String>) -> Reissued {
+        Reissued {
+            number,
+            was: was.to_string(),
+            refused: Some(why.into()),
+        }
+    }
+}
+
 /// One row of the public dataset as stored: its provenance and its
 /// output. The JSON routes show it as [`api::DatasetRow`] (without the
 /// output); the export renders it whole (`dashboard::export`).
@@ -362,6 +393,18 @@ pub trait Store: ReadStore {
         reason: Option<&str>,
         now_ms: u64,
     ) -> Result<bool, StoreError>;
+
+    /// The operator's `reissue` of units of `job` that failed or
+    /// validated: computed afresh, their earlier copies kept but no longer
+    /// counted; one entry per unit named (or failed), in order. `None`:
+    /// there is no such job.
+    fn reissue(
+        &self,
+        job: JobId,
+        which: &ReissueUnits,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<Option<Vec<Reissued>>, StoreError>;
 
     /// Applies a batch of scheduler decisions and output blobs in one
     /// transaction: all of it is durable, or none.

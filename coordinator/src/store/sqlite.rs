@@ -32,7 +32,8 @@ use rusqlite::{Connection, config::DbConfig};
 use super::{
     Account, Ban, BanTarget, Bucket, CreditGrant, DatasetRow, DatasetSize, DatasetStamp,
     FailedUnit, FailedUnitLog, HostId, HostRecord, HostSummary, JobInfo, JobStatus, LoadedUnit,
-    ReadStore, StderrTail, Store, StoreError, StoreOp, StoredStanding, UnitLogs,
+    ReadStore, ReissueUnits, Reissued, StderrTail, Store, StoreError, StoreOp, StoredStanding,
+    UnitLogs,
 };
 
 /// How many read connections to keep open.
@@ -301,6 +302,16 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         self.write(|c| apply::set_ban(c, target, reason, now_ms))
+    }
+
+    fn reissue(
+        &self,
+        job: JobId,
+        which: &ReissueUnits,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<Option<Vec<Reissued>>, StoreError> {
+        self.write(|c| apply::reissue(c, job, which, reason, now_ms))
     }
 
     fn apply_with_stderr(

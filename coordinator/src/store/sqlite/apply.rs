@@ -13,7 +13,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::columns::{json_col, tally_from, write_tally};
 use crate::credit::CreditTally;
 use crate::quorum::CopyState;
-use crate::store::{Account, BanTarget, HostId, StderrTail, StoreError, StoreOp};
+use crate::store::{
+    Account, BanTarget, HostId, ReissueUnits, Reissued, StderrTail, StoreError, StoreOp,
+};
 
 pub(super) fn put_blob(c: &Connection, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
     c.execute(
@@ -129,6 +131,94 @@ pub(super) fn set_ban(
         )?,
     };
     Ok(changed > 0)
+}
+
+/// The operator's `reissue`: each named unit of `job` (or each failed
+/// one) that failed or validated is computed afresh. Its copies so far
+/// are retired (kept for `job logs` and the host pages, but no longer
+/// counted by the quorum, so the unit has its whole error budget again
+/// and earlier hosts may take it again); a validated unit's dataset row
+/// moves to the history, its credit taken back, as a dispute does. The
+/// unit goes back to `active` at the end of the feeder's reopened order,
+/// which a running `serve` loads within seconds. Active and cancelled
+/// units are left alone, with the reason.
+pub(super) fn reissue(
+    c: &mut Connection,
+    job: JobId,
+    which: &ReissueUnits,
+    reason: &str,
+    now_ms: u64,
+) -> Result<Option<Vec<Reissued>>, StoreError> {
+    let tx = c.transaction()?;
+    let cancelled: Option<Option<u64>> = tx
+        .query_row("SELECT cancelled_ms FROM jobs WHERE id = ?1", [job], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(cancelled) = cancelled else {
+        return Ok(None);
+    };
+    let numbers: Vec<u64> = match which {
+        ReissueUnits::Numbers(n) => n.clone(),
+        ReissueUnits::Failed => tx
+            .prepare(
+                "SELECT number FROM units WHERE job_id = ?1 AND state = 'failed' ORDER BY number",
+            )?
+            .query_map([job], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+    };
+    let mut tallies = Tallies::default();
+    let mut out = Vec::with_capacity(numbers.len());
+    for number in numbers {
+        let unit: Option<(UnitId, String)> = tx
+            .prepare_cached("SELECT id, state FROM units WHERE job_id = ?1 AND number = ?2")?
+            .query_row(params![job, number], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((unit, state)) = unit else {
+            out.push(Reissued::refused(
+                number,
+                "",
+                format!("job {job} has no unit {number}"),
+            ));
+            continue;
+        };
+        let refusal = match state.as_str() {
+            _ if cancelled.is_some() => Some("its job was cancelled".to_string()),
+            "active" => Some("it is still being computed; it gets copies as it needs them".into()),
+            "failed" | "validated" => None,
+            other => Some(format!("a unit {other} cannot be reissued")),
+        };
+        if let Some(why) = refusal {
+            out.push(Reissued::refused(number, &state, why));
+            continue;
+        }
+        let why = format!("reissued by the operator: {reason}");
+        if state == "validated" {
+            reopen(&tx, &mut tallies, unit, &why, now_ms, false)?;
+        }
+        tx.prepare_cached(
+            "UPDATE results SET state = 'voided', error = ?2 WHERE unit_id = ?1 AND state = 'in_progress'",
+        )?
+        .execute(params![unit, why])?;
+        tx.prepare_cached(
+            "UPDATE results SET retired_ms = ?2 WHERE unit_id = ?1 AND retired_ms IS NULL",
+        )?
+        .execute(params![unit, now_ms])?;
+        tx.prepare_cached(
+            "UPDATE units SET state = 'active', reason = NULL,
+               reopened_seq = (SELECT coalesce(max(reopened_seq), 0) + 1 FROM units WHERE reopened_seq > 0)
+             WHERE id = ?1",
+        )?
+        .execute([unit])?;
+        out.push(Reissued {
+            number,
+            was: state,
+            refused: None,
+        });
+    }
+    tallies.write(&tx)?;
+    tx.commit()?;
+    Ok(Some(out))
 }
 
 /// Applies a batch of scheduler decisions and output blobs in one

@@ -187,6 +187,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("units", "number", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "cancelled_ms", "INTEGER"),
     ("jobs", "seed_by_number", "INTEGER NOT NULL DEFAULT 0"),
+    ("results", "retired_ms", "INTEGER"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one
