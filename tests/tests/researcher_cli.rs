@@ -207,3 +207,55 @@ fn a_server_without_a_scheme_is_explained() {
         stderr(&out)
     );
 }
+
+/// Before: `job submit` and `verify` printed only sentences (scripts
+/// parsed "verified: unit …"), and the worker's `config` only TOML. Now
+/// each prints JSON with `--json`, parsed here from real runs.
+#[test]
+fn commands_that_print_data_speak_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let spec = small_job(dir.path());
+    let out = coordinator.cli(&["job", "submit", "--json", &spec.to_string_lossy()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        out.stderr.is_empty(),
+        "--json prints nothing else: {}",
+        stderr(&out)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["units"], 4, "{said}");
+    assert!(
+        said["uploaded_blobs"].as_u64().unwrap() >= 5,
+        "module and inputs: {said}"
+    );
+    let job = said["job_id"].as_u64().unwrap();
+
+    let _workers = coordinator.workers(dir.path(), "w", 1).unwrap();
+    coordinator
+        .wait_finished(job, Duration::from_secs(120))
+        .unwrap();
+    let out = coordinator.cli(&["verify", &job.to_string(), "3", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["job"].as_u64(), v["unit"].as_u64()),
+        (Some(job), Some(3)),
+        "{v}"
+    );
+    assert_eq!(v["matches"], true, "{v}");
+    assert_eq!(v["expected_output"], v["got_output"], "{v}");
+
+    let file = dir.path().join("worker.toml");
+    std::fs::write(&file, "cpu_time_percent = 30\n").unwrap();
+    let out = Command::new(bin("peergrid-worker"))
+        .args(["config", "--json", "--cores", "2", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["preferences"]["cpu_time_percent"], 30, "{c}");
+    assert_eq!(c["preferences"]["cores"], 2, "flags applied: {c}");
+    assert_eq!(c["file"], file.display().to_string(), "{c}");
+}

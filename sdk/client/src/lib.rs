@@ -568,8 +568,10 @@ impl Client {
 }
 
 /// What re-running a unit locally found.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct Verification {
+    pub job: u64,
+    pub unit: u64,
     pub matches: bool,
     pub expected_output: String,
     pub got_output: Option<String>,
@@ -609,6 +611,8 @@ impl Client {
             RunOutcome::Error(e) => (None, Some(e)),
         };
         Ok(Verification {
+            job,
+            unit,
             matches: got_output == Some(expected_output) && run.fuel == expected_fuel,
             expected_output: expected_output.to_hex(),
             got_output: got_output.map(|h| h.to_hex()),

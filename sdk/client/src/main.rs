@@ -58,7 +58,16 @@ enum Command {
     },
     /// Re-run one unit of a job's dataset locally, in the same sandbox as
     /// the workers, and check its output hash and fuel against the row.
-    Verify { job: u64, unit: u64 },
+    Verify {
+        /// The job's id.
+        job: u64,
+        /// The unit's number within the job.
+        unit: u64,
+        /// Print what was found as JSON (exit status 1 on a mismatch all
+        /// the same).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a module on one input locally, in the workers' sandbox and
     /// limits: its output on stdout, fuel and time on stderr.
     Run(local_cli::RunArgs),
@@ -99,6 +108,10 @@ enum JobCommand {
         /// Print only the job's id (on standard output), nothing else.
         #[arg(long, short)]
         quiet: bool,
+        /// Print the submitted job as JSON (its id, name, units and what
+        /// was uploaded) instead of the id.
+        #[arg(long, conflicts_with = "dry_run")]
+        json: bool,
         /// Check the spec, the module and every input and print a summary;
         /// upload nothing and contact no server.
         #[arg(long)]
@@ -234,9 +247,14 @@ fn run(cli: Cli) -> Result<()> {
     let settings = Settings::resolve(cli.server, cli.token, key, endorsement, &profile);
     let client = Client::new(&server_url(&settings.server)?, settings.token.clone());
     match cli.command {
-        Command::Verify { job, unit } => {
+        Command::Verify { job, unit, json } => {
             let v = client.verify(job, unit)?;
-            if v.matches {
+            if json {
+                println!("{}", printable_json(&serde_json::to_value(&v)?));
+                if !v.matches {
+                    std::process::exit(1);
+                }
+            } else if v.matches {
                 println!(
                     "verified: unit {unit} of job {job} gives output {} with fuel {} ({})",
                     v.expected_output, v.got_fuel, v.engine
@@ -260,6 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             spec,
             quiet,
             dry_run,
+            json,
             ..
         }) => {
             if dry_run {
@@ -273,7 +292,7 @@ fn run(cli: Cli) -> Result<()> {
             let researcher = Researcher::load(&settings.key, &settings.endorsement)?;
             let job = prepare_job(&spec, &researcher)?;
             let say = |line: String| {
-                if !quiet {
+                if !quiet && !json {
                     eprintln!("{line}");
                 }
             };
@@ -300,7 +319,19 @@ fn run(cli: Cli) -> Result<()> {
                 job.submission.name,
                 job.submission.units.len()
             ));
-            println!("{id}");
+            if json {
+                let said = serde_json::json!({
+                    "job_id": id,
+                    "name": job.submission.name,
+                    "units": job.submission.units.len(),
+                    "uploaded_blobs": stats.uploaded,
+                    "uploaded_bytes": stats.uploaded_bytes,
+                    "blobs_already_there": stats.already_there,
+                });
+                println!("{}", printable_json(&said));
+            } else {
+                println!("{id}");
+            }
         }
         Command::Job(JobCommand::Status { id, wait, json }) => {
             let code = watch::status(&client, id, wait, json)?;
