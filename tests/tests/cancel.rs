@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use peergrid_tests::{Coordinator, Worker, job_spec, wait_for};
+use peergrid_tests::{Coordinator, Worker, chain_job, job_spec, wait_for};
 use serde_json::Value;
 
 /// Reads stdin; loops forever when the input's sixth byte is '0' or '1'
@@ -194,4 +194,56 @@ fn a_cancelled_job_stops_on_the_worker_and_keeps_its_validated_rows() {
     .read_json()
     .unwrap();
     assert_eq!(row["unit"], 1, "{row}");
+}
+
+/// A worker finished a unit while the coordinator was down, and the job
+/// was cancelled before the worker could report (it could not reach the
+/// coordinator's new address). Before (`74f93a5^`), the restarted
+/// coordinator had loaded no unit, so it left the report on the
+/// cancelled unit unacknowledged, and the worker sent it again forever;
+/// now the feeder knows every active unit is loaded and the report is
+/// refused, so the worker settles it.
+#[test]
+fn a_report_on_a_unit_cancelled_while_the_worker_was_away_is_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinator = Coordinator::start(dir.path()).unwrap();
+    let settings = "quorum = 1\ndeadline_secs = 3600";
+    let spec = chain_job(
+        dir.path(),
+        "away",
+        &["3000 1000000 7".to_string()],
+        settings,
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let worker =
+        Worker::start(&coordinator.join, &dir.path().join("w"), &["--cores", "1"]).unwrap();
+    wait_for("the unit to run", Duration::from_secs(60), || {
+        (running(&worker) == 1).then_some(())
+    })
+    .unwrap();
+    let quic = coordinator.quic.clone();
+    coordinator.terminate().unwrap();
+    wait_for("the result, held", Duration::from_secs(180), || {
+        (worker.status().ok()?["pending_uploads"] == 1).then_some(())
+    })
+    .unwrap();
+
+    // Elsewhere, where the worker does not look, the job is cancelled.
+    coordinator.serve("127.0.0.1:0").unwrap();
+    let said = stdout_of(coordinator.cli(&["job", "cancel", &job.to_string()]));
+    assert!(said.contains("1 unfinished units"), "{said}");
+    coordinator.terminate().unwrap();
+    coordinator.serve(&quic).unwrap();
+
+    wait_for("the report to be settled", Duration::from_secs(60), || {
+        (worker.status().ok()?["pending_uploads"] == 0).then_some(())
+    })
+    .unwrap();
+    let status = coordinator.status(job).unwrap();
+    assert_eq!(
+        (status["cancelled"].as_u64(), status["validated"].as_u64()),
+        (Some(1), Some(0)),
+        "{status}"
+    );
 }
