@@ -139,7 +139,7 @@ fn marked_blocks(page: &str) -> Vec<Block> {
 }
 
 /// Whether `line` matches `pattern`, where `…` stands for any text.
-fn matches(pattern: &str, line: &str) -> bool {
+fn line_matches(pattern: &str, line: &str) -> bool {
     let (pattern, line) = (pattern.trim_end(), line.trim_end());
     let parts: Vec<&str> = pattern.split('…').collect();
     if parts.len() == 1 {
@@ -164,7 +164,7 @@ fn check_output(expected: &str, got: &str, line: usize) {
     let mut got_lines = got.lines();
     for want in expected.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
-            got_lines.any(|l| matches(want, l)),
+            got_lines.any(|l| line_matches(want, l)),
             "docs/first-job.md line {line}: the output shown has\n  {want}\n\
              which is not in what the commands printed (in order):\n{got}"
         );
@@ -477,4 +477,25 @@ fn the_first_job_tutorial_runs_as_written() {
         "the pooled estimate {pooled}"
     );
     drop(workers);
+}
+
+/// The conventions above on a small page: a mark binds to the block right
+/// after it, unmarked blocks are skipped, and `…` matches any text but
+/// never a line that differs elsewhere.
+#[test]
+fn the_tutorial_marks_and_wildcards_read_as_documented() {
+    let page = "text\n<!-- file: a/b.txt -->\n```toml\nx = 1\n```\n\n```sh\nnot marked\n```\n\
+                <!-- run in a -->\n```sh\necho hi\n```\n<!-- output -->\n```text\nhi\n```\n";
+    let blocks = marked_blocks(page);
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    assert_eq!(blocks[0].mark, Mark::File(PathBuf::from("a/b.txt")));
+    assert_eq!(blocks[0].text, "x = 1\n");
+    assert_eq!(blocks[1].mark, Mark::Run(PathBuf::from("a")));
+    assert_eq!(blocks[1].text, "echo hi\n");
+    assert_eq!(blocks[2].mark, Mark::Output);
+    assert!(line_matches("ok: fuel …, seed 0", "ok: fuel 12, seed 0"));
+    assert!(!line_matches("ok: fuel …, seed 0", "ok: fuel 12, seed 7"));
+    assert!(line_matches("a…b…c", "a1b2c"));
+    assert!(!line_matches("a…b…c", "acb"));
+    assert!(!line_matches("ab…ba", "aba"));
 }
