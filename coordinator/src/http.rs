@@ -235,11 +235,12 @@ async fn job_status(
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<serde_json::Value>> {
     let store = api.grid.store.clone();
-    let (status, failed, info) = blocking(move || {
+    let (status, failed, info, plots) = blocking(move || {
         Ok((
             store.job_status(id)?,
             store.failed_units(id)?,
             store.job_info(id)?,
+            store.job_plots(id)?,
         ))
     })
     .await?;
@@ -260,6 +261,7 @@ async fn job_status(
         args: info.args,
         signature: info.signature,
         validator: info.validator,
+        plots: plots.unwrap_or_default(),
     };
     // Through a `Value`, whose keys are sorted: the order this route has
     // always written them in.

@@ -380,6 +380,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap();
         store.put_blob(&Hash::of(b"in"), b"in").unwrap();
         let job = |name: &str| JobSubmission {
+            plots: Vec::new(),
             name: name.into(),
             module: Hash([9; 32]),
             args: vec![],

@@ -189,6 +189,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         specs.push((example, text));
     }
     let submission = |validator: Validator| JobSubmission {
+        plots: Vec::new(),
         name: "logistic-map lyapunov exponents".into(),
         module,
         args: args.clone(),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Hash;
 use crate::signing::ModuleSignature;
-use crate::spec::{JobSettings, Validator};
+use crate::spec::{JobSettings, Plot, Validator};
 use crate::wire::{JobId, UnitId};
 
 /// The body of every error answer: `{"error": "<message>"}`, a message
@@ -155,6 +155,10 @@ pub struct JobDetail {
     pub args: Vec<String>,
     pub signature: ModuleSignature,
     pub validator: Validator,
+    /// The plots the job's spec declares (`[[plot]]`), drawn on its page;
+    /// absent when none (and from older servers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plots: Vec<Plot>,
 }
 
 /// One row of the public dataset with its provenance, as the JSON routes
@@ -244,8 +248,10 @@ mod tests {
                 signature: "00".repeat(64),
             },
             validator: Validator::default(),
+            plots: Vec::new(),
         };
         let v = serde_json::to_value(&detail).unwrap();
+        assert!(v.get("plots").is_none(), "{v}");
         assert_eq!(v["id"], 3);
         assert_eq!(v["module"], Hash([7; 32]).to_hex());
         assert_eq!(v["failed_units"][0]["reason"], "too many errors");

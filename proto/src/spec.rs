@@ -29,6 +29,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod plot;
+
+pub use plot::{Plot, PlotKind, validate_plots};
+
 use crate::Hash;
 use crate::limits::{MAX_ARG_LEN, MAX_ARGS, MAX_TASK_FUEL, MAX_TASK_MEMORY, MAX_UNITS_PER_JOB};
 
@@ -48,6 +52,9 @@ pub struct JobSpec {
     /// relative to the spec file.
     #[serde(default)]
     pub validator: Validator<String>,
+    /// Figures of the outputs drawn on the job's page (`[[plot]]`).
+    #[serde(default, rename = "plot", skip_serializing_if = "Vec::is_empty")]
+    pub plots: Vec<Plot>,
 }
 
 /// How two replicas' outputs are judged to agree. Identical bytes always
@@ -228,6 +235,13 @@ pub enum SpecError {
     /// for the whole file, at line 1, column 1.
     #[error("unknown field `{field}`{}; the valid fields are {}", line.map(|l| format!(" on line {l}")).unwrap_or_default(), FIELDS.join(", "))]
     UnknownField { field: String, line: Option<usize> },
+    /// The same inside the `plot`-th `[[plot]]` table (from 1).
+    #[error("unknown field `{field}` in [[plot]] number {plot}{}; a plot's fields are {}", line.map(|l| format!(" on line {l}")).unwrap_or_default(), crate::spec::plot::PLOT_FIELDS.join(", "))]
+    UnknownPlotField {
+        plot: usize,
+        field: String,
+        line: Option<usize>,
+    },
     #[error("`{field}` {problem}")]
     Invalid {
         field: &'static str,
@@ -250,6 +264,7 @@ pub const FIELDS: &[&str] = &[
     "inputs",
     "args",
     "validator",
+    "plot",
     "quorum",
     "min_quorum",
     "target_nresults",
@@ -271,7 +286,9 @@ pub const FIELDS: &[&str] = &[
 /// line that sets it when a plain look finds it.
 fn unknown_field(text: &str) -> Option<SpecError> {
     let table: toml::Table = toml::from_str(text).ok()?;
-    let field = table.keys().find(|k| !FIELDS.contains(&k.as_str()))?;
+    let Some(field) = table.keys().find(|k| !FIELDS.contains(&k.as_str())) else {
+        return plot::unknown_plot_field(&table, text);
+    };
     let sets = |line: &str| {
         let line = line.trim_start().trim_start_matches('[').trim_start();
         let line = line
@@ -320,6 +337,7 @@ impl JobSpec {
             return Err(invalid("validator", "`module` must name a .wasm file"));
         }
         self.validator.validate()?;
+        validate_plots(&self.plots)?;
         self.settings.validate()
     }
 }
@@ -439,6 +457,9 @@ pub struct JobSubmission {
     /// The researcher's signature on `module` and `args`, with their
     /// endorsement by the project key.
     pub signature: crate::signing::ModuleSignature,
+    /// The spec's `[[plot]]`s (absent from older clients: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plots: Vec<Plot>,
 }
 
 impl JobSubmission {
@@ -460,6 +481,7 @@ impl JobSubmission {
         }
         validate_args(&self.args)?;
         self.validator.validate()?;
+        validate_plots(&self.plots)?;
         self.settings.validate()
     }
 }
@@ -527,7 +549,8 @@ mod tests {
     #[test]
     fn the_field_list_is_every_field() {
         let mut spec = JobSpec::from_toml(
-            "name = \"x\"\nmodule = \"m.wasm\"\nargs = [\"a\"]\n[inputs]\ndir = \"in\"\n",
+            "name = \"x\"\nmodule = \"m.wasm\"\nargs = [\"a\"]\n[inputs]\ndir = \"in\"\n\
+             [[plot]]\nkind = \"histogram\"\nx = \"a\"\n",
         )
         .unwrap();
         spec.settings.target_nresults = Some(2);
@@ -585,6 +608,14 @@ mod tests {
             );
         }
         fields.retain(|f| !matches!(f.as_str(), "bitwise" | "tolerance" | "custom"));
+        fields.extend(plot::PLOT_FIELDS.iter().map(|f| f.to_string()));
+        for kind in [PlotKind::Scatter, PlotKind::Line, PlotKind::Histogram] {
+            assert!(
+                rows.iter()
+                    .any(|r| r.contains(&format!("\"{}\"", kind.name()))),
+                "docs/job-spec.md does not name the plot kind {kind:?}"
+            );
+        }
         let missing: Vec<&String> = fields.iter().filter(|f| !documented(f)).collect();
         assert!(
             missing.is_empty(),

@@ -133,6 +133,7 @@ fn main() {
     let t = Instant::now();
     let job = client
         .submit(&JobSubmission {
+            plots: Vec::new(),
             name: "throughput".into(),
             module: Hash::of(&module),
             args: vec![],

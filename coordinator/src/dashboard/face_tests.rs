@@ -29,6 +29,7 @@ fn bare_job(store: &SqliteStore) -> u64 {
         signature: "00".repeat(64),
     };
     let job = JobSubmission {
+        plots: Vec::new(),
         name: "bare".into(),
         module: Hash([9; 32]),
         args: vec![],

@@ -8,7 +8,7 @@
 
 pub mod sqlite;
 
-use peergrid_proto::spec::JobSubmission;
+use peergrid_proto::spec::{JobSubmission, Plot};
 use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use peergrid_proto::{Hash, api};
 use serde::Serialize;
@@ -323,6 +323,18 @@ pub trait ReadStore: Send + Sync + 'static {
     fn dataset_size(&self, job: Option<JobId>) -> Result<DatasetSize, StoreError>;
     /// The job's [`DatasetStamp`].
     fn dataset_stamp(&self, job: JobId) -> Result<DatasetStamp, StoreError>;
+    /// Like [`ReadStore::dataset_page_within`], but only every `every`-th
+    /// unit's row: a uniform sample of a large dataset (the job's plots).
+    fn dataset_sample_within(
+        &self,
+        job: JobId,
+        every: u64,
+        after: u64,
+        max_rows: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<DatasetRow>, StoreError>;
+    /// A job's declared plots; `None` when there is no such job.
+    fn job_plots(&self, id: JobId) -> Result<Option<Vec<Plot>>, StoreError>;
     /// Dataset rows with unit id greater than `after`, over every job, as
     /// credit grants: callers sum credit page by page. With `host`, only
     /// rows whose agreeing hosts include that hex key.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use peergrid_proto::Hash;
-use peergrid_proto::spec::JobSubmission;
+use peergrid_proto::spec::{JobSubmission, Plot};
 use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use rusqlite::{Connection, config::DbConfig};
 
@@ -222,6 +222,21 @@ impl ReadStore for SqliteStore {
 
     fn dataset_stamp(&self, job: JobId) -> Result<DatasetStamp, StoreError> {
         self.read(|c| query::dataset_stamp(c, job))
+    }
+
+    fn dataset_sample_within(
+        &self,
+        job: JobId,
+        every: u64,
+        after: u64,
+        max_rows: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<DatasetRow>, StoreError> {
+        self.read(|c| query::dataset_sample_within(c, job, every, after, max_rows, max_bytes))
+    }
+
+    fn job_plots(&self, id: JobId) -> Result<Option<Vec<Plot>>, StoreError> {
+        self.read(|c| query::job_plots(c, id))
     }
 
     fn credit_page(

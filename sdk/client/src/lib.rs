@@ -266,6 +266,7 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
         units,
         validator,
         signature,
+        plots: spec.plots,
     };
     submission
         .validate()

@@ -202,6 +202,7 @@ mod tests {
             .collect();
         PreparedJob {
             submission: JobSubmission {
+                plots: Vec::new(),
                 name: "test".into(),
                 module: module_hash,
                 args: vec![],

@@ -35,6 +35,7 @@ pub(super) struct JobColumns {
     settings: String,
     signature: String,
     validator: String,
+    plots: String,
 }
 
 impl JobColumns {
@@ -44,6 +45,7 @@ impl JobColumns {
             settings: to_json(&job.settings)?,
             signature: to_json(&job.signature)?,
             validator: to_json(&job.validator)?,
+            plots: to_json(&job.plots)?,
         })
     }
 }
@@ -60,13 +62,14 @@ pub(super) fn create_job(
         settings,
         signature,
         validator,
+        plots,
     } = columns;
     let tx = c.transaction()?;
     tx.execute(
         "INSERT INTO jobs (name, module_hash, args_json, settings_json, signature_json, created_ms, validator_json,
-                           seed_by_number)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
-        params![job.name, &job.module.0[..], args, settings, signature, now_ms, validator],
+                           seed_by_number, plots_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)",
+        params![job.name, &job.module.0[..], args, settings, signature, now_ms, validator, plots],
     )?;
     let id = tx.last_insert_rowid() as JobId;
     {

@@ -24,6 +24,7 @@ fn job_of_units(store: &SqliteStore, units: usize) -> JobId {
     store
         .create_job(
             &JobSubmission {
+                plots: Vec::new(),
                 name: "j".into(),
                 module: Hash([9; 32]),
                 args: vec![],

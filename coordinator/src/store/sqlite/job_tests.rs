@@ -14,6 +14,7 @@ fn job_of(store: &SqliteStore, units: usize) -> JobId {
     store
         .create_job(
             &JobSubmission {
+                plots: Vec::new(),
                 name: "j".into(),
                 module: Hash([9; 32]),
                 args: vec![],

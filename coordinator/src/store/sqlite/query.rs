@@ -4,7 +4,7 @@
 //! pages (for exports, browsing and credit sums).
 
 use peergrid_proto::signing::ModuleSignature;
-use peergrid_proto::spec::JobSettings;
+use peergrid_proto::spec::{JobSettings, Plot};
 use peergrid_proto::wire::{JobId, UnitId};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -501,6 +501,58 @@ pub(super) fn dataset_page_within(
     }
     tx.finish()?;
     Ok(page)
+}
+
+/// Every `every`-th row of a job's dataset (by unit id, which runs
+/// without gaps through a job's units) after unit number `after`, with
+/// outputs, stopping as [`dataset_page_within`] does; read in one
+/// snapshot. The job's index finds the rows; only those read load a blob.
+pub(super) fn dataset_sample_within(
+    c: &Connection,
+    job: JobId,
+    every: u64,
+    after: u64,
+    max_rows: usize,
+    max_bytes: u64,
+) -> Result<Vec<DatasetRow>, StoreError> {
+    let tx = c.unchecked_transaction()?;
+    let sql = format!(
+        "SELECT {DATASET_COLUMNS}, length(b.data)
+         FROM dataset d JOIN units u ON u.id = d.unit_id JOIN jobs j ON j.id = d.job_id
+         JOIN blobs b ON b.hash = d.output_hash
+         WHERE d.job_id = ?1 AND d.unit_id > {AFTER_NUMBER} AND d.unit_id % ?4 = 0
+         ORDER BY d.unit_id LIMIT ?3"
+    );
+    let meta: Vec<(DatasetRow, u64)> = dataset_rows(
+        &tx,
+        &sql,
+        params![job, after, max_rows as i64, every.clamp(1, i64::MAX as u64)],
+        |r| r.get(DATASET_WIDTH),
+    )?;
+    let mut page = Vec::new();
+    let mut bytes = 0u64;
+    for (mut row, len) in meta {
+        bytes = bytes.saturating_add(len);
+        if !page.is_empty() && bytes > max_bytes {
+            break;
+        }
+        row.output = tx
+            .prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
+            .query_row([&row.output_hash.0[..]], |r| r.get(0))?;
+        page.push(row);
+    }
+    tx.finish()?;
+    Ok(page)
+}
+
+/// A job's `[[plot]]`s; `None` when there is no such job.
+pub(super) fn job_plots(c: &Connection, id: JobId) -> Result<Option<Vec<Plot>>, StoreError> {
+    let json: Option<String> = c
+        .query_row("SELECT plots_json FROM jobs WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    json.map(|j| json_col(&j)).transpose()
 }
 
 /// A page of a job's dataset without outputs.

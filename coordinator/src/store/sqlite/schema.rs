@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     -- 1: its units' seeds derive from their numbers within the job (jobs
     -- submitted since units were numbered); 0: from their project-wide
     -- ids, as when the job ran, so its results stay reproducible
-    seed_by_number INTEGER NOT NULL DEFAULT 0
+    seed_by_number INTEGER NOT NULL DEFAULT 0,
+    -- the spec's [[plot]]s, drawn on the job's page
+    plots_json TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS units (
     id INTEGER PRIMARY KEY,
@@ -188,6 +190,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "cancelled_ms", "INTEGER"),
     ("jobs", "seed_by_number", "INTEGER NOT NULL DEFAULT 0"),
     ("results", "retired_ms", "INTEGER"),
+    ("jobs", "plots_json", "TEXT NOT NULL DEFAULT '[]'"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one

@@ -30,6 +30,7 @@ fn outputs_that_lost_their_quorum_are_deleted_unless_named_elsewhere() {
     let input = blob(b"in");
     let module = blob(b"module");
     let sub = JobSubmission {
+        plots: Vec::new(),
         name: "j".into(),
         module,
         args: vec![],
@@ -150,6 +151,7 @@ fn repair_reopens_the_rows_a_caught_host_validated() {
         input: ih,
     };
     let sub = JobSubmission {
+        plots: Vec::new(),
         name: "j".into(),
         module: Hash([9; 32]),
         args: vec![],
@@ -278,6 +280,7 @@ fn job_round_trip_and_restart_recovers_copies() {
         vec![Hash([1; 32])]
     );
     let sub = JobSubmission {
+        plots: Vec::new(),
         name: "j".into(),
         module: Hash([9; 32]),
         args: vec!["-x".into()],

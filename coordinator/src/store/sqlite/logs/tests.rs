@@ -17,6 +17,7 @@ fn job(store: &SqliteStore) -> (u64, [HostId; 2]) {
     store.put_blob(&input, b"in").unwrap();
     store.put_blob(&Hash::of(b"m"), b"m").unwrap();
     let sub = JobSubmission {
+        plots: Vec::new(),
         name: "j".into(),
         module: Hash::of(b"m"),
         args: vec![],
