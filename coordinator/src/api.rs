@@ -168,7 +168,7 @@ impl<S: Send + Sync> FromRequestParts<S> for JobUnitPath {
 
 /// A job id as a path gives it: `400` when it is not a whole number,
 /// `404` when it is above [`MAX_ROW_ID`].
-fn job_id(raw: &str) -> ApiResult<JobId> {
+pub(crate) fn job_id(raw: &str) -> ApiResult<JobId> {
     let id: JobId = raw.trim().parse().map_err(|_| {
         bad_request("the job id in the path must be a whole number, as `peergrid job list` shows")
     })?;

@@ -24,6 +24,7 @@ pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
+pub mod plots;
 pub mod preview;
 
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use peergrid_proto::wire::JobId;
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,9 @@ pub fn routes() -> Router<Arc<Api>> {
         .merge(logs::routes())
         .merge(about::routes())
         .merge(jobs::routes())
+        .merge(plots::routes())
+        // The job page and the plots' routes share one server's drawn plots.
+        .layer(Extension(Arc::new(plots::PlotCache::default())))
 }
 
 // ---------------------------------------------------------------- views
@@ -454,11 +458,17 @@ async fn job_view_or_404(api: &Api, id: JobId) -> ApiResult<JobView> {
         .ok_or_else(|| not_found(format!("no job {id}")))
 }
 
-async fn job_page(State(api): State<Arc<Api>>, id: Result<JobIdPath, ApiError>) -> Response {
+async fn job_page(
+    State(api): State<Arc<Api>>,
+    Extension(cache): Extension<Arc<plots::PlotCache>>,
+    id: Result<JobIdPath, ApiError>,
+) -> Response {
     let p = api.project.get();
     let page = async {
         let JobIdPath(id) = id?;
-        Ok(pages::job(&p, &job_view_or_404(&api, id).await?))
+        let view = job_view_or_404(&api, id).await?;
+        let plots = plots::job_plots(&api, &cache, id).await?;
+        Ok(pages::job(&p, &view, plots.as_deref()))
     };
     page_or_error(&p, page.await)
 }

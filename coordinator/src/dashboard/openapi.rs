@@ -437,6 +437,7 @@ pub fn document() -> Value {
                         "args": { "type": "array", "items": { "type": "string" } },
                         "signature": { "type": "object", "required": ["endorsement", "signature"] },
                         "validator": { "type": "object", "required": ["kind"] },
+                        "plots": { "type": "array", "items": { "type": "object", "required": ["kind", "x"] } },
                         "waiting": { "type": "string", "description": "why the unfinished units are not going out, when the scheduler knows" } } }] }), job_id()) },
             "/api/v1/jobs/{id}/progress": { "get": api("A job's page data: status, dataset size, validated units over time", json!({
                 "type": "object", "required": ["status", "dataset", "progress"],
@@ -474,9 +475,43 @@ pub fn document() -> Value {
     doc["paths"]["/about"] =
         json!({ "get": page("The project: what it is, who runs it, how to join", json!([])) });
     doc["paths"]["/api/v1/project"] = json!({ "get": project_json });
+    add_plots(&mut doc);
     doc["paths"]["/metrics"] = json!({ "get": op("Prometheus metrics (text exposition format 0.0.4): units by state, jobs, hosts online, results per second, queue depth, writer commit latency, worker connections, refused requests",
         "text/plain", json!({}), "application/json", json!([])) });
     doc
+}
+
+/// A job's declared plots: the SVG and the data behind it.
+fn add_plots(doc: &mut Value) {
+    let n = json!({ "name": "n", "in": "path", "required": true,
+        "description": "the plot's number, from 1, in the order the job's spec declares them",
+        "schema": { "type": "integer", "minimum": 0, "maximum": MAX_ID } });
+    let file = json!({ "name": "file", "in": "path", "required": true,
+        "description": "`N.svg`: plot N, from 1, in the order the job's spec declares them",
+        "schema": { "type": "string", "pattern": "^[0-9]{1,6}\\.svg$" } });
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let number = json!({ "type": "number" });
+    doc["paths"]["/jobs/{id}/plots/{file}"] = json!({ "get": op(
+        "One of the job's declared plots as an SVG image, drawn from a bounded sample of its dataset",
+        "image/svg+xml", json!({}), "application/json", json!([job_id()[0], file])) });
+    doc["paths"]["/api/v1/jobs/{id}/plots/{n}"] = json!({ "get": api(
+        "The data behind one of the job's plots: the points (scatter, line) or bins (histogram), which rows they came from and what was left out",
+        json!({
+            "type": "object",
+            "required": ["job", "plot", "spec", "title", "sample", "skipped", "over_cap", "drawn_ms"],
+            "properties": {
+                "job": count, "plot": count, "title": { "type": "string" },
+                "spec": { "type": "object", "required": ["kind", "x"] },
+                "sample": { "type": "object", "required": ["dataset_rows", "every", "rows_read", "byte_limited"],
+                    "properties": { "dataset_rows": count, "every": count, "rows_read": count,
+                                    "byte_limited": { "type": "boolean" } } },
+                "skipped": count, "over_cap": count, "drawn_ms": count,
+                "points": { "type": "array", "items": { "type": "object", "required": ["x"],
+                    "properties": { "x": number, "y": number, "size": number, "color": number } } },
+                "bins": { "type": "array", "items": { "type": "object", "required": ["lo", "hi", "count"],
+                    "properties": { "lo": number, "hi": number, "count": count } } }
+            } }),
+        json!([job_id()[0], n])) });
 }
 
 pub async fn serve() -> Json<Value> {

@@ -12,6 +12,7 @@ use peergrid_proto::wire::JobId;
 
 use super::charts::{self, Bars};
 use super::credit::gfuel;
+use super::plots::JobPlots;
 use super::{DatasetView, HostView, HostsPage, JobView, Overview, Throughput};
 use crate::project::Project;
 use crate::store::JobStatus;
@@ -287,7 +288,7 @@ pub fn overview(p: &Project, o: &Overview, t: &Throughput, join: &str) -> String
     )
 }
 
-pub fn job(p: &Project, v: &JobView) -> String {
+pub fn job(p: &Project, v: &JobView, plots: Option<&JobPlots>) -> String {
     let s = &v.status;
     let width_min = v.progress.bucket_ms as f64 / 60_000.0;
     let from = v.progress.from_ms as f64;
@@ -324,6 +325,7 @@ pub fn job(p: &Project, v: &JobView) -> String {
             h2 { "Progress" }
             figure #chart-validated { (PreEscaped(chart))
                 figcaption { "Units validated per " (format!("{width_min:.0}")) "-minute interval." } }
+            (job_plots(s.id, plots))
             h2 { "Provenance" }
             dl {
                 dt { "researcher" } dd #researcher { (s.researcher) }
@@ -356,6 +358,29 @@ pub fn job(p: &Project, v: &JobView) -> String {
             }
         },
     )
+}
+
+/// The job's declared plots, each a figure with what it was drawn from,
+/// its SVG and its data; nothing when the job declares none.
+fn job_plots(job: JobId, plots: Option<&JobPlots>) -> Markup {
+    let Some(plots) = plots.filter(|p| !p.plots.is_empty()) else {
+        return html! {};
+    };
+    html! {
+        h2 { "Plots" }
+        @for d in &plots.plots {
+            @let n = d.data.plot;
+            figure.plot id={ "plot-" (n) } data-plot=(n) data-kind=(d.data.spec.kind.name())
+                data-shown=(d.data.shown()) data-skipped=(d.data.skipped) {
+                (PreEscaped(&d.svg))
+                figcaption {
+                    strong.plot-title { (d.data.title) } ": " span.plot-caption { (d.data.caption()) } ". "
+                    a href={ "/jobs/" (job) "/plots/" (n) ".svg" } { "SVG" } " · "
+                    a href={ "/api/v1/jobs/" (job) "/plots/" (n) } { "data (JSON)" }
+                }
+            }
+        }
+    }
 }
 
 pub fn hosts(p: &Project, v: &HostsPage) -> String {

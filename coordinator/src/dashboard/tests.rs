@@ -67,6 +67,7 @@ pub(super) fn add_job(store: &SqliteStore) -> (u64, String) {
     let job = store
         .create_job(
             &JobSubmission {
+                plots: Vec::new(),
                 name: EVIL.into(),
                 module: Hash([9; 32]),
                 args: vec![],
@@ -346,10 +347,12 @@ async fn openapi_describes_every_public_route() {
         "/about",
         "/api/v1/project",
         "/metrics",
+        "/jobs/{id}/plots/{file}",
+        "/api/v1/jobs/{id}/plots/{n}",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 35);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 37);
 }
 
 #[tokio::test]
