@@ -202,6 +202,9 @@ pub struct ExportDigest {
 pub struct ExportDigests {
     pub csv: ExportDigest,
     pub jsonl: ExportDigest,
+    /// CSV with the JSON outputs as columns.
+    pub csv_columns: ExportDigest,
+    pub parquet: ExportDigest,
     pub rows: u64,
 }
 

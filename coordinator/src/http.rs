@@ -354,41 +354,33 @@ async fn get_blob(
 #[derive(Deserialize)]
 struct ExportQuery {
     format: Option<String>,
+    columns: Option<String>,
 }
 
-/// Streams a job's dataset (see [`export::write_export`]).
+/// Streams a job's dataset (see [`export::write_download`]), with the
+/// dataset's licence and citation in its headers.
 async fn export_results(
     State(api): State<Arc<Api>>,
     JobIdPath(id): JobIdPath,
     q: Result<Query<ExportQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
-    let format = match q.format.as_deref().unwrap_or("jsonl") {
-        "jsonl" => ExportFormat::Jsonl,
-        "csv" => ExportFormat::Csv,
-        other => {
-            return Err(bad_request(format!(
-                "unknown format `{other}`; use jsonl or csv"
-            )));
-        }
-    };
+    let kind = ExportKind::parse(q.format.as_deref(), q.columns.as_deref()).map_err(bad_request)?;
     let store = api.grid.store.clone();
-    let exists = blocking(move || store.job_info(id)).await?.is_some();
-    if !exists {
+    let Some(status) = blocking(move || store.job_status(id)).await? else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
-    }
-    let permit = api.exports.permit()?;
-    let content_type = match format {
-        ExportFormat::Jsonl => "application/x-ndjson",
-        ExportFormat::Csv => "text/csv; charset=utf-8",
     };
+    let permit = api.exports.permit()?;
+    let headers = crate::dashboard::citation::export_headers(&status);
     let store: Arc<dyn Store> = api.grid.store.clone();
-    Ok(export::stream(content_type, None, permit, move |out| {
-        export::write_export(store.as_ref(), id, format, out)
-    }))
+    let mut response = export::stream(kind.content_type(), None, permit, move |out| {
+        export::write_download(store.as_ref(), &status, kind, out)
+    });
+    response.headers_mut().extend(headers);
+    Ok(response)
 }
 
-pub use crate::dashboard::export::{CSV_HEADER, ExportFormat, render_row};
+pub use crate::dashboard::export::{CSV_HEADER, ExportFormat, ExportKind, render_row};
 
 /// Bounds on the HTTP server itself, against clients that connect and
 /// never finish.

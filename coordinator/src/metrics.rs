@@ -389,6 +389,7 @@ mod tests {
                 ..JobSettings::default()
             },
             validator: Default::default(),
+            terms: Default::default(),
             signature: ModuleSignature {
                 endorsement: Endorsement {
                     researcher_key: "00".repeat(32),

@@ -210,6 +210,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         ],
         validator,
+        terms: Default::default(),
         signature: signature.clone(),
     };
     specs.push((

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Hash;
+use crate::citation::DatasetTerms;
 use crate::signing::ModuleSignature;
 use crate::spec::{JobSettings, Plot, Validator};
 use crate::wire::{JobId, UnitId};
@@ -52,6 +53,10 @@ pub struct JobStatus {
     pub cancelled_ms: Option<u64>,
     /// Every unit is validated, failed or cancelled.
     pub finished: bool,
+    /// The dataset's licence and citation (`license`, `citation`), when
+    /// the job names them.
+    #[serde(flatten)]
+    pub terms: DatasetTerms,
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`'s body: the job's researcher's
@@ -223,6 +228,7 @@ mod tests {
             cancelled: 0,
             cancelled_ms: None,
             finished: false,
+            terms: DatasetTerms::default(),
         }
     }
 

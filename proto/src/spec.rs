@@ -20,6 +20,11 @@
 //! rel_epsilon = 1e-9
 //! # kind = "custom"
 //! # module = "compare.wasm"         # a WASI command, see docs/validation.md
+//!
+//! license = "CC-BY-4.0"             # optional: the dataset's SPDX licence
+//! [citation]                        # optional: how to cite the dataset
+//! authors = ["Lovelace, Ada"]
+//! doi = "10.5281/zenodo.1234567"
 //! ```
 //!
 //! The redundancy settings carry BOINC's names and meanings
@@ -34,6 +39,7 @@ pub mod plot;
 pub use plot::{Plot, PlotKind, validate_plots};
 
 use crate::Hash;
+use crate::citation::{Citation, DatasetTerms, TermsError};
 use crate::limits::{MAX_ARG_LEN, MAX_ARGS, MAX_TASK_FUEL, MAX_TASK_MEMORY, MAX_UNITS_PER_JOB};
 
 /// A job spec as written by a researcher.
@@ -46,6 +52,12 @@ pub struct JobSpec {
     pub inputs: InputSpec,
     #[serde(default)]
     pub args: Vec<String>,
+    /// The dataset's licence: an SPDX expression ([`crate::citation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// How to cite the dataset (the `[citation]` table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citation: Option<Citation>,
     #[serde(flatten)]
     pub settings: JobSettings,
     /// How replicas are compared; `module` of a custom validator is a path
@@ -263,6 +275,8 @@ pub const FIELDS: &[&str] = &[
     "module",
     "inputs",
     "args",
+    "license",
+    "citation",
     "validator",
     "plot",
     "quorum",
@@ -338,7 +352,28 @@ impl JobSpec {
         }
         self.validator.validate()?;
         validate_plots(&self.plots)?;
+        self.terms()?;
         self.settings.validate()
+    }
+
+    /// The dataset's licence (in SPDX's spelling) and citation, checked,
+    /// as the submission carries them.
+    pub fn terms(&self) -> Result<DatasetTerms, SpecError> {
+        let mut terms = DatasetTerms {
+            license: self.license.clone(),
+            citation: self.citation.clone(),
+        };
+        terms.normalise()?;
+        Ok(terms)
+    }
+}
+
+impl From<TermsError> for SpecError {
+    fn from(e: TermsError) -> SpecError {
+        SpecError::Invalid {
+            field: e.field,
+            problem: e.problem,
+        }
     }
 }
 
@@ -460,6 +495,10 @@ pub struct JobSubmission {
     /// The spec's `[[plot]]`s (absent from older clients: none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plots: Vec<Plot>,
+    /// The dataset's licence and citation (`license`, `citation`; absent
+    /// from older clients' submissions).
+    #[serde(flatten)]
+    pub terms: DatasetTerms,
 }
 
 impl JobSubmission {
@@ -482,6 +521,7 @@ impl JobSubmission {
         validate_args(&self.args)?;
         self.validator.validate()?;
         validate_plots(&self.plots)?;
+        self.terms.validate()?;
         self.settings.validate()
     }
 }
@@ -556,6 +596,8 @@ mod tests {
         spec.settings.target_nresults = Some(2);
         spec.settings.max_total_results = Some(2);
         spec.settings.max_success_results = Some(2);
+        spec.license = Some("MIT".into());
+        spec.citation = Some(Citation::default());
         let table: toml::Table = toml::from_str(&toml::to_string(&spec).unwrap()).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         // `validator` (bitwise) is written too.
@@ -596,6 +638,11 @@ mod tests {
         ];
         let mut fields: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
         fields.extend(inputs.keys().cloned());
+        fields.extend(
+            crate::citation::CITATION_FIELDS
+                .iter()
+                .map(|f| f.to_string()),
+        );
         for v in validators {
             let table = toml::Table::try_from(v).unwrap();
             fields.extend(table.keys().cloned());
@@ -658,5 +705,94 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("fuzzy"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod terms_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::citation::CITATION_FIELDS;
+
+    const BASE: &str = "name = \"x\"\nmodule = \"m.wasm\"\n[inputs]\ndir = \"in\"\n";
+
+    #[test]
+    fn licence_and_citation_parse_and_are_checked() {
+        let spec = JobSpec::from_toml(&format!(
+            "license = \"cc-by-4.0\"\n{BASE}[citation]\ntitle = \"T\"\nauthors = [\"Lovelace, Ada\"]\n\
+             doi = \"10.1/x\"\nurl = \"https://e.org\"\ndate_released = \"2024-01-02\"\nmessage = \"m\"\n"
+        ))
+        .unwrap();
+        let terms = spec.terms().unwrap();
+        assert_eq!(terms.license.as_deref(), Some("CC-BY-4.0"));
+        assert_eq!(terms.citation.unwrap().authors, ["Lovelace, Ada"]);
+        let e = JobSpec::from_toml(&format!("license = \"CC-BY-4\"\n{BASE}")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("`license` names `CC-BY-4`"),
+            "{e}"
+        );
+        let e = JobSpec::from_toml(&format!("{BASE}[citation]\ntitel = \"T\"\n")).unwrap_err();
+        assert!(e.to_string().contains("titel"), "{e}");
+        let e = JobSpec::from_toml(&format!("{BASE}[citation]\nurl = \"ftp://x\"\n")).unwrap_err();
+        assert!(e.to_string().starts_with("`citation.url`"), "{e}");
+        // Without either, as before.
+        assert!(
+            JobSpec::from_toml(BASE)
+                .unwrap()
+                .terms()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_citation_field_list_is_every_field() {
+        let full = Citation {
+            title: Some(String::new()),
+            authors: vec![String::new()],
+            doi: Some(String::new()),
+            url: Some(String::new()),
+            date_released: Some(String::new()),
+            message: Some(String::new()),
+        };
+        let table = toml::Table::try_from(full).unwrap();
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut fields = CITATION_FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
+    }
+
+    /// An older client's submission (no `license`, no `citation`) still
+    /// reads, and the terms sit at the submission's top level.
+    #[test]
+    fn submissions_carry_the_terms_at_the_top_level_and_may_omit_them() {
+        let sub = JobSubmission {
+            name: "x".into(),
+            module: Hash([1; 32]),
+            args: vec![],
+            settings: JobSettings::default(),
+            units: vec![],
+            validator: Validator::Bitwise,
+            signature: crate::signing::ModuleSignature {
+                endorsement: crate::signing::Endorsement {
+                    researcher_key: String::new(),
+                    name: String::new(),
+                    project_signature: String::new(),
+                },
+                signature: String::new(),
+            },
+            terms: DatasetTerms {
+                license: Some("CC0-1.0".into()),
+                citation: None,
+            },
+        };
+        let mut v = serde_json::to_value(&sub).unwrap();
+        assert_eq!(v["license"], "CC0-1.0");
+        assert!(v.get("citation").is_none(), "{v}");
+        v.as_object_mut().unwrap().remove("license");
+        let old: JobSubmission = serde_json::from_value(v).unwrap();
+        assert!(old.terms.is_empty());
     }
 }

@@ -143,6 +143,7 @@ fn main() {
             },
             units: unit_specs,
             validator: Default::default(),
+            terms: Default::default(),
             signature: {
                 let r = coordinator.researcher().unwrap();
                 peergrid_proto::signing::sign_module(

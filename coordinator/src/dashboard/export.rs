@@ -1,6 +1,9 @@
-//! Streamed downloads: a job's dataset exports (CSV and JSONL), its
-//! checksum manifest and the gzipped stats dumps for third-party stats
-//! sites (like BOINC's `db_dump`).
+//! Streamed downloads: a job's dataset exports (JSONL, CSV, CSV with JSON
+//! outputs as columns, Parquet), its checksum manifest and the gzipped
+//! stats dumps for third-party stats sites (like BOINC's `db_dump`).
+//!
+//! The exports with JSON columns read the dataset twice: a first pass
+//! finds the columns ([`super::columns`]), the second writes the rows.
 //!
 //! Each runs on a blocking thread that reads the store page by page and
 //! writes rows one at a time into a [`ChunkSender`], which hands 64 KiB
@@ -33,9 +36,11 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::columns::{ColumnScan, Columns, csv_cell, object};
+use super::parquet::ParquetSink;
 use crate::api::{Api, ApiError, ApiResult, JobIdPath, blocking};
 pub use crate::api::{ExportDigest, ExportDigests, Exports, MAX_CONCURRENT, RETRY_AFTER_SECS};
-use crate::store::{DatasetRow, ReadStore};
+use crate::store::{DatasetRow, JobStatus, ReadStore};
 use peergrid_os::now_ms;
 
 /// Most dataset rows read per store call.
@@ -45,10 +50,85 @@ pub const PAGE_ROWS: usize = 500;
 pub const PAGE_BYTES: u64 = 8 * 1024 * 1024;
 /// Bytes gathered before a chunk goes to the client.
 const CHUNK: usize = 64 * 1024;
+/// How one dataset row is written by [`write_row`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
     Jsonl,
     Csv,
+}
+
+/// A whole export, as `GET /api/v1/jobs/{id}/results` offers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportKind {
+    Jsonl,
+    Csv,
+    /// CSV with one more column per top-level key of JSON-object outputs
+    /// (`format=csv&columns=json`).
+    CsvColumns,
+    Parquet,
+}
+
+impl ExportKind {
+    pub const ALL: [ExportKind; 4] = [
+        ExportKind::Csv,
+        ExportKind::Jsonl,
+        ExportKind::CsvColumns,
+        ExportKind::Parquet,
+    ];
+
+    /// From the route's `format` and `columns` parameters.
+    pub fn parse(format: Option<&str>, columns: Option<&str>) -> Result<ExportKind, String> {
+        let kind = match format.unwrap_or("jsonl") {
+            "jsonl" => ExportKind::Jsonl,
+            "csv" => ExportKind::Csv,
+            "parquet" => ExportKind::Parquet,
+            other => {
+                return Err(format!(
+                    "unknown format `{other}`; use jsonl, csv or parquet"
+                ));
+            }
+        };
+        match (kind, columns) {
+            (_, None) => Ok(kind),
+            (ExportKind::Csv, Some("json")) => Ok(ExportKind::CsvColumns),
+            // Parquet always has them; asking is not an error.
+            (ExportKind::Parquet, Some("json")) => Ok(kind),
+            (_, Some("json")) => Err(
+                "`columns=json` goes with format=csv (Parquet always has the JSON columns)".into(),
+            ),
+            (_, Some(other)) => Err(format!(
+                "unknown columns `{other}`; the only value is `json`"
+            )),
+        }
+    }
+
+    /// Its name in the checksum manifest's `exports`.
+    pub fn key(self) -> &'static str {
+        match self {
+            ExportKind::Jsonl => "jsonl",
+            ExportKind::Csv => "csv",
+            ExportKind::CsvColumns => "csv_columns",
+            ExportKind::Parquet => "parquet",
+        }
+    }
+
+    /// The query that asks for it.
+    pub fn query(self) -> &'static str {
+        match self {
+            ExportKind::Jsonl => "format=jsonl",
+            ExportKind::Csv => "format=csv",
+            ExportKind::CsvColumns => "format=csv&columns=json",
+            ExportKind::Parquet => "format=parquet",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportKind::Jsonl => "application/x-ndjson",
+            ExportKind::Csv | ExportKind::CsvColumns => "text/csv; charset=utf-8",
+            ExportKind::Parquet => "application/vnd.apache.parquet",
+        }
+    }
 }
 
 /// CSV column order; JSONL rows carry the same fields by name.
@@ -127,48 +207,63 @@ pub fn write_row(
             serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")
         }
-        ExportFormat::Csv => {
-            let output: Cow<'_, [u8]> = match text {
-                // One row, one record: a program's closing line break is
-                // not part of its answer (JSONL and the blob keep it).
-                Some(text) => Cow::Borrowed(text.trim_end_matches(['\n', '\r']).as_bytes()),
-                None => Cow::Owned(
-                    format!("base64:{}", Base64Display::new(&row.output, &STANDARD)).into_bytes(),
-                ),
-            };
-            let hosts = row.hosts.join(";");
-            let engines = row.engines.join(";");
-            let numbers = [
-                row.job.to_string(),
-                row.unit.to_string(),
-                row.fuel.to_string(),
-                row.validated_ms.to_string(),
-            ];
-            let (input, module, output_hash) = (
-                row.input_hash.to_hex(),
-                row.module_hash.to_hex(),
-                row.output_hash.to_hex(),
-            );
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(&mut *out);
-            w.write_record([
-                numbers[0].as_bytes(),
-                numbers[1].as_bytes(),
-                &neutralise(row.name.as_bytes()),
-                input.as_bytes(),
-                module.as_bytes(),
-                output_hash.as_bytes(),
-                &neutralise(hosts.as_bytes()),
-                &neutralise(engines.as_bytes()),
-                numbers[2].as_bytes(),
-                numbers[3].as_bytes(),
-                &neutralise(&output),
-            ])
-            .map_err(std::io::Error::other)?;
-            w.flush()
-        }
+        ExportFormat::Csv => write_csv(row, &[], out),
     }
+}
+
+/// Writes one CSV record: the row's fields, then `extra` cells.
+fn write_csv(
+    row: &DatasetRow,
+    extra: &[Cow<'_, [u8]>],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let text = std::str::from_utf8(&row.output).ok();
+    let output: Cow<'_, [u8]> = match text {
+        // One row, one record: a program's closing line break is
+        // not part of its answer (JSONL and the blob keep it).
+        Some(text) => Cow::Borrowed(text.trim_end_matches(['\n', '\r']).as_bytes()),
+        None => Cow::Owned(
+            format!("base64:{}", Base64Display::new(&row.output, &STANDARD)).into_bytes(),
+        ),
+    };
+    let hosts = row.hosts.join(";");
+    let engines = row.engines.join(";");
+    let numbers = [
+        row.job.to_string(),
+        row.unit.to_string(),
+        row.fuel.to_string(),
+        row.validated_ms.to_string(),
+    ];
+    let (input, module, output_hash) = (
+        row.input_hash.to_hex(),
+        row.module_hash.to_hex(),
+        row.output_hash.to_hex(),
+    );
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(&mut *out);
+    let (name, hosts, engines, output) = (
+        neutralise(row.name.as_bytes()),
+        neutralise(hosts.as_bytes()),
+        neutralise(engines.as_bytes()),
+        neutralise(&output),
+    );
+    let fields: [&[u8]; 11] = [
+        numbers[0].as_bytes(),
+        numbers[1].as_bytes(),
+        &name,
+        input.as_bytes(),
+        module.as_bytes(),
+        output_hash.as_bytes(),
+        &hosts,
+        &engines,
+        numbers[2].as_bytes(),
+        numbers[3].as_bytes(),
+        &output,
+    ];
+    w.write_record(fields.into_iter().chain(extra.iter().map(|c| c.as_ref())))
+        .map_err(std::io::Error::other)?;
+    w.flush()
 }
 
 /// One row rendered in memory (tests and small callers).
@@ -194,6 +289,110 @@ fn for_each_row(
         after = last.unit;
         for row in &page {
             each(row)?;
+        }
+    }
+}
+
+/// The JSON columns of a job's dataset: the first pass.
+pub fn scan_columns(store: &dyn ReadStore, job: JobId) -> anyhow::Result<Columns> {
+    let mut scan = ColumnScan::default();
+    for_each_row(store, job, |row| {
+        scan.add(&row.output);
+        Ok(())
+    })?;
+    Ok(scan.finish())
+}
+
+/// The CSV header with the JSON columns after the fixed ones.
+pub fn write_csv_columns_header(columns: &Columns, out: &mut dyn Write) -> std::io::Result<()> {
+    out.write_all(CSV_HEADER.trim_end().as_bytes())?;
+    if columns.columns.is_empty() {
+        return out.write_all(b"\n");
+    }
+    out.write_all(b",")?;
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(&mut *out);
+    w.write_record(
+        columns
+            .columns
+            .iter()
+            .map(|c| neutralise(c.name.as_bytes())),
+    )
+    .map_err(std::io::Error::other)?;
+    w.flush()
+}
+
+/// One CSV row with its JSON columns.
+pub fn write_csv_columns_row(
+    row: &DatasetRow,
+    columns: &Columns,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let obj = match columns.columns.is_empty() {
+        true => None,
+        false => object(&row.output),
+    };
+    let cells: Vec<Cow<'_, str>> = columns
+        .columns
+        .iter()
+        .map(|c| csv_cell(obj.as_ref().and_then(|o| o.get(&c.key))))
+        .collect();
+    let extra: Vec<Cow<'_, [u8]>> = cells.iter().map(|c| neutralise(c.as_bytes())).collect();
+    write_csv(row, &extra, out)
+}
+
+/// The key-value metadata of a job's Parquet file: the job, and its
+/// licence, citation and `CITATION.cff` when it names them.
+pub fn parquet_metadata(status: &JobStatus) -> Vec<(String, String)> {
+    let mut m = vec![
+        ("peergrid.job".to_string(), status.id.to_string()),
+        ("peergrid.job_name".to_string(), status.name.clone()),
+        ("peergrid.researcher".to_string(), status.researcher.clone()),
+        (
+            "peergrid.citation_cff_path".to_string(),
+            format!("/api/v1/jobs/{}/CITATION.cff", status.id),
+        ),
+    ];
+    if let Some(l) = &status.terms.license {
+        m.push(("peergrid.license".to_string(), l.clone()));
+    }
+    if let Some(c) = &status.terms.citation {
+        m.push((
+            "peergrid.citation".to_string(),
+            serde_json::to_string(c).unwrap_or_default(),
+        ));
+    }
+    m.push((
+        "peergrid.citation_cff".to_string(),
+        super::citation::render(status),
+    ));
+    m
+}
+
+/// Writes a job's whole export of `kind` (see [`ExportKind`]).
+pub fn write_download(
+    store: &dyn ReadStore,
+    status: &JobStatus,
+    kind: ExportKind,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let job = status.id;
+    match kind {
+        ExportKind::Jsonl => write_export(store, job, ExportFormat::Jsonl, out),
+        ExportKind::Csv => write_export(store, job, ExportFormat::Csv, out),
+        ExportKind::CsvColumns => {
+            let columns = scan_columns(store, job)?;
+            write_csv_columns_header(&columns, out)?;
+            for_each_row(store, job, |row| {
+                Ok(write_csv_columns_row(row, &columns, out)?)
+            })
+        }
+        ExportKind::Parquet => {
+            let columns = scan_columns(store, job)?;
+            let mut sink = ParquetSink::new(out, columns, parquet_metadata(status))?;
+            for_each_row(store, job, |row| sink.push(row))?;
+            sink.finish()
         }
     }
 }
@@ -323,33 +522,46 @@ impl Write for Digesting {
     }
 }
 
-/// BLAKE3 and length of both exports of a job (exactly the bytes
-/// `GET /api/v1/jobs/{id}/results` sends), in one pass over the dataset.
-pub fn export_digests(store: &dyn ReadStore, job: JobId) -> anyhow::Result<ExportDigests> {
+/// BLAKE3 and length of every export of a job (exactly the bytes
+/// `GET /api/v1/jobs/{id}/results` sends): a pass to find the JSON
+/// columns, then one pass over the dataset for all four.
+pub fn export_digests(store: &dyn ReadStore, status: &JobStatus) -> anyhow::Result<ExportDigests> {
+    let job = status.id;
+    let columns = scan_columns(store, job)?;
     let (mut csv, mut jsonl) = (Digesting::new(), Digesting::new());
+    let (mut csv_columns, mut parquet) = (Digesting::new(), Digesting::new());
     csv.write_all(CSV_HEADER.as_bytes())?;
+    write_csv_columns_header(&columns, &mut csv_columns)?;
+    let mut sink = ParquetSink::new(&mut parquet, columns.clone(), parquet_metadata(status))?;
     let mut rows = 0u64;
     for_each_row(store, job, |row| {
         write_row(row, ExportFormat::Csv, &mut csv)?;
         write_row(row, ExportFormat::Jsonl, &mut jsonl)?;
+        write_csv_columns_row(row, &columns, &mut csv_columns)?;
+        sink.push(row)?;
         rows += 1;
         Ok(())
     })?;
+    sink.finish()?;
     Ok(ExportDigests {
         csv: csv.finish(),
         jsonl: jsonl.finish(),
+        csv_columns: csv_columns.finish(),
+        parquet: parquet.finish(),
         rows,
     })
 }
 
 /// Writes a job's manifest: the BLAKE3 of every output by unit (read
-/// without the outputs), then `digests` of the whole exports.
+/// without the outputs), then `digests` of the whole exports, the
+/// dataset's licence and citation and where its `CITATION.cff` is.
 pub fn write_manifest(
     store: &dyn ReadStore,
-    job: JobId,
+    status: &JobStatus,
     digests: &ExportDigests,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    let job = status.id;
     write!(
         out,
         "{{\"job\":{job},\"algorithm\":\"blake3\",\"outputs\":["
@@ -368,13 +580,31 @@ pub fn write_manifest(
             write!(out, "\n{entry}")?;
         }
     }
-    let exports = json!({
-        "csv": { "path": format!("/api/v1/jobs/{job}/results?format=csv"),
-                 "blake3": digests.csv.blake3, "bytes": digests.csv.bytes },
-        "jsonl": { "path": format!("/api/v1/jobs/{job}/results?format=jsonl"),
-                   "blake3": digests.jsonl.blake3, "bytes": digests.jsonl.bytes },
-    });
-    writeln!(out, "\n],\"rows\":{rows},\"exports\":{exports}}}")?;
+    let mut exports = serde_json::Map::new();
+    for kind in ExportKind::ALL {
+        let d = match kind {
+            ExportKind::Csv => &digests.csv,
+            ExportKind::Jsonl => &digests.jsonl,
+            ExportKind::CsvColumns => &digests.csv_columns,
+            ExportKind::Parquet => &digests.parquet,
+        };
+        exports.insert(
+            kind.key().to_string(),
+            json!({ "path": format!("/api/v1/jobs/{job}/results?{}", kind.query()),
+                    "blake3": d.blake3, "bytes": d.bytes }),
+        );
+    }
+    let tail = json!({
+        "rows": rows,
+        "exports": exports,
+        "license": status.terms.license,
+        "citation": status.terms.citation,
+        "citation_cff": format!("/api/v1/jobs/{job}/CITATION.cff"),
+    })
+    .to_string();
+    // The outputs' array is already open: the rest of the object follows.
+    let tail = tail.strip_prefix('{').unwrap_or(&tail);
+    writeln!(out, "\n],{tail}")?;
     Ok(())
 }
 
@@ -383,9 +613,9 @@ pub async fn manifest(
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Response> {
     let store = api.grid.store.clone();
-    if blocking(move || store.job_info(id)).await?.is_none() {
+    let Some(status) = blocking(move || store.job_status(id)).await? else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
-    }
+    };
     let permit = api.exports.permit()?;
     let store = api.grid.store.clone();
     // Read before the checksums: rows added meanwhile move the stamp, so
@@ -398,8 +628,8 @@ pub async fn manifest(
     Ok(stream("application/json", None, permit, move |out| {
         let digests = api
             .exports
-            .digests(id, stamp, || export_digests(store.as_ref(), id))?;
-        write_manifest(store.as_ref(), id, &digests, out)
+            .digests(id, stamp, || export_digests(store.as_ref(), &status))?;
+        write_manifest(store.as_ref(), &status, &digests, out)
     }))
 }
 

@@ -35,6 +35,7 @@ fn bare_job(store: &SqliteStore) -> u64 {
         args: vec![],
         settings: JobSettings::default(),
         validator: Default::default(),
+        terms: Default::default(),
         signature,
         units: vec![UnitSpec {
             name: "only".into(),

@@ -17,6 +17,8 @@
 
 pub mod about;
 pub mod charts;
+pub mod citation;
+pub mod columns;
 pub mod credit;
 pub mod export;
 pub mod jobs;
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod plots;
+pub mod parquet;
 pub mod preview;
 
 use std::sync::Arc;
@@ -74,6 +77,7 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/api/v1/hosts/{id}", get(host_json))
         .route("/api/v1/dataset", get(dataset_json))
         .route("/api/v1/jobs/{id}/manifest", get(export::manifest))
+        .route("/api/v1/jobs/{id}/CITATION.cff", get(citation::serve))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics::serve))
         .route("/stats/hosts.gz", get(export::hosts_gz))
@@ -659,6 +663,8 @@ async fn dataset_json(
     ))
 }
 
+#[cfg(test)]
+mod dataset_tests;
 #[cfg(test)]
 mod face_tests;
 #[cfg(test)]

@@ -126,7 +126,19 @@ fn schemas() -> Value {
                 "settings": { "type": "object" },
                 "units_total": count, "validated": count, "failed": count,
                 "in_progress": count, "pending": count, "finished": { "type": "boolean" },
-                "cancelled": count, "cancelled_ms": count
+                "cancelled": count, "cancelled_ms": count,
+                "license": { "type": "string", "description": "the dataset's licence, an SPDX expression" },
+                "citation": { "$ref": "#/components/schemas/Citation" }
+            }
+        },
+        "Citation": {
+            "type": "object", "description": "how to cite the dataset (the job spec's [citation])",
+            "properties": {
+                "title": { "type": "string" },
+                "authors": { "type": "array", "items": { "type": "string" }, "description": "\"Family, Given\", or one name" },
+                "doi": { "type": "string" }, "url": { "type": "string" },
+                "date_released": { "type": "string", "description": "YYYY-MM-DD" },
+                "message": { "type": "string" }
             }
         },
         "DatasetRow": {
@@ -258,15 +270,19 @@ pub fn document() -> Value {
     responses["507"] = short_of_space();
 
     let mut results = download(
-        "Stream a job's dataset",
+        "Stream a job's dataset, with its licence (`Peergrid-License`) and links to its CITATION.cff, DOI and licence texts (`Link`) in the headers",
         "application/x-ndjson",
         json!([
             job_id()[0],
             { "name": "format", "in": "query", "required": false,
-              "schema": { "type": "string", "enum": ["jsonl", "csv"], "default": "jsonl" } }
+              "schema": { "type": "string", "enum": ["jsonl", "csv", "parquet"], "default": "jsonl" } },
+            { "name": "columns", "in": "query", "required": false,
+              "description": "`json`: with format=csv, one more column per top-level key of the outputs that are JSON objects (Parquet always has them)",
+              "schema": { "type": "string", "enum": ["json"] } }
         ]),
     );
     results["responses"]["200"]["content"]["text/csv"] = json!({});
+    results["responses"]["200"]["content"]["application/vnd.apache.parquet"] = json!({});
 
     let dataset_params = || {
         json!([
@@ -470,6 +486,9 @@ pub fn document() -> Value {
     // Beside the others: one more in the literal passes serde_json's
     // macro recursion limit.
     doc["paths"]["/api/v1/jobs/{id}/cancel"] = json!({ "post": cancel });
+    doc["paths"]["/api/v1/jobs/{id}/CITATION.cff"] = json!({ "get": op(
+        "How to cite the job's dataset: a Citation File Format 1.2.0 file (YAML) with its title, authors, DOI, URL and licence",
+        "application/yaml", json!({}), "application/json", job_id()) });
     // Added apart: one more in the literal passes `json!`'s recursion limit.
     doc["paths"]["/jobs"] = json!({ "get": page("Every job, finished or not, newest first, with state and counts", jobs_params()) });
     doc["paths"]["/about"] =

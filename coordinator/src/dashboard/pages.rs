@@ -8,6 +8,7 @@
 
 use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use peergrid_proto::citation::COMMON_LICENSES;
 use peergrid_proto::wire::JobId;
 
 use super::charts::{self, Bars};
@@ -153,10 +154,53 @@ fn card(id: &str, label: &str, value: Markup) -> Markup {
     html! { div.card { span.v id=(id) { (value) } span.k { (label) } } }
 }
 
+/// The dataset's licence (each SPDX id linked to its text on spdx.org)
+/// and how to cite it.
+fn terms(s: &JobStatus) -> Markup {
+    let license = s.terms.license.as_deref();
+    let c = s.terms.citation.as_ref();
+    html! {
+        h2 { "Licence and citation" }
+        dl #terms {
+            dt { "licence" }
+            @match license {
+                Some(l) => {
+                    dd { code #license { (l) }
+                        @for id in l.split([' ', '(', ')']).filter(|w| COMMON_LICENSES.contains(w)) {
+                            " " a.spdx href={ "https://spdx.org/licenses/" (id) ".html" } rel="license" { (id) }
+                        } }
+                }
+                None => { dd #license-none { "none declared: ask the researcher before reusing the data" } }
+            }
+            dt { "cite as" }
+            dd #citation {
+                @match c.map(|c| &c.authors[..]).filter(|a| !a.is_empty()) {
+                    Some(authors) => { span #citation-authors { (authors.join("; ")) } }
+                    None => { span #citation-authors { (s.researcher) } }
+                }
+                @if let Some(d) = c.and_then(|c| c.date_released.as_deref()) { " (" span #citation-date { (d) } ")" }
+                ". " cite #citation-title { (c.and_then(|c| c.title.as_deref()).unwrap_or(&s.name)) } ". "
+                @if let Some(doi) = c.and_then(|c| c.doi.as_deref()) {
+                    "DOI " a #citation-doi href={ "https://doi.org/" (doi) } rel="nofollow" { (doi) } ". "
+                }
+                @if let Some(url) = c.and_then(|c| c.url.as_deref()) {
+                    a #citation-url href=(url) rel="nofollow noopener" { (url) }
+                }
+                @if let Some(m) = c.and_then(|c| c.message.as_deref()) { p #citation-message { (m) } }
+            }
+        }
+        p { a #citation-cff href={ "/api/v1/jobs/" (s.id) "/CITATION.cff" } { "CITATION.cff" }
+            " (Citation File Format 1.2.0, for reference managers and GitHub)" }
+    }
+}
+
 fn downloads(job: JobId) -> Markup {
     html! {
         a #download-csv href={ "/api/v1/jobs/" (job) "/results?format=csv" } { "CSV" } " · "
+        a #download-csv-columns href={ "/api/v1/jobs/" (job) "/results?format=csv&columns=json" } { "CSV with JSON outputs as columns" } " · "
         a #download-jsonl href={ "/api/v1/jobs/" (job) "/results?format=jsonl" } { "JSONL" } " · "
+        a #download-parquet href={ "/api/v1/jobs/" (job) "/results?format=parquet" } { "Parquet" } " · "
+        a #download-cff href={ "/api/v1/jobs/" (job) "/CITATION.cff" } { "CITATION.cff" } " · "
         a #download-manifest href={ "/api/v1/jobs/" (job) "/manifest" } { "checksum manifest" }
     }
 }
@@ -352,6 +396,7 @@ pub fn job(p: &Project, v: &JobView, plots: Option<&JobPlots>) -> String {
                 " (" span #dataset-bytes { (v.dataset.bytes) } " bytes of output). "
                 a href={ "/dataset?job=" (s.id) } { "Browse" } }
             p { "Download: " (downloads(s.id)) }
+            (terms(s))
             @if s.failed > 0 {
                 p { a #failed-units-link href={ "/jobs/" (s.id) "/failed" } { "Failed units" }
                     ": why each failed, its last error and the end of its stderr" }

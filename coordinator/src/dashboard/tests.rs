@@ -73,6 +73,7 @@ pub(super) fn add_job(store: &SqliteStore) -> (u64, String) {
                 args: vec![],
                 settings: JobSettings::default(),
                 validator: Default::default(),
+                terms: Default::default(),
                 signature: ModuleSignature {
                     endorsement: Endorsement {
                         researcher_key: "00".repeat(32),
@@ -331,6 +332,7 @@ async fn openapi_describes_every_public_route() {
         "/jobs/{id}/failed",
         "/jobs/{id}/logs/{unit}",
         "/api/v1/jobs/{id}/manifest",
+        "/api/v1/jobs/{id}/CITATION.cff",
         "/api/v1/hosts",
         "/api/v1/hosts/{id}",
         "/api/v1/dataset",
@@ -352,7 +354,7 @@ async fn openapi_describes_every_public_route() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 37);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 38);
 }
 
 #[tokio::test]

@@ -24,7 +24,8 @@ pub struct Exported {
     pub blake3: String,
 }
 
-/// Writes job `job`'s export in `format` (`csv` or `jsonl`) to `path`,
+/// Writes job `job`'s export in `format` (`jsonl`, `csv`, `csv_columns`
+/// or `parquet`, as the manifest names them) to `path`,
 /// replacing it only once the whole export arrived and matches the
 /// manifest.
 pub fn export_to_file(client: &Client, job: u64, format: &str, path: &Path) -> Result<Exported> {

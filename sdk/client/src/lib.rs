@@ -157,6 +157,10 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
     let text = fs::read_to_string(spec_path).map_err(io_err(spec_path))?;
     let spec = JobSpec::from_toml(&text)
         .map_err(|e| ClientError::Spec(format!("{}: {e}", spec_path.display())))?;
+    // Checked by `from_toml`; the submission carries them in SPDX's spelling.
+    let terms = spec
+        .terms()
+        .map_err(|e| ClientError::Spec(format!("{}: {e}", spec_path.display())))?;
     let base = spec_path.parent().unwrap_or(Path::new("."));
     let module_path = base.join(&spec.module);
     let module = fs::read(&module_path).map_err(io_err(&module_path))?;
@@ -259,6 +263,7 @@ pub fn prepare_job(spec_path: &Path, researcher: &Researcher) -> Result<Prepared
         &spec.args,
     );
     let submission = JobSubmission {
+        terms,
         name: spec.name,
         module: module_hash,
         args: spec.args,
@@ -515,7 +520,8 @@ impl Client {
     }
 
     /// The BLAKE3 (hex) and length the coordinator's checksum manifest
-    /// gives for a job's whole export in `format` (`csv` or `jsonl`).
+    /// gives for a job's whole export in `format` (its name in the
+    /// manifest: `jsonl`, `csv`, `csv_columns` or `parquet`).
     pub fn export_digest(&self, job: u64, format: &str) -> Result<(String, u64)> {
         #[derive(serde::Deserialize)]
         struct Manifest {
@@ -545,9 +551,19 @@ impl Client {
         Ok((digest.blake3.clone(), digest.bytes))
     }
 
-    /// Streams a job's dataset into `out`; returns the bytes written.
+    /// Where a job's `CITATION.cff` is served.
+    pub fn citation_url(&self, job: u64) -> String {
+        self.url(&format!("/api/v1/jobs/{job}/CITATION.cff"))
+    }
+
+    /// Streams a job's dataset in `format` (as [`Client::export_digest`]
+    /// names it) into `out`; returns the bytes written.
     pub fn export(&self, job: u64, format: &str, out: &mut dyn Write) -> Result<u64> {
-        let url = self.url(&format!("/api/v1/jobs/{job}/results?format={format}"));
+        let query = match format {
+            "csv_columns" => "format=csv&columns=json".to_string(),
+            f => format!("format={f}"),
+        };
+        let url = self.url(&format!("/api/v1/jobs/{job}/results?{query}"));
         let r = self.agent.get(&url).call();
         let mut resp = self.check(&url, r)?;
         let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();

@@ -209,6 +209,7 @@ mod tests {
                 settings: JobSettings::default(),
                 units,
                 validator: Validator::Bitwise,
+                terms: Default::default(),
                 signature: signing::sign_module(&researcher, &endorsement, &module_hash, &[]),
             },
             blobs,

@@ -1,6 +1,7 @@
 //! `peergrid`: the researcher's command line: submit jobs, follow them,
 //! export their datasets.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -172,6 +173,10 @@ enum ResultsCommand {
         id: u64,
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
+        /// With `--format csv`: one more column per top-level key of the
+        /// outputs that are JSON objects (Parquet always has them).
+        #[arg(long)]
+        json_columns: bool,
         /// File to write (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -182,6 +187,18 @@ enum ResultsCommand {
 enum Format {
     Jsonl,
     Csv,
+    /// Typed columns (the JSON outputs' keys among them); opens in
+    /// pandas, polars and DuckDB.
+    Parquet,
+}
+
+/// One line on a dataset's licence and where its citation is.
+fn terms_note(job: &peergrid_proto::api::JobStatus, citation_url: &str) -> String {
+    let license = match &job.terms.license {
+        Some(l) => format!("licence: {l}"),
+        None => "no licence declared: ask the researcher before reusing the data".into(),
+    };
+    printable(&format!("{license}; how to cite it: {citation_url}")).into_owned()
 }
 
 fn main() {
@@ -368,10 +385,20 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", watch::summary(j, None));
             }
         }
-        Command::Results(ResultsCommand::Export { id, format, out }) => {
-            let format = match format {
-                Format::Jsonl => "jsonl",
-                Format::Csv => "csv",
+        Command::Results(ResultsCommand::Export {
+            id,
+            format,
+            json_columns,
+            out,
+        }) => {
+            let format = match (format, json_columns) {
+                (Format::Jsonl, true) => anyhow::bail!(
+                    "--json-columns goes with --format csv (Parquet always has the JSON columns)"
+                ),
+                (Format::Jsonl, false) => "jsonl",
+                (Format::Csv, false) => "csv",
+                (Format::Csv, true) => "csv_columns",
+                (Format::Parquet, _) => "parquet",
             };
             match &out {
                 Some(path) => {
@@ -382,7 +409,15 @@ fn run(cli: Cli) -> Result<()> {
                         path.display(),
                         done.blake3
                     );
+                    // The terms travel in the file's metadata only for
+                    // Parquet: say them here for every format.
+                    if let Ok(job) = client.status(id) {
+                        eprintln!("{}", terms_note(&job.status, &client.citation_url(id)));
+                    }
                 }
+                None if format == "parquet" && std::io::stdout().is_terminal() => anyhow::bail!(
+                    "Parquet is binary: give --out FILE, or redirect standard output to a file"
+                ),
                 None => {
                     let stdout = std::io::stdout();
                     let mut lock = stdout.lock();

@@ -201,6 +201,7 @@ mod tests {
             cancelled: 0,
             cancelled_ms: None,
             finished: validated + failed == total,
+            terms: Default::default(),
         }
     }
 

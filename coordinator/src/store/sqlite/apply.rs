@@ -36,6 +36,8 @@ pub(super) struct JobColumns {
     signature: String,
     validator: String,
     plots: String,
+    /// The dataset's licence and citation; NULL when the job names neither.
+    terms: Option<String>,
 }
 
 impl JobColumns {
@@ -46,6 +48,10 @@ impl JobColumns {
             signature: to_json(&job.signature)?,
             validator: to_json(&job.validator)?,
             plots: to_json(&job.plots)?,
+            terms: match job.terms.is_empty() {
+                true => None,
+                false => Some(to_json(&job.terms)?),
+            },
         })
     }
 }
@@ -63,13 +69,14 @@ pub(super) fn create_job(
         signature,
         validator,
         plots,
+        terms,
     } = columns;
     let tx = c.transaction()?;
     tx.execute(
         "INSERT INTO jobs (name, module_hash, args_json, settings_json, signature_json, created_ms, validator_json,
-                           seed_by_number, plots_json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)",
-        params![job.name, &job.module.0[..], args, settings, signature, now_ms, validator, plots],
+                           seed_by_number, plots_json, terms_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)",
+        params![job.name, &job.module.0[..], args, settings, signature, now_ms, validator, plots, terms],
     )?;
     let id = tx.last_insert_rowid() as JobId;
     {

@@ -31,6 +31,7 @@ fn job_of_units(store: &SqliteStore, units: usize) -> JobId {
                 settings: JobSettings::default(),
                 signature: signature(),
                 validator: Default::default(),
+                terms: Default::default(),
                 units: (1..=units)
                     .map(|n| UnitSpec {
                         name: format!("u{n}"),

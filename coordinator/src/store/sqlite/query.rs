@@ -23,7 +23,8 @@ const HOST_AGREED: &str = "instr(d.hosts_json, '\"' || lower(hex(h.public_key)) 
 pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatus>, StoreError> {
     let head = conn
         .query_row(
-            "SELECT name, module_hash, created_ms, settings_json, signature_json, cancelled_ms
+            "SELECT name, module_hash, created_ms, settings_json, signature_json, cancelled_ms,
+                    terms_json
              FROM jobs WHERE id = ?1",
             [id],
             |r| {
@@ -34,11 +35,12 @@ pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatu
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, Option<u64>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             },
         )
         .optional()?;
-    let Some((name, module, created_ms, settings, signature, cancelled_ms)) = head else {
+    let Some((name, module, created_ms, settings, signature, cancelled_ms, terms)) = head else {
         return Ok(None);
     };
     let mut counts = [0u64; 4];
@@ -77,6 +79,10 @@ pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatu
         failed: counts[2],
         in_progress,
         pending: counts[0] - in_progress.min(counts[0]),
+        terms: match terms {
+            Some(t) => json_col(&t)?,
+            None => Default::default(),
+        },
     }))
 }
 

@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     -- ids, as when the job ran, so its results stay reproducible
     seed_by_number INTEGER NOT NULL DEFAULT 0,
     -- the spec's [[plot]]s, drawn on the job's page
-    plots_json TEXT NOT NULL DEFAULT '[]'
+    plots_json TEXT NOT NULL DEFAULT '[]',
+    -- the dataset's licence and citation (`DatasetTerms` as JSON); NULL
+    -- when the job names neither
+    terms_json TEXT
 );
 CREATE TABLE IF NOT EXISTS units (
     id INTEGER PRIMARY KEY,
@@ -191,6 +194,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "seed_by_number", "INTEGER NOT NULL DEFAULT 0"),
     ("results", "retired_ms", "INTEGER"),
     ("jobs", "plots_json", "TEXT NOT NULL DEFAULT '[]'"),
+    ("jobs", "terms_json", "TEXT"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one

@@ -37,6 +37,7 @@ fn outputs_that_lost_their_quorum_are_deleted_unless_named_elsewhere() {
         settings: JobSettings::default(),
         signature: test_signature(),
         validator: Default::default(),
+        terms: Default::default(),
         units: ["a", "b"]
             .map(|n| UnitSpec {
                 name: n.into(),
@@ -158,6 +159,7 @@ fn repair_reopens_the_rows_a_caught_host_validated() {
         settings: JobSettings::default(),
         signature: test_signature(),
         validator: Default::default(),
+        terms: Default::default(),
         units: vec![unit("a"), unit("b"), unit("c")],
     };
     store.create_job(&sub, 1).unwrap();
@@ -287,6 +289,7 @@ fn job_round_trip_and_restart_recovers_copies() {
         settings: JobSettings::default(),
         signature: test_signature(),
         validator: Default::default(),
+        terms: Default::default(),
         units: vec![
             UnitSpec {
                 name: "a".into(),

@@ -24,6 +24,7 @@ fn job(store: &SqliteStore) -> (u64, [HostId; 2]) {
         settings: JobSettings::default(),
         signature: test_signature(),
         validator: Default::default(),
+        terms: Default::default(),
         units: ["a", "b", "c"]
             .map(|n| UnitSpec {
                 name: n.into(),
