@@ -258,7 +258,7 @@ fn license_id(w: &str) -> Result<String, TermsError> {
     }
     let own = |s: &str| {
         s.strip_prefix("LicenseRef-")
-            .is_some_and(|rest| is_idstring(rest))
+            .is_some_and(is_idstring)
     };
     if own(w)
         || w.strip_prefix("DocumentRef-")

@@ -783,6 +783,7 @@ mod terms_tests {
                 },
                 signature: String::new(),
             },
+            plots: vec![],
             terms: DatasetTerms {
                 license: Some("CC0-1.0".into()),
                 citation: None,

@@ -30,6 +30,7 @@ fn job_with_terms(store: &crate::store::SqliteStore) -> u64 {
                 args: vec![],
                 settings: JobSettings::default(),
                 validator: Default::default(),
+                plots: vec![],
                 terms: DatasetTerms {
                     license: Some("CC-BY-4.0 OR LicenseRef-Ours".into()),
                     citation: Some(Citation {

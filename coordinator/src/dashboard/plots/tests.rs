@@ -61,6 +61,7 @@ fn job_with_outputs(store: &SqliteStore, plots: Vec<Plot>, outputs: &[&str]) -> 
                     signature: "00".repeat(64),
                 },
                 plots,
+                terms: Default::default(),
             },
             now - 60_000,
         )
