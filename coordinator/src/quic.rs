@@ -14,8 +14,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ed25519_dalek::{Signature, VerifyingKey};
 use peergrid_os::{lock, now_ms};
-use peergrid_proto::limits::{MAX_ACCOUNT, MAX_FRAME, MAX_HELLO, MAX_HOST_FACT};
-use peergrid_proto::text::is_host_fact_char;
+use peergrid_proto::limits::{
+    MAX_ACCOUNT, MAX_FRAME, MAX_HELLO, MAX_HOST_FACT, MAX_HOST_NAME, MAX_TEAM,
+};
+use peergrid_proto::text::{is_host_fact_char, volunteer_name};
 use peergrid_proto::wire::{
     ErrorCode, Hello, Reply, Request, Welcome, attachment_message, hello_message,
 };
@@ -515,25 +517,27 @@ impl QuicServer {
         let account = match &hello.account {
             None => Account::default(),
             Some(a) => {
-                anyhow::ensure!(
-                    a.name.len() <= MAX_ACCOUNT && !a.name.chars().any(char::is_control),
-                    "the account name must be at most {MAX_ACCOUNT} bytes without control characters"
-                );
+                let name = volunteer_name("account name", &a.name, MAX_ACCOUNT)
+                    .map_err(anyhow::Error::msg)?;
+                let team =
+                    volunteer_name("team name", &a.team, MAX_TEAM).map_err(anyhow::Error::msg)?;
                 let key =
                     VerifyingKey::from_bytes(&a.account_key).context("invalid account key")?;
                 let sig = Signature::from_slice(&a.signature)
                     .context("invalid account signature encoding")?;
-                key.verify_strict(&attachment_message(&hello.host_key, &a.name), &sig)
+                key.verify_strict(&attachment_message(&hello.host_key, &a.name, &a.team), &sig)
                     .context("the account's signature on this host does not verify: only the holder of an account's key can attach hosts to it")?;
                 Account {
                     id: hex::encode(a.account_key),
-                    name: a.name.clone(),
+                    name,
+                    team,
                 }
             }
         };
         for (what, text) in [
             ("os", &hello.facts.os),
             ("arch", &hello.facts.arch),
+            ("cpu_model", &hello.facts.cpu_model),
             ("worker_version", &hello.worker_version),
         ] {
             anyhow::ensure!(
@@ -541,6 +545,11 @@ impl QuicServer {
                 "the greeting's `{what}` must be at most {MAX_HOST_FACT} printable ASCII characters"
             );
         }
+        // Shown on every host list: refused rather than cleaned, so the
+        // volunteer learns the name did not pass (the worker checks it
+        // before it starts).
+        let name = volunteer_name("host name", &hello.facts.name, MAX_HOST_NAME)
+            .map_err(anyhow::Error::msg)?;
         let key = VerifyingKey::from_bytes(&hello.host_key).context("invalid host key")?;
         let sig = Signature::from_slice(&hello.signature).context("invalid signature encoding")?;
         key.verify_strict(&hello_message(&self.cert_sha256, hello.timestamp_ms), &sig)
@@ -570,6 +579,8 @@ impl QuicServer {
         // SQLite integers are i64; a stranger's u64 must fit.
         hello.facts.memory_bytes = hello.facts.memory_bytes.min(i64::MAX as u64);
         hello.facts.cores = hello.facts.cores.min(crate::trust::MAX_CORES);
+        hello.facts.slots = hello.facts.slots.min(crate::trust::MAX_CORES);
+        hello.facts.name = name;
         let host = tokio::task::spawn_blocking(move || {
             store.upsert_host_in(
                 &hello.host_key,

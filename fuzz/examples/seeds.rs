@@ -14,8 +14,8 @@ use peergrid_proto::codec;
 use peergrid_proto::signing::{self, ModuleSignature};
 use peergrid_proto::spec::{JobSettings, JobSubmission, UnitSpec, Validator};
 use peergrid_proto::wire::{
-    ErrorCode, Exchange, ExchangeReply, Hello, HostFacts, Outcome, Reply, Request, Task,
-    TaskLimits, TaskReport, Welcome, WireError, hello_message, Attachment, attachment_message,
+    Attachment, ErrorCode, Exchange, ExchangeReply, Hello, HostFacts, Outcome, Reply, Request,
+    Task, TaskLimits, TaskReport, Welcome, WireError, attachment_message, hello_message,
 };
 use peergrid_proto::{Hash, JoinString};
 use serde::Serialize;
@@ -85,6 +85,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             memory_bytes: 16 << 30,
             os: "linux".into(),
             arch: "x86_64".into(),
+            name: "ada's laptop".into(),
+            cpu_model: "AMD Ryzen 7 5800X 8-Core Processor".into(),
+            slots: 7,
         },
         worker_version: "0.1.0".into(),
         account: Some({
@@ -93,8 +96,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Attachment {
                 account_key: account.verifying_key().to_bytes(),
                 name: "ada".into(),
+                team: "Rustaceans".into(),
                 signature: account
-                    .sign(&attachment_message(&host_key, "ada"))
+                    .sign(&attachment_message(&host_key, "ada", "Rustaceans"))
                     .to_bytes()
                     .to_vec(),
             }

@@ -6,8 +6,8 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Largest first request (the Hello) of a connection: a stranger who has
 /// not yet proved a key gets only this much of the coordinator's memory.
 pub const MAX_HELLO: usize = 8 * 1024;
-/// Longest `os`, `arch` and `worker_version` a Hello may carry (printable
-/// ASCII): they are stored and shown on the host pages.
+/// Longest `os`, `arch`, `cpu_model` and `worker_version` a Hello may
+/// carry (printable ASCII): they are stored and shown on the host pages.
 pub const MAX_HOST_FACT: usize = 128;
 /// Largest wasm module a researcher may submit.
 pub const MAX_MODULE: usize = 32 * 1024 * 1024;
@@ -46,6 +46,10 @@ pub const MAX_TABLES_PER_TASK: u32 = 4;
 pub const MAX_MEMORIES_PER_TASK: u32 = 1;
 /// Longest volunteer account name.
 pub const MAX_ACCOUNT: usize = 64;
+/// Longest host name a volunteer may choose (`peergrid-worker run --name`).
+pub const MAX_HOST_NAME: usize = 64;
+/// Longest team name (`peergrid-worker run --team`).
+pub const MAX_TEAM: usize = 64;
 /// Longest engine id a worker may report.
 pub const MAX_ENGINE_ID: usize = 200;
 /// Most arguments, and longest argument, in a job spec.

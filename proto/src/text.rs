@@ -19,6 +19,37 @@ pub fn host_fact(text: &str) -> String {
         .collect()
 }
 
+/// A name a volunteer chose (host, account or team name), as it is stored
+/// and shown: surrounding whitespace trimmed, at most `max` bytes, and
+/// no control characters nor the invisible format characters that
+/// reorder or hide text (bidirectional overrides, zero-width marks), so
+/// a name cannot rewrite the leaderboard row it stands in. `what` names
+/// the field in the error, which says what to change.
+pub fn volunteer_name(what: &str, name: &str, max: usize) -> Result<String, String> {
+    let name = name.trim();
+    if name.len() > max {
+        return Err(format!(
+            "the {what} is {} bytes long; choose one of at most {max} bytes",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|&c| c.is_control() || is_invisible(c)) {
+        return Err(format!(
+            "the {what} contains the invisible or control character U+{:04X}; choose one without it",
+            c as u32
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// Unicode format characters (category Cf) that change how text around
+/// them is ordered or shown without showing themselves.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// Drops control characters (a terminal escape in an error message must
 /// not reach an operator's or researcher's terminal); line breaks and tabs
 /// stay when `keep_lines` is set.
@@ -81,6 +112,33 @@ mod tests {
             host_fact(&"x".repeat(500)).len(),
             crate::limits::MAX_HOST_FACT
         );
+    }
+
+    #[test]
+    fn volunteer_names_are_trimmed_bounded_and_visible() {
+        assert_eq!(
+            volunteer_name("host name", "  Ada's laptop ", 64).unwrap(),
+            "Ada's laptop"
+        );
+        assert_eq!(
+            volunteer_name("team", "Équipe 日本", 64).unwrap(),
+            "Équipe 日本"
+        );
+        assert_eq!(volunteer_name("team", "", 64).unwrap(), "");
+        // The bound is in bytes, after trimming.
+        assert!(volunteer_name("team", &"é".repeat(32), 64).is_ok());
+        let e = volunteer_name("team", &"é".repeat(33), 64).unwrap_err();
+        assert!(e.contains("66 bytes") && e.contains("at most 64"), "{e}");
+        for bad in [
+            "a\u{1b}[2Jb",
+            "a\nb",
+            "x\u{202E}gnp.exe",
+            "a\u{200B}b",
+            "\u{FEFF}a",
+        ] {
+            let e = volunteer_name("host name", bad, 64).unwrap_err();
+            assert!(e.starts_with("the host name contains"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

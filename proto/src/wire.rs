@@ -15,14 +15,21 @@ use crate::Hash;
 /// with a clear "no application protocol" error instead of garbling frames.
 /// Version 2: postcard instead of bincode, the `Busy` error, returned tasks;
 /// version 3: `Exchange::held`; version 4: `Hello::account`, an
-/// account key's signed attachment instead of a self-chosen name.
-pub const ALPN: &[u8] = b"peergrid/5";
+/// account key's signed attachment instead of a self-chosen name;
+/// version 5: `Task::number`, `ExchangeReply::stop`; version 6: the host's
+/// chosen name, CPU model and slots in `HostFacts`, the account's team in
+/// its `Attachment`.
+pub const ALPN: &[u8] = b"peergrid/6";
 
 /// Work unit id, unique within a coordinator.
 pub type UnitId = u64;
 /// Job id, unique within a coordinator.
 pub type JobId = u64;
 
+// A Hello (about 300 bytes on the stack) comes once per connection and a
+// request lives for one round trip: boxing it would save nothing that
+// matters and change every match on it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Hello(Hello),
@@ -71,26 +78,48 @@ pub struct Attachment {
     /// [`MAX_ACCOUNT`](crate::limits::MAX_ACCOUNT) bytes, no control
     /// characters).
     pub name: String,
+    /// The team the account belongs to ('' = none; at most
+    /// [`MAX_TEAM`](crate::limits::MAX_TEAM) bytes, see
+    /// [`volunteer_name`](crate::text::volunteer_name)). Membership is the
+    /// account's statement, so it is signed with the name: only the key's
+    /// holder puts an account in a team.
+    pub team: String,
     /// Ed25519 signature by the account key over [`attachment_message`].
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
-/// The bytes an account key signs to attach `host_key` under `name`.
-pub fn attachment_message(host_key: &[u8; 32], name: &str) -> Vec<u8> {
-    let mut m = b"peergrid-attach-v1".to_vec();
+/// The bytes an account key signs to attach `host_key` under `name`, in
+/// `team`: the name's length comes first, so no other split of the same
+/// bytes into name and team verifies.
+pub fn attachment_message(host_key: &[u8; 32], name: &str, team: &str) -> Vec<u8> {
+    let mut m = b"peergrid-attach-v2".to_vec();
     m.extend_from_slice(host_key);
+    m.extend_from_slice(&(name.len() as u64).to_le_bytes());
     m.extend_from_slice(name.as_bytes());
+    m.extend_from_slice(team.as_bytes());
     m
 }
 
-/// What a host says of itself (read with sysinfo).
+/// What a host says of itself (read with sysinfo, but for `name` and
+/// `slots`, which the volunteer's preferences set).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFacts {
     pub cores: u32,
     pub memory_bytes: u64,
     pub os: String,
     pub arch: String,
+    /// The name the volunteer chose for the host ('' = unnamed: pages
+    /// show `host-` and the first 8 hex digits of its key). Never the
+    /// machine's own hostname unless the volunteer gives it: that is
+    /// personal data. At most [`MAX_HOST_NAME`](crate::limits::MAX_HOST_NAME)
+    /// bytes, see [`volunteer_name`](crate::text::volunteer_name).
+    pub name: String,
+    /// The CPU's model name ('' = unknown), printable ASCII of at most
+    /// [`MAX_HOST_FACT`](crate::limits::MAX_HOST_FACT) bytes.
+    pub cpu_model: String,
+    /// Tasks the worker runs at once: the cores it gives the grid.
+    pub slots: u32,
 }
 
 /// The bytes a worker signs in [`Hello`]: bound to the coordinator's

@@ -239,7 +239,8 @@ fn oversized_and_silent_greetings_are_cut_off() {
     });
 }
 
-/// Hello strings the dashboard stores and shows are bounded and printable.
+/// Hello strings the dashboard stores and shows are bounded and printable
+/// (names and teams: bounded, without control or invisible characters).
 #[test]
 fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -247,19 +248,66 @@ fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
     let join: JoinString = coordinator.join.parse().unwrap();
     let rt = runtime();
     rt.block_on(async {
-        for facts in [
-            HostFacts {
-                arch: "a".repeat(4000),
-                ..HostFacts::default()
-            },
-            HostFacts {
-                os: "Linux\u{1b}[2J".into(),
-                ..HostFacts::default()
-            },
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let team = |team: &str| {
+            Some(peergrid_worker::identity::attach(
+                &SigningKey::from_bytes(&[6; 32]),
+                &key,
+                "ada",
+                team,
+            ))
+        };
+        for (facts, account, expected) in [
+            (
+                HostFacts {
+                    arch: "a".repeat(4000),
+                    ..HostFacts::default()
+                },
+                None,
+                "printable ASCII",
+            ),
+            (
+                HostFacts {
+                    os: "Linux\u{1b}[2J".into(),
+                    ..HostFacts::default()
+                },
+                None,
+                "printable ASCII",
+            ),
+            (
+                HostFacts {
+                    cpu_model: "Intel\u{1b}]0;pwned\u{7}".into(),
+                    ..HostFacts::default()
+                },
+                None,
+                "printable ASCII",
+            ),
+            // Names may be any language, but bounded and without the
+            // characters that hide or reorder text on a leaderboard.
+            (
+                HostFacts {
+                    name: "exe.\u{202E}gnp".into(),
+                    ..HostFacts::default()
+                },
+                None,
+                "host name contains the invisible or control character U+202E",
+            ),
+            (
+                HostFacts {
+                    name: "é".repeat(40),
+                    ..HostFacts::default()
+                },
+                None,
+                "host name is 80 bytes long",
+            ),
+            (
+                HostFacts::default(),
+                team("team\nname"),
+                "team name contains the invisible or control character U+000A",
+            ),
         ] {
             // Signed as a worker would, but sent as is (the worker's own
             // client cleans its facts).
-            let key = SigningKey::from_bytes(&[5; 32]);
             let timestamp_ms = peergrid_os::now_ms();
             let message = peergrid_proto::wire::hello_message(&join.cert_sha256, timestamp_ms);
             use ed25519_dalek::Signer;
@@ -269,7 +317,7 @@ fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
                 signature: key.sign(&message).to_bytes().to_vec(),
                 facts,
                 worker_version: "1".into(),
-                account: None,
+                account,
             });
             let (_ep, conn) = net::connect_raw(&join, peergrid_proto::wire::ALPN, None)
                 .await
@@ -277,7 +325,7 @@ fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
             match net::request(&conn, &hello).await.unwrap() {
                 Reply::Error(e) => {
                     assert_eq!(e.code, ErrorCode::Unauthenticated, "{e}");
-                    assert!(e.message.contains("printable ASCII"), "{e}");
+                    assert!(e.message.contains(expected), "{e}");
                 }
                 other => panic!("{other:?}"),
             }
@@ -288,6 +336,10 @@ fn a_greeting_with_huge_or_unprintable_facts_is_refused() {
         .query_row("SELECT count(*) FROM hosts", [], |r| r.get(0))
         .unwrap();
     assert_eq!(hosts, 0, "nothing stored");
+    let teams: i64 = db
+        .query_row("SELECT count(*) FROM teams", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(teams, 0, "no team made");
 }
 
 /// One machine cannot fill the door: past its share of connections, its
@@ -388,10 +440,12 @@ fn nobody_attaches_a_host_to_an_account_without_its_key() {
         let forged = Attachment {
             account_key: alice.verifying_key().to_bytes(),
             name: "alice".into(),
+            team: String::new(),
             signature: mallory_host
                 .sign(&attachment_message(
                     &mallory_host.verifying_key().to_bytes(),
                     "alice",
+                    "",
                 ))
                 .to_bytes()
                 .to_vec(),
@@ -403,7 +457,7 @@ fn nobody_attaches_a_host_to_an_account_without_its_key() {
         assert_eq!(e.code, ErrorCode::Unauthenticated, "{}", e.message);
         assert!(e.message.contains("account"), "{}", e.message);
         // Alice's real attachment of her own host, replayed by Mallory.
-        let real = attach(&alice, &alice_host, "alice");
+        let real = attach(&alice, &alice_host, "alice", "");
         let e =
             refused(net::connect_attached(&join, &mallory_host, facts(), Some(&real), from).await);
         assert_eq!(e.code, ErrorCode::Unauthenticated, "{}", e.message);

@@ -39,7 +39,7 @@ async fn host(join: &JoinString, seed: u8, account: &str) -> Result<Session, Net
     };
     let key = SigningKey::from_bytes(&[seed; 32]);
     let attachment = (!account.is_empty())
-        .then(|| peergrid_worker::identity::attach(&account_key(account), &key, account));
+        .then(|| peergrid_worker::identity::attach(&account_key(account), &key, account, ""));
     net::connect_attached(
         join,
         &key,
@@ -459,7 +459,7 @@ fn operator_bans_stop_a_host_or_a_volunteer_and_void_their_results() {
         };
         let other = SigningKey::from_bytes(&[6; 32]);
         let namesake =
-            peergrid_worker::identity::attach(&account_key("not mallory"), &other, "mallory");
+            peergrid_worker::identity::attach(&account_key("not mallory"), &other, "mallory", "");
         net::connect_attached(
             &join,
             &other,

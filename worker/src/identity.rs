@@ -23,29 +23,33 @@ pub fn load_or_create_key(dir: &Path) -> Result<SigningKey> {
     load_or_create_key_file(&dir.join(KEY_FILE), "delete it to become a new host")
 }
 
-/// The attachment of `host` to the account of `account_key` under `name`.
-pub fn attach(account_key: &SigningKey, host: &SigningKey, name: &str) -> Attachment {
+/// The attachment of `host` to the account of `account_key` under `name`,
+/// in `team` ('' = none).
+pub fn attach(account_key: &SigningKey, host: &SigningKey, name: &str, team: &str) -> Attachment {
     let host_key = host.verifying_key().to_bytes();
+    let team = team.trim();
     Attachment {
         account_key: account_key.verifying_key().to_bytes(),
         name: name.to_string(),
+        team: team.to_string(),
         signature: account_key
-            .sign(&attachment_message(&host_key, name))
+            .sign(&attachment_message(&host_key, name, team))
             .to_bytes()
             .to_vec(),
     }
 }
 
 /// The attachment of `host` to the volunteer's account, when the
-/// preferences name one (an account name, a key file, or both): the key
-/// is loaded from `account_key`, else `DATA/account.key`, and made if
-/// missing.
+/// preferences name one (an account name, a key file, a team, or more):
+/// the key is loaded from `account_key`, else `DATA/account.key`, and
+/// made if missing. A team is the account's, signed with it, so that only
+/// the holder of an account's key can put it in a team.
 pub fn account_attachment(
     data: &Path,
     prefs: &crate::prefs::Preferences,
     host: &SigningKey,
 ) -> Result<Option<Attachment>> {
-    if prefs.account.is_empty() && prefs.account_key.is_none() {
+    if prefs.account.is_empty() && prefs.account_key.is_none() && prefs.team.trim().is_empty() {
         return Ok(None);
     }
     // A key file named explicitly must exist: a mistyped path would
@@ -67,7 +71,7 @@ pub fn account_attachment(
         &path,
         "restore it from one of your other machines, or delete it to start a new account",
     )?;
-    Ok(Some(attach(&key, host, &prefs.account)))
+    Ok(Some(attach(&key, host, &prefs.account, &prefs.team)))
 }
 
 /// Loads an Ed25519 key kept as a hex seed in `path`, creating it (mode
@@ -110,21 +114,31 @@ pub fn load_or_create_key_file(path: &Path, if_corrupt: &str) -> Result<SigningK
     }
 }
 
-/// Cores, memory, OS and architecture, read with sysinfo.
+/// Cores, memory, OS, architecture and CPU model, read with sysinfo (the
+/// name and slots, which the preferences set, left empty).
 pub fn host_facts() -> HostFacts {
     let sys = System::new_with_specifics(
         RefreshKind::nothing()
             .with_memory(MemoryRefreshKind::nothing().with_ram())
             .with_cpu(CpuRefreshKind::nothing()),
     );
-    let (memory_bytes, cores) = sys
-        .map(|sys| (sys.total_memory(), sys.cpus().len() as u32))
-        .unwrap_or((0, 0));
+    let (memory_bytes, cores, cpu_model) = sys
+        .map(|sys| {
+            let model = sys.cpus().first().map(|c| c.brand().trim().to_string());
+            (
+                sys.total_memory(),
+                sys.cpus().len() as u32,
+                model.unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
     HostFacts {
         cores,
         memory_bytes,
         os: System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.to_string()),
         arch: System::cpu_arch(),
+        cpu_model,
+        ..HostFacts::default()
     }
 }
 
@@ -185,6 +199,22 @@ mod tests {
             a.account_key,
             SigningKey::from_bytes(&keys[0]).verifying_key().to_bytes()
         );
+        // A team alone makes an account (in DATA/account.key) to sign it.
+        let team_only = crate::prefs::Preferences {
+            team: " Rustaceans ".into(),
+            ..Default::default()
+        };
+        let a = account_attachment(dir.path(), &team_only, &host)
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.name.as_str(), a.team.as_str()), ("", "Rustaceans"));
+        assert!(dir.path().join(ACCOUNT_KEY_FILE).exists());
+        let signer = ed25519_dalek::VerifyingKey::from_bytes(&a.account_key).unwrap();
+        let message = attachment_message(&host.verifying_key().to_bytes(), "", "Rustaceans");
+        let signature = ed25519_dalek::Signature::from_slice(&a.signature).unwrap();
+        assert!(signer.verify_strict(&message, &signature).is_ok());
+        let other_team = attachment_message(&host.verifying_key().to_bytes(), "", "Pythonistas");
+        assert!(signer.verify_strict(&other_team, &signature).is_err());
         let anonymous = crate::prefs::Preferences::default();
         assert!(
             account_attachment(dir.path(), &anonymous, &host)

@@ -247,6 +247,7 @@ pub async fn greet(
     let facts = HostFacts {
         os: peergrid_proto::text::host_fact(&facts.os),
         arch: peergrid_proto::text::host_fact(&facts.arch),
+        cpu_model: peergrid_proto::text::host_fact(&facts.cpu_model),
         ..facts
     };
     let hello = Request::Hello(Hello {

@@ -59,6 +59,14 @@ pub struct Preferences {
     pub account_key: Option<PathBuf>,
     /// Most memory one task may use, in MiB.
     pub max_task_memory_mb: Option<u64>,
+    /// The host's name on the project's pages (empty: `host-` and the
+    /// first 8 hex digits of its key; the machine's own hostname is never
+    /// sent unless given here).
+    pub name: String,
+    /// The team the account joins (empty: none); the first account to
+    /// name a team founds it. Signed with the account's attachment, so it
+    /// needs an account: with no `account` or `account_key`, one is made.
+    pub team: String,
 }
 
 impl Default for Preferences {
@@ -78,6 +86,8 @@ impl Default for Preferences {
             account: String::new(),
             account_key: None,
             max_task_memory_mb: None,
+            name: String::new(),
+            team: String::new(),
         }
     }
 }
@@ -137,6 +147,14 @@ pub struct Overrides {
     /// this much; its module may then fail).
     #[arg(long, value_name = "MIB")]
     pub max_task_memory_mb: Option<u64>,
+    /// This host's name on the project's pages (default: host- and 8 hex
+    /// digits of its key; your machine's hostname is not sent).
+    #[arg(long, env = "PEERGRID_HOST_NAME")]
+    pub name: Option<String>,
+    /// Your account's team on the project's leaderboard (the first to
+    /// name a team founds it; makes an account if you have none).
+    #[arg(long, env = "PEERGRID_TEAM")]
+    pub team: Option<String>,
 }
 
 impl Overrides {
@@ -278,16 +296,20 @@ impl Preferences {
         if o.max_task_memory_mb.is_some() {
             self.max_task_memory_mb = o.max_task_memory_mb;
         }
+        set(&mut self.name, &o.name);
+        set(&mut self.team, &o.team);
         self
     }
 
     /// Checks every value is in range; the message names the preference.
     pub fn validate(&self) -> Result<()> {
-        let max = peergrid_proto::limits::MAX_ACCOUNT;
-        anyhow::ensure!(
-            self.account.len() <= max && !self.account.chars().any(char::is_control),
-            "account: at most {max} bytes without control characters"
-        );
+        use peergrid_proto::{limits, text::volunteer_name};
+        volunteer_name("account name", &self.account, limits::MAX_ACCOUNT)
+            .map_err(|e| anyhow::anyhow!("account: {e}"))?;
+        volunteer_name("host name", &self.name, limits::MAX_HOST_NAME)
+            .map_err(|e| anyhow::anyhow!("name: {e}"))?;
+        volunteer_name("team name", &self.team, limits::MAX_TEAM)
+            .map_err(|e| anyhow::anyhow!("team: {e}"))?;
         for (name, v) in [
             ("max_cores_percent", self.max_cores_percent),
             ("cpu_time_percent", self.cpu_time_percent),
@@ -485,6 +507,34 @@ mod tests {
         assert!(format!("{e:#}").contains("cpu_percent"), "{e:#}");
         let e = Preferences::parse("time_windows = [\"noon\"]").unwrap_err();
         assert!(format!("{e:#}").contains("noon"), "{e:#}");
+    }
+
+    #[test]
+    fn host_name_and_team_are_checked_like_the_coordinator_does() {
+        let p = Preferences::parse("name = \"Ada's laptop\"\nteam = \"Équipe\"\n").unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.team.as_str()),
+            ("Ada's laptop", "Équipe")
+        );
+        let merged = p.merge(&Overrides {
+            name: Some("desk".into()),
+            ..Overrides::default()
+        });
+        assert_eq!(
+            (merged.name.as_str(), merged.team.as_str()),
+            ("desk", "Équipe")
+        );
+        for (text, field) in [
+            ("name = \"x\\u202Egnp\"", "name: the host name contains"),
+            ("team = \"a\\nb\"", "team: the team name contains"),
+            (
+                "name = \"0123456789012345678901234567890123456789012345678901234567890123456789\"",
+                "name: the host name is 70 bytes",
+            ),
+        ] {
+            let e = Preferences::parse(text).unwrap_err();
+            assert!(format!("{e:#}").contains(field), "{text}: {e:#}");
+        }
     }
 
     #[test]

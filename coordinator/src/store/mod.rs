@@ -47,6 +47,9 @@ pub struct Account {
     pub id: String,
     /// The name it shows (chosen by the volunteer; not unique).
     pub name: String,
+    /// The team its attachment names ('' = none), already checked with
+    /// `proto::text::volunteer_name`.
+    pub team: String,
 }
 
 /// What the store keeps of a host's standing (see `trust.rs`).
@@ -175,9 +178,71 @@ pub struct HostSummary {
     pub account: String,
     /// The account's display name.
     pub account_name: String,
+    /// The name the volunteer chose for the host ('' = unnamed; see
+    /// [`HostSummary::display_name`]).
+    pub name: String,
+    /// The CPU's model name ('' = unknown).
+    pub cpu_model: String,
+    /// Tasks it runs at once: the cores it gives the grid (0 = its worker
+    /// did not say).
+    pub slots: u32,
+    /// Its account's team, by id and name (`None` and '' = none).
+    pub team_id: Option<u64>,
+    pub team: String,
     /// Credit granted to it, kept up to date with every dataset row.
     #[serde(skip)]
     pub credit: CreditTally,
+}
+
+impl HostSummary {
+    /// What pages call the host: its chosen name, else `host-` and the
+    /// first 8 hex digits of its key (a whole word, never cut mid-name).
+    pub fn display_name(&self) -> String {
+        if self.name.is_empty() {
+            format!(
+                "host-{}",
+                self.public_key.get(..8).unwrap_or(&self.public_key)
+            )
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
+/// One copy a host was sent, as its page lists it (BOINC's "tasks" page).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct HostTask {
+    pub job: JobId,
+    pub job_name: String,
+    /// The unit's number within its job.
+    pub unit: u64,
+    pub unit_name: String,
+    /// `in_progress`, `valid` (in the agreeing set of the unit's dataset
+    /// row), `invalid` (a success that disagreed with it, or whose unit
+    /// failed), `pending` (a success awaiting validation), `error`,
+    /// `timed_out` (not reported by its deadline and grace) or `voided`
+    /// (given back, or its job cancelled, without charge).
+    pub state: String,
+    pub sent_ms: u64,
+    pub deadline_ms: u64,
+    pub received_ms: Option<u64>,
+    pub elapsed_ms: Option<u64>,
+    pub fuel: Option<u64>,
+    /// Credit the copy earned: its dataset row's fuel when valid and
+    /// granted, else 0.
+    pub credit: u64,
+    /// An error result's message (its first line, at most 200 bytes).
+    pub error: Option<String>,
+}
+
+/// A team as stored: its name, founder and when it was made.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Team {
+    pub id: u64,
+    pub name: String,
+    /// The founding account's key (hex).
+    pub founder: String,
+    pub created_ms: u64,
 }
 
 /// How a host's finished copies fared.
@@ -275,6 +340,24 @@ pub trait ReadStore: Send + Sync + 'static {
     fn hosts_after(&self, after: HostId, limit: usize) -> Result<Vec<HostSummary>, StoreError>;
     /// One page of the hosts by total credit, highest first (ties by id).
     fn hosts_by_credit(&self, offset: u64, limit: usize) -> Result<Vec<HostSummary>, StoreError>;
+    /// One page of the copies a host was sent, newest first, skipping the
+    /// `offset` newest; the count of them all is [`ReadStore::host_record`]'s
+    /// sum (plus voided copies: [`ReadStore::host_task_count`]).
+    fn host_tasks(
+        &self,
+        host: HostId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<HostTask>, StoreError>;
+    /// How many copies a host was sent, whatever became of them.
+    fn host_task_count(&self, host: HostId) -> Result<u64, StoreError>;
+    /// Every team, by id.
+    fn teams(&self) -> Result<Vec<Team>, StoreError>;
+    fn team(&self, id: u64) -> Result<Option<Team>, StoreError>;
+    /// A team by name, regardless of ASCII case.
+    fn team_by_name(&self, name: &str) -> Result<Option<Team>, StoreError>;
+    /// The hosts in a team, or with `None` in any team, by id.
+    fn team_hosts(&self, team: Option<u64>) -> Result<Vec<HostSummary>, StoreError>;
 
     /// Successful copies received at or after `since_ms`, grouped in
     /// buckets of `width_ms` aligned to multiples of it; empty buckets are

@@ -16,6 +16,7 @@
 
 mod apply;
 mod columns;
+mod community;
 mod load;
 mod logs;
 mod query;
@@ -31,9 +32,9 @@ use rusqlite::{Connection, config::DbConfig};
 
 use super::{
     Account, Ban, BanTarget, Bucket, CreditGrant, DatasetRow, DatasetSize, DatasetStamp,
-    FailedUnit, FailedUnitLog, HostId, HostRecord, HostSummary, JobInfo, JobStatus, LoadedUnit,
-    ReadStore, ReissueUnits, Reissued, StderrTail, Store, StoreError, StoreOp, StoredStanding,
-    UnitLogs,
+    FailedUnit, FailedUnitLog, HostId, HostRecord, HostSummary, HostTask, JobInfo, JobStatus,
+    LoadedUnit, ReadStore, ReissueUnits, Reissued, StderrTail, Store, StoreError, StoreOp,
+    StoredStanding, Team, UnitLogs,
 };
 
 /// How many read connections to keep open.
@@ -169,6 +170,35 @@ impl ReadStore for SqliteStore {
 
     fn hosts_by_credit(&self, offset: u64, limit: usize) -> Result<Vec<HostSummary>, StoreError> {
         self.read(|c| query::hosts_by_credit(c, offset, limit))
+    }
+
+    fn host_tasks(
+        &self,
+        host: HostId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<HostTask>, StoreError> {
+        self.read(|c| community::host_tasks(c, host, offset, limit))
+    }
+
+    fn host_task_count(&self, host: HostId) -> Result<u64, StoreError> {
+        self.read(|c| community::host_task_count(c, host))
+    }
+
+    fn teams(&self) -> Result<Vec<Team>, StoreError> {
+        self.read(community::teams)
+    }
+
+    fn team(&self, id: u64) -> Result<Option<Team>, StoreError> {
+        self.read(|c| community::team(c, id))
+    }
+
+    fn team_by_name(&self, name: &str) -> Result<Option<Team>, StoreError> {
+        self.read(|c| community::team_by_name(c, name))
+    }
+
+    fn team_hosts(&self, team: Option<u64>) -> Result<Vec<HostSummary>, StoreError> {
+        self.read(|c| community::team_hosts(c, team))
     }
 
     fn result_buckets(&self, since_ms: u64, width_ms: u64) -> Result<Vec<Bucket>, StoreError> {
@@ -365,5 +395,7 @@ mod tests;
 #[cfg(test)]
 mod dashboard_tests;
 
+#[cfg(test)]
+mod community_tests;
 #[cfg(test)]
 mod job_tests;

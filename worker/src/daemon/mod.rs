@@ -283,6 +283,8 @@ impl Worker {
                 &self.config.prefs,
                 &self.key,
             )?,
+            name: self.config.prefs.name.trim().to_string(),
+            slots: u32::try_from(self.config.slots).unwrap_or(u32::MAX),
             bind: self.config.bind,
             data: self.config.data.clone(),
             state: self.state.clone(),

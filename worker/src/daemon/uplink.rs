@@ -15,7 +15,7 @@ use ed25519_dalek::SigningKey;
 use peergrid_os::{lock, now_ms};
 use peergrid_proto::JoinString;
 use peergrid_proto::limits::{MAX_FRAME, MAX_HELD, MAX_TASKS_PER_EXCHANGE};
-use peergrid_proto::wire::{Attachment, Exchange, Reply, Request, TaskReport, UnitId};
+use peergrid_proto::wire::{Attachment, Exchange, HostFacts, Reply, Request, TaskReport, UnitId};
 use tokio::sync::watch;
 
 use super::exchange_rules::{self, Backoff, Before, Exchanged, Failure, FatalStop, GiveUp};
@@ -34,6 +34,10 @@ pub(super) struct Uplink {
     pub(super) key: SigningKey,
     /// The host's attachment to the volunteer's account, if any.
     pub(super) account: Option<Attachment>,
+    /// What the Hello says besides the machine's facts: the volunteer's
+    /// name for the host and the tasks it runs at once.
+    pub(super) name: String,
+    pub(super) slots: u32,
     pub(super) bind: Option<std::net::IpAddr>,
     pub(super) data: PathBuf,
     pub(super) state: Arc<LocalState>,
@@ -62,7 +66,11 @@ impl Uplink {
                 net::connect_attached(
                     &self.join,
                     &self.key,
-                    host_facts(),
+                    HostFacts {
+                        name: self.name.clone(),
+                        slots: self.slots,
+                        ..host_facts()
+                    },
                     self.account.as_ref(),
                     self.bind,
                 ),

@@ -100,22 +100,65 @@ pub(super) fn upsert_host_in(
     account: &Account,
     now_ms: u64,
 ) -> Result<HostId, StoreError> {
+    // One transaction: the team, the host and the team it left.
+    let tx = c.unchecked_transaction()?;
+    let c: &Connection = &tx;
+    let old_team: Option<Option<u64>> = c
+        .query_row(
+            "SELECT team_id FROM hosts WHERE public_key = ?1",
+            [&key[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    // The first account to name a team founds it; a name differing only
+    // in ASCII case joins the same team (the column's collation).
+    let team: Option<u64> = if account.id.is_empty() || account.team.is_empty() {
+        None
+    } else {
+        c.prepare_cached(
+            "INSERT INTO teams (name, founder, created_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO NOTHING",
+        )?
+        .execute(params![account.team, account.id, now_ms])?;
+        Some(c.query_row(
+            "SELECT id FROM teams WHERE name = ?1",
+            [&account.team],
+            |r| r.get(0),
+        )?)
+    };
     c.execute(
-        "INSERT INTO hosts (public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms, account, account_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+        "INSERT INTO hosts (public_key, cores, memory_bytes, os, arch, version, first_seen_ms, last_seen_ms, account, account_name,
+                            name, cpu_model, slots, team_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT(public_key) DO UPDATE SET cores = ?2, memory_bytes = ?3, os = ?4,
            arch = ?5, version = ?6, last_seen_ms = ?7,
            -- a Hello without an attachment does not detach a host
-           -- from its account (nor from a ban on it)
+           -- from its account (nor from a ban on it, nor its team)
            account = CASE WHEN ?8 = '' THEN account ELSE ?8 END,
-           account_name = CASE WHEN ?8 = '' THEN account_name ELSE ?9 END",
-        params![&key[..], facts.cores, facts.memory_bytes, facts.os, facts.arch, version, now_ms, account.id, account.name],
+           account_name = CASE WHEN ?8 = '' THEN account_name ELSE ?9 END,
+           team_id = CASE WHEN ?8 = '' THEN team_id ELSE ?13 END,
+           name = ?10, cpu_model = ?11, slots = ?12",
+        params![&key[..], facts.cores, facts.memory_bytes, facts.os, facts.arch, version, now_ms, account.id, account.name,
+                facts.name, facts.cpu_model, facts.slots, team],
     )?;
-    Ok(c.query_row(
+    // A team its last host left is gone: teams never outnumber hosts.
+    if let Some(Some(old)) = old_team
+        && !account.id.is_empty()
+        && team != Some(old)
+    {
+        c.execute(
+            "DELETE FROM teams WHERE id = ?1
+               AND NOT EXISTS (SELECT 1 FROM hosts WHERE team_id = ?1)",
+            [old],
+        )?;
+    }
+    let id = c.query_row(
         "SELECT id FROM hosts WHERE public_key = ?1",
         [&key[..]],
         |r| r.get(0),
-    )?)
+    )?;
+    tx.commit()?;
+    Ok(id)
 }
 
 /// Bans `target`, or lifts its ban when `reason` is `None`; returns

@@ -75,8 +75,11 @@ pub(super) fn dataset_row(r: &rusqlite::Row<'_>) -> Result<DatasetRow, StoreErro
 }
 
 /// The columns of `hosts` that [`host_from_row`] reads, in its order.
+/// Selected from `hosts` unaliased.
 pub(super) const HOST_COLUMNS: &str = "id, public_key, cores, memory_bytes, os, arch, version, \
-     first_seen_ms, last_seen_ms, account, credit_total, credit_recent, credit_at_ms, account_name";
+     first_seen_ms, last_seen_ms, account, credit_total, credit_recent, credit_at_ms, account_name, \
+     name, cpu_model, slots, team_id, \
+     coalesce((SELECT t.name FROM teams t WHERE t.id = hosts.team_id), '')";
 
 pub(super) fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSummary> {
     Ok(HostSummary {
@@ -92,5 +95,10 @@ pub(super) fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostSumma
         account: r.get(9)?,
         credit: tally_from(r, 10)?,
         account_name: r.get(13)?,
+        name: r.get(14)?,
+        cpu_model: r.get(15)?,
+        slots: r.get(16)?,
+        team_id: r.get(17)?,
+        team: r.get(18)?,
     })
 }

@@ -112,6 +112,7 @@ fn old_account_names_become_display_names_of_anonymous_hosts() {
     let ada = Account {
         id: "ab".repeat(32),
         name: "Ada".into(),
+        ..Account::default()
     };
     store
         .upsert_host_in(&[5; 32], &HostFacts::default(), "t", &ada, 3)

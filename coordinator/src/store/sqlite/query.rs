@@ -18,7 +18,8 @@ use crate::store::{
 
 /// SQL true when dataset row `d`'s agreeing hosts include host `h`
 /// (`hosts_json` holds quoted lower-case hex keys).
-const HOST_AGREED: &str = "instr(d.hosts_json, '\"' || lower(hex(h.public_key)) || '\"') > 0";
+pub(super) const HOST_AGREED: &str =
+    "instr(d.hosts_json, '\"' || lower(hex(h.public_key)) || '\"') > 0";
 
 pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatus>, StoreError> {
     let head = conn

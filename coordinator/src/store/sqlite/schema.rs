@@ -136,7 +136,26 @@ CREATE TABLE IF NOT EXISTS hosts (
     -- and the recent average as of the newest grant
     credit_total INTEGER NOT NULL DEFAULT 0,
     credit_recent REAL NOT NULL DEFAULT 0,
-    credit_at_ms INTEGER NOT NULL DEFAULT 0
+    credit_at_ms INTEGER NOT NULL DEFAULT 0,
+    -- the name the volunteer chose for the host ('' = unnamed), its CPU
+    -- model ('' = unknown) and the tasks it runs at once (0 = not said:
+    -- a worker older than these columns)
+    name TEXT NOT NULL DEFAULT '',
+    cpu_model TEXT NOT NULL DEFAULT '',
+    slots INTEGER NOT NULL DEFAULT 0,
+    -- the team (teams.id) its account's attachment names (NULL = none)
+    team_id INTEGER
+);
+-- Teams: made when an account first names one (its founder), deleted when
+-- its last host leaves, so there are never more teams than hosts. Names
+-- are unique regardless of ASCII case: `Rust` and `rust` are one team,
+-- shown as its founder spelled it.
+CREATE TABLE IF NOT EXISTS teams (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    -- the founding account's key (hex)
+    founder TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
 );
 -- The operator's bans: kind 'host' (name = host id) or 'account'.
 CREATE TABLE IF NOT EXISTS bans (
@@ -195,6 +214,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("results", "retired_ms", "INTEGER"),
     ("jobs", "plots_json", "TEXT NOT NULL DEFAULT '[]'"),
     ("jobs", "terms_json", "TEXT"),
+    ("hosts", "name", "TEXT NOT NULL DEFAULT ''"),
+    ("hosts", "cpu_model", "TEXT NOT NULL DEFAULT ''"),
+    ("hosts", "slots", "INTEGER NOT NULL DEFAULT 0"),
+    ("hosts", "team_id", "INTEGER"),
 ];
 
 /// Brings a database made by an older version up to this schema, in one
@@ -248,6 +271,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         "CREATE UNIQUE INDEX IF NOT EXISTS units_job_number ON units(job_id, number);
          CREATE INDEX IF NOT EXISTS units_reopened ON units(reopened_seq) WHERE reopened_seq > 0;
          CREATE INDEX IF NOT EXISTS hosts_credit ON hosts(credit_total DESC, id);
+         CREATE INDEX IF NOT EXISTS hosts_team ON hosts(team_id) WHERE team_id IS NOT NULL;
          CREATE INDEX IF NOT EXISTS dataset_pending ON dataset(hosts_json) WHERE credit_pending = 1;",
     )?;
     tx.commit()?;
