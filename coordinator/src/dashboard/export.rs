@@ -646,7 +646,8 @@ pub fn write_hosts(store: &dyn ReadStore, now: u64, out: &mut impl Write) -> any
         for h in page {
             let c = h.credit.at(now);
             let line = json!({
-                "id": h.id, "public_key": h.public_key, "cores": h.cores,
+                "id": h.id, "public_key": h.public_key, "name": h.name, "cpu_model": h.cpu_model,
+                "slots": h.slots, "team": h.team, "cores": h.cores,
                 "memory_bytes": h.memory_bytes, "os": h.os, "arch": h.arch, "version": h.version,
                 "first_seen_ms": h.first_seen_ms, "last_seen_ms": h.last_seen_ms,
                 "credit_total": c.total, "credit_recent_per_day": c.recent,

@@ -29,6 +29,8 @@ pub mod pages;
 pub mod plots;
 pub mod parquet;
 pub mod preview;
+pub mod tasks;
+pub mod teams;
 
 use std::sync::Arc;
 
@@ -88,6 +90,8 @@ pub fn routes() -> Router<Arc<Api>> {
         .merge(plots::routes())
         // The job page and the plots' routes share one server's drawn plots.
         .layer(Extension(Arc::new(plots::PlotCache::default())))
+        .merge(tasks::routes())
+        .merge(teams::routes())
 }
 
 // ---------------------------------------------------------------- views
@@ -272,6 +276,12 @@ pub struct VolunteerEntry {
     pub has_account: bool,
     /// Public keys (hex) of the volunteer's hosts.
     pub hosts: Vec<String>,
+    /// The names pages show for them, in the same order.
+    pub host_names: Vec<String>,
+    /// The team its hosts name, by id and name (the first one named when
+    /// they differ; `None` and '' = none).
+    pub team_id: Option<u64>,
+    pub team: String,
     pub online: bool,
     /// The sum of the hosts' credit.
     pub credit: Credit,
@@ -293,10 +303,7 @@ pub fn volunteers(store: &dyn ReadStore, now: u64) -> Result<Vec<VolunteerEntry>
             };
             (e.host.account.clone(), name)
         } else {
-            (
-                e.host.public_key.clone(),
-                format!("host {}", short(&e.host.public_key)),
-            )
+            (e.host.public_key.clone(), e.host.display_name())
         };
         let v = by_id.entry(id).or_insert_with(|| VolunteerEntry {
             name,
@@ -307,10 +314,18 @@ pub fn volunteers(store: &dyn ReadStore, now: u64) -> Result<Vec<VolunteerEntry>
             },
             has_account,
             hosts: Vec::new(),
+            host_names: Vec::new(),
+            team_id: None,
+            team: String::new(),
             online: false,
             credit: Credit::default(),
         });
         v.hosts.push(e.host.public_key.clone());
+        v.host_names.push(e.host.display_name());
+        if v.team_id.is_none() && e.host.team_id.is_some() {
+            v.team_id = e.host.team_id;
+            v.team = e.host.team.clone();
+        }
         v.online |= e.online;
         v.credit.add(e.credit);
     }
@@ -338,19 +353,24 @@ pub struct HostView {
     pub daily_quota: Option<u32>,
 }
 
+/// The id of a host named by numeric id or hex public key, if it exists.
+pub fn find_host(store: &dyn ReadStore, id: &str) -> Result<Option<HostId>, StoreError> {
+    match id.parse() {
+        // Above every rowid: no such host (and the store could not look
+        // it up).
+        Ok(n) if n > MAX_ROW_ID => Ok(None),
+        Ok(n) => Ok(store.host(n)?.map(|h| h.id)),
+        Err(_) => store.host_by_key(id),
+    }
+}
+
 /// Finds a host by numeric id or hex public key.
 pub fn host_view(
     store: &dyn ReadStore,
     id: &str,
     now: u64,
 ) -> Result<Option<HostView>, StoreError> {
-    let id: Option<HostId> = match id.parse() {
-        // Above every rowid: no such host (and the store could not look
-        // it up).
-        Ok(n) if n > MAX_ROW_ID => None,
-        Ok(n) => Some(n),
-        Err(_) => store.host_by_key(id)?,
-    };
+    let id = find_host(store, id)?;
     let Some(host) = id.map(|id| store.host(id)).transpose()?.flatten() else {
         return Ok(None);
     };
@@ -587,14 +607,21 @@ async fn host_view_or_404(api: &Api, id: String) -> ApiResult<HostView> {
         .ok_or_else(|| not_found(format!("no host {shown}")))
 }
 
+/// The host's page: its record, machine and page `?page=N` of its tasks.
 async fn host_page(
     State(api): State<Arc<Api>>,
     id: Result<Path<String>, PathRejection>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
     let p = api.project.get();
     let page = async {
         let Path(id) = id?;
-        Ok(pages::host(&p, &host_view_or_404(&api, id).await?))
+        let Query(q) = q?;
+        let page = q.page()?;
+        let host = host_view_or_404(&api, id).await?;
+        let hid = host.entry.host.id;
+        let tasks = view(&api, move |s, _| tasks::host_tasks_view(s, hid, page)).await?;
+        Ok(pages::host(&p, &host, tasks::tasks_html(&tasks)))
     };
     page_or_error(&p, page.await)
 }

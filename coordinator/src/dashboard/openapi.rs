@@ -183,9 +183,44 @@ fn schemas() -> Value {
             "properties": { "total": count, "recent": { "type": "number" } }
         },
         "HostEntry": {
-            "type": "object", "required": ["id", "public_key", "online", "credit"],
+            "type": "object",
+            "required": ["id", "public_key", "online", "credit", "name", "cpu_model", "slots", "cores", "team"],
             "properties": {
                 "id": count, "public_key": { "type": "string" }, "online": { "type": "boolean" },
+                "credit": { "$ref": "#/components/schemas/Credit" },
+                "name": { "type": "string", "maxLength": 64,
+                          "description": "the name the volunteer chose for the host; empty: pages show `host-` and the key's first 8 hex digits" },
+                "cpu_model": { "type": "string" },
+                "slots": { "type": "integer", "minimum": 0,
+                           "description": "tasks the host runs at once: the cores it gives the grid (0: its worker did not say)" },
+                "cores": count,
+                "team_id": { "type": "integer", "minimum": 0, "nullable": true },
+                "team": { "type": "string", "description": "its account's team; empty: none" }
+            }
+        },
+        "HostTask": {
+            "type": "object",
+            "required": ["job", "job_name", "unit", "unit_name", "state", "sent_ms", "deadline_ms", "credit"],
+            "properties": {
+                "job": count, "job_name": { "type": "string" }, "unit": count, "unit_name": { "type": "string" },
+                "state": { "type": "string",
+                           "enum": ["in_progress", "valid", "invalid", "pending", "unvalidated", "error", "timed_out", "voided"] },
+                "sent_ms": count, "deadline_ms": count,
+                "received_ms": { "type": "integer", "minimum": 0, "nullable": true },
+                "elapsed_ms": { "type": "integer", "minimum": 0, "nullable": true },
+                "fuel": { "type": "integer", "minimum": 0, "nullable": true },
+                "credit": count,
+                "error": { "type": "string", "nullable": true, "description": "an error result's first line" }
+            }
+        },
+        "TeamEntry": {
+            "type": "object",
+            "required": ["id", "name", "founder", "founder_name", "created_ms", "members", "hosts", "hosts_online", "credit"],
+            "properties": {
+                "id": count, "name": { "type": "string" },
+                "founder": { "type": "string", "description": "the founding account's key (hex)" },
+                "founder_name": { "type": "string" }, "created_ms": count,
+                "members": count, "hosts": count, "hosts_online": count,
                 "credit": { "$ref": "#/components/schemas/Credit" }
             }
         }
@@ -427,7 +462,8 @@ pub fn document() -> Value {
                 job_id()[0], number_or_empty("after", "list failed units numbered above this one", MAX_ID)])) },
             "/jobs/{id}/logs/{unit}": { "get": page("Every error result of one unit (HTML)", job_and_unit()) },
             "/hosts": { "get": page("Host leaderboard by credit", hosts_params()) },
-            "/hosts/{id}": { "get": page("Host page", host_id()) },
+            "/hosts/{id}": { "get": page("Host page, with one page of its tasks", json!([host_id()[0],
+                number_or_empty("page", "1-based page of 50 tasks (clamped to the pages there are)", u64::MAX)])) },
             "/dataset": { "get": page("Dataset browser", dataset_params()) },
             "/api/v1/health": { "get": api("Liveness: `{\"ok\": true}`", json!({
                 "type": "object", "required": ["ok"], "properties": { "ok": { "type": "boolean" } } }), json!([])) },
@@ -489,6 +525,60 @@ pub fn document() -> Value {
     doc["paths"]["/api/v1/jobs/{id}/CITATION.cff"] = json!({ "get": op(
         "How to cite the job's dataset: a Citation File Format 1.2.0 file (YAML) with its title, authors, DOI, URL and licence",
         "application/yaml", json!({}), "application/json", job_id()) });
+    // Hosts' tasks and teams.
+    let team_key = json!([{ "name": "team", "in": "path", "required": true,
+        "description": "team id, or its name (any ASCII case)", "schema": { "type": "string" } }]);
+    let teams_params = || {
+        json!([number_or_empty(
+            "page",
+            "1-based page of 100 teams (clamped to the pages there are)",
+            u64::MAX
+        )])
+    };
+    let paged_headers = json!({
+        "X-Total-Count": { "description": "how many there are", "schema": { "type": "integer", "minimum": 0 } },
+        "Link": { "description": "the previous and next pages", "schema": { "type": "string" } }
+    });
+    let mut host_tasks = api(
+        "One page of the tasks a host was sent (50 per page), newest first, with what became of each and the credit it earned",
+        list("HostTask"),
+        json!([
+            host_id()[0],
+            number_or_empty(
+                "page",
+                "1-based page of 50 tasks (clamped to the pages there are)",
+                u64::MAX
+            )
+        ]),
+    );
+    host_tasks["responses"]["200"]["headers"] = paged_headers.clone();
+    let mut teams_json = api(
+        "One page of teams by credit, highest first, with members, hosts and founder",
+        list("TeamEntry"),
+        teams_params(),
+    );
+    teams_json["responses"]["200"]["headers"] = paged_headers;
+    teams_json["responses"]["200"]["links"] = json!({
+        "team": { "operationRef": "#/paths/~1api~1v1~1teams~1{team}/get",
+                  "parameters": { "team": "$response.body#/0/id" } }
+    });
+    let team_json = api(
+        "One team: its totals and its members (accounts) by credit, each with its hosts in the team",
+        json!({ "allOf": [obj("TeamEntry"), { "type": "object", "required": ["members"],
+            "properties": { "members": { "type": "array", "items": { "type": "object",
+                "required": ["account", "name", "hosts", "online", "credit"],
+                "properties": { "account": { "type": "string" }, "name": { "type": "string" },
+                    "hosts": { "type": "array", "description": "[id, name] of each of the member's hosts in the team",
+                               "items": { "type": "array" } },
+                    "online": { "type": "boolean" }, "credit": obj("Credit") } } } } }] }),
+        team_key.clone(),
+    );
+    doc["paths"]["/api/v1/hosts/{id}/tasks"] = json!({ "get": host_tasks });
+    doc["paths"]["/api/v1/teams"] = json!({ "get": teams_json });
+    doc["paths"]["/api/v1/teams/{team}"] = json!({ "get": team_json });
+    doc["paths"]["/teams"] = json!({ "get": page("Leaderboard of teams (HTML)", teams_params()) });
+    doc["paths"]["/teams/{team}"] =
+        json!({ "get": page("A team's page: totals and members by credit (HTML)", team_key) });
     // Added apart: one more in the literal passes `json!`'s recursion limit.
     doc["paths"]["/jobs"] = json!({ "get": page("Every job, finished or not, newest first, with state and counts", jobs_params()) });
     doc["paths"]["/about"] =

@@ -16,6 +16,7 @@ use super::credit::gfuel;
 use super::plots::JobPlots;
 use super::{DatasetView, HostView, HostsPage, JobView, Overview, Throughput};
 use crate::project::Project;
+use crate::store::HostSummary;
 use crate::store::JobStatus;
 
 const CSS: &str = "
@@ -47,7 +48,7 @@ pre{background:#fff;border:1px solid #d8dee6;padding:.5rem;overflow-x:auto;white
 ";
 
 /// What fuel is, for the public: said beside every number in fuel.
-const FUEL: &str = "Fuel counts the work a task did: about one unit per WebAssembly instruction it ran, \
+pub(super) const FUEL: &str = "Fuel counts the work a task did: about one unit per WebAssembly instruction it ran, \
     the same on every machine, so it is checked like the result itself. 1 Gfuel = 10⁹ fuel; \
     credit is the fuel of validated results.";
 
@@ -82,6 +83,7 @@ pub(super) fn layout(p: &Project, title: &str, body: Markup) -> String {
                     a href="/about" { "About" }
                     a href="/jobs" { "Jobs" }
                     a href="/volunteers" { "Volunteers" }
+                    a href="/teams" { "Teams" }
                     a href="/hosts" { "Hosts" }
                     a href="/dataset" { "Dataset" }
                     a href="/api/v1/openapi.json" { "API" }
@@ -446,16 +448,20 @@ pub fn hosts(p: &Project, v: &HostsPage) -> String {
             }
             table #leaderboard {
                 thead { tr {
-                    th.num { "#" } th { "host" } th { "volunteer" } th.num { "cores" } th { "platform" }
+                    th.num { "#" } th { "host" } th { "volunteer" } th { "team" }
+                    th.num { abbr title="task slots: the cores the volunteer gives the grid (of the machine's cores)" { "cores" } }
+                    th { "CPU" } th { "platform" }
                     th.num { "total (" abbr title=(FUEL) { "Gfuel" } ")" } th.num { "recent (" abbr title=(FUEL) { "Gfuel" } "/day)" } th { "online" } th { "last seen" }
                 } }
                 tbody {
                     @for (i, e) in entries.iter().enumerate() {
                         tr data-host=(e.host.public_key) data-host-id=(e.host.id) {
                             td.num.rank { (first_rank + i as u64 + 1) }
-                            td { a href={ "/hosts/" (e.host.id) } { code { (short(&e.host.public_key)) } } }
+                            td.host-name { a href={ "/hosts/" (e.host.id) } title=(e.host.public_key) { (e.host.display_name()) } }
                             td.account data-account=(e.host.account) { (e.host.account_name) }
-                            td.num { (e.host.cores) }
+                            td.team { @if let Some(t) = e.host.team_id { (team_link(t, &e.host.team)) } }
+                            td.num.slots data-slots=(e.host.slots) data-cores=(e.host.cores) { (slots(&e.host)) }
+                            td.cpu-model { (e.host.cpu_model) }
                             td { (e.host.os) " / " (e.host.arch) }
                             td.num.credit-total data-fuel=(e.credit.total) { (gfuel(e.credit.total as f64)) }
                             td.num.credit-recent data-fuel-per-day=(format!("{:.3}", e.credit.recent)) { (gfuel(e.credit.recent)) }
@@ -484,7 +490,7 @@ pub fn volunteers(p: &Project, entries: &[super::VolunteerEntry]) -> String {
                 "1 credit = 1 unit of wasmtime fuel; shown in Gfuel (10⁹)." }
             table #volunteers {
                 thead { tr {
-                    th.num { "#" } th { "volunteer" } th.num { "hosts" }
+                    th.num { "#" } th { "volunteer" } th { "team" } th { "hosts" }
                     th.num { "total (" abbr title=(FUEL) { "Gfuel" } ")" } th.num { "recent (" abbr title=(FUEL) { "Gfuel" } "/day)" } th { "online" }
                 } }
                 tbody {
@@ -495,10 +501,11 @@ pub fn volunteers(p: &Project, entries: &[super::VolunteerEntry]) -> String {
                                 (v.name)
                                 @if v.has_account { " " code.account-key title=(v.account) { (short(&v.account)) } }
                             }
-                            td.num.host-count data-count=(v.hosts.len()) {
-                                @for (j, h) in v.hosts.iter().enumerate() {
-                                    @if j > 0 { " " }
-                                    a href={ "/hosts/" (h) } { code { (short(h)) } }
+                            td.team { @if let Some(t) = v.team_id { (team_link(t, &v.team)) } }
+                            td.host-count data-count=(v.hosts.len()) {
+                                @for (j, (h, name)) in v.hosts.iter().zip(&v.host_names).enumerate() {
+                                    @if j > 0 { ", " }
+                                    a href={ "/hosts/" (h) } title=(h) { (name) }
                                 }
                             }
                             td.num.credit-total data-fuel=(v.credit.total) { (gfuel(v.credit.total as f64)) }
@@ -515,15 +522,39 @@ pub fn volunteers(p: &Project, entries: &[super::VolunteerEntry]) -> String {
     )
 }
 
-pub fn host(p: &Project, v: &HostView) -> String {
+/// A host's slots as the "cores" column shows them: `2 of 8`, or the
+/// machine's cores alone when its worker did not say.
+fn slots(h: &HostSummary) -> String {
+    if h.slots == 0 {
+        h.cores.to_string()
+    } else {
+        format!("{} of {}", h.slots, h.cores)
+    }
+}
+
+/// A link to a team's page by id (names are the volunteers' and may hold
+/// anything a URL would have to escape).
+pub fn team_link(id: u64, name: &str) -> Markup {
+    html! { a.team href={ "/teams/" (id) } data-team-id=(id) { (name) } }
+}
+
+/// A host's page; `tasks` is its task table (`tasks::tasks_html`).
+pub fn host(p: &Project, v: &HostView, tasks: Markup) -> String {
     let h = &v.entry.host;
     let r = &v.record;
     layout(
         p,
-        &format!("Host {}", h.id),
+        &h.display_name(),
         html! {
-            h1 { "Host " span #host-id { (h.id) } }
+            h1 { span #host-name { (h.display_name()) } " " span.small { "(host " span #host-id { (h.id) } ")" } }
             p { code #host-key { (h.public_key) } }
+            p {
+                @if h.account.is_empty() { "Anonymous host" } @else {
+                    "Volunteer " span #host-account data-account=(h.account) { (h.account_name) }
+                    " " code.account-key title=(h.account) { (short(&h.account)) }
+                }
+                @if let Some(t) = h.team_id { " · team " span #host-team { (team_link(t, &h.team)) } }
+            }
             div.cards {
                 div.card { span.v #credit-total data-fuel=(v.entry.credit.total) { (gfuel(v.entry.credit.total as f64)) } span.k { "total credit (Gfuel)" } }
                 div.card { span.v #credit-recent data-fuel-per-day=(format!("{:.3}", v.entry.credit.recent)) { (gfuel(v.entry.credit.recent)) } span.k { "recent average (Gfuel/day)" } }
@@ -541,6 +572,8 @@ pub fn host(p: &Project, v: &HostView) -> String {
             h2 { "Machine" }
             dl {
                 dt { "status" } dd #online data-online=(v.entry.online) { @if v.entry.online { span.ok { "online" } } @else { span.off { "offline" } } }
+                dt { "CPU" } dd #cpu-model { (h.cpu_model) }
+                dt { "cores used (task slots)" } dd #slots data-slots=(h.slots) { (slots(h)) }
                 dt { "cores" } dd #cores { (h.cores) }
                 dt { "memory" } dd { (bytes(h.memory_bytes)) " (" span #memory-bytes { (h.memory_bytes) } " bytes)" }
                 dt { "OS" } dd #os { (h.os) }
@@ -552,6 +585,7 @@ pub fn host(p: &Project, v: &HostView) -> String {
             p.small #fuel-meaning { (FUEL) }
             p.small { "Valid: successful results in the agreeing set of a validated unit. Invalid: successful results "
                 "of a validated unit that disagreed. Trust counts valid results since the last invalid result, error or timeout." }
+            (tasks)
         },
     )
 }
