@@ -30,6 +30,8 @@ fn job_of_units(store: &SqliteStore, units: usize) -> JobId {
                 settings: JobSettings::default(),
                 signature: signature(),
                 validator: Default::default(),
+                plots: Vec::new(),
+                terms: Default::default(),
                 units: (1..=units)
                     .map(|n| UnitSpec {
                         name: format!("u{n}"),
