@@ -1,7 +1,7 @@
 //! Hosts and teams on the dashboard, with real workers: hosts started with
 //! `--name` and `--team` run a real job beside a cheater; each host's page
-//! lists its tasks with what became of them (valid for the honest, invalid
-//! for the cheater) and the credit they earned, and the team page totals
+//! lists its tasks with what became of them (valid for the honest, voided
+//! with the reason for the caught cheater) and the credit they earned, and the team page totals
 //! its members' credit.
 
 #![allow(clippy::unwrap_used)]
@@ -179,7 +179,15 @@ fn named_hosts_list_their_tasks_and_teams_total_their_credit() {
             assert!((1..=8).contains(&t["unit"].as_u64().unwrap()), "{t}");
         }
         if name.starts_with("Mallory") {
-            assert!(count("invalid") >= 1, "{name}: {tasks:?}");
+            // Caught with an invalid result, its copies are voided, each
+            // saying why.
+            assert!(
+                tasks.iter().any(|t| t["state"] == "voided"
+                    && t["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("was caught"))),
+                "{name}: {tasks:?}"
+            );
             assert_eq!((count("valid"), credit), (0, 0), "{name}: {tasks:?}");
         } else {
             team_credit += credit;

@@ -93,7 +93,7 @@ fn state_label(state: &str) -> &'static str {
         "in_progress" => "in progress",
         "error" => "error",
         "timed_out" => "not reported by the deadline",
-        "voided" => "given back or cancelled",
+        "voided" => "voided (given back, cancelled or its host caught)",
         _ => "unknown",
     }
 }
