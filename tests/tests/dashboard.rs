@@ -82,6 +82,10 @@ fn pages_in_a_real_browser_match_the_api() {
                     "Ada <Lovelace>",
                     "--account-key",
                     account_key.to_str().unwrap(),
+                    "--team",
+                    "Analytical Engines",
+                    "--name",
+                    &format!("ada-{i}"),
                 ],
             )
             .unwrap()
@@ -242,5 +246,53 @@ fn pages_in_a_real_browser_match_the_api() {
         &shots.join("dataset.png"),
     )
     .unwrap();
+    // The project page and the list of every job.
+    let doc = Html::parse_document(&rendered_dom(&format!("{base}/jobs")).unwrap());
+    assert_eq!(
+        attr(&doc, "table#jobs tr[data-job]", "data-job"),
+        vec![job.to_string()]
+    );
+    screenshot(&format!("{base}/jobs"), &shots.join("jobs.png")).unwrap();
+    screenshot(&format!("{base}/about"), &shots.join("about.png")).unwrap();
+    // A host's page with its tasks, and the team both hosts joined.
+    let doc = Html::parse_document(&rendered_dom(&format!("{base}/hosts/1")).unwrap());
+    assert!(
+        doc.root_element().text().any(|t| t.contains("ada-")),
+        "the host's chosen name"
+    );
+    screenshot(&format!("{base}/hosts/1"), &shots.join("host.png")).unwrap();
+    let teams = get_json(&format!("{base}/api/v1/teams"));
+    assert_eq!(teams[0]["name"], "Analytical Engines", "{teams}");
+    screenshot(&format!("{base}/teams"), &shots.join("teams.png")).unwrap();
     eprintln!("screenshots in {}", shots.display());
+    docs_show_every_page(&shots);
+}
+
+/// Every page this test shoots has its picture in docs/screenshots (a
+/// PNG of the same width), shown in docs/dashboard.md: a new page comes
+/// with its screenshot. Refresh them with
+/// `cp target/dashboard-screenshots/*.png docs/screenshots/`.
+fn docs_show_every_page(shots: &std::path::Path) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(root.join("docs/dashboard.md")).unwrap();
+    let width = |png: &[u8]| {
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 24, "not a PNG");
+        u32::from_be_bytes([png[16], png[17], png[18], png[19]])
+    };
+    for e in std::fs::read_dir(shots).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        let committed = root.join("docs/screenshots").join(&name);
+        let kept = std::fs::read(&committed).unwrap_or_else(|_| {
+            panic!(
+                "docs/screenshots/{name} is missing: copy it from {} and show it in docs/dashboard.md",
+                shots.display()
+            )
+        });
+        let fresh = std::fs::read(shots.join(&name)).unwrap();
+        assert_eq!(width(&kept), width(&fresh), "docs/screenshots/{name}");
+        assert!(
+            guide.contains(&format!("screenshots/{name}")),
+            "docs/dashboard.md does not show screenshots/{name}"
+        );
+    }
 }

@@ -293,7 +293,7 @@ fn licence_citation_and_json_columns_reach_every_export() {
     assert_eq!(starts, expected);
 
     // Bad parameters are refused clearly.
-    let err = ureq::get(format!("{base}/results?format=jsonl&columns=json"))
+    let err = ureq::get(format!("{base}/results?format=csv&columns=all"))
         .call()
         .unwrap_err();
     assert!(matches!(err, ureq::Error::StatusCode(400)), "{err}");

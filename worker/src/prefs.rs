@@ -178,6 +178,8 @@ impl Overrides {
             ("work_buffer", self.work_buffer.is_some()),
             ("account", self.account.is_some()),
             ("account_key", self.account_key.is_some()),
+            ("name", self.name.is_some()),
+            ("team", self.team.is_some()),
             ("max_task_memory_mb", self.max_task_memory_mb.is_some()),
         ];
         set.into_iter()
@@ -187,9 +189,10 @@ impl Overrides {
     }
 }
 
-/// Preferences a running worker cannot take over: they name the account
-/// its greeting carries, so they apply at its next start.
-pub const APPLY_AT_RESTART: [&str; 2] = ["account", "account_key"];
+/// Preferences a running worker cannot take over: the greeting carries
+/// them (the account, the host's name, the team), so they apply at its
+/// next start.
+pub const APPLY_AT_RESTART: [&str; 4] = ["account", "account_key", "name", "team"];
 
 /// The text of a preferences file with `key` set to `value` (`None`:
 /// removed), other keys and comments kept; checked as a whole, so the
@@ -206,7 +209,7 @@ pub fn edit_file(text: &str, key: &str, value: Option<&str>) -> Result<String> {
         }
         Some(raw) => {
             let raw = raw.trim();
-            let string_key = matches!(key, "account" | "account_key");
+            let string_key = matches!(key, "account" | "account_key" | "name" | "team");
             let parsed = raw.parse::<toml_edit::Value>();
             let value: toml_edit::Value = if key == "time_windows" && !raw.starts_with('[') {
                 raw.split(',')

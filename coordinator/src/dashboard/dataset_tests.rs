@@ -225,7 +225,7 @@ async fn terms_show_on_the_page_the_api_and_every_export() {
     // Bad parameters are a 400 with a message.
     for q in [
         "format=xml",
-        "format=jsonl&columns=json",
+        "format=jsonl&columns=all",
         "format=csv&columns=all",
     ] {
         let (code, _, body) = get(&f.app, &format!("/api/v1/jobs/{job}/results?{q}")).await;

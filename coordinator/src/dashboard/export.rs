@@ -91,11 +91,10 @@ impl ExportKind {
         match (kind, columns) {
             (_, None) => Ok(kind),
             (ExportKind::Csv, Some("json")) => Ok(ExportKind::CsvColumns),
-            // Parquet always has them; asking is not an error.
-            (ExportKind::Parquet, Some("json")) => Ok(kind),
-            (_, Some("json")) => Err(
-                "`columns=json` goes with format=csv (Parquet always has the JSON columns)".into(),
-            ),
+            // Parquet always has them, and JSONL keeps each output whole:
+            // asking is not an error (the OpenAPI document cannot tie one
+            // parameter to another's value, so clients may well ask).
+            (ExportKind::Parquet | ExportKind::Jsonl, Some("json")) => Ok(kind),
             (_, Some(other)) => Err(format!(
                 "unknown columns `{other}`; the only value is `json`"
             )),

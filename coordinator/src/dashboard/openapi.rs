@@ -312,7 +312,7 @@ pub fn document() -> Value {
             { "name": "format", "in": "query", "required": false,
               "schema": { "type": "string", "enum": ["jsonl", "csv", "parquet"], "default": "jsonl" } },
             { "name": "columns", "in": "query", "required": false,
-              "description": "`json`: with format=csv, one more column per top-level key of the outputs that are JSON objects (Parquet always has them)",
+              "description": "`json`: with format=csv, one more column per top-level key of the outputs that are JSON objects (Parquet always has them; JSONL keeps each output whole, so it changes nothing there)",
               "schema": { "type": "string", "enum": ["json"] } }
         ]),
     );
