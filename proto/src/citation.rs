@@ -256,10 +256,7 @@ fn license_id(w: &str) -> Result<String, TermsError> {
     if let Some(known) = COMMON_LICENSES.iter().find(|l| l.eq_ignore_ascii_case(w)) {
         return Ok(known.to_string());
     }
-    let own = |s: &str| {
-        s.strip_prefix("LicenseRef-")
-            .is_some_and(is_idstring)
-    };
+    let own = |s: &str| s.strip_prefix("LicenseRef-").is_some_and(is_idstring);
     if own(w)
         || w.strip_prefix("DocumentRef-")
             .and_then(|r| r.split_once(':'))

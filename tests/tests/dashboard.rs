@@ -276,7 +276,10 @@ fn docs_show_every_page(shots: &std::path::Path) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let guide = std::fs::read_to_string(root.join("docs/dashboard.md")).unwrap();
     let width = |png: &[u8]| {
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 24, "not a PNG");
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 24,
+            "not a PNG"
+        );
         u32::from_be_bytes([png[16], png[17], png[18], png[19]])
     };
     for e in std::fs::read_dir(shots).unwrap() {
