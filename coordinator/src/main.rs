@@ -137,11 +137,10 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
-    /// Compute units of a job afresh: a failed unit gets its whole error
-    /// budget again, a validated one's dataset row moves to the history
-    /// (its credit taken back) until it validates anew. Their earlier
-    /// copies stay on record but no longer count. A running coordinator
-    /// hands them out within seconds.
+    /// Compute failed units of a job afresh, with their whole error budget
+    /// again (say, after the host behind the failures was banned). Their
+    /// earlier copies stay on record but no longer count. A running
+    /// coordinator hands them out within seconds.
     Reissue {
         /// The project folder `init` made.
         #[arg(long)]
@@ -155,7 +154,7 @@ enum Command {
         /// Every failed unit of the job.
         #[arg(long)]
         failed: bool,
-        /// Why, for the record (kept with the replaced dataset rows).
+        /// Why, for the record (kept with the retired copies).
         #[arg(long, default_value = "no reason given")]
         reason: String,
         /// Print what happened to each unit as JSON lines.

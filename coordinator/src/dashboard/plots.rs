@@ -181,6 +181,16 @@ pub async fn job_plots(
     if let Some(p) = cache.fresh(job, &stamp, now_ms()) {
         return Ok(Some(p));
     }
+    // A job without plots reads no rows: it never waits behind another
+    // job's drawing.
+    let store = api.grid.store.clone();
+    let declared = blocking(move || store.job_plots(job)).await?;
+    if declared.as_ref().is_none_or(Vec::is_empty) {
+        let store = api.grid.store.clone();
+        return Ok(blocking(move || draw_job(store.as_ref(), job, now_ms()))
+            .await?
+            .map(Arc::new));
+    }
     let _turn = cache.drawing.lock().await;
     if let Some(p) = cache.fresh(job, &stamp, now_ms()) {
         return Ok(Some(p));

@@ -489,10 +489,9 @@ pub trait Store: ReadStore {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// The operator's `reissue` of units of `job` that failed or
-    /// validated: computed afresh, their earlier copies kept but no longer
-    /// counted; one entry per unit named (or failed), in order. `None`:
-    /// there is no such job.
+    /// The operator's `reissue` of failed units of `job`: computed afresh,
+    /// their earlier copies moved to `retired_results`; one entry per unit
+    /// named (or failed), in order. `None`: there is no such job.
     fn reissue(
         &self,
         job: JobId,

@@ -187,14 +187,14 @@ pub(super) fn set_ban(
 }
 
 /// The operator's `reissue`: each named unit of `job` (or each failed
-/// one) that failed or validated is computed afresh. Its copies so far
-/// are retired (kept for `job logs` and the host pages, but no longer
-/// counted by the quorum, so the unit has its whole error budget again
-/// and earlier hosts may take it again); a validated unit's dataset row
-/// moves to the history, its credit taken back, as a dispute does. The
+/// one) that failed is computed afresh with its whole error budget. Its
+/// copies so far move to `retired_results` (kept on record, out of the
+/// quorum's sight, so hosts that ran it before may run it again). The
 /// unit goes back to `active` at the end of the feeder's reopened order,
-/// which a running `serve` loads within seconds. Active and cancelled
-/// units are left alone, with the reason.
+/// which a running `serve` loads within seconds. Active, validated and
+/// cancelled units are left alone, with the reason: a validated unit may
+/// still be held by the running scheduler for an audit, and its row is
+/// disputed through audits, not by hand.
 pub(super) fn reissue(
     c: &mut Connection,
     job: JobId,
@@ -202,7 +202,7 @@ pub(super) fn reissue(
     reason: &str,
     now_ms: u64,
 ) -> Result<Option<Vec<Reissued>>, StoreError> {
-    let tx = c.transaction()?;
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let cancelled: Option<Option<u64>> = tx
         .query_row("SELECT cancelled_ms FROM jobs WHERE id = ?1", [job], |r| {
             r.get(0)
@@ -220,7 +220,6 @@ pub(super) fn reissue(
             .query_map([job], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
     };
-    let mut tallies = Tallies::default();
     let mut out = Vec::with_capacity(numbers.len());
     for number in numbers {
         let unit: Option<(UnitId, String)> = tx
@@ -238,25 +237,25 @@ pub(super) fn reissue(
         let refusal = match state.as_str() {
             _ if cancelled.is_some() => Some("its job was cancelled".to_string()),
             "active" => Some("it is still being computed; it gets copies as it needs them".into()),
-            "failed" | "validated" => None,
+            "validated" => Some("it is validated: the dataset keeps its row".into()),
+            "failed" => None,
             other => Some(format!("a unit {other} cannot be reissued")),
         };
         if let Some(why) = refusal {
             out.push(Reissued::refused(number, &state, why));
             continue;
         }
-        let why = format!("reissued by the operator: {reason}");
-        if state == "validated" {
-            reopen(&tx, &mut tallies, unit, &why, now_ms, false)?;
-        }
         tx.prepare_cached(
-            "UPDATE results SET state = 'voided', error = ?2 WHERE unit_id = ?1 AND state = 'in_progress'",
+            "INSERT INTO retired_results (unit_id, host_id, state, sent_ms, deadline_ms, received_ms,
+                                          elapsed_ms, output_hash, fuel, engine, error, resumed, single,
+                                          stderr, retired_ms, reason)
+             SELECT unit_id, host_id, state, sent_ms, deadline_ms, received_ms, elapsed_ms, output_hash,
+                    fuel, engine, error, resumed, single, stderr, ?2, ?3
+             FROM results WHERE unit_id = ?1",
         )?
-        .execute(params![unit, why])?;
-        tx.prepare_cached(
-            "UPDATE results SET retired_ms = ?2 WHERE unit_id = ?1 AND retired_ms IS NULL",
-        )?
-        .execute(params![unit, now_ms])?;
+        .execute(params![unit, now_ms, reason])?;
+        tx.prepare_cached("DELETE FROM results WHERE unit_id = ?1")?
+            .execute([unit])?;
         tx.prepare_cached(
             "UPDATE units SET state = 'active', reason = NULL,
                reopened_seq = (SELECT coalesce(max(reopened_seq), 0) + 1 FROM units WHERE reopened_seq > 0)
@@ -269,7 +268,6 @@ pub(super) fn reissue(
             refused: None,
         });
     }
-    tallies.write(&tx)?;
     tx.commit()?;
     Ok(Some(out))
 }

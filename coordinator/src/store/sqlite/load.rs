@@ -126,8 +126,7 @@ pub(super) fn load_active_units(
     let mut stmt = c.prepare_cached(
         "SELECT unit_id, host_id, state, deadline_ms, output_hash, fuel, error, engine, resumed,
                 single
-         FROM results WHERE unit_id BETWEEN ?1 AND ?2 AND retired_ms IS NULL
-         ORDER BY unit_id, sent_ms",
+         FROM results WHERE unit_id BETWEEN ?1 AND ?2 ORDER BY unit_id, sent_ms",
     )?;
     let mut rows = stmt.query(params![lo, hi])?;
     let mut i = 0;
@@ -189,7 +188,7 @@ pub(super) fn load_reopened_units(
     let mut stmt = c.prepare_cached(
         "SELECT unit_id, host_id, state, deadline_ms, output_hash, fuel, error, engine, resumed,
                 single
-         FROM results WHERE unit_id = ?1 AND retired_ms IS NULL ORDER BY sent_ms",
+         FROM results WHERE unit_id = ?1 ORDER BY sent_ms",
     )?;
     for (_, unit) in &mut units {
         let mut rows = stmt.query([unit.id])?;

@@ -85,6 +85,26 @@ CREATE TABLE IF NOT EXISTS results (
     stderr TEXT,
     PRIMARY KEY (unit_id, host_id)
 ) WITHOUT ROWID;
+-- copies of units the operator reissued (`reissue`): on record, no
+-- longer counted; a host may hold a copy of the unit in `results` again
+CREATE TABLE IF NOT EXISTS retired_results (
+    unit_id INTEGER NOT NULL,
+    host_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    sent_ms INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    received_ms INTEGER,
+    elapsed_ms INTEGER,
+    output_hash BLOB,
+    fuel INTEGER,
+    engine TEXT,
+    error TEXT,
+    resumed INTEGER NOT NULL,
+    single INTEGER NOT NULL,
+    stderr TEXT,
+    retired_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dataset (
     unit_id INTEGER PRIMARY KEY,
     job_id INTEGER NOT NULL,
@@ -211,7 +231,6 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("units", "number", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "cancelled_ms", "INTEGER"),
     ("jobs", "seed_by_number", "INTEGER NOT NULL DEFAULT 0"),
-    ("results", "retired_ms", "INTEGER"),
     ("jobs", "plots_json", "TEXT NOT NULL DEFAULT '[]'"),
     ("jobs", "terms_json", "TEXT"),
     ("hosts", "name", "TEXT NOT NULL DEFAULT ''"),
