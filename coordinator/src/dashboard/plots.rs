@@ -177,19 +177,22 @@ pub async fn job_plots(
     job: JobId,
 ) -> ApiResult<Option<Arc<JobPlots>>> {
     let store = api.grid.store.clone();
-    let stamp = blocking(move || store.dataset_stamp(job)).await?;
+    let (stamp, declared) =
+        blocking(move || Ok((store.dataset_stamp(job)?, store.job_plots(job)?))).await?;
+    match declared {
+        None => return Ok(None),
+        // A job without plots has nothing to draw: it never waits behind
+        // another job's drawing.
+        Some(specs) if specs.is_empty() => {
+            return Ok(Some(Arc::new(JobPlots {
+                stamp,
+                plots: Vec::new(),
+            })));
+        }
+        Some(_) => {}
+    }
     if let Some(p) = cache.fresh(job, &stamp, now_ms()) {
         return Ok(Some(p));
-    }
-    // A job without plots reads no rows: it never waits behind another
-    // job's drawing.
-    let store = api.grid.store.clone();
-    let declared = blocking(move || store.job_plots(job)).await?;
-    if declared.as_ref().is_none_or(Vec::is_empty) {
-        let store = api.grid.store.clone();
-        return Ok(blocking(move || draw_job(store.as_ref(), job, now_ms()))
-            .await?
-            .map(Arc::new));
     }
     let _turn = cache.drawing.lock().await;
     if let Some(p) = cache.fresh(job, &stamp, now_ms()) {

@@ -494,18 +494,7 @@ pub(super) fn dataset_page_within(
 ) -> Result<Vec<DatasetRow>, StoreError> {
     // One snapshot for the rows and their outputs.
     let tx = c.unchecked_transaction()?;
-    let mut page = Vec::new();
-    let mut bytes = 0u64;
-    for (mut row, len) in dataset_meta(&tx, job, after, max_rows)? {
-        bytes = bytes.saturating_add(len);
-        if !page.is_empty() && bytes > max_bytes {
-            break;
-        }
-        row.output = tx
-            .prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
-            .query_row([&row.output_hash.0[..]], |r| r.get(0))?;
-        page.push(row);
-    }
+    let page = with_outputs(&tx, dataset_meta(&tx, job, after, max_rows)?, max_bytes)?;
     tx.finish()?;
     Ok(page)
 }
@@ -536,6 +525,18 @@ pub(super) fn dataset_sample_within(
         params![job, after, max_rows as i64, every.clamp(1, i64::MAX as u64)],
         |r| r.get(DATASET_WIDTH),
     )?;
+    let page = with_outputs(&tx, meta, max_bytes)?;
+    tx.finish()?;
+    Ok(page)
+}
+
+/// `meta`'s rows (each with its output's length) with their outputs
+/// loaded, in order, until `max_bytes` of outputs (at least one row).
+fn with_outputs(
+    tx: &Connection,
+    meta: Vec<(DatasetRow, u64)>,
+    max_bytes: u64,
+) -> Result<Vec<DatasetRow>, StoreError> {
     let mut page = Vec::new();
     let mut bytes = 0u64;
     for (mut row, len) in meta {
@@ -548,7 +549,6 @@ pub(super) fn dataset_sample_within(
             .query_row([&row.output_hash.0[..]], |r| r.get(0))?;
         page.push(row);
     }
-    tx.finish()?;
     Ok(page)
 }
 
