@@ -23,6 +23,7 @@ pub mod credit;
 pub mod export;
 pub mod jobs;
 pub mod logs;
+pub mod manifest;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
@@ -78,7 +79,7 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/api/v1/hosts", get(hosts_json))
         .route("/api/v1/hosts/{id}", get(host_json))
         .route("/api/v1/dataset", get(dataset_json))
-        .route("/api/v1/jobs/{id}/manifest", get(export::manifest))
+        .route("/api/v1/jobs/{id}/manifest", get(manifest::manifest))
         .route("/api/v1/jobs/{id}/CITATION.cff", get(citation::serve))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics::serve))

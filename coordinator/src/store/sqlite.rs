@@ -21,6 +21,7 @@ mod load;
 mod logs;
 mod query;
 mod schema;
+mod writes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -297,7 +298,7 @@ impl ReadStore for SqliteStore {
 
 impl Store for SqliteStore {
     fn put_blob(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
-        self.write(|c| apply::put_blob(c, hash, data))
+        self.write(|c| writes::put_blob(c, hash, data))
     }
 
     fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
@@ -313,8 +314,8 @@ impl Store for SqliteStore {
     }
 
     fn create_job(&self, job: &JobSubmission, now_ms: u64) -> Result<JobId, StoreError> {
-        let columns = apply::JobColumns::of(job)?;
-        self.write(|c| apply::create_job(c, job, &columns, now_ms))
+        let columns = writes::JobColumns::of(job)?;
+        self.write(|c| writes::create_job(c, job, &columns, now_ms))
     }
 
     fn upsert_host_in(
@@ -325,7 +326,7 @@ impl Store for SqliteStore {
         account: &Account,
         now_ms: u64,
     ) -> Result<HostId, StoreError> {
-        self.write(|c| apply::upsert_host_in(c, key, facts, version, account, now_ms))
+        self.write(|c| writes::upsert_host_in(c, key, facts, version, account, now_ms))
     }
 
     fn host_key(&self, id: HostId) -> Result<Option<[u8; 32]>, StoreError> {
@@ -346,7 +347,7 @@ impl Store for SqliteStore {
         reason: Option<&str>,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        self.write(|c| apply::set_ban(c, target, reason, now_ms))
+        self.write(|c| writes::set_ban(c, target, reason, now_ms))
     }
 
     fn reissue(
@@ -356,7 +357,7 @@ impl Store for SqliteStore {
         reason: &str,
         now_ms: u64,
     ) -> Result<Option<Vec<Reissued>>, StoreError> {
-        self.write(|c| apply::reissue(c, job, which, reason, now_ms))
+        self.write(|c| writes::reissue(c, job, which, reason, now_ms))
     }
 
     fn apply_with_stderr(
