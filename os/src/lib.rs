@@ -1,10 +1,13 @@
 //! Small host helpers that the coordinator, the worker, the sandbox and the
 //! researcher's CLI share, so each exists once: private files, the wall
-//! clock, and poison-tolerant locks.
+//! clock, poison-tolerant locks, and a task runner process's priority and
+//! limits (`process`).
 //!
 //! Only std: no async runtime, no database. The decision core
 //! (`peergrid-core`) does not use this crate: it reads no clock and is
 //! handed times as arguments.
+
+pub mod process;
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};

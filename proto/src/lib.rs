@@ -15,6 +15,7 @@ pub mod hash;
 pub mod join;
 pub mod limits;
 pub mod modcheck;
+pub mod runner;
 pub mod signing;
 pub mod spec;
 pub mod text;

@@ -73,6 +73,37 @@ pub(crate) enum Metering {
     /// Benchmarks only, to measure what metering costs at all: neither fuel
     /// nor epoch, so nothing bounds the run but the memory cap.
     Unmetered,
+    /// A task runner process's `fuel` mode: fuel in the generated code, no
+    /// epoch checks; the daemon enforces the wall-clock deadline by killing
+    /// the process and paces it with SIGSTOP/SIGCONT.
+    RunnerFuel,
+    /// A task runner process's `fixed` mode: nothing in the generated code;
+    /// the job declares each unit's credit and the daemon's deadline stops
+    /// a runaway module.
+    RunnerFixed,
+}
+
+impl Metering {
+    /// Tasks one engine can hold at once: a runner process runs one task
+    /// at a time, so it reserves address space for one, not for
+    /// [`MAX_CONCURRENT_TASKS`].
+    fn pool_slots(self) -> u32 {
+        match self {
+            Metering::RunnerFuel | Metering::RunnerFixed => 1,
+            _ => POOL_SLOTS,
+        }
+    }
+
+    /// The generated code counts fuel.
+    pub(crate) fn fueled(self) -> bool {
+        matches!(self, Metering::FuelAndEpoch | Metering::RunnerFuel)
+    }
+
+    /// The generated code checks the epoch (the in-process deadline and
+    /// pacing).
+    pub(crate) fn epoch(self) -> bool {
+        matches!(self, Metering::FuelAndEpoch | Metering::EpochOnly)
+    }
 }
 
 impl TaskEngine {
@@ -82,7 +113,7 @@ impl TaskEngine {
         metering: Metering,
         cache_dir: Option<&Path>,
     ) -> Result<TaskEngine, SandboxError> {
-        let engine = Engine::new(&engine_config(nan, metering))
+        let engine = Engine::new(&engine_config(nan, metering, metering.pool_slots()))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let linker = wasi_linker(&engine)?;
         let id = match nan {
@@ -95,6 +126,8 @@ impl TaskEngine {
             Metering::Unmetered => {
                 id.replacen("/fuel-host1/epoch-10ms/", "/unmetered-bench-only/", 1)
             }
+            Metering::RunnerFuel => id.replacen("/epoch-10ms/", "/runner/", 1),
+            Metering::RunnerFixed => id.replacen("/fuel-host1/epoch-10ms/", "/fixed/runner/", 1),
         };
         let compiled = cache_dir.map(|dir| CompiledDir::new(dir, &engine, &id));
         Ok(TaskEngine {
@@ -127,11 +160,11 @@ impl TaskEngine {
 }
 
 /// The engine configuration every worker uses for one NaN mode.
-fn engine_config(nan: NanMode, metering: Metering) -> Config {
+fn engine_config(nan: NanMode, metering: Metering, pool_slots: u32) -> Config {
     let mut config = Config::new();
     config
-        .consume_fuel(metering == Metering::FuelAndEpoch)
-        .epoch_interruption(metering != Metering::Unmetered)
+        .consume_fuel(metering.fueled())
+        .epoch_interruption(metering.epoch())
         // `Config::wasm_threads` only exists with wasmtime's `threads` feature,
         // which we leave off; say "no threads" explicitly all the same.
         .wasm_features(
@@ -146,10 +179,10 @@ fn engine_config(nan: NanMode, metering: Metering) -> Config {
         // architecture, at a cost to float-heavy code.
         .cranelift_nan_canonicalization(nan == NanMode::Canonical);
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_core_instances(POOL_SLOTS)
-        .total_memories(POOL_SLOTS)
-        .total_tables(POOL_SLOTS)
-        .total_stacks(POOL_SLOTS)
+    pool.total_core_instances(pool_slots)
+        .total_memories(pool_slots)
+        .total_tables(pool_slots)
+        .total_stacks(pool_slots)
         .max_memories_per_module(MAX_MEMORIES_PER_TASK)
         .max_tables_per_module(MAX_TABLES_PER_TASK)
         .table_elements(MAX_TABLE_ELEMENTS)

@@ -110,6 +110,20 @@ impl Sandbox {
         Sandbox::with_metering(cache_dir, Metering::Unmetered)
     }
 
+    /// The sandbox of a task runner process (`peergrid-runner`), which
+    /// runs one task at a time under the daemon's control: `fixed` false
+    /// counts fuel in the generated code, `fixed` true counts nothing.
+    /// There are no epoch checks (the daemon kills the process at the
+    /// deadline and pauses it with signals), so [`TaskHooks::pace`] is never
+    /// called and `wall_ms` is not enforced here.
+    pub fn for_runner(cache_dir: Option<&Path>, fixed: bool) -> Result<Sandbox, SandboxError> {
+        let metering = match fixed {
+            true => Metering::RunnerFixed,
+            false => Metering::RunnerFuel,
+        };
+        Sandbox::with_metering(cache_dir, metering)
+    }
+
     fn with_metering(
         cache_dir: Option<&Path>,
         metering: Metering,
@@ -144,6 +158,13 @@ impl Sandbox {
     /// alone.
     pub fn engine_id(&self, nan: NanMode) -> &str {
         &self.engine(nan).id
+    }
+
+    /// Whether a run of `module` in mode `nan` may need its bytes: it is
+    /// not linked in memory (the disk cache, if any, is read only given the
+    /// bytes, so that a bad file there costs a compilation, not the task).
+    pub fn needs_bytes(&self, module: &Hash, nan: NanMode) -> bool {
+        !self.lock_cache().contains_key(&(*module, nan))
     }
 
     /// Checks a module compiles, imports only what the host provides (WASI
@@ -186,7 +207,7 @@ impl Sandbox {
             Err(e) => return failed(e.to_string()),
         };
 
-        let fueled = self.metering == Metering::FuelAndEpoch;
+        let fueled = self.metering.fueled();
         let charges = HostCharges::default();
         let stdout = CappedOutput::new(
             usize_or_max(limits.max_output_bytes),
@@ -202,6 +223,7 @@ impl Sandbox {
             .memories(MAX_MEMORIES_PER_TASK as usize)
             .tables(MAX_TABLES_PER_TASK as usize)
             .build();
+        hooks.started();
         let restored = hooks.resume_from();
         let resumed = restored.is_some();
         let fuel_before = restored.as_ref().map_or(0, |c| c.fuel_used);

@@ -124,6 +124,8 @@ pub enum Pace {
 /// and the worker paces the task through it. Every method runs on the
 /// task's own thread, so a method that sleeps pauses the task.
 pub trait TaskHooks: Send + Sync {
+    /// The module is compiled and linked: the run itself starts now.
+    fn started(&self) {}
     /// The checkpoint to resume from, if the task ran before; asked once.
     fn resume_from(&self) -> Option<Checkpoint> {
         None

@@ -716,6 +716,29 @@ pub fn collatz_c() -> (PathBuf, PathBuf) {
     (wasm, native)
 }
 
+/// The task runner cross-built for aarch64 and how to run it here: under
+/// Debian's qemu-user with the cross libc. Fails saying how to get both.
+pub fn aarch64_runner() -> (PathBuf, Vec<std::ffi::OsString>) {
+    let program = target_dir().join("aarch64-unknown-linux-gnu/release/peergrid-runner");
+    assert!(
+        program.exists(),
+        "{} is missing: run scripts/setup (rustup target aarch64-unknown-linux-gnu; Debian's \
+         gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user), then \
+         `cargo build --release -p peergrid-runner --target aarch64-unknown-linux-gnu` \
+         (scripts/test does both)",
+        program.display()
+    );
+    let sysroot = Path::new("/usr/aarch64-linux-gnu");
+    let qemu = Path::new("/usr/bin/qemu-aarch64");
+    assert!(
+        qemu.exists() && sysroot.join("lib").exists(),
+        "qemu-aarch64 or the aarch64 libc is missing: run scripts/setup \
+         (Debian's qemu-user and libc6-dev-arm64-cross)"
+    );
+    let prefix = vec![qemu.into(), "-L".into(), sysroot.into()];
+    (program, prefix)
+}
+
 /// The SETI example compiled to wasm32-wasip1.
 pub fn seti_wasm() -> PathBuf {
     example_wasm("peergrid-example-seti", "seti")

@@ -133,6 +133,71 @@ fn kill_9_and_sigterm_resume_from_checkpoints_with_the_same_output() {
     assert!(log.contains("resumed=true"), "{log}");
 }
 
+/// In a runner process (`--task-processes`) the task's generated code has
+/// no epoch checks, so on SIGTERM the worker asks the runner for a
+/// checkpoint (SIGUSR1) instead: with a checkpoint interval of an hour, the
+/// only checkpoint is the one taken for the stop, and the restarted worker
+/// resumes from it to the output of an uninterrupted run.
+#[test]
+fn sigterm_checkpoints_a_task_in_a_runner_process_and_it_resumes() {
+    let _machine = machine();
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path()).unwrap();
+    let steps = 400;
+    let input = format!("{steps} {SLOW_ROUNDS} 7");
+    let spec = chain_job(
+        dir.path(),
+        "chain",
+        std::slice::from_ref(&input),
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    let job = coordinator.submit(&spec).unwrap();
+    let data = dir.path().join("w");
+    let args = [
+        "--cores",
+        "1",
+        "--checkpoint-secs",
+        "3600",
+        "--task-processes",
+    ];
+    let mut worker = Worker::start(&coordinator.join, &data, &args).unwrap();
+    wait_for("the task to make progress", Duration::from_secs(60), || {
+        let status = worker.status().ok()?;
+        (status["running"][0]["progress"].as_f64()? > 0.05).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_of(&worker)));
+    assert_eq!(
+        checkpoint_step(&worker),
+        None,
+        "no checkpoint before the stop"
+    );
+    let (exit, took) = worker.terminate(Duration::from_secs(10)).unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    let at_stop = checkpoint_step(&worker)
+        .unwrap_or_else(|| panic!("no checkpoint kept on SIGTERM\n{}", log_of(&worker)));
+    assert!(
+        at_stop > 0 && at_stop < steps,
+        "checkpoint at step {at_stop}"
+    );
+
+    let worker = Worker::start(&coordinator.join, &data, &args).unwrap();
+    coordinator
+        .wait_finished(job, Duration::from_secs(180))
+        .unwrap();
+    let rows = coordinator.dataset(job).unwrap();
+    let expected = chain_native(input.as_bytes()).unwrap();
+    assert_eq!(
+        rows[0]["output_hash"].as_str().unwrap(),
+        blake3::hash(&expected).to_hex().as_str(),
+        "resumed output differs from an uninterrupted run"
+    );
+    let engines = rows[0]["engines"].to_string();
+    assert!(engines.contains("/runner/"), "{engines}");
+    assert!(log_of(&worker).contains("resuming a task from its checkpoint"));
+}
+
 /// With the coordinator down, the worker computes its buffered tasks; when
 /// it returns, every result is delivered.
 #[test]

@@ -55,6 +55,20 @@ enum Command {
         /// for a host with several networks.
         #[arg(long, env = "PEERGRID_BIND")]
         bind: Option<std::net::IpAddr>,
+        /// Preview: run each task in a `peergrid-runner` process (idle
+        /// priority, paused and stopped by signals, no deadline checks in
+        /// the generated code) instead of a thread of the worker.
+        #[arg(long)]
+        task_processes: bool,
+        /// The runner program for --task-processes (default:
+        /// peergrid-runner beside this executable); implies it.
+        #[arg(long, value_name = "PATH")]
+        runner: Option<PathBuf>,
+        /// A command the runner runs under, split at spaces (an emulator
+        /// for another architecture, e.g. "qemu-aarch64 -L
+        /// /usr/aarch64-linux-gnu"); implies --task-processes.
+        #[arg(long, value_name = "COMMAND")]
+        runner_wrapper: Option<String>,
     },
     /// Print the preferences in effect (file, then flags), as TOML; or
     /// change one in the file (`config set KEY VALUE`, `config unset
@@ -259,7 +273,26 @@ fn run_cli() -> Result<()> {
             #[cfg(feature = "simulate-fault")]
             simulate_fault,
             bind,
+            task_processes,
+            runner,
+            runner_wrapper,
         } => {
+            let runner = match (task_processes, runner, runner_wrapper) {
+                (false, None, None) => None,
+                (_, program, wrapper) => {
+                    let mut command = peergrid_runner::RunnerCommand::beside_current_exe()
+                        .context("finding peergrid-runner")?;
+                    if let Some(program) = program {
+                        command.program = program;
+                    }
+                    command.prefix = wrapper
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(Into::into)
+                        .collect();
+                    Some(command)
+                }
+            };
             let join: JoinString = join.parse().context("--join")?;
             let overrides = prefs;
             let (prefs, path) = Preferences::resolve(&overrides)?;
@@ -294,6 +327,7 @@ fn run_cli() -> Result<()> {
                 progress_bars: bars,
                 bind,
                 no_more_work,
+                runner,
             };
             let worker = Worker::new(config, key)?;
             tokio::runtime::Builder::new_multi_thread()

@@ -52,6 +52,7 @@ mod exchange_rules;
 mod fault;
 mod modules;
 mod preferences;
+mod process_run;
 mod run_rules;
 mod slots;
 mod steering;
@@ -88,12 +89,17 @@ pub struct WorkerConfig {
     pub bind: Option<std::net::IpAddr>,
     /// `run --no-more-work`: finish the held tasks, then exit.
     pub no_more_work: bool,
+    /// Run tasks in runner processes started this way (`run
+    /// --task-processes`); `None`: in the worker's own threads.
+    pub runner: Option<peergrid_runner::RunnerCommand>,
 }
 
 pub struct Worker {
     config: WorkerConfig,
     key: SigningKey,
     sandbox: Arc<Sandbox>,
+    /// Warm runner processes, with `run --task-processes`.
+    runners: Option<Arc<process_run::RunnerPool>>,
     state: Arc<LocalState>,
     shared: Arc<Shared>,
 }
@@ -233,6 +239,19 @@ impl Worker {
             Sandbox::new(Some(&config.data.join("compiled")))
                 .context("starting the wasm sandbox")?,
         );
+        let runners = match &config.runner {
+            Some(command) => {
+                let mut command = command.clone();
+                command
+                    .cache
+                    .get_or_insert_with(|| config.data.join("compiled"));
+                tracing::info!(runner = %command.program.display(), "tasks run in runner processes");
+                Some(Arc::new(
+                    process_run::RunnerPool::new(command).context("starting the runner starter")?,
+                ))
+            }
+            None => None,
+        };
         let state = Arc::new(LocalState::open(&config.data)?);
         let shared = Shared::new(Live {
             prefs: config.prefs.clone(),
@@ -251,6 +270,7 @@ impl Worker {
             config,
             key,
             sandbox,
+            runners,
             state,
             shared: Arc::new(shared),
         })

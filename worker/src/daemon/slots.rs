@@ -16,6 +16,7 @@ use peergrid_proto::wire::{Outcome, Task, TaskReport, UnitId, error_with_stderr,
 use tokio::task::JoinSet;
 
 use super::modules::{read_module, refusal};
+use super::process_run::run_in_runner;
 use super::run_rules;
 use super::task_run::TaskRun;
 use super::{Worker, note, printable};
@@ -172,9 +173,17 @@ impl Worker {
         if checkpoint.is_some() {
             tracing::info!(unit = task.unit, "resuming a task from its checkpoint");
         }
+        let runners = self.runners.clone();
+        // In a runner process the checkpoint goes with the task; in process
+        // the sandbox asks the hooks for it.
+        let (in_hooks, for_runner) = match runners {
+            Some(_) => (None, checkpoint),
+            None => (checkpoint, None),
+        };
         let run = Arc::new(TaskRun::new(
             &task,
-            checkpoint,
+            in_hooks,
+            for_runner.is_some(),
             self.state.clone(),
             self.shared.clone(),
         ));
@@ -183,7 +192,17 @@ impl Worker {
         #[cfg(feature = "simulate-fault")]
         let fault = self.config.fault;
         running.spawn_blocking(move || {
-            let report = run_task(&sandbox, &task, &module, run.clone());
+            let report = match &runners {
+                Some(pool) => run_in_runner(
+                    pool,
+                    &task,
+                    task_seed(&task),
+                    &module,
+                    for_runner,
+                    run.clone(),
+                ),
+                None => run_task(&sandbox, &task, &module, run.clone()),
+            };
             #[cfg(feature = "simulate-fault")]
             let report = match fault {
                 Some(fault) => fault.tamper(&task, report),

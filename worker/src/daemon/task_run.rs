@@ -69,18 +69,20 @@ impl TaskRun {
     pub(super) fn new(
         task: &Task,
         checkpoint: Option<Checkpoint>,
+        resumed_elsewhere: bool,
         state: Arc<LocalState>,
         shared: Arc<Shared>,
     ) -> TaskRun {
         let now = Instant::now();
+        let resumed = checkpoint.is_some() || resumed_elsewhere;
         TaskRun {
             unit: task.unit,
             job: task.job,
             started: now,
             state,
             shared,
-            pace_from: Mutex::new(checkpoint.is_none().then_some((0.0, now))),
-            resumed: checkpoint.is_some(),
+            pace_from: Mutex::new((!resumed).then_some((0.0, now))),
+            resumed,
             resume: Mutex::new(checkpoint),
             last_checkpoint: Mutex::new(now),
             uses_sdk: AtomicBool::new(false),
@@ -215,32 +217,93 @@ impl TaskHooks for TaskRun {
     }
 
     fn pace(&self) -> Pace {
+        match self.decide() {
+            Decision::Stop(why) => return Pace::Stop(why),
+            Decision::Step(Step::AwaitResume) => {
+                self.await_resume();
+                self.paused();
+            }
+            Decision::Step(Step::Nap(pause)) => {
+                self.nap(pause);
+                self.paused();
+            }
+            Decision::Step(_) => {}
+        }
+        Pace::Continue
+    }
+}
+
+/// What a running task does now ([`TaskRun::decide`]).
+#[derive(Debug, PartialEq)]
+pub(super) enum Decision {
+    /// Stop the run (the worker asked for it: its report means nothing).
+    Stop(String),
+    /// Run on ([`Step::Run`]), nap, or wait out a suspension.
+    Step(Step),
+}
+
+impl TaskRun {
+    /// What the task does now, as [`run_rules::step`] decides from what the
+    /// worker knows. A stop is recorded ([`TaskRun::was_stopped`]); the
+    /// caller pauses or stops the run (in this thread for the in-process
+    /// sandbox, by signals for a runner process).
+    pub(super) fn decide(&self) -> Decision {
         if self.cancelled.load(Ordering::Relaxed) {
             self.stopped.store(true, Ordering::Relaxed);
-            return Pace::Stop("the coordinator cancelled the task".into());
+            return Decision::Stop("the coordinator cancelled the task".into());
         }
         let duty = DutyCycle {
             percent: self.shared.live().prefs.cpu_time_percent,
         };
         match run_rules::step(self.tick(Instant::now()), duty) {
-            Step::Run => {}
             Step::Stop => {
                 self.stopped.store(true, Ordering::Relaxed);
-                return Pace::Stop(if self.aborted() {
+                Decision::Stop(if self.aborted() {
                     "aborted by the volunteer".into()
                 } else {
                     "the worker is shutting down".into()
-                });
+                })
             }
-            Step::AwaitResume => {
-                self.await_resume();
-                *lock(&self.since_pause) = Instant::now();
-            }
-            Step::Nap(pause) => {
-                self.nap(pause);
-                *lock(&self.since_pause) = Instant::now();
-            }
+            step => Decision::Step(step),
         }
-        Pace::Continue
+    }
+
+    /// A pause (nap or suspension) just ended: the duty cycle counts
+    /// running time from now.
+    pub(super) fn paused(&self) {
+        *lock(&self.since_pause) = Instant::now();
+    }
+
+    /// Whether the task should stop napping or waiting now (shutdown,
+    /// abort, cancel).
+    pub(super) fn interrupted(&self) -> bool {
+        self.stopping()
+    }
+
+    /// Whether computing is suspended now.
+    pub(super) fn suspended(&self) -> bool {
+        self.shared.suspended()
+    }
+
+    /// A runner process forwarded a checkpoint: the module uses the SDK.
+    pub(super) fn checkpoint_from_runner(&self, checkpoint: Checkpoint) {
+        self.uses_checkpoints();
+        TaskHooks::checkpoint(self, checkpoint);
+    }
+
+    /// The module asked about checkpoints (in a runner process): on
+    /// shutdown it is worth waiting for its next one.
+    pub(super) fn uses_checkpoints(&self) {
+        self.uses_sdk.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the worker is shutting down.
+    pub(super) fn shutting_down(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+    }
+
+    /// The volunteer's checkpoint interval in force.
+    pub(super) fn checkpoint_interval(&self) -> Duration {
+        self.shared.live().prefs.checkpoint_interval()
     }
 }

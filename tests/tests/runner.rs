@@ -1,0 +1,613 @@
+//! Task runner processes (`peergrid-runner`): tasks in a warm runner
+//! compute what the in-process sandbox computes, with the same fuel; an
+//! aarch64 runner under qemu-user computes what the x86-64 one does; a
+//! runner killed mid-task costs only that task; a runner runs at idle
+//! priority and dies with its parent; checkpoints and progress cross the
+//! pipe.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use peergrid_proto::Hash;
+use peergrid_proto::runner::{FromRunner, Metering, RunTask, RunnerOutcome, RunnerReport};
+use peergrid_proto::wire::TaskLimits;
+use peergrid_runner::{Runner, RunnerCommand, RunnerError};
+use peergrid_tests::{
+    Coordinator, Worker, aarch64_runner, bin, chain_native, chain_wasm, collatz_c, job_spec,
+    lyapunov_wasm, probe_wasm, seti_wasm, target_dir, wait_for,
+};
+use peergrid_worker::sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
+
+const LIMITS: TaskLimits = TaskLimits {
+    memory_bytes: 256 << 20,
+    fuel: 1 << 40,
+    max_output_bytes: 1 << 20,
+    wall_ms: 600_000,
+};
+
+/// A module of the workspace and a small input for it.
+struct Kernel {
+    name: &'static str,
+    wasm: PathBuf,
+    input: Vec<u8>,
+}
+
+/// The probe and the five benchmark kernels, on small inputs.
+fn kernels() -> Vec<Kernel> {
+    let release = target_dir().join("wasm32-wasip1/release");
+    let plan = peergrid_example_seti::synth::Plan {
+        channels: 1,
+        segments: 1,
+        signals: 1,
+        ..peergrid_example_seti::synth::Plan::demo(3)
+    };
+    let (_, units) = peergrid_example_seti::synth::generate(&plan).unwrap();
+    let seti_unit = units.into_iter().next().unwrap().1;
+    vec![
+        Kernel {
+            name: "probe",
+            wasm: probe_wasm(),
+            input: b"tag".to_vec(),
+        },
+        Kernel {
+            name: "n-body",
+            wasm: release.join("nbody.wasm"),
+            input: b"2000".to_vec(),
+        },
+        Kernel {
+            name: "lyapunov",
+            wasm: lyapunov_wasm(),
+            input: br#"{"r_start":3.4,"r_end":4.0,"steps":8,"iterations":2000,"transient":100}"#
+                .to_vec(),
+        },
+        Kernel {
+            name: "sieve",
+            wasm: release.join("sieve.wasm"),
+            input: b"100000 2".to_vec(),
+        },
+        Kernel {
+            name: "seti",
+            wasm: seti_wasm(),
+            input: seti_unit,
+        },
+        Kernel {
+            name: "collatz (C)",
+            wasm: collatz_c().0,
+            input: b"1 20000".to_vec(),
+        },
+    ]
+}
+
+fn task(module: &Hash, input: &[u8], canonical_nan: bool, metering: Metering) -> RunTask {
+    RunTask {
+        module: *module,
+        module_bytes: None,
+        input: input.to_vec(),
+        args: Vec::new(),
+        seed: 7,
+        limits: LIMITS,
+        canonical_nan,
+        metering,
+        resume: None,
+        checkpoint_every_ms: 0,
+    }
+}
+
+fn native_runner() -> RunnerCommand {
+    RunnerCommand {
+        program: bin("peergrid-runner"),
+        prefix: Vec::new(),
+        cache: None,
+    }
+}
+
+fn run(runner: &mut Runner, module: &[u8], task: &RunTask) -> Result<RunnerReport> {
+    let report = runner.run(task, module, |_| {})?;
+    Ok(report)
+}
+
+fn output(report: &RunnerReport) -> Result<&[u8]> {
+    match &report.outcome {
+        RunnerOutcome::Success(out) => Ok(out),
+        RunnerOutcome::Error(why) => anyhow::bail!("the task failed: {why}"),
+    }
+}
+
+#[test]
+fn a_warm_runner_computes_what_the_in_process_sandbox_computes() -> Result<()> {
+    let sandbox = Sandbox::new(None)?;
+    let mut runner = Runner::start(&native_runner())?;
+    for kernel in kernels() {
+        let module = std::fs::read(&kernel.wasm)?;
+        let hash = Hash::of(&module);
+        for canonical in [false, true] {
+            let expected = sandbox.run(&SandboxTask {
+                module: &hash,
+                module_bytes: &module,
+                input: &kernel.input,
+                args: &[],
+                seed: 7,
+                limits: &LIMITS,
+                nan: NanMode::from_canonical(canonical),
+            });
+            let RunOutcome::Success(expected_out) = &expected.outcome else {
+                anyhow::bail!("{} failed in process: {:?}", kernel.name, expected.outcome);
+            };
+            let fueled = run(
+                &mut runner,
+                &module,
+                &task(&hash, &kernel.input, canonical, Metering::Fuel),
+            )?;
+            ensure!(
+                output(&fueled)? == &expected_out[..],
+                "{}: outputs differ",
+                kernel.name
+            );
+            // Fuel is counted per instruction, epoch checks or not.
+            assert_eq!(
+                fueled.fuel_used, expected.fuel_used,
+                "{}: fuel differs",
+                kernel.name
+            );
+            assert!(fueled.fuel_used > 0);
+            assert!(fueled.engine.contains("/runner/"), "{}", fueled.engine);
+            let fixed = run(
+                &mut runner,
+                &module,
+                &task(&hash, &kernel.input, canonical, Metering::Fixed),
+            )?;
+            ensure!(
+                output(&fixed)? == &expected_out[..],
+                "{}: fixed mode differs",
+                kernel.name
+            );
+            assert_eq!(fixed.fuel_used, 0, "fixed mode counts no fuel");
+            assert!(fixed.engine.contains("/fixed/"), "{}", fixed.engine);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn an_aarch64_runner_under_qemu_computes_what_x86_64_computes() -> Result<()> {
+    let (program, prefix) = aarch64_runner();
+    let mut arm = Runner::start(&RunnerCommand {
+        program,
+        prefix,
+        cache: None,
+    })?;
+    assert_eq!(arm.arch(), "aarch64");
+    let mut x86 = Runner::start(&native_runner())?;
+    assert_eq!(x86.arch(), std::env::consts::ARCH);
+    let mut fast_equal = Vec::new();
+    for kernel in kernels() {
+        let module = std::fs::read(&kernel.wasm)?;
+        let hash = Hash::of(&module);
+        let mut fast_same = None;
+        for canonical in [false, true] {
+            let t = task(&hash, &kernel.input, canonical, Metering::Fuel);
+            let a = run(&mut arm, &module, &t).with_context(|| kernel.name)?;
+            let b = run(&mut x86, &module, &t).with_context(|| kernel.name)?;
+            // Fuel counts wasm instructions and host charges: the same on
+            // every architecture, in both NaN modes.
+            assert_eq!(
+                a.fuel_used, b.fuel_used,
+                "{} (canonical {canonical}): fuel",
+                kernel.name
+            );
+            assert!(a.engine.ends_with("aarch64") != canonical, "{}", a.engine);
+            if canonical {
+                // Canonical NaNs are comparable everywhere: always equal.
+                assert_eq!(
+                    output(&a)?,
+                    output(&b)?,
+                    "{}: canonical outputs differ",
+                    kernel.name
+                );
+            } else {
+                fast_same = Some(output(&a)? == output(&b)?);
+            }
+        }
+        if fast_same == Some(true) {
+            fast_equal.push(kernel.name);
+        }
+        eprintln!(
+            "{}: fast engine outputs equal across architectures: {fast_same:?}",
+            kernel.name
+        );
+    }
+    // Only NaN payloads may differ in the fast engine, and only the probe
+    // (which prints NaN bits on purpose) makes NaNs; every kernel agrees.
+    for name in ["n-body", "lyapunov", "sieve", "seti", "collatz (C)"] {
+        assert!(
+            fast_equal.contains(&name),
+            "{name} differs across architectures in the fast engine"
+        );
+    }
+    Ok(())
+}
+
+/// A module that loops forever.
+fn endless() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (func (export "_start") (loop (br 0))) (memory (export "memory") 1))"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_runner_killed_mid_task_costs_only_that_task() -> Result<()> {
+    let mut runner = Runner::start(&native_runner())?;
+    let module = endless();
+    let hash = Hash::of(&module);
+    let pid = runner.pid();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        Command::new("kill").args(["-9", &pid.to_string()]).status()
+    });
+    let started = Instant::now();
+    let e = runner
+        .run(&task(&hash, b"", false, Metering::Fixed), &module, |_| {})
+        .unwrap_err();
+    assert!(killer.join().unwrap()?.success());
+    assert!(matches!(e, RunnerError::Died(_)), "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains("signal 9") && message.contains("the task is lost"),
+        "{message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A fresh runner takes the next task.
+    let mut fresh = Runner::start(&native_runner())?;
+    let probe = std::fs::read(probe_wasm())?;
+    let report = run(
+        &mut fresh,
+        &probe,
+        &task(&Hash::of(&probe), b"x", false, Metering::Fuel),
+    )?;
+    output(&report)?;
+    Ok(())
+}
+
+#[test]
+fn a_runner_runs_at_idle_priority_and_dies_with_its_parent() -> Result<()> {
+    let runner = Runner::start(&native_runner())?;
+    let (policy, _nice) = peergrid_os::process::policy_and_nice(runner.pid())?;
+    assert_eq!(
+        policy, 5,
+        "a runner runs under SCHED_IDLE (policy 5), not {policy}"
+    );
+    let ionice = Command::new("ionice")
+        .args(["-p", &runner.pid().to_string()])
+        .output()?;
+    let ionice = String::from_utf8_lossy(&ionice.stdout);
+    assert!(ionice.trim() == "idle", "I/O class: {ionice}");
+
+    // Another process (python3: any program would do) starts a runner and
+    // a `sleep` that inherits the write end of the runner's stdin, so the
+    // pipe stays open when the parent dies: only PR_SET_PDEATHSIG can end
+    // the runner then. The parent is killed with SIGKILL.
+    let script = "import os, subprocess, sys, time\n\
+                  env = dict(os.environ, PEERGRID_RUNNER_PARENT=str(os.getpid()))\n\
+                  p = subprocess.Popen([sys.argv[1]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)\n\
+                  k = subprocess.Popen(['sleep', '60'], pass_fds=[p.stdin.fileno()])\n\
+                  print(p.pid, k.pid, flush=True)\n\
+                  time.sleep(60)\n";
+    let mut shell = Command::new("python3")
+        .args(["-c", script])
+        .arg(bin("peergrid-runner"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("python3 (Debian's python3) starts the runner's parent")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(shell.stdout.take().unwrap()),
+        &mut line,
+    )?;
+    let (pid, keeper) = line.trim().split_once(' ').context("two pids")?;
+    let (pid, keeper): (u32, u32) = (pid.parse()?, keeper.parse()?);
+    wait_for("the runner to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .filter(|c| c.trim() == "peergrid-runner")
+    })?;
+    shell.kill()?;
+    shell.wait()?;
+    let died = wait_for(
+        "the runner to die with its parent",
+        Duration::from_secs(5),
+        || {
+            // Gone, or a zombie waiting for init to reap it.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            stat.is_none_or(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .then_some(())
+        },
+    );
+    let _ = Command::new("kill").arg(keeper.to_string()).status();
+    died?;
+    Ok(())
+}
+
+#[test]
+fn checkpoints_and_progress_cross_the_pipe_and_a_resumed_run_finishes_alike() -> Result<()> {
+    let module = std::fs::read(chain_wasm())?;
+    let hash = Hash::of(&module);
+    let input = b"400 20000 5";
+    let expected = chain_native(input)?;
+    let mut runner = Runner::start(&native_runner())?;
+    let mut t = task(&hash, input, false, Metering::Fuel);
+    t.checkpoint_every_ms = 1;
+    let (mut checkpoints, mut progress) = (Vec::new(), Vec::new());
+    let whole = runner.run(&t, &module, |event| match event {
+        FromRunner::Checkpoint { state, fuel_used } => checkpoints.push((state, fuel_used)),
+        FromRunner::Progress(p) => progress.push(p),
+        _ => {}
+    })?;
+    assert_eq!(output(&whole)?, &expected[..]);
+    assert!(checkpoints.len() >= 2, "{} checkpoints", checkpoints.len());
+    assert!(!progress.is_empty() && progress.iter().all(|p| (0.0..=1.0).contains(p)));
+    // Resumed from a checkpoint in the middle, in a fresh runner.
+    let middle = checkpoints[checkpoints.len() / 2].clone();
+    let mut fresh = Runner::start(&native_runner())?;
+    t.resume = Some(middle.clone());
+    t.checkpoint_every_ms = 0;
+    let resumed = fresh.run(&t, &module, |_| {})?;
+    assert!(resumed.resumed);
+    assert_eq!(output(&resumed)?, &expected[..]);
+    assert!(resumed.fuel_used >= middle.1);
+    Ok(())
+}
+
+#[test]
+fn a_runner_asks_for_a_module_it_does_not_hold() -> Result<()> {
+    use peergrid_proto::codec;
+    use peergrid_proto::runner::{ToRunner, frame, frame_len};
+    use std::io::{Read, Write};
+
+    let probe = std::fs::read(probe_wasm())?;
+    let hash = Hash::of(&probe);
+    // Raw frames: a task without the module's bytes to a fresh runner.
+    let mut child = Command::new(bin("peergrid-runner"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let (mut stdin, mut stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut next = || -> Result<FromRunner> {
+        let mut header = [0; 4];
+        stdout.read_exact(&mut header)?;
+        let mut body = vec![0; frame_len(header)?];
+        stdout.read_exact(&mut body)?;
+        Ok(codec::decode(&body)?)
+    };
+    assert!(matches!(next()?, FromRunner::Ready { .. }));
+    let t = task(&hash, b"x", false, Metering::Fuel);
+    stdin.write_all(&frame(&ToRunner::Run(Box::new(t.clone())))?)?;
+    stdin.flush()?;
+    assert_eq!(next()?, FromRunner::NeedModule);
+    let with_bytes = RunTask {
+        module_bytes: Some(probe.clone()),
+        ..t
+    };
+    stdin.write_all(&frame(&ToRunner::Run(Box::new(with_bytes)))?)?;
+    stdin.flush()?;
+    let done = loop {
+        if let FromRunner::Done(report) = next()? {
+            break report;
+        }
+    };
+    output(&done)?;
+    drop(stdin);
+    child.wait()?;
+
+    // Through the client: the module was sent for a fuel task, so the
+    // next goes without its bytes; the runner's fixed-mode engine never
+    // compiled it, asks, and the task runs once the bytes come.
+    let mut runner = Runner::start(&native_runner())?;
+    let fuel = run(
+        &mut runner,
+        &probe,
+        &task(&hash, b"x", false, Metering::Fuel),
+    )?;
+    let fixed = run(
+        &mut runner,
+        &probe,
+        &task(&hash, b"x", false, Metering::Fixed),
+    )?;
+    assert_eq!(output(&fuel)?, output(&fixed)?);
+    // Bytes that are not the module are refused, not run.
+    let mut fresh = Runner::start(&native_runner())?;
+    let wrong = run(
+        &mut fresh,
+        b"not the module",
+        &task(&hash, b"x", false, Metering::Fuel),
+    )?;
+    let RunnerOutcome::Error(why) = &wrong.outcome else {
+        panic!("{wrong:?}")
+    };
+    assert!(why.contains("corrupt"), "{why}");
+    Ok(())
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // The parent's pid is field 4, the second after the name.
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Whether process `pid` is gone (or a zombie waiting to be reaped).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .is_none_or(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+}
+
+/// A worker whose tasks run in an aarch64 runner under qemu-user: a real
+/// host of another architecture.
+fn aarch64_worker(coordinator: &Coordinator, data: &std::path::Path) -> Result<Worker> {
+    let (program, prefix) = aarch64_runner();
+    let wrapper: Vec<String> = prefix
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    Worker::start(
+        &coordinator.join,
+        data,
+        &[
+            "--cores",
+            "1",
+            "--runner",
+            program.to_str().context("runner path")?,
+            "--runner-wrapper",
+            &wrapper.join(" "),
+        ],
+    )
+}
+
+/// Real aarch64 hosts (workers whose tasks run in an aarch64 runner under
+/// qemu-user) and x86-64 hosts compute the probe, which prints NaN bits:
+/// an aarch64 and an x86-64 host's fast-engine outputs disagree, the
+/// coordinator re-runs each unit with canonical NaNs, and there a second
+/// aarch64 host and a second x86-64 host agree. Killing an aarch64 worker
+/// with SIGKILL leaves no runner behind.
+#[test]
+fn aarch64_and_x86_64_hosts_disagree_then_agree_with_canonical_nans() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let coordinator = Coordinator::start(dir.path())?;
+    let mut arm = aarch64_worker(&coordinator, &dir.path().join("arm"))?;
+    let _x86 = Worker::start(
+        &coordinator.join,
+        &dir.path().join("x86"),
+        &["--cores", "1"],
+    )?;
+    let spec = job_spec(dir.path(), "probe", &probe_wasm(), 3, "quorum = 2")?;
+    let job = coordinator.submit(&spec)?;
+    let count = |sql: &str| -> i64 {
+        coordinator
+            .db()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap_or(-1)
+    };
+    wait_for(
+        "both hosts to report every unit",
+        Duration::from_secs(240),
+        || (count("SELECT count(*) FROM results WHERE state = 'success'") == 6).then_some(()),
+    )?;
+    assert_eq!(
+        coordinator.status(job)?["validated"],
+        0,
+        "the fast outputs disagree"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM results WHERE engine LIKE '%/runner/%nocanon%/aarch64'"),
+        3,
+        "the aarch64 host ran the fast engine in its runner"
+    );
+    let _arm2 = aarch64_worker(&coordinator, &dir.path().join("arm2"))?;
+    let _x86b = Worker::start(
+        &coordinator.join,
+        &dir.path().join("x86b"),
+        &["--cores", "1"],
+    )?;
+    let status = coordinator.wait_finished(job, Duration::from_secs(300))?;
+    assert_eq!(status["validated"], 3, "{status}");
+    for row in coordinator.dataset(job)? {
+        let engines = row["engines"].to_string();
+        assert!(
+            engines.contains("nancanon"),
+            "settled with canonical NaNs: {engines}"
+        );
+        // Only the aarch64 hosts run tasks in runners here.
+        assert!(
+            engines.contains("/runner/"),
+            "an aarch64 host agrees: {engines}"
+        );
+    }
+
+    let runners = children(arm.pid());
+    assert!(!runners.is_empty(), "the worker keeps a warm runner");
+    arm.kill();
+    wait_for(
+        "the runners to die with their worker",
+        Duration::from_secs(10),
+        || runners.iter().all(|&pid| gone(pid)).then_some(()),
+    )?;
+    Ok(())
+}
+
+/// In a runner process nothing in the generated code checks the time:
+/// the worker kills a runner whose task runs past its deadline, the task
+/// fails with the wall-clock message, and the next task gets a fresh
+/// runner.
+#[test]
+fn a_runner_past_its_deadline_is_killed_and_the_task_fails() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let coordinator = Coordinator::start(dir.path())?;
+    let module = dir.path().join("endless.wasm");
+    std::fs::write(&module, endless())?;
+    let spec = job_spec(
+        dir.path(),
+        "endless",
+        &module,
+        1,
+        "quorum = 1\nmax_error_results = 1\ndeadline_secs = 2",
+    )?;
+    let worker = Worker::start(
+        &coordinator.join,
+        &dir.path().join("w"),
+        &["--cores", "1", "--task-processes"],
+    )?;
+    let job = coordinator.submit(&spec)?;
+    let status = coordinator.wait_finished(job, Duration::from_secs(60))?;
+    assert_eq!(status["failed"], 1, "{status}");
+    let error: String =
+        coordinator
+            .db()
+            .query_row("SELECT error FROM results WHERE state = 'error'", [], |r| {
+                r.get(0)
+            })?;
+    assert!(
+        error.contains("wall-clock limit of 2000 ms exceeded"),
+        "{error}"
+    );
+    // The probe runs next, in a fresh runner.
+    let spec = job_spec(dir.path(), "probe", &probe_wasm(), 2, "quorum = 1")?;
+    let job = coordinator.submit(&spec)?;
+    let status = coordinator.wait_finished(job, Duration::from_secs(60))?;
+    assert_eq!(status["validated"], 2, "{status}");
+    let engines: String = coordinator.db().query_row(
+        "SELECT group_concat(DISTINCT engine) FROM results WHERE state = 'success'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert!(engines.contains("/runner/"), "{engines}");
+    drop(worker);
+    Ok(())
+}
