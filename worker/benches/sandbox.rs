@@ -6,7 +6,8 @@
 //! production engine (fuel, epoch deadline and memory cap all on) in fast
 //! and in canonical NaN mode, and their ratios to native, then the geometric
 //! means; the cost of fuel (the same runs on a bench-only engine with the
-//! epoch alone) and of metering at all (a bench-only engine with neither);
+//! epoch alone) and of metering at all (an engine with neither: a task
+//! runner's `fixed` mode), and a task runner's `fuel` mode (fuel alone);
 //! the per-task start time of a cached module; and what the disk cache saves
 //! a restarted worker. Every wasm output is checked against the native one,
 //! so a kernel that silently did less work cannot look fast.
@@ -160,6 +161,8 @@ struct Timing {
     canonical: f64,
     epoch_only: f64,
     unmetered: f64,
+    /// A task runner's `fuel` mode: fuel, no epoch checks.
+    fuel_only: f64,
 }
 
 fn main() -> Result<()> {
@@ -168,6 +171,9 @@ fn main() -> Result<()> {
         Sandbox::new_epoch_only_for_benchmarks(None).context("building the bench-only sandbox")?;
     let unmetered =
         Sandbox::new_unmetered_for_benchmarks(None).context("building the bench-only sandbox")?;
+    // A task runner's engines: its `fixed` mode generates the same code as
+    // `unmetered` (neither fuel nor epoch), its `fuel` mode this one.
+    let fuel_only = Sandbox::for_runner(None, false).context("building the runner's sandbox")?;
     println!(
         "peergrid sandbox benchmark on {} ({} logical CPUs), median of {REPETITIONS} runs",
         std::env::consts::ARCH,
@@ -185,7 +191,13 @@ fn main() -> Result<()> {
 
     let mut timings = Vec::new();
     for kernel in &KERNELS {
-        timings.push(time_kernel(kernel, &sandbox, &epoch_only, &unmetered)?);
+        timings.push(time_kernel(
+            kernel,
+            &sandbox,
+            &epoch_only,
+            &unmetered,
+            &fuel_only,
+        )?);
     }
     print_kernel_table(&timings);
     println!();
@@ -200,6 +212,7 @@ fn time_kernel(
     sandbox: &Sandbox,
     epoch_only: &Sandbox,
     unmetered: &Sandbox,
+    fuel_only: &Sandbox,
 ) -> Result<Timing> {
     let wasm = read_wasm(kernel.wasm_file)?;
     let hash = Hash::of(&wasm);
@@ -236,6 +249,7 @@ fn time_kernel(
         canonical: wasm_time(sandbox, true)?,
         epoch_only: wasm_time(epoch_only, false)?,
         unmetered: wasm_time(unmetered, false)?,
+        fuel_only: wasm_time(fuel_only, false)?,
     })
 }
 
@@ -288,11 +302,14 @@ fn print_kernel_table(timings: &[Timing]) {
     );
     println!();
     println!(
-        "what metering costs (fast NaN mode; bench-only engines without fuel, without either):"
+        "what metering costs (fast NaN mode): fixed = neither fuel nor epoch (a runner's \
+         `fixed` mode), fuel = fuel alone (a runner's `fuel` mode), epoch = epoch alone \
+         (bench-only), both = in process:"
     );
     // Seconds of each engine, then each engine's ratio to native.
-    let engines: [EngineColumn; 3] = [
-        ("unmet", |t| t.unmetered),
+    let engines: [EngineColumn; 4] = [
+        ("fixed", |t| t.unmetered),
+        ("fuel", |t| t.fuel_only),
         ("epoch", |t| t.epoch_only),
         ("both", |t| t.fast),
     ];
