@@ -154,22 +154,22 @@ impl Runner {
     }
 
     /// Runs `task` (whose `module_bytes` is ignored: `module_bytes` is
-    /// sent when the runner may lack it), handing every checkpoint and
+    /// sent when the runner may lack it; the task is moved, not copied,
+    /// into its frame), handing every checkpoint and
     /// progress event to `on_event`, and returns the report.
     pub fn run(
         &mut self,
-        task: &RunTask,
+        task: RunTask,
         module_bytes: &[u8],
         mut on_event: impl FnMut(FromRunner),
     ) -> Result<RunnerReport, RunnerError> {
-        let mut with_bytes = !self.sent.contains(&task.module);
+        let module = task.module;
+        let mut with_bytes = !self.sent.contains(&module);
+        let mut request = ToRunner::Run(Box::new(task));
         loop {
-            let request = RunTask {
-                module_bytes: with_bytes.then(|| module_bytes.to_vec()),
-                ..task.clone()
-            };
-            let bytes = frame(&ToRunner::Run(Box::new(request)))
-                .map_err(|e| RunnerError::TooLarge(e.to_string()))?;
+            let ToRunner::Run(task) = &mut request;
+            task.module_bytes = with_bytes.then(|| module_bytes.to_vec());
+            let bytes = frame(&request).map_err(|e| RunnerError::TooLarge(e.to_string()))?;
             if let Err(e) = self
                 .stdin
                 .write_all(&bytes)
@@ -178,7 +178,7 @@ impl Runner {
                 return Err(self.died(e));
             }
             if with_bytes {
-                self.sent.insert(task.module);
+                self.sent.insert(module);
             }
             loop {
                 match self.next_event()? {

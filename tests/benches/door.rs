@@ -28,16 +28,6 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn min_median_max(mut v: Vec<f64>) -> String {
-    v.sort_by(f64::total_cmp);
-    format!(
-        "{:.1} / {:.1} / {:.1}",
-        v[0],
-        v[v.len() / 2],
-        v[v.len() - 1]
-    )
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; nothing to filter.
     let connections = env("BENCH_CONNECTIONS", 10_000);
@@ -84,14 +74,14 @@ fn main() {
     }
     println!(
         "handshakes+Hello per second, min / median / max: {}",
-        min_median_max(rates)
+        peergrid_tests::min_median_max(rates)
     );
     println!(
         "handshakes+Hello per coordinator CPU second, min / median / max: {}",
-        min_median_max(cpu_rates)
+        peergrid_tests::min_median_max(cpu_rates)
     );
     println!(
         "KiB per idle connection, min / median / max: {}",
-        min_median_max(per_conn)
+        peergrid_tests::min_median_max(per_conn)
     );
 }

@@ -30,16 +30,6 @@ const LIMITS: TaskLimits = TaskLimits {
     wall_ms: 60_000,
 };
 
-fn summary(mut micros: Vec<f64>) -> String {
-    micros.sort_by(f64::total_cmp);
-    format!(
-        "min {:.1} µs, median {:.1} µs, max {:.1} µs",
-        micros[0],
-        micros[micros.len() / 2],
-        micros[micros.len() - 1]
-    )
-}
-
 fn main() -> Result<()> {
     let module =
         wat::parse_str(r#"(module (func (export "_start")) (memory (export "memory") 1))"#)?;
@@ -72,7 +62,7 @@ fn main() -> Result<()> {
         for batch in 0..=BATCHES {
             let started = Instant::now();
             for _ in 0..TASKS {
-                let report = runner.run(&task, &module, |_| {})?;
+                let report = runner.run(task.clone(), &module, |_| {})?;
                 if report.outcome != RunnerOutcome::Success(Vec::new()) {
                     bail!("the trivial task failed: {:?}", report.outcome);
                 }
@@ -83,8 +73,8 @@ fn main() -> Result<()> {
             }
         }
         println!(
-            "  warm runner, {label:5} mode, round trip included: {}",
-            summary(batches)
+            "  warm runner, {label:5} mode, round trip included: {} µs (min / median / max)",
+            peergrid_tests::min_median_max(batches)
         );
     }
 
@@ -111,8 +101,8 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "  in-process sandbox (a thread of the worker):  {}",
-        summary(batches)
+        "  in-process sandbox (a thread of the worker):  {} µs (min / median / max)",
+        peergrid_tests::min_median_max(batches)
     );
     Ok(())
 }

@@ -834,3 +834,14 @@ pub async fn connect_host(
     let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
     peergrid_worker::net::connect(join, &key, facts, Some(from)).await
 }
+
+/// `min / median / max` of benchmark figures, one decimal each.
+pub fn min_median_max(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{:.1} / {:.1} / {:.1}",
+        v[0],
+        v[v.len() / 2],
+        v[v.len() - 1]
+    )
+}

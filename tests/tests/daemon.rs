@@ -57,6 +57,25 @@ fn log_of(worker: &Worker) -> String {
     text
 }
 
+/// Submits one slow chain unit of `steps` steps (about 70 ms each) seeded
+/// with `seed`; its job and its input.
+fn submit_slow_chain(
+    dir: &std::path::Path,
+    coordinator: &Coordinator,
+    steps: u64,
+    seed: u64,
+) -> (u64, String) {
+    let input = format!("{steps} {SLOW_ROUNDS} {seed}");
+    let spec = chain_job(
+        dir,
+        "chain",
+        std::slice::from_ref(&input),
+        "quorum = 1\ndeadline_secs = 600",
+    )
+    .unwrap();
+    (coordinator.submit(&spec).unwrap(), input)
+}
+
 /// A task interrupted by `kill -9` and later by SIGTERM resumes from its
 /// checkpoints each time and ends with the output of an uninterrupted
 /// (native) run; SIGTERM exits within a few seconds.
@@ -66,15 +85,7 @@ fn kill_9_and_sigterm_resume_from_checkpoints_with_the_same_output() {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
     let steps = 400;
-    let input = format!("{steps} {SLOW_ROUNDS} 42");
-    let spec = chain_job(
-        dir.path(),
-        "chain",
-        std::slice::from_ref(&input),
-        "quorum = 1\ndeadline_secs = 600",
-    )
-    .unwrap();
-    let job = coordinator.submit(&spec).unwrap();
+    let (job, input) = submit_slow_chain(dir.path(), &coordinator, steps, 42);
     let data = dir.path().join("w");
     let args = ["--cores", "1", "--checkpoint-secs", "1"];
     let mut worker = Worker::start(&coordinator.join, &data, &args).unwrap();
@@ -144,15 +155,7 @@ fn sigterm_checkpoints_a_task_in_a_runner_process_and_it_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
     let steps = 400;
-    let input = format!("{steps} {SLOW_ROUNDS} 7");
-    let spec = chain_job(
-        dir.path(),
-        "chain",
-        std::slice::from_ref(&input),
-        "quorum = 1\ndeadline_secs = 600",
-    )
-    .unwrap();
-    let job = coordinator.submit(&spec).unwrap();
+    let (job, input) = submit_slow_chain(dir.path(), &coordinator, steps, 7);
     let data = dir.path().join("w");
     let args = [
         "--cores",

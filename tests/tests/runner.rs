@@ -106,7 +106,7 @@ fn native_runner() -> RunnerCommand {
 }
 
 fn run(runner: &mut Runner, module: &[u8], task: &RunTask) -> Result<RunnerReport> {
-    let report = runner.run(task, module, |_| {})?;
+    let report = runner.run(task.clone(), module, |_| {})?;
     Ok(report)
 }
 
@@ -251,7 +251,7 @@ fn a_runner_killed_mid_task_costs_only_that_task() -> Result<()> {
     });
     let started = Instant::now();
     let e = runner
-        .run(&task(&hash, b"", false, Metering::Fixed), &module, |_| {})
+        .run(task(&hash, b"", false, Metering::Fixed), &module, |_| {})
         .unwrap_err();
     assert!(killer.join().unwrap()?.success());
     assert!(matches!(e, RunnerError::Died(_)), "{e}");
@@ -346,7 +346,7 @@ fn checkpoints_and_progress_cross_the_pipe_and_a_resumed_run_finishes_alike() ->
     let mut t = task(&hash, input, false, Metering::Fuel);
     t.checkpoint_every_ms = 1;
     let (mut checkpoints, mut progress) = (Vec::new(), Vec::new());
-    let whole = runner.run(&t, &module, |event| match event {
+    let whole = runner.run(t.clone(), &module, |event| match event {
         FromRunner::Checkpoint { state, fuel_used } => checkpoints.push((state, fuel_used)),
         FromRunner::Progress(p) => progress.push(p),
         _ => {}
@@ -359,7 +359,7 @@ fn checkpoints_and_progress_cross_the_pipe_and_a_resumed_run_finishes_alike() ->
     let mut fresh = Runner::start(&native_runner())?;
     t.resume = Some(middle.clone());
     t.checkpoint_every_ms = 0;
-    let resumed = fresh.run(&t, &module, |_| {})?;
+    let resumed = fresh.run(t.clone(), &module, |_| {})?;
     assert!(resumed.resumed);
     assert_eq!(output(&resumed)?, &expected[..]);
     assert!(resumed.fuel_used >= middle.1);

@@ -128,7 +128,7 @@ pub(super) fn run_in_runner(
     };
     let result = std::thread::scope(|scope| {
         let pacing = scope.spawn(|| pacer.pace());
-        let result = runner.run(&request, module, |event| match event {
+        let result = runner.run(request, module, |event| match event {
             FromRunner::Started => *lock(&pacer.started) = Some(Instant::now()),
             FromRunner::UsesCheckpoints => run.uses_checkpoints(),
             FromRunner::Checkpoint { state, .. } if state.len() > MAX_CHECKPOINT => {
@@ -249,7 +249,7 @@ impl Pacer {
         if signal(self.pid, Signal::Stop).is_err() {
             return Duration::ZERO;
         }
-        while go_on(since) && !self.done.load(Ordering::Relaxed) && !self.run.interrupted() {
+        while go_on(since) && !self.done.load(Ordering::Relaxed) && !self.run.stopping() {
             std::thread::sleep(PACE_TICK);
         }
         let _ = signal(self.pid, Signal::Continue);

@@ -129,8 +129,9 @@ impl TaskRun {
         self.aborted.load(Ordering::Relaxed)
     }
 
-    /// Shutdown, or the task was aborted: naps and pauses end early.
-    fn stopping(&self) -> bool {
+    /// Shutdown, or the task was aborted or cancelled: naps and pauses
+    /// end early (in this thread, or the pacer's for a runner process).
+    pub(super) fn stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::Relaxed)
             || self.aborted()
             || self.cancelled.load(Ordering::Relaxed)
@@ -272,12 +273,6 @@ impl TaskRun {
     /// running time from now.
     pub(super) fn paused(&self) {
         *lock(&self.since_pause) = Instant::now();
-    }
-
-    /// Whether the task should stop napping or waiting now (shutdown,
-    /// abort, cancel).
-    pub(super) fn interrupted(&self) -> bool {
-        self.stopping()
     }
 
     /// Whether computing is suspended now.
