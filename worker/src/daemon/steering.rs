@@ -130,6 +130,9 @@ impl Worker {
                     shared.wake_core.notify_one();
                 }
                 ControlRequest::NoMoreWork => {
+                    // What the worker holds when asked: the wind-down may
+                    // give a task back before a later snapshot is taken.
+                    let held = status()?;
                     tracing::info!("no more work: finishing the held tasks, then stopping");
                     note(
                         &state,
@@ -137,8 +140,10 @@ impl Worker {
                         "finishing the held tasks, then stopping",
                     );
                     shared.wind_down(Winding::NoMoreWork);
+                    return Ok(winding(held, &shared));
                 }
                 ControlRequest::Detach => {
+                    let held = status()?;
                     note(
                         &state,
                         "detaching",
@@ -148,10 +153,19 @@ impl Worker {
                         "detaching: giving back the held tasks, reporting finished results, then forgetting the project"
                     );
                     shared.wind_down(Winding::Detach);
+                    return Ok(winding(held, &shared));
                 }
             }
             status()
         })
+    }
+}
+
+/// A status taken before a wind-down began, marked as winding down.
+fn winding(held: Status, shared: &Shared) -> Status {
+    Status {
+        winding_down: shared.winding().describe().map(str::to_string),
+        ..held
     }
 }
 
