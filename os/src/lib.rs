@@ -1,12 +1,13 @@
 //! Small host helpers that the coordinator, the worker, the sandbox and the
 //! researcher's CLI share, so each exists once: private files, the wall
 //! clock, poison-tolerant locks, and a task runner process's priority and
-//! limits (`process`).
+//! limits (`process`) and confinement (`confine`).
 //!
 //! Only std: no async runtime, no database. The decision core
 //! (`peergrid-core`) does not use this crate: it reads no clock and is
 //! handed times as arguments.
 
+pub mod confine;
 pub mod process;
 
 use std::fs::OpenOptions;

@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "simulate-fault")]
+mod fault;
+
 use peergrid_os::lock;
 use peergrid_proto::codec;
 use peergrid_proto::runner::{
@@ -39,6 +42,11 @@ const MAX_FILES: u64 = 64;
 type Events = Arc<Mutex<BufWriter<io::Stdout>>>;
 
 fn main() -> ExitCode {
+    // First, before anything here opens a file of its own.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = peergrid_os::confine::close_inherited_files() {
+        eprintln!("peergrid-runner: cannot close the files it inherited: {e}");
+    }
     let parent = std::env::var("PEERGRID_RUNNER_PARENT")
         .ok()
         .and_then(|p| p.parse().ok());
@@ -74,6 +82,14 @@ fn main() -> ExitCode {
             }
         }
     }
+    #[cfg(feature = "simulate-fault")]
+    let fault = std::env::var("PEERGRID_RUNNER_FAULT").ok();
+    #[cfg(target_os = "linux")]
+    let cache = confine(cache);
+    #[cfg(feature = "simulate-fault")]
+    if let Some(fault) = fault {
+        FAULT.get_or_init(|| fault);
+    }
     match serve(cache, checkpoint_now) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -82,6 +98,54 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The second wall, below the wasm sandbox: landlock confines the file
+/// system to the compiled-module cache (to nothing without one), then the
+/// seccomp filter (`peergrid_os::confine`) forbids sockets, exec, new
+/// processes and the like for good. A layer the kernel lacks is named on
+/// stderr, and the runner goes on behind the others. Returns the cache
+/// the runner may keep: none where the filter is in force without
+/// landlock, since it then refuses to open files at all.
+#[cfg(target_os = "linux")]
+fn confine(cache: Option<PathBuf>) -> Option<PathBuf> {
+    use peergrid_os::confine;
+    let cache = cache.filter(|dir| match std::fs::create_dir_all(dir) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!(
+                "peergrid-runner: cannot create {}: {e}; compiled modules are not kept",
+                dir.display()
+            );
+            false
+        }
+    });
+    let landlocked = confine::landlock(cache.as_deref());
+    let filtered = confine::seccomp(landlocked.is_ok());
+    match (&landlocked, &filtered) {
+        (Ok(_), Ok(())) => {}
+        (Err(e), Ok(())) => eprintln!(
+            "peergrid-runner: no landlock ({e}): the seccomp filter refuses to open any file, so compiled modules are not kept on disk"
+        ),
+        (Ok(_), Err(e)) => {
+            eprintln!(
+                "peergrid-runner: no seccomp filter ({e}); landlock and the wasm sandbox remain"
+            )
+        }
+        (Err(l), Err(s)) => eprintln!(
+            "peergrid-runner: neither landlock ({l}) nor a seccomp filter ({s}): only the wasm sandbox contains a task"
+        ),
+    }
+    // The filter refuses every open unless landlock decides them.
+    if landlocked.is_ok() || filtered.is_err() {
+        cache
+    } else {
+        None
+    }
+}
+
+/// `PEERGRID_RUNNER_FAULT`, in builds with the `simulate-fault` feature.
+#[cfg(feature = "simulate-fault")]
+static FAULT: OnceLock<String> = OnceLock::new();
 
 /// Answers requests until stdin ends.
 fn serve(
@@ -101,6 +165,12 @@ fn serve(
     let mut input = BufReader::new(io::stdin().lock());
     while let Some(request) = read_request(&mut input)? {
         let ToRunner::Run(task) = request;
+        #[cfg(feature = "simulate-fault")]
+        if let Some(fault) = FAULT.get().filter(|_| task.input.starts_with(b"fault")) {
+            let said = fault::provoke(fault);
+            send(&events, &fault::report(said))?;
+            continue;
+        }
         let sandbox = match task.metering {
             Metering::Fuel => &fuel,
             Metering::Fixed => match fixed.get() {

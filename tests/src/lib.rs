@@ -25,9 +25,9 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// How the tests' binaries are built: the worker with its test-only cheat
-/// mode (`run --simulate-fault`).
-const BUILD_BINS: &str =
-    "cargo build --release --workspace --bins --features peergrid-worker/simulate-fault";
+/// mode (`run --simulate-fault`), the task runner with its faults on purpose
+/// (`PEERGRID_RUNNER_FAULT`).
+const BUILD_BINS: &str = "cargo build --release --workspace --bins --features peergrid-worker/simulate-fault,peergrid-runner/simulate-fault";
 
 /// A release binary of the workspace; fails saying how to build it.
 pub fn bin(name: &str) -> PathBuf {

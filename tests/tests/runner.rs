@@ -611,3 +611,206 @@ fn a_runner_past_its_deadline_is_killed_and_the_task_fails() -> Result<()> {
     drop(worker);
     Ok(())
 }
+
+/// A runner whose faults on purpose (`PEERGRID_RUNNER_FAULT`, the
+/// `simulate-fault` feature) do `fault` for a task whose input begins
+/// with `fault`.
+fn faulty_runner(fault: &str, cache: Option<PathBuf>) -> RunnerCommand {
+    RunnerCommand {
+        program: bin("peergrid-runner"),
+        prefix: vec![
+            "env".into(),
+            format!("PEERGRID_RUNNER_FAULT={fault}").into(),
+        ],
+        cache,
+    }
+}
+
+/// What a fault on purpose said, from a runner that survived it.
+fn fault_said(runner: &mut Runner, probe: &[u8]) -> Result<String> {
+    let report = run(
+        runner,
+        probe,
+        &task(&Hash::of(probe), b"fault", false, Metering::Fuel),
+    )?;
+    match report.outcome {
+        RunnerOutcome::Error(why) if why.starts_with("simulated fault: ") => Ok(why),
+        RunnerOutcome::Error(why) => anyhow::bail!("the fault's task failed otherwise: {why}"),
+        RunnerOutcome::Success(_) => anyhow::bail!(
+            "this peergrid-runner ignores PEERGRID_RUNNER_FAULT (built without its \
+             simulate-fault feature; rebuild the tests' binaries as scripts/test does)"
+        ),
+    }
+}
+
+/// A field of /proc/PID/status.
+fn proc_status(pid: u32, field: &str) -> Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// Before: a runner kept every descriptor its starter left open, and ran
+/// unfiltered. Now it closes them, runs under a seccomp filter with
+/// `no_new_privs`, and still compiles (Cranelift's threads are allowed)
+/// and keeps compiled code in its cache, the one folder landlock leaves
+/// it.
+#[test]
+fn a_runner_holds_no_inherited_files_and_runs_under_seccomp() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("worker.sqlite");
+    std::fs::write(&secret, "the worker's own file")?;
+    let cache = dir.path().join("compiled");
+    // bash opens the file on descriptor 7 without close-on-exec, then
+    // becomes the runner: the runner inherits it.
+    let command = RunnerCommand {
+        program: bin("peergrid-runner"),
+        prefix: vec![
+            "bash".into(),
+            "-c".into(),
+            "exec 7<\"$0\" && exec \"$@\"".into(),
+            secret.clone().into(),
+        ],
+        cache: Some(cache.clone()),
+    };
+    let mut runner = Runner::start(&command)?;
+    let pid = runner.pid();
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        !held.iter().any(|p| p.contains("worker.sqlite")),
+        "the runner holds its starter's file: {held:?}"
+    );
+    assert_eq!(proc_status(pid, "NoNewPrivs")?, "1");
+    assert_eq!(proc_status(pid, "Seccomp")?, "2", "mode 2 is a filter");
+    assert_eq!(proc_status(pid, "Seccomp_filters")?, "1");
+
+    let probe = std::fs::read(probe_wasm())?;
+    let report = run(
+        &mut runner,
+        &probe,
+        &task(&Hash::of(&probe), b"x", false, Metering::Fuel),
+    )?;
+    output(&report)?;
+    let mut kept = 0;
+    for engine in std::fs::read_dir(&cache)? {
+        kept += std::fs::read_dir(engine?.path())?.count();
+    }
+    assert!(
+        kept > 0,
+        "the compiled probe is kept in {}",
+        cache.display()
+    );
+    Ok(())
+}
+
+/// Before: a runner could open a socket, exec a program or start a
+/// process. Now each kills it with SIGSYS; the task fails saying so, and a
+/// fresh runner takes the next task. Threads stay allowed.
+#[test]
+fn forbidden_system_calls_kill_the_runner_and_cost_one_task() -> Result<()> {
+    let probe = std::fs::read(probe_wasm())?;
+    let hash = Hash::of(&probe);
+    let mut alive = Runner::start(&faulty_runner("thread", None))?;
+    assert_eq!(
+        fault_said(&mut alive, &probe)?,
+        "simulated fault: thread: ok"
+    );
+    output(&run(
+        &mut alive,
+        &probe,
+        &task(&hash, b"x", false, Metering::Fuel),
+    )?)?;
+    for fault in ["socket", "exec", "fork"] {
+        let mut runner = Runner::start(&faulty_runner(fault, None))?;
+        let e = runner
+            .run(task(&hash, b"fault", false, Metering::Fuel), &probe, |_| {})
+            .err()
+            .with_context(|| format!("the runner survived `{fault}`"))?;
+        let message = e.to_string();
+        assert!(
+            message.contains("signal 31, SIGSYS") && message.contains("the task is lost"),
+            "{fault}: {message}"
+        );
+        let mut fresh = Runner::start(&faulty_runner(fault, None))?;
+        output(&run(
+            &mut fresh,
+            &probe,
+            &task(&hash, b"x", false, Metering::Fuel),
+        )?)?;
+    }
+    Ok(())
+}
+
+/// Before: a runner (often root's, under a system install) could read any
+/// file. Now landlock leaves it its cache folder alone, and without a
+/// cache it opens nothing.
+#[test]
+fn a_runner_opens_no_file_outside_its_cache() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let outside = dir.path().join("host.key");
+    std::fs::write(&outside, "a key")?;
+    let cache = dir.path().join("compiled");
+    std::fs::create_dir_all(&cache)?;
+    let inside = cache.join("kept");
+    std::fs::write(&inside, "compiled code")?;
+    let probe = std::fs::read(probe_wasm())?;
+
+    let open = |path: &std::path::Path, cache: Option<PathBuf>| -> Result<String> {
+        let mut runner = Runner::start(&faulty_runner(&format!("open:{}", path.display()), cache))?;
+        fault_said(&mut runner, &probe)
+    };
+    let said = open(&inside, Some(cache.clone()))?;
+    assert!(said.ends_with("13 bytes"), "{said}");
+    let said = open(&outside, Some(cache.clone()))?;
+    assert!(said.contains("Permission denied"), "{said}");
+    let said = open(std::path::Path::new("/etc/hostname"), Some(cache))?;
+    assert!(said.contains("Permission denied"), "{said}");
+    let said = open(&outside, None)?;
+    assert!(said.contains("Permission denied"), "{said}");
+    Ok(())
+}
+
+/// A runner killed by its seccomp filter costs the worker one task, which
+/// fails with the reason; the worker goes on with the others.
+#[test]
+fn a_seccomp_kill_costs_a_worker_one_task() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let coordinator = Coordinator::start(dir.path())?;
+    let spec = job_spec(
+        dir.path(),
+        "socket",
+        &probe_wasm(),
+        3,
+        "quorum = 1\nmax_error_results = 1",
+    )?;
+    std::fs::write(dir.path().join("socket/inputs/unit-0001"), "fault")?;
+    let mut worker = Worker::start(
+        &coordinator.join,
+        &dir.path().join("w"),
+        &[
+            "--cores",
+            "1",
+            "--runner-wrapper",
+            "env PEERGRID_RUNNER_FAULT=socket",
+        ],
+    )?;
+    let job = coordinator.submit(&spec)?;
+    let status = coordinator.wait_finished(job, Duration::from_secs(60))?;
+    assert_eq!(status["failed"], 1, "{status}");
+    assert_eq!(status["validated"], 2, "{status}");
+    let error: String =
+        coordinator
+            .db()
+            .query_row("SELECT error FROM results WHERE state = 'error'", [], |r| {
+                r.get(0)
+            })?;
+    assert!(error.contains("SIGSYS"), "{error}");
+    assert!(worker.is_running(), "the worker goes on");
+    Ok(())
+}

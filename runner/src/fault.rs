@@ -1,0 +1,68 @@
+//! Misbehaviour on purpose, to prove the runner's confinement
+//! (`PEERGRID_RUNNER_FAULT`; compiled only with the `simulate-fault`
+//! feature, which `scripts/test` turns on and the binary volunteers
+//! install does not have). A task whose input begins with `fault` then
+//! does what the variable says instead of running:
+//!
+//! - `socket`: binds a UDP socket;
+//! - `exec`: replaces the runner with `/bin/true`;
+//! - `fork`: starts a child process;
+//! - `thread`: starts and joins a thread (allowed);
+//! - `open:PATH`: reads PATH.
+//!
+//! Where the runner survives, the task fails with what happened.
+
+use peergrid_proto::runner::{FromRunner, RunnerOutcome, RunnerReport};
+
+/// Does what `fault` says; returns what happened if the runner is still
+/// alive.
+pub(crate) fn provoke(fault: &str) -> String {
+    match fault.split_once(':') {
+        Some(("open", path)) => match std::fs::read(path) {
+            Ok(bytes) => format!("opened {path}: {} bytes", bytes.len()),
+            Err(e) => format!("opening {path}: {e}"),
+        },
+        _ => match fault {
+            "socket" => format!("socket: {:?}", std::net::UdpSocket::bind("127.0.0.1:0")),
+            "thread" => match std::thread::spawn(|| 7).join() {
+                Ok(7) => "thread: ok".to_string(),
+                other => format!("thread: {other:?}"),
+            },
+            "exec" => {
+                let program = c"/bin/true";
+                let argv = [program.as_ptr(), std::ptr::null()];
+                #[allow(unsafe_code)]
+                // SAFETY: a NUL-terminated path and a null-terminated argv
+                // that outlive the call (which returns only on failure).
+                let failed = unsafe { libc::execv(program.as_ptr(), argv.as_ptr()) };
+                format!("exec: {failed}, {}", std::io::Error::last_os_error())
+            }
+            "fork" => {
+                #[allow(unsafe_code)]
+                // SAFETY: the child exits at once, touching nothing.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    #[allow(unsafe_code)]
+                    // SAFETY: _exit ends the child without running anything.
+                    unsafe {
+                        libc::_exit(0)
+                    };
+                }
+                format!("fork: {pid}")
+            }
+            other => format!("unknown fault {other:?}"),
+        },
+    }
+}
+
+/// A task's report saying what the fault did.
+pub(crate) fn report(said: String) -> FromRunner {
+    FromRunner::Done(RunnerReport {
+        outcome: RunnerOutcome::Error(format!("simulated fault: {said}")),
+        fuel_used: 0,
+        stderr: Vec::new(),
+        elapsed_us: 0,
+        resumed: false,
+        engine: String::new(),
+    })
+}
