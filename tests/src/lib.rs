@@ -529,6 +529,29 @@ impl Drop for Worker {
     }
 }
 
+/// The processes whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // The parent's pid is field 4, the second after the name.
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 /// CPU time process `pid` has used, all threads, from `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use peergrid_tests::{Coordinator, Worker, bin, chain_job, chain_native, job_spec, wait_for};
+use peergrid_tests::{
+    Coordinator, Worker, bin, chain_job, chain_native, children, cpu_time, job_spec, wait_for,
+};
 use rusqlite::OptionalExtension;
 
 /// Held by every test here: they load the CPU or measure it, so within
@@ -299,20 +301,117 @@ fn cpu_time_limit_holds_within_ten_points() {
     );
 }
 
+/// Before: a worker counted its own task runners as other programs, and a
+/// runner computing flat out on one of two cores (50 % of the machine, over
+/// the default 25 %) suspended its worker within seconds. Now runners are
+/// grid load, and the duty cycle by SIGSTOP and SIGCONT holds their share
+/// at 75, 50 and 25 % (worker and runner CPU time from /proc, ±10 points).
+#[test]
+fn task_processes_hold_the_cpu_share_and_never_suspend_their_worker() {
+    let _machine = machine();
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = busy_coordinator(dir.path(), 3);
+    let data = dir.path().join("w");
+    let worker = Worker::start(
+        &coordinator.join,
+        &data,
+        &[
+            "--cores",
+            "1",
+            "--task-processes",
+            "--suspend-cpu-percent",
+            "25",
+        ],
+    )
+    .unwrap();
+    wait_running(&worker);
+    assert!(
+        !children(worker.pid()).is_empty(),
+        "the task runs in a runner process"
+    );
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let s = worker.status().unwrap();
+        assert!(
+            s["suspended"].is_null(),
+            "the worker suspended itself for its own runner: {}",
+            s["suspended"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let config = data.join("test-worker.toml");
+    for percent in [75, 50, 25] {
+        worker
+            .control(&[
+                "config",
+                "set",
+                "cpu_time_percent",
+                &percent.to_string(),
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let (share, runner) = grid_cpu_share(&worker, Duration::from_secs(8));
+        eprintln!(
+            "measured CPU share at a {percent} % limit: {share:.1} % (the runner {runner:.1} %, the worker the rest)"
+        );
+        assert!(
+            (share - percent as f64).abs() <= 10.0,
+            "CPU share {share:.1} % at a {percent} % limit"
+        );
+        assert!(worker.status().unwrap()["suspended"].is_null());
+    }
+}
+
+/// The CPU use over `window` of the worker and its runners, and of the
+/// runners alone, as % of one core.
+fn grid_cpu_share(worker: &Worker, window: Duration) -> (f64, f64) {
+    let runners = children(worker.pid());
+    let time = |pids: &[u32]| -> Duration { pids.iter().filter_map(|&p| cpu_time(p).ok()).sum() };
+    let (w0, r0, t0) = (worker.cpu_time().unwrap(), time(&runners), Instant::now());
+    std::thread::sleep(window);
+    let (w1, r1, t1) = (worker.cpu_time().unwrap(), time(&runners), Instant::now());
+    assert_eq!(
+        children(worker.pid()),
+        runners,
+        "a runner changed while measuring"
+    );
+    let share = |d: Duration| d.as_secs_f64() / (t1 - t0).as_secs_f64() * 100.0;
+    (share((w1 - w0) + (r1 - r0)), share(r1 - r0))
+}
+
 /// A non-grid process loading the machine suspends the worker within 5 s;
 /// it resumes after the load ends.
 #[test]
 fn suspends_under_load_and_resumes_after() {
+    suspend_under_load_and_resume(false);
+}
+
+/// The same with the task in a runner process: suspended, the runner is
+/// stopped (SIGSTOP, state T in /proc), and it runs again after the load.
+#[test]
+fn task_processes_suspend_under_load_and_resume_after() {
+    suspend_under_load_and_resume(true);
+}
+
+fn suspend_under_load_and_resume(task_processes: bool) {
     let _machine = machine();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = busy_coordinator(dir.path(), 2);
-    let worker = Worker::start(
-        &coordinator.join,
-        &dir.path().join("w"),
-        &["--cores", "1", "--suspend-cpu-percent", "25"],
-    )
-    .unwrap();
+    let mut flags = vec!["--cores", "1", "--suspend-cpu-percent", "25"];
+    if task_processes {
+        flags.push("--task-processes");
+    }
+    let worker = Worker::start(&coordinator.join, &dir.path().join("w"), &flags).unwrap();
     wait_running(&worker);
+    let share = |w: &Worker, window| {
+        if task_processes {
+            grid_cpu_share(w, window).0
+        } else {
+            cpu_share(w, window)
+        }
+    };
     let unsuspended = |w: &Worker| w.status().ok().filter(|s| s["suspended"].is_null());
     wait_for(
         "the worker to compute unsuspended",
@@ -341,10 +440,19 @@ fn suspends_under_load_and_resumes_after() {
             .contains("other programs"),
         "{status}"
     );
+    if task_processes {
+        // The runner is stopped, not merely starved by the load beside it.
+        let runner = children(worker.pid())[0];
+        wait_for("the runner to stop", Duration::from_secs(1), || {
+            process_state(runner).filter(|&s| s == 'T')
+        })
+        .unwrap();
+        eprintln!("runner stopped {:?} after the load began", start.elapsed());
+    }
     // Suspended means the task no longer runs.
     std::thread::sleep(Duration::from_millis(500));
-    let share = cpu_share(&worker, Duration::from_secs(2));
-    assert!(share < 10.0, "a suspended worker used {share:.1} % CPU");
+    let used = share(&worker, Duration::from_secs(2));
+    assert!(used < 10.0, "a suspended worker used {used:.1} % CPU");
 
     hogs.0.iter_mut().for_each(|h| {
         let _ = h.kill();
@@ -367,8 +475,14 @@ fn suspends_under_load_and_resumes_after() {
     });
     eprintln!("resumed {:?} after the load ended", start.elapsed());
     std::thread::sleep(Duration::from_millis(500));
-    let share = cpu_share(&worker, Duration::from_secs(2));
-    assert!(share > 50.0, "a resumed worker used only {share:.1} % CPU");
+    let used = share(&worker, Duration::from_secs(2));
+    assert!(used > 50.0, "a resumed worker used only {used:.1} % CPU");
+}
+
+/// A process's state letter from /proc (R running, S sleeping, T stopped).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// `pause` and `resume` act on the running worker through its socket.

@@ -17,8 +17,8 @@ use peergrid_proto::runner::{FromRunner, Metering, RunTask, RunnerOutcome, Runne
 use peergrid_proto::wire::TaskLimits;
 use peergrid_runner::{Runner, RunnerCommand, RunnerError};
 use peergrid_tests::{
-    Coordinator, Worker, aarch64_runner, bin, chain_native, chain_wasm, collatz_c, job_spec,
-    lyapunov_wasm, probe_wasm, seti_wasm, target_dir, wait_for,
+    Coordinator, Worker, aarch64_runner, bin, chain_native, chain_wasm, children, collatz_c,
+    job_spec, lyapunov_wasm, probe_wasm, seti_wasm, target_dir, wait_for,
 };
 use peergrid_worker::sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
 
@@ -434,29 +434,6 @@ fn a_runner_asks_for_a_module_it_does_not_hold() -> Result<()> {
     };
     assert!(why.contains("corrupt"), "{why}");
     Ok(())
-}
-
-/// The processes whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|s| {
-                    // The parent's pid is field 4, the second after the name.
-                    s.rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .nth(1)?
-                        .parse::<u32>()
-                        .ok()
-                })
-                == Some(pid)
-        })
-        .collect()
 }
 
 /// Whether process `pid` is gone (or a zombie waiting to be reaped).

@@ -7,6 +7,7 @@
 //! thin shell that reads the machine (sysinfo for CPU and memory,
 //! starship-battery for the power source) once a second.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveTime;
@@ -205,6 +206,28 @@ pub fn non_grid_percent(total: f32, grid: &[f32], cores: usize) -> f32 {
     (total - grid).clamp(0.0, 100.0)
 }
 
+/// The grid's processes among `processes` (pid, parent pid, name): this
+/// worker (`me`), every process of its `name` (other workers), and their
+/// children (task runners, under whatever wrapper started them, such as
+/// qemu). A runner computing flat out must not look like another program
+/// to the worker that paces it.
+pub fn grid_pids(
+    processes: &[(u32, Option<u32>, &std::ffi::OsStr)],
+    me: Option<u32>,
+    name: Option<&std::ffi::OsStr>,
+) -> HashSet<u32> {
+    let workers: HashSet<u32> = processes
+        .iter()
+        .filter(|(pid, _, n)| Some(*pid) == me || Some(*n) == name)
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    let children = processes
+        .iter()
+        .filter(|(_, parent, _)| parent.is_some_and(|p| workers.contains(&p)))
+        .map(|(pid, _, _)| *pid);
+    children.chain(workers.iter().copied()).collect()
+}
+
 /// Reads the machine: CPU use (whole machine and the grid's processes),
 /// memory, power source.
 pub struct Monitor {
@@ -238,8 +261,8 @@ impl Monitor {
         }
     }
 
-    /// CPU use of everything but the grid (this process and other
-    /// processes of the same name, i.e. other workers) since the last
+    /// CPU use of everything but the grid (this process, other processes
+    /// of the same name, i.e. other workers, and their runners) since the last
     /// call, as a share of the whole machine ([`non_grid_percent`]).
     pub fn non_grid_cpu_percent(&mut self) -> f32 {
         let Some(sys) = &mut self.sys else {
@@ -258,10 +281,16 @@ impl Monitor {
                 .and_then(|pid| sys.process(pid))
                 .map(|p| p.name().to_os_string());
         }
+        let listed: Vec<(u32, Option<u32>, &std::ffi::OsStr)> = sys
+            .processes()
+            .iter()
+            .map(|(pid, p)| (pid.as_u32(), p.parent().map(Pid::as_u32), p.name()))
+            .collect();
+        let grid_pids = grid_pids(&listed, self.pid.map(Pid::as_u32), self.name.as_deref());
         let grid: Vec<f32> = sys
             .processes()
             .iter()
-            .filter(|(pid, p)| Some(**pid) == self.pid || Some(p.name()) == self.name.as_deref())
+            .filter(|(pid, _)| grid_pids.contains(&pid.as_u32()))
             .map(|(_, p)| p.cpu_usage())
             .collect();
         non_grid_percent(total, &grid, self.cores)
