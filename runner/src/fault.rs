@@ -8,7 +8,11 @@
 //! - `exec`: replaces the runner with `/bin/true`;
 //! - `fork`: starts a child process;
 //! - `thread`: starts and joins a thread (allowed);
-//! - `open:PATH`: reads PATH.
+//! - `open:PATH`: reads PATH;
+//! - `panic`: a bug in the runner's own code (it panics);
+//! - `alloc:MIB`: allocates and touches MIB mebibytes outside the wasm
+//!   sandbox, as a leak in the host would (an out-of-memory kill, where a
+//!   memory limit holds the runner).
 //!
 //! Where the runner survives, the task fails with what happened.
 
@@ -22,8 +26,18 @@ pub(crate) fn provoke(fault: &str) -> String {
             Ok(bytes) => format!("opened {path}: {} bytes", bytes.len()),
             Err(e) => format!("opening {path}: {e}"),
         },
+        Some(("alloc", mib)) => {
+            let mib: usize = mib.parse().unwrap_or(0);
+            let mut held = Vec::new();
+            for _ in 0..mib {
+                // Touched, so the pages are really used.
+                held.push(vec![1u8; 1 << 20]);
+            }
+            format!("alloc: held {} MiB", held.len())
+        }
         _ => match fault {
             "socket" => format!("socket: {:?}", std::net::UdpSocket::bind("127.0.0.1:0")),
+            "panic" => panic!("simulated fault: a bug in the runner"),
             "thread" => match std::thread::spawn(|| 7).join() {
                 Ok(7) => "thread: ok".to_string(),
                 other => format!("thread: {other:?}"),

@@ -791,3 +791,136 @@ fn a_seccomp_kill_costs_a_worker_one_task() -> Result<()> {
     assert!(worker.is_running(), "the worker goes on");
     Ok(())
 }
+
+/// A bug in the runner's own code (a panic outside the wasm sandbox) costs
+/// one task, which fails saying how the runner ended; a fresh runner takes
+/// the next.
+#[test]
+fn a_panic_in_the_runner_costs_one_task() -> Result<()> {
+    let probe = std::fs::read(probe_wasm())?;
+    let hash = Hash::of(&probe);
+    let mut runner = Runner::start(&faulty_runner("panic", None))?;
+    let e = runner
+        .run(task(&hash, b"fault", false, Metering::Fuel), &probe, |_| {})
+        .err()
+        .context("the runner survived its panic (is it built with simulate-fault?)")?;
+    let message = e.to_string();
+    assert!(
+        message.contains("exit status 101") && message.contains("the task is lost"),
+        "{message}"
+    );
+    let mut fresh = Runner::start(&faulty_runner("panic", None))?;
+    output(&run(
+        &mut fresh,
+        &probe,
+        &task(&hash, b"x", false, Metering::Fuel),
+    )?)?;
+    Ok(())
+}
+
+/// A runner held to a memory limit (a cgroup, as a service manager sets
+/// one) that uses more outside the sandbox, as a leak in the host would,
+/// is killed by the kernel's OOM killer; the task fails saying so, and a
+/// fresh runner takes the next.
+#[test]
+fn an_out_of_memory_kill_costs_one_task() -> Result<()> {
+    let group = MemoryGroup::new(128 << 20)?;
+    let in_group = |fault: &str| RunnerCommand {
+        program: bin("peergrid-runner"),
+        prefix: vec![
+            "env".into(),
+            format!("PEERGRID_RUNNER_FAULT={fault}").into(),
+            "sh".into(),
+            "-c".into(),
+            "echo $$ > \"$0\" && exec \"$@\"".into(),
+            group.dir.join("cgroup.procs").into(),
+        ],
+        cache: None,
+    };
+    let probe = std::fs::read(probe_wasm())?;
+    let hash = Hash::of(&probe);
+    let mut runner = Runner::start(&in_group("alloc:1024"))?;
+    let e = runner
+        .run(task(&hash, b"fault", false, Metering::Fuel), &probe, |_| {})
+        .err()
+        .context("the runner held 1 GiB under a 128 MiB limit")?;
+    let message = e.to_string();
+    assert!(
+        message.contains("signal 9, SIGKILL: killed, perhaps for using too much memory"),
+        "{message}"
+    );
+    assert!(group.oom_kills()? >= 1, "the OOM killer did it");
+    let mut fresh = Runner::start(&in_group("alloc:1024"))?;
+    output(&run(
+        &mut fresh,
+        &probe,
+        &task(&hash, b"x", false, Metering::Fuel),
+    )?)?;
+    Ok(())
+}
+
+/// A memory cgroup made for one test, under the test's own (cgroup v1's
+/// memory controller, or v2 where memory is delegated); removed on drop.
+struct MemoryGroup {
+    dir: PathBuf,
+    events: &'static str,
+}
+
+impl MemoryGroup {
+    fn new(limit: u64) -> Result<MemoryGroup> {
+        let own = std::fs::read_to_string("/proc/self/cgroup")?;
+        let name = format!("peergrid-oom-{}", std::process::id());
+        let v1 = own
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p));
+        let v2 = own.lines().find_map(|l| l.strip_prefix("0::"));
+        let (dir, limit_file, events) = match (v1, v2) {
+            (Some(path), _) if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() => (
+                PathBuf::from(format!("/sys/fs/cgroup/memory{path}")).join(&name),
+                "memory.limit_in_bytes",
+                "memory.oom_control",
+            ),
+            (_, Some(path))
+                if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() =>
+            {
+                (
+                    PathBuf::from(format!("/sys/fs/cgroup{path}")).join(&name),
+                    "memory.max",
+                    "memory.events",
+                )
+            }
+            _ => anyhow::bail!(
+                "this test needs a memory cgroup: cgroup v1's memory controller at \
+                 /sys/fs/cgroup/memory, or cgroup v2 with memory delegated (run it as root)"
+            ),
+        };
+        std::fs::create_dir(&dir).with_context(|| {
+            format!("creating the memory cgroup {} (run as root)", dir.display())
+        })?;
+        let group = MemoryGroup { dir, events };
+        std::fs::write(group.dir.join(limit_file), limit.to_string())
+            .with_context(|| format!("setting {limit_file}"))?;
+        Ok(group)
+    }
+
+    /// Processes the OOM killer ended in this group.
+    fn oom_kills(&self) -> Result<u64> {
+        let text = std::fs::read_to_string(self.dir.join(self.events))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .with_context(|| format!("no oom_kill count in {}: {text}", self.events))
+    }
+}
+
+impl Drop for MemoryGroup {
+    fn drop(&mut self) {
+        // The runners in it are gone (killed with their Runner); a group
+        // is removed once empty, which may take a moment.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
