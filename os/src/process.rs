@@ -110,6 +110,32 @@ pub fn limit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> 
     Ok(())
 }
 
+/// Sets the soft limit on `resource` to `value` (at most the hard limit,
+/// which stays): a limit that can follow each task, under a hard limit
+/// set once.
+#[cfg(target_os = "linux")]
+pub fn limit_soft(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `current` is a valid rlimit the call writes into.
+    if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = libc::rlimit {
+        rlim_cur: value.min(current.rlim_max),
+        rlim_max: current.rlim_max,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `new` is a valid rlimit that outlives the call.
+    if unsafe { libc::setrlimit(resource, &new) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The scheduling policy of process `pid` as `/proc/PID/stat` gives it
 /// (field 41: 0 normal, 3 batch, 5 idle), and its nice value (field 19).
 pub fn policy_and_nice(pid: u32) -> io::Result<(u32, i32)> {

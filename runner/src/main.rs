@@ -38,6 +38,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// reads and writes, wasmtime's own.
 const MAX_FILES: u64 = 64;
 
+/// Writable memory a runner may hold beyond its task's memory: its own
+/// heap, the engines, and compiling a module (Cranelift's working memory
+/// for a few MiB of wasm). Between the example jobs' tasks a runner holds
+/// 30-140 MiB (VmData, measured), most of it after compiling SETI.
+const MEMORY_HEADROOM: u64 = 512 << 20;
+
 /// Where events go: the runner's stdout, one frame at a time.
 type Events = Arc<Mutex<BufWriter<io::Stdout>>>;
 
@@ -59,7 +65,16 @@ fn main() -> ExitCode {
         eprintln!("peergrid-runner: cannot lower its priority: {e}");
     }
     #[cfg(target_os = "linux")]
-    for (resource, value) in [(libc::RLIMIT_NOFILE, MAX_FILES), (libc::RLIMIT_CORE, 0)] {
+    for (resource, value) in [
+        (libc::RLIMIT_NOFILE, MAX_FILES),
+        (libc::RLIMIT_CORE, 0),
+        // The most any task may have, for good; each task then lowers
+        // the soft limit to its own (`hold_to`).
+        (
+            libc::RLIMIT_DATA,
+            peergrid_proto::limits::MAX_TASK_MEMORY + MEMORY_HEADROOM,
+        ),
+    ] {
         if let Err(e) = peergrid_os::process::limit(resource, value) {
             eprintln!("peergrid-runner: cannot lower a resource limit: {e}");
         }
@@ -165,6 +180,7 @@ fn serve(
     let mut input = BufReader::new(io::stdin().lock());
     while let Some(request) = read_request(&mut input)? {
         let ToRunner::Run(task) = request;
+        hold_to(task.limits.memory_bytes);
         #[cfg(feature = "simulate-fault")]
         if let Some(fault) = FAULT.get().filter(|_| task.input.starts_with(b"fault")) {
             let said = fault::provoke(fault);
@@ -186,6 +202,24 @@ fn serve(
         send(&events, &event)?;
     }
     Ok(())
+}
+
+/// Holds the runner's writable memory (RLIMIT_DATA: what it has made
+/// writable, whether or not it touched it) to the task's memory and the
+/// headroom, under the hard limit set at start: the operating system's
+/// bound on the volunteer's memory budget, behind the sandbox's own. A
+/// runner over it fails to allocate: the guest's `memory.grow` fails, and
+/// the runner's own allocations abort it (the task is lost, with how).
+fn hold_to(task_memory: u64) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = peergrid_os::process::limit_soft(
+        libc::RLIMIT_DATA,
+        task_memory.saturating_add(MEMORY_HEADROOM),
+    ) {
+        eprintln!("peergrid-runner: cannot limit its memory to the task's: {e}");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = task_memory;
 }
 
 /// The next request, or `None` when the daemon closed the pipe.

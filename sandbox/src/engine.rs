@@ -84,19 +84,20 @@ pub(crate) enum Metering {
 }
 
 impl Metering {
-    /// Tasks one engine can hold at once: a runner process runs one task
-    /// at a time, so it reserves address space for one, not for
-    /// [`MAX_CONCURRENT_TASKS`].
+    /// Tasks one engine's pool holds at once (a runner's engines have no
+    /// pool: `engine_config`).
     fn pool_slots(self) -> u32 {
-        match self {
-            Metering::RunnerFuel | Metering::RunnerFixed => 1,
-            _ => POOL_SLOTS,
-        }
+        if self.runner() { 1 } else { POOL_SLOTS }
     }
 
     /// The generated code counts fuel.
     pub(crate) fn fueled(self) -> bool {
         matches!(self, Metering::FuelAndEpoch | Metering::RunnerFuel)
+    }
+
+    /// A task runner process's engine.
+    fn runner(self) -> bool {
+        matches!(self, Metering::RunnerFuel | Metering::RunnerFixed)
     }
 
     /// The generated code checks the epoch (the in-process deadline and
@@ -188,7 +189,16 @@ fn engine_config(nan: NanMode, metering: Metering, pool_slots: u32) -> Config {
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_core_instance_size(8 << 20)
         .max_memory_size(usize_or_max(MAX_TASK_MEMORY));
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // A runner process runs one task at a time under an OS limit on its
+    // writable memory (RLIMIT_DATA, set per task from the task's memory),
+    // so its instances are allocated on demand: a finished task's memory
+    // is unmapped, where a pool slot would stay writable (and counted)
+    // after its task, in each of the runner's engines.
+    if metering.runner() {
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    } else {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
     config
 }
 

@@ -924,3 +924,42 @@ impl Drop for MemoryGroup {
         }
     }
 }
+
+/// Before: a runner's own allocations were bounded by nothing but the
+/// machine. Now its writable memory is held (RLIMIT_DATA) to its task's
+/// memory plus a headroom, under a hard limit of the largest task's: a
+/// runner leaking 1 GiB beside a 64 MiB task is stopped (signal 6: an
+/// allocation failed), while 256 MiB beside a 256 MiB task is allowed.
+#[test]
+fn a_runners_memory_is_held_to_its_tasks_by_the_os() -> Result<()> {
+    let probe = std::fs::read(probe_wasm())?;
+    let mut small = task(&Hash::of(&probe), b"fault", false, Metering::Fuel);
+    small.limits.memory_bytes = 64 << 20;
+    let mut runner = Runner::start(&faulty_runner("alloc:1024", None))?;
+    let e = runner
+        .run(small, &probe, |_| {})
+        .err()
+        .context("the runner held 1 GiB beside a 64 MiB task")?;
+    let message = e.to_string();
+    assert!(message.contains("signal 6"), "{message}");
+
+    let mut runner = Runner::start(&faulty_runner("alloc:256", None))?;
+    assert_eq!(
+        fault_said(&mut runner, &probe)?,
+        "simulated fault: alloc: held 256 MiB"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", runner.pid()))?;
+    let data: Vec<&str> = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max data size"))
+        .context("no data size in /proc/PID/limits")?
+        .split_whitespace()
+        .collect();
+    let mib = |v: &str| v.parse::<u64>().map(|b| b >> 20).unwrap_or(0);
+    assert_eq!(
+        (mib(data[0]), mib(data[1])),
+        (256 + 512, 4096 + 512),
+        "soft: the task's memory and the headroom; hard: the largest task's"
+    );
+    Ok(())
+}
