@@ -8,8 +8,11 @@
 //! sockets (but for `socketpair`, which reaches nothing), exec, ptrace and reading other processes, new processes (a
 //! `clone` without `CLONE_THREAD`, `fork`), io_uring (whose operations
 //! seccomp cannot see), eBPF and perf events, mounts and namespaces,
-//! kernel modules, kexec and reboot, keyrings, userfaultfd, file handles.
-//! Opening files fails with `EACCES`, unless landlock confines the file
+//! kernel modules, kexec and reboot, keyrings, userfaultfd, file handles,
+//! fanotify, what landlock does not govern (a file's mode, owner,
+//! extended attributes and times; truncating by path), and typing into a
+//! terminal (`ioctl` TIOCSTI, TIOCLINUX). Opening, making, removing and
+//! renaming files fails with `EACCES`, unless landlock confines the file
 //! system (then landlock decides). `clone3` fails with `ENOSYS`: its flags
 //! sit behind a pointer the filter cannot read, and the C library falls
 //! back to `clone`, whose flags it can.
@@ -38,8 +41,26 @@ pub fn close_inherited_files() -> io::Result<()> {
     Err(unsupported())
 }
 
-/// Confines the file system with landlock to everything beneath `dir`
-/// (except executing), or to nothing at all. Sets `no_new_privs`. Returns
+/// Starts a session of its own (`setsid`): the process leaves the
+/// starter's controlling terminal, whose input it could otherwise fake.
+pub fn leave_terminal() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: setsid takes no arguments.
+        if unsafe { libc::setsid() } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err(unsupported())
+}
+
+/// Confines the file system with landlock to plain files and folders
+/// beneath `dir`, or to nothing at all. Sets `no_new_privs`. Landlock
+/// binds the calling thread (and the threads it starts later): call it
+/// before starting any. Returns
 /// the landlock ABI version in force; an error where the kernel has no
 /// landlock (the process is then unchanged).
 #[cfg(target_os = "linux")]
@@ -48,7 +69,18 @@ pub fn landlock(dir: Option<&Path>) -> io::Result<u32> {
 
     const CREATE_RULESET_VERSION: libc::c_uint = 1;
     const RULE_PATH_BENEATH: libc::c_uint = 1;
-    const ACCESS_FS_EXECUTE: u64 = 1;
+    // The rights beneath `dir`: read, write and truncate files, list the
+    // folder, make and remove files and folders, rename within. Never
+    // execute, nor make links, devices, sockets or pipes.
+    const ALLOWED_IN_DIR: u64 = (1 << 1) // WRITE_FILE
+        | (1 << 2) // READ_FILE
+        | (1 << 3) // READ_DIR
+        | (1 << 4) // REMOVE_DIR
+        | (1 << 5) // REMOVE_FILE
+        | (1 << 7) // MAKE_DIR
+        | (1 << 8) // MAKE_REG
+        | (1 << 13) // REFER
+        | (1 << 14); // TRUNCATE
 
     #[repr(C)]
     struct RulesetAttr {
@@ -106,7 +138,7 @@ pub fn landlock(dir: Option<&Path>) -> io::Result<u32> {
     if let Some(dir) = dir {
         let dir = std::fs::File::open(dir)?;
         let beneath = PathBeneath {
-            allowed_access: handled & !ACCESS_FS_EXECUTE,
+            allowed_access: handled & ALLOWED_IN_DIR,
             parent_fd: dir.as_raw_fd(),
         };
         #[allow(unsafe_code)]
@@ -172,11 +204,14 @@ pub fn seccomp(files: bool) -> io::Result<()> {
 }
 
 /// The architecture seccomp reports for this build's system calls.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 const AUDIT_ARCH: Option<u32> = Some(0xc000_003e);
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
 const AUDIT_ARCH: Option<u32> = Some(0xc000_00b7);
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    target_os = "linux",
+    not(any(target_arch = "x86_64", target_arch = "aarch64"))
+))]
 const AUDIT_ARCH: Option<u32> = None;
 
 #[cfg(target_os = "linux")]
@@ -195,7 +230,7 @@ fn no_new_privs() -> io::Result<()> {
 #[cfg(target_os = "linux")]
 fn killing() -> Vec<libc::c_long> {
     use libc::*;
-    let mut calls = vec![
+    let common = [
         // Not socketpair: a connected pair inside the process reaches
         // nothing, and the WASI host's async runtime makes one.
         SYS_socket,
@@ -241,22 +276,79 @@ fn killing() -> Vec<libc::c_long> {
         SYS_swapon,
         SYS_swapoff,
         SYS_acct,
+        SYS_fspick,
+        SYS_fsconfig,
+        SYS_mount_setattr,
+        // Handing out descriptors to any file (as root).
+        SYS_fanotify_init,
+        SYS_fanotify_mark,
+        // What landlock does not govern: a file's mode, owner, extended
+        // attributes and times, and truncating by path (before landlock 3).
+        SYS_fchmod,
+        SYS_fchmodat,
+        SYS_fchown,
+        SYS_fchownat,
+        SYS_setxattr,
+        SYS_lsetxattr,
+        SYS_fsetxattr,
+        SYS_removexattr,
+        SYS_lremovexattr,
+        SYS_fremovexattr,
+        SYS_utimensat,
+        SYS_truncate,
     ];
+    // The older calls x86-64 still has (aarch64 has only the `*at` ones).
     #[cfg(target_arch = "x86_64")]
-    calls.extend([
-        SYS_fork, SYS_vfork, SYS_mknod, SYS_uselib, SYS_iopl, SYS_ioperm,
-    ]);
-    calls
+    let legacy = [
+        SYS_fork,
+        SYS_vfork,
+        SYS_mknod,
+        SYS_uselib,
+        SYS_iopl,
+        SYS_ioperm,
+        SYS_fchmodat2,
+        SYS_chmod,
+        SYS_chown,
+        SYS_lchown,
+        SYS_utime,
+        SYS_utimes,
+        SYS_futimesat,
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    let legacy: [libc::c_long; 0] = [];
+    [&common[..], &legacy[..]].concat()
 }
 
-/// System calls that open files (they fail unless landlock decides).
+/// System calls that open, make, remove or rename files (they fail unless
+/// landlock decides).
 #[cfg(target_os = "linux")]
 fn opening() -> Vec<libc::c_long> {
     use libc::*;
-    let mut calls = vec![SYS_openat, SYS_openat2];
+    let common = [
+        SYS_openat,
+        SYS_openat2,
+        SYS_unlinkat,
+        SYS_renameat,
+        SYS_renameat2,
+        SYS_mkdirat,
+        SYS_symlinkat,
+        SYS_linkat,
+    ];
+    // The older calls x86-64 still has (aarch64 has only the `*at` ones).
     #[cfg(target_arch = "x86_64")]
-    calls.extend([SYS_open, SYS_creat]);
-    calls
+    let legacy = [
+        SYS_open,
+        SYS_creat,
+        SYS_unlink,
+        SYS_rename,
+        SYS_mkdir,
+        SYS_rmdir,
+        SYS_symlink,
+        SYS_link,
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    let legacy: [libc::c_long; 0] = [];
+    [&common[..], &legacy[..]].concat()
 }
 
 /// The classic BPF program: check the architecture, then the system call
@@ -272,6 +364,9 @@ fn filter(arch: u32, files: bool) -> Vec<libc::sock_filter> {
     const NR: u32 = 0;
     const ARCH_AT: u32 = 4;
     const ARG0_LOW: u32 = 16;
+    const ARG1_LOW: u32 = 24;
+    const TIOCSTI: u32 = 0x5412;
+    const TIOCLINUX: u32 = 0x541c;
     const CLONE_THREAD: u32 = 0x0001_0000;
 
     fn op(code: u32, k: u32, jt: u8, jf: u8) -> sock_filter {
@@ -301,6 +396,15 @@ fn filter(arch: u32, files: bool) -> Vec<libc::sock_filter> {
         out.push(op(BPF_JMP | libc::BPF_JGE | BPF_K, 0x4000_0000, 0, 1));
         out.push(ret(SECCOMP_RET_KILL_PROCESS));
     }
+    // ioctl: typing into a terminal (TIOCSTI, TIOCLINUX) kills; any
+    // other request passes. The runner has left the worker's terminal
+    // (`leave_terminal`), but root may type into any.
+    out.push(op(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_ioctl as u32, 0, 5));
+    out.push(load(ARG1_LOW));
+    out.push(op(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0));
+    out.push(op(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0));
+    out.push(ret(SECCOMP_RET_ALLOW));
+    out.push(ret(SECCOMP_RET_KILL_PROCESS));
     for nr in killing() {
         on(&mut out, nr, SECCOMP_RET_KILL_PROCESS);
     }
@@ -356,6 +460,7 @@ mod tests {
                 })
             };
             assert!(compares(libc::SYS_socket) && compares(libc::SYS_execve));
+            assert!(compares(libc::SYS_ioctl) && compares(libc::SYS_fchmodat));
             assert_eq!(compares(libc::SYS_openat), !files);
         }
     }

@@ -9,6 +9,7 @@
 //! - `fork`: starts a child process;
 //! - `thread`: starts and joins a thread (allowed);
 //! - `open:PATH`: reads PATH;
+//! - `tiocsti`: types a character into the terminal on stderr;
 //! - `panic`: a bug in the runner's own code (it panics);
 //! - `alloc:MIB`: allocates and touches MIB mebibytes outside the wasm
 //!   sandbox, as a leak in the host would (an out-of-memory kill, where a
@@ -37,6 +38,14 @@ pub(crate) fn provoke(fault: &str) -> String {
         }
         _ => match fault {
             "socket" => format!("socket: {:?}", std::net::UdpSocket::bind("127.0.0.1:0")),
+            "tiocsti" => {
+                let byte = b'x';
+                #[allow(unsafe_code)]
+                // SAFETY: TIOCSTI reads one byte from a pointer that
+                // outlives the call.
+                let typed = unsafe { libc::ioctl(2, libc::TIOCSTI, &byte as *const u8) };
+                format!("tiocsti: {typed}, {}", std::io::Error::last_os_error())
+            }
             "panic" => panic!("simulated fault: a bug in the runner"),
             "thread" => match std::thread::spawn(|| 7).join() {
                 Ok(7) => "thread: ok".to_string(),

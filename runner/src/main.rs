@@ -50,8 +50,13 @@ type Events = Arc<Mutex<BufWriter<io::Stdout>>>;
 fn main() -> ExitCode {
     // First, before anything here opens a file of its own.
     #[cfg(target_os = "linux")]
-    if let Err(e) = peergrid_os::confine::close_inherited_files() {
-        eprintln!("peergrid-runner: cannot close the files it inherited: {e}");
+    {
+        if let Err(e) = peergrid_os::confine::close_inherited_files() {
+            eprintln!("peergrid-runner: cannot close the files it inherited: {e}");
+        }
+        if let Err(e) = peergrid_os::confine::leave_terminal() {
+            eprintln!("peergrid-runner: cannot leave the worker's terminal: {e}");
+        }
     }
     let parent = std::env::var("PEERGRID_RUNNER_PARENT")
         .ok()
@@ -134,7 +139,19 @@ fn confine(cache: Option<PathBuf>) -> Option<PathBuf> {
             false
         }
     });
-    let landlocked = confine::landlock(cache.as_deref());
+    let mut landlocked = confine::landlock(cache.as_deref());
+    // A cache folder landlock cannot take: no cache, and no file at all.
+    let cache = match (&landlocked, cache) {
+        (Err(e), Some(dir)) => {
+            eprintln!(
+                "peergrid-runner: landlock cannot confine it to {} ({e}); compiled modules are not kept",
+                dir.display()
+            );
+            landlocked = confine::landlock(None);
+            None
+        }
+        (_, cache) => cache,
+    };
     let filtered = confine::seccomp(landlocked.is_ok());
     match (&landlocked, &filtered) {
         (Ok(_), Ok(())) => {}

@@ -443,7 +443,9 @@ fn suspend_under_load_and_resume(task_processes: bool) {
     if task_processes {
         // The runner is stopped, not merely starved by the load beside it.
         let runner = children(worker.pid())[0];
-        wait_for("the runner to stop", Duration::from_secs(1), || {
+        // A stop takes effect when the runner next gets a CPU, which a
+        // SCHED_IDLE process beside two busy loops waits for.
+        wait_for("the runner to stop", Duration::from_secs(5), || {
             process_state(runner).filter(|&s| s == 'T')
         })
         .unwrap();

@@ -206,25 +206,29 @@ pub fn non_grid_percent(total: f32, grid: &[f32], cores: usize) -> f32 {
     (total - grid).clamp(0.0, 100.0)
 }
 
-/// The grid's processes among `processes` (pid, parent pid, name): this
-/// worker (`me`), every process of its `name` (other workers), and their
-/// children (task runners, under whatever wrapper started them, such as
-/// qemu). A runner computing flat out must not look like another program
-/// to the worker that paces it.
+/// One entry of the process list: pid, parent pid, name, and whether it
+/// is a thread (sysinfo lists a process's threads too, each with the
+/// process as its parent; a process's CPU use already includes theirs).
+pub type Listed<'a> = (u32, Option<u32>, &'a std::ffi::OsStr, bool);
+
+/// The grid's processes among `processes`: this worker (`me`), every
+/// process of its `name` (other workers), and their child processes (task
+/// runners, directly or through a wrapper that execs them, such as `env`
+/// or qemu-user), never threads. A runner computing flat out must not look
+/// like another program to the worker that paces it.
 pub fn grid_pids(
-    processes: &[(u32, Option<u32>, &std::ffi::OsStr)],
+    processes: &[Listed<'_>],
     me: Option<u32>,
     name: Option<&std::ffi::OsStr>,
 ) -> HashSet<u32> {
-    let workers: HashSet<u32> = processes
-        .iter()
-        .filter(|(pid, _, n)| Some(*pid) == me || Some(*n) == name)
-        .map(|(pid, _, _)| *pid)
+    let processes = || processes.iter().filter(|(_, _, _, thread)| !thread);
+    let workers: HashSet<u32> = processes()
+        .filter(|(pid, _, n, _)| Some(*pid) == me || Some(*n) == name)
+        .map(|(pid, _, _, _)| *pid)
         .collect();
-    let children = processes
-        .iter()
-        .filter(|(_, parent, _)| parent.is_some_and(|p| workers.contains(&p)))
-        .map(|(pid, _, _)| *pid);
+    let children = processes()
+        .filter(|(_, parent, _, _)| parent.is_some_and(|p| workers.contains(&p)))
+        .map(|(pid, _, _, _)| *pid);
     children.chain(workers.iter().copied()).collect()
 }
 
@@ -281,10 +285,17 @@ impl Monitor {
                 .and_then(|pid| sys.process(pid))
                 .map(|p| p.name().to_os_string());
         }
-        let listed: Vec<(u32, Option<u32>, &std::ffi::OsStr)> = sys
+        let listed: Vec<Listed<'_>> = sys
             .processes()
             .iter()
-            .map(|(pid, p)| (pid.as_u32(), p.parent().map(Pid::as_u32), p.name()))
+            .map(|(pid, p)| {
+                (
+                    pid.as_u32(),
+                    p.parent().map(Pid::as_u32),
+                    p.name(),
+                    p.thread_kind().is_some(),
+                )
+            })
             .collect();
         let grid_pids = grid_pids(&listed, self.pid.map(Pid::as_u32), self.name.as_deref());
         let grid: Vec<f32> = sys

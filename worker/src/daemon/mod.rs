@@ -241,10 +241,12 @@ impl Worker {
         );
         let runners = match &config.runner {
             Some(command) => {
+                // No disk cache for runners: a cache a runner writes would
+                // let an escape from one runner outlive it, into the next
+                // runner or into whatever loads the cache (docs/sandbox.md).
+                // Runners keep compiled modules in memory while warm.
                 let mut command = command.clone();
-                command
-                    .cache
-                    .get_or_insert_with(|| config.data.join("compiled"));
+                command.cache = None;
                 tracing::info!(runner = %command.program.display(), "tasks run in runner processes");
                 Some(Arc::new(
                     process_run::RunnerPool::new(command).context("starting the runner starter")?,

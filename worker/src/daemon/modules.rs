@@ -72,7 +72,13 @@ pub fn trim_caches(data: &Path, cap: u64, keep: &HashSet<String>) {
     let mut files = Vec::new();
     let mut dirs = vec![data.join("modules")];
     if let Ok(entries) = std::fs::read_dir(data.join("compiled")) {
-        dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        // A real folder, never a link out of the data folder.
+        dirs.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
     }
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {

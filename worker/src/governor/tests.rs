@@ -140,19 +140,23 @@ fn task_runners_are_grid_load_under_any_name() {
     use std::ffi::OsStr;
     let worker = OsStr::new("peergrid-worker");
     let processes = [
-        (10, Some(1), worker),
-        (11, Some(10), OsStr::new("peergrid-runner")),
-        (20, Some(1), worker),
-        (21, Some(20), OsStr::new("qemu-aarch64")),
-        (30, Some(1), OsStr::new("sh")),
-        (31, Some(30), OsStr::new("peergrid-runner")),
-        (40, None, OsStr::new("init")),
+        (10, Some(1), worker, false),
+        // The worker's threads, whose CPU its own entry already counts.
+        (12, Some(10), OsStr::new("tokio-runtime-w"), true),
+        (13, Some(10), OsStr::new("peergrid-task"), true),
+        (11, Some(10), OsStr::new("peergrid-runner"), false),
+        (20, Some(1), worker, false),
+        (21, Some(20), OsStr::new("qemu-aarch64"), false),
+        (30, Some(1), OsStr::new("sh"), false),
+        (31, Some(30), OsStr::new("peergrid-runner"), false),
+        (40, None, OsStr::new("init"), false),
     ];
     let grid = grid_pids(&processes, Some(10), Some(worker));
     let mut grid: Vec<u32> = grid.into_iter().collect();
     grid.sort();
     // This worker, its runner, another worker and its runner under qemu;
-    // not a shell, nor a runner some other program started.
+    // not the worker's threads (counted twice, they hid other programs),
+    // nor a shell, nor a runner some other program started.
     assert_eq!(grid, vec![10, 11, 20, 21]);
     // Before the worker learns its name: itself and its own runner.
     let mut alone: Vec<u32> = grid_pids(&processes, Some(10), None).into_iter().collect();
