@@ -58,7 +58,9 @@ pub fn leave_terminal() -> io::Result<()> {
 }
 
 /// Confines the file system with landlock to plain files and folders
-/// beneath `dir`, or to nothing at all. Sets `no_new_privs`. Landlock
+/// beneath `dir`, or to nothing at all; where the kernel offers them (ABI
+/// 4 and 6), also TCP and signals to processes outside. Sets
+/// `no_new_privs`. Landlock
 /// binds the calling thread (and the threads it starts later): call it
 /// before starting any. Returns
 /// the landlock ABI version in force; an error where the kernel has no
@@ -82,10 +84,18 @@ pub fn landlock(dir: Option<&Path>) -> io::Result<u32> {
         | (1 << 13) // REFER
         | (1 << 14); // TRUNCATE
 
+    // The ABI version each field needs: network rights from 4, scopes
+    // from 6. The size passed tells the kernel which fields are there.
     #[repr(C)]
     struct RulesetAttr {
         handled_access_fs: u64,
+        handled_access_net: u64,
+        scoped: u64,
     }
+    const ACCESS_NET_BIND_TCP: u64 = 1;
+    const ACCESS_NET_CONNECT_TCP: u64 = 2;
+    const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1;
+    const SCOPE_SIGNAL: u64 = 2;
     #[repr(C, packed)]
     struct PathBeneath {
         allowed_access: u64,
@@ -114,17 +124,27 @@ pub fn landlock(dir: Option<&Path>) -> io::Result<u32> {
         3 | 4 => (1 << 15) - 1,
         _ => (1 << 16) - 1,
     };
+    // TCP and signals to processes outside the runner are refused too
+    // where the kernel can: the filter forbids sockets already, and
+    // nothing but the worker (outside) needs to signal anyone.
     let attr = RulesetAttr {
         handled_access_fs: handled,
+        handled_access_net: ACCESS_NET_BIND_TCP | ACCESS_NET_CONNECT_TCP,
+        scoped: SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL,
+    };
+    let size = match abi {
+        1..=3 => std::mem::size_of::<u64>(),
+        4 | 5 => 2 * std::mem::size_of::<u64>(),
+        _ => std::mem::size_of::<RulesetAttr>(),
     };
     #[allow(unsafe_code)]
-    // SAFETY: `attr` is a valid ruleset attribute of the size passed, and
-    // outlives the call.
+    // SAFETY: `attr` is a valid ruleset attribute at least the size
+    // passed, and outlives the call.
     let ruleset = unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
             &attr as *const RulesetAttr,
-            std::mem::size_of::<RulesetAttr>(),
+            size,
             0u32,
         )
     };

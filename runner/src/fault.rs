@@ -9,6 +9,7 @@
 //! - `fork`: starts a child process;
 //! - `thread`: starts and joins a thread (allowed);
 //! - `open:PATH`: reads PATH;
+//! - `signal:PID`: sends SIGTERM to PID;
 //! - `tiocsti`: types a character into the terminal on stderr;
 //! - `panic`: a bug in the runner's own code (it panics);
 //! - `alloc:MIB`: allocates and touches MIB mebibytes outside the wasm
@@ -27,6 +28,13 @@ pub(crate) fn provoke(fault: &str) -> String {
             Ok(bytes) => format!("opened {path}: {} bytes", bytes.len()),
             Err(e) => format!("opening {path}: {e}"),
         },
+        Some(("signal", pid)) => {
+            let pid: i32 = pid.parse().unwrap_or(0);
+            #[allow(unsafe_code)]
+            // SAFETY: kill takes integers only.
+            let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+            format!("signal {pid}: {sent}, {}", std::io::Error::last_os_error())
+        }
         Some(("alloc", mib)) => {
             let mib: usize = mib.parse().unwrap_or(0);
             let mut held = Vec::new();

@@ -994,3 +994,22 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// Before: a runner could signal any process of its user (or, as root,
+/// any process). Now landlock's signal scope (Linux 6.12, ABI 6) refuses
+/// a signal to any process outside the runner.
+#[test]
+fn a_runner_cannot_signal_other_processes() -> Result<()> {
+    let mut bystander = Command::new("sleep").arg("60").spawn()?;
+    let probe = std::fs::read(probe_wasm())?;
+    let mut runner = Runner::start(&faulty_runner(&format!("signal:{}", bystander.id()), None))?;
+    let said = fault_said(&mut runner, &probe)?;
+    let alive = bystander.try_wait()?.is_none();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(
+        said.contains("Operation not permitted") && alive,
+        "{said} (landlock's signal scope needs Linux 6.12 or later)"
+    );
+    Ok(())
+}

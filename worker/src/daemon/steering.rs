@@ -132,7 +132,7 @@ impl Worker {
                 ControlRequest::NoMoreWork => {
                     // What the worker holds when asked: the wind-down may
                     // give a task back before a later snapshot is taken.
-                    let held = status()?;
+                    let held = status();
                     tracing::info!("no more work: finishing the held tasks, then stopping");
                     note(
                         &state,
@@ -140,10 +140,10 @@ impl Worker {
                         "finishing the held tasks, then stopping",
                     );
                     shared.wind_down(Winding::NoMoreWork);
-                    return Ok(winding(held, &shared));
+                    return held.map(|held| winding(held, &shared));
                 }
                 ControlRequest::Detach => {
-                    let held = status()?;
+                    let held = status();
                     note(
                         &state,
                         "detaching",
@@ -153,7 +153,7 @@ impl Worker {
                         "detaching: giving back the held tasks, reporting finished results, then forgetting the project"
                     );
                     shared.wind_down(Winding::Detach);
-                    return Ok(winding(held, &shared));
+                    return held.map(|held| winding(held, &shared));
                 }
             }
             status()
