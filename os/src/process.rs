@@ -110,6 +110,21 @@ pub fn limit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> 
     Ok(())
 }
 
+/// The soft and hard limits on `resource` in force.
+#[cfg(target_os = "linux")]
+pub fn limits_of(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `current` is a valid rlimit the call writes into.
+    if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((current.rlim_cur, current.rlim_max))
+}
+
 /// Sets the soft limit on `resource` to `value` (at most the hard limit,
 /// which stays): a limit that can follow each task, under a hard limit
 /// set once.

@@ -70,18 +70,28 @@ fn main() -> ExitCode {
         eprintln!("peergrid-runner: cannot lower its priority: {e}");
     }
     #[cfg(target_os = "linux")]
-    for (resource, value) in [
-        (libc::RLIMIT_NOFILE, MAX_FILES),
-        (libc::RLIMIT_CORE, 0),
+    for (resource, name, value) in [
+        (libc::RLIMIT_NOFILE, "open files", MAX_FILES),
+        (libc::RLIMIT_CORE, "core dumps", 0),
         // The most any task may have, for good; each task then lowers
         // the soft limit to its own (`hold_to`).
         (
             libc::RLIMIT_DATA,
+            "writable memory",
             peergrid_proto::limits::MAX_TASK_MEMORY + MEMORY_HEADROOM,
         ),
     ] {
-        if let Err(e) = peergrid_os::process::limit(resource, value) {
-            eprintln!("peergrid-runner: cannot lower a resource limit: {e}");
+        match peergrid_os::process::limit(resource, value) {
+            // An emulator (qemu-user) says yes to RLIMIT_DATA and keeps
+            // its own: say so rather than claim a limit that is not there.
+            Ok(())
+                if peergrid_os::process::limits_of(resource)
+                    .is_ok_and(|(_, hard)| hard > value) =>
+            {
+                eprintln!("peergrid-runner: its limit on {name} did not take (an emulator?)")
+            }
+            Ok(()) => {}
+            Err(e) => eprintln!("peergrid-runner: cannot limit {name}: {e}"),
         }
     }
     let checkpoint_now = match peergrid_os::process::checkpoint_requests() {
@@ -124,8 +134,7 @@ fn main() -> ExitCode {
 /// seccomp filter (`peergrid_os::confine`) forbids sockets, exec, new
 /// processes and the like for good. A layer the kernel lacks is named on
 /// stderr, and the runner goes on behind the others. Returns the cache
-/// the runner may keep: none where the filter is in force without
-/// landlock, since it then refuses to open files at all.
+/// the runner may keep: none unless landlock confines it to that folder.
 #[cfg(target_os = "linux")]
 fn confine(cache: Option<PathBuf>) -> Option<PathBuf> {
     use peergrid_os::confine;
@@ -167,12 +176,9 @@ fn confine(cache: Option<PathBuf>) -> Option<PathBuf> {
             "peergrid-runner: neither landlock ({l}) nor a seccomp filter ({s}): only the wasm sandbox contains a task"
         ),
     }
-    // The filter refuses every open unless landlock decides them.
-    if landlocked.is_ok() || filtered.is_err() {
-        cache
-    } else {
-        None
-    }
+    // Kept only where landlock confines the runner to it (the fallback
+    // above dropped it otherwise).
+    if landlocked.is_ok() { cache } else { None }
 }
 
 /// `PEERGRID_RUNNER_FAULT`, in builds with the `simulate-fault` feature.
@@ -197,9 +203,13 @@ fn serve(
     let mut input = BufReader::new(io::stdin().lock());
     while let Some(request) = read_request(&mut input)? {
         let ToRunner::Run(task) = request;
-        hold_to(task.limits.memory_bytes);
+        // Compiling runs under the hard limit; the task's own limit
+        // follows once it has started (`Hooks::started`).
+        hold_to(None);
         #[cfg(feature = "simulate-fault")]
         if let Some(fault) = FAULT.get().filter(|_| task.input.starts_with(b"fault")) {
+            // As in a task that has started.
+            hold_to(Some(task.limits.memory_bytes));
             let said = fault::provoke(fault);
             send(&events, &fault::report(said))?;
             continue;
@@ -222,16 +232,17 @@ fn serve(
 }
 
 /// Holds the runner's writable memory (RLIMIT_DATA: what it has made
-/// writable, whether or not it touched it) to the task's memory and the
-/// headroom, under the hard limit set at start: the operating system's
-/// bound on the volunteer's memory budget, behind the sandbox's own. A
-/// runner over it fails to allocate: the guest's `memory.grow` fails, and
-/// the runner's own allocations abort it (the task is lost, with how).
-fn hold_to(task_memory: u64) {
+/// writable, whether or not it touched it) to a running task's memory and
+/// the headroom, or (`None`, while a module compiles) to the hard limit set
+/// at start: behind the sandbox's own cap, the operating system's bound on
+/// each runner. A runner over it fails to allocate: the guest's
+/// `memory.grow` fails, and the runner's own allocations abort it (the
+/// task is lost, with how).
+fn hold_to(task_memory: Option<u64>) {
     #[cfg(target_os = "linux")]
     if let Err(e) = peergrid_os::process::limit_soft(
         libc::RLIMIT_DATA,
-        task_memory.saturating_add(MEMORY_HEADROOM),
+        task_memory.map_or(u64::MAX, |m| m.saturating_add(MEMORY_HEADROOM)),
     ) {
         eprintln!("peergrid-runner: cannot limit its memory to the task's: {e}");
     }
@@ -279,6 +290,7 @@ fn run(
     }
     let hooks = Arc::new(Hooks {
         events: events.clone(),
+        memory: task.limits.memory_bytes,
         resume: Mutex::new(
             task.resume
                 .map(|(state, fuel_used)| Checkpoint { state, fuel_used }),
@@ -321,6 +333,8 @@ fn run(
 /// A running task's guest SDK calls, forwarded to the daemon as events.
 struct Hooks {
     events: Events,
+    /// The task's memory, which the runner is held to once it starts.
+    memory: u64,
     resume: Mutex<Option<Checkpoint>>,
     /// Least time between checkpoints; zero: none wanted.
     every: Duration,
@@ -339,6 +353,7 @@ impl TaskHooks for Hooks {
     }
 
     fn started(&self) {
+        hold_to(Some(self.memory));
         let _ = send(&self.events, &FromRunner::Started);
     }
 

@@ -2,7 +2,8 @@
 //! identically, and their ids, which results record.
 //!
 //! Fuel, epoch interruption, deterministic relaxed SIMD, no threads, a fixed
-//! wasm stack and a pooling allocator; the only difference between the
+//! wasm stack and a pooling allocator (on-demand instances in a task
+//! runner process); the only difference between the
 //! fast and the canonical engine is Cranelift's NaN canonicalization (see
 //! the crate's "NaN modes").
 
@@ -194,8 +195,12 @@ fn engine_config(nan: NanMode, metering: Metering, pool_slots: u32) -> Config {
     // so its instances are allocated on demand: a finished task's memory
     // is unmapped, where a pool slot would stay writable (and counted)
     // after its task, in each of the runner's engines.
+    // It also compiles on its own thread: Cranelift's worker threads
+    // would each hold a stack and a malloc arena under that limit, more
+    // of them the more cores the machine has.
     if metering.runner() {
         config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        config.parallel_compilation(false);
     } else {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

@@ -329,16 +329,7 @@ fn task_processes_hold_the_cpu_share_and_never_suspend_their_worker() {
         !children(worker.pid()).is_empty(),
         "the task runs in a runner process"
     );
-    let until = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < until {
-        let s = worker.status().unwrap();
-        assert!(
-            s["suspended"].is_null(),
-            "the worker suspended itself for its own runner: {}",
-            s["suspended"]
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    never_suspends_itself(&worker);
     let config = data.join("test-worker.toml");
     for percent in [75, 50, 25] {
         worker
@@ -361,6 +352,51 @@ fn task_processes_hold_the_cpu_share_and_never_suspend_their_worker() {
             "CPU share {share:.1} % at a {percent} % limit"
         );
         assert!(worker.status().unwrap()["suspended"].is_null());
+    }
+}
+
+/// A worker computing flat out in process (one core of two: 50 % of the
+/// machine, over the 25 % threshold) does not take its own task for
+/// another program's load. (A governor that listed the worker's threads as
+/// separate processes once dropped the worker from the grid's load.)
+#[test]
+fn an_in_process_worker_never_suspends_itself() {
+    let _machine = machine();
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = busy_coordinator(dir.path(), 4);
+    let worker = Worker::start(
+        &coordinator.join,
+        &dir.path().join("w"),
+        &["--cores", "1", "--suspend-cpu-percent", "25"],
+    )
+    .unwrap();
+    wait_running(&worker);
+    never_suspends_itself(&worker);
+}
+
+/// Once computing unsuspended (the coordinator's own start-up on this
+/// machine is another program's load), for 6 s the worker is never
+/// suspended: a worker that counted its own task as another program's
+/// would suspend, resume after 3 s of calm, and suspend again.
+fn never_suspends_itself(worker: &Worker) {
+    // A runner just started reads as another program for one sample (its
+    // CPU use takes two): let the start-up settle.
+    std::thread::sleep(Duration::from_secs(2));
+    wait_for(
+        "the worker to compute unsuspended",
+        Duration::from_secs(30),
+        || worker.status().ok().filter(|s| s["suspended"].is_null()),
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let s = worker.status().unwrap();
+        assert!(
+            s["suspended"].is_null(),
+            "the worker suspended itself for its own task: {}",
+            s["suspended"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -274,6 +274,25 @@ impl Monitor {
         };
         sys.refresh_cpu_usage();
         let total = sys.global_cpu_usage();
+        let grid_pids = self.grid_processes();
+        let Some(sys) = &self.sys else {
+            return 0.0;
+        };
+        let grid: Vec<f32> = sys
+            .processes()
+            .iter()
+            .filter(|(pid, _)| grid_pids.contains(&pid.as_u32()))
+            .map(|(_, p)| p.cpu_usage())
+            .collect();
+        non_grid_percent(total, &grid, self.cores)
+    }
+
+    /// Refreshes the process list and returns the grid's processes
+    /// ([`grid_pids`]).
+    pub(crate) fn grid_processes(&mut self) -> HashSet<u32> {
+        let Some(sys) = &mut self.sys else {
+            return HashSet::new();
+        };
         sys.refresh_processes_specifics(
             ProcessesToUpdate::All,
             true,
@@ -285,6 +304,19 @@ impl Monitor {
                 .and_then(|pid| sys.process(pid))
                 .map(|p| p.name().to_os_string());
         }
+        // A process's threads, as sysinfo lists them (its `tasks`; a
+        // process's main thread shares its pid, and is the process).
+        let threads: HashSet<Pid> = sys
+            .processes()
+            .iter()
+            .flat_map(|(pid, p)| {
+                p.tasks()
+                    .into_iter()
+                    .flatten()
+                    .filter(move |t| *t != pid)
+                    .copied()
+            })
+            .collect();
         let listed: Vec<Listed<'_>> = sys
             .processes()
             .iter()
@@ -293,18 +325,11 @@ impl Monitor {
                     pid.as_u32(),
                     p.parent().map(Pid::as_u32),
                     p.name(),
-                    p.thread_kind().is_some(),
+                    threads.contains(pid),
                 )
             })
             .collect();
-        let grid_pids = grid_pids(&listed, self.pid.map(Pid::as_u32), self.name.as_deref());
-        let grid: Vec<f32> = sys
-            .processes()
-            .iter()
-            .filter(|(pid, _)| grid_pids.contains(&pid.as_u32()))
-            .map(|(_, p)| p.cpu_usage())
-            .collect();
-        non_grid_percent(total, &grid, self.cores)
+        grid_pids(&listed, self.pid.map(Pid::as_u32), self.name.as_deref())
     }
 
     /// Total RAM in bytes.

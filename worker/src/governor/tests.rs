@@ -163,3 +163,40 @@ fn task_runners_are_grid_load_under_any_name() {
     alone.sort();
     assert_eq!(alone, vec![10, 11]);
 }
+
+/// On this machine: a child process started from a thread of this one is
+/// the grid's; this process's threads are not listed apart (their CPU is
+/// already the process's).
+#[test]
+fn the_monitor_finds_this_process_and_its_children_but_not_threads() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let starter = std::thread::spawn(move || {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        tx.send(child.id()).unwrap();
+        // Alive while the monitor looks.
+        let _ = stop_rx.recv();
+        child
+    });
+    let child_pid = rx.recv().unwrap();
+    let me = std::process::id();
+    let threads: Vec<u32> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&t| t != me)
+        .collect();
+    assert!(!threads.is_empty());
+    let grid = Monitor::new().grid_processes();
+    drop(stop_tx);
+    let mut child = starter.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(grid.contains(&me), "{grid:?}");
+    assert!(grid.contains(&child_pid), "{child_pid} not in {grid:?}");
+    for t in threads {
+        assert!(!grid.contains(&t), "thread {t} counted apart: {grid:?}");
+    }
+}
