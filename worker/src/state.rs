@@ -95,6 +95,8 @@ pub struct Totals {
     pub claimed_fuel: u64,
     /// Reports waiting for the coordinator.
     pub pending_reports: u64,
+    /// Tasks held: running, stopped to resume, or waiting to start.
+    pub held_tasks: u64,
 }
 
 /// The state database. One connection behind a mutex: every operation is
@@ -439,10 +441,12 @@ impl LocalState {
             |r| r.get(0),
         )?;
         let pending: i64 = db.query_row("SELECT count(*) FROM reports", [], |r| r.get(0))?;
+        let held: i64 = db.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))?;
         Ok(Totals {
             finished_since: finished_since.max(0) as u64,
             claimed_fuel: claimed.max(0) as u64,
             pending_reports: pending.max(0) as u64,
+            held_tasks: held.max(0) as u64,
         })
     }
 }

@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -128,8 +128,6 @@ pub struct Shared {
     permanent_error: Mutex<Option<String>>,
     /// Tasks running now, by unit.
     running: Mutex<BTreeMap<UnitId, Arc<TaskRun>>>,
-    /// Tasks held but not running.
-    queued: AtomicUsize,
     /// Bytes of RAM the grid may reserve (the governor's memory budget).
     memory_budget: AtomicU64,
     /// Running on, or winding down (`no-more-work`, `detach`).
@@ -174,7 +172,6 @@ impl Shared {
             connection: Mutex::new("connecting".into()),
             permanent_error: Mutex::new(None),
             running: Mutex::new(BTreeMap::new()),
-            queued: AtomicUsize::new(0),
             memory_budget: AtomicU64::new(u64::MAX),
             winding: Mutex::new(Winding::RunOn),
             aborts: Mutex::new(Vec::new()),

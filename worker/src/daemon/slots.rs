@@ -67,7 +67,6 @@ impl Worker {
             self.shared.wake_uplink.notify_one();
         }
         let held = startable;
-        let mut waiting = held.len().saturating_sub(busy.len());
         let starting = !self.shared.suspended()
             && !self.shared.stopping.load(Ordering::Relaxed)
             && !self.shared.winding().gives_back();
@@ -80,15 +79,12 @@ impl Worker {
                 if busy.contains(&stored.task.unit) {
                     continue;
                 }
-                waiting = waiting.saturating_sub(1);
                 if !self.memory_allows(&stored.task) {
-                    waiting += 1;
                     break;
                 }
                 self.start(stored, running)?;
             }
         }
-        self.shared.queued.store(waiting, Ordering::Relaxed);
         Ok(())
     }
 

@@ -28,7 +28,7 @@ impl Worker {
             let live = shared.live();
             let totals = state.totals(local_midnight_ms())?;
             let last_day = state.claimed_fuel_since(now_ms().saturating_sub(86_400_000))?;
-            let running = lock(&shared.running)
+            let running: Vec<RunningTask> = lock(&shared.running)
                 .values()
                 .map(|r| {
                     let running = r.started.elapsed();
@@ -42,6 +42,9 @@ impl Worker {
                     }
                 })
                 .collect();
+            // Read from the state, not from the slots' last pass, which a
+            // task that just stopped or arrived has not reached yet.
+            let queued = (totals.held_tasks as usize).saturating_sub(running.len());
             Ok(Status {
                 coordinator: coordinator.clone(),
                 connection: lock(&shared.connection).clone(),
@@ -61,7 +64,7 @@ impl Worker {
                     .unwrap_or_default(),
                 winding_down: shared.winding().describe().map(str::to_string),
                 running,
-                queued: shared.queued.load(Ordering::Relaxed),
+                queued,
                 pending_uploads: totals.pending_reports,
                 results_today: totals.finished_since,
                 claimed_credit_fuel: totals.claimed_fuel,
