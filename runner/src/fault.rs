@@ -11,6 +11,9 @@
 //! - `open:PATH`: reads PATH;
 //! - `signal:PID`: sends SIGTERM to PID;
 //! - `tiocsti`: types a character into the terminal on stderr;
+//! - `tioclinux`: a Linux console request (TIOCLINUX, which can paste a
+//!   selection into a console) on stderr;
+//! - `stderr`: writes a terminal escape, then a megabyte, to its stderr;
 //! - `panic`: a bug in the runner's own code (it panics);
 //! - `alloc:MIB`: allocates and touches MIB mebibytes outside the wasm
 //!   sandbox, as a leak in the host would (an out-of-memory kill, where a
@@ -53,6 +56,31 @@ pub(crate) fn provoke(fault: &str) -> String {
                 // outlives the call.
                 let typed = unsafe { libc::ioctl(2, libc::TIOCSTI, &byte as *const u8) };
                 format!("tiocsti: {typed}, {}", std::io::Error::last_os_error())
+            }
+            "stderr" => {
+                use std::io::Write;
+                let mut err = std::io::stderr().lock();
+                let escape = err.write_all(b"\x1b[2J\x1b]0;owned\x07escaped the sandbox\n");
+                let chunk = [b'x'; 4096];
+                let mut wrote = 0usize;
+                let mut last = Ok(());
+                for _ in 0..256 {
+                    last = err.write_all(&chunk);
+                    if last.is_err() {
+                        break;
+                    }
+                    wrote += chunk.len();
+                }
+                format!("stderr: escape {escape:?}, then {wrote} bytes, then {last:?}")
+            }
+            "tioclinux" => {
+                // TIOCL_GETSHIFTSTATE, the most harmless of its requests.
+                let mut subcode = 6u8;
+                #[allow(unsafe_code)]
+                // SAFETY: TIOCLINUX reads and writes one byte through a
+                // pointer that outlives the call.
+                let done = unsafe { libc::ioctl(2, libc::TIOCLINUX, &mut subcode as *mut u8) };
+                format!("tioclinux: {done}, {}", std::io::Error::last_os_error())
             }
             "panic" => panic!("simulated fault: a bug in the runner"),
             "thread" => match std::thread::spawn(|| 7).join() {

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+mod stderr;
+
 use peergrid_proto::Hash;
 use peergrid_proto::codec;
 use peergrid_proto::runner::{
@@ -92,7 +94,7 @@ impl Runner {
             .env("PEERGRID_RUNNER_PARENT", std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         if let Some(cache) = &command.cache {
             cmd.arg("--cache").arg(cache);
         }
@@ -100,10 +102,23 @@ impl Runner {
             program: program.display().to_string(),
             source,
         })?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
             let _ = child.kill();
+            let _ = child.wait();
             return Err(RunnerError::Died("no pipes".into()));
         };
+        // Its stderr reaches the worker's cleaned and bounded (a runner
+        // whose sandbox was escaped must not type into a terminal).
+        if let Err(source) = stderr::spawn(child.id(), stderr) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RunnerError::Start {
+                program: program.display().to_string(),
+                source,
+            });
+        }
         let mut runner = Runner {
             child,
             stdin,

@@ -713,7 +713,7 @@ fn forbidden_system_calls_kill_the_runner_and_cost_one_task() -> Result<()> {
         &probe,
         &task(&hash, b"x", false, Metering::Fuel),
     )?)?;
-    for fault in ["socket", "exec", "fork", "tiocsti"] {
+    for fault in ["socket", "exec", "fork", "tiocsti", "tioclinux"] {
         let mut runner = Runner::start(&faulty_runner(fault, None))?;
         let e = runner
             .run(task(&hash, b"fault", false, Metering::Fuel), &probe, |_| {})
@@ -802,6 +802,78 @@ fn a_seccomp_kill_costs_a_worker_one_task() -> Result<()> {
     let compiled = dir.path().join("w/compiled");
     let kept: Vec<_> = walk(&compiled);
     assert!(kept.is_empty(), "a runner left compiled code: {kept:?}");
+    Ok(())
+}
+
+/// Code that escaped the sandbox in a runner cannot type escapes into the
+/// volunteer's terminal or journal, nor fill them, through the runner's
+/// stderr: the worker passes it on line by line without control
+/// characters, and closes it after 64 KiB.
+#[test]
+fn a_runners_stderr_reaches_the_worker_cleaned_and_bounded() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let coordinator = Coordinator::start(dir.path())?;
+    let spec = job_spec(
+        dir.path(),
+        "noisy",
+        &probe_wasm(),
+        1,
+        "quorum = 1\nmax_error_results = 1",
+    )?;
+    std::fs::write(dir.path().join("noisy/inputs/unit-0000"), "fault")?;
+    let worker = Worker::start(
+        &coordinator.join,
+        &dir.path().join("w"),
+        &[
+            "--cores",
+            "1",
+            "--runner-wrapper",
+            "env PEERGRID_RUNNER_FAULT=stderr",
+        ],
+    )?;
+    let job = coordinator.submit(&spec)?;
+    let status = coordinator.wait_finished(job, Duration::from_secs(60))?;
+    assert_eq!(status["failed"], 1, "{status}");
+    let error: String =
+        coordinator
+            .db()
+            .query_row("SELECT error FROM results WHERE state = 'error'", [], |r| {
+                r.get(0)
+            })?;
+    assert!(error.contains("simulated fault: stderr"), "{error}");
+    let mut log = Vec::new();
+    for e in std::fs::read_dir(dir.path().join("w"))? {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == "log") {
+            log.extend(std::fs::read(&path)?);
+        }
+    }
+    assert!(
+        !log.iter().any(|&b| b == 0x1b || b == 0x07),
+        "a control character reached the worker's log"
+    );
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        text.lines().any(|l| {
+            l.starts_with("peergrid-runner ") && l.ends_with(": [2J]0;ownedescaped the sandbox")
+        }),
+        "{text}"
+    );
+    assert!(
+        text.contains("more than 64 KiB on stderr; the rest is dropped"),
+        "{text}"
+    );
+    // 64 KiB of the runner's, with the prefixes, beside the worker's own.
+    assert!(
+        log.len() < 160 * 1024,
+        "the worker's log grew to {} bytes",
+        log.len()
+    );
+    assert!(
+        error.contains("then Err("),
+        "the runner's writes should fail once its stderr is closed: {error}"
+    );
+    drop(worker);
     Ok(())
 }
 
