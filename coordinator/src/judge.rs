@@ -24,7 +24,7 @@ use peergrid_core::model::Comparison;
 use peergrid_os::lock;
 use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
-use peergrid_proto::spec::Validator;
+use peergrid_proto::spec::{Metering, Validator};
 use peergrid_proto::wire::TaskLimits;
 use peergrid_sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
 use serde_json::Value;
@@ -188,6 +188,9 @@ fn run_custom(
     let task = TaskLimits::for_job(&job.settings);
     let limits = TaskLimits {
         max_output_bytes: 64,
+        // A validator is fuel-metered whatever the job's tasks are: its fuel
+        // cap is what bounds it.
+        metering: Metering::Fuel,
         wall_ms: VALIDATOR_WALL_MS.min(task.wall_ms),
         ..task
     };

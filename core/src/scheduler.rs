@@ -398,7 +398,7 @@ impl Scheduler {
             .units
             .get_mut(&unit_id)
             .ok_or(ReportError::UnknownUnit(unit_id))?;
-        let limit = unit.job.settings.fuel;
+        let limit = unit.job.settings.fuel_limit();
         let copy = unit
             .copies
             .iter_mut()

@@ -50,6 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             fuel: 20_000_000_000,
             max_output_bytes: 4 << 20,
             wall_ms: 120_000,
+            metering: peergrid_proto::spec::Metering::Fuel,
         },
         deadline_ms: 1_790_000_000_000,
         signature: signature.clone(),

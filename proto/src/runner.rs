@@ -20,19 +20,7 @@ use crate::wire::TaskLimits;
 /// Besides the frames, a runner takes one signal: SIGUSR1 asks the running
 /// task for a checkpoint at its next offer, whatever the interval (the
 /// worker is shutting down).
-pub const RUNNER_PROTOCOL: u32 = 1;
-
-/// How a task's execution is metered (the job's `metering`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Metering {
-    /// Fuel counted in the generated code: exact, deterministic credit that
-    /// replicas must agree on, and a deterministic instruction cap.
-    Fuel,
-    /// Nothing counted in the generated code: the job declares the credit
-    /// of a unit, and the wall-clock deadline stops a runaway module on
-    /// every host.
-    Fixed,
-}
+pub const RUNNER_PROTOCOL: u32 = 2;
 
 /// One task for a runner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +35,6 @@ pub struct RunTask {
     pub seed: u64,
     pub limits: TaskLimits,
     pub canonical_nan: bool,
-    pub metering: Metering,
     /// A checkpoint to resume from: its state and the fuel used when it
     /// was taken.
     pub resume: Option<(Vec<u8>, u64)>,
@@ -74,7 +61,7 @@ pub enum RunnerOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerReport {
     pub outcome: RunnerOutcome,
-    /// Zero in [`Metering::Fixed`].
+    /// Zero in [`crate::spec::Metering::Fixed`].
     pub fuel_used: u64,
     pub stderr: Vec<u8>,
     /// Time the runner spent on the task, compilation included.

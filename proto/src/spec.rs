@@ -9,6 +9,8 @@
 //! deadline_secs = 300
 //! memory_mb = 64
 //! fuel = 50_000_000_000
+//! # metering = "fixed"             # no fuel counted; then, per unit:
+//! # credit = 40_000_000_000
 //!
 //! [inputs]
 //! dir = "inputs"                    # one work unit per file, or:
@@ -181,9 +183,19 @@ pub struct JobSettings {
     /// Linear memory cap per task, in MiB.
     #[serde(default = "defaults::memory_mb")]
     pub memory_mb: u64,
-    /// Fuel (roughly, wasm instructions) per task.
+    /// Fuel (roughly, wasm instructions) per task: the deterministic cap
+    /// of a `fuel`-metered job (ignored by a `fixed` one).
     #[serde(default = "defaults::fuel")]
     pub fuel: u64,
+    /// How tasks are metered: `fuel` (the default) counts instructions in
+    /// the generated code, `fixed` counts nothing and grants `credit`.
+    #[serde(default)]
+    pub metering: Metering,
+    /// Credit granted per validated unit of a `fixed` job, in fuel's unit
+    /// (about one wasm instruction); required by `fixed`, refused by
+    /// `fuel`, whose credit is the agreed fuel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<u64>,
     /// Copies of one unit go to hosts on distinct networks: addresses that
     /// share this many leading bits (IPv4) are one network. 0 turns the
     /// rule off for IPv4.
@@ -192,6 +204,27 @@ pub struct JobSettings {
     /// The same for IPv6 (default /48, a site).
     #[serde(default = "defaults::network_prefix_v6")]
     pub network_prefix_v6: u8,
+}
+
+/// How a job's tasks are metered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metering {
+    /// Fuel counted in the generated code: exact, deterministic credit that
+    /// replicas must agree on, and a deterministic instruction cap.
+    #[default]
+    Fuel,
+    /// Nothing counted in the generated code: the job declares the credit
+    /// of a unit, so no host can inflate it, and the wall-clock deadline
+    /// stops a runaway module on every host (the unit then fails).
+    Fixed,
+}
+
+impl Metering {
+    /// The generated code counts fuel.
+    pub fn fueled(self) -> bool {
+        self == Metering::Fuel
+    }
 }
 
 mod defaults {
@@ -232,6 +265,8 @@ impl Default for JobSettings {
             adaptive_replication: false,
             memory_mb: defaults::memory_mb(),
             fuel: defaults::fuel(),
+            metering: Metering::Fuel,
+            credit: None,
             network_prefix_v4: defaults::network_prefix_v4(),
             network_prefix_v6: defaults::network_prefix_v6(),
         }
@@ -292,6 +327,8 @@ pub const FIELDS: &[&str] = &[
     "adaptive_replication",
     "memory_mb",
     "fuel",
+    "metering",
+    "credit",
     "network_prefix_v4",
     "network_prefix_v6",
 ];
@@ -401,6 +438,24 @@ impl JobSettings {
             .unwrap_or(self.quorum.saturating_mul(2).saturating_add(2))
     }
 
+    /// The credit a validated unit grants each agreeing host: its agreed
+    /// `fuel`, or a `fixed` job's declared credit.
+    pub fn credit_of(&self, fuel: u64) -> u64 {
+        match self.metering {
+            Metering::Fuel => fuel,
+            Metering::Fixed => self.credit.unwrap_or(0),
+        }
+    }
+
+    /// The most fuel an honest host reports for one task: the cap of a
+    /// `fuel` job, 0 for a `fixed` one (it counts none).
+    pub fn fuel_limit(&self) -> u64 {
+        match self.metering {
+            Metering::Fuel => self.fuel,
+            Metering::Fixed => 0,
+        }
+    }
+
     /// Copies to have out before any result is in.
     pub fn target_nresults(&self) -> u32 {
         self.target_nresults.unwrap_or(self.quorum).max(self.quorum)
@@ -459,6 +514,27 @@ impl JobSettings {
                 "fuel",
                 format!("must be between 1 and {MAX_TASK_FUEL}"),
             ));
+        }
+        match (self.metering, self.credit) {
+            (Metering::Fixed, None) => {
+                return Err(invalid(
+                    "credit",
+                    "is required with `metering = \"fixed\"`: the credit of one validated unit",
+                ));
+            }
+            (Metering::Fixed, Some(c)) if c == 0 || c > MAX_TASK_FUEL => {
+                return Err(invalid(
+                    "credit",
+                    format!("must be between 1 and {MAX_TASK_FUEL}"),
+                ));
+            }
+            (Metering::Fuel, Some(_)) => {
+                return Err(invalid(
+                    "credit",
+                    "is only for `metering = \"fixed\"`: a fuel-metered unit's credit is its agreed fuel",
+                ));
+            }
+            _ => {}
         }
         if self.network_prefix_v4 > 32 {
             return Err(invalid("network_prefix_v4", "must be between 0 and 32"));

@@ -18,8 +18,8 @@ use crate::Hash;
 /// account key's signed attachment instead of a self-chosen name;
 /// version 5: `Task::number`, `ExchangeReply::stop`; version 6: the host's
 /// chosen name, CPU model and slots in `HostFacts`, the account's team in
-/// its `Attachment`.
-pub const ALPN: &[u8] = b"peergrid/6";
+/// its `Attachment`; version 7: `TaskLimits::metering`.
+pub const ALPN: &[u8] = b"peergrid/7";
 
 /// Work unit id, unique within a coordinator.
 pub type UnitId = u64;
@@ -254,6 +254,8 @@ pub struct TaskLimits {
     pub max_output_bytes: u64,
     /// Wall-clock budget for one run, in milliseconds.
     pub wall_ms: u64,
+    /// Whether the run counts fuel (`fuel` is then its cap) or not.
+    pub metering: crate::spec::Metering,
 }
 
 impl TaskLimits {
@@ -265,6 +267,7 @@ impl TaskLimits {
             fuel: settings.fuel,
             max_output_bytes: crate::limits::MAX_OUTPUT as u64,
             wall_ms: settings.deadline_secs.saturating_mul(1000),
+            metering: settings.metering,
         }
     }
 }

@@ -26,9 +26,9 @@ mod fault;
 use peergrid_os::lock;
 use peergrid_proto::codec;
 use peergrid_proto::runner::{
-    FromRunner, Metering, RUNNER_PROTOCOL, RunTask, RunnerOutcome, RunnerReport, ToRunner, frame,
-    frame_len,
+    FromRunner, RUNNER_PROTOCOL, RunTask, RunnerOutcome, RunnerReport, ToRunner, frame, frame_len,
 };
+use peergrid_proto::spec::Metering;
 use peergrid_sandbox::{Checkpoint, NanMode, RunOutcome, Sandbox, SandboxTask, TaskHooks};
 
 /// Least time between two progress events: a guest may report progress
@@ -214,7 +214,7 @@ fn serve(
             send(&events, &fault::report(said))?;
             continue;
         }
-        let sandbox = match task.metering {
+        let sandbox = match task.limits.metering {
             Metering::Fuel => &fuel,
             Metering::Fixed => match fixed.get() {
                 Some(sandbox) => sandbox,

@@ -69,8 +69,10 @@ pub(crate) enum Metering {
     /// Production: fuel for the deterministic instruction cap and credit,
     /// the epoch for the wall-clock deadline.
     FuelAndEpoch,
-    /// Benchmarks only, to measure what fuel costs: the epoch alone.
-    EpochOnly,
+    /// A `fixed` job's tasks in process: the epoch alone (the wall-clock
+    /// deadline and pacing), no fuel; also what benchmarks measure fuel's
+    /// cost against.
+    FixedEpoch,
     /// Benchmarks only, to measure what metering costs at all: neither fuel
     /// nor epoch, so nothing bounds the run but the memory cap.
     Unmetered,
@@ -96,6 +98,11 @@ impl Metering {
         matches!(self, Metering::FuelAndEpoch | Metering::RunnerFuel)
     }
 
+    /// Only benchmarks build it: it runs no task whatever its metering.
+    pub(crate) fn bench_only(self) -> bool {
+        self == Metering::Unmetered
+    }
+
     /// A task runner process's engine.
     fn runner(self) -> bool {
         matches!(self, Metering::RunnerFuel | Metering::RunnerFixed)
@@ -104,7 +111,7 @@ impl Metering {
     /// The generated code checks the epoch (the in-process deadline and
     /// pacing).
     pub(crate) fn epoch(self) -> bool {
-        matches!(self, Metering::FuelAndEpoch | Metering::EpochOnly)
+        matches!(self, Metering::FuelAndEpoch | Metering::FixedEpoch)
     }
 }
 
@@ -124,7 +131,7 @@ impl TaskEngine {
         };
         let id = match metering {
             Metering::FuelAndEpoch => id,
-            Metering::EpochOnly => id.replacen("/fuel-host1/", "/nofuel-bench-only/", 1),
+            Metering::FixedEpoch => id.replacen("/fuel-host1/", "/fixed/", 1),
             Metering::Unmetered => {
                 id.replacen("/fuel-host1/epoch-10ms/", "/unmetered-bench-only/", 1)
             }

@@ -45,7 +45,7 @@ pub struct Sandbox {
     /// NaN canonicalization on, otherwise identical to `fast`: for units
     /// whose replicas disagreed across architectures.
     pub(crate) canonical: TaskEngine,
-    /// Fuel and epoch in production; epoch alone only in benchmarks.
+    /// Fuel and epoch for `fuel` jobs, epoch alone for `fixed` ones.
     metering: Metering,
     /// Compiled, already linked modules by (module hash, NaN mode), so
     /// repeated work units of a job skip compilation. Only modules that
@@ -89,15 +89,24 @@ impl Sandbox {
         Sandbox::with_metering(cache_dir, Metering::FuelAndEpoch)
     }
 
-    /// **Benchmarks only**: a sandbox without fuel (the epoch deadline
-    /// alone), so a benchmark can measure what fuel costs. Results carry no
-    /// fuel (`fuel_used` is 0, the fuel limit is ignored) and its engine ids
-    /// say `nofuel-bench-only`; never use it to run real tasks.
-    #[doc(hidden)]
-    pub fn new_epoch_only_for_benchmarks(
+    /// The in-process sandbox of `fixed` jobs: no fuel in the generated
+    /// code, the epoch deadline alone. It runs only tasks whose limits say
+    /// [`peergrid_proto::spec::Metering::Fixed`]; results carry no fuel
+    /// (`fuel_used` is 0) and its engine ids say `fixed`.
+    pub fn fixed(cache_dir: Option<&Path>) -> Result<Sandbox, SandboxError> {
+        Sandbox::with_metering(cache_dir, Metering::FixedEpoch)
+    }
+
+    /// The sandbox for tasks metered as `metering` says: [`Sandbox::new`]
+    /// or [`Sandbox::fixed`].
+    pub fn for_metering(
         cache_dir: Option<&Path>,
+        metering: peergrid_proto::spec::Metering,
     ) -> Result<Sandbox, SandboxError> {
-        Sandbox::with_metering(cache_dir, Metering::EpochOnly)
+        match metering {
+            peergrid_proto::spec::Metering::Fuel => Sandbox::new(cache_dir),
+            peergrid_proto::spec::Metering::Fixed => Sandbox::fixed(cache_dir),
+        }
     }
 
     /// **Benchmarks only**: a sandbox with neither fuel nor the epoch
@@ -202,6 +211,19 @@ impl Sandbox {
             elapsed: started.elapsed(),
             resumed: false,
         };
+        // A task metered otherwise than this sandbox would run with no fuel
+        // cap, or count fuel its job does not want: refused, not guessed.
+        if limits.metering.fueled() != self.metering.fueled() && !self.metering.bench_only() {
+            return failed(format!(
+                "a {:?}-metered task cannot run in this sandbox, which {} fuel",
+                limits.metering,
+                if self.metering.fueled() {
+                    "counts"
+                } else {
+                    "counts no"
+                }
+            ));
+        }
         let pre = match self.cached_or_compile(module, module_bytes, nan) {
             Ok(pre) => pre,
             Err(e) => return failed(e.to_string()),

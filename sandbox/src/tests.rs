@@ -46,6 +46,7 @@ fn limits() -> TaskLimits {
         fuel: 10_000_000,
         max_output_bytes: 1 << 20,
         wall_ms: 10_000,
+        metering: peergrid_proto::spec::Metering::Fuel,
     }
 }
 
@@ -349,6 +350,63 @@ fn wall_clock_limit_stops_an_infinite_loop() {
         started.elapsed()
     );
     assert!(report.elapsed >= Duration::from_millis(200));
+}
+
+/// A `fixed` job's sandbox counts no fuel, so its fuel cap means nothing
+/// and the wall clock alone stops a runaway; each sandbox refuses tasks
+/// metered the other way rather than run them unbounded or miscounted.
+#[test]
+fn the_fixed_sandbox_counts_no_fuel_and_stops_a_runaway_by_the_clock() {
+    use peergrid_proto::spec::Metering;
+    let fixed = Sandbox::fixed(None).expect("sandbox builds");
+    let bytes = wasm(SPIN);
+    let hash = Hash::of(&bytes);
+    let limits = TaskLimits {
+        fuel: 1,
+        wall_ms: 200,
+        metering: Metering::Fixed,
+        ..limits()
+    };
+    let started = Instant::now();
+    let report = fixed.run(&task(&hash, &bytes, b"", &[], 7, &limits, false));
+    assert_eq!(error(&report), "wall-clock limit of 200 ms exceeded");
+    assert_eq!(report.fuel_used, 0);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        fixed
+            .engine_id(NanMode::Fast)
+            .contains("/fixed/epoch-10ms/")
+    );
+
+    let echo = wasm(&echo());
+    let done = fixed.run(&task(
+        &Hash::of(&echo),
+        &echo,
+        b"hi",
+        &[],
+        7,
+        &limits,
+        false,
+    ));
+    assert_eq!(stdout(&done), b"hi");
+    assert_eq!(done.fuel_used, 0);
+
+    let fueled = TaskLimits {
+        metering: Metering::Fuel,
+        ..limits
+    };
+    let refused = fixed.run(&task(&hash, &bytes, b"", &[], 7, &fueled, false));
+    assert!(
+        error(&refused).contains("Fuel-metered task cannot run"),
+        "{}",
+        error(&refused)
+    );
+    let refused = sandbox().run(&task(&hash, &bytes, b"", &[], 7, &limits, false));
+    assert!(
+        error(&refused).contains("Fixed-metered task cannot run"),
+        "{}",
+        error(&refused)
+    );
 }
 
 /// A modest fuel budget, and a wall-clock limit far beyond the time
@@ -715,6 +773,7 @@ fn probe_limits() -> TaskLimits {
         fuel: 1_000_000_000,
         max_output_bytes: 1 << 20,
         wall_ms: 60_000,
+        metering: peergrid_proto::spec::Metering::Fuel,
     }
 }
 
@@ -918,8 +977,7 @@ fn wasmtime_refuses_code_compiled_for_another_configuration() {
     let hash = Hash::of(&bytes);
     let dir = tempfile::tempdir().expect("temporary folder");
     let fueled = Sandbox::new(Some(dir.path())).expect("sandbox builds");
-    let unfueled =
-        Sandbox::new_epoch_only_for_benchmarks(Some(dir.path())).expect("sandbox builds");
+    let unfueled = Sandbox::fixed(Some(dir.path())).expect("sandbox builds");
     assert_ne!(
         fueled.engine_id(NanMode::from_canonical(false)),
         unfueled.engine_id(NanMode::from_canonical(false))

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use peergrid_proto::Hash;
-use peergrid_proto::runner::{Metering, RunTask, RunnerOutcome};
+use peergrid_proto::runner::{RunTask, RunnerOutcome};
+use peergrid_proto::spec::Metering;
 use peergrid_proto::wire::TaskLimits;
 use peergrid_runner::{Runner, RunnerCommand};
 use peergrid_worker::sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
@@ -28,6 +29,7 @@ const LIMITS: TaskLimits = TaskLimits {
     fuel: 1 << 30,
     max_output_bytes: 1 << 20,
     wall_ms: 60_000,
+    metering: Metering::Fuel,
 };
 
 fn main() -> Result<()> {
@@ -52,9 +54,8 @@ fn main() -> Result<()> {
             input: Vec::new(),
             args: Vec::new(),
             seed: 1,
-            limits: LIMITS,
+            limits: TaskLimits { metering, ..LIMITS },
             canonical_nan: false,
-            metering,
             resume: None,
             checkpoint_every_ms: 0,
         };

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use peergrid_proto::Hash;
-use peergrid_proto::runner::{FromRunner, Metering, RunTask, RunnerOutcome, RunnerReport};
+use peergrid_proto::runner::{FromRunner, RunTask, RunnerOutcome, RunnerReport};
+use peergrid_proto::spec::Metering;
 use peergrid_proto::wire::TaskLimits;
 use peergrid_runner::{Runner, RunnerCommand, RunnerError};
 use peergrid_tests::{
@@ -27,6 +28,7 @@ const LIMITS: TaskLimits = TaskLimits {
     fuel: 1 << 40,
     max_output_bytes: 1 << 20,
     wall_ms: 600_000,
+    metering: Metering::Fuel,
 };
 
 /// A module of the workspace and a small input for it.
@@ -89,9 +91,8 @@ fn task(module: &Hash, input: &[u8], canonical_nan: bool, metering: Metering) ->
         input: input.to_vec(),
         args: Vec::new(),
         seed: 7,
-        limits: LIMITS,
+        limits: TaskLimits { metering, ..LIMITS },
         canonical_nan,
-        metering,
         resume: None,
         checkpoint_every_ms: 0,
     }

@@ -63,7 +63,21 @@ const LIMITS: TaskLimits = TaskLimits {
     fuel: 1 << 50,
     max_output_bytes: 1 << 20,
     wall_ms: 600_000,
+    metering: peergrid_proto::spec::Metering::Fuel,
 };
+
+/// [`LIMITS`] as metered the way `sandbox` meters (a sandbox refuses a
+/// task metered otherwise).
+fn limits_for(sandbox: &Sandbox) -> &'static TaskLimits {
+    const FIXED: TaskLimits = TaskLimits {
+        metering: peergrid_proto::spec::Metering::Fixed,
+        ..LIMITS
+    };
+    match sandbox.engine_id(NanMode::Fast).contains("/fixed/") {
+        true => &FIXED,
+        false => &LIMITS,
+    }
+}
 
 /// One benchmark kernel: the same Rust function as a wasm module and natively.
 struct Kernel {
@@ -167,8 +181,7 @@ struct Timing {
 
 fn main() -> Result<()> {
     let sandbox = Sandbox::new(None).context("building the production sandbox")?;
-    let epoch_only =
-        Sandbox::new_epoch_only_for_benchmarks(None).context("building the bench-only sandbox")?;
+    let epoch_only = Sandbox::fixed(None).context("building the fixed-metering sandbox")?;
     let unmetered =
         Sandbox::new_unmetered_for_benchmarks(None).context("building the bench-only sandbox")?;
     // A task runner's engines: its `fixed` mode generates the same code as
@@ -231,6 +244,10 @@ fn time_kernel(
     let wasm_time = |sandbox: &Sandbox, canonical_nan: bool| -> Result<f64> {
         // The first run compiles and checks the output; the timed ones hit
         // the module cache, as every unit but a job's first does.
+        let task = |hash, wasm, input, seed, canonical_nan| SandboxTask {
+            limits: limits_for(sandbox),
+            ..task(hash, wasm, input, seed, canonical_nan)
+        };
         let first = sandbox.run(&task(&hash, &wasm, input, 1, canonical_nan));
         ensure!(
             success(&first)? == expected,

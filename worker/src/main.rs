@@ -224,6 +224,7 @@ enum ConfigChange {
 enum FaultArg {
     WrongOutput,
     ForeignArch,
+    InflateFuel,
 }
 
 fn main() -> Result<()> {
@@ -323,6 +324,7 @@ fn run_cli() -> Result<()> {
                 fault: simulate_fault.map(|f| match f {
                     FaultArg::WrongOutput => peergrid_worker::daemon::Fault::WrongOutput,
                     FaultArg::ForeignArch => peergrid_worker::daemon::Fault::ForeignArch,
+                    FaultArg::InflateFuel => peergrid_worker::daemon::Fault::InflateFuel,
                 }),
                 progress_bars: bars,
                 bind,
@@ -666,6 +668,7 @@ mod tests {
         for (arg, fault) in [
             ("wrong-output", super::FaultArg::WrongOutput),
             ("foreign-arch", super::FaultArg::ForeignArch),
+            ("inflate-fuel", super::FaultArg::InflateFuel),
         ] {
             let Ok(cli) = parse(&["--simulate-fault", arg]) else {
                 panic!("--simulate-fault {arg} refused");

@@ -9,6 +9,7 @@
 use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use peergrid_proto::citation::COMMON_LICENSES;
+use peergrid_proto::spec::Metering;
 use peergrid_proto::wire::JobId;
 
 use super::charts::{self, Bars};
@@ -390,7 +391,15 @@ pub fn job(p: &Project, v: &JobView, plots: Option<&JobPlots>) -> String {
                 dt { "copies to distinct volunteers" } dd data-setting="distinct_volunteers" { (settings.distinct_volunteers) }
                 dt { "adaptive replication" } dd data-setting="adaptive_replication" { (settings.adaptive_replication) }
                 dt { "memory (MiB)" } dd data-setting="memory_mb" { (settings.memory_mb) }
-                dt { abbr title=(FUEL) { "fuel" } " per task (most a task may use)" } dd data-setting="fuel" { (settings.fuel) }
+                @match settings.metering {
+                    Metering::Fuel => {
+                        dt { abbr title=(FUEL) { "fuel" } " per task (most a task may use)" } dd data-setting="fuel" { (settings.fuel) }
+                    }
+                    Metering::Fixed => {
+                        dt { "metering" } dd data-setting="metering" { "fixed: no fuel counted; the deadline stops a runaway task" }
+                        dt { "credit per validated unit (declared)" } dd data-setting="credit" { (settings.credit.unwrap_or(0)) }
+                    }
+                }
             }
             p.small #fuel-meaning { (FUEL) }
             h2 { "Dataset" }

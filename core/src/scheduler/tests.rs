@@ -4,7 +4,7 @@ use crate::trust::Standing;
 use peergrid_proto::Hash;
 use peergrid_proto::deadline;
 use peergrid_proto::limits::MAX_OUTPUT;
-use peergrid_proto::spec::JobSettings;
+use peergrid_proto::spec::{JobSettings, Metering};
 use peergrid_proto::wire::Task;
 use proptest::prelude::*;
 use std::collections::HashSet;
@@ -565,6 +565,47 @@ fn fuel_above_the_tasks_limit_is_refused_and_never_credited() {
         "{ops:?}"
     );
     assert_eq!(s.standing(1).unwrap().consecutive_valid, 0);
+}
+
+/// A `fixed` job counts no fuel: agreeing hosts are credited the job's
+/// declared credit, and a host reporting any fuel lies about its work.
+#[test]
+fn a_fixed_job_grants_its_declared_credit_and_refuses_reported_fuel() {
+    let settings = JobSettings {
+        metering: Metering::Fixed,
+        credit: Some(5_000),
+        target_nresults: Some(3),
+        ..JobSettings::default()
+    };
+    let mut s = with_units(1, settings);
+    for host in 1..=3 {
+        s.assign(host, 1, usize::MAX, 0);
+    }
+    let done = |fuel| CopyState::Success {
+        output: Hash([7; 32]),
+        fuel,
+        engine: "x86_64".into(),
+        resumed: false,
+    };
+    assert_eq!(
+        s.report(1, 1, done(1), 1, 1),
+        Err(ReportError::FuelAboveLimit {
+            unit: 1,
+            fuel: 1,
+            limit: 0,
+        })
+    );
+    s.report(2, 1, done(0), 1, 1).unwrap();
+    s.report(3, 1, done(0), 1, 1).unwrap();
+    let validated: Vec<(u64, Vec<HostId>)> = s
+        .take_ops()
+        .into_iter()
+        .filter_map(|o| match o {
+            StoreOp::Validate { fuel, hosts, .. } => Some((fuel, hosts)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(validated, vec![(5_000, vec![2, 3])]);
 }
 
 /// One unit of an adaptive job, sent to host 1, trusted far beyond the

@@ -179,7 +179,9 @@ impl Scheduler {
                 self.ops.push(StoreOp::Validate {
                     unit: id,
                     output,
-                    fuel,
+                    // What each agreeing host is credited: the agreed fuel,
+                    // or a `fixed` job's declared credit.
+                    fuel: job.settings.credit_of(fuel),
                     hosts: hosts.clone(),
                     at_ms: now_ms,
                     pending_credit,

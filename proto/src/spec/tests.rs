@@ -65,6 +65,7 @@ fn the_field_list_is_every_field() {
     spec.settings.target_nresults = Some(2);
     spec.settings.max_total_results = Some(2);
     spec.settings.max_success_results = Some(2);
+    spec.settings.credit = Some(1);
     spec.license = Some("MIT".into());
     spec.citation = Some(Citation::default());
     let table: toml::Table = toml::from_str(&toml::to_string(&spec).unwrap()).unwrap();
@@ -137,6 +138,39 @@ fn the_job_spec_reference_names_every_field() {
         missing.is_empty(),
         "docs/job-spec.md has no table row for {missing:?}"
     );
+}
+
+/// `metering = "fixed"` takes a declared credit per unit, which a fuel
+/// job refuses; a misspelt mode is named.
+#[test]
+fn fixed_metering_needs_a_declared_credit() {
+    let spec = |extra: &str| {
+        JobSpec::from_toml(&format!(
+            "name = \"x\"\nmodule = \"m.wasm\"\n{extra}\n[inputs]\ndir = \"in\"\n"
+        ))
+    };
+    let fixed = spec("metering = \"fixed\"\ncredit = 40_000").unwrap();
+    assert_eq!(fixed.settings.metering, Metering::Fixed);
+    assert_eq!(fixed.settings.credit_of(123), 40_000);
+    assert_eq!(fixed.settings.fuel_limit(), 0);
+    assert_eq!(
+        crate::wire::TaskLimits::for_job(&fixed.settings).metering,
+        Metering::Fixed
+    );
+    let fuel = spec("metering = \"fuel\"").unwrap();
+    assert_eq!(fuel.settings, JobSettings::default());
+    assert_eq!(fuel.settings.credit_of(123), 123);
+    let e = spec("metering = \"fixed\"").unwrap_err();
+    assert!(e.to_string().contains("`credit` is required"), "{e}");
+    let e = spec("metering = \"fixed\"\ncredit = 0").unwrap_err();
+    assert!(e.to_string().contains("`credit` must be between 1"), "{e}");
+    let e = spec("credit = 5").unwrap_err();
+    assert!(
+        e.to_string().contains("only for `metering = \"fixed\"`"),
+        "{e}"
+    );
+    let e = spec("metering = \"fast\"").unwrap_err();
+    assert!(e.to_string().contains("fast"), "{e}");
 }
 
 #[test]

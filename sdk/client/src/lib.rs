@@ -18,7 +18,7 @@ use peergrid_proto::api::{
 };
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::signing::{self, Endorsement};
-use peergrid_proto::spec::{JobSpec, JobSubmission, UnitSpec, Validator};
+use peergrid_proto::spec::{JobSpec, JobSubmission, Metering, UnitSpec, Validator};
 use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
@@ -600,7 +600,8 @@ pub struct Verification {
 
 impl Client {
     /// Re-runs unit `unit` of job `job` in the same sandbox workers use and
-    /// compares the output hash and fuel with the dataset row.
+    /// compares the output hash and fuel with the dataset row (the output
+    /// alone for a `fixed` job).
     pub fn verify(&self, job: u64, unit: u64) -> Result<Verification> {
         use peergrid_sandbox::RunOutcome;
         let detail = self.status(job)?;
@@ -622,7 +623,13 @@ impl Client {
             ),
             canonical_nan: row.canonical_nan(),
         })?;
-        let (expected_output, expected_fuel) = (row.output_hash, row.fuel);
+        // A `fixed` job counts no fuel: its row's `fuel` is the declared
+        // credit, and the output alone is checked.
+        let expected_fuel = match detail.status.settings.metering {
+            Metering::Fuel => row.fuel,
+            Metering::Fixed => 0,
+        };
+        let expected_output = row.output_hash;
         let (got_output, error) = match run.outcome {
             RunOutcome::Success(out) => (Some(Hash::of(&out)), None),
             RunOutcome::Error(e) => (None, Some(e)),

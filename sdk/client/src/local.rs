@@ -54,7 +54,7 @@ pub struct LocalRun {
 /// Runs one unit in the sandbox workers use, under the limits a worker
 /// gets for a job with `task.settings`.
 pub fn run_unit(task: &LocalTask<'_>) -> Result<LocalRun, ClientError> {
-    let sandbox = Sandbox::new(None)
+    let sandbox = Sandbox::for_metering(None, task.settings.metering)
         .map_err(|e| ClientError::Spec(format!("cannot start the sandbox: {e}")))?;
     let limits = TaskLimits::for_job(task.settings);
     let nan = NanMode::from_canonical(task.canonical_nan);

@@ -13,7 +13,7 @@ use peergrid_client::local::{self, LocalRun, LocalTask};
 use peergrid_client::{Researcher, prepare_job, printable, printable_json};
 use peergrid_proto::Hash;
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
-use peergrid_proto::spec::{JobSettings, JobSpec, Validator, validate_args};
+use peergrid_proto::spec::{JobSettings, JobSpec, Metering, Validator, validate_args};
 use peergrid_sandbox::RunOutcome;
 
 /// `peergrid run`'s arguments.
@@ -196,6 +196,7 @@ fn run_json(run: &LocalRun, seed: u64, canonical_nan: bool) -> serde_json::Value
             "memory_bytes": run.limits.memory_bytes,
             "wall_ms": run.limits.wall_ms,
             "max_output_bytes": run.limits.max_output_bytes,
+            "metering": run.limits.metering,
         },
     })
 }
@@ -228,7 +229,7 @@ pub fn dry_run(spec: &Path, key: &Path, endorsement: &Path) -> Result<()> {
         ),
         format!(
             "settings: quorum {}, target_nresults {}, max_total_results {}, max_error_results {}, \
-             max_success_results {}, deadline_secs {}, grace_secs {}, memory_mb {}, fuel {}",
+             max_success_results {}, deadline_secs {}, grace_secs {}, memory_mb {}, {}",
             s.quorum,
             s.target_nresults(),
             s.max_total_results(),
@@ -237,7 +238,10 @@ pub fn dry_run(spec: &Path, key: &Path, endorsement: &Path) -> Result<()> {
             s.deadline_secs,
             s.grace_secs,
             s.memory_mb,
-            s.fuel
+            match s.metering {
+                Metering::Fuel => format!("fuel {}", s.fuel),
+                Metering::Fixed => format!("metering fixed, credit {}", s.credit.unwrap_or(0)),
+            }
         ),
         format!("validator: {validator}"),
         format!("signed by \"{}\"", check.signed_by),

@@ -16,6 +16,8 @@ pub enum Fault {
     /// bit patterns differ: a different engine id and, unless NaNs are
     /// canonicalized, a different output.
     ForeignArch,
+    /// Report a billion more fuel than the task used, to claim credit.
+    InflateFuel,
 }
 
 impl Fault {
@@ -30,6 +32,9 @@ impl Fault {
                     out.extend_from_slice(b" (foreign NaN bits)");
                 }
                 Fault::ForeignArch => {}
+                Fault::InflateFuel => {
+                    report.fuel_used = report.fuel_used.saturating_add(1_000_000_000)
+                }
             }
         }
         report

@@ -44,8 +44,8 @@ use tokio::sync::{Notify, watch};
 use crate::control;
 use crate::governor::Suspension;
 use crate::prefs::Preferences;
-use crate::sandbox::Sandbox;
 use crate::state::LocalState;
+use slots::Sandboxes;
 
 mod exchange_rules;
 #[cfg(feature = "simulate-fault")]
@@ -97,7 +97,7 @@ pub struct WorkerConfig {
 pub struct Worker {
     config: WorkerConfig,
     key: SigningKey,
-    sandbox: Arc<Sandbox>,
+    sandbox: Arc<Sandboxes>,
     /// Warm runner processes, with `run --task-processes`.
     runners: Option<Arc<process_run::RunnerPool>>,
     state: Arc<LocalState>,
@@ -232,10 +232,7 @@ impl Worker {
         std::fs::create_dir_all(config.data.join("modules"))
             .with_context(|| format!("creating {}", config.data.display()))?;
         pin_project_key(&config.data, &config.join.project_key)?;
-        let sandbox = Arc::new(
-            Sandbox::new(Some(&config.data.join("compiled")))
-                .context("starting the wasm sandbox")?,
-        );
+        let sandbox = Arc::new(Sandboxes::new(config.data.join("compiled"))?);
         let runners = match &config.runner {
             Some(command) => {
                 // No disk cache for runners: a cache a runner writes would

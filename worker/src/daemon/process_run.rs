@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use peergrid_os::lock;
 use peergrid_os::process::{Signal, signal};
 use peergrid_proto::limits::{MAX_CHECKPOINT, MAX_STDERR_TAIL};
-use peergrid_proto::runner::{FromRunner, Metering, RunTask, RunnerOutcome};
+use peergrid_proto::runner::{FromRunner, RunTask, RunnerOutcome};
 use peergrid_proto::text::stderr_tail;
 use peergrid_proto::wire::{Outcome, Task, TaskReport, error_with_stderr};
 use peergrid_runner::{Runner, RunnerCommand, RunnerError};
@@ -113,7 +113,6 @@ pub(super) fn run_in_runner(
         seed,
         limits: task.limits,
         canonical_nan: task.canonical_nan,
-        metering: Metering::Fuel,
         resume: checkpoint.map(|c| (c.state, c.fuel_used)),
         checkpoint_every_ms: run.checkpoint_interval().as_millis() as u64,
     };

@@ -5,12 +5,14 @@
 //! removal. The decisions are made in [`run_rules`].
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use peergrid_os::{lock, now_ms};
 use peergrid_proto::limits::MAX_STDERR_TAIL;
+use peergrid_proto::spec::Metering;
 use peergrid_proto::text::stderr_tail;
 use peergrid_proto::wire::{Outcome, Task, TaskReport, UnitId, error_with_stderr, split_stderr};
 use tokio::task::JoinSet;
@@ -197,7 +199,17 @@ impl Worker {
                     for_runner,
                     run.clone(),
                 ),
-                None => run_task(&sandbox, &task, &module, run.clone()),
+                None => match sandbox.for_task(&task) {
+                    Ok(sandbox) => run_task(&sandbox, &task, &module, run.clone()),
+                    Err(e) => TaskReport {
+                        unit: task.unit,
+                        outcome: Outcome::Error(format!("{e:#}")),
+                        fuel_used: 0,
+                        elapsed_ms: 0,
+                        engine: String::new(),
+                        resumed: false,
+                    },
+                },
             };
             #[cfg(feature = "simulate-fault")]
             let report = match fault {
@@ -267,6 +279,41 @@ impl Worker {
         self.state.finish(&report, now_ms())?;
         self.shared.wake_uplink.notify_one();
         Ok(true)
+    }
+}
+
+/// The in-process sandboxes: fuel-metered tasks run in one built at
+/// start, `fixed` ones in one built when the first such task comes.
+pub(super) struct Sandboxes {
+    fuel: Arc<Sandbox>,
+    fixed: OnceLock<Arc<Sandbox>>,
+    /// Compiled modules' folder (`DATA/compiled`), shared by both.
+    compiled: PathBuf,
+}
+
+impl Sandboxes {
+    pub(super) fn new(compiled: PathBuf) -> Result<Sandboxes> {
+        let fuel = Sandbox::new(Some(&compiled)).context("starting the wasm sandbox")?;
+        Ok(Sandboxes {
+            fuel: Arc::new(fuel),
+            fixed: OnceLock::new(),
+            compiled,
+        })
+    }
+
+    /// The sandbox for `task`'s metering.
+    fn for_task(&self, task: &Task) -> Result<Arc<Sandbox>> {
+        match task.limits.metering {
+            Metering::Fuel => Ok(self.fuel.clone()),
+            Metering::Fixed => {
+                if let Some(fixed) = self.fixed.get() {
+                    return Ok(fixed.clone());
+                }
+                let built = Sandbox::fixed(Some(&self.compiled))
+                    .context("starting the wasm sandbox of fixed-metered jobs")?;
+                Ok(self.fixed.get_or_init(|| Arc::new(built)).clone())
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@ fn task(unit: u64) -> Task {
             fuel: 1000,
             max_output_bytes: 100,
             wall_ms: 1000,
+            metering: peergrid_proto::spec::Metering::Fuel,
         },
         deadline_ms: 99,
         signature: ModuleSignature {

@@ -60,6 +60,7 @@ fn limits_are_bounded_by_the_protocol() {
         fuel: 12_345,
         max_output_bytes: u64::MAX,
         wall_ms: u64::MAX,
+        metering: peergrid_proto::spec::Metering::Fuel,
     };
     let bounded = bounded_limits(limits, 32 * MIB);
     assert_eq!(
@@ -69,6 +70,7 @@ fn limits_are_bounded_by_the_protocol() {
             fuel: 12_345,
             max_output_bytes: MAX_OUTPUT as u64,
             wall_ms: MAX_WALL_MS,
+            metering: peergrid_proto::spec::Metering::Fuel,
         }
     );
     let small = TaskLimits {
@@ -76,6 +78,7 @@ fn limits_are_bounded_by_the_protocol() {
         fuel: 1,
         max_output_bytes: 10,
         wall_ms: 1_000,
+        metering: peergrid_proto::spec::Metering::Fuel,
     };
     assert_eq!(bounded_limits(small, MIB), small);
 }
