@@ -7,7 +7,7 @@
 //! thin shell that reads the machine (sysinfo for CPU and memory,
 //! starship-battery for the power source) once a second.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveTime;
@@ -232,9 +232,34 @@ pub fn grid_pids(
     children.chain(workers.iter().copied()).collect()
 }
 
+/// Each grid process's CPU use since the last sample, in % of one core,
+/// from its CPU time (`cpu_ms`, accumulated since it started) now and at
+/// the last sample (`before`, `elapsed_ms` ago). A process not seen then
+/// started since, so all its CPU time is in the interval: a task runner
+/// computing from its first moment is the grid's at once, not another
+/// program's for one sample (sysinfo gives a process its first CPU share
+/// only on its second sighting). A pid whose time went backwards is a new
+/// process under a reused pid.
+pub fn grid_cpu_percent(
+    before: &HashMap<u32, u64>,
+    cpu_ms: &HashMap<u32, u64>,
+    elapsed_ms: u64,
+) -> Vec<f32> {
+    cpu_ms
+        .iter()
+        .map(|(pid, &now)| {
+            let then = before.get(pid).copied().filter(|&t| t <= now).unwrap_or(0);
+            (now - then) as f32 * 100.0 / elapsed_ms.max(1) as f32
+        })
+        .collect()
+}
+
 /// Reads the machine: CPU use (whole machine and the grid's processes),
 /// memory, power source.
 pub struct Monitor {
+    /// The grid processes' CPU time (ms) at the last sample, and when.
+    grid_cpu: HashMap<u32, u64>,
+    sampled: Option<Instant>,
     sys: Option<System>,
     pid: Option<Pid>,
     /// This process's name: processes of the same name are the grid too.
@@ -257,6 +282,8 @@ impl Monitor {
             .map_err(|e| tracing::info!("cannot read the battery state; assuming mains power: {e}"))
             .ok();
         Monitor {
+            grid_cpu: HashMap::new(),
+            sampled: None,
             sys,
             pid: sysinfo::get_current_pid().ok(),
             name: None,
@@ -274,16 +301,29 @@ impl Monitor {
         };
         sys.refresh_cpu_usage();
         let total = sys.global_cpu_usage();
+        let now = Instant::now();
         let grid_pids = self.grid_processes();
         let Some(sys) = &self.sys else {
             return 0.0;
         };
-        let grid: Vec<f32> = sys
+        let cpu_ms: HashMap<u32, u64> = sys
             .processes()
             .iter()
             .filter(|(pid, _)| grid_pids.contains(&pid.as_u32()))
-            .map(|(_, p)| p.cpu_usage())
+            .map(|(pid, p)| (pid.as_u32(), p.accumulated_cpu_time()))
             .collect();
+        let grid = match self.sampled {
+            Some(then) => grid_cpu_percent(
+                &self.grid_cpu,
+                &cpu_ms,
+                now.duration_since(then).as_millis() as u64,
+            ),
+            // The first sample: the machine's total is over no interval
+            // either (sysinfo reports 0).
+            None => Vec::new(),
+        };
+        self.grid_cpu = cpu_ms;
+        self.sampled = Some(now);
         non_grid_percent(total, &grid, self.cores)
     }
 
