@@ -189,7 +189,9 @@ pub struct JobSettings {
     pub fuel: u64,
     /// How tasks are metered: `fuel` (the default) counts instructions in
     /// the generated code, `fixed` counts nothing and grants `credit`.
-    #[serde(default)]
+    /// Left out when `fuel`, so a spec or submission without it reads as
+    /// before on older coordinators and clients.
+    #[serde(default, skip_serializing_if = "Metering::is_fuel")]
     pub metering: Metering,
     /// Credit granted per validated unit of a `fixed` job, in fuel's unit
     /// (about one wasm instruction); required by `fixed`, refused by
@@ -224,6 +226,10 @@ impl Metering {
     /// The generated code counts fuel.
     pub fn fueled(self) -> bool {
         self == Metering::Fuel
+    }
+
+    fn is_fuel(&self) -> bool {
+        self.fueled()
     }
 }
 

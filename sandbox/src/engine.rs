@@ -45,7 +45,8 @@ const MAX_WASM_STACK: usize = 1 << 20;
 /// Instances, memories and tables the pooling allocator keeps slots for, per
 /// engine. A worker runs about one task per core, so this bounds concurrency
 /// well above any real machine while keeping the reserved address space (one
-/// 4 GiB memory reservation per slot, two engines) far below what 64-bit
+/// 4 GiB memory reservation per slot, two engines, four once a worker has
+/// run a `fixed` job) far below what 64-bit
 /// hosts offer.
 const POOL_SLOTS: u32 = 128;
 /// Most tasks one worker process can run at once (one pool slot each).

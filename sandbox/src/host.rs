@@ -139,8 +139,11 @@ fn add_guest_sdk(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
             memory
                 .read(&caller, ptr as u32 as usize, &mut state)
                 .map_err(|_| wasmtime::format_err!("checkpoint state lies outside memory"))?;
-            let remaining = caller.get_fuel().unwrap_or(0);
-            let fuel_used = caller.data().fuel_used(remaining);
+            // An engine without fuel (a `fixed` job) has used none.
+            let fuel_used = match caller.get_fuel() {
+                Ok(remaining) => caller.data().fuel_used(remaining),
+                Err(_) => 0,
+            };
             caller
                 .data()
                 .hooks
@@ -198,12 +201,15 @@ fn add_guest_sdk(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
 /// Remembers the fuel used when a resumed run first reads its checkpoint.
 fn mark_restore(caller: &mut Caller<'_, TaskState>) {
     if caller.data().restored.is_some() && caller.data().fuel_at_restore.is_none() {
-        let remaining = caller.get_fuel().unwrap_or(0);
-        let used = caller
-            .data()
-            .fuel_budget
-            .saturating_sub(remaining)
-            .saturating_add(caller.data().charges.total());
+        let used = match caller.get_fuel() {
+            Ok(remaining) => caller
+                .data()
+                .fuel_budget
+                .saturating_sub(remaining)
+                .saturating_add(caller.data().charges.total()),
+            // An engine without fuel (a `fixed` job) counts none.
+            Err(_) => 0,
+        };
         caller.data_mut().fuel_at_restore = Some(used);
     }
 }

@@ -51,7 +51,7 @@ pre{background:#fff;border:1px solid #d8dee6;padding:.5rem;overflow-x:auto;white
 /// What fuel is, for the public: said beside every number in fuel.
 pub(super) const FUEL: &str = "Fuel counts the work a task did: about one unit per WebAssembly instruction it ran, \
     the same on every machine, so it is checked like the result itself. 1 Gfuel = 10⁹ fuel; \
-    credit is the fuel of validated results.";
+    credit is the fuel of validated results, or what a job that counts no fuel declared per unit.";
 
 /// Refreshes the overview's numbers from the JSON API. The page is
 /// complete without it.

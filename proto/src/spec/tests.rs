@@ -66,6 +66,7 @@ fn the_field_list_is_every_field() {
     spec.settings.max_total_results = Some(2);
     spec.settings.max_success_results = Some(2);
     spec.settings.credit = Some(1);
+    spec.settings.metering = Metering::Fixed;
     spec.license = Some("MIT".into());
     spec.citation = Some(Citation::default());
     let table: toml::Table = toml::from_str(&toml::to_string(&spec).unwrap()).unwrap();
@@ -159,6 +160,12 @@ fn fixed_metering_needs_a_declared_credit() {
     );
     let fuel = spec("metering = \"fuel\"").unwrap();
     assert_eq!(fuel.settings, JobSettings::default());
+    // Written out, a fuel job's settings read as before the field existed.
+    let json = serde_json::to_value(fuel.settings).unwrap();
+    assert!(
+        json.get("metering").is_none() && json.get("credit").is_none(),
+        "{json}"
+    );
     assert_eq!(fuel.settings.credit_of(123), 123);
     let e = spec("metering = \"fixed\"").unwrap_err();
     assert!(e.to_string().contains("`credit` is required"), "{e}");
