@@ -239,17 +239,22 @@ pub fn grid_pids(
 /// computing from its first moment is the grid's at once, not another
 /// program's for one sample (sysinfo gives a process its first CPU share
 /// only on its second sighting). A pid whose time went backwards is a new
-/// process under a reused pid.
+/// process under a reused pid. No process is given more than `cores`
+/// cores: a process missed by one sample, or a very short interval
+/// against the kernel's 10 ms ticks, must not hide other programs' load.
 pub fn grid_cpu_percent(
     before: &HashMap<u32, u64>,
     cpu_ms: &HashMap<u32, u64>,
     elapsed_ms: u64,
-) -> Vec<f32> {
+    cores: usize,
+) -> HashMap<u32, f32> {
+    let most = 100.0 * cores.max(1) as f32;
     cpu_ms
         .iter()
         .map(|(pid, &now)| {
             let then = before.get(pid).copied().filter(|&t| t <= now).unwrap_or(0);
-            (now - then) as f32 * 100.0 / elapsed_ms.max(1) as f32
+            let share = (now - then) as f32 * 100.0 / elapsed_ms.max(1) as f32;
+            (*pid, share.min(most))
         })
         .collect()
 }
@@ -260,6 +265,8 @@ pub struct Monitor {
     /// The grid processes' CPU time (ms) at the last sample, and when.
     grid_cpu: HashMap<u32, u64>,
     sampled: Option<Instant>,
+    /// Each grid process's share found by the last sample (% of a core).
+    grid_percent: HashMap<u32, f32>,
     sys: Option<System>,
     pid: Option<Pid>,
     /// This process's name: processes of the same name are the grid too.
@@ -284,6 +291,7 @@ impl Monitor {
         Monitor {
             grid_cpu: HashMap::new(),
             sampled: None,
+            grid_percent: HashMap::new(),
             sys,
             pid: sysinfo::get_current_pid().ok(),
             name: None,
@@ -312,18 +320,20 @@ impl Monitor {
             .filter(|(pid, _)| grid_pids.contains(&pid.as_u32()))
             .map(|(pid, p)| (pid.as_u32(), p.accumulated_cpu_time()))
             .collect();
-        let grid = match self.sampled {
+        self.grid_percent = match self.sampled {
             Some(then) => grid_cpu_percent(
                 &self.grid_cpu,
                 &cpu_ms,
                 now.duration_since(then).as_millis() as u64,
+                self.cores,
             ),
-            // The first sample: the machine's total is over no interval
-            // either (sysinfo reports 0).
-            None => Vec::new(),
+            // The first sample: nothing to count from (as before, when
+            // sysinfo gave every process 0 on its first sighting).
+            None => HashMap::new(),
         };
         self.grid_cpu = cpu_ms;
         self.sampled = Some(now);
+        let grid: Vec<f32> = self.grid_percent.values().copied().collect();
         non_grid_percent(total, &grid, self.cores)
     }
 
