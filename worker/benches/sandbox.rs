@@ -6,9 +6,11 @@
 //! production engine (fuel, epoch deadline and memory cap all on) in fast
 //! and in canonical NaN mode, and their ratios to native, then the geometric
 //! means; the cost of fuel (the same runs on a bench-only engine with the
-//! epoch alone) and of metering at all (an engine with neither: a task
-//! runner's `fixed` mode), and a task runner's `fuel` mode (fuel alone);
-//! the per-task start time of a cached module; and what the disk cache saves
+//! epoch alone: the in-process engine of `fixed` jobs) and of metering at
+//! all (an engine with neither: a task runner's `fixed` mode), and a task
+//! runner's `fuel` mode (fuel alone); the same kernels in Node's V8 (with
+//! Node's WASI, `benches/v8-kernel.mjs`) where `node` is installed, to
+//! place peergrid among engines; the per-task start time of a cached module; and what the disk cache saves
 //! a restarted worker. Every wasm output is checked against the native one,
 //! so a kernel that silently did less work cannot look fast.
 //!
@@ -177,6 +179,51 @@ struct Timing {
     unmetered: f64,
     /// A task runner's `fuel` mode: fuel, no epoch checks.
     fuel_only: f64,
+    /// Node's V8 with Node's WASI (`v8-kernel.mjs`); `None` without `node`
+    /// or when node failed on it (said on stderr).
+    v8: Option<f64>,
+}
+
+/// The kernel's median time in Node's V8, its output checked against
+/// `expected`; `None` (said once on stderr) when `node` is not installed.
+fn v8_time(wasm: &Path, input: &[u8], expected: &[u8]) -> Result<Option<f64>> {
+    let dir = tempfile::tempdir()?;
+    let (input_file, output_file) = (dir.path().join("input"), dir.path().join("output"));
+    std::fs::write(&input_file, input)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/v8-kernel.mjs");
+    let ran = std::process::Command::new("node")
+        .args(["--expose-gc", "--no-warnings"])
+        .arg(&script)
+        .args([wasm, &input_file, &output_file])
+        .arg(REPETITIONS.to_string())
+        .output();
+    let out = match ran {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!("no `node` on PATH: the V8 column is empty (install Node 20)")
+            });
+            return Ok(None);
+        }
+        ran => ran.context("running node")?,
+    };
+    if !out.status.success() {
+        // Said and left out of the column, not fatal: V8 is a comparison.
+        eprintln!(
+            "node failed on {} ({}): {}",
+            wasm.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return Ok(None);
+    }
+    ensure!(
+        std::fs::read(&output_file)? == expected,
+        "{} printed something else in V8",
+        wasm.display()
+    );
+    let seconds = String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()?;
+    Ok(Some(seconds))
 }
 
 fn main() -> Result<()> {
@@ -267,6 +314,7 @@ fn time_kernel(
         epoch_only: wasm_time(epoch_only, false)?,
         unmetered: wasm_time(unmetered, false)?,
         fuel_only: wasm_time(fuel_only, false)?,
+        v8: v8_time(&wasm_path(kernel.wasm_file), input, &expected)?,
     })
 }
 
@@ -321,7 +369,7 @@ fn print_kernel_table(timings: &[Timing]) {
     println!(
         "what metering costs (fast NaN mode): fixed = neither fuel nor epoch (a runner's \
          `fixed` mode), fuel = fuel alone (a runner's `fuel` mode), epoch = epoch alone \
-         (bench-only), both = in process:"
+         (in process, a `fixed` job), both = in process, a `fuel` job:"
     );
     // Seconds of each engine, then each engine's ratio to native.
     let engines: [EngineColumn; 4] = [
@@ -354,6 +402,53 @@ fn print_kernel_table(timings: &[Timing]) {
         row += &format!(" {:>8.2}x", (logs / timings.len() as f64).exp());
     }
     println!("{row}");
+    println!();
+    println!(
+        "among engines: Node's V8 (node {}, its WASI; compiled once, warmed up by one run, a fresh instance per run) beside peergrid's runner `fixed` and in-process engines:",
+        node_version()
+    );
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>9}",
+        "kernel", "v8 s", "v8/nat", "fixed/nat", "both/nat"
+    );
+    for (kernel, t) in KERNELS.iter().zip(timings) {
+        let (v8, v8_ratio) = match t.v8 {
+            Some(v8) => (format!("{v8:.3}"), format!("{:.2}x", v8 / t.native)),
+            None => ("failed".into(), "n/a".into()),
+        };
+        println!(
+            "{:<16} {:>9} {:>9} {:>8.2}x {:>8.2}x",
+            kernel.name,
+            v8,
+            v8_ratio,
+            t.unmetered / t.native,
+            t.fast / t.native
+        );
+    }
+    if timings.iter().all(|t| t.v8.is_some()) {
+        let logs: f64 = timings
+            .iter()
+            .map(|t| (t.v8.unwrap_or(t.native) / t.native).ln())
+            .sum();
+        println!(
+            "{:<16} {:>9} {:>8.2}x",
+            "geometric mean",
+            "",
+            (logs / timings.len() as f64).exp()
+        );
+    }
+}
+
+/// `node --version`, or why it is unknown.
+fn node_version() -> String {
+    std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("not installed".into(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
 }
 
 /// Per-task start time with the module already cached: a fresh store and
@@ -455,8 +550,12 @@ fn target_dir() -> PathBuf {
     )
 }
 
+fn wasm_path(file: &str) -> PathBuf {
+    target_dir().join("wasm32-wasip1/release").join(file)
+}
+
 fn read_wasm(file: &str) -> Result<Vec<u8>> {
-    let path = target_dir().join("wasm32-wasip1/release").join(file);
+    let path = wasm_path(file);
     std::fs::read(&path).with_context(|| {
         format!(
             "cannot read {}; build the kernels first: \
