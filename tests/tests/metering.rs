@@ -26,6 +26,18 @@ fn credit_of(coordinator: &Coordinator, key: &str) -> u64 {
         .unwrap() as u64
 }
 
+/// A worker running tasks in process (data in `dir/a`) and one running
+/// them in runner processes (`dir/b`), one core each.
+fn both_kinds_of_worker(coordinator: &Coordinator, dir: &std::path::Path) -> [Worker; 2] {
+    let start = |data: &str, flags: &[&str]| {
+        Worker::start(&coordinator.join, &dir.join(data), flags).unwrap()
+    };
+    [
+        start("a", &["--cores", "1"]),
+        start("b", &["--cores", "1", "--task-processes"]),
+    ]
+}
+
 #[test]
 fn a_fixed_job_grants_its_declared_credit_on_every_kind_of_worker() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,14 +54,7 @@ fn a_fixed_job_grants_its_declared_credit_on_every_kind_of_worker() {
     let spec = chain_job(dir.path(), "fixed", &inputs, &settings).unwrap();
     let job = coordinator.submit(&spec).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let in_process =
-        Worker::start(&coordinator.join, &dir.path().join("a"), &["--cores", "1"]).unwrap();
-    let runners = Worker::start(
-        &coordinator.join,
-        &dir.path().join("b"),
-        &["--cores", "1", "--task-processes"],
-    )
-    .unwrap();
+    let [in_process, runners] = both_kinds_of_worker(&coordinator, dir.path());
     let status = coordinator
         .wait_finished(job, Duration::from_secs(120))
         .unwrap();
@@ -147,14 +152,7 @@ fn a_fixed_job_grants_its_declared_credit_on_every_kind_of_worker() {
 fn a_runaway_module_in_a_fixed_job_is_stopped_by_the_deadline_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(dir.path()).unwrap();
-    let _in_process =
-        Worker::start(&coordinator.join, &dir.path().join("a"), &["--cores", "1"]).unwrap();
-    let _runners = Worker::start(
-        &coordinator.join,
-        &dir.path().join("b"),
-        &["--cores", "1", "--task-processes"],
-    )
-    .unwrap();
+    let _workers = both_kinds_of_worker(&coordinator, dir.path());
     let forever = format!("1000000000 {ROUNDS} 1");
     let settings = "metering = \"fixed\"\ncredit = 1000\nquorum = 2\ndeadline_secs = 2\n\
                     max_error_results = 2\nmax_total_results = 2";

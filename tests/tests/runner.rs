@@ -762,40 +762,54 @@ fn a_runner_opens_no_file_outside_its_cache() -> Result<()> {
     Ok(())
 }
 
-/// A runner killed by its seccomp filter costs the worker one task, which
-/// fails with the reason; the worker goes on with the others.
-#[test]
-fn a_seccomp_kill_costs_a_worker_one_task() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let coordinator = Coordinator::start(dir.path())?;
+/// A coordinator and a worker (data in `dir/w`) whose runners provoke
+/// `fault` on an input of `fault`, running a quorum-1 job of `units` probe
+/// units of which the last one (`dir/NAME/inputs/unit-…`) is that input;
+/// with the job's final status and the error its failed copy reported.
+fn worker_with_runner_fault(
+    dir: &std::path::Path,
+    name: &str,
+    units: usize,
+    fault: &str,
+) -> Result<(Coordinator, Worker, serde_json::Value, String)> {
+    let coordinator = Coordinator::start(dir)?;
     let spec = job_spec(
-        dir.path(),
-        "socket",
+        dir,
+        name,
         &probe_wasm(),
-        3,
+        units,
         "quorum = 1\nmax_error_results = 1",
     )?;
-    std::fs::write(dir.path().join("socket/inputs/unit-0001"), "fault")?;
-    let mut worker = Worker::start(
+    std::fs::write(
+        dir.join(name).join(format!("inputs/unit-{:04}", units - 1)),
+        "fault",
+    )?;
+    let wrapper = format!("env PEERGRID_RUNNER_FAULT={fault}");
+    let worker = Worker::start(
         &coordinator.join,
-        &dir.path().join("w"),
-        &[
-            "--cores",
-            "1",
-            "--runner-wrapper",
-            "env PEERGRID_RUNNER_FAULT=socket",
-        ],
+        &dir.join("w"),
+        &["--cores", "1", "--runner-wrapper", &wrapper],
     )?;
     let job = coordinator.submit(&spec)?;
     let status = coordinator.wait_finished(job, Duration::from_secs(60))?;
-    assert_eq!(status["failed"], 1, "{status}");
-    assert_eq!(status["validated"], 2, "{status}");
     let error: String =
         coordinator
             .db()
             .query_row("SELECT error FROM results WHERE state = 'error'", [], |r| {
                 r.get(0)
             })?;
+    Ok((coordinator, worker, status, error))
+}
+
+/// A runner killed by its seccomp filter costs the worker one task, which
+/// fails with the reason; the worker goes on with the others.
+#[test]
+fn a_seccomp_kill_costs_a_worker_one_task() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_coordinator, mut worker, status, error) =
+        worker_with_runner_fault(dir.path(), "socket", 3, "socket")?;
+    assert_eq!(status["failed"], 1, "{status}");
+    assert_eq!(status["validated"], 2, "{status}");
     assert!(error.contains("SIGSYS"), "{error}");
     assert!(worker.is_running(), "the worker goes on");
     // Runners keep compiled modules in memory only: nothing a runner
@@ -813,34 +827,9 @@ fn a_seccomp_kill_costs_a_worker_one_task() -> Result<()> {
 #[test]
 fn a_runners_stderr_reaches_the_worker_cleaned_and_bounded() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let coordinator = Coordinator::start(dir.path())?;
-    let spec = job_spec(
-        dir.path(),
-        "noisy",
-        &probe_wasm(),
-        1,
-        "quorum = 1\nmax_error_results = 1",
-    )?;
-    std::fs::write(dir.path().join("noisy/inputs/unit-0000"), "fault")?;
-    let worker = Worker::start(
-        &coordinator.join,
-        &dir.path().join("w"),
-        &[
-            "--cores",
-            "1",
-            "--runner-wrapper",
-            "env PEERGRID_RUNNER_FAULT=stderr",
-        ],
-    )?;
-    let job = coordinator.submit(&spec)?;
-    let status = coordinator.wait_finished(job, Duration::from_secs(60))?;
+    let (_coordinator, worker, status, error) =
+        worker_with_runner_fault(dir.path(), "stderr", 1, "stderr")?;
     assert_eq!(status["failed"], 1, "{status}");
-    let error: String =
-        coordinator
-            .db()
-            .query_row("SELECT error FROM results WHERE state = 'error'", [], |r| {
-                r.get(0)
-            })?;
     assert!(error.contains("simulated fault: stderr"), "{error}");
     let mut log = Vec::new();
     for e in std::fs::read_dir(dir.path().join("w"))? {

@@ -68,18 +68,12 @@ const LIMITS: TaskLimits = TaskLimits {
     metering: peergrid_proto::spec::Metering::Fuel,
 };
 
-/// [`LIMITS`] as metered the way `sandbox` meters (a sandbox refuses a
-/// task metered otherwise).
-fn limits_for(sandbox: &Sandbox) -> &'static TaskLimits {
-    const FIXED: TaskLimits = TaskLimits {
-        metering: peergrid_proto::spec::Metering::Fixed,
-        ..LIMITS
-    };
-    match sandbox.engine_id(NanMode::Fast).contains("/fixed/") {
-        true => &FIXED,
-        false => &LIMITS,
-    }
-}
+/// [`LIMITS`] for the sandboxes that count no fuel (a sandbox refuses a
+/// task metered otherwise than it meters).
+const FIXED_LIMITS: TaskLimits = TaskLimits {
+    metering: peergrid_proto::spec::Metering::Fixed,
+    ..LIMITS
+};
 
 /// One benchmark kernel: the same Rust function as a wasm module and natively.
 struct Kernel {
@@ -288,11 +282,11 @@ fn time_kernel(
             .map(|_| elapsed)
             .map_err(anyhow::Error::msg)
     })?;
-    let wasm_time = |sandbox: &Sandbox, canonical_nan: bool| -> Result<f64> {
+    let wasm_time = |sandbox: &Sandbox, canonical_nan: bool, limits| -> Result<f64> {
         // The first run compiles and checks the output; the timed ones hit
         // the module cache, as every unit but a job's first does.
         let task = |hash, wasm, input, seed, canonical_nan| SandboxTask {
-            limits: limits_for(sandbox),
+            limits,
             ..task(hash, wasm, input, seed, canonical_nan)
         };
         let first = sandbox.run(&task(&hash, &wasm, input, 1, canonical_nan));
@@ -309,11 +303,11 @@ fn time_kernel(
     };
     Ok(Timing {
         native,
-        fast: wasm_time(sandbox, false)?,
-        canonical: wasm_time(sandbox, true)?,
-        epoch_only: wasm_time(epoch_only, false)?,
-        unmetered: wasm_time(unmetered, false)?,
-        fuel_only: wasm_time(fuel_only, false)?,
+        fast: wasm_time(sandbox, false, &LIMITS)?,
+        canonical: wasm_time(sandbox, true, &LIMITS)?,
+        epoch_only: wasm_time(epoch_only, false, &FIXED_LIMITS)?,
+        unmetered: wasm_time(unmetered, false, &FIXED_LIMITS)?,
+        fuel_only: wasm_time(fuel_only, false, &LIMITS)?,
         v8: v8_time(&wasm_path(kernel.wasm_file), input, &expected)?,
     })
 }
