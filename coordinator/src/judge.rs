@@ -7,32 +7,40 @@
 //! pair is compared once however often the unit is re-decided.
 //!
 //! A comparison whose outputs or validator cannot be read (a store error),
-//! or whose validator has no sandbox to run in, has no verdict: the
+//! or whose validator has no runner to run in, has no verdict: the
 //! scheduler hands it out again later. It never counts as a disagreement.
 //!
 //! A custom validator is a WASI command (see `docs/validation.md`): it
 //! reads `len(a) as u32 LE, a, len(b) as u32 LE, b` on stdin and prints
-//! `1` (agree) or `0`. It runs in the worker's sandbox, with the job's
-//! memory and fuel limits and at most a minute of wall time; one that
-//! fails or prints anything else counts as "disagree", so a broken
-//! validator can only stop units from validating, never let a wrong one in.
+//! `1` (agree) or `0`. It runs in a task runner process
+//! (`peergrid-runner`, beside the coordinator's executable), as workers'
+//! tasks do: with the job's memory and fuel limits, the runner's own
+//! memory limit and confinement, and at most a minute of wall time, after
+//! which the runner is killed. So a validator can neither crash the
+//! coordinator nor hold its memory. One that fails, prints anything else,
+//! or takes its runner down counts as "disagree", so a broken validator
+//! can only stop units from validating, never let a wrong one in.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use peergrid_core::model::Comparison;
 use peergrid_os::lock;
 use peergrid_proto::Hash;
 use peergrid_proto::limits::MAX_OUTPUT;
+use peergrid_proto::runner::{RunTask, RunnerOutcome};
 use peergrid_proto::spec::{Metering, Validator};
 use peergrid_proto::wire::TaskLimits;
-use peergrid_sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
+use peergrid_runner::{BoundedError, Pool, RunnerCommand, RunnerError};
 use serde_json::Value;
 
 use crate::store::{JobInfo, Store};
 
 /// Wall-clock cap on one custom comparison.
 const VALIDATOR_WALL_MS: u64 = 60_000;
+/// Idle validator runners kept warm (each holds its compiled modules).
+const IDLE_RUNNERS: usize = 2;
 
 /// Whether two JSON outputs agree within `abs` or `rel` (relative to the
 /// larger magnitude) on every number, and exactly on everything else.
@@ -86,16 +94,30 @@ pub fn validator_input(a: &[u8], b: &[u8]) -> Vec<u8> {
 #[derive(Clone)]
 pub struct Judge {
     store: Arc<dyn Store>,
-    /// Built on the first custom comparison: most coordinators never
-    /// need one. Tried again while it cannot be built.
-    sandbox: Arc<Mutex<Option<Arc<Sandbox>>>>,
+    /// How to start a validator's runner.
+    command: Option<RunnerCommand>,
+    /// Started on the first custom comparison: most coordinators never
+    /// need one. Tried again while it cannot be started.
+    runners: Arc<Mutex<Option<Arc<Pool>>>>,
 }
 
 impl Judge {
+    /// A judge whose custom validators run in `peergrid-runner` beside the
+    /// current executable.
     pub fn new(store: Arc<dyn Store>) -> Judge {
+        let command = RunnerCommand::beside_current_exe()
+            .inspect_err(|e| tracing::error!("cannot find the validators' runner: {e}"))
+            .ok();
+        if let Some(missing) = command.as_ref().filter(|c| !c.program.exists()) {
+            tracing::warn!(
+                "{} is missing: jobs with a custom validator will not validate until it is installed there",
+                missing.program.display()
+            );
+        }
         Judge {
             store,
-            sandbox: Arc::new(Mutex::new(None)),
+            command,
+            runners: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -134,21 +156,21 @@ impl Judge {
                         return None;
                     }
                 };
-                // No sandbox (yet): no verdict, tried again later.
-                let sandbox = self.sandbox()?;
-                Some(run_custom(&sandbox, job, module, &bytes, &a, &b))
+                // No runners (yet): no verdict, tried again later.
+                let runners = self.runners()?;
+                run_custom(&runners, job, module, &bytes, &a, &b)
             }
         }
     }
 
-    /// The validators' sandbox, built on first use; `None` (logged) while
-    /// it cannot be built.
-    fn sandbox(&self) -> Option<Arc<Sandbox>> {
-        let mut slot = lock(&self.sandbox);
+    /// The validators' runners, started on first use; `None` (logged)
+    /// while they cannot be.
+    fn runners(&self) -> Option<Arc<Pool>> {
+        let mut slot = lock(&self.runners);
         if slot.is_none() {
-            match Sandbox::new(None) {
-                Ok(s) => *slot = Some(Arc::new(s)),
-                Err(e) => tracing::error!("cannot start the validators' sandbox (will retry): {e}"),
+            match Pool::new(self.command.clone()?, IDLE_RUNNERS) {
+                Ok(pool) => *slot = Some(Arc::new(pool)),
+                Err(e) => tracing::error!("cannot start the validators' runners (will retry): {e}"),
             }
         }
         slot.clone()
@@ -175,15 +197,17 @@ impl Judge {
     }
 }
 
-/// Runs the researcher's validator on `a` and `b`: true if it prints `1`.
+/// Runs the researcher's validator on `a` and `b` in a runner from
+/// `runners`: whether it printed `1`, or `None` when no runner could be
+/// started (no verdict: the comparison is made again later).
 fn run_custom(
-    sandbox: &Sandbox,
+    runners: &Pool,
     job: &JobInfo,
     module: &Hash,
     bytes: &[u8],
     a: &[u8],
     b: &[u8],
-) -> bool {
+) -> Option<bool> {
     // A task's limits, but a verdict is a few bytes and waits for no one.
     let task = TaskLimits::for_job(&job.settings);
     let limits = TaskLimits {
@@ -194,44 +218,46 @@ fn run_custom(
         wall_ms: VALIDATOR_WALL_MS.min(task.wall_ms),
         ..task
     };
-    let input = validator_input(a, b);
-    // On a thread of its own: the caller may be a tokio worker, where
-    // the sandbox's WASI layer must not block.
-    let outcome = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                sandbox.run(&SandboxTask {
-                    module,
-                    module_bytes: bytes,
-                    input: &input,
-                    args: &[],
-                    seed: 0,
-                    limits: &limits,
-                    // Comparable on every architecture.
-                    nan: NanMode::Canonical,
-                })
-            })
-            .join()
-            .map(|r| r.outcome)
-            .unwrap_or_else(|_| RunOutcome::Error("the validator's thread panicked".into()))
-    });
-    match outcome {
-        RunOutcome::Success(out) => match String::from_utf8_lossy(&out).trim() {
-            "1" | "true" => true,
-            "0" | "false" => false,
-            other => {
-                tracing::warn!(
-                    job = job.id,
-                    "custom validator printed {other:?}, not 1 or 0"
-                );
-                false
+    let request = RunTask {
+        module: *module,
+        module_bytes: None,
+        input: validator_input(a, b),
+        args: Vec::new(),
+        seed: 0,
+        limits,
+        // Comparable on every architecture.
+        canonical_nan: true,
+        resume: None,
+        checkpoint_every_ms: 0,
+    };
+    let why = match runners.run_within(request, bytes, Duration::from_millis(limits.wall_ms)) {
+        Ok(report) => match report.outcome {
+            RunnerOutcome::Success(out) => {
+                return match String::from_utf8_lossy(&out).trim() {
+                    "1" | "true" => Some(true),
+                    "0" | "false" => Some(false),
+                    other => {
+                        tracing::warn!(
+                            job = job.id,
+                            "custom validator printed {other:?}, not 1 or 0"
+                        );
+                        Some(false)
+                    }
+                };
             }
+            RunnerOutcome::Error(e) => e,
         },
-        RunOutcome::Error(e) => {
-            tracing::warn!(job = job.id, "custom validator failed: {e}");
-            false
+        Err(BoundedError::Runner(e @ (RunnerError::Start { .. } | RunnerError::Protocol(_)))) => {
+            tracing::error!(
+                job = job.id,
+                "no runner for a custom validator (will retry): {e}"
+            );
+            return None;
         }
-    }
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(job = job.id, "custom validator failed: {why}");
+    Some(false)
 }
 
 #[cfg(test)]

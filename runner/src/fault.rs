@@ -1,8 +1,9 @@
 //! Misbehaviour on purpose, to prove the runner's confinement
 //! (`PEERGRID_RUNNER_FAULT`; compiled only with the `simulate-fault`
 //! feature, which `scripts/test` turns on and the binary volunteers
-//! install does not have). A task whose input begins with `fault` then
-//! does what the variable says instead of running:
+//! install does not have). A task whose input begins with `fault` (or a
+//! custom validator's, whose first output does) then does what the
+//! variable says instead of running:
 //!
 //! - `socket`: binds a UDP socket;
 //! - `exec`: replaces the runner with `/bin/true`;
@@ -15,6 +16,8 @@
 //!   selection into a console) on stderr;
 //! - `stderr`: writes a terminal escape, then a megabyte, to its stderr;
 //! - `panic`: a bug in the runner's own code (it panics);
+//! - `abort`: a crash in the runner's own code (it aborts, as on a
+//!   wasmtime bug or a failed allocation);
 //! - `alloc:MIB`: allocates and touches MIB mebibytes outside the wasm
 //!   sandbox, as a leak in the host would (an out-of-memory kill, where a
 //!   memory limit holds the runner).
@@ -22,6 +25,13 @@
 //! Where the runner survives, the task fails with what happened.
 
 use peergrid_proto::runner::{FromRunner, RunnerOutcome, RunnerReport};
+
+/// Whether a task with this input provokes the fault: it begins with
+/// `fault`, or it is a custom validator's (`len(a) as u32 LE, a, …`) and
+/// `a` does.
+pub(crate) fn triggered_by(input: &[u8]) -> bool {
+    input.starts_with(b"fault") || input.get(4..).is_some_and(|a| a.starts_with(b"fault"))
+}
 
 /// Does what `fault` says; returns what happened if the runner is still
 /// alive.
@@ -83,6 +93,7 @@ pub(crate) fn provoke(fault: &str) -> String {
                 format!("tioclinux: {done}, {}", std::io::Error::last_os_error())
             }
             "panic" => panic!("simulated fault: a bug in the runner"),
+            "abort" => std::process::abort(),
             "thread" => match std::thread::spawn(|| 7).join() {
                 Ok(7) => "thread: ok".to_string(),
                 other => format!("thread: {other:?}"),

@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+mod pool;
 mod stderr;
+
+pub use pool::{BoundedError, Pool};
 
 use peergrid_proto::Hash;
 use peergrid_proto::codec;

@@ -207,7 +207,7 @@ fn serve(
         // follows once it has started (`Hooks::started`).
         hold_to(None);
         #[cfg(feature = "simulate-fault")]
-        if let Some(fault) = FAULT.get().filter(|_| task.input.starts_with(b"fault")) {
+        if let Some(fault) = FAULT.get().filter(|_| fault::triggered_by(&task.input)) {
             // As in a task that has started.
             hold_to(Some(task.limits.memory_bytes));
             let said = fault::provoke(fault);

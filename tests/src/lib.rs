@@ -88,6 +88,8 @@ pub struct Coordinator {
     pub join: String,
     pub http: String,
     pub quic: String,
+    /// Environment variables every `serve` of it gets.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -99,6 +101,11 @@ impl Coordinator {
 
     /// [`Coordinator::start`] with more `serve` flags.
     pub fn start_with(dir: &Path, flags: &[&str]) -> Result<Coordinator> {
+        Coordinator::start_with_env(dir, flags, &[])
+    }
+
+    /// [`Coordinator::start_with`], every `serve` with the variables `env`.
+    pub fn start_with_env(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Result<Coordinator> {
         let data = dir.join("coordinator");
         let out = Command::new(bin("peergrid-coordinator"))
             .args(["init", "--json", "--data"])
@@ -150,6 +157,10 @@ impl Coordinator {
             join: String::new(),
             http: String::new(),
             quic: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         c.serve_with("127.0.0.1:0", flags)?;
@@ -177,6 +188,7 @@ impl Coordinator {
             .args(flags)
             .arg("--data")
             .arg(&self.data)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
@@ -197,6 +209,30 @@ impl Coordinator {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the `serve` process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Everything the `serve` processes logged so far.
+    pub fn log(&self) -> Result<String> {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.data)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("serve-"))
+            })
+            .collect();
+        logs.sort();
+        let mut text = String::new();
+        for log in logs {
+            text.push_str(&std::fs::read_to_string(log)?);
+        }
+        Ok(text)
     }
 
     /// `kill -9`.
@@ -527,6 +563,15 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether process `pid` has ended: gone, or a zombie waiting for init
+/// to reap it.
+pub fn is_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
 }
 
 /// The processes whose parent is `pid`.

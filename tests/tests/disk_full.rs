@@ -180,12 +180,7 @@ fn below_the_reserve_growth_is_refused_service_goes_on_and_nothing_is_lost() {
         let got = row["output"].as_str().unwrap();
         assert_eq!(got.as_bytes(), &want[..], "unit {name}");
     }
-    let log = std::fs::read_dir(disk.0.join("coordinator"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("serve-"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap())
-        .collect::<String>();
+    let log = coordinator.log().unwrap();
     assert!(log.contains("disk space below the reserve"), "{log}");
     assert!(
         !log.contains("storing results failed"),

@@ -19,7 +19,7 @@ use peergrid_proto::wire::TaskLimits;
 use peergrid_runner::{Runner, RunnerCommand, RunnerError};
 use peergrid_tests::{
     Coordinator, Worker, aarch64_runner, bin, chain_native, chain_wasm, children, collatz_c,
-    job_spec, lyapunov_wasm, probe_wasm, seti_wasm, target_dir, wait_for,
+    is_gone, job_spec, lyapunov_wasm, probe_wasm, seti_wasm, target_dir, wait_for,
 };
 use peergrid_worker::sandbox::{NanMode, RunOutcome, Sandbox, SandboxTask};
 
@@ -322,15 +322,7 @@ fn a_runner_runs_at_idle_priority_and_dies_with_its_parent() -> Result<()> {
     let died = wait_for(
         "the runner to die with its parent",
         Duration::from_secs(5),
-        || {
-            // Gone, or a zombie waiting for init to reap it.
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            stat.is_none_or(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-            .then_some(())
-        },
+        || is_gone(pid).then_some(()),
     );
     let _ = Command::new("kill").arg(keeper.to_string()).status();
     died?;

@@ -15,7 +15,9 @@ use peergrid_proto::JoinString;
 use peergrid_proto::wire::{
     ErrorCode, Exchange, ExchangeReply, HostFacts, Outcome, Reply, Request, TaskReport,
 };
-use peergrid_tests::{Coordinator, bin, compare_wasm, job_spec, probe_wasm};
+use peergrid_tests::{
+    Coordinator, bin, children, compare_wasm, is_gone, job_spec, probe_wasm, wait_for,
+};
 use peergrid_worker::net::{self, NetError, Session};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -294,6 +296,7 @@ fn a_slow_custom_validator_delays_only_the_report_it_checks() {
             .unwrap(),
         )
         .unwrap();
+    let coordinator_pid = c.pid().unwrap();
     let rt = runtime();
     rt.block_on(async {
         let (a, b, d) = three_hosts(&join).await;
@@ -308,6 +311,14 @@ fn a_slow_custom_validator_delays_only_the_report_it_checks() {
             (b, reply)
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
+        // It runs in a runner process of the coordinator's, at the lowest
+        // priority, not in a thread of the coordinator.
+        let runners = children(coordinator_pid);
+        assert_eq!(runners.len(), 1, "one validator runner: {runners:?}");
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", runners[0])).unwrap();
+        assert_eq!(comm.trim(), "peergrid-runner");
+        let (policy, _) = peergrid_os::process::policy_and_nice(runners[0]).unwrap();
+        assert_eq!(policy, 5, "SCHED_IDLE");
         let served = fetch(&d, 1).await;
         assert!(
             !slow.is_finished(),
@@ -328,6 +339,75 @@ fn a_slow_custom_validator_delays_only_the_report_it_checks() {
         0,
         "no verdict, no quorum"
     );
+}
+
+/// A custom validator whose runner crashes (a host-side abort, as a
+/// wasmtime bug would cause) costs one verdict, counted as "disagree";
+/// the coordinator serves on, the next comparison gets a fresh runner, and
+/// `kill -9` of the coordinator leaves no runner behind.
+#[test]
+fn a_validator_that_crashes_its_runner_costs_one_verdict_not_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Coordinator::start_with_env(dir.path(), &[], &[("PEERGRID_RUNNER_FAULT", "abort")])
+        .unwrap();
+    let join: JoinString = c.join.parse().unwrap();
+    let spec = job_spec(
+        dir.path(),
+        "custom",
+        &probe_wasm(),
+        2,
+        &format!(
+            "[validator]\nkind = \"custom\"\nmodule = {:?}",
+            compare_wasm().to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let job = c.submit(&spec).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let (a, b, d) = three_hosts(&join).await;
+        let mut units: Vec<u64> = fetch_n(&a, 2).await.iter().map(|t| t.unit).collect();
+        units.sort();
+        assert_eq!(fetch_n(&b, 2).await.len(), 2);
+        let (crashing, fine) = (units[0], units[1]);
+        // The validator would find both pairs equal to 1e-9; the first
+        // one's input begins with `fault`, which makes the runner abort.
+        deliver(
+            &a,
+            vec![report(crashing, "fault 1.0"), report(fine, "1.0 2.0")],
+        )
+        .await;
+        deliver(
+            &b,
+            vec![
+                report(crashing, "fault 1.0000000000001"),
+                report(fine, "1.0000000000001 2"),
+            ],
+        )
+        .await;
+        // The crash counted as a disagreement: the unit needs a third copy.
+        let td = fetch_n(&d, 1).await;
+        assert_eq!(td[0].unit, crashing);
+    });
+    assert!(c.is_running(), "the coordinator survived its validator");
+    assert_eq!(c.status(job).unwrap()["validated"], 1, "the other unit");
+    let log = c.log().unwrap();
+    assert!(
+        log.contains("custom validator failed: the task runner died (signal 6, SIGABRT"),
+        "{log}"
+    );
+    // The runner of the comparison that agreed stays warm; it dies with
+    // the coordinator.
+    let coordinator = c.pid().unwrap();
+    let runners = children(coordinator);
+    assert_eq!(runners.len(), 1, "one warm runner: {runners:?}");
+    c.kill();
+    wait_for(
+        "the runner to die with the coordinator",
+        Duration::from_secs(5),
+        || is_gone(runners[0]).then_some(()),
+    )
+    .unwrap();
 }
 
 #[test]

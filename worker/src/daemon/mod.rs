@@ -99,7 +99,7 @@ pub struct Worker {
     key: SigningKey,
     sandbox: Arc<Sandboxes>,
     /// Warm runner processes, with `run --task-processes`.
-    runners: Option<Arc<process_run::RunnerPool>>,
+    runners: Option<Arc<peergrid_runner::Pool>>,
     state: Arc<LocalState>,
     shared: Arc<Shared>,
 }
@@ -242,8 +242,10 @@ impl Worker {
                 let mut command = command.clone();
                 command.cache = None;
                 tracing::info!(runner = %command.program.display(), "tasks run in runner processes");
+                // As many idle runners as tasks ran at once: one per slot.
                 Some(Arc::new(
-                    process_run::RunnerPool::new(command).context("starting the runner starter")?,
+                    peergrid_runner::Pool::new(command, usize::MAX)
+                        .context("starting the runner starter")?,
                 ))
             }
             None => None,

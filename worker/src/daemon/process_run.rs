@@ -1,17 +1,16 @@
 //! Tasks in runner processes (`run --task-processes`, a preview): each
-//! running task borrows a warm `peergrid-runner` from [`RunnerPool`] and a
+//! running task borrows a warm `peergrid-runner` from a [`Pool`] and a
 //! pacer thread beside it acts on [`TaskRun::decide`] with signals:
 //! SIGSTOP and SIGCONT for the duty cycle and suspensions, SIGKILL for a
 //! stop and at the wall-clock deadline (paused time excluded). The runner's
 //! generated code has no epoch checks. A runner that dies costs its task,
 //! which fails with how it died; the next task gets a fresh runner.
 //!
-//! Runners are started by one long-lived thread, because a runner dies
-//! with the thread that started it (`PR_SET_PDEATHSIG`): a worker killed
-//! with SIGKILL leaves no runner behind.
+//! The pool starts runners from one long-lived thread, because a runner
+//! dies with the thread that started it (`PR_SET_PDEATHSIG`): a worker
+//! killed with SIGKILL leaves no runner behind.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use peergrid_proto::limits::{MAX_CHECKPOINT, MAX_STDERR_TAIL};
 use peergrid_proto::runner::{FromRunner, RunTask, RunnerOutcome};
 use peergrid_proto::text::stderr_tail;
 use peergrid_proto::wire::{Outcome, Task, TaskReport, error_with_stderr};
-use peergrid_runner::{Runner, RunnerCommand, RunnerError};
+use peergrid_runner::Pool;
 
 use super::run_rules::Step;
 use super::task_run::{Decision, TaskRun};
@@ -32,60 +31,10 @@ const PACE_TICK: Duration = Duration::from_millis(10);
 /// On shutdown, how often the pacer repeats its request for a checkpoint.
 const CHECKPOINT_ASK_EVERY: Duration = Duration::from_millis(250);
 
-/// Warm runners, and the thread that starts new ones.
-pub struct RunnerPool {
-    idle: Mutex<Vec<Runner>>,
-    starter: Mutex<mpsc::Sender<mpsc::Sender<Result<Runner, RunnerError>>>>,
-}
-
-impl RunnerPool {
-    /// A pool of runners started with `command`, from a thread that lives
-    /// as long as the process.
-    pub fn new(command: RunnerCommand) -> std::io::Result<RunnerPool> {
-        let (starter, requests) = mpsc::channel::<mpsc::Sender<Result<Runner, RunnerError>>>();
-        std::thread::Builder::new()
-            .name("peergrid-runner-starter".into())
-            .spawn(move || {
-                for reply in requests {
-                    let _ = reply.send(Runner::start(&command));
-                }
-                // The pool is gone; parking keeps this thread (the runners'
-                // parent for PR_SET_PDEATHSIG) alive until the process ends.
-                loop {
-                    std::thread::park();
-                }
-            })?;
-        Ok(RunnerPool {
-            idle: Mutex::new(Vec::new()),
-            starter: Mutex::new(starter),
-        })
-    }
-
-    /// A warm runner (one that ended while idle is dropped), or a fresh
-    /// one.
-    fn take(&self) -> Result<Runner, RunnerError> {
-        while let Some(mut runner) = lock(&self.idle).pop() {
-            if runner.is_alive() {
-                return Ok(runner);
-            }
-            tracing::warn!("a warm task runner had ended; starting another");
-        }
-        let (reply, answer) = mpsc::channel();
-        let gone = || RunnerError::Died("the runner starter thread is gone".into());
-        lock(&self.starter).send(reply).map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?
-    }
-
-    /// Keeps a runner that finished its task cleanly for the next one.
-    fn give_back(&self, runner: Runner) {
-        lock(&self.idle).push(runner);
-    }
-}
-
 /// Runs `task` (its randomness seeded with `seed`) in a runner from
 /// `pool`, paced by `run`, and reports it as the in-process sandbox would.
 pub(super) fn run_in_runner(
-    pool: &RunnerPool,
+    pool: &Pool,
     task: &Task,
     seed: u64,
     module: &[u8],
