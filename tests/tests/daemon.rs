@@ -278,7 +278,8 @@ fn offline_work_is_delivered_when_the_coordinator_returns() {
     .unwrap();
 }
 
-/// A worker limited to 50 % CPU time uses half a core (±10 points) on a
+/// A worker running tasks in its own threads (`--in-process`), limited to
+/// 50 % CPU time, uses half a core (±10 points) on a
 /// CPU-bound task, measured from /proc.
 #[test]
 fn cpu_time_limit_holds_within_ten_points() {
@@ -288,7 +289,7 @@ fn cpu_time_limit_holds_within_ten_points() {
     let worker = Worker::start(
         &coordinator.join,
         &dir.path().join("w"),
-        &["--cores", "1", "--cpu-time-percent", "50"],
+        &["--cores", "1", "--cpu-time-percent", "50", "--in-process"],
     )
     .unwrap();
     wait_running(&worker);
@@ -367,7 +368,13 @@ fn an_in_process_worker_never_suspends_itself() {
     let worker = Worker::start(
         &coordinator.join,
         &dir.path().join("w"),
-        &["--cores", "1", "--suspend-cpu-percent", "25"],
+        &[
+            "--cores",
+            "1",
+            "--suspend-cpu-percent",
+            "25",
+            "--in-process",
+        ],
     )
     .unwrap();
     wait_running(&worker);
@@ -436,9 +443,11 @@ fn suspend_under_load_and_resume(task_processes: bool) {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = busy_coordinator(dir.path(), 2);
     let mut flags = vec!["--cores", "1", "--suspend-cpu-percent", "25"];
-    if task_processes {
-        flags.push("--task-processes");
-    }
+    flags.push(if task_processes {
+        "--task-processes"
+    } else {
+        "--in-process"
+    });
     let worker = Worker::start(&coordinator.join, &dir.path().join("w"), &flags).unwrap();
     wait_running(&worker);
     let share = |w: &Worker, window| {
@@ -901,12 +910,20 @@ fn wait_for_status(worker: &Worker) -> serde_json::Value {
     .unwrap()
 }
 
-/// The worker's CPU use over `window`, as % of one core.
+/// The CPU use over `window` of the worker and its task runners (those
+/// running at each end), as % of one core.
 fn cpu_share(worker: &Worker, window: Duration) -> f64 {
-    let (c0, t0) = (worker.cpu_time().unwrap(), Instant::now());
+    let total = || -> Duration {
+        let runners: Duration = children(worker.pid())
+            .iter()
+            .filter_map(|&p| cpu_time(p).ok())
+            .sum();
+        worker.cpu_time().unwrap() + runners
+    };
+    let (c0, t0) = (total(), Instant::now());
     std::thread::sleep(window);
-    let (c1, t1) = (worker.cpu_time().unwrap(), Instant::now());
-    (c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64() * 100.0
+    let (c1, t1) = (total(), Instant::now());
+    c1.saturating_sub(c0).as_secs_f64() / (t1 - t0).as_secs_f64() * 100.0
 }
 
 /// Child processes (busy loops, a worker), killed when dropped.

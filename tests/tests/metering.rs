@@ -33,7 +33,7 @@ fn both_kinds_of_worker(coordinator: &Coordinator, dir: &std::path::Path) -> [Wo
         Worker::start(&coordinator.join, &dir.join(data), flags).unwrap()
     };
     [
-        start("a", &["--cores", "1"]),
+        start("a", &["--cores", "1", "--in-process"]),
         start("b", &["--cores", "1", "--task-processes"]),
     ]
 }

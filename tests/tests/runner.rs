@@ -582,6 +582,50 @@ fn a_runner_past_its_deadline_is_killed_and_the_task_fails() -> Result<()> {
     Ok(())
 }
 
+/// On Linux a worker runs tasks in runner processes unless told
+/// `--in-process`; one whose runner is missing refuses to start, with exit
+/// status 78 (the service unit does not restart on it) and what to do.
+#[test]
+fn runners_are_the_default_and_a_missing_runner_stops_the_worker() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let coordinator = Coordinator::start(dir.path())?;
+    let spec = job_spec(dir.path(), "probe", &probe_wasm(), 1, "quorum = 1")?;
+    let job = coordinator.submit(&spec)?;
+    let worker = Worker::start(&coordinator.join, &dir.path().join("w"), &["--cores", "1"])?;
+    let status = coordinator.wait_finished(job, Duration::from_secs(60))?;
+    assert_eq!(status["validated"], 1, "{status}");
+    let engine: String = coordinator.db().query_row(
+        "SELECT engine FROM results WHERE state = 'success'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert!(engine.contains("/runner/"), "{engine}");
+    let runners = children(worker.pid());
+    assert_eq!(runners.len(), 1, "one warm runner: {runners:?}");
+    drop(worker);
+
+    let run = |extra: &[&str]| -> Result<std::process::Output> {
+        Ok(Command::new(bin("peergrid-worker"))
+            .args(["run", "--join", &coordinator.join, "--data"])
+            .arg(dir.path().join("v"))
+            .args(extra)
+            .output()?)
+    };
+    let out = run(&["--runner", "/nonexistent/peergrid-runner"])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    assert!(
+        said.contains("the task runner /nonexistent/peergrid-runner is missing")
+            && said.contains("--in-process"),
+        "{said}"
+    );
+    let out = run(&["--in-process", "--task-processes"])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("cannot be used with"), "{said}");
+    Ok(())
+}
+
 /// A runner whose faults on purpose (`PEERGRID_RUNNER_FAULT`, the
 /// `simulate-fault` feature) do `fault` for a task whose input begins
 /// with `fault`.

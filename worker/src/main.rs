@@ -55,18 +55,22 @@ enum Command {
         /// for a host with several networks.
         #[arg(long, env = "PEERGRID_BIND")]
         bind: Option<std::net::IpAddr>,
-        /// Preview: run each task in a `peergrid-runner` process (idle
-        /// priority, paused and stopped by signals, no deadline checks in
-        /// the generated code) instead of a thread of the worker.
+        /// Run each task in a `peergrid-runner` process (idle priority,
+        /// confined, paused and stopped by signals, no deadline checks in
+        /// the generated code): the default on Linux.
         #[arg(long)]
         task_processes: bool,
-        /// The runner program for --task-processes (default:
-        /// peergrid-runner beside this executable); implies it.
+        /// Run each task in a thread of the worker instead (the default
+        /// where task processes are not built yet: outside Linux).
+        #[arg(long, conflicts_with_all = ["task_processes", "runner", "runner_wrapper"])]
+        in_process: bool,
+        /// The runner program for task processes (default:
+        /// peergrid-runner beside this executable).
         #[arg(long, value_name = "PATH")]
         runner: Option<PathBuf>,
         /// A command the runner runs under, split at spaces (an emulator
         /// for another architecture, e.g. "qemu-aarch64 -L
-        /// /usr/aarch64-linux-gnu"); implies --task-processes.
+        /// /usr/aarch64-linux-gnu").
         #[arg(long, value_name = "COMMAND")]
         runner_wrapper: Option<String>,
     },
@@ -219,6 +223,10 @@ enum ConfigChange {
     },
 }
 
+/// Tasks run in `peergrid-runner` processes unless `run --in-process`
+/// asks otherwise: on Linux, where runners are confined and paced.
+const TASK_PROCESSES_BY_DEFAULT: bool = cfg!(target_os = "linux");
+
 #[cfg(feature = "simulate-fault")]
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 enum FaultArg {
@@ -275,23 +283,25 @@ fn run_cli() -> Result<()> {
             simulate_fault,
             bind,
             task_processes,
+            in_process,
             runner,
             runner_wrapper,
         } => {
-            let runner = match (task_processes, runner, runner_wrapper) {
-                (false, None, None) => None,
-                (_, program, wrapper) => {
-                    let mut command = peergrid_runner::RunnerCommand::beside_current_exe()
-                        .context("finding peergrid-runner")?;
-                    if let Some(program) = program {
-                        command.program = program;
-                    }
-                    command.prefix = wrapper
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .map(Into::into)
-                        .collect();
-                    Some(command)
+            let in_runners = !in_process
+                && (task_processes
+                    || runner.is_some()
+                    || runner_wrapper.is_some()
+                    || TASK_PROCESSES_BY_DEFAULT);
+            let runner = match peergrid_worker::daemon::runner_command(
+                in_runners,
+                runner,
+                runner_wrapper,
+            )? {
+                Ok(command) => command,
+                Err(missing) => {
+                    eprintln!("peergrid-worker: {missing}");
+                    // Restarting cannot mend it either.
+                    std::process::exit(FatalStop::EXIT_CODE);
                 }
             };
             let join: JoinString = join.parse().context("--join")?;

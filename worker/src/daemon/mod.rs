@@ -45,6 +45,7 @@ use crate::control;
 use crate::governor::Suspension;
 use crate::prefs::Preferences;
 use crate::state::LocalState;
+pub use process_run::runner_command;
 use slots::Sandboxes;
 
 mod exchange_rules;

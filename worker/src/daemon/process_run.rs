@@ -10,6 +10,7 @@
 //! dies with the thread that started it (`PR_SET_PDEATHSIG`): a worker
 //! killed with SIGKILL leaves no runner behind.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use peergrid_proto::limits::{MAX_CHECKPOINT, MAX_STDERR_TAIL};
 use peergrid_proto::runner::{FromRunner, RunTask, RunnerOutcome};
 use peergrid_proto::text::stderr_tail;
 use peergrid_proto::wire::{Outcome, Task, TaskReport, error_with_stderr};
-use peergrid_runner::Pool;
+use peergrid_runner::{Pool, RunnerCommand};
 
 use super::run_rules::Step;
 use super::task_run::{Decision, TaskRun};
@@ -30,6 +31,38 @@ use crate::sandbox::Checkpoint;
 const PACE_TICK: Duration = Duration::from_millis(10);
 /// On shutdown, how often the pacer repeats its request for a checkpoint.
 const CHECKPOINT_ASK_EVERY: Duration = Duration::from_millis(250);
+
+/// How to start task runners: `None` to run tasks in the worker's own
+/// threads (`in_runners` false); else `peergrid-runner` beside this
+/// executable, or `program`, under `wrapper` (split at spaces). `Err` with
+/// what to do when that program is missing (a wrapper finds its program
+/// itself, so it is not checked then).
+pub fn runner_command(
+    in_runners: bool,
+    program: Option<PathBuf>,
+    wrapper: Option<String>,
+) -> std::io::Result<Result<Option<RunnerCommand>, String>> {
+    if !in_runners {
+        return Ok(Ok(None));
+    }
+    let mut command = RunnerCommand::beside_current_exe()?;
+    if let Some(program) = program {
+        command.program = program;
+    }
+    command.prefix = wrapper
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(Into::into)
+        .collect();
+    if command.prefix.is_empty() && !command.program.is_file() {
+        return Ok(Err(format!(
+            "the task runner {} is missing: install peergrid-runner beside peergrid-worker, \
+             name it with --runner PATH, or run tasks in the worker's own threads with --in-process",
+            command.program.display()
+        )));
+    }
+    Ok(Ok(Some(command)))
+}
 
 /// Runs `task` (its randomness seeded with `seed`) in a runner from
 /// `pool`, paced by `run`, and reports it as the in-process sandbox would.
