@@ -28,8 +28,20 @@ function runOnce(stdoutPath) {
       stdout,
       returnOnExit: true,
     });
+    // Imported directly, Node 20's WASI functions are V8 "fast API" calls,
+    // inside which an allocation of uvwasi's can start a garbage
+    // collection that frees this very WASI object mid-call (SIGABRT in
+    // uv_mutex_destroy, no message: seen on the SETI kernel, whose 73 MiB
+    // memory makes a collection due there). Plain JS wrappers take the
+    // ordinary path, where a collection is safe.
+    const imports = wasi.getImportObject();
+    for (const [namespace, functions] of Object.entries(imports)) {
+      imports[namespace] = Object.fromEntries(
+        Object.entries(functions).map(([name, f]) => [name, (...args) => f(...args)]),
+      );
+    }
     const started = performance.now();
-    const instance = new WebAssembly.Instance(module, wasi.getImportObject());
+    const instance = new WebAssembly.Instance(module, imports);
     const code = wasi.start(instance);
     const seconds = (performance.now() - started) / 1000;
     if (code !== undefined && code !== 0) {
@@ -39,8 +51,8 @@ function runOnce(stdoutPath) {
   } finally {
     closeSync(stdin);
     closeSync(stdout);
-    // Each run's instance holds its own linear memory; V8 frees them
-    // lazily, and a few hundred MiB of them abort the process.
+    // Each run's instance holds its own linear memory, which V8 frees
+    // lazily: collected between runs, so no run pays for an earlier one's.
     globalThis.gc?.();
   }
 }
