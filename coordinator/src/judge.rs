@@ -32,14 +32,16 @@ use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::runner::{RunTask, RunnerOutcome};
 use peergrid_proto::spec::{Metering, Validator};
 use peergrid_proto::wire::TaskLimits;
-use peergrid_runner::{BoundedError, Pool, RunnerCommand, RunnerError};
+use peergrid_runner::{BoundedError, Pool, RunnerCommand};
 use serde_json::Value;
 
 use crate::store::{JobInfo, Store};
 
 /// Wall-clock cap on one custom comparison.
 const VALIDATOR_WALL_MS: u64 = 60_000;
-/// Idle validator runners kept warm (each holds its compiled modules).
+/// Idle validator runners kept warm, each for the one validator module it
+/// has run (a runner is never handed from one job's validator to
+/// another's).
 const IDLE_RUNNERS: usize = 2;
 
 /// Whether two JSON outputs agree within `abs` or `rel` (relative to the
@@ -108,6 +110,13 @@ impl Judge {
         let command = RunnerCommand::beside_current_exe()
             .inspect_err(|e| tracing::error!("cannot find the validators' runner: {e}"))
             .ok();
+        Judge::with_runner(store, command)
+    }
+
+    /// A judge whose custom validators run in runners started with
+    /// `command` (`None`: none can run, so a custom comparison has no
+    /// verdict).
+    pub fn with_runner(store: Arc<dyn Store>, command: Option<RunnerCommand>) -> Judge {
         if let Some(missing) = command.as_ref().filter(|c| !c.program.exists()) {
             tracing::warn!(
                 "{} is missing: jobs with a custom validator will not validate until it is installed there",
@@ -247,7 +256,7 @@ fn run_custom(
             }
             RunnerOutcome::Error(e) => e,
         },
-        Err(BoundedError::Runner(e @ (RunnerError::Start { .. } | RunnerError::Protocol(_)))) => {
+        Err(BoundedError::NoRunner(e)) => {
             tracing::error!(
                 job = job.id,
                 "no runner for a custom validator (will retry): {e}"
@@ -263,6 +272,26 @@ fn run_custom(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job (unsigned: the judge does not check) with `validator`.
+    fn job_validated_by(validator: Validator) -> JobInfo {
+        JobInfo {
+            id: 1,
+            name: "t".into(),
+            module: Hash([1; 32]),
+            args: vec![],
+            settings: Default::default(),
+            validator,
+            signature: peergrid_proto::signing::ModuleSignature {
+                endorsement: peergrid_proto::signing::Endorsement {
+                    researcher_key: String::new(),
+                    name: "t".into(),
+                    project_signature: String::new(),
+                },
+                signature: String::new(),
+            },
+        }
+    }
 
     #[test]
     fn tolerance_compares_numbers_and_nothing_else_loosely() {
@@ -286,25 +315,10 @@ mod tests {
         let store = Arc::new(SqliteStore::open(&path, false).unwrap());
         let (near, far) = (b"1.0".to_vec(), b"1.25".to_vec());
         store.put_blob(&Hash::of(&far), &far).unwrap();
-        let job = JobInfo {
-            id: 1,
-            name: "t".into(),
-            module: Hash([1; 32]),
-            args: vec![],
-            settings: Default::default(),
-            validator: Validator::Tolerance {
-                abs_epsilon: 0.5,
-                rel_epsilon: 0.0,
-            },
-            signature: peergrid_proto::signing::ModuleSignature {
-                endorsement: peergrid_proto::signing::Endorsement {
-                    researcher_key: String::new(),
-                    name: "t".into(),
-                    project_signature: String::new(),
-                },
-                signature: String::new(),
-            },
-        };
+        let job = job_validated_by(Validator::Tolerance {
+            abs_epsilon: 0.5,
+            rel_epsilon: 0.0,
+        });
         let (a, b) = Comparison::pair(Hash::of(&near), Hash::of(&far));
         let c = Comparison {
             unit: 1,
@@ -331,6 +345,47 @@ mod tests {
             ..c
         };
         assert_eq!(judge.compare(&lost, &fresh), Some(false));
+    }
+
+    /// A runner that cannot be had (the program is missing, or dies before
+    /// it is ready) is the coordinator's trouble, not the outputs': no
+    /// verdict, and the comparison is made again later.
+    #[test]
+    fn a_validator_without_a_runner_has_no_verdict_rather_than_a_disagreement() {
+        use crate::store::sqlite::SqliteStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap());
+        let validator = b"\0asm\x01\0\0\0".to_vec();
+        store.put_blob(&Hash::of(&validator), &validator).unwrap();
+        let job = job_validated_by(Validator::Custom {
+            module: Hash::of(&validator),
+        });
+        let (near, far) = (b"1.0".to_vec(), b"1.25".to_vec());
+        let (a, b) = Comparison::pair(Hash::of(&near), Hash::of(&far));
+        let c = Comparison {
+            unit: 1,
+            job: Arc::new(job),
+            a,
+            b,
+        };
+        let fresh = HashMap::from([
+            (Hash::of(&near), Arc::<[u8]>::from(near)),
+            (Hash::of(&far), Arc::<[u8]>::from(far)),
+        ]);
+        let runner = |program: &str| RunnerCommand {
+            program: program.into(),
+            prefix: Vec::new(),
+            cache: None,
+        };
+        for command in [
+            None,
+            Some(runner("/nonexistent/peergrid-runner")),
+            // Starts, and ends before it says Ready.
+            Some(runner("/bin/false")),
+        ] {
+            let judge = Judge::with_runner(store.clone(), command.clone());
+            assert_eq!(judge.compare(&c, &fresh), None, "{command:?}");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum RunnerError {
         "the task runner speaks protocol {0}, this worker {RUNNER_PROTOCOL}; reinstall peergrid"
     )]
     Protocol(u32),
-    #[error("the task runner died ({0}); the task is lost, the worker goes on")]
+    #[error("the task runner died ({0}); the task is lost")]
     Died(String),
     #[error("the task runner sent something unreadable: {0}")]
     Garbled(String),

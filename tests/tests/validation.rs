@@ -315,10 +315,18 @@ fn a_slow_custom_validator_delays_only_the_report_it_checks() {
         // priority, not in a thread of the coordinator.
         let runners = children(coordinator_pid);
         assert_eq!(runners.len(), 1, "one validator runner: {runners:?}");
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", runners[0])).unwrap();
-        assert_eq!(comm.trim(), "peergrid-runner");
-        let (policy, _) = peergrid_os::process::policy_and_nice(runners[0]).unwrap();
-        assert_eq!(policy, 5, "SCHED_IDLE");
+        let exe = std::fs::read_link(format!("/proc/{}/exe", runners[0])).unwrap();
+        assert_eq!(exe, bin("peergrid-runner").canonicalize().unwrap());
+        wait_for(
+            "the runner at idle priority",
+            Duration::from_secs(5),
+            || {
+                let (policy, _) = peergrid_os::process::policy_and_nice(runners[0]).ok()?;
+                (policy == 5).then_some(())
+            },
+        )
+        .unwrap();
+        let runner = runners[0];
         let served = fetch(&d, 1).await;
         assert!(
             !slow.is_finished(),
@@ -333,7 +341,14 @@ fn a_slow_custom_validator_delays_only_the_report_it_checks() {
         // The validator gave no answer, which counts as "disagree": the unit
         // needs a third copy.
         assert_eq!(fetch_n(&d, 1).await[0].unit, unit);
+        // Its runner was killed at the deadline.
+        assert!(is_gone(runner), "the validator's runner lives on");
     });
+    let log = c.log().unwrap();
+    assert!(
+        log.contains("custom validator failed: wall-clock limit of 5000 ms exceeded"),
+        "{log}"
+    );
     assert_eq!(
         c.status(job).unwrap()["validated"],
         0,
@@ -372,19 +387,14 @@ fn a_validator_that_crashes_its_runner_costs_one_verdict_not_the_coordinator() {
         let (crashing, fine) = (units[0], units[1]);
         // The validator would find both pairs equal to 1e-9; the first
         // one's input begins with `fault`, which makes the runner abort.
+        // b's reports go one exchange each, so the crash comes first.
         deliver(
             &a,
             vec![report(crashing, "fault 1.0"), report(fine, "1.0 2.0")],
         )
         .await;
-        deliver(
-            &b,
-            vec![
-                report(crashing, "fault 1.0000000000001"),
-                report(fine, "1.0000000000001 2"),
-            ],
-        )
-        .await;
+        deliver(&b, vec![report(crashing, "fault 1.0000000000001")]).await;
+        deliver(&b, vec![report(fine, "1.0000000000001 2")]).await;
         // The crash counted as a disagreement: the unit needs a third copy.
         let td = fetch_n(&d, 1).await;
         assert_eq!(td[0].unit, crashing);

@@ -90,8 +90,8 @@ pub struct WorkerConfig {
     pub bind: Option<std::net::IpAddr>,
     /// `run --no-more-work`: finish the held tasks, then exit.
     pub no_more_work: bool,
-    /// Run tasks in runner processes started this way (`run
-    /// --task-processes`); `None`: in the worker's own threads.
+    /// Run tasks in runner processes started this way (the default on
+    /// Linux); `None`: in the worker's own threads (`run --in-process`).
     pub runner: Option<peergrid_runner::RunnerCommand>,
 }
 
@@ -99,7 +99,7 @@ pub struct Worker {
     config: WorkerConfig,
     key: SigningKey,
     sandbox: Arc<Sandboxes>,
-    /// Warm runner processes, with `run --task-processes`.
+    /// Warm runner processes, unless tasks run in the worker's threads.
     runners: Option<Arc<peergrid_runner::Pool>>,
     state: Arc<LocalState>,
     shared: Arc<Shared>,

@@ -1,4 +1,4 @@
-//! Tasks in runner processes (`run --task-processes`, a preview): each
+//! Tasks in runner processes (the default on Linux): each
 //! running task borrows a warm `peergrid-runner` from a [`Pool`] and a
 //! pacer thread beside it acts on [`TaskRun::decide`] with signals:
 //! SIGSTOP and SIGCONT for the duty cycle and suspensions, SIGKILL for a
@@ -35,8 +35,8 @@ const CHECKPOINT_ASK_EVERY: Duration = Duration::from_millis(250);
 /// How to start task runners: `None` to run tasks in the worker's own
 /// threads (`in_runners` false); else `peergrid-runner` beside this
 /// executable, or `program`, under `wrapper` (split at spaces). `Err` with
-/// what to do when that program is missing (a wrapper finds its program
-/// itself, so it is not checked then).
+/// what to do when that program is missing (a wrapper, or PATH for a bare
+/// name, finds its program itself, so it is not checked then).
 pub fn runner_command(
     in_runners: bool,
     program: Option<PathBuf>,
@@ -54,7 +54,9 @@ pub fn runner_command(
         .split_whitespace()
         .map(Into::into)
         .collect();
-    if command.prefix.is_empty() && !command.program.is_file() {
+    // A bare name is looked up on PATH when started.
+    let on_path = command.program.components().count() == 1;
+    if command.prefix.is_empty() && !on_path && !command.program.is_file() {
         return Ok(Err(format!(
             "the task runner {} is missing: install peergrid-runner beside peergrid-worker, \
              name it with --runner PATH, or run tasks in the worker's own threads with --in-process",
