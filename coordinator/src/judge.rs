@@ -40,8 +40,7 @@ use crate::store::{JobInfo, Store};
 /// Wall-clock cap on one custom comparison.
 const VALIDATOR_WALL_MS: u64 = 60_000;
 /// Idle validator runners kept warm, each for the one validator module it
-/// has run (a runner is never handed from one job's validator to
-/// another's).
+/// has run (a runner never passes from one validator module to another).
 const IDLE_RUNNERS: usize = 2;
 
 /// Whether two JSON outputs agree within `abs` or `rel` (relative to the
@@ -117,7 +116,10 @@ impl Judge {
     /// `command` (`None`: none can run, so a custom comparison has no
     /// verdict).
     pub fn with_runner(store: Arc<dyn Store>, command: Option<RunnerCommand>) -> Judge {
-        if let Some(missing) = command.as_ref().filter(|c| !c.program.exists()) {
+        let absent = |c: &&RunnerCommand| {
+            std::fs::metadata(&c.program).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        };
+        if let Some(missing) = command.as_ref().filter(absent) {
             tracing::warn!(
                 "{} is missing: jobs with a custom validator will not validate until it is installed there",
                 missing.program.display()

@@ -619,6 +619,14 @@ fn runners_are_the_default_and_a_missing_runner_stops_the_worker() -> Result<()>
             && said.contains("--in-process"),
         "{said}"
     );
+    // A bare name is looked up on PATH.
+    let out = run(&["--runner", "no-such-peergrid-runner"])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    assert!(
+        said.contains("the task runner no-such-peergrid-runner is missing"),
+        "{said}"
+    );
     let out = run(&["--in-process", "--task-processes"])?;
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{said}");

@@ -35,8 +35,8 @@ const CHECKPOINT_ASK_EVERY: Duration = Duration::from_millis(250);
 /// How to start task runners: `None` to run tasks in the worker's own
 /// threads (`in_runners` false); else `peergrid-runner` beside this
 /// executable, or `program`, under `wrapper` (split at spaces). `Err` with
-/// what to do when that program is missing (a wrapper, or PATH for a bare
-/// name, finds its program itself, so it is not checked then).
+/// what to do when that program is missing (a bare name is looked up on
+/// PATH; a wrapper finds its program itself, so it is not checked then).
 pub fn runner_command(
     in_runners: bool,
     program: Option<PathBuf>,
@@ -54,16 +54,47 @@ pub fn runner_command(
         .split_whitespace()
         .map(Into::into)
         .collect();
-    // A bare name is looked up on PATH when started.
-    let on_path = command.program.components().count() == 1;
-    if command.prefix.is_empty() && !on_path && !command.program.is_file() {
-        return Ok(Err(format!(
+    if !command.prefix.is_empty() {
+        return Ok(Ok(Some(command)));
+    }
+    let missing = |program: &std::path::Path| {
+        Ok(Err(format!(
             "the task runner {} is missing: install peergrid-runner beside peergrid-worker, \
              name it with --runner PATH, or run tasks in the worker's own threads with --in-process",
-            command.program.display()
-        )));
+            program.display()
+        )))
+    };
+    // A bare name is looked up on PATH, as starting it would.
+    if command
+        .program
+        .parent()
+        .is_some_and(|dir| dir.as_os_str().is_empty())
+    {
+        let found = std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(&command.program))
+                .find(|candidate| candidate.is_file())
+        });
+        match found {
+            Some(found) => command.program = found,
+            None => return missing(&command.program),
+        }
+    }
+    if is_missing(&command.program) {
+        return missing(&command.program);
     }
     Ok(Ok(Some(command)))
+}
+
+/// Whether `program` is certainly not there: nothing at that path, or
+/// something other than a file. A path this user may not look at (a
+/// folder it cannot read, which exec may still pass through) is left for
+/// starting it to judge.
+fn is_missing(program: &std::path::Path) -> bool {
+    match std::fs::metadata(program) {
+        Ok(meta) => !meta.is_file(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 /// Runs `task` (its randomness seeded with `seed`) in a runner from
