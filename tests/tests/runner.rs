@@ -572,14 +572,20 @@ fn a_runner_past_its_deadline_is_killed_and_the_task_fails() -> Result<()> {
     let job = coordinator.submit(&spec)?;
     let status = coordinator.wait_finished(job, Duration::from_secs(60))?;
     assert_eq!(status["validated"], 2, "{status}");
-    let engines: String = coordinator.db().query_row(
-        "SELECT group_concat(DISTINCT engine) FROM results WHERE state = 'success'",
-        [],
-        |r| r.get(0),
-    )?;
+    let engines = success_engines(&coordinator)?;
     assert!(engines.contains("/runner/"), "{engines}");
     drop(worker);
     Ok(())
+}
+
+/// The distinct engines of the coordinator's successful results, joined
+/// with commas.
+fn success_engines(coordinator: &Coordinator) -> Result<String> {
+    Ok(coordinator.db().query_row(
+        "SELECT group_concat(DISTINCT engine) FROM results WHERE state = 'success'",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// On Linux a worker runs tasks in runner processes unless told
@@ -594,11 +600,7 @@ fn runners_are_the_default_and_a_missing_runner_stops_the_worker() -> Result<()>
     let worker = Worker::start(&coordinator.join, &dir.path().join("w"), &["--cores", "1"])?;
     let status = coordinator.wait_finished(job, Duration::from_secs(60))?;
     assert_eq!(status["validated"], 1, "{status}");
-    let engine: String = coordinator.db().query_row(
-        "SELECT engine FROM results WHERE state = 'success'",
-        [],
-        |r| r.get(0),
-    )?;
+    let engine = success_engines(&coordinator)?;
     assert!(engine.contains("/runner/"), "{engine}");
     let runners = children(worker.pid());
     assert_eq!(runners.len(), 1, "one warm runner: {runners:?}");

@@ -146,6 +146,22 @@ fn agreeing_hosts(c: &Coordinator, job: u64) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A job named `custom` of two probe units whose outputs the example
+/// custom validator (`compare.wasm`) compares.
+fn compared_probe_job(dir: &std::path::Path) -> std::path::PathBuf {
+    job_spec(
+        dir,
+        "custom",
+        &probe_wasm(),
+        2,
+        &format!(
+            "[validator]\nkind = \"custom\"\nmodule = {:?}",
+            compare_wasm().to_string_lossy()
+        ),
+    )
+    .unwrap()
+}
+
 #[test]
 fn tolerance_and_custom_validators_accept_near_outputs_and_refuse_far_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,17 +179,7 @@ fn tolerance_and_custom_validators_accept_near_outputs_and_refuse_far_ones() {
             .unwrap(),
         )
         .unwrap();
-    let custom_spec = job_spec(
-        dir.path(),
-        "custom",
-        &probe_wasm(),
-        2,
-        &format!(
-            "[validator]\nkind = \"custom\"\nmodule = {:?}",
-            compare_wasm().to_string_lossy()
-        ),
-    )
-    .unwrap();
+    let custom_spec = compared_probe_job(dir.path());
     let custom = c.submit(&custom_spec).unwrap();
 
     let rt = runtime();
@@ -366,18 +372,7 @@ fn a_validator_that_crashes_its_runner_costs_one_verdict_not_the_coordinator() {
     let mut c = Coordinator::start_with_env(dir.path(), &[], &[("PEERGRID_RUNNER_FAULT", "abort")])
         .unwrap();
     let join: JoinString = c.join.parse().unwrap();
-    let spec = job_spec(
-        dir.path(),
-        "custom",
-        &probe_wasm(),
-        2,
-        &format!(
-            "[validator]\nkind = \"custom\"\nmodule = {:?}",
-            compare_wasm().to_string_lossy()
-        ),
-    )
-    .unwrap();
-    let job = c.submit(&spec).unwrap();
+    let job = c.submit(&compared_probe_job(dir.path())).unwrap();
     let rt = runtime();
     rt.block_on(async {
         let (a, b, d) = three_hosts(&join).await;
