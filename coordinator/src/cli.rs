@@ -60,6 +60,16 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Bring the project's database up to this release's schema (`serve`
+    /// does so itself when it starts); print the steps applied.
+    Migrate {
+        /// The project folder `init` made.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only say where the schema stands and what would be applied.
+        #[arg(long)]
+        status: bool,
+    },
     /// Serve workers over QUIC and researchers and the public over HTTP.
     Serve {
         /// The project folder `init` made.

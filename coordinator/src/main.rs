@@ -1,4 +1,5 @@
-//! `peergrid-coordinator`: `init` a project's data folder, `serve` it.
+//! `peergrid-coordinator`: `init` a project's data folder, `serve` it,
+//! `migrate` its database.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use peergrid_coordinator::http::{self, Api, HttpLimits};
 use peergrid_coordinator::metrics;
 use peergrid_coordinator::project::{self, Project};
 use peergrid_coordinator::quic::{DoorLimits, QuicServer};
-use peergrid_coordinator::store::{ReissueUnits, SqliteStore, Store};
+use peergrid_coordinator::store::{ReissueUnits, SCHEMA_VERSION, SqliteStore, Store, StoreError};
 use peergrid_coordinator::trust::HostPolicy;
 use peergrid_coordinator::{tls, writer::Writer};
 use peergrid_os::now_ms;
@@ -189,6 +190,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Migrate { data, status } => migrate(&data, status),
         Command::Bans { data } => {
             for ban in open_existing(&data)?.bans()? {
                 println!("{}", json!(ban));
@@ -196,6 +198,39 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `migrate`: says where the schema stands, then (unless `status_only`)
+/// applies what is pending.
+fn migrate(data: &std::path::Path, status_only: bool) -> Result<()> {
+    let db = existing_db(data)?;
+    let status = SqliteStore::schema_status(&db)
+        .with_context(|| format!("reading the schema of {}", db.display()))?;
+    println!(
+        "{}: schema version {}; this release's is {SCHEMA_VERSION}",
+        db.display(),
+        status.version
+    );
+    if status.version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found: status.version,
+            known: SCHEMA_VERSION,
+        }
+        .into());
+    }
+    if status.pending.is_empty() {
+        println!("up to date");
+        return Ok(());
+    }
+    let verb = if status_only { "to apply" } else { "applying" };
+    for (version, summary) in &status.pending {
+        println!("{verb} step {version}: {summary}");
+    }
+    if !status_only {
+        SqliteStore::open(&db, false).with_context(|| format!("migrating {}", db.display()))?;
+        println!("done: schema version {SCHEMA_VERSION}");
+    }
+    Ok(())
 }
 
 /// The operator's reason, checked: it is kept with the replaced rows.
@@ -243,13 +278,19 @@ fn fit_connections(wanted: usize, files: Option<u64>) -> usize {
 
 /// The store of a project made by `init` (never creates one).
 fn open_existing(data: &std::path::Path) -> Result<SqliteStore> {
+    let db = existing_db(data)?;
+    SqliteStore::open(&db, false).with_context(|| format!("opening {}", db.display()))
+}
+
+/// The database file of a project made by `init`.
+fn existing_db(data: &std::path::Path) -> Result<PathBuf> {
     let db = DataDir::new(data).db();
     anyhow::ensure!(
         db.exists(),
         "{} has no peergrid project (run `peergrid-coordinator init` first)",
         data.display()
     );
-    SqliteStore::open(&db, false).with_context(|| format!("opening {}", db.display()))
+    Ok(db)
 }
 
 /// What `serve` was asked for.

@@ -18,7 +18,7 @@ pub use peergrid_core::model::{HostId, JobInfo, LoadedUnit, SEEN_EVERY_MS, Store
 /// The HTTP API's job and failed-unit bodies are the rows the store reads.
 pub use peergrid_proto::api::{ErrorLog, FailedUnit, FailedUnitLog, JobStatus, UnitLogs};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{AppliedStep, SCHEMA_VERSION, SchemaStatus, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,6 +26,12 @@ pub enum StoreError {
     Db(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database was made or upgraded by a newer release.
+    #[error(
+        "the database's schema is at version {found}, newer than this release knows (version {known}): \
+         a newer peergrid-coordinator made or upgraded it; run that release, or restore a backup taken before the upgrade"
+    )]
+    NewerSchema { found: u32, known: u32 },
 }
 
 /// The end of a failed task's stderr, kept with its error result (the

@@ -8,7 +8,7 @@
 //!
 //! This file holds the connections and says which one each trait method
 //! runs on; the SQL is in the submodules, by concern: `schema` (tables,
-//! indexes, migration), `apply` (every write), `load` (the scheduling
+//! indexes, versioned migration steps), `apply` (every write), `load` (the scheduling
 //! path's reads), `query` (the read-only [`ReadStore`] methods), `logs` (error
 //! results and their stderr, read back) and `columns`
 //! (column mapping, shared by the others, which import nothing else of
@@ -22,6 +22,8 @@ mod logs;
 mod query;
 mod schema;
 mod writes;
+
+pub use schema::{AppliedStep, SCHEMA_VERSION, SchemaStatus};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -53,15 +55,35 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
+    ///
+    /// Applies the schema's migration steps the database lacks (module
+    /// `schema`), and refuses a database a newer release made or upgraded
+    /// ([`StoreError::NewerSchema`]) without changing it.
     pub fn open(path: &Path, full_sync: bool) -> Result<SqliteStore, StoreError> {
-        let conn = open_conn(path, full_sync)?;
-        schema::install(&conn)?;
+        let mut conn = open_conn(path, full_sync)?;
+        let before = schema::status(&conn)?;
+        for version in schema::install(&mut conn)? {
+            if before.has_tables {
+                let summary = schema::MIGRATIONS
+                    .iter()
+                    .find(|m| m.version == version)
+                    .map_or("", |m| m.summary);
+                tracing::info!(path = %path.display(), "database migrated to schema version {version}: {summary}");
+            }
+        }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             full_sync,
         })
+    }
+
+    /// Where the schema of the database at `path` stands, changing
+    /// nothing (`peergrid-coordinator migrate --status`).
+    pub fn schema_status(path: &Path) -> Result<SchemaStatus, StoreError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        schema::status(&conn)
     }
 
     fn write<T>(

@@ -293,7 +293,7 @@ fn an_older_database_gains_host_names_and_teams() {
     drop(store);
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP INDEX hosts_team; DROP TABLE teams;
+        "DROP TABLE schema_version; DROP INDEX hosts_team; DROP TABLE teams;
          ALTER TABLE hosts DROP COLUMN name; ALTER TABLE hosts DROP COLUMN cpu_model;
          ALTER TABLE hosts DROP COLUMN slots; ALTER TABLE hosts DROP COLUMN team_id;",
     )

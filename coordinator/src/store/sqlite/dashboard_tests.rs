@@ -89,7 +89,7 @@ fn old_account_names_become_display_names_of_anonymous_hosts() {
     drop(store);
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
-        "ALTER TABLE hosts DROP COLUMN account_name; UPDATE hosts SET account = 'alice';
+        "DROP TABLE schema_version; ALTER TABLE hosts DROP COLUMN account_name; UPDATE hosts SET account = 'alice';
              INSERT INTO bans (kind, name, reason, at_ms) VALUES ('account', 'alice', 'spam', 1);",
     )
     .unwrap();
@@ -176,7 +176,8 @@ fn credit_tallies_follow_the_dataset_and_are_rebuilt_for_old_databases() {
     // A database made before the tallies: its hosts have no credit
     // columns until it is opened, which fills them from the dataset.
     let conn = Connection::open(&path).unwrap();
-    conn.execute_batch("DROP INDEX hosts_credit").unwrap();
+    conn.execute_batch("DROP TABLE schema_version; DROP INDEX hosts_credit")
+        .unwrap();
     for column in ["credit_total", "credit_recent", "credit_at_ms"] {
         conn.execute_batch(&format!("ALTER TABLE hosts DROP COLUMN {column}"))
             .unwrap();

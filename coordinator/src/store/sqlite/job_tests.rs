@@ -156,7 +156,7 @@ fn an_older_database_gets_its_units_numbered_within_each_job() {
     drop(store);
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP INDEX units_job_number; ALTER TABLE units DROP COLUMN number;
+        "DROP TABLE schema_version; DROP INDEX units_job_number; ALTER TABLE units DROP COLUMN number;
          ALTER TABLE jobs DROP COLUMN cancelled_ms; ALTER TABLE jobs DROP COLUMN seed_by_number;",
     )
     .unwrap();

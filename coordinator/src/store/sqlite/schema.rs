@@ -1,19 +1,173 @@
-//! The SQLite store's tables and indexes, and the migration that brings a
-//! database made by an older version up to them.
+//! The SQLite store's schema and its versions.
+//!
+//! A database records the migration steps applied to it in
+//! `schema_version` (one row per step: its number, when, what it did); its
+//! version is the highest number there, 0 for a database without the table
+//! (new and empty, or made by a release from before versions). Opening a
+//! database applies the steps it lacks, in order, each in its own
+//! transaction with its row, so a crash or a failing step leaves the
+//! database at the last step that completed. A database whose version is
+//! above [`SCHEMA_VERSION`] was made or upgraded by a newer release and is
+//! refused untouched.
+//!
+//! Step 1 makes the layout of 2026-12 ([`SCHEMA`]) and brings a database of
+//! any earlier release up to it (the columns those releases added one by
+//! one, [`ADDED_COLUMNS`]). [`SCHEMA`] and step 1 are frozen from now on: a
+//! change to the schema is a new step at the end of [`MIGRATIONS`].
 
 use std::collections::HashMap;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior};
 
 use super::columns::{json_col, write_tally};
 use crate::credit::CreditTally;
 use crate::store::{HostId, StoreError};
 
-/// Creates the tables and indexes a database lacks, then migrates what an
-/// older version made ([`migrate`]).
-pub(super) fn install(conn: &Connection) -> Result<(), StoreError> {
+/// One step of the schema's history.
+pub(crate) struct Migration {
+    /// Its number: the database's version once it is applied. Steps are
+    /// numbered 1, 2, … in the order they apply.
+    pub(crate) version: u32,
+    /// What it does, in a line (`peergrid-coordinator migrate` prints it,
+    /// and `schema_version` keeps it).
+    pub(crate) summary: &'static str,
+    apply: fn(&Connection) -> Result<(), StoreError>,
+}
+
+/// Every step, in order.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    summary: "the layout of 2026-12: every table and index, and a database of an earlier release brought up to it",
+    apply: layout_of_2026_12,
+}];
+
+/// The version this build's schema is at: the last step's number.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// A step applied to a database, as `schema_version` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedStep {
+    pub version: u32,
+    pub at_ms: u64,
+    pub summary: String,
+}
+
+/// Where a database's schema stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// The highest step applied; 0 for none (empty, or from before
+    /// versions).
+    pub version: u32,
+    /// Whether the database holds any table (0 and false: a new file).
+    pub has_tables: bool,
+    /// The steps applied, oldest first.
+    pub applied: Vec<AppliedStep>,
+    /// The steps this build would apply, in order: number and summary.
+    pub pending: Vec<(u32, &'static str)>,
+}
+
+const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    applied_ms INTEGER NOT NULL,
+    summary TEXT NOT NULL
+)";
+
+/// Where `conn`'s schema stands; changes nothing.
+pub(super) fn status(conn: &Connection) -> Result<SchemaStatus, StoreError> {
+    let has_tables: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    let versioned: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut applied = Vec::new();
+    if versioned {
+        let mut stmt = conn
+            .prepare("SELECT version, applied_ms, summary FROM schema_version ORDER BY version")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            applied.push(AppliedStep {
+                version: r.get(0)?,
+                at_ms: r.get(1)?,
+                summary: r.get(2)?,
+            });
+        }
+    }
+    let version = applied.last().map_or(0, |s| s.version);
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|m| m.version > version)
+        .map(|m| (m.version, m.summary))
+        .collect();
+    Ok(SchemaStatus {
+        version,
+        has_tables,
+        applied,
+        pending,
+    })
+}
+
+/// Applies the steps `conn`'s database lacks ([`MIGRATIONS`]); returns
+/// those it applied. Refuses a database from a newer release, unchanged.
+pub(super) fn install(conn: &mut Connection) -> Result<Vec<u32>, StoreError> {
+    migrate_with(conn, MIGRATIONS, now_ms())
+}
+
+/// [`install`] with the steps and the clock given: the tests' way in.
+pub(super) fn migrate_with(
+    conn: &mut Connection,
+    steps: &[Migration],
+    at_ms: u64,
+) -> Result<Vec<u32>, StoreError> {
+    let known = steps.last().map_or(0, |m| m.version);
+    let mut applied = Vec::new();
+    for step in steps {
+        // IMMEDIATE: the write lock first, so two processes opening one
+        // file at once apply each step once (the second sees it done).
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(VERSION_TABLE)?;
+        let version: u32 = tx
+            .query_row("SELECT max(version) FROM schema_version", [], |r| {
+                r.get::<_, Option<u32>>(0)
+            })
+            .optional()?
+            .flatten()
+            .unwrap_or(0);
+        if version > known {
+            return Err(StoreError::NewerSchema {
+                found: version,
+                known,
+            });
+        }
+        if version >= step.version {
+            continue;
+        }
+        (step.apply)(&tx)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_ms, summary) VALUES (?1, ?2, ?3)",
+            rusqlite::params![step.version, at_ms, step.summary],
+        )?;
+        tx.commit()?;
+        applied.push(step.version);
+    }
+    Ok(applied)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Step 1: creates the tables and indexes a database lacks, then brings
+/// what an older release made up to them ([`add_columns`]).
+fn layout_of_2026_12(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
-    migrate(conn)
+    add_columns(conn)
 }
 
 const SCHEMA: &str = "
@@ -239,13 +393,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("hosts", "team_id", "INTEGER"),
 ];
 
-/// Brings a database made by an older version up to this schema, in one
-/// transaction: a crash halfway leaves it as it was, so the next start
-/// migrates it again (and fills the credit tallies, which are filled only
-/// when their columns are added).
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let tx = conn.unchecked_transaction()?;
-    let conn: &Connection = &tx;
+/// Brings a database made by a release from before versions up to
+/// [`SCHEMA`], within step 1's transaction (and fills the credit tallies,
+/// which are filled only when their columns are added).
+fn add_columns(conn: &Connection) -> Result<(), StoreError> {
     let mut added = Vec::new();
     for (table, column, ddl) in ADDED_COLUMNS {
         let present: bool = conn.query_row(
@@ -293,7 +444,6 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
          CREATE INDEX IF NOT EXISTS hosts_team ON hosts(team_id) WHERE team_id IS NOT NULL;
          CREATE INDEX IF NOT EXISTS dataset_pending ON dataset(hosts_json) WHERE credit_pending = 1;",
     )?;
-    tx.commit()?;
     Ok(())
 }
 
@@ -330,3 +480,6 @@ fn tally_credit(conn: &Connection) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -160,7 +160,7 @@ fn an_older_database_gains_the_stderr_column() {
         .unwrap();
     drop(store);
     let conn = Connection::open(&path).unwrap();
-    conn.execute_batch("ALTER TABLE results DROP COLUMN stderr")
+    conn.execute_batch("DROP TABLE schema_version; ALTER TABLE results DROP COLUMN stderr")
         .unwrap();
     drop(conn);
 

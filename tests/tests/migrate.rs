@@ -1,0 +1,189 @@
+//! The coordinator's database across releases, through the real binary:
+//! `peergrid-coordinator migrate` brings a database from before schema
+//! versions up to this release's (`--status` only says what it would
+//! do), and a database a newer release upgraded stops every command
+//! that opens it, `serve` included, and is left as it was.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use peergrid_tests::bin;
+use rusqlite::Connection;
+
+fn coordinator(args: &[&str]) -> Output {
+    Command::new(bin("peergrid-coordinator"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A project made by `init`, its folder and database file.
+fn project(dir: &Path) -> (String, std::path::PathBuf) {
+    let data = dir.join("project");
+    let out = coordinator(&["init", "--data", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let db = data.join("coordinator.sqlite");
+    assert!(db.exists(), "init made no {}", db.display());
+    (data.to_str().unwrap().to_string(), db)
+}
+
+/// The steps a database records, as (version, summary).
+fn recorded_steps(db: &Path) -> Vec<(i64, String)> {
+    let conn = Connection::open(db).unwrap();
+    let present: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if !present {
+        return Vec::new();
+    }
+    let mut stmt = conn
+        .prepare("SELECT version, summary FROM schema_version ORDER BY version")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A database a newer release upgraded: `bans`, `migrate` and `serve`
+/// refuse it with an error naming both versions, and nothing in
+/// it changes. (Before versions, every command opened it as if it were
+/// its own.)
+#[test]
+fn a_database_from_a_newer_release_is_refused_by_every_command_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, db) = project(dir.path());
+    {
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                 version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL, summary TEXT NOT NULL);
+             INSERT INTO schema_version (version, applied_ms, summary)
+                 VALUES (1000, 1, 'a release from the future');",
+        )
+        .unwrap();
+    }
+    let before = recorded_steps(&db);
+
+    for args in [
+        &["bans", "--data", &data][..],
+        &["migrate", "--data", &data][..],
+    ] {
+        let out = coordinator(args);
+        let said = text(&out);
+        assert!(!out.status.success(), "{args:?} accepted it:\n{said}");
+        assert!(
+            said.contains("version 1000") && said.contains("newer"),
+            "{args:?} does not say why:\n{said}"
+        );
+    }
+
+    let mut serve = Command::new(bin("peergrid-coordinator"))
+        .args([
+            "serve",
+            "--data",
+            &data,
+            "--quic",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            serve.kill().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = serve.wait_with_output().unwrap();
+    let said = text(&out);
+    let status = status.unwrap_or_else(|| panic!("serve ran on it for 20 s:\n{said}"));
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains("version 1000") && said.contains("newer"),
+        "{said}"
+    );
+
+    assert_eq!(recorded_steps(&db), before, "the database was changed");
+}
+
+/// A database from before schema versions (no `schema_version`, a column
+/// its release did not have): `migrate --status` says what it would
+/// apply and changes nothing; `migrate` applies it, keeping the rows;
+/// a second `migrate` has nothing to do.
+#[test]
+fn migrate_brings_a_database_from_before_versions_up_and_says_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, db) = project(dir.path());
+    {
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "DROP TABLE schema_version;
+             ALTER TABLE hosts DROP COLUMN cpu_model;
+             INSERT INTO bans (kind, name, reason, at_ms) VALUES ('host', '42', 'spam', 1);",
+        )
+        .unwrap();
+    }
+
+    let out = coordinator(&["migrate", "--status", "--data", &data]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("schema version 0"), "{said}");
+    assert!(said.contains("to apply step 1:"), "{said}");
+    assert!(
+        recorded_steps(&db).is_empty(),
+        "--status changed the database"
+    );
+
+    let out = coordinator(&["migrate", "--data", &data]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("applying step 1:"), "{said}");
+    let steps = recorded_steps(&db);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0].0, 1);
+
+    let out = coordinator(&["migrate", "--data", &data]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("up to date"), "{said}");
+    assert_eq!(recorded_steps(&db), steps);
+
+    let out = coordinator(&["bans", "--data", &data]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("spam"), "the ban was lost:\n{said}");
+    let conn = Connection::open(&db).unwrap();
+    let cpu_model: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('hosts') WHERE name = 'cpu_model'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(cpu_model, 1);
+}
