@@ -70,6 +70,17 @@ pub enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// Copy the project (settings, keys, certificate and a consistent
+    /// snapshot of the database) to a new folder; works while `serve` runs.
+    /// `serve --data TO` serves the copy under the same join string.
+    Backup {
+        /// The project folder `init` made.
+        #[arg(long)]
+        data: PathBuf,
+        /// The new folder to write (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Serve workers over QUIC and researchers and the public over HTTP.
     Serve {
         /// The project folder `init` made.

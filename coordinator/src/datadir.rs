@@ -151,6 +151,73 @@ impl DataDir {
         Ok(settings.project)
     }
 
+    /// Copies the project to a new folder `to` while it may be serving:
+    /// settings, keys, certificate, and a consistent snapshot of the
+    /// database (SQLite's `VACUUM INTO`, which reads one transaction's
+    /// view). `serve --data TO` then serves the same project under the same
+    /// join string. The copy is built beside `to` and renamed into place
+    /// last, so a backup cut short never looks complete. Refuses an
+    /// existing `to`.
+    pub fn backup(&self, to: &Path) -> Result<()> {
+        self.settings()?;
+        if to.exists() {
+            bail!(
+                "{} already exists; back up into a new folder (nothing was changed)",
+                to.display()
+            );
+        }
+        let name = to
+            .file_name()
+            .with_context(|| format!("{} names no folder", to.display()))?;
+        let parent = match to.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let partial = parent.join(format!(
+            ".{}.partial-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let made = self.backup_into(&partial);
+        if made.is_err() {
+            let _ = fs::remove_dir_all(&partial);
+        }
+        made?;
+        fs::rename(&partial, to)
+            .with_context(|| format!("renaming {} to {}", partial.display(), to.display()))?;
+        fs::File::open(&parent).and_then(|d| d.sync_all()).ok();
+        Ok(())
+    }
+
+    fn backup_into(&self, dir: &Path) -> Result<()> {
+        let mut builder = fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        builder.create(dir.join("tls"))?;
+        for (file, private) in [
+            ("coordinator.toml", false),
+            ("project.pub", false),
+            ("project.key", true),
+            ("tls/cert.der", false),
+            ("tls/key.der", true),
+        ] {
+            let from = self.root.join(file);
+            let bytes = fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let copy = dir.join(file);
+            if private {
+                write_private(&copy, &bytes)
+            } else {
+                fs::write(&copy, &bytes)
+            }
+            .with_context(|| format!("writing {}", copy.display()))?;
+        }
+        crate::store::SqliteStore::snapshot(&self.db(), &DataDir::new(dir).db())
+            .context("copying the database")
+    }
+
     pub fn tls(&self) -> Result<(Vec<u8>, Vec<u8>)> {
         let cert = fs::read(self.root.join("tls/cert.der")).context("reading tls/cert.der")?;
         let key = fs::read(self.root.join("tls/key.der")).context("reading tls/key.der")?;

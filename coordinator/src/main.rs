@@ -191,6 +191,18 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Migrate { data, status } => migrate(&data, status),
+        Command::Backup { data, to } => {
+            existing_db(&data)?;
+            DataDir::new(&data).backup(&to)?;
+            let status = SqliteStore::schema_status(&DataDir::new(&to).db())?;
+            println!(
+                "backed up {} to {} (database schema version {})",
+                data.display(),
+                to.display(),
+                status.version
+            );
+            Ok(())
+        }
         Command::Bans { data } => {
             for ban in open_existing(&data)?.bans()? {
                 println!("{}", json!(ban));

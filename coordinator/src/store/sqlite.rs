@@ -86,6 +86,20 @@ impl SqliteStore {
         schema::status(&conn)
     }
 
+    /// Writes a consistent copy of the database at `path` to the new file
+    /// `to`, while other processes may be writing to it (`VACUUM INTO`:
+    /// one read transaction's view, compacted, synced before it returns).
+    pub fn snapshot(path: &Path, to: &Path) -> Result<(), StoreError> {
+        let target = to
+            .to_str()
+            .ok_or_else(|| StoreError::Corrupt(format!("{} is not UTF-8", to.display())))?;
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute("VACUUM INTO ?1", [target])?;
+        Ok(())
+    }
+
     fn write<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,

@@ -1,8 +1,9 @@
-//! The coordinator's database across releases, through the real binary:
-//! `peergrid-coordinator migrate` brings a database from before schema
-//! versions up to this release's (`--status` only says what it would
-//! do), and a database a newer release upgraded stops every command
-//! that opens it, `serve` included, and is left as it was.
+//! Running a coordinator over time, through the real binaries: `backup`
+//! while it serves, and a restore from the copy that finishes the job;
+//! `migrate`, which brings a database from before schema versions up to
+//! this release's (`--status` only says what it would do); and a
+//! database a newer release upgraded, which stops every command that
+//! opens it, `serve` included, and is left as it was.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,7 +11,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use peergrid_tests::bin;
+use peergrid_proto::JoinString;
+use peergrid_tests::{Coordinator, JobOptions, bin, lyapunov_job, wait_for};
 use rusqlite::Connection;
 
 fn coordinator(args: &[&str]) -> Output {
@@ -186,4 +188,104 @@ fn migrate_brings_a_database_from_before_versions_up_and_says_what_it_did() {
         )
         .unwrap();
     assert_eq!(cpu_model, 1);
+}
+
+/// `backup` of a project while it serves a job and workers report: the
+/// copy keeps the private keys private and holds a sound database; a
+/// second backup into the same folder is refused. Restored (the original
+/// gone, `serve --data COPY` on the same address), it is the same project
+/// to the workers, who finish the job on it (the copies that were out at
+/// the backup time out there and are sent again); the dataset equals the
+/// one the original finished meanwhile, row for row.
+#[test]
+fn a_backup_taken_while_serving_is_restored_and_finishes_the_job() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Coordinator::start(dir.path()).unwrap();
+    let spec = lyapunov_job(
+        dir.path(),
+        &JobOptions {
+            units: 40,
+            iterations: 20_000,
+            // Copies out when the backup was taken are lost with the
+            // original; the copy waits this long for them, then sends
+            // their units to other hosts.
+            deadline_secs: 10,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    let job = c.submit(&spec).unwrap();
+    // Four hosts: a unit whose two copies were out at the backup needs
+    // two more hosts after the restore (a host gets one copy of a unit).
+    let workers = c.workers(dir.path(), "w", 4).unwrap();
+    wait_for("a first validated unit", Duration::from_secs(60), || {
+        (c.status(job).ok()?["validated"].as_u64()? > 0).then_some(())
+    })
+    .unwrap();
+
+    let data = c.data.to_str().unwrap().to_string();
+    let copy = dir.path().join("backup");
+    let copy_arg = copy.to_str().unwrap().to_string();
+    let out = coordinator(&["backup", "--data", &data, "--to", &copy_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("schema version"), "{}", text(&out));
+    let finished = c.wait_finished(job, Duration::from_secs(120)).unwrap();
+    assert_eq!(finished["validated"], 40, "{finished}");
+    let original = c.dataset(job).unwrap();
+
+    for (file, mode) in [("project.key", 0o600), ("tls/key.der", 0o600), (".", 0o700)] {
+        let got = std::fs::metadata(copy.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(got, mode, "{file} is {got:o} in the copy");
+    }
+    let conn = Connection::open(copy.join("coordinator.sqlite")).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let (units, rows): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM units), (SELECT count(*) FROM dataset)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    drop(conn);
+    assert_eq!(units, 40);
+    assert!(
+        rows >= 1 && rows < 40,
+        "the copy holds {rows} dataset rows: not a snapshot taken mid-job"
+    );
+    let out = coordinator(&["backup", "--data", &data, "--to", &copy_arg]);
+    assert!(!out.status.success(), "a second backup overwrote the first");
+    assert!(text(&out).contains("already exists"), "{}", text(&out));
+
+    // Restore: the original is lost, the copy serves where it served.
+    let join_before: JoinString = c.join.parse().unwrap();
+    let quic = c.quic.clone();
+    c.kill();
+    std::fs::remove_dir_all(&c.data).unwrap();
+    c.data = copy;
+    c.serve(&quic).unwrap();
+    let join_after: JoinString = c.join.parse().unwrap();
+    assert_eq!(join_after.cert_sha256, join_before.cert_sha256);
+    assert_eq!(join_after.project_key, join_before.project_key);
+    let done = c.wait_finished(job, Duration::from_secs(120)).unwrap();
+    assert_eq!(done["validated"], 40, "{done}");
+    let restored = c.dataset(job).unwrap();
+    let by_unit = |rows: &[serde_json::Value]| {
+        let mut v: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r["unit"].to_string(), r["output"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(by_unit(&restored), by_unit(&original));
+    drop(workers);
 }
