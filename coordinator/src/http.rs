@@ -27,7 +27,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use peergrid_proto::Hash;
-use peergrid_proto::api::{CancelRequest, Cancelled, DatasetRow, JobDetail, Submitted};
+use peergrid_proto::api::{
+    BlobsStored, CancelRequest, Cancelled, DatasetRow, JobDetail, Submitted,
+};
+use peergrid_proto::batch::BatchDecoder;
 use peergrid_proto::limits::{MAX_INPUT, MAX_MODULE};
 use peergrid_proto::spec::{JobSubmission, Validator};
 use serde::Deserialize;
@@ -44,9 +47,19 @@ use crate::dashboard::export;
 /// Largest job submission body (unit list included).
 const MAX_SUBMISSION: usize = 256 * 1024 * 1024;
 
+/// Largest body of a batch of blobs (`POST /api/v1/blobs`); a client
+/// splits a larger upload into several.
+pub const MAX_BLOB_BATCH: usize = 256 * 1024 * 1024;
+
+/// A batch upload is written to the store every this many bytes or blobs,
+/// whichever comes first: what one upload holds in memory.
+const BATCH_FLUSH_BYTES: usize = 8 * 1024 * 1024;
+const BATCH_FLUSH_BLOBS: usize = 4096;
+
 pub fn router(api: Arc<Api>) -> Router {
     let researcher = Router::new()
         .route("/api/v1/blobs/missing", post(missing_blobs))
+        .route("/api/v1/blobs", post(put_blobs))
         .route(
             "/api/v1/blobs/{hash}",
             put(put_blob).layer(DefaultBodyLimit::max(MAX_MODULE)),
@@ -137,6 +150,71 @@ async fn put_blob(
     let store = api.grid.store.clone();
     blocking(move || store.put_blob(&hash, &body)).await?;
     Ok(StatusCode::CREATED)
+}
+
+/// `POST /api/v1/blobs`: many blobs in one body (`peergrid_proto::batch`),
+/// each checked against its hash as it arrives and stored in batches, so
+/// the request holds at most [`BATCH_FLUSH_BYTES`] and one blob in
+/// memory. A bad frame stops the upload with a 400 naming it; the blobs
+/// before it stay stored (they are content addressed: nothing wrong is
+/// kept).
+async fn put_blobs(
+    State(api): State<Arc<Api>>,
+    body: axum::body::Body,
+) -> ApiResult<(StatusCode, Json<BlobsStored>)> {
+    use tokio_stream::StreamExt as _;
+
+    may_grow(&api)?;
+    let mut stream = body.into_data_stream();
+    let mut decoder = BatchDecoder::new(MAX_MODULE);
+    let mut pending: Vec<(Hash, Vec<u8>)> = Vec::new();
+    let mut pending_bytes = 0;
+    let (mut received, mut stored_bytes) = (0usize, 0u64);
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(|e| bad_request(format!("reading the upload: {e}")))?;
+        received = received.saturating_add(piece.len());
+        if received > MAX_BLOB_BATCH {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a batch of blobs is at most {MAX_BLOB_BATCH} bytes; send the rest in another"
+                ),
+            ));
+        }
+        let before = pending.len();
+        let decoded = decoder.push(&piece, &mut pending);
+        pending_bytes += pending[before..].iter().map(|b| b.1.len()).sum::<usize>();
+        if decoded.is_err()
+            || pending_bytes >= BATCH_FLUSH_BYTES
+            || pending.len() >= BATCH_FLUSH_BLOBS
+        {
+            // Before a refusal too: the blobs before a bad one are stored,
+            // as the error says.
+            stored_bytes += pending_bytes as u64;
+            store_blobs(&api, std::mem::take(&mut pending)).await?;
+            pending_bytes = 0;
+        }
+        decoded.map_err(|e| bad_request(e.to_string()))?;
+    }
+    stored_bytes += pending_bytes as u64;
+    store_blobs(&api, pending).await?;
+    let blobs = decoder.finish().map_err(|e| bad_request(e.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BlobsStored {
+            blobs,
+            bytes: stored_bytes,
+        }),
+    ))
+}
+
+async fn store_blobs(api: &Arc<Api>, blobs: Vec<(Hash, Vec<u8>)>) -> ApiResult<()> {
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    may_grow(api)?;
+    let store = api.grid.store.clone();
+    blocking(move || store.put_blobs(&blobs)).await
 }
 
 async fn submit_job(
@@ -503,3 +581,6 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
 }
+
+#[cfg(test)]
+mod upload_tests;

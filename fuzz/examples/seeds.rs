@@ -288,6 +288,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         modules.push((name, wat::parse_str(text)?));
     }
     write(&corpus.join("modcheck"), &modules)?;
+
+    // blob_batch: the piece size, then a batch body: good frames, one
+    // corrupted, one cut short.
+    let frames = |blobs: &[&[u8]]| {
+        let mut body = vec![7u8];
+        for b in blobs {
+            peergrid_proto::batch::encode_frame(&mut body, &Hash::of(b), b);
+        }
+        body
+    };
+    let good = frames(&[b"", b"input 1", &[9u8; 300]]);
+    let mut corrupt = frames(&[b"first", b"second"]);
+    if let Some(last) = corrupt.last_mut() {
+        *last ^= 1;
+    }
+    let mut cut = good.clone();
+    cut.truncate(cut.len() - 100);
+    write(
+        &corpus.join("blob_batch"),
+        &[("good", good), ("corrupt", corrupt), ("cut", cut)],
+    )?;
     Ok(())
 }
 

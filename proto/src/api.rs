@@ -21,6 +21,14 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// `201` to `POST /api/v1/blobs` (a batch of blobs, `crate::batch`): how
+/// many blobs, and bytes, the body held; all are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobsStored {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
 /// `201` to `POST /api/v1/jobs`: the new job's id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submitted {

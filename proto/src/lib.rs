@@ -7,6 +7,7 @@
 //! (coordinator, worker, CLI, tests) agrees on one definition of each type.
 
 pub mod api;
+pub mod batch;
 pub mod citation;
 pub mod codec;
 pub mod deadline;

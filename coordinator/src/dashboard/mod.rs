@@ -696,4 +696,4 @@ mod dataset_tests;
 #[cfg(test)]
 mod face_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -290,6 +290,23 @@ pub fn document() -> Value {
     cancel["responses"]["503"] =
         error("the coordinator could not store the cancellation now; try again");
 
+    let mut put_blobs = api(
+        "Upload many blobs in one body (researcher token): frames of the blob's BLAKE3 (32 bytes), its length (4 bytes, big-endian) and its bytes; each is checked against its hash as it arrives. A bad frame stops the upload with a 400 naming it (the blobs before it are stored)",
+        json!({ "type": "object", "required": ["blobs", "bytes"],
+            "properties": { "blobs": count, "bytes": count } }),
+        json!([]),
+    );
+    put_blobs["security"] = token.clone();
+    put_blobs["requestBody"] = json!({ "required": true, "content": { "application/octet-stream": {
+        "schema": { "type": "string", "format": "binary" } } } });
+    let responses = &mut put_blobs["responses"];
+    let stored = responses["200"].clone();
+    responses.as_object_mut().map(|r| r.remove("200"));
+    responses["201"] = stored;
+    responses["401"] = unauthorized.clone();
+    responses["413"] = error("the body is over 256 MiB; send the rest in another request");
+    responses["507"] = short_of_space();
+
     let mut put_blob = api(
         "Upload a blob named by its BLAKE3 (researcher token)",
         json!({}),
@@ -522,6 +539,7 @@ pub fn document() -> Value {
     // Beside the others: one more in the literal passes serde_json's
     // macro recursion limit.
     doc["paths"]["/api/v1/jobs/{id}/cancel"] = json!({ "post": cancel });
+    doc["paths"]["/api/v1/blobs"] = json!({ "post": put_blobs });
     doc["paths"]["/api/v1/jobs/{id}/CITATION.cff"] = json!({ "get": op(
         "How to cite the job's dataset: a Citation File Format 1.2.0 file (YAML) with its title, authors, DOI, URL and licence",
         "application/yaml", json!({}), "application/json", job_id()) });

@@ -452,6 +452,9 @@ pub trait ReadStore: Send + Sync + 'static {
 /// read.
 pub trait Store: ReadStore {
     fn put_blob(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError>;
+    /// Stores many blobs in one transaction (an upload batch); each must
+    /// already be checked against its hash.
+    fn put_blobs(&self, blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError>;
     fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError>;
     fn blob_len(&self, hash: &Hash) -> Result<Option<u64>, StoreError>;
     /// The subset of `hashes` the store does not hold.

@@ -337,6 +337,10 @@ impl Store for SqliteStore {
         self.write(|c| writes::put_blob(c, hash, data))
     }
 
+    fn put_blobs(&self, blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write(|c| writes::put_blobs(c, blobs))
+    }
+
     fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|c| load::get_blob(c, hash))
     }

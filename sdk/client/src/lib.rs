@@ -4,6 +4,7 @@
 
 pub mod export;
 pub mod profile;
+mod upload;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -397,34 +398,6 @@ impl Client {
         let url = self.url(path);
         let r = self.agent.get(&url).call();
         Self::json(self.check(&url, r)?)
-    }
-
-    /// Uploads the blobs the server lacks; blobs it has cost nothing.
-    pub fn upload(&self, blobs: &[(Hash, Vec<u8>)]) -> Result<UploadStats> {
-        let mut stats = UploadStats::default();
-        for chunk in blobs.chunks(10_000) {
-            let hashes: Vec<Hash> = chunk.iter().map(|(h, _)| *h).collect();
-            let url = self.url("/api/v1/blobs/missing");
-            let r = self
-                .agent
-                .post(&url)
-                .header("Authorization", &self.auth())
-                .send_json(&hashes);
-            let missing: Vec<Hash> = Self::json(self.check(&url, r)?)?;
-            stats.already_there += chunk.len() - missing.len();
-            for (hash, bytes) in chunk.iter().filter(|(h, _)| missing.contains(h)) {
-                let url = self.url(&format!("/api/v1/blobs/{hash}"));
-                let r = self
-                    .agent
-                    .put(&url)
-                    .header("Authorization", &self.auth())
-                    .send(&bytes[..]);
-                self.check(&url, r)?;
-                stats.uploaded += 1;
-                stats.uploaded_bytes += bytes.len();
-            }
-        }
-        Ok(stats)
     }
 
     /// Checks that the server answers and, when the client has a token,

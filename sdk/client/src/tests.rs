@@ -238,3 +238,37 @@ fn folders_in_the_inputs_folder_are_reported() {
     let e = prepare_job(&spec, &researcher()).err().unwrap().to_string();
     assert!(e.contains("holds only folders"), "{e}");
 }
+
+/// Against a coordinator from before batch uploads (no `POST
+/// /api/v1/blobs`: a 404), the blobs go one `PUT` each, all of them.
+#[test]
+fn an_upload_to_a_server_without_batches_puts_each_blob() {
+    use std::sync::{Arc, Mutex};
+    let blobs: Vec<(Hash, Vec<u8>)> = [&b"one"[..], b"two", b"three"]
+        .iter()
+        .map(|b| (Hash::of(b), b.to_vec()))
+        .collect();
+    let missing =
+        serde_json::to_string(&blobs.iter().map(|(h, _)| *h).collect::<Vec<_>>()).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let server = fake_server(move |path| {
+        log.lock().unwrap().push(path.to_string());
+        match path {
+            "/api/v1/blobs/missing" => (200, missing.clone()),
+            "/api/v1/blobs" => (404, r#"{"error":"no such page or API route"}"#.into()),
+            _ => (201, String::new()),
+        }
+    });
+    let stats = Client::new(&server, Some("t".into()))
+        .upload(&blobs)
+        .unwrap();
+    assert_eq!((stats.uploaded, stats.uploaded_bytes), (3, 11));
+    let seen = seen.lock().unwrap().clone();
+    let mut expected = vec![
+        "/api/v1/blobs/missing".to_string(),
+        "/api/v1/blobs".to_string(),
+    ];
+    expected.extend(blobs.iter().map(|(h, _)| format!("/api/v1/blobs/{h}")));
+    assert_eq!(seen, expected);
+}

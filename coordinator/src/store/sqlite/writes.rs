@@ -17,6 +17,19 @@ pub(super) fn put_blob(c: &Connection, hash: &Hash, data: &[u8]) -> Result<(), S
     Ok(())
 }
 
+pub(super) fn put_blobs(c: &mut Connection, blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError> {
+    let tx = c.transaction()?;
+    {
+        let mut stmt =
+            tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)")?;
+        for (hash, data) in blobs {
+            stmt.execute(params![&hash.0[..], data])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
