@@ -199,6 +199,11 @@ async fn put_blobs(
     stored_bytes += pending_bytes as u64;
     store_blobs(&api, pending).await?;
     let blobs = decoder.finish().map_err(|e| bad_request(e.to_string()))?;
+    if received == 0 {
+        return Err(bad_request(
+            "the batch is empty; send frames of hash (32 bytes), length (4 bytes, big-endian) and bytes",
+        ));
+    }
     Ok((
         StatusCode::CREATED,
         Json(BlobsStored {

@@ -89,7 +89,8 @@ async fn a_corrupted_blob_stops_the_batch_and_nothing_wrong_is_stored() {
 
 /// A frame announcing a blob over the largest module is refused from its
 /// header (its bytes are never awaited); a body that stops inside a frame
-/// is refused; and without the token nothing is read.
+/// is refused, and so is an empty body; and without the token nothing is
+/// read.
 #[tokio::test]
 async fn bad_batches_get_clear_errors() {
     let f = fixture();
@@ -111,6 +112,10 @@ async fn bad_batches_get_clear_errors() {
             .unwrap()
             .is_empty()
     );
+
+    let (status, text) = post(&f.app, Body::empty(), true).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("the batch is empty"), "{text}");
 
     let (status, text) = post(&f.app, Body::from(frames(&[b"no token"])), false).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
