@@ -140,6 +140,9 @@ pub struct Shared {
     wake_core: Notify,
     /// Wakes the uplink: a result is ready to report, a slot freed.
     wake_uplink: Notify,
+    /// Modules read and hashed by this process, for the uplink and the
+    /// slots.
+    modules: modules::VerifiedModules,
 }
 
 /// The preferences in force and the slots they give on this machine.
@@ -178,6 +181,7 @@ impl Shared {
             aborts: Mutex::new(Vec::new()),
             wake_core: Notify::new(),
             wake_uplink: Notify::new(),
+            modules: modules::VerifiedModules::default(),
         }
     }
 

@@ -156,7 +156,8 @@ impl Worker {
             self.shared.wake_uplink.notify_one();
             return Ok(());
         }
-        let Some(module) = read_module(&self.config.data, &task.module) else {
+        let Some(module) = read_module(&self.config.data, &self.shared.modules, &task.module)
+        else {
             // Not the module's fault: no error result; the task is given
             // back and reissued.
             tracing::warn!(

@@ -241,7 +241,7 @@ impl Uplink {
                     self.state.finish(&report, now_ms())?;
                     continue;
                 }
-                match fetch_module(&self.data, session, &task.module).await {
+                match fetch_module(&self.data, &self.shared.modules, session, &task.module).await {
                     Ok(()) => ready.push(task),
                     // Not the module's fault: no error result; the task is
                     // given back and reissued.
