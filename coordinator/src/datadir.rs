@@ -173,29 +173,36 @@ impl DataDir {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        if to.to_str().is_none() {
+            bail!("{} is not valid UTF-8; choose a plainer name", to.display());
+        }
         let partial = parent.join(format!(
             ".{}.partial-{}",
             name.to_string_lossy(),
             std::process::id()
         ));
-        let made = self.backup_into(&partial);
+        let mut builder = fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        // Only what this call made is removed on failure.
+        let made = self.backup_into(&partial, &builder);
         if made.is_err() {
             let _ = fs::remove_dir_all(&partial);
         }
         made?;
         fs::rename(&partial, to)
             .with_context(|| format!("renaming {} to {}", partial.display(), to.display()))?;
-        fs::File::open(&parent).and_then(|d| d.sync_all()).ok();
+        sync_dir(&parent)?;
         Ok(())
     }
 
-    fn backup_into(&self, dir: &Path) -> Result<()> {
-        let mut builder = fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+    /// Fills the new folder `dir` and syncs every file and folder in it, so
+    /// that once renamed into place the copy is whole even after a power
+    /// cut.
+    fn backup_into(&self, dir: &Path, builder: &fs::DirBuilder) -> Result<()> {
         builder.create(dir.join("tls"))?;
         for (file, private) in [
             ("coordinator.toml", false),
@@ -208,14 +215,19 @@ impl DataDir {
             let bytes = fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
             let copy = dir.join(file);
             if private {
+                // Made 0600 and synced.
                 write_private(&copy, &bytes)
             } else {
-                fs::write(&copy, &bytes)
+                fs::write(&copy, &bytes).and_then(|()| fs::File::open(&copy)?.sync_all())
             }
             .with_context(|| format!("writing {}", copy.display()))?;
         }
+        // VACUUM INTO syncs the file it writes (the connection's
+        // `synchronous` is FULL).
         crate::store::SqliteStore::snapshot(&self.db(), &DataDir::new(dir).db())
-            .context("copying the database")
+            .context("copying the database")?;
+        sync_dir(&dir.join("tls"))?;
+        sync_dir(dir)
     }
 
     pub fn tls(&self) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -242,6 +254,13 @@ impl DataDir {
         peergrid_proto::signing::parse_public_key(&text)
             .with_context(|| format!("parsing {}", path.display()))
     }
+}
+
+/// Makes a folder's entries durable (the files made or renamed in it).
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// Reads the project's secret key for `endorse` from `path` (`DIR/project.key`

@@ -154,16 +154,24 @@ async fn put_blob(
 
 /// `POST /api/v1/blobs`: many blobs in one body (`peergrid_proto::batch`),
 /// each checked against its hash as it arrives and stored in batches, so
-/// the request holds at most [`BATCH_FLUSH_BYTES`] and one blob in
-/// memory. A bad frame stops the upload with a 400 naming it; the blobs
+/// the request holds at most [`BATCH_FLUSH_BYTES`] of checked blobs and
+/// the frame being received (a blob of up to `MAX_MODULE`, briefly twice
+/// while it is copied out) in memory. A bad frame stops the upload with a 400 naming it; the blobs
 /// before it stay stored (they are content addressed: nothing wrong is
 /// kept).
 async fn put_blobs(
     State(api): State<Arc<Api>>,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<BlobsStored>)> {
     use tokio_stream::StreamExt as _;
 
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BLOB_BATCH as u64) {
+        return Err(batch_too_large());
+    }
     may_grow(&api)?;
     let mut stream = body.into_data_stream();
     let mut decoder = BatchDecoder::new(MAX_MODULE);
@@ -174,12 +182,9 @@ async fn put_blobs(
         let piece = piece.map_err(|e| bad_request(format!("reading the upload: {e}")))?;
         received = received.saturating_add(piece.len());
         if received > MAX_BLOB_BATCH {
-            return Err(ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "a batch of blobs is at most {MAX_BLOB_BATCH} bytes; send the rest in another"
-                ),
-            ));
+            // What checked out so far is kept, as after a bad frame.
+            store_blobs(&api, pending).await?;
+            return Err(batch_too_large());
         }
         let before = pending.len();
         let decoded = decoder.push(&piece, &mut pending);
@@ -211,6 +216,13 @@ async fn put_blobs(
             bytes: stored_bytes,
         }),
     ))
+}
+
+fn batch_too_large() -> ApiError {
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("a batch of blobs is at most {MAX_BLOB_BATCH} bytes; send the rest in another"),
+    )
 }
 
 async fn store_blobs(api: &Arc<Api>, blobs: Vec<(Hash, Vec<u8>)>) -> ApiResult<()> {

@@ -239,8 +239,11 @@ fn migrate(data: &std::path::Path, status_only: bool) -> Result<()> {
         println!("{verb} step {version}: {summary}");
     }
     if !status_only {
-        SqliteStore::open(&db, false).with_context(|| format!("migrating {}", db.display()))?;
-        println!("done: schema version {SCHEMA_VERSION}");
+        drop(SqliteStore::open(&db, false).with_context(|| format!("migrating {}", db.display()))?);
+        // What the database says now (another process may have applied
+        // some of the steps meanwhile).
+        let now = SqliteStore::schema_status(&db)?;
+        println!("done: schema version {}", now.version);
     }
     Ok(())
 }

@@ -22,7 +22,8 @@ pub struct ErrorBody {
 }
 
 /// `201` to `POST /api/v1/blobs` (a batch of blobs, `crate::batch`): how
-/// many blobs, and bytes, the body held; all are stored.
+/// many blobs the body held and the bytes of those blobs (frame headers
+/// not counted); all are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobsStored {
     pub blobs: u64,

@@ -52,6 +52,8 @@ pub struct BatchDecoder {
     max_blob: usize,
     /// Frames decoded so far.
     index: u64,
+    /// The error that stopped the batch: every later call returns it.
+    failed: Option<BatchError>,
 }
 
 impl BatchDecoder {
@@ -61,6 +63,7 @@ impl BatchDecoder {
             buf: Vec::new(),
             max_blob,
             index: 0,
+            failed: None,
         }
     }
 
@@ -77,6 +80,18 @@ impl BatchDecoder {
         piece: &[u8],
         blobs: &mut Vec<(Hash, Vec<u8>)>,
     ) -> Result<(), BatchError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let pushed = self.decode(piece, blobs);
+        if let Err(e) = &pushed {
+            self.failed = Some(e.clone());
+            self.buf = Vec::new();
+        }
+        pushed
+    }
+
+    fn decode(&mut self, piece: &[u8], blobs: &mut Vec<(Hash, Vec<u8>)>) -> Result<(), BatchError> {
         self.buf.extend_from_slice(piece);
         let mut at = 0;
         loop {
@@ -117,6 +132,9 @@ impl BatchDecoder {
 
     /// Ends the body: refuses one that stops inside a frame.
     pub fn finish(self) -> Result<u64, BatchError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
         if self.buf.is_empty() {
             return Ok(self.index);
         }
@@ -182,6 +200,10 @@ mod tests {
             }
         );
         assert_eq!(out, [(Hash::of(b"good"), b"good".to_vec())]);
+        // Whatever follows, the batch stays refused.
+        assert_eq!(d.push(&batch(&[b"more"]), &mut out), Err(err.clone()));
+        assert_eq!(out.len(), 1);
+        assert_eq!(d.finish(), Err(err));
     }
 
     /// A frame announcing more than the limit is refused from its header,

@@ -207,7 +207,7 @@ fn a_backup_taken_while_serving_is_restored_and_finishes_the_job() {
         dir.path(),
         &JobOptions {
             units: 40,
-            iterations: 20_000,
+            iterations: 50_000,
             // Copies out when the backup was taken are lost with the
             // original; the copy waits this long for them, then sends
             // their units to other hosts.
@@ -224,6 +224,11 @@ fn a_backup_taken_while_serving_is_restored_and_finishes_the_job() {
         (c.status(job).ok()?["validated"].as_u64()? > 0).then_some(())
     })
     .unwrap();
+    // Paused while the backup is taken, so that the job cannot finish
+    // first however loaded the machine is.
+    for w in &workers {
+        w.control(&["pause"]).unwrap();
+    }
 
     let data = c.data.to_str().unwrap().to_string();
     let copy = dir.path().join("backup");
@@ -231,6 +236,9 @@ fn a_backup_taken_while_serving_is_restored_and_finishes_the_job() {
     let out = coordinator(&["backup", "--data", &data, "--to", &copy_arg]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("schema version"), "{}", text(&out));
+    for w in &workers {
+        w.control(&["resume"]).unwrap();
+    }
     let finished = c.wait_finished(job, Duration::from_secs(120)).unwrap();
     assert_eq!(finished["validated"], 40, "{finished}");
     let original = c.dataset(job).unwrap();

@@ -240,7 +240,8 @@ fn folders_in_the_inputs_folder_are_reported() {
 }
 
 /// Against a coordinator from before batch uploads (no `POST
-/// /api/v1/blobs`: a 404), the blobs go one `PUT` each, all of them.
+/// /api/v1/blobs`: a 404 to the empty probe batch), the blobs go one `PUT`
+/// each, all of them, and no batch body is sent.
 #[test]
 fn an_upload_to_a_server_without_batches_puts_each_blob() {
     use std::sync::{Arc, Mutex};
@@ -265,6 +266,7 @@ fn an_upload_to_a_server_without_batches_puts_each_blob() {
         .unwrap();
     assert_eq!((stats.uploaded, stats.uploaded_bytes), (3, 11));
     let seen = seen.lock().unwrap().clone();
+    // The empty probe batch, then one PUT each.
     let mut expected = vec![
         "/api/v1/blobs/missing".to_string(),
         "/api/v1/blobs".to_string(),

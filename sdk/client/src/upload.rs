@@ -18,6 +18,8 @@ impl Client {
     /// Uploads the blobs the server lacks; blobs it has cost nothing.
     pub fn upload(&self, blobs: &[(Hash, Vec<u8>)]) -> Result<UploadStats> {
         let mut stats = UploadStats::default();
+        // Asked once, and only when something is to be sent.
+        let mut batches: Option<bool> = None;
         for chunk in blobs.chunks(10_000) {
             let hashes: Vec<Hash> = chunk.iter().map(|(h, _)| *h).collect();
             let url = self.url("/api/v1/blobs/missing");
@@ -31,6 +33,9 @@ impl Client {
             let missing: HashSet<Hash> = missing.into_iter().collect();
             let to_send: Vec<&(Hash, Vec<u8>)> =
                 chunk.iter().filter(|(h, _)| missing.contains(h)).collect();
+            if !to_send.is_empty() && batches.is_none() {
+                batches = Some(self.takes_batches()?);
+            }
             let mut at = 0;
             while at < to_send.len() {
                 // One batch: as many blobs as fit in BATCH_BYTES (at least one).
@@ -44,7 +49,9 @@ impl Client {
                     at += 1;
                 }
                 let batch = &to_send[start..at];
-                if !self.put_batch(body)? {
+                if batches == Some(true) {
+                    self.put_batch(body)?;
+                } else {
                     // A server from before batches: one request per blob.
                     for (hash, bytes) in batch {
                         self.put_one(hash, bytes)?;
@@ -57,9 +64,29 @@ impl Client {
         Ok(stats)
     }
 
-    /// Sends one batch of blob frames; `false` if the server has no batch
-    /// route (a coordinator older than it).
-    fn put_batch(&self, body: Vec<u8>) -> Result<bool> {
+    /// Whether the server takes batches: an empty one is its `400` ("the
+    /// batch is empty"); a coordinator from before them answers `404`.
+    /// Asked before sending a large body, whose early refusal the client
+    /// might only see as a reset connection.
+    fn takes_batches(&self) -> Result<bool> {
+        let url = self.url("/api/v1/blobs");
+        let r = self
+            .agent
+            .post(&url)
+            .header("Authorization", &self.auth())
+            .header("Content-Type", "application/octet-stream")
+            .send(&[][..]);
+        match self.check(&url, r) {
+            Ok(_) | Err(ClientError::Refused { status: 400, .. }) => Ok(true),
+            Err(ClientError::Refused {
+                status: 404 | 405, ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one batch of blob frames.
+    fn put_batch(&self, body: Vec<u8>) -> Result<()> {
         let url = self.url("/api/v1/blobs");
         let r = self
             .agent
@@ -67,16 +94,8 @@ impl Client {
             .header("Authorization", &self.auth())
             .header("Content-Type", "application/octet-stream")
             .send(&body[..]);
-        match self.check(&url, r) {
-            Ok(resp) => {
-                let _: BlobsStored = Self::json(resp)?;
-                Ok(true)
-            }
-            Err(ClientError::Refused {
-                status: 404 | 405, ..
-            }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let _: BlobsStored = Self::json(self.check(&url, r)?)?;
+        Ok(())
     }
 
     fn put_one(&self, hash: &Hash, bytes: &[u8]) -> Result<()> {

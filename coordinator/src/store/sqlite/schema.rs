@@ -124,7 +124,17 @@ pub(super) fn migrate_with(
     at_ms: u64,
 ) -> Result<Vec<u32>, StoreError> {
     let known = steps.last().map_or(0, |m| m.version);
+    // A read first: a database already at this version is opened without
+    // taking the write lock (so a read-only file opens, and a command
+    // beside a running `serve` does not wait for it).
+    let found = status(conn)?.version;
+    if found > known {
+        return Err(StoreError::NewerSchema { found, known });
+    }
     let mut applied = Vec::new();
+    if found == known {
+        return Ok(applied);
+    }
     for step in steps {
         // IMMEDIATE: the write lock first, so two processes opening one
         // file at once apply each step once (the second sees it done).
