@@ -50,7 +50,7 @@ impl Client {
                 }
                 let batch = &to_send[start..at];
                 if batches == Some(true) {
-                    self.put_batch(body)?;
+                    self.put_batch(&body)?;
                 } else {
                     // A server from before batches: one request per blob.
                     for (hash, bytes) in batch {
@@ -69,14 +69,7 @@ impl Client {
     /// Asked before sending a large body, whose early refusal the client
     /// might only see as a reset connection.
     fn takes_batches(&self) -> Result<bool> {
-        let url = self.url("/api/v1/blobs");
-        let r = self
-            .agent
-            .post(&url)
-            .header("Authorization", &self.auth())
-            .header("Content-Type", "application/octet-stream")
-            .send(&[][..]);
-        match self.check(&url, r) {
+        match self.post_batch(&[]) {
             Ok(_) | Err(ClientError::Refused { status: 400, .. }) => Ok(true),
             Err(ClientError::Refused {
                 status: 404 | 405, ..
@@ -86,16 +79,20 @@ impl Client {
     }
 
     /// Sends one batch of blob frames.
-    fn put_batch(&self, body: Vec<u8>) -> Result<()> {
+    fn put_batch(&self, body: &[u8]) -> Result<()> {
+        let _: BlobsStored = Self::json(self.post_batch(body)?)?;
+        Ok(())
+    }
+
+    fn post_batch(&self, body: &[u8]) -> Result<ureq::http::Response<ureq::Body>> {
         let url = self.url("/api/v1/blobs");
         let r = self
             .agent
             .post(&url)
             .header("Authorization", &self.auth())
             .header("Content-Type", "application/octet-stream")
-            .send(&body[..]);
-        let _: BlobsStored = Self::json(self.check(&url, r)?)?;
-        Ok(())
+            .send(body);
+        self.check(&url, r)
     }
 
     fn put_one(&self, hash: &Hash, bytes: &[u8]) -> Result<()> {
