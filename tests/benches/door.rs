@@ -21,17 +21,10 @@ use peergrid_proto::JoinString;
 use peergrid_tests::flood::Flood;
 use peergrid_tests::{Coordinator, cpu_model, cpu_time, rss_kib};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; nothing to filter.
-    let connections = env("BENCH_CONNECTIONS", 10_000);
-    let runs = env("BENCH_RUNS", 3).max(1);
+    let connections = peergrid_tests::env_or("BENCH_CONNECTIONS", 10_000) as usize;
+    let runs = (peergrid_tests::env_or("BENCH_RUNS", 3) as usize).max(1);
     println!(
         "door: {connections} idle authenticated connections, {runs} runs, on {}",
         cpu_model()

@@ -16,13 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use peergrid_tests::{Coordinator, JobOptions, children, cpu_time, lyapunov_job};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// CPU time of `pid` and of its children now alive (a worker's task
 /// runners).
 fn with_children(pid: u32) -> Duration {
@@ -35,8 +28,8 @@ fn with_children(pid: u32) -> Duration {
 }
 
 fn main() -> Result<()> {
-    let units = env("BENCH_UNITS", 2000) as usize;
-    let workers = env("BENCH_WORKERS", 2) as usize;
+    let units = peergrid_tests::env_or("BENCH_UNITS", 2000) as usize;
+    let workers = peergrid_tests::env_or("BENCH_WORKERS", 2) as usize;
     let dir = tempfile::tempdir()?;
     let c = Coordinator::start(dir.path())?;
     let spec = lyapunov_job(

@@ -26,13 +26,6 @@ use peergrid_proto::{Hash, JoinString};
 use peergrid_tests::{Coordinator, lyapunov_wasm};
 use peergrid_worker::net;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// (utime + stime) in seconds, and VmHWM in KiB, of a process.
 fn proc_usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -90,10 +83,10 @@ fn self_cpu() -> f64 {
 }
 
 fn main() {
-    let units = env("BENCH_UNITS", 50_000) as usize;
-    let workers = env("BENCH_WORKERS", 8) as usize;
-    let batch = env("BENCH_BATCH", 128) as u32;
-    let quorum = env("BENCH_QUORUM", 2) as u32;
+    let units = peergrid_tests::env_or("BENCH_UNITS", 50_000) as usize;
+    let workers = peergrid_tests::env_or("BENCH_WORKERS", 8) as usize;
+    let batch = peergrid_tests::env_or("BENCH_BATCH", 128) as u32;
+    let quorum = peergrid_tests::env_or("BENCH_QUORUM", 2) as u32;
 
     let dir = tempfile::tempdir().unwrap();
     // The simulated workers are fresh identities asking for big batches:

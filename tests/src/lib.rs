@@ -620,6 +620,15 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     ))
 }
 
+/// A benchmark's setting from the environment (`BENCH_UNITS=…`), or
+/// `default` when it is unset or not a whole number.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The guest-SDK example (`examples/checkpoint`) compiled to wasm32-wasip1.
 pub fn chain_wasm() -> PathBuf {
     example_wasm("peergrid-example-checkpoint", "chain")

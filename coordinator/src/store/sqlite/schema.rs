@@ -74,15 +74,11 @@ const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
 
 /// Where `conn`'s schema stands; changes nothing.
 pub(super) fn status(conn: &Connection) -> Result<SchemaStatus, StoreError> {
-    let has_tables: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table'",
+    let (has_tables, versioned): (bool, bool) = conn.query_row(
+        "SELECT count(*) > 0, coalesce(sum(name = 'schema_version'), 0) > 0
+         FROM sqlite_schema WHERE type = 'table'",
         [],
-        |r| r.get(0),
-    )?;
-    let versioned: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'",
-        [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let mut applied = Vec::new();
     if versioned {
@@ -114,7 +110,7 @@ pub(super) fn status(conn: &Connection) -> Result<SchemaStatus, StoreError> {
 /// Applies the steps `conn`'s database lacks ([`MIGRATIONS`]); returns
 /// those it applied. Refuses a database from a newer release, unchanged.
 pub(super) fn install(conn: &mut Connection) -> Result<Vec<u32>, StoreError> {
-    migrate_with(conn, MIGRATIONS, now_ms())
+    migrate_with(conn, MIGRATIONS, peergrid_os::now_ms())
 }
 
 /// [`install`] with the steps and the clock given: the tests' way in.
@@ -165,12 +161,6 @@ pub(super) fn migrate_with(
         applied.push(step.version);
     }
     Ok(applied)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Step 1: creates the tables and indexes a database lacks, then brings
