@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use peergrid_coordinator::http::HttpLimits;
+use peergrid_coordinator::mirror::{Mirrors, Publisher};
 use peergrid_coordinator::project::ProjectEdit;
 use peergrid_coordinator::quic::DoorLimits;
 use peergrid_coordinator::store::{BanTarget, HostId, Store};
@@ -122,6 +123,8 @@ pub enum Command {
         /// served.
         #[arg(long, default_value_t = 1024)]
         storage_reserve_mb: u64,
+        #[command(flatten)]
+        mirrors: MirrorArgs,
     },
     /// Ban a host or a volunteer account: no more work, and its results
     /// not yet validated count for nothing. Takes effect on a running
@@ -370,5 +373,36 @@ mod tests {
         let mut missing = Vec::new();
         missing_help(&cmd, "peergrid-coordinator", &mut missing);
         assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+}
+
+/// `serve`'s blob mirror flags (docs/operations.md, "Blob mirrors").
+#[derive(clap::Args, Debug)]
+pub struct MirrorArgs {
+    /// Write every module and input into DIR/ab/cdef… (by BLAKE3 hash) for
+    /// a plain web server to serve: each upload as it arrives, and at start
+    /// whatever a job references that DIR lacks.
+    #[arg(long, value_name = "DIR")]
+    pub publish_blobs: Option<PathBuf>,
+    /// Base address of a web server serving that folder (repeat for
+    /// several, tried in order): workers fetch modules and inputs there
+    /// first, check each blob's hash, and fall back to this coordinator.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// With mirrors, inputs of at least this many bytes go by reference
+    /// (workers fetch them); smaller ones ride inside the task.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub mirror_inputs_from: usize,
+}
+
+impl MirrorArgs {
+    pub fn mirrors(self) -> anyhow::Result<Mirrors> {
+        let publisher = self
+            .publish_blobs
+            .as_deref()
+            .map(Publisher::open)
+            .transpose()?
+            .map(std::sync::Arc::new);
+        Mirrors::new(self.mirrors, publisher, self.mirror_inputs_from)
     }
 }

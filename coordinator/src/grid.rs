@@ -21,6 +21,7 @@ use peergrid_proto::{Hash, api, text};
 use tokio::sync::Notify;
 
 use crate::judge::Judge;
+use crate::mirror::{Mirrors, Publisher};
 use crate::quorum::CopyState;
 use crate::scheduler::{ReportError, Scheduler};
 use crate::storage::Storage;
@@ -111,6 +112,8 @@ pub struct Grid {
     pub storage: Storage,
     /// Wakes the feeder early (a job was submitted, the window ran low).
     feed: Notify,
+    /// Blob mirrors, once `serve` set them ([`Grid::set_mirrors`]).
+    mirrors: std::sync::OnceLock<Mirrors>,
 }
 
 impl Grid {
@@ -135,7 +138,32 @@ impl Grid {
             writer,
             storage: Storage::default(),
             feed: Notify::new(),
+            mirrors: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Names the blob mirrors workers are told of and the folder uploads
+    /// are published into; inputs loaded from now on that are large
+    /// enough go by reference. Call it before [`Grid::refill`]; a second
+    /// call changes nothing.
+    pub fn set_mirrors(&self, mirrors: Mirrors) {
+        self.window()
+            .scheduler
+            .send_inputs_by_reference(mirrors.by_reference_from());
+        let _ = self.mirrors.set(mirrors);
+    }
+
+    /// The mirrors' base addresses, for a worker's `Welcome`.
+    pub fn mirror_urls(&self) -> Vec<String> {
+        self.mirrors
+            .get()
+            .map(|m| m.urls.clone())
+            .unwrap_or_default()
+    }
+
+    /// Where blobs are published, if they are.
+    pub fn publisher(&self) -> Option<&Arc<Publisher>> {
+        self.mirrors.get()?.publisher.as_ref()
     }
 
     fn window(&self) -> std::sync::MutexGuard<'_, Window> {

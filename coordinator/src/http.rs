@@ -37,6 +37,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{internal, may_grow};
+use crate::mirror::Publisher;
 use crate::modcheck::check_module;
 use crate::store::Store;
 
@@ -148,7 +149,13 @@ async fn put_blob(
         ));
     }
     let store = api.grid.store.clone();
-    blocking(move || store.put_blob(&hash, &body)).await?;
+    let publisher = api.grid.publisher().cloned();
+    blocking(move || {
+        store.put_blob(&hash, &body)?;
+        publish(publisher.as_deref(), [(&hash, &body[..])]);
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::CREATED)
 }
 
@@ -231,7 +238,28 @@ async fn store_blobs(api: &Arc<Api>, blobs: Vec<(Hash, Vec<u8>)>) -> ApiResult<(
     }
     may_grow(api)?;
     let store = api.grid.store.clone();
-    blocking(move || store.put_blobs(&blobs)).await
+    let publisher = api.grid.publisher().cloned();
+    blocking(move || {
+        store.put_blobs(&blobs)?;
+        publish(publisher.as_deref(), blobs.iter().map(|(h, b)| (h, &b[..])));
+        Ok(())
+    })
+    .await
+}
+
+/// Writes uploaded blobs into the published folder, if there is one. A
+/// failure costs workers only a fallback to the coordinator, so it is
+/// logged, not answered: the blobs are stored.
+fn publish<'a>(
+    publisher: Option<&Publisher>,
+    blobs: impl IntoIterator<Item = (&'a Hash, &'a [u8])>,
+) {
+    let Some(publisher) = publisher else { return };
+    for (hash, bytes) in blobs {
+        if let Err(e) = publisher.publish(hash, bytes) {
+            tracing::error!(%hash, "publishing a blob failed: {e:#}");
+        }
+    }
 }
 
 async fn submit_job(

@@ -15,6 +15,7 @@ pub mod grid;
 pub mod http;
 pub mod judge;
 pub mod metrics;
+pub mod mirror;
 pub mod modcheck;
 pub mod project;
 pub mod quic;

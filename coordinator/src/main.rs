@@ -11,6 +11,7 @@ use peergrid_coordinator::datadir::{DataDir, read_project_secret_key};
 use peergrid_coordinator::grid::Grid;
 use peergrid_coordinator::http::{self, Api, HttpLimits};
 use peergrid_coordinator::metrics;
+use peergrid_coordinator::mirror::Mirrors;
 use peergrid_coordinator::project::{self, Project};
 use peergrid_coordinator::quic::{DoorLimits, QuicServer};
 use peergrid_coordinator::store::{ReissueUnits, SCHEMA_VERSION, SqliteStore, Store, StoreError};
@@ -108,7 +109,9 @@ fn main() -> Result<()> {
             http_max_connections_per_ip,
             http_header_timeout_ms,
             storage_reserve_mb,
+            mirrors,
         } => {
+            let mirrors = mirrors.mirrors()?;
             let policy = strangers.policy(daily_quota_per_core);
             let door = strangers.door();
             let files = raise_open_file_limit();
@@ -132,6 +135,7 @@ fn main() -> Result<()> {
                     door,
                     limits,
                     storage_reserve_bytes: storage_reserve_mb.saturating_mul(1 << 20),
+                    mirrors,
                 }))
         }
         Command::Ban {
@@ -319,6 +323,7 @@ struct Serving {
     door: DoorLimits,
     limits: HttpLimits,
     storage_reserve_bytes: u64,
+    mirrors: Mirrors,
 }
 
 async fn serve(serving: Serving) -> Result<()> {
@@ -332,6 +337,7 @@ async fn serve(serving: Serving) -> Result<()> {
         door,
         limits,
         storage_reserve_bytes,
+        mirrors,
     } = serving;
     let dir = DataDir::new(&data);
     let settings = dir.settings()?;
@@ -345,6 +351,10 @@ async fn serve(serving: Serving) -> Result<()> {
     let (writer, writer_thread) = Writer::spawn(store.clone());
     let grid = Grid::with_policy(store, writer, policy);
     grid.storage.watch(data.clone(), storage_reserve_bytes);
+    if let Some(publisher) = &mirrors.publisher {
+        publisher.catch_up_in_background(grid.store.clone());
+    }
+    grid.set_mirrors(mirrors);
     grid.refill().await.context("loading unfinished work")?;
     grid.spawn_background();
     metrics::watch_jobs(grid.store.clone());

@@ -75,6 +75,10 @@ pub static WRITER_COMMITS: CommitLatency = CommitLatency::new();
 pub static RESULTS_SUCCESS: AtomicU64 = AtomicU64::new(0);
 /// Error results received from workers.
 pub static RESULTS_ERROR: AtomicU64 = AtomicU64::new(0);
+/// Blobs (modules, inputs) workers fetched from this process with
+/// `GetBlob`, and their bytes: what the mirrors did not serve (`quic.rs`).
+pub static BLOBS_SERVED: AtomicU64 = AtomicU64::new(0);
+pub static BLOB_BYTES_SERVED: AtomicU64 = AtomicU64::new(0);
 /// Worker connections open now, from accept to close (`quic.rs`).
 pub static QUIC_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 /// Researcher requests refused with 401, 403 or 422, and other 4xx.
@@ -194,6 +198,18 @@ pub fn render(s: &Stored, queued: usize, window: usize) -> String {
                 RESULTS_ERROR.load(Ordering::Relaxed).to_string(),
             ),
         ],
+    );
+    metric(
+        "peergrid_blobs_served_total",
+        "counter",
+        "Modules and inputs workers fetched from this process rather than from a mirror.",
+        &[("", BLOBS_SERVED.load(Ordering::Relaxed).to_string())],
+    );
+    metric(
+        "peergrid_blob_bytes_served_total",
+        "counter",
+        "Bytes of the blobs in peergrid_blobs_served_total.",
+        &[("", BLOB_BYTES_SERVED.load(Ordering::Relaxed).to_string())],
     );
     metric(
         "peergrid_queue_depth",

@@ -397,7 +397,14 @@ impl QuicServer {
                 Ok(Request::Hello(hello)) => match self.authenticate(&hello, remote).await {
                     Ok(host) => match self.host_seat(host) {
                         Some(seat) => {
-                            respond(&mut send, &Reply::Welcome(Welcome { host_id: host })).await?;
+                            respond(
+                                &mut send,
+                                &Reply::Welcome(Welcome {
+                                    host_id: host,
+                                    mirrors: self.grid.mirror_urls(),
+                                }),
+                            )
+                            .await?;
                             return Ok(Some((host, seat)));
                         }
                         None => error(
@@ -651,7 +658,12 @@ async fn handle(grid: &Grid, host: HostId, req: Request) -> Reply {
         Request::GetBlob(hash) => {
             let store = grid.store.clone();
             match tokio::task::spawn_blocking(move || store.get_blob(&hash)).await {
-                Ok(Ok(Some(bytes))) => Reply::Blob(bytes),
+                Ok(Ok(Some(bytes))) => {
+                    crate::metrics::BLOBS_SERVED.fetch_add(1, Ordering::Relaxed);
+                    let n = bytes.len() as u64;
+                    crate::metrics::BLOB_BYTES_SERVED.fetch_add(n, Ordering::Relaxed);
+                    Reply::Blob(bytes)
+                }
                 Ok(Ok(None)) => error(ErrorCode::NotFound, format!("no blob {hash}")),
                 Ok(Err(e)) => error(ErrorCode::Internal, e.to_string()),
                 Err(e) => error(ErrorCode::Internal, e.to_string()),

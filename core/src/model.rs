@@ -161,6 +161,8 @@ pub struct LoadedUnit {
     /// numbered (`jobs.seed_by_number`).
     pub number: u64,
     pub input: Vec<u8>,
+    /// BLAKE3 of `input`, as stored.
+    pub input_hash: Hash,
     pub copies: Vec<Copy>,
     /// A copy was sent as the unit's single copy (adaptive replication).
     pub single: bool,

@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use peergrid_proto::Hash;
-use peergrid_proto::wire::{JobId, UnitId};
+use peergrid_proto::wire::{BlobRef, JobId, UnitId};
 
 use crate::model::{Comparison, HostId, JobInfo, LoadedUnit, StoreOp};
 use crate::quorum::{Copy, CopyState, Rules};
@@ -45,11 +45,20 @@ fn release(in_flight: &mut HashMap<HostId, u32>, host: HostId) {
 /// handed out again.
 pub const COMPARE_RETRY_MS: u64 = 2_000;
 
+/// A unit's input as the window holds it.
+enum UnitInput {
+    /// Sent inside each task.
+    Inline(Arc<[u8]>),
+    /// Sent as its hash and length: workers fetch it from a blob mirror
+    /// (or the coordinator), and the window keeps no bytes.
+    ByReference(BlobRef),
+}
+
 struct UnitState {
     job: Arc<JobInfo>,
     /// The unit's number within its job.
     number: u64,
-    input: Arc<[u8]>,
+    input: UnitInput,
     copies: Vec<Copy>,
     /// Whether the unit sits in `queue`; keeps it there at most once.
     queued: bool,
@@ -171,6 +180,9 @@ pub struct Scheduler {
     /// Units each host should stop running (their job was cancelled),
     /// told at its next exchange.
     stops: HashMap<HostId, Vec<UnitId>>,
+    /// Inputs of at least this many bytes are sent by reference (blob
+    /// mirrors hold them); `None`: every input rides inline.
+    by_reference_from: Option<usize>,
 }
 
 impl Default for Scheduler {
@@ -223,7 +235,16 @@ impl Scheduler {
             ops: Vec::new(),
             cancelled: HashSet::new(),
             stops: HashMap::new(),
+            by_reference_from: None,
         }
+    }
+
+    /// Sends inputs of at least `min_bytes` by reference from now on
+    /// (units loaded later), or every input inline with `None`: a
+    /// coordinator whose blobs are mirrored lets workers fetch the larger
+    /// inputs from the mirrors, and keeps no bytes of them in the window.
+    pub fn send_inputs_by_reference(&mut self, min_bytes: Option<usize>) {
+        self.by_reference_from = min_bytes;
     }
 
     pub fn has_job(&self, id: JobId) -> bool {
@@ -348,7 +369,13 @@ impl Scheduler {
             UnitState {
                 job,
                 number: unit.number,
-                input: unit.input.into(),
+                input: match self.by_reference_from {
+                    Some(min) if unit.input.len() >= min => UnitInput::ByReference(BlobRef {
+                        hash: unit.input_hash,
+                        len: unit.input.len() as u64,
+                    }),
+                    _ => UnitInput::Inline(unit.input.into()),
+                },
                 // The store keeps which copy was sent as a single one; if
                 // it failed, `evaluate` puts the unit back to the quorum.
                 single: unit.single,

@@ -44,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         number: unit,
         module,
         input: format!("r = 3.{unit}\n").into_bytes(),
+        input_ref: None,
         args: args.clone(),
         limits: TaskLimits {
             memory_bytes: 64 << 20,
@@ -108,7 +109,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exchange_reply = ExchangeReply {
         accepted: vec![41],
         rejected: vec![(42, "unit 42 is not assigned to this host".into())],
-        tasks: vec![task(43, &signature), task(44, &signature)],
+        tasks: vec![task(43, &signature), task(44, &signature), {
+            // An input sent by reference, for a mirror.
+            let mut t = task(47, &signature);
+            t.input_ref = Some(peergrid_proto::wire::BlobRef {
+                hash: Hash::of(&t.input),
+                len: t.input.len() as u64,
+            });
+            t.input.clear();
+            t
+        }],
         retry_after_ms: 0,
         stop: vec![45],
     };
@@ -137,7 +147,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     add(
         "reply-welcome",
         1,
-        codec::encode(&Reply::Welcome(Welcome { host_id: 3 }))?,
+        codec::encode(&Reply::Welcome(Welcome {
+            host_id: 3,
+            mirrors: vec!["https://mirror.example.org/blobs".into()],
+        }))?,
     );
     add(
         "reply-exchange",

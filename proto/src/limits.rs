@@ -13,6 +13,10 @@ pub const MAX_HOST_FACT: usize = 128;
 pub const MAX_MODULE: usize = 32 * 1024 * 1024;
 /// Largest input of one work unit.
 pub const MAX_INPUT: usize = 4 * 1024 * 1024;
+/// Most blob mirrors a coordinator names (`serve --mirror`).
+pub const MAX_MIRRORS: usize = 8;
+/// Longest base address of a blob mirror.
+pub const MAX_MIRROR_URL: usize = 512;
 /// Largest output (stdout) of one task; more is an error result.
 pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
 /// Largest stderr the sandbox keeps from one task: its last bytes (a

@@ -18,8 +18,9 @@ use crate::Hash;
 /// account key's signed attachment instead of a self-chosen name;
 /// version 5: `Task::number`, `ExchangeReply::stop`; version 6: the host's
 /// chosen name, CPU model and slots in `HostFacts`, the account's team in
-/// its `Attachment`; version 7: `TaskLimits::metering`.
-pub const ALPN: &[u8] = b"peergrid/7";
+/// its `Attachment`; version 7: `TaskLimits::metering`; version 8:
+/// `Welcome::mirrors`, `Task::input_ref`.
+pub const ALPN: &[u8] = b"peergrid/8";
 
 /// Work unit id, unique within a coordinator.
 pub type UnitId = u64;
@@ -34,7 +35,8 @@ pub type JobId = u64;
 pub enum Request {
     Hello(Hello),
     Exchange(Exchange),
-    /// Fetch a module by content hash (workers cache modules by hash).
+    /// Fetch a module or an input by content hash (workers cache modules
+    /// by hash).
     GetBlob(Hash),
 }
 
@@ -135,6 +137,58 @@ pub fn hello_message(cert_sha256: &[u8; 32], timestamp_ms: u64) -> Vec<u8> {
 pub struct Welcome {
     /// The coordinator's id for this host.
     pub host_id: u64,
+    /// Base addresses (`http://` or `https://`, at most
+    /// [`MAX_MIRRORS`](crate::limits::MAX_MIRRORS) of at most
+    /// [`MAX_MIRROR_URL`](crate::limits::MAX_MIRROR_URL) bytes) of plain web
+    /// servers holding the project's modules and inputs by content
+    /// ([`mirror_path`]): the worker fetches from them first, checks the
+    /// BLAKE3 hash, and falls back to [`Request::GetBlob`].
+    pub mirrors: Vec<String>,
+}
+
+/// Where a mirror keeps the blob `hash`, below its base address: the first
+/// two hex digits name a folder, the other 62 the file (`ab/cdef…`).
+pub fn mirror_path(hash: &Hash) -> String {
+    let hex = hash.to_string();
+    format!("{}/{}", &hex[..2], &hex[2..])
+}
+
+/// Why `url` cannot be a mirror's base address, or `None` if it can: an
+/// `http://` or `https://` address with a host, of at most
+/// [`MAX_MIRROR_URL`](crate::limits::MAX_MIRROR_URL) bytes of printable
+/// ASCII, without a query or fragment (the blob's path is appended).
+pub fn mirror_problem(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let Some(rest) = rest else {
+        return Some(format!(
+            "mirror {url:?} is not an http:// or https:// address"
+        ));
+    };
+    if url.len() > crate::limits::MAX_MIRROR_URL {
+        return Some(format!(
+            "a mirror address is at most {} bytes",
+            crate::limits::MAX_MIRROR_URL
+        ));
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) || url.contains(['?', '#']) {
+        return Some(format!(
+            "mirror {url:?} has a space, a control character, a query or a fragment"
+        ));
+    }
+    if rest.split('/').next().is_none_or(str::is_empty) {
+        return Some(format!("mirror {url:?} names no host"));
+    }
+    None
+}
+
+/// An input the worker fetches by content rather than receiving inline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub hash: Hash,
+    /// Its length in bytes, at most [`MAX_INPUT`](crate::limits::MAX_INPUT).
+    pub len: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,8 +285,14 @@ pub struct Task {
     /// job submitted before units were numbered, `unit`, as when it ran.
     pub number: u64,
     pub module: Hash,
+    /// The input, or empty when `input_ref` is set.
     #[serde(with = "serde_bytes")]
     pub input: Vec<u8>,
+    /// Set when the coordinator sends the input by content: the worker
+    /// fetches it (from a mirror of [`Welcome::mirrors`], else with
+    /// [`Request::GetBlob`]), checks its hash and length, and then holds
+    /// the task with `input` filled and this `None`.
+    pub input_ref: Option<BlobRef>,
     pub args: Vec<String>,
     pub limits: TaskLimits,
     /// Report by this time (ms since the Unix epoch) or the unit is
@@ -315,5 +375,34 @@ mod tests {
         let report = Outcome::Error(text.clone());
         let bytes = crate::codec::encode(&report).unwrap();
         assert_eq!(crate::codec::decode::<Outcome>(&bytes).unwrap(), report);
+    }
+
+    #[test]
+    fn mirrors_are_plain_web_addresses_and_blobs_sit_in_two_level_folders() {
+        for good in [
+            "http://127.0.0.1:8080",
+            "https://cdn.example.org/peergrid/blobs/",
+        ] {
+            assert_eq!(mirror_problem(good), None, "{good}");
+        }
+        for bad in [
+            "ftp://example.org",
+            "file:///etc",
+            "http://",
+            "http:///path",
+            "https://example.org/a b",
+            "https://example.org/?q=1",
+            "https://example.org/#x",
+            "https://example.org/\u{7}",
+        ] {
+            assert!(mirror_problem(bad).is_some(), "{bad}");
+        }
+        let long = format!("https://example.org/{}", "a".repeat(600));
+        assert!(mirror_problem(&long).unwrap().contains("at most"));
+        let hash = Hash::of(b"input");
+        let path = mirror_path(&hash);
+        assert_eq!(path.len(), 65);
+        assert_eq!(path.replace('/', ""), hash.to_string());
+        assert_eq!(&path[2..3], "/");
     }
 }

@@ -459,6 +459,10 @@ pub trait Store: ReadStore {
     fn blob_len(&self, hash: &Hash) -> Result<Option<u64>, StoreError>;
     /// The subset of `hashes` the store does not hold.
     fn missing_blobs(&self, hashes: &[Hash]) -> Result<Vec<Hash>, StoreError>;
+    /// What blob mirrors hold, in hash order, after `after` and at most
+    /// `limit` of them: every job's module and custom validator module, and
+    /// every unit's input.
+    fn job_blobs_after(&self, after: Option<&Hash>, limit: usize) -> Result<Vec<Hash>, StoreError>;
 
     /// Stores a job and its units atomically; every blob must already exist.
     fn create_job(&self, job: &JobSubmission, now_ms: u64) -> Result<JobId, StoreError>;

@@ -353,6 +353,10 @@ impl Store for SqliteStore {
         self.read(|c| load::missing_blobs(c, hashes))
     }
 
+    fn job_blobs_after(&self, after: Option<&Hash>, limit: usize) -> Result<Vec<Hash>, StoreError> {
+        self.read(|c| load::job_blobs_after(c, after, limit))
+    }
+
     fn create_job(&self, job: &JobSubmission, now_ms: u64) -> Result<JobId, StoreError> {
         let columns = writes::JobColumns::of(job)?;
         self.write(|c| writes::create_job(c, job, &columns, now_ms))
@@ -431,7 +435,7 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod dashboard_tests;

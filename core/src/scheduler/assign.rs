@@ -5,7 +5,7 @@ use peergrid_proto::deadline;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::wire::{Task, TaskLimits, UnitId};
 
-use super::{Scheduler, UnitState, Waiting};
+use super::{Scheduler, UnitInput, UnitState, Waiting};
 use crate::model::{HostId, StoreOp};
 use crate::netgroup;
 use crate::quorum::{Copy, CopyState, Verdict, bitwise, decide, needs_canonical_nan};
@@ -247,7 +247,11 @@ impl Scheduler {
 /// About how many bytes a task of `unit` takes on the wire: its input,
 /// its arguments and room for the signature and fixed fields.
 fn wire_size(unit: &UnitState) -> usize {
-    unit.input.len() + unit.job.args.iter().map(|a| a.len() + 8).sum::<usize>() + 1024
+    let input = match &unit.input {
+        UnitInput::Inline(bytes) => bytes.len(),
+        UnitInput::ByReference(_) => 48,
+    };
+    input + unit.job.args.iter().map(|a| a.len() + 8).sum::<usize>() + 1024
 }
 
 fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool) -> Task {
@@ -257,7 +261,14 @@ fn task_for(id: UnitId, unit: &UnitState, deadline_ms: u64, canonical_nan: bool)
         job: unit.job.id,
         number: unit.number,
         module: unit.job.module,
-        input: unit.input.to_vec(),
+        input: match &unit.input {
+            UnitInput::Inline(bytes) => bytes.to_vec(),
+            UnitInput::ByReference(_) => Vec::new(),
+        },
+        input_ref: match &unit.input {
+            UnitInput::Inline(_) => None,
+            UnitInput::ByReference(r) => Some(*r),
+        },
         args: unit.job.args.clone(),
         limits: TaskLimits::for_job(s),
         deadline_ms,

@@ -108,6 +108,7 @@ mod tests {
             job,
             number: id,
             input: vec![id as u8],
+            input_hash: peergrid_proto::Hash::of(&[id as u8]),
             copies: vec![],
             single: false,
             disputed: false,

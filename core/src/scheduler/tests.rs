@@ -48,6 +48,7 @@ fn with_units_in(mut s: Scheduler, n: u64, settings: JobSettings) -> Scheduler {
                 job: 1,
                 number: id,
                 input: vec![id as u8],
+                input_hash: Hash::of(&[id as u8]),
                 copies: vec![],
                 single: false,
                 disputed: false,
@@ -103,6 +104,7 @@ fn tolerant_unit() -> Scheduler {
             job: 1,
             number: 1,
             input: vec![1],
+            input_hash: Hash::of(&[1]),
             copies: vec![],
             single: false,
             disputed: false,
@@ -192,6 +194,7 @@ fn a_unit_loaded_after_a_restart_asks_again_for_its_comparisons() {
             job: 1,
             number: 1,
             input: vec![1],
+            input_hash: Hash::of(&[1]),
             copies: vec![copy(1, 3), copy(2, 4)],
             single: false,
             disputed: false,
@@ -645,6 +648,7 @@ fn a_single_copy_stays_single_after_a_restart() {
                 job: 1,
                 number: 1,
                 input: vec![1],
+                input_hash: Hash::of(&[1]),
                 copies: vec![Copy {
                     host: 1,
                     state: CopyState::InProgress {
@@ -761,6 +765,7 @@ fn a_single_copys_credit_waits_for_a_check_of_its_host() {
             job: 1,
             number: 2,
             input: vec![2],
+            input_hash: Hash::of(&[2]),
             copies: vec![Copy {
                 host: 2,
                 state: ok(7),
@@ -1229,4 +1234,59 @@ proptest! {
         }
         prop_assert_eq!(credit, expected, "credit is the fuel of each valid result, once");
     }
+}
+
+#[test]
+fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_budget() {
+    let mut s = Scheduler::new();
+    s.send_inputs_by_reference(Some(1024));
+    s.add_job(job(JobSettings::default()));
+    let big = vec![7u8; 4096];
+    for (id, input) in [(1, vec![1u8; 1023]), (2, vec![2u8; 1024]), (3, big.clone())] {
+        s.load(
+            LoadedUnit {
+                id,
+                job: 1,
+                number: id,
+                input_hash: Hash::of(&input),
+                input,
+                copies: vec![],
+                single: false,
+                disputed: false,
+            },
+            0,
+        );
+    }
+    let tasks = s.assign(10, 10, usize::MAX, 0);
+    let by_unit = |u: u64| tasks.iter().find(|t| t.unit == u).unwrap();
+    assert_eq!(by_unit(1).input, vec![1u8; 1023]);
+    assert_eq!(by_unit(1).input_ref, None);
+    for (unit, input) in [(2, vec![2u8; 1024]), (3, big)] {
+        let t = by_unit(unit);
+        assert!(t.input.is_empty());
+        let r = t.input_ref.unwrap();
+        assert_eq!((r.hash, r.len), (Hash::of(&input), input.len() as u64));
+    }
+    // A budget two inline 4 KiB inputs would overflow holds many
+    // references: only the hash rides in the task.
+    let mut s = Scheduler::new();
+    s.send_inputs_by_reference(Some(1));
+    s.add_job(job(JobSettings::default()));
+    for id in 1..=8 {
+        let input = vec![id as u8; 4096];
+        s.load(
+            LoadedUnit {
+                id,
+                job: 1,
+                number: id,
+                input_hash: Hash::of(&input),
+                input,
+                copies: vec![],
+                single: false,
+                disputed: false,
+            },
+            0,
+        );
+    }
+    assert_eq!(s.assign(10, 4, 4 * 1200, 0).len(), 4);
 }

@@ -48,6 +48,7 @@ use crate::state::LocalState;
 pub use process_run::runner_command;
 use slots::Sandboxes;
 
+mod blobs;
 mod exchange_rules;
 #[cfg(feature = "simulate-fault")]
 mod fault;
@@ -143,6 +144,8 @@ pub struct Shared {
     /// Modules read and hashed by this process, for the uplink and the
     /// slots.
     modules: modules::VerifiedModules,
+    /// The project's blob mirrors, as far as this process has tried them.
+    mirrors: blobs::Mirrors,
 }
 
 /// The preferences in force and the slots they give on this machine.
@@ -182,6 +185,7 @@ impl Shared {
             wake_core: Notify::new(),
             wake_uplink: Notify::new(),
             modules: modules::VerifiedModules::default(),
+            mirrors: blobs::Mirrors::default(),
         }
     }
 

@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use peergrid_proto::limits::MAX_MODULE;
-use peergrid_proto::wire::{Outcome, Reply, Request, Task, TaskReport};
+use peergrid_proto::wire::{Outcome, Task, TaskReport};
 use peergrid_proto::{Hash, signing};
 
+use super::blobs::Mirrors;
 use super::printable;
-use crate::net::{self, Session};
+use crate::net::Session;
 
 /// The error report for a task whose signature chain fails under the
 /// pinned project key, or `None` if the task may run.
@@ -105,10 +106,11 @@ pub(super) fn read_module(
 }
 
 /// Makes sure the module is in memory or in `DATA/modules`, fetching it
-/// over `session` if needed.
+/// (from a mirror, else over `session`) if needed.
 pub(super) async fn fetch_module(
     data: &Path,
     modules: &VerifiedModules,
+    mirrors: &Mirrors,
     session: &Session,
     hash: &Hash,
 ) -> Result<()> {
@@ -122,14 +124,7 @@ pub(super) async fn fetch_module(
         modules.keep(*hash, b.into());
         return Ok(());
     }
-    let bytes = match net::request(&session.connection, &Request::GetBlob(*hash)).await? {
-        Reply::Blob(b) => b,
-        Reply::Error(e) => bail!("{}", printable(&e.to_string())),
-        _ => bail!("unexpected reply to a module fetch"),
-    };
-    if bytes.len() > MAX_MODULE || Hash::of(&bytes) != *hash {
-        bail!("the coordinator sent a module that does not match its hash");
-    }
+    let bytes = mirrors.fetch(session, hash, None, MAX_MODULE).await?;
     let tmp = path.with_extension("tmp");
     tokio::fs::write(&tmp, &bytes).await?;
     tokio::fs::rename(&tmp, &path).await?;

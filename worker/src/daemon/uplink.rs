@@ -14,8 +14,10 @@ use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 use peergrid_os::{lock, now_ms};
 use peergrid_proto::JoinString;
-use peergrid_proto::limits::{MAX_FRAME, MAX_HELD, MAX_TASKS_PER_EXCHANGE};
-use peergrid_proto::wire::{Attachment, Exchange, HostFacts, Reply, Request, TaskReport, UnitId};
+use peergrid_proto::limits::{MAX_FRAME, MAX_HELD, MAX_INPUT, MAX_TASKS_PER_EXCHANGE};
+use peergrid_proto::wire::{
+    Attachment, Exchange, HostFacts, Reply, Request, Task, TaskReport, UnitId,
+};
 use tokio::sync::watch;
 
 use super::exchange_rules::{self, Backoff, Before, Exchanged, Failure, FatalStop, GiveUp};
@@ -234,14 +236,24 @@ impl Uplink {
                 retry_after_ms: reply.retry_after_ms,
             };
             let mut ready = Vec::with_capacity(tasks.len());
-            for task in tasks {
+            for mut task in tasks {
                 // The signature first: a module no endorsed researcher
                 // signed is never downloaded, let alone kept or run.
                 if let Some(report) = refusal(&self.join.project_key, &task) {
                     self.state.finish(&report, now_ms())?;
                     continue;
                 }
-                match fetch_module(&self.data, &self.shared.modules, session, &task.module).await {
+                if let Err(e) = self.fetch_input(session, &mut task).await {
+                    // As for a module: not the task's fault.
+                    tracing::warn!(
+                        unit = task.unit,
+                        "cannot fetch the input, giving the task back: {e:#}"
+                    );
+                    self.state.give_back(task.unit, now_ms())?;
+                    continue;
+                }
+                let (modules, mirrors) = (&self.shared.modules, &self.shared.mirrors);
+                match fetch_module(&self.data, modules, mirrors, session, &task.module).await {
                     Ok(()) => ready.push(task),
                     // Not the module's fault: no error result; the task is
                     // given back and reissued.
@@ -274,6 +286,26 @@ impl Uplink {
                 self.idle(drain, wait).await;
             }
         }
+    }
+
+    /// Fills in an input the coordinator sent by reference, so the task
+    /// is held (and run, after a restart too) with its bytes.
+    async fn fetch_input(&self, session: &Session, task: &mut Task) -> Result<()> {
+        let Some(input) = task.input_ref else {
+            return Ok(());
+        };
+        if input.len > MAX_INPUT as u64 {
+            bail!(
+                "the input is {} bytes, over the limit of {MAX_INPUT}",
+                input.len
+            );
+        }
+        let mirrors = &self.shared.mirrors;
+        task.input = mirrors
+            .fetch(session, &input.hash, Some(input.len), MAX_INPUT)
+            .await?;
+        task.input_ref = None;
+        Ok(())
     }
 
     /// Waits for a reason to exchange again: a finished task, a freed

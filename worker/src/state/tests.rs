@@ -12,6 +12,7 @@ fn task(unit: u64) -> Task {
         number: unit,
         module: Hash::of(b"module"),
         input: b"input".to_vec(),
+        input_ref: None,
         args: vec![],
         limits: TaskLimits {
             memory_bytes: 1 << 20,

@@ -7,9 +7,10 @@ use peergrid_proto::Hash;
 use peergrid_proto::wire::UnitId;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::columns::hash_col;
+use super::columns::{hash_col, json_col};
 use crate::quorum::{Copy, CopyState};
 use crate::store::{Ban, BanTarget, HostId, LoadedUnit, StoreError};
+use peergrid_proto::spec::Validator;
 
 pub(super) fn get_blob(c: &Connection, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(c.query_row(
@@ -38,6 +39,37 @@ pub(super) fn missing_blobs(c: &Connection, hashes: &[Hash]) -> Result<Vec<Hash>
         }
     }
     Ok(missing)
+}
+
+pub(super) fn job_blobs_after(
+    c: &Connection,
+    after: Option<&Hash>,
+    limit: usize,
+) -> Result<Vec<Hash>, StoreError> {
+    // An empty blob sorts before every hash.
+    let after: &[u8] = after.map_or(&[], |h| &h.0[..]);
+    let mut stmt = c.prepare_cached(
+        "SELECT DISTINCT input_hash FROM units WHERE input_hash > ?1 ORDER BY input_hash LIMIT ?2",
+    )?;
+    let mut hashes = stmt
+        .query_map(params![after, limit as i64], |r| r.get::<_, Vec<u8>>(0))?
+        .map(|h| hash_col(h?))
+        .collect::<Result<Vec<Hash>, StoreError>>()?;
+    // Jobs are few: their modules are read whole and merged in.
+    let mut stmt = c.prepare_cached("SELECT module_hash, validator_json FROM jobs")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        hashes.push(hash_col(r.get(0)?)?);
+        let validator: Validator = json_col(&r.get::<_, String>(1)?)?;
+        if let Validator::Custom { module } = validator {
+            hashes.push(module);
+        }
+    }
+    hashes.retain(|h| &h.0[..] > after);
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes.truncate(limit);
+    Ok(hashes)
 }
 
 pub(super) fn host_key(c: &Connection, id: HostId) -> Result<Option<[u8; 32]>, StoreError> {
@@ -102,7 +134,8 @@ pub(super) fn load_active_units(
 ) -> Result<Vec<LoadedUnit>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT u.id, u.job_id, b.data, u.disputed,
-                CASE WHEN (SELECT seed_by_number FROM jobs WHERE id = u.job_id) THEN u.number ELSE u.id END
+                CASE WHEN (SELECT seed_by_number FROM jobs WHERE id = u.job_id) THEN u.number ELSE u.id END,
+                u.input_hash
          FROM units u JOIN blobs b ON b.hash = u.input_hash
          WHERE u.state = 'active' AND u.id > ?1 ORDER BY u.id LIMIT ?2",
     )?;
@@ -112,6 +145,7 @@ pub(super) fn load_active_units(
                 id: r.get(0)?,
                 job: r.get(1)?,
                 input: r.get(2)?,
+                input_hash: Hash(r.get(5)?),
                 copies: Vec::new(),
                 single: false,
                 disputed: r.get(3)?,
@@ -164,7 +198,8 @@ pub(super) fn load_reopened_units(
     // third of the grid's throughput).
     let mut stmt = c.prepare_cached(
         "SELECT u.reopened_seq, u.id, u.job_id, b.data, u.disputed,
-                CASE WHEN (SELECT seed_by_number FROM jobs WHERE id = u.job_id) THEN u.number ELSE u.id END
+                CASE WHEN (SELECT seed_by_number FROM jobs WHERE id = u.job_id) THEN u.number ELSE u.id END,
+                u.input_hash
          FROM units u JOIN blobs b ON b.hash = u.input_hash
          WHERE u.reopened_seq > 0 AND u.reopened_seq > ?1 AND +u.state = 'active'
          ORDER BY u.reopened_seq LIMIT ?2",
@@ -177,6 +212,7 @@ pub(super) fn load_reopened_units(
                     id: r.get(1)?,
                     job: r.get(2)?,
                     input: r.get(3)?,
+                    input_hash: Hash(r.get(6)?),
                     copies: Vec::new(),
                     single: false,
                     disputed: r.get(4)?,

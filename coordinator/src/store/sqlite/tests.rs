@@ -5,7 +5,7 @@ use peergrid_proto::signing::ModuleSignature;
 use peergrid_proto::spec::{JobSettings, UnitSpec};
 
 /// A well-formed signature for jobs the store tests create.
-pub(super) fn test_signature() -> ModuleSignature {
+pub(crate) fn test_signature() -> ModuleSignature {
     ModuleSignature {
         endorsement: peergrid_proto::signing::Endorsement {
             researcher_key: "00".repeat(32),
