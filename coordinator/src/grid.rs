@@ -147,10 +147,12 @@ impl Grid {
     /// enough go by reference. Call it before [`Grid::refill`]; a second
     /// call changes nothing.
     pub fn set_mirrors(&self, mirrors: Mirrors) {
-        self.window()
-            .scheduler
-            .send_inputs_by_reference(mirrors.by_reference_from());
-        let _ = self.mirrors.set(mirrors);
+        let by_reference_from = mirrors.by_reference_from();
+        if self.mirrors.set(mirrors).is_ok() {
+            self.window()
+                .scheduler
+                .send_inputs_by_reference(by_reference_from);
+        }
     }
 
     /// The mirrors' base addresses, for a worker's `Welcome`.

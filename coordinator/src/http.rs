@@ -294,6 +294,16 @@ async fn submit_job(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
+    // Blobs stored before publishing was on are not uploaded again: the
+    // job's are published once it is stored, where missing.
+    let publish = api.grid.publisher().map(|p| {
+        let mut hashes = inputs.clone();
+        hashes.push(job.module);
+        if let Validator::Custom { module } = job.validator {
+            hashes.push(module);
+        }
+        (p.clone(), hashes)
+    });
     let store = api.grid.store.clone();
     let problem = blocking(move || {
         for h in inputs {
@@ -316,6 +326,9 @@ async fn submit_job(
     let units = job.units.len();
     let id = api.grid.submit(job).await.map_err(internal)?;
     tracing::info!(job = id, units, "job submitted");
+    if let Some((publisher, hashes)) = publish {
+        publisher.publish_job_in_background(api.grid.store.clone(), hashes);
+    }
     Ok((StatusCode::CREATED, Json(Submitted { job_id: id })))
 }
 

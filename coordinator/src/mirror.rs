@@ -16,6 +16,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use peergrid_proto::Hash;
@@ -90,61 +91,106 @@ impl Publisher {
         self.dir.join(mirror_path(hash))
     }
 
-    /// Whether the blob's file is there (its bytes are not checked: a
-    /// worker checks what it fetches).
-    pub fn has(&self, hash: &Hash) -> bool {
-        self.path(hash).is_file()
+    /// The length of the blob's file, if it is there (its bytes are not
+    /// read: a worker checks what it fetches).
+    pub fn published_len(&self, hash: &Hash) -> Option<u64> {
+        let meta = std::fs::metadata(self.path(hash)).ok()?;
+        meta.is_file().then_some(meta.len())
     }
 
-    /// Writes the blob's file unless it is there: under a hidden name
-    /// first, then renamed, so a web server never serves half a file.
+    pub fn has(&self, hash: &Hash) -> bool {
+        self.published_len(hash).is_some()
+    }
+
+    /// Writes the blob's file unless it is there with the blob's length:
+    /// under a hidden name of its own first, synced, then renamed, so a
+    /// web server never serves half a file.
     pub fn publish(&self, hash: &Hash, bytes: &[u8]) -> Result<()> {
-        let path = self.path(hash);
-        if path.is_file() {
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        if self.published_len(hash) == Some(bytes.len() as u64) {
             return Ok(());
         }
+        let path = self.path(hash);
         let folder = path.parent().context("a blob's path has a folder")?;
         std::fs::create_dir_all(folder)
             .with_context(|| format!("creating {}", folder.display()))?;
         let name = path.file_name().context("a blob's path has a name")?;
         let tmp = folder.join(format!(
-            ".{}.{}.tmp",
+            ".{}.{}.{}.tmp",
             name.to_string_lossy(),
-            std::process::id()
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        drop(file);
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut file| {
+                file.write_all(bytes)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("writing {}", path.display()));
+        }
+        Ok(())
+    }
+
+    /// Publishes `hashes` the folder lacks (or holds at another length),
+    /// reading each from `store`; returns how many it wrote. A blob that
+    /// cannot be written is logged and skipped: workers fetch it from the
+    /// coordinator.
+    pub fn publish_missing(&self, store: &dyn Store, hashes: &[Hash]) -> Result<u64> {
+        let mut written = 0;
+        for hash in hashes {
+            let Some(len) = store.blob_len(hash)? else {
+                continue;
+            };
+            if self.published_len(hash) == Some(len) {
+                continue;
+            }
+            // A blob the store lost is left to the coordinator's own
+            // fetch path to report.
+            let Some(bytes) = store.get_blob(hash)? else {
+                continue;
+            };
+            match self.publish(hash, &bytes) {
+                Ok(()) => written += 1,
+                Err(e) => tracing::error!(%hash, "publishing a blob failed: {e:#}"),
+            }
+        }
+        Ok(written)
     }
 
     /// Publishes every blob a job references that the folder lacks (a
-    /// folder new to this project, or one that lost files); returns how
-    /// many it wrote.
+    /// folder new to this project, or one that lost files or holds a
+    /// cut-short one); returns how many it wrote.
     pub fn catch_up(&self, store: &dyn Store) -> Result<u64> {
         const PAGE: usize = 4096;
         let mut after = None;
         let mut written = 0;
         loop {
             let page = store.job_blobs_after(after.as_ref(), PAGE)?;
-            for hash in &page {
-                if self.has(hash) {
-                    continue;
-                }
-                // A blob the store lost is left to the coordinator's own
-                // fetch path to report.
-                if let Some(bytes) = store.get_blob(hash)? {
-                    self.publish(hash, &bytes)?;
-                    written += 1;
-                }
-            }
+            written += self.publish_missing(store, &page)?;
             match page.last() {
                 Some(last) if page.len() == PAGE => after = Some(*last),
                 _ => return Ok(written),
             }
         }
+    }
+
+    /// Publishes a newly submitted job's module, validator module and
+    /// inputs that the folder lacks (blobs stored before publishing was
+    /// on are uploaded no more), on a thread of its own.
+    pub fn publish_job_in_background(
+        self: &Arc<Publisher>,
+        store: Arc<dyn Store>,
+        hashes: Vec<Hash>,
+    ) {
+        let publisher = self.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = publisher.publish_missing(&*store, &hashes) {
+                tracing::error!("publishing a job's blobs failed: {e:#}");
+            }
+        });
     }
 
     /// [`Publisher::catch_up`] on a thread of its own, logging the outcome.
@@ -196,10 +242,14 @@ mod tests {
         let hex = hash.to_string();
         let path = dir.path().join("blobs").join(&hex[..2]).join(&hex[2..]);
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
-        // Already there: left alone (a second publish does not rewrite).
-        std::fs::write(&path, b"changed").unwrap();
+        // Already there at its length: left alone (a second publish does
+        // not rewrite); at another length (cut short): written again.
+        std::fs::write(&path, b"changed!").unwrap();
         p.publish(&hash, &bytes).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"changed");
+        assert_eq!(std::fs::read(&path).unwrap(), b"changed!");
+        std::fs::write(&path, b"cut").unwrap();
+        p.publish(&hash, &bytes).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
         // No hidden partial file is left behind.
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()
@@ -265,6 +315,8 @@ mod tests {
         }
         assert_eq!(p.catch_up(&store).unwrap(), 0);
         std::fs::remove_file(p.path(&inputs[4500].0)).unwrap();
-        assert_eq!(p.catch_up(&store).unwrap(), 1);
+        std::fs::write(p.path(&inputs[10].0), b"").unwrap();
+        assert_eq!(p.catch_up(&store).unwrap(), 2);
+        assert_eq!(std::fs::read(p.path(&inputs[10].0)).unwrap(), inputs[10].1);
     }
 }

@@ -423,6 +423,14 @@ impl Worker {
             // Each worker its own network, as volunteers are: the
             // coordinator never gives two copies of a unit to one /24.
             .env("PEERGRID_BIND", loopback_network().to_string())
+            // Blob mirrors on loopback are reached directly, whatever
+            // proxy the machine running the tests uses.
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
             .args(["run", "--join", join, "--data"])
             .arg(data)
             .args(extra)

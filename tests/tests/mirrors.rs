@@ -33,6 +33,8 @@ impl StaticServer {
             .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
             .arg(dir)
             .arg(port.to_string())
+            // Each request's log line reaches the file as it is served.
+            .env("PYTHONUNBUFFERED", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -236,7 +238,9 @@ fn a_tampered_mirror_file_is_refused_and_a_dead_mirror_costs_only_a_fallback() {
         *bytes.last_mut().unwrap() ^= 1;
         std::fs::write(&path, bytes).unwrap();
     }
+    let started = std::time::Instant::now();
     let lines = run_and_check(&coordinator, &work, job, opts.units);
+    let minutes = started.elapsed().as_secs() / 60;
 
     let (module_path, victim_path) = (mirror_path(&module), mirror_path(&victim_hash));
     let refused: Vec<&String> = lines
@@ -255,9 +259,11 @@ fn a_tampered_mirror_file_is_refused_and_a_dead_mirror_costs_only_a_fallback() {
         .iter()
         .filter(|l| l.contains("mirror unreachable"))
         .count();
+    // Once per worker, and once more a minute later if the run took that
+    // long: never once per blob (8 inputs and a module each).
     assert!(
-        (1..=2).contains(&unreachable),
-        "each worker tried the dead mirror at most once, then left it out: {unreachable} tries"
+        (1..=2 * (1 + minutes as usize)).contains(&unreachable),
+        "each worker tried the dead mirror once, then left it out: {unreachable} tries"
     );
     // The coordinator served what the mirror had wrong, and little else.
     let served = blobs_served(&coordinator);

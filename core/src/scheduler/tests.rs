@@ -1289,4 +1289,6 @@ fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_
         );
     }
     assert_eq!(s.assign(10, 4, 4 * 1200, 0).len(), 4);
+    // The budget still bounds references: two fit in 2 × 1100 bytes.
+    assert_eq!(s.assign(11, 4, 2 * 1100, 0).len(), 2);
 }

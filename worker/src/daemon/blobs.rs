@@ -3,9 +3,10 @@
 //! `Welcome`, serving `BASE/ab/cdef…`), then from the coordinator
 //! (`GetBlob`). Nothing a mirror serves is trusted: the bytes must have
 //! the length and the BLAKE3 hash the coordinator gave, or the next
-//! source is tried. A mirror that cannot be reached is left out for
-//! [`BENCH_MS`], so a dead one costs one failed connection, not one per
-//! blob.
+//! source is tried; a redirect counts as a wrong answer. A mirror that
+//! cannot be reached, or sends more slowly than [`fetch_budget`] allows,
+//! is left out for [`BENCH_MS`], so a dead one costs one failed
+//! connection, not one per blob.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +24,17 @@ use crate::net::{self, Session};
 /// How long a mirror that could not be reached is left out.
 pub(super) const BENCH_MS: u64 = 60_000;
 
+/// The slowest a mirror may send (bytes per second) before its answer
+/// counts as no answer: a fetch of `n` bytes may take 30 s plus `n` at
+/// this rate (about 95 s for a 4 MiB input, 9 min for a 32 MiB module),
+/// so a mirror trickling bytes cannot hold the uplink for longer.
+const SLOWEST_BYTES_PER_SEC: u64 = 64 * 1024;
+
+/// How long fetching `n` bytes from a mirror may take in all.
+pub(super) fn fetch_budget(n: u64) -> Duration {
+    Duration::from_secs(30 + n / SLOWEST_BYTES_PER_SEC)
+}
+
 /// The worker's side of the mirrors: one HTTP agent, and which mirrors
 /// are left out until when.
 pub(super) struct Mirrors {
@@ -36,6 +48,9 @@ impl Default for Mirrors {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_per_read(Some(Duration::from_secs(30)))
+            // A mirror is not trusted: it may not send a volunteer's
+            // machine elsewhere (a redirect is a wrong answer).
+            .max_redirects(0)
             .user_agent(concat!("peergrid-worker/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -66,7 +81,8 @@ pub(super) fn to_try<'a>(
 /// Why a mirror's answer was not taken.
 #[derive(Debug)]
 enum Miss {
-    /// No answer (connection refused, timeout): bench the mirror.
+    /// No answer (connection refused, timeout, too slow): bench the
+    /// mirror.
     Unreachable(String),
     /// An answer, but not the blob (404, wrong bytes): try the next one.
     Wrong(String),
@@ -127,8 +143,12 @@ fn get(
     len: Option<u64>,
     max_len: usize,
 ) -> std::result::Result<Vec<u8>, Miss> {
+    let budget = fetch_budget(len.unwrap_or(max_len as u64));
     let mut resp = agent
         .get(url)
+        .config()
+        .timeout_global(Some(budget))
+        .build()
         .call()
         .map_err(|e| Miss::Unreachable(e.to_string()))?;
     if resp.status() != 200 {
@@ -142,7 +162,10 @@ fn get(
         .with_config()
         .limit(max_len as u64)
         .read_to_vec()
-        .map_err(|e| Miss::Wrong(format!("reading the mirror's answer: {e}")))?;
+        .map_err(|e| match e {
+            ureq::Error::Timeout(_) | ureq::Error::Io(_) => Miss::Unreachable(e.to_string()),
+            e => Miss::Wrong(format!("reading the mirror's answer: {e}")),
+        })?;
     check(hash, len, max_len, &bytes).map_err(|e| Miss::Wrong(format!("the mirror {e}")))?;
     Ok(bytes)
 }
@@ -196,6 +219,13 @@ mod tests {
         );
         let many: Vec<String> = (0..20).map(|i| format!("http://m{i}")).collect();
         assert_eq!(to_try(&many, &HashMap::new(), 0).len(), MAX_MIRRORS);
+    }
+
+    #[test]
+    fn a_fetch_may_take_30_s_plus_its_bytes_at_64_kib_per_second() {
+        assert_eq!(fetch_budget(0), Duration::from_secs(30));
+        assert_eq!(fetch_budget(4 << 20), Duration::from_secs(94));
+        assert_eq!(fetch_budget(32 << 20), Duration::from_secs(542));
     }
 
     #[test]

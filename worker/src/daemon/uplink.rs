@@ -236,6 +236,7 @@ impl Uplink {
                 retry_after_ms: reply.retry_after_ms,
             };
             let mut ready = Vec::with_capacity(tasks.len());
+            let mut ready_bytes = 0;
             for mut task in tasks {
                 // The signature first: a module no endorsed researcher
                 // signed is never downloaded, let alone kept or run.
@@ -254,7 +255,18 @@ impl Uplink {
                 }
                 let (modules, mirrors) = (&self.shared.modules, &self.shared.mirrors);
                 match fetch_module(&self.data, modules, mirrors, session, &task.module).await {
-                    Ok(()) => ready.push(task),
+                    Ok(()) => {
+                        ready_bytes += task.input.len();
+                        ready.push(task);
+                        // Inputs fetched by reference are not bounded by
+                        // the reply's size: hold at most a quarter frame
+                        // of them in memory, and let the core start on
+                        // those while the rest arrive.
+                        if ready_bytes >= MAX_FRAME / 4 {
+                            self.hold(&mut ready, received_ms)?;
+                            ready_bytes = 0;
+                        }
+                    }
                     // Not the module's fault: no error result; the task is
                     // given back and reissued.
                     Err(e) => {
@@ -267,15 +279,10 @@ impl Uplink {
                     }
                 }
             }
-            if !ready.is_empty() {
-                self.state.add_tasks(&ready, received_ms)?;
-                let units: Vec<String> = ready.iter().map(|t| t.unit.to_string()).collect();
-                note(
-                    &self.state,
-                    "fetched",
-                    format!("{} task(s): unit {}", ready.len(), units.join(", ")),
-                );
-                self.shared.wake_core.notify_one();
+            self.hold(&mut ready, received_ms)?;
+            if exchanged.got > 0 {
+                // Once every task of the reply is held: their modules
+                // are then kept.
                 self.trim_caches()?;
             }
             if exchange_rules::drain_done(draining, &exchanged) {
@@ -286,6 +293,24 @@ impl Uplink {
                 self.idle(drain, wait).await;
             }
         }
+    }
+
+    /// Stores the fetched tasks `ready` (emptying it) for the core, and
+    /// wakes it.
+    fn hold(&self, ready: &mut Vec<Task>, received_ms: u64) -> Result<()> {
+        if ready.is_empty() {
+            return Ok(());
+        }
+        self.state.add_tasks(ready, received_ms)?;
+        let units: Vec<String> = ready.iter().map(|t| t.unit.to_string()).collect();
+        note(
+            &self.state,
+            "fetched",
+            format!("{} task(s): unit {}", ready.len(), units.join(", ")),
+        );
+        ready.clear();
+        self.shared.wake_core.notify_one();
+        Ok(())
     }
 
     /// Fills in an input the coordinator sent by reference, so the task
