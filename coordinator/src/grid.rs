@@ -155,6 +155,15 @@ impl Grid {
         }
     }
 
+    /// Inputs shorter than this are loaded with their bytes; the others
+    /// go to workers by reference, and the store need not read them.
+    pub(crate) fn inputs_inline_below(&self) -> usize {
+        self.mirrors
+            .get()
+            .and_then(Mirrors::by_reference_from)
+            .unwrap_or(usize::MAX)
+    }
+
     /// The mirrors' base addresses, for a worker's `Welcome`.
     pub fn mirror_urls(&self) -> Vec<String> {
         self.mirrors

@@ -160,9 +160,13 @@ pub struct LoadedUnit {
     /// job, from 1, or its id for a job submitted before units were
     /// numbered (`jobs.seed_by_number`).
     pub number: u64,
+    /// The input's bytes, or none when the store withheld them (an input
+    /// sent by reference: `input_len` is then its length).
     pub input: Vec<u8>,
-    /// BLAKE3 of `input`, as stored.
+    /// BLAKE3 of the input, as stored.
     pub input_hash: Hash,
+    /// The input's length in bytes.
+    pub input_len: u64,
     pub copies: Vec<Copy>,
     /// A copy was sent as the unit's single copy (adaptive replication).
     pub single: bool,

@@ -369,12 +369,20 @@ impl Scheduler {
             UnitState {
                 job,
                 number: unit.number,
-                input: match self.by_reference_from {
-                    Some(min) if unit.input.len() >= min => UnitInput::ByReference(BlobRef {
+                // Bytes the store withheld go by reference whatever the
+                // setting: a unit never goes out with an empty input that
+                // is not its own.
+                input: if unit.input.len() as u64 != unit.input_len
+                    || self
+                        .by_reference_from
+                        .is_some_and(|min| unit.input_len >= min as u64)
+                {
+                    UnitInput::ByReference(BlobRef {
                         hash: unit.input_hash,
-                        len: unit.input.len() as u64,
-                    }),
-                    _ => UnitInput::Inline(unit.input.into()),
+                        len: unit.input_len,
+                    })
+                } else {
+                    UnitInput::Inline(unit.input.into())
                 },
                 // The store keeps which copy was sent as a single one; if
                 // it failed, `evaluate` puts the unit back to the quorum.

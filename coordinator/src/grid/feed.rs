@@ -34,9 +34,10 @@ impl Grid {
             }
             let store = self.store.clone();
             let limit = room.min(10_000);
+            let bytes_below = self.inputs_inline_below();
             let (units, jobs, stored_upto) = tokio::task::spawn_blocking(move || {
                 let stored_upto = store.max_unit_id()?;
-                let units = store.load_active_units(after, limit)?;
+                let units = store.load_active_units(after, limit, bytes_below)?;
                 let mut job_ids: Vec<JobId> = units.iter().map(|u| u.job).collect();
                 job_ids.dedup();
                 let mut jobs = Vec::new();
@@ -82,8 +83,9 @@ impl Grid {
         loop {
             let after = self.window().reopened_upto;
             let store = self.store.clone();
+            let bytes_below = self.inputs_inline_below();
             let (units, jobs) = tokio::task::spawn_blocking(move || {
-                let units = store.load_reopened_units(after, 10_000)?;
+                let units = store.load_reopened_units(after, 10_000, bytes_below)?;
                 let mut job_ids: Vec<JobId> = units.iter().map(|(_, u)| u.job).collect();
                 job_ids.sort_unstable();
                 job_ids.dedup();

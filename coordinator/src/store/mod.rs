@@ -530,15 +530,23 @@ pub trait Store: ReadStore {
     /// The highest unit id ever stored (0 when there is none).
     fn max_unit_id(&self) -> Result<UnitId, StoreError>;
 
-    /// Unfinished units with id greater than `after`, in id order.
-    fn load_active_units(&self, after: UnitId, limit: usize)
-    -> Result<Vec<LoadedUnit>, StoreError>;
+    /// Unfinished units with id greater than `after`, in id order. Inputs
+    /// of `bytes_below` bytes or more come without their bytes (they go
+    /// to workers by reference).
+    fn load_active_units(
+        &self,
+        after: UnitId,
+        limit: usize,
+        bytes_below: usize,
+    ) -> Result<Vec<LoadedUnit>, StoreError>;
 
     /// Active units reopened (by a repair or a dispute) after `after_seq`,
-    /// in order, with their copies: `(reopened_seq, unit)`.
+    /// in order, with their copies: `(reopened_seq, unit)`; inputs as for
+    /// [`Store::load_active_units`].
     fn load_reopened_units(
         &self,
         after_seq: u64,
         limit: usize,
+        bytes_below: usize,
     ) -> Result<Vec<(u64, LoadedUnit)>, StoreError>;
 }

@@ -421,16 +421,18 @@ impl Store for SqliteStore {
         &self,
         after: UnitId,
         limit: usize,
+        bytes_below: usize,
     ) -> Result<Vec<LoadedUnit>, StoreError> {
-        self.read(|c| load::load_active_units(c, after, limit))
+        self.read(|c| load::load_active_units(c, after, limit, bytes_below))
     }
 
     fn load_reopened_units(
         &self,
         after_seq: u64,
         limit: usize,
+        bytes_below: usize,
     ) -> Result<Vec<(u64, LoadedUnit)>, StoreError> {
-        self.read(|c| load::load_reopened_units(c, after_seq, limit))
+        self.read(|c| load::load_reopened_units(c, after_seq, limit, bytes_below))
     }
 }
 

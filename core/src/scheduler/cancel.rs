@@ -109,6 +109,7 @@ mod tests {
             number: id,
             input: vec![id as u8],
             input_hash: peergrid_proto::Hash::of(&[id as u8]),
+            input_len: 1,
             copies: vec![],
             single: false,
             disputed: false,

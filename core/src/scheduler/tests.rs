@@ -49,6 +49,7 @@ fn with_units_in(mut s: Scheduler, n: u64, settings: JobSettings) -> Scheduler {
                 number: id,
                 input: vec![id as u8],
                 input_hash: Hash::of(&[id as u8]),
+                input_len: 1,
                 copies: vec![],
                 single: false,
                 disputed: false,
@@ -105,6 +106,7 @@ fn tolerant_unit() -> Scheduler {
             number: 1,
             input: vec![1],
             input_hash: Hash::of(&[1]),
+            input_len: 1,
             copies: vec![],
             single: false,
             disputed: false,
@@ -195,6 +197,7 @@ fn a_unit_loaded_after_a_restart_asks_again_for_its_comparisons() {
             number: 1,
             input: vec![1],
             input_hash: Hash::of(&[1]),
+            input_len: 1,
             copies: vec![copy(1, 3), copy(2, 4)],
             single: false,
             disputed: false,
@@ -649,6 +652,7 @@ fn a_single_copy_stays_single_after_a_restart() {
                 number: 1,
                 input: vec![1],
                 input_hash: Hash::of(&[1]),
+                input_len: 1,
                 copies: vec![Copy {
                     host: 1,
                     state: CopyState::InProgress {
@@ -766,6 +770,7 @@ fn a_single_copys_credit_waits_for_a_check_of_its_host() {
             number: 2,
             input: vec![2],
             input_hash: Hash::of(&[2]),
+            input_len: 1,
             copies: vec![Copy {
                 host: 2,
                 state: ok(7),
@@ -1249,6 +1254,7 @@ fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_
                 job: 1,
                 number: id,
                 input_hash: Hash::of(&input),
+                input_len: input.len() as u64,
                 input,
                 copies: vec![],
                 single: false,
@@ -1280,6 +1286,7 @@ fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_
                 job: 1,
                 number: id,
                 input_hash: Hash::of(&input),
+                input_len: input.len() as u64,
                 input,
                 copies: vec![],
                 single: false,
@@ -1291,4 +1298,33 @@ fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_
     assert_eq!(s.assign(10, 4, 4 * 1200, 0).len(), 4);
     // The budget still bounds references: two fit in 2 × 1100 bytes.
     assert_eq!(s.assign(11, 4, 2 * 1100, 0).len(), 2);
+
+    // Bytes the store withheld go by reference even when the scheduler
+    // was not told to send any: never an empty input that is not the
+    // unit's own.
+    let mut s = Scheduler::new();
+    s.add_job(job(JobSettings::default()));
+    let withheld = vec![9u8; 4096];
+    s.load(
+        LoadedUnit {
+            id: 1,
+            job: 1,
+            number: 1,
+            input: Vec::new(),
+            input_hash: Hash::of(&withheld),
+            input_len: 4096,
+            copies: vec![],
+            single: false,
+            disputed: false,
+        },
+        0,
+    );
+    let t = s.assign(10, 1, usize::MAX, 0);
+    assert_eq!(
+        t[0].input_ref,
+        Some(BlobRef {
+            hash: Hash::of(&withheld),
+            len: 4096
+        })
+    );
 }

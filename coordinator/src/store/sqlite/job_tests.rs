@@ -72,7 +72,7 @@ fn validate(store: &SqliteStore, unit: UnitId, host: HostId, out: &[u8]) {
 /// derive from (`LoadedUnit::number`).
 fn loaded_numbers(store: &SqliteStore) -> Vec<(UnitId, JobId, u64)> {
     store
-        .load_active_units(0, 100)
+        .load_active_units(0, 100, usize::MAX)
         .unwrap()
         .iter()
         .map(|u| (u.id, u.job, u.number))

@@ -131,21 +131,25 @@ pub(super) fn load_active_units(
     c: &Connection,
     after: UnitId,
     limit: usize,
+    bytes_below: usize,
 ) -> Result<Vec<LoadedUnit>, StoreError> {
+    // `length` of a blob reads no more than its header.
     let mut stmt = c.prepare_cached(
-        "SELECT u.id, u.job_id, b.data, u.disputed,
+        "SELECT u.id, u.job_id, CASE WHEN length(b.data) < ?3 THEN b.data ELSE x'' END, u.disputed,
                 CASE WHEN (SELECT seed_by_number FROM jobs WHERE id = u.job_id) THEN u.number ELSE u.id END,
-                u.input_hash
+                u.input_hash, length(b.data)
          FROM units u JOIN blobs b ON b.hash = u.input_hash
          WHERE u.state = 'active' AND u.id > ?1 ORDER BY u.id LIMIT ?2",
     )?;
+    let bytes_below = bytes_below.min(i64::MAX as usize) as i64;
     let mut units: Vec<LoadedUnit> = stmt
-        .query_map(params![after, limit as i64], |r| {
+        .query_map(params![after, limit as i64, bytes_below], |r| {
             Ok(LoadedUnit {
                 id: r.get(0)?,
                 job: r.get(1)?,
                 input: r.get(2)?,
                 input_hash: Hash(r.get(5)?),
+                input_len: r.get(6)?,
                 copies: Vec::new(),
                 single: false,
                 disputed: r.get(3)?,
@@ -191,21 +195,24 @@ pub(super) fn load_reopened_units(
     c: &Connection,
     after_seq: u64,
     limit: usize,
+    bytes_below: usize,
 ) -> Result<Vec<(u64, LoadedUnit)>, StoreError> {
     // `+u.state`: through the partial index of reopened units.
     // With `u.state` SQLite chose the (state, id) index and read
     // every active unit with its input on each feeder wake (a
     // third of the grid's throughput).
     let mut stmt = c.prepare_cached(
-        "SELECT u.reopened_seq, u.id, u.job_id, b.data, u.disputed,
+        "SELECT u.reopened_seq, u.id, u.job_id,
+                CASE WHEN length(b.data) < ?3 THEN b.data ELSE x'' END, u.disputed,
                 CASE WHEN (SELECT seed_by_number FROM jobs WHERE id = u.job_id) THEN u.number ELSE u.id END,
-                u.input_hash
+                u.input_hash, length(b.data)
          FROM units u JOIN blobs b ON b.hash = u.input_hash
          WHERE u.reopened_seq > 0 AND u.reopened_seq > ?1 AND +u.state = 'active'
          ORDER BY u.reopened_seq LIMIT ?2",
     )?;
+    let bytes_below = bytes_below.min(i64::MAX as usize) as i64;
     let mut units: Vec<(u64, LoadedUnit)> = stmt
-        .query_map(params![after_seq, limit as i64], |r| {
+        .query_map(params![after_seq, limit as i64, bytes_below], |r| {
             Ok((
                 r.get(0)?,
                 LoadedUnit {
@@ -213,6 +220,7 @@ pub(super) fn load_reopened_units(
                     job: r.get(2)?,
                     input: r.get(3)?,
                     input_hash: Hash(r.get(6)?),
+                    input_len: r.get(7)?,
                     copies: Vec::new(),
                     single: false,
                     disputed: r.get(4)?,

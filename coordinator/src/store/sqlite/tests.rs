@@ -223,7 +223,7 @@ fn repair_reopens_the_rows_a_caught_host_validated() {
         .unwrap();
     let rows = store.dataset_page(1, 0, 10).unwrap();
     assert_eq!(rows.len(), 1, "only the row the liar did not stand in");
-    let reopened = store.load_reopened_units(0, 10).unwrap();
+    let reopened = store.load_reopened_units(0, 10, usize::MAX).unwrap();
     assert_eq!(
         reopened.iter().map(|(_, u)| u.id).collect::<Vec<_>>(),
         vec![1, 2]
@@ -243,7 +243,7 @@ fn repair_reopens_the_rows_a_caught_host_validated() {
     }
     assert!(
         store
-            .load_reopened_units(reopened[1].0, 10)
+            .load_reopened_units(reopened[1].0, 10, usize::MAX)
             .unwrap()
             .is_empty()
     );
@@ -262,7 +262,9 @@ fn repair_reopens_the_rows_a_caught_host_validated() {
     store
         .apply(&[StoreOp::Dispute { unit: 3, at_ms: 60 }], &[])
         .unwrap();
-    let disputed = store.load_reopened_units(reopened[1].0, 10).unwrap();
+    let disputed = store
+        .load_reopened_units(reopened[1].0, 10, usize::MAX)
+        .unwrap();
     assert_eq!(disputed.len(), 1);
     assert!(disputed[0].1.disputed && disputed[0].1.id == 3);
     assert!(store.dataset_page(1, 0, 10).unwrap().is_empty());
@@ -356,8 +358,18 @@ fn job_round_trip_and_restart_recovers_copies() {
         (st.units_total, st.validated, st.in_progress, st.pending),
         (2, 1, 1, 0)
     );
-    let active = store.load_active_units(0, 10).unwrap();
+    let active = store.load_active_units(0, 10, usize::MAX).unwrap();
     assert_eq!(active.len(), 1);
+    assert_eq!(active[0].input, input);
+    assert_eq!(active[0].input_len, input.len() as u64);
+    // An input of at least `bytes_below` bytes comes without its bytes,
+    // with its length and hash (it goes to workers by reference).
+    let by_reference = store.load_active_units(0, 10, input.len()).unwrap();
+    assert!(by_reference[0].input.is_empty());
+    assert_eq!(
+        (by_reference[0].input_len, by_reference[0].input_hash),
+        (input.len() as u64, ih)
+    );
     assert_eq!(
         active[0].copies,
         vec![Copy {
@@ -386,7 +398,7 @@ fn job_round_trip_and_restart_recovers_copies() {
             &[],
         )
         .unwrap();
-    assert!(!store.load_active_units(0, 10).unwrap()[0].single);
+    assert!(!store.load_active_units(0, 10, usize::MAX).unwrap()[0].single);
     let rows = store.dataset_page(job, 0, 10).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].output, out);
