@@ -127,6 +127,35 @@ fn run_and_check(coordinator: &Coordinator, work: &Path, job: u64, units: usize)
         .collect()
 }
 
+/// A coordinator publishing into `dir/blobs`, which a static server
+/// serves; its mirrors are `before`, then that server (its address and
+/// `suffix`), and every input goes by reference.
+fn mirrored(dir: &Path, before: &[String], suffix: &str) -> (PathBuf, StaticServer, Coordinator) {
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mirror = StaticServer::start(&blobs, dir.join("mirror.log"));
+    let live = format!("{}{suffix}", mirror.url);
+    let mut flags = vec!["--publish-blobs", blobs.to_str().unwrap()];
+    for url in before.iter().chain([&live]) {
+        flags.extend(["--mirror", url]);
+    }
+    flags.extend(["--mirror-inputs-from", "0"]);
+    let coordinator = Coordinator::start_with(dir, &flags).unwrap();
+    (blobs, mirror, coordinator)
+}
+
+/// Submits a Lyapunov job of `units` units written under `dir/job`;
+/// returns that folder and the job's id.
+fn submit_lyapunov(coordinator: &Coordinator, dir: &Path, units: usize) -> (PathBuf, u64) {
+    let work = dir.join("job");
+    let opts = JobOptions {
+        units,
+        ..JobOptions::default()
+    };
+    let spec = lyapunov_job(&work, &opts).unwrap();
+    (work.clone(), coordinator.submit(&spec).unwrap())
+}
+
 fn module_and_inputs(work: &Path) -> (Hash, HashMap<String, Vec<u8>>) {
     let module = std::fs::read(peergrid_tests::lyapunov_wasm()).unwrap();
     (Hash::of(&module), inputs_by_name(work).unwrap())
@@ -137,29 +166,10 @@ fn module_and_inputs(work: &Path) -> (Hash, HashMap<String, Vec<u8>>) {
 #[test]
 fn a_job_runs_with_its_module_and_every_input_fetched_from_the_mirror() {
     let dir = tempfile::tempdir().unwrap();
-    let blobs = dir.path().join("blobs");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let mirror = StaticServer::start(&blobs, dir.path().join("mirror.log"));
-    let coordinator = Coordinator::start_with(
-        dir.path(),
-        &[
-            "--publish-blobs",
-            blobs.to_str().unwrap(),
-            "--mirror",
-            &format!("{}/", mirror.url),
-            "--mirror-inputs-from",
-            "0",
-        ],
-    )
-    .unwrap();
-    let work = dir.path().join("job");
-    let opts = JobOptions {
-        units: 12,
-        ..JobOptions::default()
-    };
-    let spec = lyapunov_job(&work, &opts).unwrap();
-    let job = coordinator.submit(&spec).unwrap();
-    let lines = run_and_check(&coordinator, &work, job, opts.units);
+    // A trailing `/` on the address is dropped.
+    let (blobs, mirror, coordinator) = mirrored(dir.path(), &[], "/");
+    let (work, job) = submit_lyapunov(&coordinator, dir.path(), 12);
+    let lines = run_and_check(&coordinator, &work, job, 12);
 
     let (module, inputs) = module_and_inputs(&work);
     for bytes in inputs.values() {
@@ -202,32 +212,10 @@ fn a_job_runs_with_its_module_and_every_input_fetched_from_the_mirror() {
 #[test]
 fn a_tampered_mirror_file_is_refused_and_a_dead_mirror_costs_only_a_fallback() {
     let dir = tempfile::tempdir().unwrap();
-    let blobs = dir.path().join("blobs");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let mirror = StaticServer::start(&blobs, dir.path().join("mirror.log"));
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let coordinator = Coordinator::start_with(
-        dir.path(),
-        &[
-            "--publish-blobs",
-            blobs.to_str().unwrap(),
-            "--mirror",
-            &dead,
-            "--mirror",
-            &mirror.url,
-            "--mirror-inputs-from",
-            "0",
-        ],
-    )
-    .unwrap();
-    let work = dir.path().join("job");
-    let opts = JobOptions {
-        units: 8,
-        ..JobOptions::default()
-    };
-    let spec = lyapunov_job(&work, &opts).unwrap();
+    let (blobs, mirror, coordinator) = mirrored(dir.path(), &[dead], "");
     // Published as uploaded, then tampered with before any worker asks.
-    let job = coordinator.submit(&spec).unwrap();
+    let (work, job) = submit_lyapunov(&coordinator, dir.path(), 8);
     let (module, inputs) = module_and_inputs(&work);
     let (victim, victim_bytes) = inputs.iter().min_by_key(|(n, _)| n.as_str()).unwrap();
     let victim_hash = Hash::of(victim_bytes);
@@ -239,7 +227,7 @@ fn a_tampered_mirror_file_is_refused_and_a_dead_mirror_costs_only_a_fallback() {
         std::fs::write(&path, bytes).unwrap();
     }
     let started = std::time::Instant::now();
-    let lines = run_and_check(&coordinator, &work, job, opts.units);
+    let lines = run_and_check(&coordinator, &work, job, 8);
     let minutes = started.elapsed().as_secs() / 60;
 
     let (module_path, victim_path) = (mirror_path(&module), mirror_path(&victim_hash));

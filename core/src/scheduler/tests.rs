@@ -1241,6 +1241,21 @@ proptest! {
     }
 }
 
+/// Unit `id` of job 1, with no copies, its input as the store loads it.
+fn fresh_unit(id: u64, input: Vec<u8>) -> LoadedUnit {
+    LoadedUnit {
+        id,
+        job: 1,
+        number: id,
+        input_hash: Hash::of(&input),
+        input_len: input.len() as u64,
+        input,
+        copies: vec![],
+        single: false,
+        disputed: false,
+    }
+}
+
 #[test]
 fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_budget() {
     let mut s = Scheduler::new();
@@ -1248,20 +1263,7 @@ fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_
     s.add_job(job(JobSettings::default()));
     let big = vec![7u8; 4096];
     for (id, input) in [(1, vec![1u8; 1023]), (2, vec![2u8; 1024]), (3, big.clone())] {
-        s.load(
-            LoadedUnit {
-                id,
-                job: 1,
-                number: id,
-                input_hash: Hash::of(&input),
-                input_len: input.len() as u64,
-                input,
-                copies: vec![],
-                single: false,
-                disputed: false,
-            },
-            0,
-        );
+        s.load(fresh_unit(id, input), 0);
     }
     let tasks = s.assign(10, 10, usize::MAX, 0);
     let by_unit = |u: u64| tasks.iter().find(|t| t.unit == u).unwrap();
@@ -1280,20 +1282,7 @@ fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_
     s.add_job(job(JobSettings::default()));
     for id in 1..=8 {
         let input = vec![id as u8; 4096];
-        s.load(
-            LoadedUnit {
-                id,
-                job: 1,
-                number: id,
-                input_hash: Hash::of(&input),
-                input_len: input.len() as u64,
-                input,
-                copies: vec![],
-                single: false,
-                disputed: false,
-            },
-            0,
-        );
+        s.load(fresh_unit(id, input), 0);
     }
     assert_eq!(s.assign(10, 4, 4 * 1200, 0).len(), 4);
     // The budget still bounds references: two fit in 2 × 1100 bytes.
@@ -1305,20 +1294,11 @@ fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_
     let mut s = Scheduler::new();
     s.add_job(job(JobSettings::default()));
     let withheld = vec![9u8; 4096];
-    s.load(
-        LoadedUnit {
-            id: 1,
-            job: 1,
-            number: 1,
-            input: Vec::new(),
-            input_hash: Hash::of(&withheld),
-            input_len: 4096,
-            copies: vec![],
-            single: false,
-            disputed: false,
-        },
-        0,
-    );
+    let unit = LoadedUnit {
+        input: Vec::new(),
+        ..fresh_unit(1, withheld.clone())
+    };
+    s.load(unit, 0);
     let t = s.assign(10, 1, usize::MAX, 0);
     assert_eq!(
         t[0].input_ref,
