@@ -393,9 +393,19 @@ pub struct MirrorArgs {
     /// (workers fetch them); smaller ones ride inside the task.
     #[arg(long, value_name = "BYTES", default_value_t = 1024)]
     pub mirror_inputs_from: usize,
+    /// Uploaded blobs no job has claimed after this many seconds (a
+    /// submission that never came) are deleted, from the database and
+    /// the published folder; 0 keeps them.
+    #[arg(long, value_name = "SECS", default_value_t = 2 * 24 * 3600)]
+    pub blob_grace_secs: u64,
 }
 
 impl MirrorArgs {
+    /// How long an upload may stay unclaimed, if uploads are collected.
+    pub fn blob_grace(&self) -> Option<std::time::Duration> {
+        (self.blob_grace_secs > 0).then(|| std::time::Duration::from_secs(self.blob_grace_secs))
+    }
+
     pub fn mirrors(self) -> anyhow::Result<Mirrors> {
         let publisher = self
             .publish_blobs

@@ -29,6 +29,7 @@ use crate::store::{BanTarget, HostId, SEEN_EVERY_MS, StderrTail, Store, StoreOp}
 use crate::trust::{HostPolicy, Standing, day_start_ms};
 use crate::writer::Writer;
 
+mod collect;
 mod feed;
 
 /// A report checked and hashed, waiting to go to the scheduler: the unit,
@@ -114,6 +115,10 @@ pub struct Grid {
     feed: Notify,
     /// Blob mirrors, once `serve` set them ([`Grid::set_mirrors`]).
     mirrors: std::sync::OnceLock<Mirrors>,
+    /// Held (shared) by a submission from checking its blobs until its job
+    /// is stored, and (alone) by garbage collection while it deletes: a
+    /// blob a submission found is not collected before its job claims it.
+    pub(crate) blob_gate: tokio::sync::RwLock<()>,
 }
 
 impl Grid {
@@ -139,6 +144,7 @@ impl Grid {
             storage: Storage::default(),
             feed: Notify::new(),
             mirrors: std::sync::OnceLock::new(),
+            blob_gate: tokio::sync::RwLock::new(()),
         })
     }
 

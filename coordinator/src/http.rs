@@ -132,7 +132,22 @@ async fn missing_blobs(
 ) -> ApiResult<Json<Vec<Hash>>> {
     let Json(hashes) = body?;
     let store = api.grid.store.clone();
-    Ok(Json(blocking(move || store.missing_blobs(&hashes)).await?))
+    Ok(Json(
+        blocking(move || {
+            let missing = store.missing_blobs(&hashes)?;
+            // Those it need not send count as uploaded now: garbage
+            // collection leaves them to the job about to claim them.
+            let missing_set: HashSet<&Hash> = missing.iter().collect();
+            let present: Vec<Hash> = hashes
+                .iter()
+                .filter(|h| !missing_set.contains(h))
+                .copied()
+                .collect();
+            store.touch_uploads(&present, peergrid_os::now_ms())?;
+            Ok(missing)
+        })
+        .await?,
+    ))
 }
 
 async fn put_blob(
@@ -277,6 +292,9 @@ async fn submit_job(
                 format!("the job's signature was refused: {e}; workers would refuse it too"),
             )
         })?;
+    // Until the job is stored, garbage collection deletes none of the
+    // blobs checked below.
+    let _gate = api.grid.blob_gate.read().await;
     // Workers run the job's module, and the judge its validator, with the
     // job's memory setting.
     let memory_bytes = job.settings.memory_mb.saturating_mul(1024 * 1024);

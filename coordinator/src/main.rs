@@ -111,6 +111,7 @@ fn main() -> Result<()> {
             storage_reserve_mb,
             mirrors,
         } => {
+            let blob_grace = mirrors.blob_grace();
             let mirrors = mirrors.mirrors()?;
             let policy = strangers.policy(daily_quota_per_core);
             let door = strangers.door();
@@ -136,6 +137,7 @@ fn main() -> Result<()> {
                     limits,
                     storage_reserve_bytes: storage_reserve_mb.saturating_mul(1 << 20),
                     mirrors,
+                    blob_grace,
                 }))
         }
         Command::Ban {
@@ -324,6 +326,8 @@ struct Serving {
     limits: HttpLimits,
     storage_reserve_bytes: u64,
     mirrors: Mirrors,
+    /// Uploads no job claimed for this long are deleted; `None`: kept.
+    blob_grace: Option<std::time::Duration>,
 }
 
 async fn serve(serving: Serving) -> Result<()> {
@@ -338,6 +342,7 @@ async fn serve(serving: Serving) -> Result<()> {
         limits,
         storage_reserve_bytes,
         mirrors,
+        blob_grace,
     } = serving;
     let dir = DataDir::new(&data);
     let settings = dir.settings()?;
@@ -357,6 +362,9 @@ async fn serve(serving: Serving) -> Result<()> {
     grid.set_mirrors(mirrors);
     grid.refill().await.context("loading unfinished work")?;
     grid.spawn_background();
+    if let Some(grace) = blob_grace {
+        grid.spawn_blob_collection(grace);
+    }
     metrics::watch_jobs(grid.store.clone());
 
     let fingerprint = tls::fingerprint(&cert);

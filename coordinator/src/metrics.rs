@@ -79,6 +79,8 @@ pub static RESULTS_ERROR: AtomicU64 = AtomicU64::new(0);
 /// `GetBlob`, and their bytes: what the mirrors did not serve (`quic.rs`).
 pub static BLOBS_SERVED: AtomicU64 = AtomicU64::new(0);
 pub static BLOB_BYTES_SERVED: AtomicU64 = AtomicU64::new(0);
+/// Loose uploads garbage collection deleted (`grid/collect.rs`).
+pub static BLOBS_COLLECTED: AtomicU64 = AtomicU64::new(0);
 /// Worker connections open now, from accept to close (`quic.rs`).
 pub static QUIC_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 /// Researcher requests refused with 401, 403 or 422, and other 4xx.
@@ -210,6 +212,12 @@ pub fn render(s: &Stored, queued: usize, window: usize) -> String {
         "counter",
         "Bytes of the blobs in peergrid_blobs_served_total.",
         &[("", BLOB_BYTES_SERVED.load(Ordering::Relaxed).to_string())],
+    );
+    metric(
+        "peergrid_blobs_collected_total",
+        "counter",
+        "Uploaded blobs no job claimed within the grace period, deleted.",
+        &[("", BLOBS_COLLECTED.load(Ordering::Relaxed).to_string())],
     );
     metric(
         "peergrid_queue_depth",

@@ -189,20 +189,99 @@ impl Publisher {
         });
     }
 
-    /// [`Publisher::catch_up`] on a thread of its own, logging the outcome.
+    /// Removes a collected blob's file, if it is there.
+    pub fn unpublish(&self, hash: &Hash) {
+        let path = self.path(hash);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(path = %path.display(), "removing a collected blob failed: {e}")
+            }
+        }
+    }
+
+    /// Removes the files of blobs the store no longer holds (collected
+    /// while the coordinator stopped before removing their files, or a
+    /// database restored from an older backup), and temp files an
+    /// interrupted write left over an hour ago; returns how many files
+    /// it removed. Files that are not blobs are left alone.
+    pub fn sweep(&self, store: &dyn Store) -> Result<u64> {
+        const BATCH: usize = 1024;
+        let mut removed = 0;
+        let mut found: Vec<Hash> = Vec::new();
+        let check = |found: &mut Vec<Hash>| -> Result<u64> {
+            let mut n = 0;
+            for hash in store.missing_blobs(found)? {
+                self.unpublish(&hash);
+                n += 1;
+            }
+            found.clear();
+            Ok(n)
+        };
+        for folder in read_dir_or_empty(&self.dir)? {
+            let prefix = folder.file_name().to_string_lossy().into_owned();
+            if prefix.len() != 2 || !folder.file_type()?.is_dir() {
+                continue;
+            }
+            for file in read_dir_or_empty(&folder.path())? {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let stale = file
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age.as_secs() > 3600);
+                    if stale && std::fs::remove_file(file.path()).is_ok() {
+                        removed += 1;
+                    }
+                    continue;
+                }
+                if let Ok(hash) = format!("{prefix}{name}").parse::<Hash>() {
+                    found.push(hash);
+                    if found.len() == BATCH {
+                        removed += check(&mut found)?;
+                    }
+                }
+            }
+        }
+        removed += check(&mut found)?;
+        Ok(removed)
+    }
+
+    /// [`Publisher::catch_up`] and then [`Publisher::sweep`] on a thread of
+    /// its own, logging the outcome.
     pub fn catch_up_in_background(self: &Arc<Publisher>, store: Arc<dyn Store>) {
         let publisher = self.clone();
-        std::thread::spawn(move || match publisher.catch_up(&*store) {
-            Ok(n) => tracing::info!(
-                written = n,
-                dir = %publisher.dir.display(),
-                "blob folder up to date"
-            ),
-            Err(e) => tracing::error!(
-                dir = %publisher.dir.display(),
-                "publishing blobs failed: {e:#}"
-            ),
+        std::thread::spawn(move || {
+            match publisher
+                .catch_up(&*store)
+                .and_then(|n| Ok((n, publisher.sweep(&*store)?)))
+            {
+                Ok((written, removed)) => tracing::info!(
+                    written,
+                    removed,
+                    dir = %publisher.dir.display(),
+                    "blob folder up to date"
+                ),
+                Err(e) => tracing::error!(
+                    dir = %publisher.dir.display(),
+                    "publishing blobs failed: {e:#}"
+                ),
+            }
         });
+    }
+}
+
+/// The entries of `dir`, none when it is gone.
+fn read_dir_or_empty(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("reading {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
     }
 }
 
@@ -315,5 +394,55 @@ mod tests {
         std::fs::write(p.path(&inputs[10].0), b"").unwrap();
         assert_eq!(p.catch_up(&store).unwrap(), 2);
         assert_eq!(std::fs::read(p.path(&inputs[10].0)).unwrap(), inputs[10].1);
+    }
+
+    /// The start-up sweep removes the files of blobs the store lacks and
+    /// old temp files, and nothing else.
+    #[test]
+    fn the_sweep_removes_files_of_blobs_the_store_lacks_and_stale_temp_files() {
+        use crate::store::SqliteStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"), false).unwrap();
+        let p = Publisher::open(&dir.path().join("blobs")).unwrap();
+        let stored: Vec<Hash> = (0..3000u32)
+            .map(|i| {
+                let b = i.to_le_bytes();
+                let h = Hash::of(&b);
+                store.put_blob(&h, &b).unwrap();
+                p.publish(&h, &b).unwrap();
+                h
+            })
+            .collect();
+        let gone: Vec<Hash> = (0..1500u32)
+            .map(|i| {
+                let b = format!("collected {i}").into_bytes();
+                let h = Hash::of(&b);
+                p.publish(&h, &b).unwrap();
+                h
+            })
+            .collect();
+        let folder = p.path(&stored[0]).parent().unwrap().to_path_buf();
+        let stale = folder.join(".abc.1.2.tmp");
+        let fresh = folder.join(".abc.1.3.tmp");
+        let other = dir.path().join("blobs").join("README");
+        for f in [&stale, &fresh, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+            .unwrap();
+        assert_eq!(p.sweep(&store).unwrap(), 1501);
+        assert!(stored.iter().all(|h| p.published_len(h).is_some()));
+        assert!(gone.iter().all(|h| p.published_len(h).is_none()));
+        assert!(!stale.exists() && fresh.exists() && other.exists());
+        assert_eq!(p.sweep(&store).unwrap(), 0);
+        // A folder not made yet is empty, not an error.
+        let empty = Publisher::open(&dir.path().join("new")).unwrap();
+        std::fs::remove_dir(dir.path().join("new")).unwrap();
+        assert_eq!(empty.sweep(&store).unwrap(), 0);
     }
 }

@@ -86,8 +86,8 @@ fn mirror_path(hash: &Hash) -> String {
     format!("/{}/{}", &hex[..2], &hex[2..])
 }
 
-/// `GetBlob`s the coordinator answered, from its metrics.
-fn blobs_served(coordinator: &Coordinator) -> u64 {
+/// A counter from the coordinator's metrics.
+fn counter(coordinator: &Coordinator, name: &str) -> u64 {
     let text = ureq::get(format!("{}/metrics", coordinator.http))
         .call()
         .unwrap()
@@ -95,11 +95,16 @@ fn blobs_served(coordinator: &Coordinator) -> u64 {
         .read_to_string()
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("peergrid_blobs_served_total "))
-        .unwrap_or_else(|| panic!("no peergrid_blobs_served_total in\n{text}"))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
         .trim()
         .parse()
         .unwrap()
+}
+
+/// `GetBlob`s the coordinator answered, from its metrics.
+fn blobs_served(coordinator: &Coordinator) -> u64 {
+    counter(coordinator, "peergrid_blobs_served_total")
 }
 
 /// Runs `job` on two workers and checks its dataset against the native
@@ -269,4 +274,85 @@ fn a_tampered_mirror_file_is_refused_and_a_dead_mirror_costs_only_a_fallback() {
             "{name} was fetched from the live mirror"
         );
     }
+}
+
+/// Uploads `bytes` with one `PUT`, as the researcher.
+fn upload(coordinator: &Coordinator, bytes: &[u8]) -> Hash {
+    let hash = Hash::of(bytes);
+    let resp = ureq::put(format!("{}/api/v1/blobs/{hash}", coordinator.http))
+        .header("Authorization", &format!("Bearer {}", coordinator.token))
+        .send(bytes)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    hash
+}
+
+/// Which of `hashes` the coordinator lacks.
+fn missing(coordinator: &Coordinator, hashes: &[Hash]) -> Vec<Hash> {
+    ureq::post(format!("{}/api/v1/blobs/missing", coordinator.http))
+        .header("Authorization", &format!("Bearer {}", coordinator.token))
+        .send_json(hashes)
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+/// An upload no job claims (a submission that never came) is deleted once
+/// its grace period is over, from the database and from the published
+/// folder; a submitted job's blobs stay, however old, and its job runs.
+/// A blob's file the database lacks (a collection cut short by a stop)
+/// goes at the next start.
+#[test]
+fn an_upload_no_job_claims_is_collected_after_its_grace_period_and_a_job_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs");
+    let flags = [
+        "--publish-blobs",
+        blobs.to_str().unwrap(),
+        "--blob-grace-secs",
+        "2",
+    ];
+    let mut coordinator = Coordinator::start_with(dir.path(), &flags).unwrap();
+    let loose = upload(&coordinator, b"uploaded, then no job came");
+    let file = |h: &Hash| blobs.join(&mirror_path(h)[1..]);
+    assert!(file(&loose).exists(), "published as uploaded");
+    let (work, job) = submit_lyapunov(&coordinator, dir.path(), 6);
+    let (module, inputs) = module_and_inputs(&work);
+    let mut claimed: Vec<Hash> = inputs.values().map(|b| Hash::of(b)).collect();
+    claimed.push(module);
+
+    wait_for(
+        "the loose upload to be collected",
+        Duration::from_secs(30),
+        || (!file(&loose).exists()).then_some(()),
+    )
+    .unwrap();
+    assert_eq!(missing(&coordinator, &[loose]), vec![loose]);
+    // Past the grace period of the job's blobs too: they stay.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(counter(&coordinator, "peergrid_blobs_collected_total"), 1);
+    assert_eq!(missing(&coordinator, &claimed), Vec::<Hash>::new());
+    for h in &claimed {
+        assert!(file(h).exists(), "{h} is still published");
+    }
+    run_and_check(&coordinator, &work, job, 6);
+
+    // A file whose blob the database lacks: removed at the next start.
+    coordinator.terminate().unwrap();
+    let stray = Hash::of(b"collected, but the stop came before its file went");
+    std::fs::create_dir_all(file(&stray).parent().unwrap()).unwrap();
+    std::fs::write(
+        file(&stray),
+        b"collected, but the stop came before its file went",
+    )
+    .unwrap();
+    coordinator.serve_with("127.0.0.1:0", &flags).unwrap();
+    wait_for(
+        "the stray file to be swept",
+        Duration::from_secs(30),
+        || (!file(&stray).exists()).then_some(()),
+    )
+    .unwrap();
+    assert!(claimed.iter().all(|h| file(h).exists()));
 }

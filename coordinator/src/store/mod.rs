@@ -451,10 +451,19 @@ pub trait ReadStore: Send + Sync + 'static {
 /// shared between threads: the writer applies batches while HTTP handlers
 /// read.
 pub trait Store: ReadStore {
+    /// Stores an uploaded blob. One new to the store is a loose upload
+    /// until a job claims it ([`Store::create_job`]), and garbage once it
+    /// has been loose for a grace period ([`Store::collect_blobs`]).
     fn put_blob(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError>;
-    /// Stores many blobs in one transaction (an upload batch); each must
-    /// already be checked against its hash.
+    /// Stores many uploaded blobs in one transaction (an upload batch);
+    /// each must already be checked against its hash.
     fn put_blobs(&self, blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError>;
+    /// Loose uploads among `hashes` count as uploaded at `now_ms` afresh
+    /// (a submission is about to claim them).
+    fn touch_uploads(&self, hashes: &[Hash], now_ms: u64) -> Result<(), StoreError>;
+    /// Deletes at most `limit` loose uploads from before `before_ms` that
+    /// nothing names, oldest first; returns their hashes.
+    fn collect_blobs(&self, before_ms: u64, limit: usize) -> Result<Vec<Hash>, StoreError>;
     fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError>;
     fn blob_len(&self, hash: &Hash) -> Result<Option<u64>, StoreError>;
     /// The subset of `hashes` the store does not hold.
@@ -464,7 +473,8 @@ pub trait Store: ReadStore {
     /// every unit's input.
     fn job_blobs_after(&self, after: Option<&Hash>, limit: usize) -> Result<Vec<Hash>, StoreError>;
 
-    /// Stores a job and its units atomically; every blob must already exist.
+    /// Stores a job and its units atomically, claiming its blobs (they are
+    /// loose uploads no more); every blob must already exist.
     fn create_job(&self, job: &JobSubmission, now_ms: u64) -> Result<JobId, StoreError>;
 
     /// Registers a host (attached to `account`) or refreshes its facts

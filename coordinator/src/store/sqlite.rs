@@ -334,11 +334,19 @@ impl ReadStore for SqliteStore {
 
 impl Store for SqliteStore {
     fn put_blob(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
-        self.write(|c| writes::put_blob(c, hash, data))
+        self.write(|c| writes::put_blob(c, hash, data, peergrid_os::now_ms()))
     }
 
     fn put_blobs(&self, blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError> {
-        self.write(|c| writes::put_blobs(c, blobs))
+        self.write(|c| writes::put_blobs(c, blobs, peergrid_os::now_ms()))
+    }
+
+    fn touch_uploads(&self, hashes: &[Hash], now_ms: u64) -> Result<(), StoreError> {
+        self.write(|c| writes::touch_uploads(c, hashes, now_ms))
+    }
+
+    fn collect_blobs(&self, before_ms: u64, limit: usize) -> Result<Vec<Hash>, StoreError> {
+        self.write(|c| writes::collect_blobs(c, before_ms, limit))
     }
 
     fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
@@ -442,6 +450,8 @@ pub(crate) mod tests;
 #[cfg(test)]
 mod dashboard_tests;
 
+#[cfg(test)]
+mod blob_tests;
 #[cfg(test)]
 mod community_tests;
 #[cfg(test)]

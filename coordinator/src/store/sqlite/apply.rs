@@ -26,7 +26,12 @@ pub(super) fn apply(
         let mut put_blob =
             tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)")?;
         for (h, data) in blobs {
-            put_blob.execute(params![&h.0[..], data])?;
+            if put_blob.execute(params![&h.0[..], data])? == 0 {
+                // Bytes already stored: perhaps a loose upload, which a
+                // result now names.
+                tx.prepare_cached("DELETE FROM blob_uploads WHERE hash = ?1")?
+                    .execute([&h.0[..]])?;
+            }
         }
     }
     let mut tallies = Tallies::default();

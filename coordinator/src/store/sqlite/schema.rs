@@ -35,11 +35,18 @@ pub(crate) struct Migration {
 }
 
 /// Every step, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    summary: "the layout of 2026-12: every table and index, and a database of an earlier release brought up to it",
-    apply: layout_of_2026_12,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        summary: "the layout of 2026-12: every table and index, and a database of an earlier release brought up to it",
+        apply: layout_of_2026_12,
+    },
+    Migration {
+        version: 2,
+        summary: "loose uploads: blob_uploads lists the blobs no job or result names yet, with when they came, for garbage collection",
+        apply: loose_uploads,
+    },
+];
 
 /// The version this build's schema is at: the last step's number.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -168,6 +175,34 @@ pub(super) fn migrate_with(
 fn layout_of_2026_12(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
     add_columns(conn)
+}
+
+/// Step 2: `blob_uploads`, the uploaded blobs nothing names yet (a job
+/// claims its blobs when it is stored; garbage collection deletes those
+/// left loose past a grace period). A database's blobs that nothing
+/// names when the step runs count as uploaded then: one pass over every
+/// blob, with each output table read once.
+fn loose_uploads(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS blob_uploads (
+             hash BLOB PRIMARY KEY,
+             at_ms INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS blob_uploads_at ON blob_uploads(at_ms);",
+    )?;
+    conn.execute(
+        "INSERT OR IGNORE INTO blob_uploads (hash, at_ms)
+         SELECT b.hash, ?1 FROM blobs b
+         WHERE NOT EXISTS (SELECT 1 FROM units WHERE input_hash = b.hash)
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE module_hash = b.hash
+                           OR instr(validator_json, lower(hex(b.hash))) > 0)
+           AND b.hash NOT IN (SELECT output_hash FROM results WHERE output_hash IS NOT NULL)
+           AND b.hash NOT IN (SELECT output_hash FROM retired_results WHERE output_hash IS NOT NULL)
+           AND b.hash NOT IN (SELECT output_hash FROM dataset)
+           AND b.hash NOT IN (SELECT output_hash FROM dataset_history)",
+        [peergrid_os::now_ms()],
+    )?;
+    Ok(())
 }
 
 const SCHEMA: &str = "

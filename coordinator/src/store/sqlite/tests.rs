@@ -2,7 +2,7 @@
 use super::*;
 use crate::quorum::{Copy, CopyState};
 use peergrid_proto::signing::ModuleSignature;
-use peergrid_proto::spec::{JobSettings, UnitSpec};
+use peergrid_proto::spec::{JobSettings, UnitSpec, Validator};
 
 /// A well-formed signature for jobs the store tests create.
 pub(crate) fn test_signature() -> ModuleSignature {
@@ -13,6 +13,28 @@ pub(crate) fn test_signature() -> ModuleSignature {
             project_signature: "00".repeat(64),
         },
         signature: "00".repeat(64),
+    }
+}
+
+/// A job of `module` with one unit per input, named `u0`, `u1`, ….
+pub(crate) fn submission(module: Hash, validator: Validator, inputs: &[Hash]) -> JobSubmission {
+    JobSubmission {
+        plots: Vec::new(),
+        name: "j".into(),
+        module,
+        args: vec![],
+        settings: JobSettings::default(),
+        signature: test_signature(),
+        validator,
+        terms: Default::default(),
+        units: inputs
+            .iter()
+            .enumerate()
+            .map(|(n, input)| UnitSpec {
+                name: format!("u{n}"),
+                input: *input,
+            })
+            .collect(),
     }
 }
 
@@ -29,22 +51,7 @@ fn outputs_that_lost_their_quorum_are_deleted_unless_named_elsewhere() {
     };
     let input = blob(b"in");
     let module = blob(b"module");
-    let sub = JobSubmission {
-        plots: Vec::new(),
-        name: "j".into(),
-        module,
-        args: vec![],
-        settings: JobSettings::default(),
-        signature: test_signature(),
-        validator: Default::default(),
-        terms: Default::default(),
-        units: ["a", "b"]
-            .map(|n| UnitSpec {
-                name: n.into(),
-                input,
-            })
-            .to_vec(),
-    };
+    let sub = submission(module, Validator::Bitwise, &[input, input]);
     store.create_job(&sub, 1).unwrap();
     let hosts: Vec<HostId> = (1..=5u8)
         .map(|k| {

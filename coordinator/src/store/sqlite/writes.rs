@@ -3,31 +3,107 @@
 //! and reissues.
 
 use peergrid_proto::Hash;
-use peergrid_proto::spec::JobSubmission;
+use peergrid_proto::spec::{JobSubmission, Validator};
 use peergrid_proto::wire::{HostFacts, JobId, UnitId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::{Account, BanTarget, HostId, ReissueUnits, Reissued, StoreError};
 
-pub(super) fn put_blob(c: &Connection, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
-    c.execute(
-        "INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)",
-        params![&hash.0[..], data],
-    )?;
-    Ok(())
+pub(super) fn put_blob(
+    c: &mut Connection,
+    hash: &Hash,
+    data: &[u8],
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    put_blobs(c, &[(*hash, data)], now_ms)
 }
 
-pub(super) fn put_blobs(c: &mut Connection, blobs: &[(Hash, Vec<u8>)]) -> Result<(), StoreError> {
+/// Stores uploaded blobs in one transaction. A blob new to the store is a
+/// loose upload from `now_ms` until a job claims it ([`create_job`]); a
+/// loose one uploaded again counts from `now_ms` afresh; one the store
+/// already held for a job or a result stays claimed.
+pub(super) fn put_blobs<B: AsRef<[u8]>>(
+    c: &mut Connection,
+    blobs: &[(Hash, B)],
+    now_ms: u64,
+) -> Result<(), StoreError> {
     let tx = c.transaction()?;
     {
-        let mut stmt =
+        let mut insert =
             tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)")?;
+        let mut loose = tx.prepare_cached(
+            "INSERT INTO blob_uploads (hash, at_ms) VALUES (?1, ?2)
+             ON CONFLICT(hash) DO UPDATE SET at_ms = excluded.at_ms",
+        )?;
+        let mut again = tx.prepare_cached("UPDATE blob_uploads SET at_ms = ?2 WHERE hash = ?1")?;
         for (hash, data) in blobs {
-            stmt.execute(params![&hash.0[..], data])?;
+            let hash = &hash.0[..];
+            match insert.execute(params![hash, data.as_ref()])? {
+                0 => again.execute(params![hash, now_ms])?,
+                _ => loose.execute(params![hash, now_ms])?,
+            };
         }
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Loose uploads named again (a submission asked which blobs it must
+/// send, and these it need not): they count from `now_ms` afresh, so
+/// garbage collection leaves them to the job about to claim them.
+pub(super) fn touch_uploads(
+    c: &mut Connection,
+    hashes: &[Hash],
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let tx = c.transaction()?;
+    {
+        let mut again = tx.prepare_cached("UPDATE blob_uploads SET at_ms = ?2 WHERE hash = ?1")?;
+        for hash in hashes {
+            again.execute(params![&hash.0[..], now_ms])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Deletes at most `limit` loose uploads that came before `before_ms` and
+/// that nothing names, with their bytes; returns their hashes. A loose
+/// upload something names after all (say, a task's output with the same
+/// bytes) loses only its place on the list.
+pub(super) fn collect_blobs(
+    c: &mut Connection,
+    before_ms: u64,
+    limit: usize,
+) -> Result<Vec<Hash>, StoreError> {
+    let tx = c.transaction()?;
+    let mut collected = Vec::new();
+    {
+        let mut old = tx.prepare_cached(
+            "SELECT hash FROM blob_uploads WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2",
+        )?;
+        let candidates = old
+            .query_map(params![before_ms, limit as i64], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut unlist = tx.prepare_cached("DELETE FROM blob_uploads WHERE hash = ?1")?;
+        let mut delete = tx.prepare_cached(
+            "DELETE FROM blobs WHERE hash = ?1
+               AND NOT EXISTS (SELECT 1 FROM units WHERE input_hash = ?1)
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE module_hash = ?1
+                               OR instr(validator_json, lower(hex(?1))) > 0)
+               AND NOT EXISTS (SELECT 1 FROM results WHERE output_hash IS NOT NULL
+                               AND substr(output_hash, 1, 8) = substr(?1, 1, 8)
+                               AND output_hash = ?1)",
+        )?;
+        for hash in candidates {
+            unlist.execute([&hash])?;
+            if delete.execute([&hash])? > 0 {
+                collected.push(super::columns::hash_col(hash)?);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(collected)
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
@@ -88,8 +164,14 @@ pub(super) fn create_job(
         let mut stmt = tx.prepare_cached(
             "INSERT INTO units (job_id, name, input_hash, number) VALUES (?1, ?2, ?3, ?4)",
         )?;
+        let mut claim = tx.prepare_cached("DELETE FROM blob_uploads WHERE hash = ?1")?;
         for (number, u) in (1u64..).zip(&job.units) {
             stmt.execute(params![id, u.name, &u.input.0[..], number])?;
+            claim.execute([&u.input.0[..]])?;
+        }
+        claim.execute([&job.module.0[..]])?;
+        if let Validator::Custom { module } = &job.validator {
+            claim.execute([&module.0[..]])?;
         }
     }
     tx.commit()?;

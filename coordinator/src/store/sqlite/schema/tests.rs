@@ -135,6 +135,7 @@ fn a_database_from_before_versions_is_brought_up_and_stamped() {
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP TABLE schema_version;
+         DROP TABLE blob_uploads;
          ALTER TABLE hosts DROP COLUMN cpu_model;
          INSERT INTO bans (kind, name, reason, at_ms) VALUES ('host', '9', 'kept', 1);",
     )
