@@ -302,6 +302,8 @@ fn check_wasm(what: &str, path: &Path, bytes: &[u8]) -> Result<()> {
 /// gives an error instead of a hang; a long export or upload that keeps
 /// moving is never cut off.
 pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a job submission may take to be answered.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The address the user gave, checked: `http://` or `https://` and a
 /// host. `127.0.0.1:8080` gets [`ClientError::NoScheme`] instead of
@@ -420,9 +422,15 @@ impl Client {
     /// Submits a job whose blobs are uploaded; returns its id.
     pub fn submit(&self, job: &JobSubmission) -> Result<u64> {
         let url = self.url("/api/v1/jobs");
+        // The server checks every unit's input and stores the job before
+        // it answers: a job of a million units takes longer than a stalled
+        // read elsewhere (docs/benchmarks.md).
         let r = self
             .agent
             .post(&url)
+            .config()
+            .timeout_per_read(Some(SUBMIT_TIMEOUT))
+            .build()
             .header("Authorization", &self.auth())
             .send_json(job);
         let submitted: Submitted = Self::json(self.check(&url, r)?)?;
