@@ -101,6 +101,10 @@ fn main() {
             "1024",
             "--new-host-quota-per-core",
             "1000000",
+            // 8 hosts of 64 cores at the default 1 024 tasks per core and
+            // day stop at about 262 000 units.
+            "--daily-quota-per-core",
+            "1000000",
         ],
     )
     .unwrap();
@@ -219,10 +223,13 @@ fn main() {
         .collect();
 
     let mut peak_rss = 0;
+    let mut status_ms = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(100));
         peak_rss = peak_rss.max(proc_usage(pid).1);
+        let t = Instant::now();
         let s = client.status(job).unwrap().status;
+        status_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         if s.finished {
             break;
         }
@@ -269,9 +276,63 @@ fn main() {
         .map(|(name, t)| format!("{name} {t:.2} s"))
         .collect();
     println!("coordinator CPU by thread: {}", breakdown.join(", "));
+    status_ms.sort_by(f64::total_cmp);
+    println!(
+        "job status while it ran: {} calls, {:.1} / {:.1} / {:.1} ms (min / median / max)",
+        status_ms.len(),
+        status_ms[0],
+        status_ms[status_ms.len() / 2],
+        status_ms[status_ms.len() - 1]
+    );
     println!(
         "load generator (this process): {:.2} s CPU ({:.0} % of one core)",
         self1 - self0,
         100.0 * (self1 - self0) / elapsed
     );
+    time_pages(&coordinator, job, validated);
+}
+
+/// Every dashboard page and status call over the finished job's dataset:
+/// min / median / max of 5 requests each (exports, which stream every
+/// row, are not pages).
+fn time_pages(coordinator: &Coordinator, job: u64, rows: u64) {
+    let agent = ureq::Agent::new_with_defaults();
+    let pages = [
+        "/".to_string(),
+        "/jobs".into(),
+        format!("/jobs/{job}"),
+        format!("/jobs/{job}/failed"),
+        "/dataset".into(),
+        "/volunteers".into(),
+        "/hosts".into(),
+        "/hosts/1".into(),
+        "/teams".into(),
+        "/api/v1/overview".into(),
+        "/api/v1/jobs".into(),
+        format!("/api/v1/jobs/{job}"),
+        format!("/api/v1/jobs/{job}/progress"),
+        "/api/v1/dataset".into(),
+        "/api/v1/hosts".into(),
+        "/api/v1/throughput".into(),
+        "/metrics".into(),
+    ];
+    println!("pages over {rows} dataset rows (ms, min / median / max of 5):");
+    let mut slowest = 0f64;
+    for page in &pages {
+        let mut ms: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let mut resp = agent
+                    .get(format!("{}{page}", coordinator.http))
+                    .call()
+                    .unwrap_or_else(|e| panic!("GET {page}: {e}"));
+                resp.body_mut().read_to_vec().unwrap();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        slowest = slowest.max(ms[2]);
+        println!("  {page:<28} {:8.1} {:8.1} {:8.1}", ms[0], ms[2], ms[4]);
+    }
+    println!("slowest page (median): {slowest:.1} ms (goal < 50 ms at 1 000 000 rows)");
 }

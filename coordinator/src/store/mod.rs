@@ -462,7 +462,7 @@ pub trait Store: ReadStore {
     /// (a submission is about to claim them).
     fn touch_uploads(&self, hashes: &[Hash], now_ms: u64) -> Result<(), StoreError>;
     /// Deletes at most `limit` loose uploads from before `before_ms` that
-    /// nothing names, oldest first; returns their hashes.
+    /// nothing names; returns their hashes.
     fn collect_blobs(&self, before_ms: u64, limit: usize) -> Result<Vec<Hash>, StoreError>;
     fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError>;
     fn blob_len(&self, hash: &Hash) -> Result<Option<u64>, StoreError>;

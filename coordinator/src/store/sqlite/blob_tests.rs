@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)]
 use super::tests::submission;
 use super::*;
-use crate::quorum::CopyState;
 use peergrid_proto::spec::Validator;
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {
@@ -80,27 +79,7 @@ fn an_upload_a_result_or_a_job_names_is_never_collected() {
         .unwrap();
     // The same bytes as a task's output, uploaded before the task reported.
     let output = upload(&store, b"an output");
-    let ops = [
-        StoreOp::Assign {
-            unit: 1,
-            host,
-            sent_ms: 1,
-            deadline_ms: 100,
-            single: false,
-        },
-        StoreOp::Report {
-            unit: 1,
-            host,
-            state: CopyState::Success {
-                output,
-                fuel: 5,
-                engine: "e".into(),
-                resumed: false,
-            },
-            elapsed_ms: 1,
-            received_ms: 2,
-        },
-    ];
+    let ops = super::tests::success_copy(1, host, output, 1);
     store
         .apply(&ops, &[(output, b"an output".to_vec())])
         .unwrap();
@@ -156,7 +135,7 @@ fn the_migration_lists_only_what_nothing_names_in_an_older_database() {
     let hashes: Vec<Hash> = (0..8u8).map(|n| Hash::of(&[n])).collect();
     let hex = |h: &Hash| format!("X'{}'", h);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE blob_uploads; DELETE FROM schema_version WHERE version = 2;")
+    conn.execute_batch("DROP TABLE blob_uploads; DELETE FROM schema_version WHERE version >= 2;")
         .unwrap();
     for (n, h) in hashes.iter().enumerate() {
         conn.execute(
@@ -188,7 +167,10 @@ fn the_migration_lists_only_what_nothing_names_in_an_older_database() {
     .unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, false).unwrap();
-    assert_eq!(SqliteStore::schema_status(&path).unwrap().version, 2);
+    assert_eq!(
+        SqliteStore::schema_status(&path).unwrap().version,
+        SCHEMA_VERSION
+    );
     assert_eq!(store.collect_blobs(later(1), 10).unwrap(), vec![hashes[7]]);
     for kept in &hashes[..7] {
         assert!(store.get_blob(kept).unwrap().is_some(), "{kept}");

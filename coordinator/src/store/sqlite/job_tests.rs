@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)]
 use super::tests::test_signature as signature;
 use super::*;
-use crate::quorum::CopyState;
 use peergrid_proto::spec::{JobSettings, UnitSpec};
 
 /// A job of `units` units, named `u1`…, in `store`.
@@ -35,37 +34,7 @@ fn job_of(store: &SqliteStore, units: usize) -> JobId {
 }
 
 fn validate(store: &SqliteStore, unit: UnitId, host: HostId, out: &[u8]) {
-    let output = Hash::of(out);
-    let ops = [
-        StoreOp::Assign {
-            unit,
-            host,
-            sent_ms: 1,
-            deadline_ms: 100,
-            single: false,
-        },
-        StoreOp::Report {
-            unit,
-            host,
-            state: CopyState::Success {
-                output,
-                fuel: 5,
-                engine: "e".into(),
-                resumed: false,
-            },
-            elapsed_ms: 1,
-            received_ms: 2,
-        },
-        StoreOp::Validate {
-            unit,
-            output,
-            fuel: 5,
-            hosts: vec![host],
-            at_ms: 3,
-            pending_credit: false,
-        },
-    ];
-    store.apply(&ops, &[(output, out.to_vec())]).unwrap();
+    super::tests::validate_with(store, unit, &[host], out, 1);
 }
 
 /// The active units the feeder loads, by id, with the key their seeds

@@ -27,9 +27,11 @@ pub(super) fn failed_unit_logs(
     after: u64,
     limit: usize,
 ) -> Result<Vec<FailedUnitLog>, StoreError> {
+    // `+number`: through the (job, state) index, not along every unit
+    // of the job in number order (150 ms for a job of a million units).
     let mut units = c.prepare_cached(
         "SELECT id, number, name, reason FROM units
-         WHERE job_id = ?1 AND state = 'failed' AND number > ?2 ORDER BY number LIMIT ?3",
+         WHERE job_id = ?1 AND state = 'failed' AND +number > ?2 ORDER BY +number LIMIT ?3",
     )?;
     let mut last_error = c.prepare_cached(&format!(
         "SELECT {ERROR_COLUMNS} FROM results r JOIN hosts h ON h.id = r.host_id

@@ -44,23 +44,20 @@ pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatu
     let Some((name, module, created_ms, settings, signature, cancelled_ms, terms)) = head else {
         return Ok(None);
     };
-    let mut counts = [0u64; 4];
-    let mut stmt =
-        conn.prepare_cached("SELECT state, count(*) FROM units WHERE job_id = ?1 GROUP BY state")?;
-    let rows = stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
-    for row in rows {
-        let (state, n) = row?;
-        match state.as_str() {
-            "active" => counts[0] = n,
-            "validated" => counts[1] = n,
-            "failed" => counts[2] = n,
-            "cancelled" => counts[3] = n,
-            _ => {}
-        }
-    }
+    // Kept counts (schema step 3), not a count of the job's units.
+    let counts: [u64; 4] = conn
+        .prepare_cached(
+            "SELECT active, validated, failed, cancelled FROM job_counts WHERE job_id = ?1",
+        )?
+        .query_row([id], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]))
+        .optional()?
+        .unwrap_or_default();
+    // Along the copies out (`results_out`; CROSS JOIN keeps them the outer
+    // loop), not along the job's active units (80 ms at 740 000).
     let in_progress: u64 = conn.query_row(
-        "SELECT count(DISTINCT r.unit_id) FROM results r JOIN units u ON u.id = r.unit_id
-         WHERE u.job_id = ?1 AND u.state = 'active' AND r.state = 'in_progress'",
+        "SELECT count(DISTINCT r.unit_id) FROM results r INDEXED BY results_out
+         CROSS JOIN units u ON u.id = r.unit_id
+         WHERE r.state = 'in_progress' AND u.job_id = ?1 AND u.state = 'active'",
         [id],
         |r| r.get(0),
     )?;
@@ -242,6 +239,20 @@ pub(super) fn result_buckets(
     since_ms: u64,
     width_ms: u64,
 ) -> Result<Vec<Bucket>, StoreError> {
+    let width_ms = width_ms.max(1);
+    if since_ms.is_multiple_of(MINUTE_MS) && width_ms.is_multiple_of(MINUTE_MS) {
+        // Whole minutes (every caller's): the kept counts.
+        return buckets(
+            c,
+            &format!(
+                "SELECT (minute * 60000 / ?2) * ?2 AS b, sum(count) AS n, {}
+                 FROM result_minutes WHERE minute >= ?1 / 60000
+                 GROUP BY b HAVING n > 0 ORDER BY b",
+                saturating_sum("fuel")
+            ),
+            params![since_ms, width_ms],
+        );
+    }
     buckets(
         c,
         &format!(
@@ -250,9 +261,12 @@ pub(super) fn result_buckets(
              GROUP BY b ORDER BY b",
             saturating_sum("fuel")
         ),
-        params![since_ms, width_ms.max(1)],
+        params![since_ms, width_ms],
     )
 }
+
+/// The granularity of the kept buckets (`result_minutes`, `job_minutes`).
+const MINUTE_MS: u64 = 60_000;
 
 /// A job's validated units by `validated_ms`, in buckets of `width_ms`
 /// (at least 1).
@@ -261,6 +275,19 @@ pub(super) fn validated_buckets(
     job: JobId,
     width_ms: u64,
 ) -> Result<Vec<Bucket>, StoreError> {
+    let width_ms = width_ms.max(1);
+    if width_ms.is_multiple_of(MINUTE_MS) {
+        return buckets(
+            c,
+            &format!(
+                "SELECT (minute * 60000 / ?2) * ?2 AS b, sum(count) AS n, {}
+                 FROM job_minutes WHERE job_id = ?1
+                 GROUP BY b HAVING n > 0 ORDER BY b",
+                saturating_sum("fuel")
+            ),
+            params![job, width_ms],
+        );
+    }
     buckets(
         c,
         &format!(
@@ -268,25 +295,23 @@ pub(super) fn validated_buckets(
              FROM dataset WHERE job_id = ?1 GROUP BY b ORDER BY b",
             saturating_sum("fuel")
         ),
-        params![job, width_ms.max(1)],
+        params![job, width_ms],
     )
 }
 
+/// From the kept counts (schema step 3).
 pub(super) fn dataset_size(c: &Connection, job: Option<JobId>) -> Result<DatasetSize, StoreError> {
-    let select = format!(
-        "SELECT count(*), {}
-         FROM dataset d JOIN blobs b ON b.hash = d.output_hash",
-        saturating_sum("length(b.data)")
-    );
+    let select = "SELECT coalesce(sum(dataset_rows), 0), coalesce(sum(dataset_bytes), 0)
+                  FROM job_counts";
     let map = |r: &rusqlite::Row<'_>| {
         Ok(DatasetSize {
-            rows: r.get(0)?,
-            bytes: join_halves(r.get(1)?, r.get(2)?),
+            rows: r.get::<_, i64>(0)?.max(0) as u64,
+            bytes: r.get::<_, i64>(1)?.max(0) as u64,
         })
     };
     Ok(match job {
-        Some(job) => c.query_row(&format!("{select} WHERE d.job_id = ?1"), [job], map)?,
-        None => c.query_row(&select, [], map)?,
+        Some(job) => c.query_row(&format!("{select} WHERE job_id = ?1"), [job], map)?,
+        None => c.query_row(select, [], map)?,
     })
 }
 
@@ -342,9 +367,12 @@ pub(super) fn credit_page(
 }
 
 pub(super) fn dataset_stamp(c: &Connection, job: JobId) -> Result<DatasetStamp, StoreError> {
+    // The kept counts, and the highest unit from the end of the index.
     Ok(c.query_row(
-        "SELECT count(*), coalesce(max(unit_id), 0), coalesce(max(validated_ms), 0)
-         FROM dataset WHERE job_id = ?1",
+        "SELECT coalesce(sum(dataset_rows), 0),
+                (SELECT coalesce(max(unit_id), 0) FROM dataset WHERE job_id = ?1),
+                coalesce(max(last_validated_ms), 0)
+         FROM job_counts WHERE job_id = ?1",
         [job],
         |r| {
             Ok(DatasetStamp {
@@ -645,8 +673,18 @@ pub(super) fn blob_prefix(
 }
 
 pub(super) fn units_by_state(c: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut stmt =
-        c.prepare_cached("SELECT state, count(*) FROM units GROUP BY state ORDER BY state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    // The kept counts, summed over jobs (schema step 3).
+    let sums: [u64; 4] = c.query_row(
+        "SELECT coalesce(sum(active), 0), coalesce(sum(cancelled), 0), coalesce(sum(failed), 0),
+                coalesce(sum(validated), 0)
+         FROM job_counts",
+        [],
+        |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]),
+    )?;
+    Ok(["active", "cancelled", "failed", "validated"]
+        .into_iter()
+        .zip(sums)
+        .filter(|(_, n)| *n > 0)
+        .map(|(state, n)| (state.to_string(), n))
+        .collect())
 }

@@ -46,6 +46,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         summary: "loose uploads: blob_uploads lists the blobs no job or result names yet, with when they came, for garbage collection",
         apply: loose_uploads,
     },
+    Migration {
+        version: 3,
+        summary: "kept counts: job_counts (each job's units by state, its dataset's rows and bytes), result_minutes and job_minutes (successful copies and dataset rows by minute), kept by triggers, so no page counts rows",
+        apply: job_counts,
+    },
 ];
 
 /// The version this build's schema is at: the last step's number.
@@ -187,8 +192,7 @@ fn loose_uploads(conn: &Connection) -> Result<(), StoreError> {
         "CREATE TABLE IF NOT EXISTS blob_uploads (
              hash BLOB PRIMARY KEY,
              at_ms INTEGER NOT NULL
-         ) WITHOUT ROWID;
-         CREATE INDEX IF NOT EXISTS blob_uploads_at ON blob_uploads(at_ms);",
+         ) WITHOUT ROWID;",
     )?;
     conn.execute(
         "INSERT OR IGNORE INTO blob_uploads (hash, at_ms)
@@ -201,6 +205,129 @@ fn loose_uploads(conn: &Connection) -> Result<(), StoreError> {
            AND b.hash NOT IN (SELECT output_hash FROM dataset)
            AND b.hash NOT IN (SELECT output_hash FROM dataset_history)",
         [peergrid_os::now_ms()],
+    )?;
+    Ok(())
+}
+
+/// Step 3: kept counts, so no page or status call counts rows.
+/// `job_counts` holds each job's units by state and its dataset's rows,
+/// bytes and latest validation; `result_minutes` the successful copies by
+/// the minute they came; `job_minutes` each job's dataset rows by the
+/// minute they were validated. Triggers keep them in step with `units`,
+/// `results` and `dataset` (so every path that changes those counts, and
+/// a `REPLACE` counts its deletion too: connections set
+/// `recursive_triggers`); `create_job` starts a job's counts with its
+/// units. Filled once from the rows. And `results_out`, the copies in
+/// progress, which a job's count of units in progress reads.
+fn job_counts(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS job_counts (
+             job_id INTEGER PRIMARY KEY,
+             active INTEGER NOT NULL DEFAULT 0,
+             validated INTEGER NOT NULL DEFAULT 0,
+             failed INTEGER NOT NULL DEFAULT 0,
+             cancelled INTEGER NOT NULL DEFAULT 0,
+             dataset_rows INTEGER NOT NULL DEFAULT 0,
+             -- the rows' output bytes
+             dataset_bytes INTEGER NOT NULL DEFAULT 0,
+             -- the latest validated_ms of a row added (never lowered)
+             last_validated_ms INTEGER NOT NULL DEFAULT 0
+         );
+         DELETE FROM job_counts;
+         INSERT INTO job_counts (job_id) SELECT id FROM jobs;
+         UPDATE job_counts SET
+             active = (SELECT count(*) FROM units u WHERE u.job_id = job_counts.job_id AND u.state = 'active'),
+             validated = (SELECT count(*) FROM units u WHERE u.job_id = job_counts.job_id AND u.state = 'validated'),
+             failed = (SELECT count(*) FROM units u WHERE u.job_id = job_counts.job_id AND u.state = 'failed'),
+             cancelled = (SELECT count(*) FROM units u WHERE u.job_id = job_counts.job_id AND u.state = 'cancelled'),
+             dataset_rows = (SELECT count(*) FROM dataset d WHERE d.job_id = job_counts.job_id),
+             dataset_bytes = (SELECT coalesce(sum(length(b.data)), 0) FROM dataset d
+                              JOIN blobs b ON b.hash = d.output_hash WHERE d.job_id = job_counts.job_id),
+             last_validated_ms = (SELECT coalesce(max(validated_ms), 0) FROM dataset d
+                                  WHERE d.job_id = job_counts.job_id);
+         -- successful copies by the minute they came (ms / 60 000)
+         CREATE TABLE IF NOT EXISTS result_minutes (
+             minute INTEGER PRIMARY KEY,
+             count INTEGER NOT NULL DEFAULT 0,
+             fuel INTEGER NOT NULL DEFAULT 0
+         );
+         DELETE FROM result_minutes;
+         INSERT INTO result_minutes (minute, count, fuel)
+           SELECT received_ms / 60000, count(*), CAST(min(total(fuel), 9223372036854775807) AS INTEGER)
+           FROM results WHERE state = 'success' AND received_ms IS NOT NULL GROUP BY 1;
+         -- each job's dataset rows by the minute they were validated
+         CREATE TABLE IF NOT EXISTS job_minutes (
+             job_id INTEGER NOT NULL,
+             minute INTEGER NOT NULL,
+             count INTEGER NOT NULL DEFAULT 0,
+             fuel INTEGER NOT NULL DEFAULT 0,
+             PRIMARY KEY (job_id, minute)
+         ) WITHOUT ROWID;
+         DELETE FROM job_minutes;
+         INSERT INTO job_minutes (job_id, minute, count, fuel)
+           SELECT job_id, validated_ms / 60000, count(*), CAST(min(total(fuel), 9223372036854775807) AS INTEGER)
+           FROM dataset GROUP BY 1, 2;
+         CREATE TRIGGER IF NOT EXISTS result_success_counted AFTER INSERT ON results
+           WHEN NEW.state = 'success' AND NEW.received_ms IS NOT NULL
+         BEGIN
+           INSERT OR IGNORE INTO result_minutes (minute) VALUES (NEW.received_ms / 60000);
+           UPDATE result_minutes SET count = count + 1,
+             fuel = CAST(min(fuel + coalesce(NEW.fuel, 0), 9223372036854775807) AS INTEGER)
+           WHERE minute = NEW.received_ms / 60000;
+         END;
+         CREATE TRIGGER IF NOT EXISTS result_success_moved AFTER UPDATE OF state, received_ms, fuel ON results
+           WHEN OLD.state = 'success' OR NEW.state = 'success'
+         BEGIN
+           UPDATE result_minutes SET count = count - 1, fuel = max(fuel - coalesce(OLD.fuel, 0), 0)
+           WHERE OLD.state = 'success' AND minute = OLD.received_ms / 60000;
+           INSERT OR IGNORE INTO result_minutes (minute)
+             SELECT NEW.received_ms / 60000 WHERE NEW.state = 'success' AND NEW.received_ms IS NOT NULL;
+           UPDATE result_minutes SET count = count + 1,
+             fuel = CAST(min(fuel + coalesce(NEW.fuel, 0), 9223372036854775807) AS INTEGER)
+           WHERE NEW.state = 'success' AND minute = NEW.received_ms / 60000;
+         END;
+         CREATE TRIGGER IF NOT EXISTS result_success_uncounted AFTER DELETE ON results
+           WHEN OLD.state = 'success'
+         BEGIN
+           UPDATE result_minutes SET count = count - 1, fuel = max(fuel - coalesce(OLD.fuel, 0), 0)
+           WHERE minute = OLD.received_ms / 60000;
+         END;
+         -- the copies out: how many units of a job are in progress is
+         -- read along these, not along every active unit
+         CREATE INDEX IF NOT EXISTS results_out ON results(unit_id) WHERE state = 'in_progress';
+         CREATE TRIGGER IF NOT EXISTS units_state_counted AFTER UPDATE OF state ON units
+           WHEN OLD.state IS NOT NEW.state
+         BEGIN
+           UPDATE job_counts SET
+             active = active + (NEW.state = 'active') - (OLD.state = 'active'),
+             validated = validated + (NEW.state = 'validated') - (OLD.state = 'validated'),
+             failed = failed + (NEW.state = 'failed') - (OLD.state = 'failed'),
+             cancelled = cancelled + (NEW.state = 'cancelled') - (OLD.state = 'cancelled')
+           WHERE job_id = NEW.job_id;
+         END;
+         CREATE TRIGGER IF NOT EXISTS dataset_row_counted AFTER INSERT ON dataset
+         BEGIN
+           UPDATE job_counts SET
+             dataset_rows = dataset_rows + 1,
+             dataset_bytes = dataset_bytes
+               + coalesce((SELECT length(data) FROM blobs WHERE hash = NEW.output_hash), 0),
+             last_validated_ms = max(last_validated_ms, NEW.validated_ms)
+           WHERE job_id = NEW.job_id;
+           INSERT OR IGNORE INTO job_minutes (job_id, minute) VALUES (NEW.job_id, NEW.validated_ms / 60000);
+           UPDATE job_minutes SET count = count + 1,
+             fuel = CAST(min(fuel + NEW.fuel, 9223372036854775807) AS INTEGER)
+           WHERE job_id = NEW.job_id AND minute = NEW.validated_ms / 60000;
+         END;
+         CREATE TRIGGER IF NOT EXISTS dataset_row_uncounted AFTER DELETE ON dataset
+         BEGIN
+           UPDATE job_counts SET
+             dataset_rows = dataset_rows - 1,
+             dataset_bytes = dataset_bytes
+               - coalesce((SELECT length(data) FROM blobs WHERE hash = OLD.output_hash), 0)
+           WHERE job_id = OLD.job_id;
+           UPDATE job_minutes SET count = count - 1, fuel = max(fuel - OLD.fuel, 0)
+           WHERE job_id = OLD.job_id AND minute = OLD.validated_ms / 60000;
+         END;",
     )?;
     Ok(())
 }

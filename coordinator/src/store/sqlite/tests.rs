@@ -38,6 +38,55 @@ pub(crate) fn submission(module: Hash, validator: Validator, inputs: &[Hash]) ->
     }
 }
 
+/// A copy of `unit` sent to `host` at `at` and reported with `output`.
+pub(crate) fn success_copy(unit: UnitId, host: HostId, output: Hash, at: u64) -> [StoreOp; 2] {
+    [
+        StoreOp::Assign {
+            unit,
+            host,
+            sent_ms: at,
+            deadline_ms: at + 100,
+            single: false,
+        },
+        StoreOp::Report {
+            unit,
+            host,
+            state: CopyState::Success {
+                output,
+                fuel: 5,
+                engine: "e".into(),
+                resumed: false,
+            },
+            elapsed_ms: 1,
+            received_ms: at + 1,
+        },
+    ]
+}
+
+/// `unit` validated at `at + 2` with `out`, from a copy of each of `hosts`.
+pub(crate) fn validate_with(
+    store: &SqliteStore,
+    unit: UnitId,
+    hosts: &[HostId],
+    out: &[u8],
+    at: u64,
+) {
+    let output = Hash::of(out);
+    let mut ops: Vec<StoreOp> = hosts
+        .iter()
+        .flat_map(|h| success_copy(unit, *h, output, at))
+        .collect();
+    ops.push(StoreOp::Validate {
+        unit,
+        output,
+        fuel: 5,
+        hosts: hosts.to_vec(),
+        at_ms: at + 2,
+        pending_credit: false,
+    });
+    store.apply(&ops, &[(output, out.to_vec())]).unwrap();
+}
+
 /// When a unit validates, the bytes of the outputs that lost go, and
 /// only those nothing else names.
 #[test]
