@@ -118,7 +118,7 @@ pub struct Grid {
     /// Held (shared) by a submission from checking its blobs until its job
     /// is stored, and (alone) by garbage collection while it deletes: a
     /// blob a submission found is not collected before its job claims it.
-    pub(crate) blob_gate: tokio::sync::RwLock<()>,
+    pub(crate) blob_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Grid {
@@ -144,7 +144,7 @@ impl Grid {
             storage: Storage::default(),
             feed: Notify::new(),
             mirrors: std::sync::OnceLock::new(),
-            blob_gate: tokio::sync::RwLock::new(()),
+            blob_gate: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
 

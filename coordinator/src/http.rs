@@ -134,17 +134,11 @@ async fn missing_blobs(
     let store = api.grid.store.clone();
     Ok(Json(
         blocking(move || {
-            let missing = store.missing_blobs(&hashes)?;
-            // Those it need not send count as uploaded now: garbage
-            // collection leaves them to the job about to claim them.
-            let missing_set: HashSet<&Hash> = missing.iter().collect();
-            let present: Vec<Hash> = hashes
-                .iter()
-                .filter(|h| !missing_set.contains(h))
-                .copied()
-                .collect();
-            store.touch_uploads(&present, peergrid_os::now_ms())?;
-            Ok(missing)
+            // Loose uploads asked about count as uploaded now, first:
+            // garbage collection leaves those found below to the job
+            // about to claim them (one collected before this is missing).
+            store.touch_uploads(&hashes, peergrid_os::now_ms())?;
+            store.missing_blobs(&hashes)
         })
         .await?,
     ))
@@ -294,7 +288,7 @@ async fn submit_job(
         })?;
     // Until the job is stored, garbage collection deletes none of the
     // blobs checked below.
-    let _gate = api.grid.blob_gate.read().await;
+    let gate = api.grid.blob_gate.clone().read_owned().await;
     // Workers run the job's module, and the judge its validator, with the
     // job's memory setting.
     let memory_bytes = job.settings.memory_mb.saturating_mul(1024 * 1024);
@@ -342,7 +336,17 @@ async fn submit_job(
         return Err(bad_request(p));
     }
     let units = job.units.len();
-    let id = api.grid.submit(job).await.map_err(internal)?;
+    // The job is stored, and the gate held until then, even if the client
+    // goes away meanwhile.
+    let grid = api.grid.clone();
+    let id = tokio::spawn(async move {
+        let stored = grid.submit(job).await;
+        drop(gate);
+        stored
+    })
+    .await
+    .map_err(|e| internal(anyhow::anyhow!("job submission task: {e}")))?
+    .map_err(internal)?;
     tracing::info!(job = id, units, "job submitted");
     if let Some((publisher, hashes)) = publish {
         publisher.publish_job_in_background(api.grid.store.clone(), hashes);

@@ -311,7 +311,7 @@ fn an_upload_no_job_claims_is_collected_after_its_grace_period_and_a_job_runs_on
         "--publish-blobs",
         blobs.to_str().unwrap(),
         "--blob-grace-secs",
-        "2",
+        "5",
     ];
     let mut coordinator = Coordinator::start_with(dir.path(), &flags).unwrap();
     let loose = upload(&coordinator, b"uploaded, then no job came");
@@ -330,7 +330,7 @@ fn an_upload_no_job_claims_is_collected_after_its_grace_period_and_a_job_runs_on
     .unwrap();
     assert_eq!(missing(&coordinator, &[loose]), vec![loose]);
     // Past the grace period of the job's blobs too: they stay.
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
     assert_eq!(counter(&coordinator, "peergrid_blobs_collected_total"), 1);
     assert_eq!(missing(&coordinator, &claimed), Vec::<Hash>::new());
     for h in &claimed {

@@ -21,7 +21,8 @@ impl Grid {
     pub async fn collect_loose_blobs(&self, grace: Duration) -> Result<u64> {
         let mut collected = 0;
         loop {
-            let before = now_ms().saturating_sub(grace.as_millis() as u64);
+            let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+            let before = now_ms().saturating_sub(grace_ms);
             let store = self.store.clone();
             let publisher = self.publisher().cloned();
             let page = {

@@ -39,6 +39,7 @@ pub(super) fn apply(
         apply_op(&tx, op, &mut tallies)?;
     }
     tallies.write(&tx)?;
+    count_received(&tx, ops)?;
     {
         // After the reports: each tail joins its copy's error result.
         let mut put_stderr = tx.prepare_cached(
@@ -56,6 +57,49 @@ pub(super) fn apply(
         }
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Copies of a finished unit still out: the scheduler forgot them and
+/// refuses their late reports, so they are voided, and `results_out`
+/// holds only copies that may still come back.
+fn forget_copies_out(tx: &Connection, unit: UnitId) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE results SET state = 'voided', error = 'the unit finished before this copy reported'
+         WHERE unit_id = ?1 AND state = 'in_progress'",
+    )?
+    .execute([unit])?;
+    Ok(())
+}
+
+/// Adds the batch's successful reports to `result_minutes`, once per
+/// minute they fall in (schema step 3).
+fn count_received(tx: &Connection, ops: &[StoreOp]) -> Result<(), StoreError> {
+    let mut minutes: std::collections::BTreeMap<u64, (i64, i64)> = Default::default();
+    for op in ops {
+        if let StoreOp::Report {
+            state: CopyState::Success { fuel, .. },
+            received_ms,
+            ..
+        } = op
+        {
+            let m = minutes.entry(received_ms / 60_000).or_default();
+            m.0 += 1;
+            m.1 = m.1.saturating_add(i64::try_from(*fuel).unwrap_or(i64::MAX));
+        }
+    }
+    for (minute, (count, fuel)) in minutes {
+        tx.prepare_cached(
+            "INSERT INTO result_minutes (minute, count, fuel) VALUES (?1, ?2, ?3)
+             ON CONFLICT(minute) DO UPDATE SET count = count + excluded.count,
+               fuel = CAST(min(fuel + excluded.fuel, 9223372036854775807) AS INTEGER)",
+        )?
+        .execute(params![
+            i64::try_from(minute).unwrap_or(i64::MAX),
+            count,
+            fuel
+        ])?;
+    }
     Ok(())
 }
 
@@ -252,6 +296,7 @@ fn apply_op(
             ])?;
             tx.prepare_cached("UPDATE units SET state = 'validated' WHERE id = ?1")?
                 .execute([unit])?;
+            forget_copies_out(tx, *unit)?;
         }
         StoreOp::GrantCredit { host } => {
             let key: Option<Vec<u8>> = tx
@@ -285,6 +330,7 @@ fn apply_op(
         } => {
             tx.prepare_cached("UPDATE units SET state = 'failed', reason = ?2 WHERE id = ?1")?
                 .execute(params![unit, reason])?;
+            forget_copies_out(tx, *unit)?;
         }
         StoreOp::Repair {
             host,

@@ -53,14 +53,19 @@ pub(super) fn job_status(conn: &Connection, id: JobId) -> Result<Option<JobStatu
         .optional()?
         .unwrap_or_default();
     // Along the copies out (`results_out`; CROSS JOIN keeps them the outer
-    // loop), not along the job's active units (80 ms at 740 000).
-    let in_progress: u64 = conn.query_row(
-        "SELECT count(DISTINCT r.unit_id) FROM results r INDEXED BY results_out
+    // loop), not along the job's active units (80 ms at 740 000); none
+    // for a job without active units.
+    let in_progress: u64 = if counts[0] == 0 {
+        0
+    } else {
+        conn.query_row(
+            "SELECT count(DISTINCT r.unit_id) FROM results r INDEXED BY results_out
          CROSS JOIN units u ON u.id = r.unit_id
          WHERE r.state = 'in_progress' AND u.job_id = ?1 AND u.state = 'active'",
-        [id],
-        |r| r.get(0),
-    )?;
+            [id],
+            |r| r.get(0),
+        )?
+    };
     let units_total = counts.iter().fold(0u64, |a, n| a.saturating_add(*n));
     Ok(Some(JobStatus {
         finished: counts[0] == 0,
@@ -257,7 +262,7 @@ pub(super) fn result_buckets(
         c,
         &format!(
             "SELECT (received_ms / ?2) * ?2 AS b, count(*), {}
-             FROM results WHERE received_ms >= ?1 AND state = 'success'
+             FROM results WHERE received_ms >= ?1 AND output_hash IS NOT NULL
              GROUP BY b ORDER BY b",
             saturating_sum("fuel")
         ),

@@ -48,7 +48,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
-        summary: "kept counts: job_counts (each job's units by state, its dataset's rows and bytes), result_minutes and job_minutes (successful copies and dataset rows by minute), kept by triggers, so no page counts rows",
+        summary: "kept counts: job_counts (each job's units by state, its dataset's rows and bytes), result_minutes and job_minutes (successful copies received and dataset rows by minute), kept as rows change, so no page counts rows",
         apply: job_counts,
     },
 ];
@@ -198,12 +198,13 @@ fn loose_uploads(conn: &Connection) -> Result<(), StoreError> {
         "INSERT OR IGNORE INTO blob_uploads (hash, at_ms)
          SELECT b.hash, ?1 FROM blobs b
          WHERE NOT EXISTS (SELECT 1 FROM units WHERE input_hash = b.hash)
-           AND NOT EXISTS (SELECT 1 FROM jobs WHERE module_hash = b.hash
-                           OR instr(validator_json, lower(hex(b.hash))) > 0)
            AND b.hash NOT IN (SELECT output_hash FROM results WHERE output_hash IS NOT NULL)
            AND b.hash NOT IN (SELECT output_hash FROM retired_results WHERE output_hash IS NOT NULL)
            AND b.hash NOT IN (SELECT output_hash FROM dataset)
-           AND b.hash NOT IN (SELECT output_hash FROM dataset_history)",
+           AND b.hash NOT IN (SELECT output_hash FROM dataset_history)
+           AND b.hash NOT IN (SELECT module_hash FROM jobs)
+           -- last: a scan of the jobs, for the few blobs still in question
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE instr(validator_json, lower(hex(b.hash))) > 0)",
         [peergrid_os::now_ms()],
     )?;
     Ok(())
@@ -211,13 +212,14 @@ fn loose_uploads(conn: &Connection) -> Result<(), StoreError> {
 
 /// Step 3: kept counts, so no page or status call counts rows.
 /// `job_counts` holds each job's units by state and its dataset's rows,
-/// bytes and latest validation; `result_minutes` the successful copies by
-/// the minute they came; `job_minutes` each job's dataset rows by the
-/// minute they were validated. Triggers keep them in step with `units`,
-/// `results` and `dataset` (so every path that changes those counts, and
-/// a `REPLACE` counts its deletion too: connections set
+/// bytes and latest validation; `job_minutes` each job's dataset rows by
+/// the minute they were validated. Triggers keep them in step with
+/// `units` and `dataset` (so every path that changes those counts, and a
+/// `REPLACE` counts its deletion too: connections set
 /// `recursive_triggers`); `create_job` starts a job's counts with its
-/// units. Filled once from the rows. And `results_out`, the copies in
+/// units. `result_minutes` holds the successful copies received by minute,
+/// which `apply` adds once per batch (a copy voided later stays counted:
+/// it was received). Filled once from the rows. And `results_out`, the copies in
 /// progress, which a job's count of units in progress reads.
 fn job_counts(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
@@ -245,7 +247,9 @@ fn job_counts(conn: &Connection) -> Result<(), StoreError> {
                               JOIN blobs b ON b.hash = d.output_hash WHERE d.job_id = job_counts.job_id),
              last_validated_ms = (SELECT coalesce(max(validated_ms), 0) FROM dataset d
                                   WHERE d.job_id = job_counts.job_id);
-         -- successful copies by the minute they came (ms / 60 000)
+         -- successful copies by the minute they came (ms / 60 000), as
+         -- received: `apply` adds each batch's, once per minute (a
+         -- trigger per result cost the writer most of its time)
          CREATE TABLE IF NOT EXISTS result_minutes (
              minute INTEGER PRIMARY KEY,
              count INTEGER NOT NULL DEFAULT 0,
@@ -254,7 +258,12 @@ fn job_counts(conn: &Connection) -> Result<(), StoreError> {
          DELETE FROM result_minutes;
          INSERT INTO result_minutes (minute, count, fuel)
            SELECT received_ms / 60000, count(*), CAST(min(total(fuel), 9223372036854775807) AS INTEGER)
-           FROM results WHERE state = 'success' AND received_ms IS NOT NULL GROUP BY 1;
+           FROM (SELECT received_ms, fuel FROM results
+                 WHERE received_ms IS NOT NULL AND output_hash IS NOT NULL
+                 UNION ALL
+                 SELECT received_ms, fuel FROM retired_results
+                 WHERE received_ms IS NOT NULL AND output_hash IS NOT NULL)
+           GROUP BY 1;
          -- each job's dataset rows by the minute they were validated
          CREATE TABLE IF NOT EXISTS job_minutes (
              job_id INTEGER NOT NULL,
@@ -267,34 +276,13 @@ fn job_counts(conn: &Connection) -> Result<(), StoreError> {
          INSERT INTO job_minutes (job_id, minute, count, fuel)
            SELECT job_id, validated_ms / 60000, count(*), CAST(min(total(fuel), 9223372036854775807) AS INTEGER)
            FROM dataset GROUP BY 1, 2;
-         CREATE TRIGGER IF NOT EXISTS result_success_counted AFTER INSERT ON results
-           WHEN NEW.state = 'success' AND NEW.received_ms IS NOT NULL
-         BEGIN
-           INSERT OR IGNORE INTO result_minutes (minute) VALUES (NEW.received_ms / 60000);
-           UPDATE result_minutes SET count = count + 1,
-             fuel = CAST(min(fuel + coalesce(NEW.fuel, 0), 9223372036854775807) AS INTEGER)
-           WHERE minute = NEW.received_ms / 60000;
-         END;
-         CREATE TRIGGER IF NOT EXISTS result_success_moved AFTER UPDATE OF state, received_ms, fuel ON results
-           WHEN OLD.state = 'success' OR NEW.state = 'success'
-         BEGIN
-           UPDATE result_minutes SET count = count - 1, fuel = max(fuel - coalesce(OLD.fuel, 0), 0)
-           WHERE OLD.state = 'success' AND minute = OLD.received_ms / 60000;
-           INSERT OR IGNORE INTO result_minutes (minute)
-             SELECT NEW.received_ms / 60000 WHERE NEW.state = 'success' AND NEW.received_ms IS NOT NULL;
-           UPDATE result_minutes SET count = count + 1,
-             fuel = CAST(min(fuel + coalesce(NEW.fuel, 0), 9223372036854775807) AS INTEGER)
-           WHERE NEW.state = 'success' AND minute = NEW.received_ms / 60000;
-         END;
-         CREATE TRIGGER IF NOT EXISTS result_success_uncounted AFTER DELETE ON results
-           WHEN OLD.state = 'success'
-         BEGIN
-           UPDATE result_minutes SET count = count - 1, fuel = max(fuel - coalesce(OLD.fuel, 0), 0)
-           WHERE minute = OLD.received_ms / 60000;
-         END;
          -- the copies out: how many units of a job are in progress is
          -- read along these, not along every active unit
          CREATE INDEX IF NOT EXISTS results_out ON results(unit_id) WHERE state = 'in_progress';
+         -- copies of finished units still marked out: the scheduler forgot
+         -- them (`apply` now voids them as their unit finishes)
+         UPDATE results SET state = 'voided', error = 'the unit finished before this copy reported'
+           WHERE state = 'in_progress' AND unit_id IN (SELECT id FROM units WHERE state != 'active');
          CREATE TRIGGER IF NOT EXISTS units_state_counted AFTER UPDATE OF state ON units
            WHEN OLD.state IS NOT NEW.state
          BEGIN
