@@ -69,7 +69,10 @@ pub(super) fn touch_uploads(
 
 /// Deletes at most `limit` loose uploads that came before `before_ms` and
 /// that nothing names, with their bytes (in no particular order); returns
-/// their hashes. A loose
+/// their hashes. The dataset, its history and retired copies are not
+/// checked: they name only outputs, and every output passes through
+/// `apply`, which takes its bytes off the list; a new way of naming a
+/// blob must claim it too. A loose
 /// upload something names after all (say, a task's output with the same
 /// bytes) loses only its place on the list.
 pub(super) fn collect_blobs(
@@ -87,7 +90,9 @@ pub(super) fn collect_blobs(
             "SELECT hash FROM blob_uploads WHERE at_ms < ?1 LIMIT ?2",
         )?;
         let candidates = old
-            .query_map(params![before_ms, limit as i64], |r| r.get::<_, Vec<u8>>(0))?
+            .query_map(params![before_ms.min(i64::MAX as u64), limit as i64], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut unlist = tx.prepare_cached("DELETE FROM blob_uploads WHERE hash = ?1")?;
         let mut delete = tx.prepare_cached(

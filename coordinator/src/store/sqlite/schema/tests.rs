@@ -159,3 +159,69 @@ fn a_database_from_before_versions_is_brought_up_and_stamped() {
         .unwrap();
     assert_eq!((cpu_model, bans), (1, 1));
 }
+
+/// A database made by step 1 alone (a release from before steps 2 and 3)
+/// gains its loose uploads and kept counts from its rows, and loses the
+/// copies of finished units still marked out.
+#[test]
+fn a_database_at_step_one_gains_its_loose_uploads_and_kept_counts() {
+    use crate::store::{Bucket, ReadStore, Store};
+    use peergrid_proto::Hash;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let mut conn = Connection::open(&path).unwrap();
+    assert_eq!(migrate_with(&mut conn, &MIGRATIONS[..1], 1).unwrap(), [1]);
+    let [loose, module, output] = [1u8, 2, 3].map(|n| Hash([n; 32]));
+    let settings = serde_json::to_string(&peergrid_proto::spec::JobSettings::default()).unwrap();
+    let signature = serde_json::to_string(&crate::store::sqlite::tests::test_signature()).unwrap();
+    conn.execute_batch(&format!(
+        "INSERT INTO blobs (hash, data) VALUES (X'{loose}', x'aa'), (X'{module}', x'bbbb'), (X'{output}', x'cccccc');
+         INSERT INTO jobs (id, name, module_hash, args_json, settings_json, signature_json, created_ms)
+           VALUES (1, 'j', X'{module}', '[]', '{settings}', '{signature}', 1);
+         INSERT INTO units (id, job_id, name, input_hash, state, number)
+           VALUES (1, 1, 'a', X'{module}', 'validated', 1), (2, 1, 'b', X'{module}', 'active', 2);
+         INSERT INTO results (unit_id, host_id, state, sent_ms, deadline_ms, received_ms, output_hash, fuel)
+           VALUES (1, 1, 'success', 1, 2, 120000, X'{output}', 7),
+                  (1, 2, 'in_progress', 1, 2, NULL, NULL, NULL),
+                  (2, 1, 'in_progress', 1, 2, NULL, NULL, NULL);
+         INSERT INTO dataset (unit_id, job_id, output_hash, fuel, hosts_json, engines_json, validated_ms)
+           VALUES (1, 1, X'{output}', 7, '[]', '[]', 180000);"
+    ))
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path, false).unwrap();
+    assert_eq!(
+        SqliteStore::schema_status(&path).unwrap().version,
+        SCHEMA_VERSION
+    );
+    let status = store.job_status(1).unwrap().unwrap();
+    assert_eq!(
+        (status.validated, status.in_progress, status.pending),
+        (1, 1, 0),
+        "unit 2's copy is out; unit 1's late copy is voided"
+    );
+    let size = store.dataset_size(Some(1)).unwrap();
+    assert_eq!((size.rows, size.bytes), (1, 3));
+    assert_eq!(
+        store.validated_buckets(1, 60_000).unwrap(),
+        [Bucket {
+            start_ms: 180_000,
+            count: 1,
+            fuel: 7
+        }]
+    );
+    assert_eq!(
+        store.result_buckets(0, 60_000).unwrap(),
+        [Bucket {
+            start_ms: 120_000,
+            count: 1,
+            fuel: 7
+        }]
+    );
+    assert_eq!(store.collect_blobs(u64::MAX, 10).unwrap(), [loose]);
+    assert!(
+        store.get_blob(&module).unwrap().is_some() && store.get_blob(&output).unwrap().is_some()
+    );
+}
