@@ -165,9 +165,18 @@ fn migrate_brings_a_database_from_before_versions_up_and_says_what_it_did() {
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("applying step 1:"), "{said}");
+    // Every step, in order, each said as it is applied.
     let steps = recorded_steps(&db);
-    assert_eq!(steps.len(), 1, "{steps:?}");
-    assert_eq!(steps[0].0, 1);
+    let numbers: Vec<_> = steps.iter().map(|s| s.0).collect();
+    assert_eq!(
+        numbers,
+        (1..=steps.len() as i64).collect::<Vec<_>>(),
+        "{steps:?}"
+    );
+    assert!(steps.len() >= 3, "{steps:?}");
+    for (n, _) in &steps {
+        assert!(said.contains(&format!("applying step {n}:")), "{said}");
+    }
 
     let out = coordinator(&["migrate", "--data", &data]);
     let said = text(&out);
