@@ -38,6 +38,17 @@ pub(crate) fn submission(module: Hash, validator: Validator, inputs: &[Hash]) ->
     }
 }
 
+/// Opens `path`, which applies every step it lacks, and checks it is then
+/// at this build's version.
+pub(crate) fn open_at_latest(path: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(path, false).unwrap();
+    assert_eq!(
+        SqliteStore::schema_status(path).unwrap().version,
+        SCHEMA_VERSION
+    );
+    store
+}
+
 /// A copy of `unit` sent to `host` at `at` and reported with `output`.
 pub(crate) fn success_copy(unit: UnitId, host: HostId, output: Hash, at: u64) -> [StoreOp; 2] {
     [

@@ -191,11 +191,7 @@ fn a_database_at_step_one_gains_its_loose_uploads_and_kept_counts() {
     .unwrap();
     drop(conn);
 
-    let store = SqliteStore::open(&path, false).unwrap();
-    assert_eq!(
-        SqliteStore::schema_status(&path).unwrap().version,
-        SCHEMA_VERSION
-    );
+    let store = crate::store::sqlite::tests::open_at_latest(&path);
     let status = store.job_status(1).unwrap().unwrap();
     assert_eq!(
         (status.validated, status.in_progress, status.pending),
