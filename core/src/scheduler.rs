@@ -95,6 +95,11 @@ struct Audit {
 
 /// Audit copies that may fail before an audit is given up.
 const AUDIT_ATTEMPTS: u32 = 3;
+/// Most validated units the window keeps for their audits. Past it, a
+/// validated unit leaves the window unaudited: audits pile up only while
+/// no established host takes them, and must not crowd out the units
+/// still to be done.
+const MAX_AUDITS: usize = 10_000;
 /// Stands for "no host" in `Scheduler::deadlines`: when an audit waiting
 /// for an auditor is given up.
 const AUDIT_WAIT: HostId = HostId::MAX;
@@ -142,6 +147,10 @@ pub struct Scheduler {
     /// Units that may need more copies, oldest first. A unit's entry is
     /// re-checked with [`decide`] when it reaches the front.
     queue: VecDeque<UnitId>,
+    /// Validated units waiting for an auditor, oldest first: a queue of
+    /// their own, which only established hosts look at, so audits no host
+    /// can take never stand in front of the units still to be done.
+    audit_queue: VecDeque<UnitId>,
     /// Outstanding copies by expiry (deadline plus grace):
     /// `(expiry_ms, unit, host)`.
     deadlines: BTreeSet<(u64, UnitId, HostId)>,
@@ -218,6 +227,7 @@ impl Scheduler {
             jobs: HashMap::new(),
             units: HashMap::new(),
             queue: VecDeque::new(),
+            audit_queue: VecDeque::new(),
             deadlines: BTreeSet::new(),
             hosts: HashMap::new(),
             in_flight: HashMap::new(),
@@ -268,9 +278,9 @@ impl Scheduler {
         self.units.len()
     }
 
-    /// Units queued for more copies.
+    /// Units queued for more copies, audits included.
     pub fn queued_units(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.audit_queue.len()
     }
 
     pub fn policy(&self) -> &HostPolicy {
@@ -650,6 +660,10 @@ impl Scheduler {
                     // as an ordinary copy.
                     Some(_) => {
                         unit.audit = None;
+                        if unit.queued {
+                            unit.queued = false;
+                            self.audit_queue.retain(|&u| u != id);
+                        }
                         self.auditing.remove(&id);
                         self.evaluate(id, at_ms);
                     }

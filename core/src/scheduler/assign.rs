@@ -50,11 +50,13 @@ impl Scheduler {
         let young_may_complete = self
             .established_seen_ms
             .is_none_or(|t| now_ms.saturating_sub(t) > policy.established_idle_ms);
-        let mut tasks = Vec::new();
+        let (mut tasks, mut bytes) = match established {
+            true => self.assign_audits(host, addr, want, max_bytes, now_ms),
+            false => (Vec::new(), 0),
+        };
         let mut issued_jobs = Vec::new();
         let mut put_back = Vec::new();
         let mut scanned = 0;
-        let mut bytes = 0;
         while tasks.len() < want as usize && scanned < MAX_SCAN && !self.queue.is_empty() {
             let window = self.queue.len().min(DRAW_WINDOW);
             let k = (self.rng.next_u64() % window as u64) as usize;
@@ -87,37 +89,10 @@ impl Scheduler {
                 // Its verdict decides what it needs; it queues again then.
                 continue;
             }
-            if let Some(audit) = &unit.audit {
-                // An audit copy: one at a time, on an established host of
-                // another network than every copy so far.
-                if audit.auditor.is_some() {
-                    continue;
-                }
+            if unit.audit.is_some() {
+                // Audits wait in a queue of their own.
                 unit.queued = true;
-                put_back.push(id);
-                let hosts = &self.hosts;
-                let s = &unit.job.settings;
-                let clash = |c: &Copy| {
-                    c.host == host
-                        || netgroup::same_network(
-                            addr,
-                            hosts.get(&c.host).and_then(|o| o.addr),
-                            s.network_prefix_v4,
-                            s.network_prefix_v6,
-                        )
-                };
-                if !established || unit.copies.iter().any(clash) {
-                    continue;
-                }
-                unit.queued = false;
-                put_back.pop();
-                if let Some(a) = unit.audit.as_mut() {
-                    a.auditor = Some(host);
-                }
-                if let Some((task, size)) = self.issue(id, host, false, now_ms) {
-                    bytes += size;
-                    tasks.push(task);
-                }
+                self.audit_queue.push_back(id);
                 continue;
             }
             let rules = unit.rules();
@@ -205,6 +180,77 @@ impl Scheduler {
         }
         self.standing_mut(host).sent(tasks.len() as u32);
         tasks
+    }
+
+    /// Up to `want` audit copies for an established `host` (one at a time
+    /// per unit, on a host of another network than every copy so far)
+    /// within `max_bytes`, with their wire size.
+    fn assign_audits(
+        &mut self,
+        host: HostId,
+        addr: Option<std::net::IpAddr>,
+        want: u32,
+        max_bytes: usize,
+        now_ms: u64,
+    ) -> (Vec<Task>, usize) {
+        let (mut tasks, mut bytes) = (Vec::new(), 0);
+        let mut put_back = Vec::new();
+        let mut scanned = 0;
+        while tasks.len() < want as usize && scanned < MAX_SCAN && !self.audit_queue.is_empty() {
+            let window = self.audit_queue.len().min(DRAW_WINDOW);
+            let k = (self.rng.next_u64() % window as u64) as usize;
+            if !tasks.is_empty()
+                && self
+                    .units
+                    .get(&self.audit_queue[k])
+                    .is_some_and(|u| bytes + wire_size(u) > max_bytes)
+            {
+                break;
+            }
+            let Some(id) = self.audit_queue.remove(k) else {
+                break;
+            };
+            scanned += 1;
+            let Some(unit) = self.units.get_mut(&id) else {
+                continue;
+            };
+            unit.queued = false;
+            let Some(audit) = &unit.audit else {
+                // Reopened since it queued: back to the quorum.
+                self.evaluate(id, now_ms);
+                continue;
+            };
+            if audit.auditor.is_some() {
+                continue;
+            }
+            let hosts = &self.hosts;
+            let s = &unit.job.settings;
+            let clash = |c: &Copy| {
+                c.host == host
+                    || netgroup::same_network(
+                        addr,
+                        hosts.get(&c.host).and_then(|o| o.addr),
+                        s.network_prefix_v4,
+                        s.network_prefix_v6,
+                    )
+            };
+            if unit.copies.iter().any(clash) {
+                unit.queued = true;
+                put_back.push(id);
+                continue;
+            }
+            if let Some(a) = unit.audit.as_mut() {
+                a.auditor = Some(host);
+            }
+            if let Some((task, size)) = self.issue(id, host, false, now_ms) {
+                bytes += size;
+                tasks.push(task);
+            }
+        }
+        for id in put_back.into_iter().rev() {
+            self.audit_queue.push_front(id);
+        }
+        (tasks, bytes)
     }
 
     /// Hands `host` a copy of unit `id` and returns its task and wire size.

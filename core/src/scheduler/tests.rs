@@ -1308,3 +1308,102 @@ fn inputs_at_or_over_the_threshold_go_by_reference_and_count_little_against_the_
         })
     );
 }
+
+/// Young hosts on two networks work through a job whose every validated
+/// unit is kept for an audit that only an established host may run, and
+/// none is about. The audits waiting must neither hide the fresh units
+/// behind them (the 1,000,000-unit bench stalled at 260,000 when 2 % of
+/// them filled the front of the queue past `MAX_SCAN`) nor grow without
+/// bound.
+#[test]
+fn audits_no_host_can_take_never_starve_fresh_units() {
+    let policy = HostPolicy {
+        audit_ppm: 1_000_000,
+        ..HostPolicy::default()
+    };
+    let n = 2 * MAX_AUDITS as u64;
+    let mut s = with_units_in(Scheduler::with(policy, 11), 0, JobSettings::default());
+    on_network(&mut s, 1, "198.51.100.7", 4);
+    on_network(&mut s, 2, "203.0.113.9", 4);
+    let (mut loaded, mut validated) = (0, 0);
+    let mut now = 1;
+    let mut idle_rounds = 0;
+    while validated < n && idle_rounds < 3 {
+        // The feeder tops the window up as it runs low, behind whatever
+        // is queued already.
+        if s.active_units() < s.auditing.len() + 100 && loaded < n {
+            for id in loaded + 1..=(loaded + 500).min(n) {
+                s.load(fresh_unit(id, vec![id as u8]), now);
+            }
+            loaded = (loaded + 500).min(n);
+        }
+        let mut issued = 0;
+        for host in [1, 2] {
+            let tasks = s.assign(host, 16, usize::MAX, now);
+            issued += tasks.len();
+            for t in tasks {
+                s.report(host, t.unit, ok(1), 1, now).unwrap();
+            }
+            now += 1;
+        }
+        validated += s
+            .take_ops()
+            .iter()
+            .filter(|o| matches!(o, StoreOp::Validate { .. }))
+            .count() as u64;
+        idle_rounds = if issued == 0 { idle_rounds + 1 } else { 0 };
+        assert!(
+            s.auditing.len() <= MAX_AUDITS,
+            "{} audits held in the window",
+            s.auditing.len()
+        );
+    }
+    assert_eq!(validated, n, "units validated before the grid stalled");
+    assert_eq!(s.auditing.len(), MAX_AUDITS, "audits still waiting");
+}
+
+/// A unit waiting for its audit is reopened when a host that validated it
+/// is caught (outvoted on another unit): it leaves the audits' queue for
+/// the quorum's, and a young host (no established one is about)
+/// completes it again.
+#[test]
+fn a_reopened_unit_leaves_the_audits_queue_for_more_copies() {
+    let policy = HostPolicy {
+        audit_ppm: 1_000_000,
+        ..HostPolicy::default()
+    };
+    let mut s = with_units_in(Scheduler::with(policy, 3), 1, JobSettings::default());
+    for h in 1..=4 {
+        on_network(&mut s, h, &format!("10.0.{h}.1"), 1);
+    }
+    s.assign(1, 1, usize::MAX, 0);
+    s.assign(2, 1, usize::MAX, 0);
+    s.report(1, 1, ok(7), 1, 1).unwrap();
+    s.report(2, 1, ok(7), 1, 1).unwrap();
+    assert!(validated(&s.take_ops()));
+    assert_eq!(s.audit_queue.len(), 1, "waiting for an established host");
+    assert!(
+        s.assign(3, 1, usize::MAX, 2).is_empty(),
+        "not on a young host"
+    );
+    // Unit 2: host 1 is outvoted by hosts 3 and 4, and caught.
+    s.load(fresh_unit(2, vec![2]), 3);
+    for (h, out) in [(1, 9), (3, 2), (4, 2)] {
+        assert_eq!(units_of(&s.assign(h, 1, usize::MAX, 3)), HashSet::from([2]));
+        s.report(h, 2, ok(out), 1, 4).unwrap();
+    }
+    let ops = s.take_ops();
+    assert!(
+        ops.iter()
+            .any(|o| matches!(o, StoreOp::Repair { host: 1, .. })),
+        "{ops:?}"
+    );
+    assert_eq!(
+        s.audit_queue,
+        [2],
+        "unit 2 waits for its audit, unit 1 no more"
+    );
+    assert_eq!(units_of(&s.assign(3, 1, usize::MAX, 5)), HashSet::from([1]));
+    s.report(3, 1, ok(7), 1, 6).unwrap();
+    assert!(validated(&s.take_ops()), "validated again by hosts 2 and 3");
+}

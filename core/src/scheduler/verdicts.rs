@@ -8,7 +8,7 @@ use std::sync::Arc;
 use peergrid_proto::Hash;
 use peergrid_proto::wire::UnitId;
 
-use super::{AUDIT_ATTEMPTS, AUDIT_WAIT, Audit, COMPARE_RETRY_MS, Scheduler, release};
+use super::{AUDIT_ATTEMPTS, AUDIT_WAIT, Audit, COMPARE_RETRY_MS, MAX_AUDITS, Scheduler, release};
 use crate::model::{Comparison, HostId, JobInfo, StoreOp};
 use crate::quorum::{CopyState, Verdict, decide, needs_canonical_nan};
 use crate::trust::Standing;
@@ -191,7 +191,8 @@ impl Scheduler {
                         .into_iter()
                         .map(|host| StoreOp::GrantCredit { host }),
                 );
-                let audit = u64::from(policy.audit_ppm) > self.rng.next_u64() % 1_000_000;
+                let audit = u64::from(policy.audit_ppm) > self.rng.next_u64() % 1_000_000
+                    && self.auditing.len() < MAX_AUDITS;
                 match audit {
                     true => {
                         // Kept for one more copy on an established host.
@@ -255,7 +256,7 @@ impl Scheduler {
             None => {
                 if !unit.queued {
                     unit.queued = true;
-                    self.queue.push_back(id);
+                    self.audit_queue.push_back(id);
                 }
                 self.deadlines.insert((give_up_ms, id, AUDIT_WAIT));
             }
@@ -313,7 +314,7 @@ impl Scheduler {
                 } else {
                     if !unit.queued {
                         unit.queued = true;
-                        self.queue.push_back(id);
+                        self.audit_queue.push_back(id);
                     }
                     self.deadlines.insert((give_up_ms, id, AUDIT_WAIT));
                 }
