@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench -p peergrid-tests --bench throughput
 //! BENCH_UNITS=100000 BENCH_WORKERS=8 BENCH_BATCH=128 cargo bench -p peergrid-tests --bench throughput
+//! BENCH_KEEP=1 cargo bench -p peergrid-tests --bench throughput   # keeps the database
 //! ```
 //!
 //! Prints units/s, tasks/s, the coordinator's peak memory (VmHWM) and
@@ -290,6 +291,11 @@ fn main() {
         100.0 * (self1 - self0) / elapsed
     );
     time_pages(&coordinator, job, validated);
+    // BENCH_KEEP=1 keeps the coordinator's folder (its database) to study.
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        drop(coordinator);
+        println!("kept: {}", dir.keep().display());
+    }
 }
 
 /// Every dashboard page and status call over the finished job's dataset:
