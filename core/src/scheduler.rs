@@ -60,7 +60,8 @@ struct UnitState {
     number: u64,
     input: UnitInput,
     copies: Vec<Copy>,
-    /// Whether the unit sits in `queue`; keeps it there at most once.
+    /// Whether the unit sits in `queue` (or, waiting for an auditor, in
+    /// `audit_queue`); keeps it there at most once.
     queued: bool,
     /// Adaptive replication sent it to a trusted host as a single copy;
     /// cleared (back to the job's quorum) if that copy fails.
@@ -69,7 +70,7 @@ struct UnitState {
     /// result than the quorum decides it.
     disputed: bool,
     /// Validated, and kept in the window for an audit copy.
-    audit: Option<Audit>,
+    audit: Option<audits::Audit>,
     /// Output bytes each host's successful copy stored, counted against
     /// the host until the unit leaves the window.
     stored: Vec<(HostId, u64)>,
@@ -77,32 +78,6 @@ struct UnitState {
     /// smaller hash first.
     verdicts: Vec<((Hash, Hash), bool)>,
 }
-
-/// A validated unit waiting for its audit: one more copy on an
-/// established host that must agree with the dataset row.
-#[derive(Clone, Debug)]
-struct Audit {
-    output: Hash,
-    /// The hosts whose agreement validated it: if one is caught before
-    /// the audit ends, the unit is reopened in the window too.
-    hosts: Vec<HostId>,
-    /// The established host running the audit copy.
-    auditor: Option<HostId>,
-    /// Audit copies that failed to report (error, timeout): after a few
-    /// the audit is given up.
-    attempts: u32,
-}
-
-/// Audit copies that may fail before an audit is given up.
-const AUDIT_ATTEMPTS: u32 = 3;
-/// Most validated units the window keeps for their audits. Past it, a
-/// validated unit leaves the window unaudited: audits pile up only while
-/// no established host takes them, and must not crowd out the units
-/// still to be done.
-const MAX_AUDITS: usize = 10_000;
-/// Stands for "no host" in `Scheduler::deadlines`: when an audit waiting
-/// for an auditor is given up.
-const AUDIT_WAIT: HostId = HostId::MAX;
 
 impl UnitState {
     fn rules(&self) -> Rules {
@@ -587,6 +562,7 @@ impl Scheduler {
 
     /// Marks every copy whose deadline (plus grace) has passed as timed out.
     pub fn expire(&mut self, now_ms: u64) {
+        let mut given_up = false;
         while let Some(&(deadline_ms, unit_id, host)) = self.deadlines.first() {
             if deadline_ms > now_ms {
                 break;
@@ -595,11 +571,16 @@ impl Scheduler {
             let Some(unit) = self.units.get_mut(&unit_id) else {
                 continue;
             };
-            if host == AUDIT_WAIT {
+            if host == audits::AUDIT_WAIT {
                 // No established host took the audit in time (there may be
                 // none it could go to): give it up.
-                if unit.audit.as_ref().is_some_and(|a| a.auditor.is_none()) {
+                if unit
+                    .audit
+                    .as_ref()
+                    .is_some_and(|a| a.auditor.is_none() && a.give_up_ms <= deadline_ms)
+                {
                     self.finish(unit_id);
+                    given_up = true;
                 }
                 continue;
             }
@@ -613,6 +594,9 @@ impl Scheduler {
             });
             self.host_failed(host);
             self.evaluate(unit_id, now_ms);
+        }
+        if given_up {
+            self.prune_audit_queue();
         }
     }
 
@@ -643,6 +627,7 @@ impl Scheduler {
                 .map(|(id, _)| *id)
                 .collect();
             hit.sort_unstable();
+            let mut reopened = Vec::new();
             for id in hit {
                 let Some(unit) = self.units.get_mut(&id) else {
                     continue;
@@ -660,14 +645,17 @@ impl Scheduler {
                     // as an ordinary copy.
                     Some(_) => {
                         unit.audit = None;
-                        if unit.queued {
-                            unit.queued = false;
-                            self.audit_queue.retain(|&u| u != id);
-                        }
                         self.auditing.remove(&id);
-                        self.evaluate(id, at_ms);
+                        reopened.push(id);
                     }
                     None => self.evaluate(id, at_ms),
+                }
+            }
+            if !reopened.is_empty() {
+                // Out of the audits' queue first, then to the quorum's.
+                self.prune_audit_queue();
+                for id in reopened {
+                    self.evaluate(id, at_ms);
                 }
             }
         }
@@ -687,6 +675,7 @@ impl Scheduler {
 }
 
 mod assign;
+mod audits;
 mod cancel;
 mod verdicts;
 

@@ -13,12 +13,12 @@ use crate::quorum::{Copy, CopyState, Verdict, bitwise, decide, needs_canonical_n
 /// How many queued units one `assign` call may look at before giving up:
 /// bounds the cost of a request from a host that already holds copies of
 /// everything at the front of the queue.
-const MAX_SCAN: usize = 4096;
+pub(super) const MAX_SCAN: usize = 4096;
 /// Each copy is drawn at random among this many units at the front of the
 /// queue, so which units a request gets cannot be predicted from the
 /// request before it: two identities of one party asking back to back do
 /// not get the two copies of the same units.
-const DRAW_WINDOW: usize = 64;
+pub(super) const DRAW_WINDOW: usize = 64;
 
 impl Scheduler {
     /// Up to `want` tasks for `host` whose inputs add up to at most
@@ -50,8 +50,10 @@ impl Scheduler {
         let young_may_complete = self
             .established_seen_ms
             .is_none_or(|t| now_ms.saturating_sub(t) > policy.established_idle_ms);
+        // Audits take at most half of the request: the host also gets
+        // fresh work while a backlog of audits drains.
         let (mut tasks, mut bytes) = match established {
-            true => self.assign_audits(host, addr, want, max_bytes, now_ms),
+            true => self.assign_audits(host, addr, want.div_ceil(2), max_bytes, now_ms),
             false => (Vec::new(), 0),
         };
         let mut issued_jobs = Vec::new();
@@ -182,77 +184,6 @@ impl Scheduler {
         tasks
     }
 
-    /// Up to `want` audit copies for an established `host` (one at a time
-    /// per unit, on a host of another network than every copy so far)
-    /// within `max_bytes`, with their wire size.
-    fn assign_audits(
-        &mut self,
-        host: HostId,
-        addr: Option<std::net::IpAddr>,
-        want: u32,
-        max_bytes: usize,
-        now_ms: u64,
-    ) -> (Vec<Task>, usize) {
-        let (mut tasks, mut bytes) = (Vec::new(), 0);
-        let mut put_back = Vec::new();
-        let mut scanned = 0;
-        while tasks.len() < want as usize && scanned < MAX_SCAN && !self.audit_queue.is_empty() {
-            let window = self.audit_queue.len().min(DRAW_WINDOW);
-            let k = (self.rng.next_u64() % window as u64) as usize;
-            if !tasks.is_empty()
-                && self
-                    .units
-                    .get(&self.audit_queue[k])
-                    .is_some_and(|u| bytes + wire_size(u) > max_bytes)
-            {
-                break;
-            }
-            let Some(id) = self.audit_queue.remove(k) else {
-                break;
-            };
-            scanned += 1;
-            let Some(unit) = self.units.get_mut(&id) else {
-                continue;
-            };
-            unit.queued = false;
-            let Some(audit) = &unit.audit else {
-                // Reopened since it queued: back to the quorum.
-                self.evaluate(id, now_ms);
-                continue;
-            };
-            if audit.auditor.is_some() {
-                continue;
-            }
-            let hosts = &self.hosts;
-            let s = &unit.job.settings;
-            let clash = |c: &Copy| {
-                c.host == host
-                    || netgroup::same_network(
-                        addr,
-                        hosts.get(&c.host).and_then(|o| o.addr),
-                        s.network_prefix_v4,
-                        s.network_prefix_v6,
-                    )
-            };
-            if unit.copies.iter().any(clash) {
-                unit.queued = true;
-                put_back.push(id);
-                continue;
-            }
-            if let Some(a) = unit.audit.as_mut() {
-                a.auditor = Some(host);
-            }
-            if let Some((task, size)) = self.issue(id, host, false, now_ms) {
-                bytes += size;
-                tasks.push(task);
-            }
-        }
-        for id in put_back.into_iter().rev() {
-            self.audit_queue.push_front(id);
-        }
-        (tasks, bytes)
-    }
-
     /// Hands `host` a copy of unit `id` and returns its task and wire size.
     /// The copy is due one wall-clock limit of waiting plus one of running
     /// after now (`peergrid_proto::deadline`), and expires after the grace.
@@ -292,7 +223,7 @@ impl Scheduler {
 
 /// About how many bytes a task of `unit` takes on the wire: its input,
 /// its arguments and room for the signature and fixed fields.
-fn wire_size(unit: &UnitState) -> usize {
+pub(super) fn wire_size(unit: &UnitState) -> usize {
     let input = match &unit.input {
         UnitInput::Inline(bytes) => bytes.len(),
         UnitInput::ByReference(_) => 48,

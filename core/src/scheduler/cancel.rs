@@ -47,6 +47,7 @@ impl Scheduler {
             // Drops the unit, its deadlines and its hosts' in-flight counts.
             self.finish(id);
         }
+        self.prune_audit_queue();
         self.ops.push(StoreOp::Cancel {
             job,
             reason: CANCELLED.to_string(),

@@ -1,4 +1,5 @@
 #![allow(clippy::unwrap_used)]
+use super::audits::MAX_AUDITS;
 use super::*;
 use crate::trust::Standing;
 use peergrid_proto::Hash;
@@ -1406,4 +1407,104 @@ fn a_reopened_unit_leaves_the_audits_queue_for_more_copies() {
     assert_eq!(units_of(&s.assign(3, 1, usize::MAX, 5)), HashSet::from([1]));
     s.report(3, 1, ok(7), 1, 6).unwrap();
     assert!(validated(&s.take_ops()), "validated again by hosts 2 and 3");
+}
+
+/// An established host takes audit copies and never reports them: the
+/// audits under way do not count against `MAX_AUDITS`, so every later
+/// validated unit is still audited (colluders cannot switch audits off by
+/// sitting on them), and a request gets fresh work beside its audits.
+#[test]
+fn audits_a_host_sits_on_do_not_switch_auditing_off() {
+    let policy = HostPolicy {
+        established_age_ms: 0,
+        audit_ppm: 1_000_000,
+        in_flight_per_core: 64,
+        ..HostPolicy::default()
+    };
+    let n = 3 * MAX_AUDITS as u64;
+    let mut s = with_units_in(Scheduler::with(policy, 5), n, JobSettings::default());
+    for h in 1..=3 {
+        on_network(&mut s, h, &format!("10.0.{h}.1"), 8192);
+        let mut old = s.standing(h).unwrap().clone();
+        old.consecutive_valid = 50;
+        s.host_joined(h, old);
+    }
+    let (mut validated, mut audits, mut sat_on, mut now) = (0, 0, 0, 1);
+    while validated < n && now < 1000 {
+        // Hosts 1 and 2 report every copy; host 3 sits on its audits.
+        for host in [3, 1, 2] {
+            let want = if host == 3 { 2000 } else { 1000 };
+            let tasks = s.assign(host, want, usize::MAX, now);
+            let audit = |t: &Task| s.units.get(&t.unit).is_some_and(|u| u.audit.is_some());
+            let (audit_copies, others): (Vec<Task>, Vec<Task>) = tasks.into_iter().partition(audit);
+            assert!(
+                audit_copies.len() <= want as usize / 2,
+                "{} audit copies in one request of {want}",
+                audit_copies.len()
+            );
+            audits += audit_copies.len();
+            let report = match host {
+                3 => {
+                    sat_on += audit_copies.len();
+                    others
+                }
+                _ => audit_copies.into_iter().chain(others).collect(),
+            };
+            for t in report {
+                s.report(host, t.unit, ok(1), 1, now).unwrap();
+            }
+        }
+        validated += s
+            .take_ops()
+            .iter()
+            .filter(|o| matches!(o, StoreOp::Validate { .. }))
+            .count() as u64;
+        now += 1;
+    }
+    assert_eq!(validated, n);
+    assert!(sat_on > MAX_AUDITS, "host 3 sits on {sat_on} audits");
+    assert_eq!(
+        audits + s.audit_queue.len(),
+        n as usize,
+        "every validated unit audited or waiting for it"
+    );
+}
+
+/// An audit whose first auditor failed waits its full time again for a
+/// second one: the first wait's give-up, still in the deadlines, does not
+/// end it early.
+#[test]
+fn a_retried_audit_waits_its_full_time_again() {
+    let policy = HostPolicy {
+        established_age_ms: 0,
+        audit_ppm: 1_000_000,
+        ..HostPolicy::default()
+    };
+    let settings = JobSettings::default();
+    let wait = (2 * settings.deadline_secs + settings.grace_secs) * 1000;
+    let mut s = with_units_in(Scheduler::with(policy, 9), 1, settings);
+    for h in 1..=3 {
+        on_network(&mut s, h, &format!("10.0.{h}.1"), 1);
+        let mut old = s.standing(h).unwrap().clone();
+        old.consecutive_valid = 50;
+        s.host_joined(h, old);
+    }
+    s.assign(1, 1, usize::MAX, 0);
+    s.assign(2, 1, usize::MAX, 0);
+    s.report(1, 1, ok(7), 1, 0).unwrap();
+    s.report(2, 1, ok(7), 1, 0).unwrap();
+    assert_eq!(units_of(&s.assign(3, 1, usize::MAX, 1)), HashSet::from([1]));
+    let failed_at = wait / 2;
+    s.report(3, 1, CopyState::Error("trap".into()), 1, failed_at)
+        .unwrap();
+    s.expire(wait);
+    assert!(
+        s.auditing.contains(&1),
+        "the first wait's end is not this one's"
+    );
+    s.expire(failed_at + wait);
+    assert!(
+        !s.auditing.contains(&1),
+        "given up at the end of its own wait"
+    );
 }

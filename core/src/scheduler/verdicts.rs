@@ -8,7 +8,7 @@ use std::sync::Arc;
 use peergrid_proto::Hash;
 use peergrid_proto::wire::UnitId;
 
-use super::{AUDIT_ATTEMPTS, AUDIT_WAIT, Audit, COMPARE_RETRY_MS, MAX_AUDITS, Scheduler, release};
+use super::{COMPARE_RETRY_MS, Scheduler, release};
 use crate::model::{Comparison, HostId, JobInfo, StoreOp};
 use crate::quorum::{CopyState, Verdict, decide, needs_canonical_nan};
 use crate::trust::Standing;
@@ -191,21 +191,9 @@ impl Scheduler {
                         .into_iter()
                         .map(|host| StoreOp::GrantCredit { host }),
                 );
-                let audit = u64::from(policy.audit_ppm) > self.rng.next_u64() % 1_000_000
-                    && self.auditing.len() < MAX_AUDITS;
-                match audit {
-                    true => {
-                        // Kept for one more copy on an established host.
-                        self.auditing.insert(id);
-                        unit.audit = Some(Audit {
-                            output,
-                            hosts,
-                            auditor: None,
-                            attempts: 0,
-                        });
-                        self.evaluate_audit(id, now_ms);
-                    }
-                    false => self.finish(id),
+                // Kept for one more copy on an established host, or done.
+                if !self.start_audit(id, output, hosts, now_ms) {
+                    self.finish(id);
                 }
             }
             Verdict::Failed(reason) => {
@@ -235,93 +223,6 @@ impl Scheduler {
         }
     }
 
-    /// A validated unit under audit: wait for the auditor's copy, ask for
-    /// one, or judge it. Agreement ends the audit; disagreement disputes
-    /// the row, and the unit goes back to the quorum with one more
-    /// agreeing result needed, which catches whichever side lied.
-    pub(super) fn evaluate_audit(&mut self, id: UnitId, now_ms: u64) {
-        let Some(unit) = self.units.get_mut(&id) else {
-            return;
-        };
-        let Some(audit) = unit.audit.as_mut() else {
-            return;
-        };
-        let state = audit
-            .auditor
-            .and_then(|a| unit.copies.iter().find(|c| c.host == a))
-            .map(|c| c.state.clone());
-        let s = &unit.job.settings;
-        let give_up_ms = now_ms + (2 * s.deadline_secs + s.grace_secs) * 1000;
-        match state {
-            None => {
-                if !unit.queued {
-                    unit.queued = true;
-                    self.audit_queue.push_back(id);
-                }
-                self.deadlines.insert((give_up_ms, id, AUDIT_WAIT));
-            }
-            Some(CopyState::InProgress { .. }) => {}
-            Some(CopyState::Success { output, .. }) => {
-                let agrees = if output == audit.output {
-                    true
-                } else if unit.job.validator.is_bitwise() {
-                    false
-                } else if let Some(v) = known(&unit.verdicts, output, audit.output) {
-                    v
-                } else {
-                    let pair = Comparison::pair(output, audit.output);
-                    ask(
-                        &mut self.comparing,
-                        &mut self.comparisons,
-                        id,
-                        &unit.job,
-                        [pair],
-                    );
-                    return;
-                };
-                let auditor = audit.auditor.unwrap_or_default();
-                if agrees {
-                    let policy = self.policy;
-                    let validated_by = audit.hosts.clone();
-                    self.standing_mut(auditor).valid(true, &policy);
-                    self.dirty.insert(auditor);
-                    // The audit checked the row's hosts, and the auditor's
-                    // result agreed with another host's: both are checks.
-                    for host in std::iter::once(auditor).chain(validated_by) {
-                        let s = self.standing_mut(host);
-                        if s.pending_credit {
-                            s.pending_credit = false;
-                            self.ops.push(StoreOp::GrantCredit { host });
-                        }
-                    }
-                    self.finish(id);
-                } else {
-                    unit.audit = None;
-                    unit.disputed = true;
-                    self.auditing.remove(&id);
-                    self.ops.push(StoreOp::Dispute {
-                        unit: id,
-                        at_ms: now_ms,
-                    });
-                    self.evaluate(id, now_ms);
-                }
-            }
-            Some(_) => {
-                audit.attempts += 1;
-                audit.auditor = None;
-                if audit.attempts >= AUDIT_ATTEMPTS {
-                    self.finish(id);
-                } else {
-                    if !unit.queued {
-                        unit.queued = true;
-                        self.audit_queue.push_back(id);
-                    }
-                    self.deadlines.insert((give_up_ms, id, AUDIT_WAIT));
-                }
-            }
-        }
-    }
-
     /// Drops a finished unit from the window; copies still out are
     /// forgotten, and their late reports are refused.
     pub(super) fn finish(&mut self, id: UnitId) {
@@ -340,7 +241,7 @@ impl Scheduler {
 }
 
 /// Asks for the comparisons of unit `id`'s `pairs` not asked for yet.
-fn ask(
+pub(super) fn ask(
     comparing: &mut HashMap<UnitId, Vec<(Hash, Hash)>>,
     comparisons: &mut Vec<Comparison>,
     id: UnitId,
@@ -362,7 +263,7 @@ fn ask(
 }
 
 /// The verdict on `a` and `b` among a unit's `verdicts`, if known.
-fn known(verdicts: &[((Hash, Hash), bool)], a: Hash, b: Hash) -> Option<bool> {
+pub(super) fn known(verdicts: &[((Hash, Hash), bool)], a: Hash, b: Hash) -> Option<bool> {
     let pair = Comparison::pair(a, b);
     verdicts.iter().find(|(p, _)| *p == pair).map(|(_, v)| *v)
 }
