@@ -135,14 +135,28 @@ impl LocalState {
     /// skewed clock never makes the worker start tasks late or give them
     /// back early.
     pub fn add_tasks(&self, tasks: &[Task], now_ms: u64) -> Result<()> {
+        self.add_tasks_noting(tasks, now_ms, None)
+    }
+
+    /// [`LocalState::add_tasks`] with an event for the log (`kind`,
+    /// `message`) in the same commit.
+    pub fn add_tasks_noting(
+        &self,
+        tasks: &[Task],
+        now_ms: u64,
+        event: Option<(&str, &str)>,
+    ) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
         for task in tasks {
             let due_ms = deadline::copy_deadline_ms(now_ms, task.limits.wall_ms);
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO tasks (unit, task, deadline_ms, received_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![task.unit as i64, codec::encode(task)?, clamp(due_ms), clamp(now_ms)],
-            )?;
+            )?
+            .execute(params![task.unit as i64, codec::encode(task)?, clamp(due_ms), clamp(now_ms)])?;
+        }
+        if let Some((kind, message)) = event {
+            events::insert_event(&tx, kind, message, now_ms)?;
         }
         tx.commit()?;
         Ok(())
@@ -153,7 +167,7 @@ impl LocalState {
     /// warning: the coordinator reissues its unit after the deadline.
     pub fn tasks(&self) -> Result<Vec<StoredTask>> {
         let db = self.db();
-        let mut stmt = db.prepare(
+        let mut stmt = db.prepare_cached(
             "SELECT unit, task, checkpoint, checkpoint_fuel, deadline_ms FROM tasks ORDER BY received_ms, unit",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -196,7 +210,7 @@ impl LocalState {
     /// `max` (`None` beyond).
     pub fn held_units(&self, max: usize) -> Result<Option<Vec<UnitId>>> {
         let db = self.db();
-        let mut stmt = db.prepare(
+        let mut stmt = db.prepare_cached(
             "SELECT unit FROM tasks UNION SELECT unit FROM reports UNION SELECT unit FROM returns
              ORDER BY unit LIMIT ?1",
         )?;
@@ -243,7 +257,7 @@ impl LocalState {
     pub fn pending_returns(&self, max: usize) -> Result<Vec<UnitId>> {
         let db = self.db();
         let mut stmt =
-            db.prepare("SELECT unit FROM returns ORDER BY returned_ms, unit LIMIT ?1")?;
+            db.prepare_cached("SELECT unit FROM returns ORDER BY returned_ms, unit LIMIT ?1")?;
         let units = stmt
             .query_map([max as i64], |r| r.get::<_, i64>(0))?
             .map(|u| u.map(|u| u as UnitId))
@@ -278,22 +292,41 @@ impl LocalState {
 
     /// Stores a finished task's report and forgets the task, atomically.
     pub fn finish(&self, report: &TaskReport, now_ms: u64) -> Result<()> {
+        self.finish_noting(report, now_ms, None)
+    }
+
+    /// [`LocalState::finish`] with an event for the log (`kind`,
+    /// `message`) in the same commit: one durable write per finished task.
+    pub fn finish_noting(
+        &self,
+        report: &TaskReport,
+        now_ms: u64,
+        event: Option<(&str, &str)>,
+    ) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        tx.execute("DELETE FROM tasks WHERE unit = ?1", [report.unit as i64])?;
-        tx.execute(
+        tx.prepare_cached("DELETE FROM tasks WHERE unit = ?1")?
+            .execute([report.unit as i64])?;
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO reports (unit, report, finished_ms) VALUES (?1, ?2, ?3)",
-            params![report.unit as i64, codec::encode(report)?, clamp(now_ms)],
-        )?;
-        tx.execute(
+        )?
+        .execute(params![
+            report.unit as i64,
+            codec::encode(report)?,
+            clamp(now_ms)
+        ])?;
+        tx.prepare_cached(
             "INSERT INTO history (unit, finished_ms, fuel, success) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                report.unit as i64,
-                clamp(now_ms),
-                clamp(report.fuel_used),
-                matches!(report.outcome, Outcome::Success(_))
-            ],
-        )?;
+        )?
+        .execute(params![
+            report.unit as i64,
+            clamp(now_ms),
+            clamp(report.fuel_used),
+            matches!(report.outcome, Outcome::Success(_))
+        ])?;
+        if let Some((kind, message)) = event {
+            events::insert_event(&tx, kind, message, now_ms)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -301,8 +334,9 @@ impl LocalState {
     /// Reports not yet acknowledged, oldest first, at most `max`.
     pub fn pending_reports(&self, max: usize) -> Result<Vec<TaskReport>> {
         let db = self.db();
-        let mut stmt =
-            db.prepare("SELECT unit, report FROM reports ORDER BY finished_ms, unit LIMIT ?1")?;
+        let mut stmt = db.prepare_cached(
+            "SELECT unit, report FROM reports ORDER BY finished_ms, unit LIMIT ?1",
+        )?;
         let rows = stmt.query_map([max as i64], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
@@ -425,6 +459,16 @@ impl LocalState {
             |r| r.get(0),
         )?;
         Ok(claimed.max(0) as u64)
+    }
+
+    /// Reports not yet settled by the coordinator (the uplink asks at
+    /// every exchange: a count of one small table, not of the history).
+    pub fn pending_report_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .db()
+            .prepare_cached("SELECT count(*) FROM reports")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
     }
 
     /// Counts for `status`; `since_ms` is the start of the local day.

@@ -416,7 +416,7 @@ impl Worker {
             winding,
             self.state.task_count()?,
             running.len(),
-            self.state.totals(u64::MAX)?.pending_reports,
+            self.state.pending_report_count()?,
             self.state.pending_returns(1)?.len(),
         ))
     }

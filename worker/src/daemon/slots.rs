@@ -245,7 +245,7 @@ impl Worker {
             tracing::info!(unit, "task stopped; it resumes at the next start");
             return Ok(false);
         };
-        match &report.outcome {
+        let event = match &report.outcome {
             Outcome::Success(out) => {
                 tracing::info!(
                     unit = report.unit,
@@ -255,8 +255,7 @@ impl Worker {
                     resumed = report.resumed,
                     "task done"
                 );
-                note(
-                    &self.state,
+                (
                     "finished",
                     format!(
                         "unit {}: {} bytes of output, {} fuel, {} ms",
@@ -265,19 +264,18 @@ impl Worker {
                         report.fuel_used,
                         report.elapsed_ms
                     ),
-                );
+                )
             }
             Outcome::Error(e) => {
                 let (message, _) = split_stderr(e);
                 tracing::info!(unit = report.unit, "task failed: {}", printable(message));
-                note(
-                    &self.state,
-                    "failed",
-                    format!("unit {}: {message}", report.unit),
-                );
+                ("failed", format!("unit {}: {message}", report.unit))
             }
-        }
-        self.state.finish(&report, now_ms())?;
+        };
+        // The report and its line in the event log: one commit.
+        let (kind, message) = (event.0, printable(&event.1));
+        self.state
+            .finish_noting(&report, now_ms(), Some((kind, &message)))?;
         self.shared.wake_uplink.notify_one();
         Ok(true)
     }

@@ -157,7 +157,7 @@ impl Uplink {
             let held_units = self.state.held_units(MAX_HELD)?;
             let reports = self.reports_to_send()?;
             let held = self.state.task_count()?;
-            let unsettled = self.state.totals(u64::MAX)?.pending_reports;
+            let unsettled = self.state.pending_report_count()?;
             // Winding down (no-more-work, detach) asks for nothing, as
             // draining does, but delivers until everything is settled.
             let fetch_nothing = draining || self.shared.winding().fetches_nothing();
@@ -288,7 +288,7 @@ impl Uplink {
             if exchange_rules::drain_done(draining, &exchanged) {
                 return Ok(());
             }
-            let more_to_send = self.state.totals(u64::MAX)?.pending_reports > 0;
+            let more_to_send = self.state.pending_report_count()? > 0;
             if let Some(wait) = exchange_rules::wait_after(&exchanged, more_to_send) {
                 self.idle(drain, wait).await;
             }
@@ -301,13 +301,11 @@ impl Uplink {
         if ready.is_empty() {
             return Ok(());
         }
-        self.state.add_tasks(ready, received_ms)?;
         let units: Vec<String> = ready.iter().map(|t| t.unit.to_string()).collect();
-        note(
-            &self.state,
-            "fetched",
-            format!("{} task(s): unit {}", ready.len(), units.join(", ")),
-        );
+        let message = format!("{} task(s): unit {}", ready.len(), units.join(", "));
+        // The tasks and their line in the event log: one commit.
+        self.state
+            .add_tasks_noting(ready, received_ms, Some(("fetched", &message)))?;
         ready.clear();
         self.shared.wake_core.notify_one();
         Ok(())

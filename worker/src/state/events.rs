@@ -30,28 +30,36 @@ pub struct Event {
 impl LocalState {
     /// Adds an event at `now_ms`, dropping the oldest past [`MAX_EVENTS`].
     pub fn record_event(&self, kind: &str, message: &str, now_ms: u64) -> Result<()> {
-        let mut message = message.to_string();
-        if message.len() > MAX_MESSAGE {
-            let mut end = MAX_MESSAGE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
-        }
         let mut db = self.db();
         let tx = db.transaction()?;
-        tx.execute(
-            "INSERT INTO events (at_ms, kind, message) VALUES (?1, ?2, ?3)",
-            params![clamp(now_ms), kind, message],
-        )?;
-        tx.execute(
-            "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1",
-            [MAX_EVENTS],
-        )?;
+        insert_event(&tx, kind, message, now_ms)?;
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Adds an event at `now_ms` within `tx` (so a change and its event are
+/// one commit), dropping the oldest past [`MAX_EVENTS`].
+pub(super) fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    kind: &str,
+    message: &str,
+    now_ms: u64,
+) -> Result<()> {
+    let mut message = message.to_string();
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    tx.prepare_cached("INSERT INTO events (at_ms, kind, message) VALUES (?1, ?2, ?3)")?
+        .execute(params![clamp(now_ms), kind, message])?;
+    tx.prepare_cached("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1")?
+        .execute([MAX_EVENTS])?;
+    Ok(())
 }
 
 /// The newest `n` events of the worker on data folder `data`, oldest

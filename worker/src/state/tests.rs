@@ -129,3 +129,34 @@ fn the_reason_for_a_fatal_stop_is_kept_until_cleared() {
     state.set_stopped_for(None).unwrap();
     assert_eq!(stopped_for(dir.path()), None);
 }
+
+/// A finished task's report and its line in the event log, and fetched
+/// tasks and theirs, are each one commit; the uplink's count of pending
+/// reports reads the reports alone.
+#[test]
+fn a_change_and_its_event_are_kept_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = LocalState::open(dir.path()).unwrap();
+    state
+        .add_tasks_noting(&[task(1), task(2)], 10, Some(("fetched", "2 task(s)")))
+        .unwrap();
+    state
+        .finish_noting(&report(1), 12, Some(("finished", "unit 1")))
+        .unwrap();
+    assert_eq!(state.pending_report_count().unwrap(), 1);
+    drop(state);
+    let events = events::read_events(dir.path(), 10).unwrap();
+    let said: Vec<(&str, &str, u64)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.message.as_str(), e.at_ms))
+        .collect();
+    assert_eq!(
+        said,
+        [("fetched", "2 task(s)", 10), ("finished", "unit 1", 12)]
+    );
+    let state = LocalState::open(dir.path()).unwrap();
+    assert_eq!(state.task_count().unwrap(), 1);
+    assert_eq!(state.pending_reports(10).unwrap(), vec![report(1)]);
+    state.settle(&[1], &[]).unwrap();
+    assert_eq!(state.pending_report_count().unwrap(), 0);
+}
