@@ -130,9 +130,9 @@ fn the_reason_for_a_fatal_stop_is_kept_until_cleared() {
     assert_eq!(stopped_for(dir.path()), None);
 }
 
-/// A finished task's report and its line in the event log, and fetched
-/// tasks and theirs, are each one commit; the uplink's count of pending
-/// reports reads the reports alone.
+/// A finished task's report and fetched tasks are kept with their lines
+/// in the event log, in order and at their times, across reopening; the
+/// uplink's count of pending reports counts reports, not the history.
 #[test]
 fn a_change_and_its_event_are_kept_together() {
     let dir = tempfile::tempdir().unwrap();
