@@ -5,10 +5,13 @@ use peergrid_proto::deadline;
 use peergrid_proto::limits::MAX_OUTPUT;
 use peergrid_proto::wire::{Task, TaskLimits, UnitId};
 
+use std::collections::{HashMap, VecDeque};
+
 use super::{Scheduler, UnitInput, UnitState, Waiting};
 use crate::model::{HostId, StoreOp};
 use crate::netgroup;
 use crate::quorum::{Copy, CopyState, Verdict, bitwise, decide, needs_canonical_nan};
+use crate::trust::SplitMix64;
 
 /// How many queued units one `assign` call may look at before giving up:
 /// bounds the cost of a request from a host that already holds copies of
@@ -18,7 +21,7 @@ pub(super) const MAX_SCAN: usize = 4096;
 /// queue, so which units a request gets cannot be predicted from the
 /// request before it: two identities of one party asking back to back do
 /// not get the two copies of the same units.
-pub(super) const DRAW_WINDOW: usize = 64;
+const DRAW_WINDOW: usize = 64;
 
 impl Scheduler {
     /// Up to `want` tasks for `host` whose inputs add up to at most
@@ -59,18 +62,17 @@ impl Scheduler {
         let mut issued_jobs = Vec::new();
         let mut put_back = Vec::new();
         let mut scanned = 0;
-        while tasks.len() < want as usize && scanned < MAX_SCAN && !self.queue.is_empty() {
-            let window = self.queue.len().min(DRAW_WINDOW);
-            let k = (self.rng.next_u64() % window as u64) as usize;
-            if !tasks.is_empty()
-                && self
-                    .units
-                    .get(&self.queue[k])
-                    .is_some_and(|u| bytes + wire_size(u) > max_bytes)
-            {
-                break;
-            }
-            let Some(id) = self.queue.remove(k) else {
+        while tasks.len() < want as usize && scanned < MAX_SCAN {
+            let first = tasks.is_empty();
+            let drawn = draw(
+                &mut self.queue,
+                &mut self.rng,
+                &self.units,
+                first,
+                bytes,
+                max_bytes,
+            );
+            let Some(id) = drawn else {
                 break;
             };
             scanned += 1;
@@ -221,9 +223,32 @@ impl Scheduler {
     }
 }
 
+/// Takes a unit drawn at random among the first [`DRAW_WINDOW`] of
+/// `queue`, or none when the queue is empty or, past the `first` task of
+/// a reply, the drawn unit's task would take the reply's `bytes` past
+/// `max_bytes` (it then stays queued).
+pub(super) fn draw(
+    queue: &mut VecDeque<UnitId>,
+    rng: &mut SplitMix64,
+    units: &HashMap<UnitId, UnitState>,
+    first: bool,
+    bytes: usize,
+    max_bytes: usize,
+) -> Option<UnitId> {
+    if queue.is_empty() {
+        return None;
+    }
+    let k = (rng.next_u64() % queue.len().min(DRAW_WINDOW) as u64) as usize;
+    let too_big = |u: &UnitState| bytes + wire_size(u) > max_bytes;
+    if !first && units.get(&queue[k]).is_some_and(too_big) {
+        return None;
+    }
+    queue.remove(k)
+}
+
 /// About how many bytes a task of `unit` takes on the wire: its input,
 /// its arguments and room for the signature and fixed fields.
-pub(super) fn wire_size(unit: &UnitState) -> usize {
+fn wire_size(unit: &UnitState) -> usize {
     let input = match &unit.input {
         UnitInput::Inline(bytes) => bytes.len(),
         UnitInput::ByReference(_) => 48,

@@ -3,7 +3,7 @@
 //! (only established hosts look at it), judged against its dataset row.
 
 use super::Scheduler;
-use super::assign::{DRAW_WINDOW, MAX_SCAN, wire_size};
+use super::assign::{MAX_SCAN, draw};
 use super::verdicts::{ask, known};
 use crate::model::{Comparison, HostId, StoreOp};
 use crate::netgroup;
@@ -54,12 +54,9 @@ impl Scheduler {
     ) -> bool {
         let drawn = u64::from(self.policy.audit_ppm) > self.rng.next_u64() % 1_000_000
             && self.audit_queue.len() < MAX_AUDITS;
-        let Some(unit) = self.units.get_mut(&id) else {
+        let Some(unit) = self.units.get_mut(&id).filter(|_| drawn) else {
             return false;
         };
-        if !drawn {
-            return false;
-        }
         self.auditing.insert(id);
         unit.audit = Some(Audit {
             output,
@@ -86,18 +83,10 @@ impl Scheduler {
         let (mut tasks, mut bytes) = (Vec::new(), 0);
         let mut put_back = Vec::new();
         let mut scanned = 0;
-        while tasks.len() < want as usize && scanned < MAX_SCAN && !self.audit_queue.is_empty() {
-            let window = self.audit_queue.len().min(DRAW_WINDOW);
-            let k = (self.rng.next_u64() % window as u64) as usize;
-            if !tasks.is_empty()
-                && self
-                    .units
-                    .get(&self.audit_queue[k])
-                    .is_some_and(|u| bytes + wire_size(u) > max_bytes)
-            {
-                break;
-            }
-            let Some(id) = self.audit_queue.remove(k) else {
+        while tasks.len() < want as usize && scanned < MAX_SCAN {
+            let (queue, first) = (&mut self.audit_queue, tasks.is_empty());
+            let drawn = draw(queue, &mut self.rng, &self.units, first, bytes, max_bytes);
+            let Some(id) = drawn else {
                 break;
             };
             scanned += 1;
