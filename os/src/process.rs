@@ -1,13 +1,16 @@
-//! A task runner process's view of itself (Linux; elsewhere each is a
-//! no-op that says so): the lowest CPU and I/O priority, death with its
-//! parent, and tight resource limits. These are the crate's only `unsafe`
-//! blocks: single system calls on plain integers and a zeroed struct.
+//! A task runner process's view of itself, and its parent's hold on it: the
+//! lowest CPU and I/O priority (Linux, macOS, Windows), death with its
+//! parent and tight resource limits (Linux; elsewhere an error that says
+//! so), pausing and ending it (signals on Unix, their equivalents on
+//! Windows). These are the crate's only `unsafe` blocks: single system
+//! calls on plain integers, handles and a zeroed struct.
 
 use std::io;
 
 /// Runs the calling process (its threads started from now on) at the
-/// lowest priority there is: `SCHED_IDLE` (only on otherwise idle CPU; nice
-/// 19 where the kernel refuses it) and the idle I/O class. Call it before
+/// lowest priority there is: on Linux `SCHED_IDLE` (only on otherwise idle
+/// CPU; nice 19 where the kernel refuses it) and the idle I/O class, on
+/// macOS the background state, on Windows the idle class. Call it before
 /// starting threads: a policy is per thread and inherited at creation.
 /// Returns the policy in force, to log.
 pub fn lowest_priority() -> io::Result<&'static str> {
@@ -40,10 +43,53 @@ pub fn lowest_priority() -> io::Result<&'static str> {
         }
         Err(io::Error::last_os_error())
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "macos")]
+    {
+        // The background state (Darwin's PRIO_DARWIN_BG): the lowest CPU
+        // priority and throttled I/O for the whole process, what Time
+        // Machine and Spotlight run at; nice 19 where it is refused.
+        #[allow(unsafe_code)]
+        // SAFETY: setpriority takes integers only.
+        let background =
+            unsafe { libc::setpriority(libc::PRIO_DARWIN_PROCESS, 0, libc::PRIO_DARWIN_BG) } == 0;
+        if background {
+            return Ok("background (PRIO_DARWIN_BG)");
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: setpriority takes integers only.
+        let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } == 0;
+        if niced {
+            return Ok("nice 19");
+        }
+        Err(io::Error::last_os_error())
+    }
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::Threading::{
+            GetCurrentProcess, IDLE_PRIORITY_CLASS, PROCESS_MODE_BACKGROUND_BEGIN, SetPriorityClass,
+        };
+        // The idle class (only on otherwise idle CPU), then background
+        // mode, which also lowers I/O and memory priority.
+        #[allow(unsafe_code)]
+        // SAFETY: the pseudo handle of the current process needs no closing.
+        let idle = unsafe { SetPriorityClass(GetCurrentProcess(), IDLE_PRIORITY_CLASS) } != 0;
+        if !idle {
+            return Err(io::Error::last_os_error());
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: as above.
+        let background =
+            unsafe { SetPriorityClass(GetCurrentProcess(), PROCESS_MODE_BACKGROUND_BEGIN) } != 0;
+        Ok(if background {
+            "IDLE_PRIORITY_CLASS, background mode"
+        } else {
+            "IDLE_PRIORITY_CLASS"
+        })
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
-        "priorities are only set on Linux",
+        "priorities are set on Linux, macOS and Windows only",
     ))
 }
 
@@ -215,6 +261,84 @@ pub enum Ended {
     Exited(i32),
     /// A signal ended it (this number).
     Signalled(i32),
+}
+
+/// Sends `sig` to process `pid` (a child the caller started and has not
+/// reaped). Windows has no signals: a stop suspends every thread of the
+/// process (`NtSuspendProcess`, what Task Manager and Process Explorer
+/// use), a continue resumes them, a kill terminates it; a runner's
+/// checkpoint request has no equivalent and is refused.
+#[cfg(windows)]
+pub fn signal(pid: u32, sig: Signal) -> io::Result<()> {
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, PROCESS_SUSPEND_RESUME, PROCESS_TERMINATE, TerminateProcess,
+    };
+    #[link(name = "ntdll")]
+    #[allow(unsafe_code)]
+    unsafe extern "system" {
+        fn NtSuspendProcess(process: HANDLE) -> i32;
+        fn NtResumeProcess(process: HANDLE) -> i32;
+    }
+    if pid == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "pid 0"));
+    }
+    let access = match sig {
+        Signal::Stop | Signal::Continue => PROCESS_SUSPEND_RESUME,
+        Signal::Kill => PROCESS_TERMINATE,
+        Signal::CheckpointNow => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no checkpoint request on Windows",
+            ));
+        }
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: OpenProcess takes integers and returns a handle or null.
+    let process = unsafe { OpenProcess(access, 0, pid) };
+    if process.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `process` is a handle we opened with the right access and
+    // close below; the calls take nothing else.
+    let ok = unsafe {
+        match sig {
+            Signal::Stop => NtSuspendProcess(process) >= 0,
+            Signal::Continue => NtResumeProcess(process) >= 0,
+            _ => TerminateProcess(process, 137) != 0,
+        }
+    };
+    let error = io::Error::last_os_error();
+    #[allow(unsafe_code)]
+    // SAFETY: closes the handle opened above, once.
+    unsafe {
+        CloseHandle(process)
+    };
+    if ok { Ok(()) } else { Err(error) }
+}
+
+/// The whole machine's CPU time since boot, summed over its cores, in
+/// 100 ns ticks: `(busy, total)` (`GetSystemTimes`; kernel time includes
+/// idle time). Two readings' differences give the share in use, without
+/// the performance-counter library that sysinfo reads it with.
+#[cfg(windows)]
+pub fn machine_cpu_ticks() -> io::Result<(u64, u64)> {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::System::Threading::GetSystemTimes;
+    let zero = FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut idle, mut kernel, mut user) = (zero, zero, zero);
+    #[allow(unsafe_code)]
+    // SAFETY: three valid FILETIMEs the call writes into.
+    if unsafe { GetSystemTimes(&mut idle, &mut kernel, &mut user) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ticks = |t: FILETIME| (u64::from(t.dwHighDateTime) << 32) | u64::from(t.dwLowDateTime);
+    let total = ticks(kernel).saturating_add(ticks(user));
+    Ok((total.saturating_sub(ticks(idle)), total))
 }
 
 /// Waits for child `pid` to end and says how, *without reaping it*: its

@@ -264,6 +264,7 @@ impl Drop for Runner {
 }
 
 /// How a runner process ended, for the task's error message.
+#[cfg(target_os = "linux")]
 fn describe_end(ended: peergrid_os::process::Ended) -> String {
     match ended {
         peergrid_os::process::Ended::Exited(code) => format!("exit status {code}"),

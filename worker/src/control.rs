@@ -1,16 +1,16 @@
-//! The local control socket: `peergrid-worker pause`, `resume` and
+//! The local control channel: `peergrid-worker pause`, `resume` and
 //! `status` talk to the running daemon through `DATA/control.sock`, a Unix
-//! socket only the data folder's owner can open (mode 0600).
+//! socket only the data folder's owner can open (mode 0600), or on Windows
+//! a named pipe named after the data folder that only its creator, the
+//! administrators and the system may write to ([`Channel`]).
 //!
 //! One JSON line per request ([`ControlRequest`]) and one JSON line per
 //! reply ([`Status`], or `{"error": …}`).
 
 use std::path::{Path, PathBuf};
-#[cfg(not(unix))]
 use std::sync::Arc;
 
-#[cfg(not(unix))]
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// File name of the control socket in the data folder.
@@ -214,117 +214,107 @@ pub fn socket_path(data: &Path) -> PathBuf {
     data.join(SOCKET_FILE)
 }
 
-#[cfg(unix)]
-pub use unix::{request, serve};
+/// One platform's local channel between the running daemon and the
+/// commands that steer it: a Unix socket in the data folder (mode 0600) on
+/// Unix, a named pipe named after the data folder on Windows.
+pub(crate) trait Channel: Sized + Send + 'static {
+    /// One connection, as the daemon sees it.
+    type Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// One connection, as a command sees it.
+    type Client: std::io::Read + std::io::Write;
+    /// Opens the channel of data folder `data`; refused when another
+    /// daemon answers on it.
+    fn bind(data: &Path) -> Result<Self>;
+    /// Waits for the next connection.
+    fn accept(&mut self) -> impl std::future::Future<Output = std::io::Result<Self::Conn>> + Send;
+    /// Connects to the daemon on `data`, with reads that give up after
+    /// `timeout`.
+    fn connect(data: &Path, timeout: std::time::Duration) -> std::io::Result<Self::Client>;
+}
 
 #[cfg(unix)]
-mod unix {
-    use std::io::{BufRead, BufReader, Write};
-    use std::path::Path;
-    use std::sync::Arc;
+#[path = "control/unix.rs"]
+mod platform;
+#[cfg(windows)]
+#[path = "control/windows.rs"]
+mod platform;
 
-    use anyhow::{Context, Result, bail};
+/// Where data folder `data`'s channel lives, to say in messages.
+pub fn channel_name(data: &Path) -> String {
+    platform::name(data)
+}
+
+/// Answers requests on data folder `data`'s channel until the task is
+/// dropped. `handle` runs each request against the daemon.
+pub async fn serve(
+    data: &Path,
+    handle: Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let mut channel = platform::Local::bind(data)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok(conn) = channel.accept().await else {
+                continue;
+            };
+            tokio::spawn(answer(conn, handle.clone()));
+        }
+    }))
+}
+
+/// Reads one request line from `conn` (at most [`MAX_REQUEST`] bytes) and
+/// writes the reply line.
+async fn answer<C>(conn: C, handle: Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync>)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-
-    use super::{ControlRequest, MAX_REQUEST, Status, socket_path};
-
-    /// Answers requests on `data/control.sock` until the task is dropped.
-    /// `handle` runs each request against the daemon.
-    pub async fn serve(
-        data: &Path,
-        handle: Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync>,
-    ) -> Result<tokio::task::JoinHandle<()>> {
-        let path = socket_path(data);
-        // A socket left by a killed daemon: nobody answers on it any more.
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            bail!(
-                "another worker is running on {} (its control socket answers); stop it first",
-                data.display()
-            );
-        }
-        let _ = std::fs::remove_file(&path);
-        let listener = tokio::net::UnixListener::bind(&path)
-            .with_context(|| format!("creating the control socket {}", path.display()))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("restricting {}", path.display()))?;
-        }
-        Ok(tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let handle = handle.clone();
-                tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut line = String::new();
-                    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
-                    if reader.read_line(&mut line).await.is_err() {
-                        return;
-                    }
-                    let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
-                        Ok(req) => match handle(req) {
-                            Ok(status) => serde_json::to_string(&status),
-                            Err(e) => serde_json::to_string(
-                                &serde_json::json!({"error": format!("{e:#}")}),
-                            ),
-                        },
-                        Err(e) => serde_json::to_string(
-                            &serde_json::json!({"error": format!("unknown request: {e}")}),
-                        ),
-                    };
-                    if let Ok(mut reply) = reply {
-                        reply.push('\n');
-                        let _ = write.write_all(reply.as_bytes()).await;
-                    }
-                });
-            }
-        }))
+    let (read, mut write) = tokio::io::split(conn);
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+    if reader.read_line(&mut line).await.is_err() {
+        return;
     }
+    let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
+        Ok(req) => match handle(req) {
+            Ok(status) => serde_json::to_string(&status),
+            Err(e) => serde_json::to_string(&serde_json::json!({"error": format!("{e:#}")})),
+        },
+        Err(e) => {
+            serde_json::to_string(&serde_json::json!({"error": format!("unknown request: {e}")}))
+        }
+    };
+    if let Ok(mut reply) = reply {
+        reply.push('\n');
+        let _ = write.write_all(reply.as_bytes()).await;
+        let _ = write.flush().await;
+    }
+}
 
-    /// Sends `req` to the daemon running on data folder `data`.
-    pub fn request(data: &Path, req: ControlRequest) -> Result<Status> {
-        let path = socket_path(data);
-        let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+/// Sends `req` to the daemon running on data folder `data`.
+pub fn request(data: &Path, req: ControlRequest) -> Result<Status> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = platform::Local::connect(data, std::time::Duration::from_secs(10))
+        .with_context(|| {
             format!(
                 "no worker answers on {}; is `peergrid-worker run --data {}` running?",
-                path.display(),
+                channel_name(data),
                 data.display()
             )
         })?;
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-        let mut line = serde_json::to_string(&req)?;
-        line.push('\n');
-        stream.write_all(line.as_bytes())?;
-        let mut reply = String::new();
-        BufReader::new(stream)
-            .read_line(&mut reply)
-            .context("reading the worker's reply")?;
-        let value: serde_json::Value =
-            serde_json::from_str(&reply).context("the worker's reply is not JSON")?;
-        if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
-            bail!("the worker refused: {e}");
-        }
-        serde_json::from_value(value).context("the worker's reply is not a status")
+    let mut line = serde_json::to_string(&req)?;
+    line.push('\n');
+    conn.write_all(line.as_bytes())?;
+    conn.flush()?;
+    let mut reply = String::new();
+    BufReader::new(conn)
+        .read_line(&mut reply)
+        .context("reading the worker's reply")?;
+    let value: serde_json::Value =
+        serde_json::from_str(&reply).context("the worker's reply is not JSON")?;
+    if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
+        bail!("the worker refused: {e}");
     }
-}
-
-/// Without Unix sockets there is no control socket: the worker runs
-/// without one and the commands say so.
-#[cfg(not(unix))]
-pub async fn serve(
-    _data: &Path,
-    _handle: Arc<dyn Fn(ControlRequest) -> Result<Status> + Send + Sync>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    Ok(tokio::spawn(async {}))
-}
-
-#[cfg(not(unix))]
-pub fn request(_data: &Path, _req: ControlRequest) -> Result<Status> {
-    anyhow::bail!(
-        "status, pause and resume need a Unix system (the control socket is a Unix socket)"
-    )
+    serde_json::from_value(value).context("the worker's reply is not a status")
 }
 
 #[cfg(test)]

@@ -273,13 +273,24 @@ pub struct Monitor {
     name: Option<std::ffi::OsString>,
     cores: usize,
     battery: Option<starship_battery::Manager>,
+    /// Windows: the machine's CPU ticks (busy, total) at the last sample.
+    #[cfg(windows)]
+    machine_ticks: Option<(u64, u64)>,
 }
 
 impl Monitor {
     pub fn new() -> Monitor {
+        // On Windows sysinfo reads CPU use from the performance-counter
+        // library (PDH), which may need reloading and is missing from Wine;
+        // the machine's use is read from its CPU times there instead.
+        let cpu = if cfg!(windows) {
+            CpuRefreshKind::nothing()
+        } else {
+            CpuRefreshKind::nothing().with_usage()
+        };
         let sys = System::new_with_specifics(
             RefreshKind::nothing()
-                .with_cpu(CpuRefreshKind::nothing().with_usage())
+                .with_cpu(cpu)
                 .with_memory(MemoryRefreshKind::nothing().with_ram()),
         )
         .map_err(|e| tracing::warn!("cannot read CPU use; never suspending for load: {e}"))
@@ -297,18 +308,44 @@ impl Monitor {
             name: None,
             cores,
             battery,
+            #[cfg(windows)]
+            machine_ticks: None,
         }
+    }
+
+    /// The whole machine's CPU use since the last call, in % of all cores.
+    #[cfg(not(windows))]
+    fn machine_cpu_percent(&mut self) -> f32 {
+        self.sys.as_mut().map_or(0.0, |sys| {
+            sys.refresh_cpu_usage();
+            sys.global_cpu_usage()
+        })
+    }
+
+    /// The whole machine's CPU use since the last call, in % of all cores.
+    #[cfg(windows)]
+    fn machine_cpu_percent(&mut self) -> f32 {
+        let Ok((busy, total)) = peergrid_os::process::machine_cpu_ticks() else {
+            return 0.0;
+        };
+        let percent = match self.machine_ticks {
+            Some((busy0, total0)) if total > total0 => {
+                (busy.saturating_sub(busy0) as f64 * 100.0 / (total - total0) as f64) as f32
+            }
+            _ => 0.0,
+        };
+        self.machine_ticks = Some((busy, total));
+        percent.clamp(0.0, 100.0)
     }
 
     /// CPU use of everything but the grid (this process, other processes
     /// of the same name, i.e. other workers, and their runners) since the last
     /// call, as a share of the whole machine ([`non_grid_percent`]).
     pub fn non_grid_cpu_percent(&mut self) -> f32 {
-        let Some(sys) = &mut self.sys else {
+        if self.sys.is_none() {
             return 0.0;
-        };
-        sys.refresh_cpu_usage();
-        let total = sys.global_cpu_usage();
+        }
+        let total = self.machine_cpu_percent();
         let now = Instant::now();
         let grid_pids = self.grid_processes();
         let Some(sys) = &self.sys else {

@@ -17,6 +17,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
+mod plain_udp;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("cannot resolve coordinator address `{0}`")]
@@ -179,7 +181,14 @@ pub async fn connect_raw(
         None if addr.is_ipv6() => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
         None => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
     };
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| NetError::Setup(e.to_string()))?;
+    let mut endpoint = match quinn::Endpoint::client(bind) {
+        Ok(endpoint) => endpoint,
+        Err(e) if plain_udp::is_unsupported_option(&e) => {
+            tracing::debug!(error = %e, "the network stack lacks ECN; QUIC on a plain UDP socket");
+            plain_udp::client_endpoint(bind).map_err(|e| NetError::Setup(e.to_string()))?
+        }
+        Err(e) => return Err(NetError::Setup(e.to_string())),
+    };
     let refused = Arc::default();
     endpoint.set_default_client_config(pinned_client_config(
         join.cert_sha256,
