@@ -232,6 +232,18 @@ pub fn grid_pids(
     children.chain(workers.iter().copied()).collect()
 }
 
+/// The share of CPU time that was busy between two readings of a
+/// machine's `(busy, total)` CPU time counters, in % (0 when no time
+/// passed or the counters went back).
+pub fn busy_percent(before: (u64, u64), now: (u64, u64)) -> f32 {
+    let total = now.1.saturating_sub(before.1);
+    if total == 0 {
+        return 0.0;
+    }
+    let busy = now.0.saturating_sub(before.0).min(total);
+    (busy as f64 * 100.0 / total as f64) as f32
+}
+
 /// Each grid process's CPU use since the last sample, in % of one core,
 /// from its CPU time (`cpu_ms`, accumulated since it started) now and at
 /// the last sample (`before`, `elapsed_ms` ago). A process not seen then
@@ -328,14 +340,11 @@ impl Monitor {
         let Ok((busy, total)) = peergrid_os::process::machine_cpu_ticks() else {
             return 0.0;
         };
-        let percent = match self.machine_ticks {
-            Some((busy0, total0)) if total > total0 => {
-                (busy.saturating_sub(busy0) as f64 * 100.0 / (total - total0) as f64) as f32
-            }
-            _ => 0.0,
-        };
+        let percent = self
+            .machine_ticks
+            .map_or(0.0, |before| busy_percent(before, (busy, total)));
         self.machine_ticks = Some((busy, total));
-        percent.clamp(0.0, 100.0)
+        percent
     }
 
     /// CPU use of everything but the grid (this process, other processes

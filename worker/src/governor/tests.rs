@@ -243,3 +243,14 @@ fn a_new_busy_child_counts_as_grid_in_its_first_sample() {
         "the child's share of a core in its first sample: {share} %"
     );
 }
+
+/// The machine's busy share from two readings of its CPU time counters
+/// (Windows' GetSystemTimes): a quarter busy, nothing passed, counters
+/// that went back, more busy than total time.
+#[test]
+fn busy_share_between_two_readings() {
+    assert_eq!(busy_percent((100, 1_000), (350, 2_000)), 25.0);
+    assert_eq!(busy_percent((100, 1_000), (100, 1_000)), 0.0);
+    assert_eq!(busy_percent((500, 2_000), (100, 1_000)), 0.0);
+    assert_eq!(busy_percent((0, 0), (5_000, 1_000)), 100.0);
+}
